@@ -1,0 +1,345 @@
+//! Device buffers: 2-D tensors in DRAM, L1 or L1_SMALL, interleaved or sharded.
+
+use super::alloc::{Direction, Owner};
+use super::{Device, DeviceInner};
+use crate::error::{Error, Result, invalid};
+use crate::hw::kernel::{Accessor, DType, Layout, ShardGrid};
+use crate::hw::{Memory, align_up};
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a buffer lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufferType {
+    /// Device DRAM.
+    Dram,
+    /// Core L1.
+    L1,
+    /// The per-core L1 region reserved by `l1_small_size`.
+    L1Small,
+}
+
+impl BufferType {
+    /// The memory the type lives in.
+    pub fn memory(self) -> Memory {
+        match self {
+            BufferType::Dram => Memory::Dram,
+            BufferType::L1 | BufferType::L1Small => Memory::L1,
+        }
+    }
+
+    /// Name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BufferType::Dram => "DRAM",
+            BufferType::L1 => "L1",
+            BufferType::L1Small => "L1_SMALL",
+        }
+    }
+}
+
+/// How a sharded buffer is cut and placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShardSpec {
+    /// Cores (L1) or banks (DRAM) holding the shards.
+    pub grid: ShardGrid,
+    /// Rows and columns of one shard.
+    pub shape: [u32; 2],
+    /// Assign shards to the grid column by column instead of row by row.
+    pub col_major: bool,
+}
+
+/// Memory configuration: buffer type, layout and, for sharded layouts, the shard spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryConfig {
+    /// Where.
+    pub buffer_type: BufferType,
+    /// How the pages are spread.
+    pub layout: Layout,
+    /// Shards, for sharded layouts.
+    pub shard: Option<ShardSpec>,
+}
+
+impl MemoryConfig {
+    /// Interleaved DRAM.
+    pub const DRAM: MemoryConfig = MemoryConfig { buffer_type: BufferType::Dram, layout: Layout::Interleaved, shard: None };
+    /// Interleaved L1.
+    pub const L1: MemoryConfig = MemoryConfig { buffer_type: BufferType::L1, layout: Layout::Interleaved, shard: None };
+
+    /// A sharded config.
+    pub fn sharded(buffer_type: BufferType, layout: Layout, grid: ShardGrid, shape: [u32; 2]) -> MemoryConfig {
+        MemoryConfig { buffer_type, layout, shard: Some(ShardSpec { grid, shape, col_major: false }) }
+    }
+}
+
+/// Element arrangement in host and device memory. Only row-major pages exist today; the field is queryable so
+/// callers can check it, as the seed does with `.layout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TensorLayout {
+    /// Rows are pages.
+    RowMajor,
+}
+
+/// Everything that defines a buffer except its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufferSpec {
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub cols: u32,
+    /// Element type.
+    pub dtype: DType,
+    /// Element arrangement.
+    pub layout: TensorLayout,
+    /// Memory configuration.
+    pub mem: MemoryConfig,
+}
+
+impl BufferSpec {
+    /// A row-major spec.
+    pub fn new(rows: u32, cols: u32, dtype: DType, mem: MemoryConfig) -> BufferSpec {
+        BufferSpec { rows, cols, dtype, layout: TensorLayout::RowMajor, mem }
+    }
+
+    /// Bytes of the tensor in host memory (dense row-major).
+    pub fn host_bytes(&self) -> u64 {
+        self.rows as u64 * self.cols as u64 * self.dtype.size() as u64
+    }
+}
+
+impl fmt::Display for BufferSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {}] {:?} {} {:?}", self.rows, self.cols, self.dtype, self.mem.buffer_type.name(), self.mem.layout)
+    }
+}
+
+/// A buffer in device memory. Dropping it (or [`Buffer::deallocate`]) frees its range at once.
+pub struct Buffer {
+    pub(crate) dev: Arc<DeviceInner>,
+    pub(crate) id: u64,
+    pub(crate) spec: BufferSpec,
+    pub(crate) addr: u64,
+    pub(crate) page_stride: u32,
+    pub(crate) footprint: u64,
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buffer({} at {:#x})", self.spec, self.addr)
+    }
+}
+
+/// Placement of a checked spec: page stride, footprint per unit, alignment.
+pub(crate) struct Placement {
+    pub page_stride: u32,
+    pub footprint: u64,
+    pub align: u64,
+}
+
+impl DeviceInner {
+    /// Checks a spec against the device and computes its placement.
+    pub(crate) fn place(&self, s: &BufferSpec) -> Result<Placement> {
+        let info = &self.info;
+        if s.rows == 0 || s.cols == 0 {
+            return invalid(format!("buffer shape [{}, {}] has a zero dimension; both must be at least 1", s.rows, s.cols));
+        }
+        let align = match s.mem.buffer_type.memory() {
+            Memory::Dram => info.dram_align as u64,
+            Memory::L1 => info.l1_align as u64,
+        };
+        if s.mem.buffer_type == BufferType::L1Small && self.params.l1_small_size == 0 {
+            return invalid(
+                "L1_SMALL buffer requested, but the device was opened with l1_small_size=0; open it with \
+                 l1_small_size set to the per-core bytes you need",
+            );
+        }
+        let es = s.dtype.size() as u64;
+        let units = info.geometry().units(s.mem.buffer_type.memory()) as u64;
+        match (s.mem.layout, s.mem.shard) {
+            (Layout::Interleaved, None) => {
+                let stride = align_up(s.cols as u64 * es, align);
+                let footprint = (s.rows as u64).div_ceil(units) * stride;
+                if stride > u32::MAX as u64 {
+                    return invalid(format!("rows of {} bytes are too long", s.cols as u64 * es));
+                }
+                Ok(Placement { page_stride: stride as u32, footprint, align })
+            }
+            (Layout::Interleaved, Some(_)) => {
+                invalid("an interleaved memory config must not carry a shard spec; use a sharded layout or drop the spec")
+            }
+            (_, None) => invalid(format!("{:?} needs a shard spec (grid and shard shape)", s.mem.layout)),
+            (layout, Some(sh)) => {
+                let [sr, sc] = sh.shape;
+                if sr == 0 || sc == 0 {
+                    return invalid(format!("shard shape [{sr}, {sc}] has a zero dimension"));
+                }
+                match layout {
+                    Layout::HeightSharded if sc != s.cols => {
+                        return invalid(format!(
+                            "height sharding keeps whole rows: shard width {sc} must equal the {} columns",
+                            s.cols
+                        ));
+                    }
+                    Layout::WidthSharded if sr != s.rows => {
+                        return invalid(format!(
+                            "width sharding keeps whole columns: shard height {sr} must equal the {} rows",
+                            s.rows
+                        ));
+                    }
+                    _ => {}
+                }
+                if s.rows % sr != 0 || s.cols % sc != 0 {
+                    return invalid(format!(
+                        "shard shape [{sr}, {sc}] does not divide the buffer shape [{}, {}]; choose a shard shape \
+                         whose sides divide the buffer's",
+                        s.rows, s.cols
+                    ));
+                }
+                let shards = (s.rows / sr) as usize * (s.cols / sc) as usize;
+                let (grid_ok, grid_fits) = match (s.mem.buffer_type.memory(), sh.grid) {
+                    (Memory::L1, ShardGrid::Cores { x1, y1, .. }) => (true, (x1 as u32) < info.grid_x && (y1 as u32) < info.grid_y),
+                    (Memory::Dram, ShardGrid::Banks { last, .. }) => (true, (last as u32) < info.dram_banks),
+                    _ => (false, false),
+                };
+                if !grid_ok {
+                    return invalid(format!(
+                        "a {} buffer must be sharded over {}, not {:?}",
+                        s.mem.buffer_type.name(),
+                        if s.mem.buffer_type.memory() == Memory::L1 { "a core rectangle" } else { "a bank range" },
+                        sh.grid
+                    ));
+                }
+                if sh.grid.is_empty() || !grid_fits {
+                    return invalid(format!(
+                        "shard grid {:?} is outside device {} (grid {}x{}, {} DRAM banks)",
+                        sh.grid, info.name, info.grid_x, info.grid_y, info.dram_banks
+                    ));
+                }
+                if shards > sh.grid.len() {
+                    return invalid(format!(
+                        "{shards} shards of [{sr}, {sc}] do not fit the {} units of grid {:?}; use larger shards or a \
+                         larger grid",
+                        sh.grid.len(),
+                        sh.grid
+                    ));
+                }
+                let stride = align_up(sc as u64 * es, align);
+                Ok(Placement { page_stride: stride as u32, footprint: sr as u64 * stride, align })
+            }
+        }
+    }
+
+    pub(crate) fn allocate_buffer(self: &Arc<Self>, spec: &BufferSpec, dir: Direction) -> Result<Buffer> {
+        self.check_usable()?;
+        let p = self.place(spec)?;
+        let id = self.next_buffer_id();
+        let addr = self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id).map_err(|e| match e {
+            Error::OutOfDeviceMemory(m) => Error::OutOfDeviceMemory(format!("cannot allocate {spec}: {m}")),
+            e => e,
+        })?;
+        Ok(Buffer { dev: self.clone(), id, spec: *spec, addr, page_stride: p.page_stride, footprint: p.footprint })
+    }
+}
+
+impl Device {
+    /// Allocates a buffer without writing it (`allocate_tensor_on_device`): its contents are undefined.
+    pub fn allocate(&self, spec: &BufferSpec) -> Result<Buffer> {
+        self.inner.allocate_buffer(spec, Direction::BottomUp)
+    }
+
+    /// Allocates at the highest address that fits (the model allocates its outputs this way, so intermediates
+    /// below do not move them).
+    pub fn allocate_top_down(&self, spec: &BufferSpec) -> Result<Buffer> {
+        self.inner.allocate_buffer(spec, Direction::TopDown)
+    }
+
+    /// Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`).
+    pub fn buffer_from_host(&self, spec: &BufferSpec, cq: u16, data: &[u8]) -> Result<Buffer> {
+        let b = self.allocate(spec)?;
+        b.write(cq, data, false)?;
+        Ok(b)
+    }
+}
+
+impl Buffer {
+    /// Its spec.
+    pub fn spec(&self) -> &BufferSpec {
+        &self.spec
+    }
+
+    /// The address: the same offset in every bank or core it uses (`buffer_address()`).
+    pub fn address(&self) -> u64 {
+        self.addr
+    }
+
+    /// Rows and columns.
+    pub fn shape(&self) -> [u32; 2] {
+        [self.spec.rows, self.spec.cols]
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.spec.dtype
+    }
+
+    /// Bytes the buffer occupies in each bank or core it uses.
+    pub fn footprint(&self) -> u64 {
+        self.footprint
+    }
+
+    /// Distance between consecutive pages in one unit.
+    pub fn page_stride(&self) -> u32 {
+        self.page_stride
+    }
+
+    /// The tensor accessor kernels use to find it (contract §8.3).
+    pub fn accessor(&self) -> Accessor {
+        let (shard_rows, shard_cols, grid, col_major) = match self.spec.mem.shard {
+            Some(s) => (s.shape[0], s.shape[1], s.grid, s.col_major),
+            None => (0, 0, ShardGrid::Banks { first: 0, last: 0 }, false),
+        };
+        let grid = match (self.spec.mem.shard, self.spec.mem.buffer_type.memory()) {
+            (None, Memory::L1) => ShardGrid::Cores { x0: 0, y0: 0, x1: 0, y1: 0 },
+            _ => grid,
+        };
+        Accessor {
+            mem: self.spec.mem.buffer_type.memory(),
+            layout: self.spec.mem.layout,
+            dtype: self.spec.dtype,
+            addr: self.addr as u32,
+            rows: self.spec.rows,
+            cols: self.spec.cols,
+            page_stride: self.page_stride,
+            shard_rows,
+            shard_cols,
+            grid,
+            col_major,
+        }
+    }
+
+    /// The device's unit-offset range `[addr, addr + footprint)` and its memory type.
+    pub(crate) fn range(&self) -> (BufferType, u64, u64) {
+        (self.spec.mem.buffer_type, self.addr, self.addr + self.footprint)
+    }
+
+    /// Frees the buffer now (`deallocate(force=True)`): work already enqueued that uses it still runs first on
+    /// its queue; on other queues, order reuse with events.
+    pub fn deallocate(self) {
+        drop(self)
+    }
+
+    /// The device the buffer belongs to, if it is the same as `dev`.
+    pub(crate) fn check_device(&self, dev: &Arc<DeviceInner>) -> Result<()> {
+        if !Arc::ptr_eq(&self.dev, dev) {
+            return invalid(format!("buffer {self:?} belongs to device {}, not {}", self.dev.info.name, dev.info.name));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let mut m = self.dev.mem.lock().unwrap_or_else(|e| e.into_inner());
+        m.for_type(self.spec.mem.buffer_type).free(self.addr, Owner::Buffer(self.id));
+    }
+}

@@ -1,0 +1,127 @@
+//! Events: record on one queue, wait on another (on the device), synchronize or query on the host.
+
+use super::wait::EventMark;
+use super::{Device, DeviceInner};
+use crate::error::{Error, Result};
+use crate::hw::records::{self, RecordMeta};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An event. Recording it again re-arms it: waits and synchronizes refer to the most recent record issued before
+/// them. An `Event` may be shared between threads.
+pub struct Event {
+    dev: Arc<DeviceInner>,
+    mark: Mutex<Option<EventMark>>,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Event({:?})", self.mark.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Device {
+    /// Creates an event (`create_event`). It must be recorded before anyone waits for it.
+    pub fn create_event(&self) -> Result<Event> {
+        self.inner.check_usable()?;
+        Ok(Event { dev: self.inner.clone(), mark: Mutex::new(None) })
+    }
+
+    /// Makes queue `cq` wait on the device until `ev`'s most recent record has completed (`wait_for_event`).
+    /// Returns at once; later work on `cq` does not start before the event.
+    pub fn wait_for_event(&self, cq: u16, ev: &Event) -> Result<()> {
+        if !Arc::ptr_eq(&self.inner, &ev.dev) {
+            return Err(Error::InvalidArgument(format!(
+                "event belongs to device {}, not {}",
+                ev.dev.info.name, self.inner.info.name
+            )));
+        }
+        let m = ev.recorded("wait_for_event")?;
+        self.inner.check_epoch_pub(m.epoch, "wait_for_event")?;
+        let dev = &self.inner;
+        let mut st = dev.lock_queue(cq)?;
+        st.forbid_capture("wait_for_event")?;
+        super::queue::push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &dev.wait_room(cq), |slot, meta| {
+            records::encode_event_wait(slot, meta, m.queue, m.id)
+        })?;
+        st.last_wait = Some((m.queue, m.id));
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        Ok(())
+    }
+}
+
+impl DeviceInner {
+    pub(crate) fn check_epoch_pub(&self, epoch: u32, what: &str) -> Result<()> {
+        if epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::InvalidState(format!(
+                "{what}: the event was recorded before the device was reset, and that record was dropped; record it \
+                 again"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Event {
+    fn recorded(&self, what: &str) -> Result<EventMark> {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).ok_or_else(|| {
+            Error::InvalidState(format!(
+                "{what} on an event that was never recorded: record it (record_event) on some queue first; waiting \
+                 for it could never finish"
+            ))
+        })
+    }
+
+    /// Records the event on queue `cq` (`record_event`): it completes when all work enqueued on `cq` before it is
+    /// done and its writes are visible to every queue.
+    pub fn record(&self, cq: u16) -> Result<()> {
+        let m = self.dev.record_event(cq, false, "record_event")?;
+        *self.mark.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        Ok(())
+    }
+
+    /// As [`Event::record`], and the device also raises the queue's interrupt when the event completes, so a host
+    /// thread sleeping in [`Event::synchronize`] wakes without the arm/re-check round trip.
+    pub fn record_notify(&self, cq: u16) -> Result<()> {
+        let m = self.dev.record_event(cq, true, "record_event")?;
+        *self.mark.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        Ok(())
+    }
+
+    /// Blocks until the event's most recent record has completed (and reads enqueued before it on its queue have
+    /// been delivered). Fails with a timeout error, holding the queue's state, after the device's timeout.
+    pub fn synchronize(&self) -> Result<()> {
+        let m = self.recorded("event_synchronize")?;
+        self.dev.wait_event(&m, self.dev.params.timeout, "event_synchronize")
+    }
+
+    /// As [`Event::synchronize`] with a timeout: `Ok(false)` if it passed first.
+    pub fn synchronize_timeout(&self, timeout: Duration) -> Result<bool> {
+        let m = self.recorded("event_synchronize")?;
+        match self.dev.wait_event(&m, timeout, "event_synchronize") {
+            Ok(()) => Ok(true),
+            Err(Error::Timeout(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True if the event's most recent record has completed (non-blocking).
+    pub fn query(&self) -> Result<bool> {
+        let m = self.recorded("event_query")?;
+        self.dev.check_usable()?;
+        self.dev.check_epoch_pub(m.epoch, "event_query")?;
+        let t = self.dev.transport()?;
+        self.dev.progress(t.as_ref())?;
+        if self.dev.event_done(&m)? {
+            return Ok(true);
+        }
+        self.dev.check_fault(t.as_ref())?;
+        Ok(false)
+    }
+
+    /// The queue and id of the most recent record, if any (diagnostics).
+    pub fn last_record(&self) -> Option<(u16, u32)> {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).map(|m| (m.queue, m.id))
+    }
+}

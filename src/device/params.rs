@@ -1,0 +1,102 @@
+//! Parameters of `Device::open` and the device's reported properties.
+
+use crate::hw::kernel::Geometry;
+use crate::hw::regs::Caps;
+use std::time::Duration;
+
+/// How to open a device. Defaults match tt-metal's: one command queue, no trace region, no L1 small region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceParams {
+    /// Command queues to create: 1 up to the number the device reports.
+    pub num_command_queues: u16,
+    /// Bytes of device DRAM (device total, over all banks) reserved for trace buffers; 0 for none.
+    pub trace_region_size: u64,
+    /// Bytes of L1 per core reserved for `L1_SMALL` buffers.
+    pub l1_small_size: u32,
+    /// Allocate trace buffers from ordinary DRAM (top-down) instead of a reserved region.
+    pub trace_buffers_on_demand: bool,
+    /// Issue ring bytes per queue (power of two).
+    pub issue_ring_size: u32,
+    /// Completion ring bytes per queue (power of two).
+    pub completion_ring_size: u32,
+    /// Use hugepages for DMA memory when the host has them.
+    pub hugepages: bool,
+    /// How long a wait may take before it fails with the queue's state.
+    pub timeout: Duration,
+    /// Record host and device spans (see `ttdrv::profile`).
+    pub profiling: bool,
+}
+
+impl Default for DeviceParams {
+    fn default() -> Self {
+        DeviceParams {
+            num_command_queues: 1,
+            trace_region_size: 0,
+            l1_small_size: 0,
+            trace_buffers_on_demand: false,
+            issue_ring_size: 16 << 20,
+            completion_ring_size: 8 << 20,
+            hugepages: true,
+            timeout: Duration::from_secs(30),
+            profiling: false,
+        }
+    }
+}
+
+/// What the device reports about itself (contract §2), read once at open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfo {
+    /// Transport name: `emu#0`, `vfio:0000:01:00.0`.
+    pub name: String,
+    /// Contract version, major.
+    pub version_major: u16,
+    /// Contract version, minor.
+    pub version_minor: u16,
+    /// Capabilities.
+    pub caps: Caps,
+    /// Command queues the device has.
+    pub num_queues: u16,
+    /// DRAM banks.
+    pub dram_banks: u32,
+    /// Bytes per bank.
+    pub bank_size: u64,
+    /// DRAM alignment.
+    pub dram_align: u32,
+    /// Grid width.
+    pub grid_x: u32,
+    /// Grid height.
+    pub grid_y: u32,
+    /// L1 bytes per core.
+    pub l1_size: u32,
+    /// L1 alignment.
+    pub l1_align: u32,
+    /// First software L1 byte.
+    pub l1_base: u32,
+    /// DMA address width.
+    pub dma_bits: u32,
+    /// Built-in kernel mask.
+    pub kernels: u32,
+}
+
+impl DeviceInfo {
+    /// The addressing geometry.
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            dram_banks: self.dram_banks,
+            grid_x: self.grid_x,
+            grid_y: self.grid_y,
+            bank_size: self.bank_size,
+            l1_size: self.l1_size as u64,
+        }
+    }
+
+    /// Total DRAM bytes.
+    pub fn dram_size(&self) -> u64 {
+        self.bank_size * self.dram_banks as u64
+    }
+
+    /// Worker cores.
+    pub fn cores(&self) -> u32 {
+        self.grid_x * self.grid_y
+    }
+}

@@ -1,0 +1,127 @@
+//! Per-queue host state: the producer (under the queue lock), the completion consumer (under its own lock, so any
+//! waiting thread can drain it), event ids, and where records go (the ring, or a trace being captured).
+
+use crate::error::{Error, Result};
+use crate::hw::records::{RecordMeta, RecordSlot};
+use crate::queue::{Completer, Issuer, Rings, Scatter};
+use crate::transport::Transport;
+use std::sync::{Arc, Mutex};
+
+/// A queue's two locks.
+pub(crate) struct QueueSlot {
+    pub state: Mutex<QueueState>,
+    pub compl: Mutex<Option<Completer>>,
+}
+
+impl QueueSlot {
+    pub fn new(id: u16, rings: Arc<Rings>, t: Arc<dyn Transport>) -> QueueSlot {
+        QueueSlot {
+            state: Mutex::new(QueueState {
+                id,
+                issuer: Some(Issuer::new(rings.clone())),
+                transport: Some(t),
+                next_event: 0,
+                capture: None,
+                last_wait: None,
+            }),
+            compl: Mutex::new(Some(Completer::new(rings))),
+        }
+    }
+}
+
+/// Host state of one queue's issue side.
+pub(crate) struct QueueState {
+    pub id: u16,
+    /// `None` once the device is closed.
+    pub issuer: Option<Issuer>,
+    pub transport: Option<Arc<dyn Transport>>,
+    /// The last event id issued on this queue (ids start at 1 and wrap).
+    pub next_event: u32,
+    /// Bytes of a trace being captured on this queue: records go here instead of the ring.
+    pub capture: Option<Vec<u8>>,
+    /// The last device-side wait enqueued (queue, event id), for hang reports.
+    pub last_wait: Option<(u16, u32)>,
+}
+
+impl QueueState {
+    pub fn reset_after_device_reset(&mut self, issuer: Issuer) {
+        self.issuer = Some(issuer);
+        self.next_event = 0;
+        self.capture = None;
+        self.last_wait = None;
+    }
+
+    /// The issuer and transport of a live queue.
+    pub fn live(&mut self) -> Result<(&mut Issuer, &Arc<dyn Transport>)> {
+        match (self.issuer.as_mut(), self.transport.as_ref()) {
+            (Some(i), Some(t)) => Ok((i, t)),
+            _ => Err(Error::Closed("device is closed".into())),
+        }
+    }
+
+    /// Fails when a trace is being captured on this queue: `what` cannot be captured.
+    pub fn forbid_capture(&self, what: &str) -> Result<()> {
+        if self.capture.is_some() {
+            return Err(Error::InvalidState(format!(
+                "{what} on queue {} during trace capture: a trace can only hold program dispatches, not host \
+                 writes, reads, event records or waits, or blocking calls. Do it before begin_trace_capture or \
+                 after end_trace_capture",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where encoded records go.
+pub(crate) enum Sink {
+    Ring,
+    Capture,
+}
+
+impl QueueState {
+    /// Where the next record goes.
+    pub fn sink(&self) -> Sink {
+        if self.capture.is_some() { Sink::Capture } else { Sink::Ring }
+    }
+}
+
+/// Pushes one record into the live ring, waiting for room; `wait_room` is the device's wait loop.
+pub(crate) fn push_live(
+    st: &mut QueueState,
+    len: usize,
+    meta: RecordMeta,
+    wait_room: &dyn Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()>,
+    encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
+) -> Result<u32> {
+    let (issuer, t) = st.live()?;
+    if !issuer.has_room(len) {
+        // Let the device see what is already written before waiting for it to make room.
+        issuer.publish(t.as_ref());
+        wait_room(issuer, t, len)?;
+    }
+    Ok(issuer.push(len, meta, encode))
+}
+
+/// Appends one record to a capture buffer (same encoder, same bytes).
+pub(crate) fn push_capture(buf: &mut Vec<u8>, len: usize, meta: RecordMeta, encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta)) {
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut slot = RecordSlot::from_slice(&mut buf[start..]);
+    encode(&mut slot, meta);
+}
+
+/// A read registered with a queue's completer: its data is in place once `delivered >= seq`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadTicket {
+    pub queue: u16,
+    pub seq: u64,
+    pub epoch: u32,
+}
+
+/// Registers `scatter` for the read record `tag` on queue `q`'s completer.
+pub(crate) fn expect_read(compl: &Mutex<Option<Completer>>, tag: u32, scatter: Scatter) -> Result<u64> {
+    let mut c = compl.lock().unwrap_or_else(|e| e.into_inner());
+    let c = c.as_mut().ok_or_else(|| Error::Closed("device is closed".into()))?;
+    Ok(c.expect(tag, scatter))
+}

@@ -1,0 +1,286 @@
+//! Host <-> device transfers of buffers: each page goes straight between the caller's memory and the ring, where
+//! the buffer's layout says, split into records the rings can hold.
+
+use super::buffer::Buffer;
+use super::queue::{ReadTicket, expect_read, push_live};
+use crate::error::{Error, Result, invalid};
+use crate::hw::kernel::Layout;
+use crate::hw::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordMeta};
+use crate::queue::Scatter;
+use std::sync::atomic::Ordering;
+
+/// One piece of a transfer, in the device's terms, and where its bytes are in the caller's dense tensor.
+#[derive(Clone, Copy, Debug)]
+enum Piece {
+    /// Interleaved pages `[start, start + n)`; host bytes are dense rows starting at row `start`.
+    Paged { start: u32, n: u32 },
+    /// `rows` pieces of `piece` bytes in one unit: device `offset + k × stride`, host `host_off + k × row_bytes`.
+    Linear { unit: u16, offset: u64, rows: u32, piece: u32, host_off: u64 },
+}
+
+/// The pieces that cover buffer `b`, none with more than `max_bytes` of payload.
+fn plan(b: &Buffer, max_bytes: usize) -> Vec<Piece> {
+    let s = &b.spec;
+    let es = s.dtype.size() as u64;
+    let row_bytes = s.cols as u64 * es;
+    let stride = b.page_stride as u64;
+    let max = max_bytes as u64;
+    let mut out = Vec::new();
+    // Splits `rows` rows of `piece` bytes (device stride `stride`) into records within `max`, and rows longer
+    // than `max` into column pieces.
+    let mut linear = |unit: u16, offset: u64, rows: u32, piece: u64, host_off: u64| {
+        if piece > max {
+            for k in 0..rows as u64 {
+                let mut c = 0;
+                while c < piece {
+                    let n = (piece - c).min(max);
+                    out.push(Piece::Linear {
+                        unit,
+                        offset: offset + k * stride + c,
+                        rows: 1,
+                        piece: n as u32,
+                        host_off: host_off + k * row_bytes + c,
+                    });
+                    c += n;
+                }
+            }
+            return;
+        }
+        let per = (((max - piece) / stride) + 1).max(1) as u32;
+        let mut k = 0;
+        while k < rows {
+            let n = per.min(rows - k);
+            out.push(Piece::Linear {
+                unit,
+                offset: offset + k as u64 * stride,
+                rows: n,
+                piece: piece as u32,
+                host_off: host_off + k as u64 * row_bytes,
+            });
+            k += n;
+        }
+    };
+    match (s.mem.layout, s.mem.shard) {
+        (Layout::Interleaved, _) => {
+            let units = b.dev.info.geometry().units(s.mem.buffer_type.memory());
+            if row_bytes > max {
+                for r in 0..s.rows {
+                    let offset = b.addr + (r / units) as u64 * stride;
+                    linear((r % units) as u16, offset, 1, row_bytes, r as u64 * row_bytes);
+                }
+            } else {
+                let per = (max / row_bytes).max(1) as u32;
+                let mut r = 0;
+                while r < s.rows {
+                    let n = per.min(s.rows - r);
+                    out.push(Piece::Paged { start: r, n });
+                    r += n;
+                }
+            }
+        }
+        (_, Some(sh)) => {
+            let [sr, sc] = sh.shape;
+            let (rb, cb) = (s.rows / sr, s.cols / sc);
+            let grid_x = b.dev.info.grid_x as usize;
+            for i in 0..rb {
+                for j in 0..cb {
+                    let pos = if sh.col_major { j * rb + i } else { i * cb + j };
+                    let unit = sh.grid.unit(pos as usize, grid_x);
+                    let host_off = (i * sr) as u64 * row_bytes + (j * sc) as u64 * es;
+                    linear(unit, b.addr, sr, sc as u64 * es, host_off);
+                }
+            }
+        }
+        (_, None) => unreachable!("sharded buffers always have a shard spec"),
+    }
+    out
+}
+
+impl Buffer {
+    fn check_len(&self, len: usize, what: &str) -> Result<()> {
+        let want = self.spec.host_bytes();
+        if len as u64 != want {
+            return invalid(format!(
+                "{what} of {len} bytes, but buffer {} holds {want} bytes ({} x {} elements of {} bytes); pass exactly \
+                 {want} bytes",
+                self.spec,
+                self.spec.rows,
+                self.spec.cols,
+                self.spec.dtype.size()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the dense row-major tensor `data` into the buffer on queue `cq` (`copy_host_to_device_tensor`).
+    /// The data is copied into the ring before this returns, so `data` may be reused at once; with `blocking`
+    /// the call also waits until the device has written it.
+    pub fn write(&self, cq: u16, data: &[u8], blocking: bool) -> Result<()> {
+        self.check_len(data.len(), "write")?;
+        // SAFETY: `data` is a live slice of exactly the buffer's size.
+        unsafe { self.write_raw(cq, data.as_ptr(), blocking) }
+    }
+
+    /// As [`Buffer::write`], from a raw pointer.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of the buffer's host size ([`super::BufferSpec::host_bytes`]).
+    pub unsafe fn write_raw(&self, cq: u16, src: *const u8, blocking: bool) -> Result<()> {
+        let dev = &self.dev;
+        let mut st = dev.lock_queue(cq)?;
+        st.forbid_capture("host write (copy_host_to_device_tensor)")?;
+        let max_payload = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET;
+        let s = self.spec;
+        let row_bytes = s.cols as usize * s.dtype.size();
+        let mem = s.mem.buffer_type.memory();
+        let wait_room = dev.wait_room(cq);
+        for piece in plan(self, max_payload) {
+            match piece {
+                Piece::Paged { start, n } => {
+                    let x = Paged {
+                        mem,
+                        page_size: row_bytes as u32,
+                        base: self.addr,
+                        page_stride: self.page_stride,
+                        start_page: start,
+                        num_pages: n,
+                    };
+                    let bytes = n as usize * row_bytes;
+                    push_live(&mut st, records::write_linear_len(bytes), RecordMeta::default(), &wait_room, |slot, m| {
+                        records::encode_write_paged(slot, m, &x);
+                        // SAFETY: rows [start, start + n) of the caller's tensor are inside `src`'s extent.
+                        unsafe { slot.put_raw(PAYLOAD_OFFSET, src.add(start as usize * row_bytes), bytes) };
+                        records::pad_payload(slot, bytes);
+                    })?;
+                }
+                Piece::Linear { unit, offset, rows, piece, host_off } => {
+                    let stride = self.page_stride as usize;
+                    let len = (rows as usize - 1) * stride + piece as usize;
+                    let x = Linear { mem, unit, offset, len: len as u64 };
+                    push_live(&mut st, records::write_linear_len(len), RecordMeta::default(), &wait_room, |slot, m| {
+                        records::encode_write_linear(slot, m, &x);
+                        for k in 0..rows as usize {
+                            let at = PAYLOAD_OFFSET + k * stride;
+                            // SAFETY: row k of this piece is inside the caller's tensor (plan() derives host_off
+                            // from the shape).
+                            unsafe { slot.put_raw(at, src.add(host_off as usize + k * row_bytes), piece as usize) };
+                            if k + 1 < rows as usize {
+                                slot.zero(at + piece as usize, stride - piece as usize);
+                            }
+                        }
+                        records::pad_payload(slot, len);
+                    })?;
+                }
+            }
+            let (issuer, t) = st.live()?;
+            issuer.publish(t.as_ref());
+        }
+        drop(st);
+        if blocking {
+            let ev = dev.record_internal(cq, "blocking write")?;
+            dev.wait_event(&ev, dev.params.timeout, "blocking write")?;
+        }
+        Ok(())
+    }
+
+    /// Reads the buffer into `out` (dense row-major) on queue `cq`, blocking until the data is there.
+    pub fn read(&self, cq: u16, out: &mut [u8]) -> Result<()> {
+        self.check_len(out.len(), "read")?;
+        // SAFETY: `out` is exclusively borrowed for the whole call, and the call waits for delivery.
+        let t = unsafe { self.read_raw(cq, out.as_mut_ptr())? };
+        self.dev.wait_read(&t)
+    }
+
+    /// Reads the buffer into a new vector, blocking.
+    pub fn read_to_vec(&self, cq: u16) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; self.spec.host_bytes() as usize];
+        self.read(cq, &mut v)?;
+        Ok(v)
+    }
+
+    /// Enqueues a read into `dst` and returns at once (`cpu(blocking=False)`). The data is in place after
+    /// [`super::Device::finish`] on `cq`, after an event recorded on `cq` behind the read completes, or after
+    /// [`PendingRead::wait`].
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of the buffer's host size and must not be read or written by anyone else
+    /// until the data is in place.
+    pub unsafe fn read_nonblocking(&self, cq: u16, dst: *mut u8) -> Result<PendingRead> {
+        // SAFETY: forwarded contract.
+        let t = unsafe { self.read_raw(cq, dst)? };
+        Ok(PendingRead { dev: self.dev.clone(), ticket: t })
+    }
+
+    /// # Safety
+    /// As [`Buffer::read_nonblocking`].
+    unsafe fn read_raw(&self, cq: u16, dst: *mut u8) -> Result<ReadTicket> {
+        let dev = &self.dev;
+        let mut st = dev.lock_queue(cq)?;
+        st.forbid_capture("host read (cpu)")?;
+        let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read());
+        let s = self.spec;
+        let row_bytes = s.cols as usize * s.dtype.size();
+        let mem = s.mem.buffer_type.memory();
+        let wait_room = dev.wait_room(cq);
+        let compl = &dev.queues[cq as usize].compl;
+        let mut seq = 0;
+        for piece in plan(self, max_read) {
+            let (tag, scatter) = match piece {
+                Piece::Paged { start, n } => {
+                    let x = Paged {
+                        mem,
+                        page_size: row_bytes as u32,
+                        base: self.addr,
+                        page_stride: self.page_stride,
+                        start_page: start,
+                        num_pages: n,
+                    };
+                    let tag = push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &wait_room, |slot, m| {
+                        records::encode_read_paged(slot, m, &x)
+                    })?;
+                    let bytes = (n as usize * row_bytes) as u32;
+                    // SAFETY (pointer arithmetic): inside the caller's destination.
+                    let dst = unsafe { dst.add(start as usize * row_bytes) };
+                    (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 })
+                }
+                Piece::Linear { unit, offset, rows, piece, host_off } => {
+                    let stride = self.page_stride as usize;
+                    let len = (rows as usize - 1) * stride + piece as usize;
+                    let x = Linear { mem, unit, offset, len: len as u64 };
+                    let tag = push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &wait_room, |slot, m| {
+                        records::encode_read_linear(slot, m, &x)
+                    })?;
+                    // SAFETY (pointer arithmetic): inside the caller's destination.
+                    let dst = unsafe { dst.add(host_off as usize) };
+                    (tag, Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes })
+                }
+            };
+            // Registered before the doorbell, so the completion can never arrive unexpected.
+            seq = expect_read(compl, tag, scatter)?;
+            let (issuer, t) = st.live()?;
+            issuer.publish(t.as_ref());
+        }
+        Ok(ReadTicket { queue: cq, seq, epoch: dev.epoch.load(Ordering::Acquire) })
+    }
+}
+
+/// A read in flight. Dropping it does not cancel the read.
+pub struct PendingRead {
+    dev: std::sync::Arc<super::DeviceInner>,
+    ticket: ReadTicket,
+}
+
+impl PendingRead {
+    /// Blocks until the data is in place.
+    pub fn wait(&self) -> Result<()> {
+        self.dev.wait_read(&self.ticket)
+    }
+
+    /// True once the data is in place (non-blocking).
+    pub fn is_done(&self) -> Result<bool> {
+        let t = self.dev.transport()?;
+        self.dev.progress(t.as_ref())?;
+        let c = self.dev.queues[self.ticket.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+        c.as_ref().map(|c| c.delivered() >= self.ticket.seq).ok_or_else(|| Error::Closed("device is closed".into()))
+    }
+}

@@ -1,0 +1,300 @@
+//! Waiting: spin briefly, then sleep on the queue's interrupt; drain every completion ring meanwhile (a device
+//! stalled on a full completion ring can only move when the host drains it); report faults and hangs with the
+//! queue's state.
+
+use super::DeviceInner;
+use super::queue::{ReadTicket, push_live};
+use crate::error::{Error, Result};
+use crate::hw::records::{self, RecordFlags, RecordMeta};
+use crate::hw::regs::{self, FaultCode, QueueStatus, Status, global, host};
+use crate::hw::seq_reached;
+use crate::queue::{Issuer, describe_opcode};
+use crate::transport::Transport;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Spin this long before sleeping: a sleeping thread costs ~20 µs to wake on this kind of machine, a spin-wait
+/// catches a quick completion in well under a microsecond.
+const SPIN: Duration = Duration::from_micros(30);
+/// Longest single sleep: bounds the delay when progress on another queue (not our interrupt) unblocks us.
+const SLICE: Duration = Duration::from_millis(1);
+
+/// Where a recorded event completes: on `queue`, when its `EVENT_DONE` reaches `id` and its completer has
+/// delivered `reads` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EventMark {
+    pub queue: u16,
+    pub id: u32,
+    pub reads: u64,
+    pub epoch: u32,
+}
+
+impl DeviceInner {
+    /// Drains every queue's completion ring that no other thread is draining.
+    pub(crate) fn progress(&self, t: &dyn Transport) -> Result<()> {
+        for slot in &self.queues {
+            if let Ok(mut g) = slot.compl.try_lock()
+                && let Some(c) = g.as_mut()
+            {
+                c.drain(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fault error, if the device has faulted.
+    pub(crate) fn check_fault(&self, t: &dyn Transport) -> Result<()> {
+        let s = Status::from_bits_truncate(t.read32(global::STATUS));
+        if !s.contains(Status::FAULT) {
+            return Ok(());
+        }
+        let code = t.read32(global::FAULT_CODE);
+        let addr = t.read32(global::FAULT_ADDR_LO) as u64 | (t.read32(global::FAULT_ADDR_HI) as u64) << 32;
+        let q = t.read32(global::FAULT_QUEUE);
+        let tag = t.read32(global::FAULT_TAG);
+        let op = t.read32(global::FAULT_OPCODE);
+        let (what, hint) = match FaultCode::from_u32(code) {
+            Some(FaultCode::Iommu) => (
+                format!("IOMMU fault: the device accessed IOVA {addr:#x}, which is not mapped"),
+                "DMA memory was unmapped while the device still used it",
+            ),
+            Some(FaultCode::Address) => (
+                format!("device address {addr:#x} is out of range"),
+                "a buffer or kernel argument points outside device memory",
+            ),
+            Some(FaultCode::BadKernel) => (
+                format!("invalid kernel image at DRAM offset {addr:#x}"),
+                "the kernel image is corrupt or names a kernel this device does not implement",
+            ),
+            Some(FaultCode::KernelArgs) => (
+                format!("a kernel rejected its arguments (core #{addr} of the launch)"),
+                "a program's runtime arguments do not match its kernel",
+            ),
+            Some(c) => (format!("{} (address {addr:#x})", c.describe()), "a driver or device bug; please report it"),
+            None => (format!("unknown fault code {code} (address {addr:#x})"), "a device newer than this driver"),
+        };
+        Err(Error::DeviceFault(format!(
+            "device {} faulted: {what}; queue {q}, record tag {tag} ({}). Likely cause: {hint}. The device has \
+             stopped: call ttdrv_device_reset() to recover it, or close it",
+            self.info.name,
+            describe_opcode(op as u8)
+        )))
+    }
+
+    /// The state of queue `cq`, for hang reports.
+    pub(crate) fn queue_report(&self, cq: u16, awaited: Option<(u16, u32)>) -> String {
+        let mut s = String::new();
+        let Ok(t) = self.transport() else { return format!("queue {cq}: device closed") };
+        let slot = &self.queues[cq as usize];
+        let (wr, next_tag, issued_event, last_wait) = match slot.state.try_lock() {
+            Ok(g) => (
+                g.issuer.as_ref().map(|i| i.wr()),
+                g.issuer.as_ref().map(|i| i.next_tag()),
+                Some(g.next_event),
+                g.last_wait,
+            ),
+            Err(_) => (None, None, None, None),
+        };
+        let c = slot.compl.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = c.as_ref() else { return format!("queue {cq}: closed") };
+        let r = c.rings();
+        let qs = QueueStatus::from_bits_truncate(t.read32(regs::queue_reg(cq, regs::queue::STATUS)));
+        let opt = |v: Option<u32>| v.map_or("(busy)".to_string(), |v| format!("{v:#x}"));
+        let _ = write!(
+            s,
+            "queue {cq}: issue ring host wr={} device ISSUE_RD={:#x}; records retired {} (last tag {}, next tag {}); \
+             events: device EVENT_DONE={} host issued up to {}; completion ring device COMPL_WR={:#x} host rd={:#x}, \
+             reads delivered {}/{}; status {:?}",
+            opt(wr),
+            r.device_word(host::ISSUE_RD),
+            r.device_word(host::RETIRED),
+            r.device_word(host::LAST_TAG),
+            opt(next_tag),
+            r.device_word(host::EVENT_DONE),
+            opt(issued_event),
+            r.device_word(host::COMPL_WR),
+            c.rd(),
+            c.delivered(),
+            c.expected(),
+            qs
+        );
+        if let Some((wq, id)) = last_wait {
+            let _ = write!(s, "; last device-side wait enqueued: queue {wq} event {id}");
+        }
+        if let Some((aq, id)) = awaited {
+            let _ = write!(s, "; awaited: queue {aq} event {id}");
+        }
+        s
+    }
+
+    /// Waits until `cond` holds, for at most `timeout`. `cq` is the queue whose interrupt wakes us; `what` names
+    /// the wait in errors.
+    pub(crate) fn wait_until(
+        &self,
+        cq: u16,
+        t: &Arc<dyn Transport>,
+        timeout: Duration,
+        what: &dyn Fn() -> String,
+        mut cond: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            self.progress(t.as_ref())?;
+            if cond()? {
+                return Ok(());
+            }
+            if start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.check_usable()?;
+            self.check_fault(t.as_ref())?;
+            let elapsed = start.elapsed();
+            if elapsed >= timeout {
+                let mut msg = format!(
+                    "{} on device {} did not complete within {:?}; the device is stuck or waits for something \
+                     that never happens (an event recorded after the wait, or on a queue nobody drives).",
+                    what(),
+                    self.info.name,
+                    timeout
+                );
+                for q in 0..self.queues.len() as u16 {
+                    msg.push_str("\n  ");
+                    msg.push_str(&self.queue_report(q, None));
+                }
+                return Err(Error::Timeout(msg));
+            }
+            t.write32(regs::queue_reg(cq, regs::queue::IRQ_ARM), 1);
+            self.progress(t.as_ref())?;
+            if cond()? {
+                return Ok(());
+            }
+            t.wait_irq(cq as u32, SLICE.min(timeout - elapsed))?;
+        }
+    }
+
+    /// The wait used when the issue ring is full.
+    pub(crate) fn wait_room(&self, cq: u16) -> impl Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()> + '_ {
+        move |issuer, t, len| {
+            let what = || format!("waiting for {len} bytes of room in queue {cq}'s issue ring");
+            self.wait_until(cq, t, self.params.timeout, &what, || Ok(issuer.has_room(len)))
+        }
+    }
+
+    /// Records an event on `cq` (contract §4.2.7) and returns where it completes.
+    pub(crate) fn record_event(&self, cq: u16, notify: bool, what: &str) -> Result<EventMark> {
+        let mut st = self.lock_queue(cq)?;
+        st.forbid_capture(what)?;
+        st.next_event = st.next_event.wrapping_add(1);
+        let id = st.next_event;
+        let flags = if notify { RecordFlags::NOTIFY } else { RecordFlags::empty() };
+        let meta = RecordMeta { flags, ..Default::default() };
+        push_live(&mut st, records::FIXED_LEN, meta, &self.wait_room(cq), |slot, m| {
+            records::encode_event_record(slot, m, id)
+        })?;
+        let reads = {
+            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+            c.as_ref().map_or(0, |c| c.expected())
+        };
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire) })
+    }
+
+    /// Records an event for the driver's own use (finish).
+    pub(crate) fn record_internal(&self, cq: u16, what: &str) -> Result<EventMark> {
+        self.record_event(cq, false, what)
+    }
+
+    /// True once the event has completed and every read enqueued before it has been delivered.
+    pub(crate) fn event_done(&self, m: &EventMark) -> Result<bool> {
+        let c = self.queues[m.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+        let c = c.as_ref().ok_or_else(|| Error::Closed(format!("device {} is closed", self.info.name)))?;
+        Ok(seq_reached(c.rings().device_word(host::EVENT_DONE), m.id) && c.delivered() >= m.reads)
+    }
+
+    fn check_epoch(&self, epoch: u32, what: &str) -> Result<()> {
+        if epoch != self.epoch.load(Ordering::Acquire) {
+            return Err(Error::InvalidState(format!(
+                "{what} refers to work enqueued before the device was reset; that work was dropped. Enqueue it again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Blocks until the event completes.
+    pub(crate) fn wait_event(&self, m: &EventMark, timeout: Duration, what: &str) -> Result<()> {
+        self.check_epoch(m.epoch, what)?;
+        let t = self.transport()?;
+        let desc = || format!("{what} (queue {} event {})", m.queue, m.id);
+        self.wait_until(m.queue, &t, timeout, &desc, || self.event_done(m)).map_err(|e| match e {
+            Error::Timeout(msg) => Error::Timeout(format!("{msg}\n  awaited: queue {} event {}", m.queue, m.id)),
+            e => e,
+        })
+    }
+
+    /// Blocks until a read's data is in place.
+    pub(crate) fn wait_read(&self, r: &ReadTicket) -> Result<()> {
+        self.check_epoch(r.epoch, "read")?;
+        let t = self.transport()?;
+        let slot = &self.queues[r.queue as usize];
+        let desc = || format!("blocking read on queue {}", r.queue);
+        self.wait_until(r.queue, &t, self.params.timeout, &desc, || {
+            let c = slot.compl.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(c.as_ref().is_some_and(|c| c.delivered() >= r.seq))
+        })
+    }
+
+    /// Close path: waits for queue `q`'s enqueued work to finish.
+    pub(crate) fn drain_for_close(&self, q: u16, budget: Duration) -> Result<()> {
+        let m = {
+            let mut st = self.queues[q as usize].state.lock().unwrap_or_else(|e| e.into_inner());
+            st.capture = None;
+            drop(st);
+            // Bypass the "closed" check: the flag is already set so no new work arrives.
+            self.record_event_unchecked(q)?
+        };
+        let t = self.transport()?;
+        let desc = || format!("closing: draining queue {q}");
+        let start = Instant::now();
+        loop {
+            self.progress(t.as_ref())?;
+            if self.event_done(&m)? {
+                return Ok(());
+            }
+            self.check_fault(t.as_ref())?;
+            if start.elapsed() > budget {
+                return Err(Error::Timeout(format!("{} timed out after {budget:?}: {}", desc(), self.queue_report(q, None))));
+            }
+            t.write32(regs::queue_reg(q, regs::queue::IRQ_ARM), 1);
+            t.wait_irq(q as u32, SLICE)?;
+        }
+    }
+
+    fn record_event_unchecked(&self, cq: u16) -> Result<EventMark> {
+        let mut st = self.queues[cq as usize].state.lock().unwrap_or_else(|e| e.into_inner());
+        st.next_event = st.next_event.wrapping_add(1);
+        let id = st.next_event;
+        let t = st.transport.clone().ok_or_else(|| Error::Closed("closed".into()))?;
+        let issuer = st.issuer.as_mut().ok_or_else(|| Error::Closed("closed".into()))?;
+        let start = Instant::now();
+        while !issuer.has_room(records::FIXED_LEN) {
+            issuer.publish(t.as_ref());
+            self.progress(t.as_ref())?;
+            self.check_fault(t.as_ref())?;
+            if start.elapsed() > self.params.timeout.min(Duration::from_secs(5)) {
+                return Err(Error::Timeout(format!("closing: queue {cq}'s issue ring stayed full")));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        issuer.push(records::FIXED_LEN, RecordMeta::default(), |slot, m| records::encode_event_record(slot, m, id));
+        issuer.publish(t.as_ref());
+        let reads = {
+            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+            c.as_ref().map_or(0, |c| c.expected())
+        };
+        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire) })
+    }
+}

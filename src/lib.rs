@@ -1,0 +1,30 @@
+//! ttdrv: a user-space driver for a Tensix-class AI accelerator, with a stable C ABI.
+//!
+//! Layers, bottom to top (see `docs/architecture.md`):
+//! - [`hw`]: the hardware contract of `docs/device-interface.md` — registers, records, kernel images;
+//! - [`transport`]: how the device is reached — [`transport::emulated`] (the default) or VFIO;
+//! - [`dma`]: hugepage DMA memory and IOVA allocation;
+//! - [`queue`]: issue and completion rings;
+//! - [`device`]: buffers, events, programs and traces on an open device;
+//! - [`ffi`]: the C ABI (`include/ttdrv.h`).
+//!
+//! [`emu`] is the emulated device; it depends only on [`hw`].
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod device;
+pub mod dma;
+pub mod emu;
+pub mod error;
+pub mod hw;
+pub mod log;
+pub mod queue;
+pub mod transport;
+
+pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};
+pub use error::{Error, Result};
+pub use hw::kernel::{DType, Layout, ShardGrid};
+
+/// The crate version, as in Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

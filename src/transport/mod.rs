@@ -1,0 +1,145 @@
+//! The bus a device sits on: register access, DMA mapping, reset and interrupts.
+//!
+//! The layers above (DMA memory, command queues, device) see a device only through [`Transport`]; the emulated
+//! device and the kernel VFIO stack both implement it.
+
+pub mod emulated;
+
+use crate::hw::Iova;
+use crate::hw::regs::BarOffset;
+use std::ops::Range;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Errors of the transport layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A DMA mapping request was refused.
+    #[error("DMA map of {len:#x} bytes at IOVA {iova} failed: {reason}")]
+    DmaMap {
+        /// Requested IOVA.
+        iova: Iova,
+        /// Requested length.
+        len: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A DMA unmap request was refused.
+    #[error("DMA unmap of {len:#x} bytes at IOVA {iova} failed: {reason}")]
+    DmaUnmap {
+        /// IOVA.
+        iova: Iova,
+        /// Length.
+        len: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Reset failed.
+    #[error("device reset failed: {0}")]
+    Reset(String),
+    /// An operating-system call failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// The call and its context.
+        what: String,
+        /// errno.
+        source: std::io::Error,
+    },
+    /// The device could not be opened; the message says what to do.
+    #[error("{0}")]
+    Open(String),
+}
+
+/// Host memory to be made visible to a device.
+///
+/// Both a virtual address (what the kernel's IOMMU API pins) and a file descriptor with offset (what an
+/// out-of-process or emulated device maps for itself) are given, so every transport can use what fits it.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaMemory {
+    /// Start of the memory in this process.
+    pub vaddr: *mut u8,
+    /// Bytes.
+    pub len: usize,
+    /// File backing the memory (a memfd).
+    pub fd: RawFd,
+    /// Offset of `vaddr` inside `fd`.
+    pub fd_offset: u64,
+}
+
+/// The interface every bus implements. All methods may be called from any thread.
+pub trait Transport: Send + Sync {
+    /// Where the device is, for messages: `emu#3`, `vfio:0000:01:00.0`.
+    fn name(&self) -> &str;
+
+    /// Reads a 32-bit BAR0 register.
+    fn read32(&self, off: BarOffset) -> u32;
+
+    /// Writes a 32-bit BAR0 register.
+    fn write32(&self, off: BarOffset, val: u32);
+
+    /// The IOVA windows the IOMMU accepts mappings in, sorted, non-overlapping.
+    fn iova_ranges(&self) -> Vec<Range<u64>>;
+
+    /// Makes `mem` visible to the device at `iova` (read and write).
+    fn dma_map(&self, mem: &DmaMemory, iova: Iova) -> Result<(), TransportError>;
+
+    /// Removes the mapping made at `iova`.
+    fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), TransportError>;
+
+    /// Resets the device at the bus level (function-level reset); contract §7.2 describes the result.
+    fn reset(&self) -> Result<(), TransportError>;
+
+    /// Number of interrupt vectors wired to this process; 0 means the caller must poll.
+    fn irq_vectors(&self) -> u32;
+
+    /// Blocks until vector `vector` fires or `timeout` passes; true if it fired. Spurious wake-ups are allowed.
+    fn wait_irq(&self, vector: u32, timeout: Duration) -> Result<bool, TransportError>;
+
+    /// True when DMA memory must be pinned by the host (real IOMMU); the emulated device reads the memory through
+    /// its own mapping and does not need it.
+    fn needs_pinned_memory(&self) -> bool;
+
+    /// The NUMA node the device is attached to, if known, so DMA memory can be placed near it.
+    fn numa_node(&self) -> Option<u32> {
+        None
+    }
+
+    /// Stops the device from issuing DMA (bus mastering off). Called before DMA memory is unmapped at teardown.
+    fn quiesce(&self) {}
+}
+
+/// Environment variable that overrides the `auto` selector.
+pub const DEVICE_ENV: &str = "TTDRV_DEVICE";
+
+/// Opens the transport a device selector names.
+///
+/// - `emu` or `emu:OPTIONS`: a new emulated device (options: [`crate::emu::config::OPTIONS_HELP`]);
+/// - `vfio:DDDD:BB:DD.F`: the device at that PCI address, bound to vfio-pci;
+/// - `auto` (or empty): `$TTDRV_DEVICE` if set, else the first bound VFIO device with ttdrv's PCI identity,
+///   else the emulated device.
+pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
+    use crate::error::Error;
+    let sel = selector.trim();
+    if sel.is_empty() || sel == "auto" {
+        if let Ok(env) = std::env::var(DEVICE_ENV)
+            && !env.trim().is_empty()
+            && env.trim() != "auto"
+        {
+            return open(&env);
+        }
+        return open("emu");
+    }
+    if sel == "emu" || sel.starts_with("emu:") {
+        let opts = sel.strip_prefix("emu").unwrap_or("").trim_start_matches(':');
+        let cfg = crate::emu::EmuConfig::parse(opts).map_err(Error::InvalidArgument)?;
+        return Ok(std::sync::Arc::new(emulated::EmulatedTransport::new(cfg)?));
+    }
+    if let Some(addr) = sel.strip_prefix("vfio:") {
+        return Err(Error::Unsupported(format!(
+            "VFIO device {addr}: this build of ttdrv has no VFIO transport yet; use `emu` (the emulated device)"
+        )));
+    }
+    Err(Error::InvalidArgument(format!(
+        "unknown device selector `{sel}`: use `auto`, `emu[:options]` or `vfio:DDDD:BB:DD.F`"
+    )))
+}
