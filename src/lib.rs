@@ -13,13 +13,22 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+/// cbindgen:ignore
 pub mod device;
+/// cbindgen:ignore
 pub mod dma;
+/// cbindgen:ignore
 pub mod emu;
+/// cbindgen:ignore
 pub mod error;
+pub mod ffi;
+/// cbindgen:ignore
 pub mod hw;
+/// cbindgen:ignore
 pub mod log;
+/// cbindgen:ignore
 pub mod queue;
+/// cbindgen:ignore
 pub mod transport;
 
 pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};

@@ -135,7 +135,12 @@ impl RangeAllocator {
             asked: size,
             free: gaps.iter().map(|(s, e)| e - s).sum(),
             largest: gaps.iter().map(|(s, e)| e - s).max().unwrap_or(0),
-            traced: self.blocks.iter().filter(|(_, b)| matches!(b.owner, Owner::Trace(_))).map(|(s, b)| b.end - s).sum(),
+            traced: self
+                .blocks
+                .iter()
+                .filter(|(_, b)| matches!(b.owner, Owner::Trace(_)))
+                .map(|(s, b)| b.end - s)
+                .sum(),
         }
     }
 

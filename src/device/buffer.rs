@@ -62,7 +62,8 @@ pub struct MemoryConfig {
 
 impl MemoryConfig {
     /// Interleaved DRAM.
-    pub const DRAM: MemoryConfig = MemoryConfig { buffer_type: BufferType::Dram, layout: Layout::Interleaved, shard: None };
+    pub const DRAM: MemoryConfig =
+        MemoryConfig { buffer_type: BufferType::Dram, layout: Layout::Interleaved, shard: None };
     /// Interleaved L1.
     pub const L1: MemoryConfig = MemoryConfig { buffer_type: BufferType::L1, layout: Layout::Interleaved, shard: None };
 
@@ -109,7 +110,15 @@ impl BufferSpec {
 
 impl fmt::Display for BufferSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}, {}] {:?} {} {:?}", self.rows, self.cols, self.dtype, self.mem.buffer_type.name(), self.mem.layout)
+        write!(
+            f,
+            "[{}, {}] {:?} {} {:?}",
+            self.rows,
+            self.cols,
+            self.dtype,
+            self.mem.buffer_type.name(),
+            self.mem.layout
+        )
     }
 }
 
@@ -141,7 +150,10 @@ impl DeviceInner {
     pub(crate) fn place(&self, s: &BufferSpec) -> Result<Placement> {
         let info = &self.info;
         if s.rows == 0 || s.cols == 0 {
-            return invalid(format!("buffer shape [{}, {}] has a zero dimension; both must be at least 1", s.rows, s.cols));
+            return invalid(format!(
+                "buffer shape [{}, {}] has a zero dimension; both must be at least 1",
+                s.rows, s.cols
+            ));
         }
         let align = match s.mem.buffer_type.memory() {
             Memory::Dram => info.dram_align as u64,
@@ -164,9 +176,9 @@ impl DeviceInner {
                 }
                 Ok(Placement { page_stride: stride as u32, footprint, align })
             }
-            (Layout::Interleaved, Some(_)) => {
-                invalid("an interleaved memory config must not carry a shard spec; use a sharded layout or drop the spec")
-            }
+            (Layout::Interleaved, Some(_)) => invalid(
+                "an interleaved memory config must not carry a shard spec; use a sharded layout or drop the spec",
+            ),
             (_, None) => invalid(format!("{:?} needs a shard spec (grid and shard shape)", s.mem.layout)),
             (layout, Some(sh)) => {
                 let [sr, sc] = sh.shape;
@@ -197,7 +209,9 @@ impl DeviceInner {
                 }
                 let shards = (s.rows / sr) as usize * (s.cols / sc) as usize;
                 let (grid_ok, grid_fits) = match (s.mem.buffer_type.memory(), sh.grid) {
-                    (Memory::L1, ShardGrid::Cores { x1, y1, .. }) => (true, (x1 as u32) < info.grid_x && (y1 as u32) < info.grid_y),
+                    (Memory::L1, ShardGrid::Cores { x1, y1, .. }) => {
+                        (true, (x1 as u32) < info.grid_x && (y1 as u32) < info.grid_y)
+                    }
                     (Memory::Dram, ShardGrid::Banks { last, .. }) => (true, (last as u32) < info.dram_banks),
                     _ => (false, false),
                 };
@@ -233,10 +247,11 @@ impl DeviceInner {
         self.check_usable()?;
         let p = self.place(spec)?;
         let id = self.next_buffer_id();
-        let addr = self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id).map_err(|e| match e {
-            Error::OutOfDeviceMemory(m) => Error::OutOfDeviceMemory(format!("cannot allocate {spec}: {m}")),
-            e => e,
-        })?;
+        let addr =
+            self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id).map_err(|e| match e {
+                Error::OutOfDeviceMemory(m) => Error::OutOfDeviceMemory(format!("cannot allocate {spec}: {m}")),
+                e => e,
+            })?;
         Ok(Buffer { dev: self.clone(), id, spec: *spec, addr, page_stride: p.page_stride, footprint: p.footprint })
     }
 }

@@ -41,9 +41,13 @@ impl Device {
         let dev = &self.inner;
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("wait_for_event")?;
-        super::queue::push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &dev.wait_room(cq), |slot, meta| {
-            records::encode_event_wait(slot, meta, m.queue, m.id)
-        })?;
+        super::queue::push_live(
+            &mut st,
+            records::FIXED_LEN,
+            RecordMeta::default(),
+            &dev.wait_room(cq),
+            |slot, meta| records::encode_event_wait(slot, meta, m.queue, m.id),
+        )?;
         st.last_wait = Some((m.queue, m.id));
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());

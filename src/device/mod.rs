@@ -188,11 +188,7 @@ impl Device {
                 p.num_command_queues, info.name, info.num_queues, info.num_queues
             ));
         }
-        let sizes = RingSizes {
-            issue: p.issue_ring_size,
-            completion: p.completion_ring_size,
-            profile_slots: 0,
-        };
+        let sizes = RingSizes { issue: p.issue_ring_size, completion: p.completion_ring_size, profile_slots: 0 };
         sizes.validate().map_err(Error::InvalidArgument)?;
         let usable_l1 = (info.l1_size - info.l1_base) as u64;
         if p.l1_small_size as u64 > usable_l1 / 2 {
@@ -202,7 +198,8 @@ impl Device {
             ));
         }
         let banks = info.dram_banks as u64;
-        let trace_per_bank = if p.trace_buffers_on_demand { 0 } else { p.trace_region_size / banks / TRACE_PAGE * TRACE_PAGE };
+        let trace_per_bank =
+            if p.trace_buffers_on_demand { 0 } else { p.trace_region_size / banks / TRACE_PAGE * TRACE_PAGE };
         let dram_top = info.bank_size.saturating_sub(trace_per_bank + KERNEL_REGION_PER_BANK);
         if dram_top <= DRAM_RESERVED_LOW + (1 << 20) {
             return invalid(format!(
@@ -216,7 +213,10 @@ impl Device {
 
         // Put the device in a known state: a previous user may have left it faulted or running.
         let s = Status::from_bits_truncate(t.read32(global::STATUS));
-        if s.contains(Status::FAULT) || !s.contains(Status::READY) || (0..info.num_queues).any(|q| t.read32(regs::queue_reg(q, regs::queue::CTRL)) & 1 != 0) {
+        if s.contains(Status::FAULT)
+            || !s.contains(Status::READY)
+            || (0..info.num_queues).any(|q| t.read32(regs::queue_reg(q, regs::queue::CTRL)) & 1 != 0)
+        {
             t.write32(global::RESET, regs::RESET_MAGIC);
             wait_ready(t.as_ref())?;
         }
@@ -266,6 +266,11 @@ impl Device {
     /// The parameters it was opened with.
     pub fn params(&self) -> &DeviceParams {
         &self.inner.params
+    }
+
+    /// Bytes of the reserved trace region, device total (0 when none or on demand).
+    pub fn trace_region_bytes(&self) -> u64 {
+        self.inner.trace_per_bank * self.inner.info.dram_banks as u64
     }
 
     /// Command queues opened.
@@ -413,13 +418,16 @@ impl DeviceInner {
         }
         let t = self.transport()?;
         // Hold every queue so no thread enqueues while the device restarts.
-        let mut guards: Vec<_> = self.queues.iter().map(|q| q.state.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        let mut guards: Vec<_> =
+            self.queues.iter().map(|q| q.state.lock().unwrap_or_else(|e| e.into_inner())).collect();
         let mut compl: Vec<_> = self.queues.iter().map(|q| q.compl.lock().unwrap_or_else(|e| e.into_inner())).collect();
         t.write32(global::RESET, regs::RESET_MAGIC);
         wait_ready(t.as_ref())?;
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for (i, g) in guards.iter_mut().enumerate() {
-            let Some(rings) = g.issuer.as_ref().map(|is| is.rings().clone()) else { continue };
+            let Some(rings) = g.issuer.as_ref().map(|is| is.rings().clone()) else {
+                continue;
+            };
             rings.enable(t.as_ref());
             g.reset_after_device_reset(Issuer::new(rings.clone()));
             *compl[i] = Some(Completer::new(rings));
@@ -439,7 +447,9 @@ impl DeviceInner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let Ok(t) = self.transport() else { return Ok(()) };
+        let Ok(t) = self.transport() else {
+            return Ok(());
+        };
         let budget = self.params.timeout.min(Duration::from_secs(5));
         let mut drained = true;
         for q in 0..self.queues.len() as u16 {
@@ -478,11 +488,18 @@ impl DeviceInner {
     }
 
     /// Direction for a buffer allocation.
-    pub(crate) fn alloc_buffer_range(&self, t: BufferType, size: u64, align: u64, dir: Direction, id: u64) -> Result<u64> {
+    pub(crate) fn alloc_buffer_range(
+        &self,
+        t: BufferType,
+        size: u64,
+        align: u64,
+        dir: Direction,
+        id: u64,
+    ) -> Result<u64> {
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-        m.for_type(t).alloc(size, align, dir, Owner::Buffer(id)).map_err(|f| {
-            Error::OutOfDeviceMemory(format!("out of {} on {}: {f}", t.name(), self.info.name))
-        })
+        m.for_type(t)
+            .alloc(size, align, dir, Owner::Buffer(id))
+            .map_err(|f| Error::OutOfDeviceMemory(format!("out of {} on {}: {f}", t.name(), self.info.name)))
     }
 }
 

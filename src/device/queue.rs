@@ -104,7 +104,12 @@ pub(crate) fn push_live(
 }
 
 /// Appends one record to a capture buffer (same encoder, same bytes).
-pub(crate) fn push_capture(buf: &mut Vec<u8>, len: usize, meta: RecordMeta, encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta)) {
+pub(crate) fn push_capture(
+    buf: &mut Vec<u8>,
+    len: usize,
+    meta: RecordMeta,
+    encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
+) {
     let start = buf.len();
     buf.resize(start + len, 0);
     let mut slot = RecordSlot::from_slice(&mut buf[start..]);

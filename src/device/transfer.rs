@@ -146,30 +146,42 @@ impl Buffer {
                         num_pages: n,
                     };
                     let bytes = n as usize * row_bytes;
-                    push_live(&mut st, records::write_linear_len(bytes), RecordMeta::default(), &wait_room, |slot, m| {
-                        records::encode_write_paged(slot, m, &x);
-                        // SAFETY: rows [start, start + n) of the caller's tensor are inside `src`'s extent.
-                        unsafe { slot.put_raw(PAYLOAD_OFFSET, src.add(start as usize * row_bytes), bytes) };
-                        records::pad_payload(slot, bytes);
-                    })?;
+                    push_live(
+                        &mut st,
+                        records::write_linear_len(bytes),
+                        RecordMeta::default(),
+                        &wait_room,
+                        |slot, m| {
+                            records::encode_write_paged(slot, m, &x);
+                            // SAFETY: rows [start, start + n) of the caller's tensor are inside `src`'s extent.
+                            unsafe { slot.put_raw(PAYLOAD_OFFSET, src.add(start as usize * row_bytes), bytes) };
+                            records::pad_payload(slot, bytes);
+                        },
+                    )?;
                 }
                 Piece::Linear { unit, offset, rows, piece, host_off } => {
                     let stride = self.page_stride as usize;
                     let len = (rows as usize - 1) * stride + piece as usize;
                     let x = Linear { mem, unit, offset, len: len as u64 };
-                    push_live(&mut st, records::write_linear_len(len), RecordMeta::default(), &wait_room, |slot, m| {
-                        records::encode_write_linear(slot, m, &x);
-                        for k in 0..rows as usize {
-                            let at = PAYLOAD_OFFSET + k * stride;
-                            // SAFETY: row k of this piece is inside the caller's tensor (plan() derives host_off
-                            // from the shape).
-                            unsafe { slot.put_raw(at, src.add(host_off as usize + k * row_bytes), piece as usize) };
-                            if k + 1 < rows as usize {
-                                slot.zero(at + piece as usize, stride - piece as usize);
+                    push_live(
+                        &mut st,
+                        records::write_linear_len(len),
+                        RecordMeta::default(),
+                        &wait_room,
+                        |slot, m| {
+                            records::encode_write_linear(slot, m, &x);
+                            for k in 0..rows as usize {
+                                let at = PAYLOAD_OFFSET + k * stride;
+                                // SAFETY: row k of this piece is inside the caller's tensor (plan() derives host_off
+                                // from the shape).
+                                unsafe { slot.put_raw(at, src.add(host_off as usize + k * row_bytes), piece as usize) };
+                                if k + 1 < rows as usize {
+                                    slot.zero(at + piece as usize, stride - piece as usize);
+                                }
                             }
-                        }
-                        records::pad_payload(slot, len);
-                    })?;
+                            records::pad_payload(slot, len);
+                        },
+                    )?;
                 }
             }
             let (issuer, t) = st.live()?;

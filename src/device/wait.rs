@@ -86,7 +86,9 @@ impl DeviceInner {
     /// The state of queue `cq`, for hang reports.
     pub(crate) fn queue_report(&self, cq: u16, awaited: Option<(u16, u32)>) -> String {
         let mut s = String::new();
-        let Ok(t) = self.transport() else { return format!("queue {cq}: device closed") };
+        let Ok(t) = self.transport() else {
+            return format!("queue {cq}: device closed");
+        };
         let slot = &self.queues[cq as usize];
         let (wr, next_tag, issued_event, last_wait) = match slot.state.try_lock() {
             Ok(g) => (
@@ -98,7 +100,9 @@ impl DeviceInner {
             Err(_) => (None, None, None, None),
         };
         let c = slot.compl.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(c) = c.as_ref() else { return format!("queue {cq}: closed") };
+        let Some(c) = c.as_ref() else {
+            return format!("queue {cq}: closed");
+        };
         let r = c.rings();
         let qs = QueueStatus::from_bits_truncate(t.read32(regs::queue_reg(cq, regs::queue::STATUS)));
         let opt = |v: Option<u32>| v.map_or("(busy)".to_string(), |v| format!("{v:#x}"));
@@ -266,7 +270,11 @@ impl DeviceInner {
             }
             self.check_fault(t.as_ref())?;
             if start.elapsed() > budget {
-                return Err(Error::Timeout(format!("{} timed out after {budget:?}: {}", desc(), self.queue_report(q, None))));
+                return Err(Error::Timeout(format!(
+                    "{} timed out after {budget:?}: {}",
+                    desc(),
+                    self.queue_report(q, None)
+                )));
             }
             t.write32(regs::queue_reg(q, regs::queue::IRQ_ARM), 1);
             t.wait_irq(q as u32, SLICE)?;

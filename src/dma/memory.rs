@@ -132,7 +132,14 @@ impl HostMemory {
         // SIGBUS on first touch.
         // SAFETY: a fresh shared mapping of the memfd; the result is checked.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if ptr == libc::MAP_FAILED {
             return Err(os_err(&format!("mmap({backing:?}, {len})")));
@@ -156,7 +163,10 @@ impl HostMemory {
             libc::syscall(libc::SYS_mbind, self.ptr, self.len, MPOL_PREFERRED, &mask as *const u64, 64usize, 0u32)
         };
         if rc != 0 {
-            crate::log::warn(&format!("could not place DMA memory on NUMA node {node}: {}", std::io::Error::last_os_error()));
+            crate::log::warn(&format!(
+                "could not place DMA memory on NUMA node {node}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
 

@@ -297,7 +297,9 @@ impl Engine<'_> {
         match *body {
             Body::Pad => {}
             Body::WriteLinear(x) => {
-                let RecordBytes::Ring(p) = bytes else { return Err(bad_record(0)) };
+                let RecordBytes::Ring(p) = bytes else {
+                    return Err(bad_record(0));
+                };
                 let dst = self.sh.mem.ptr(DevAddr { mem: x.mem, unit: x.unit, offset: x.offset }, x.len)?;
                 // SAFETY: the payload lies inside the record (decode checked `len <= length - 64`), which lies
                 // inside the mapped ring; `dst` was bounds-checked by the device memory.
@@ -305,7 +307,9 @@ impl Engine<'_> {
                 span.end = stream_end;
             }
             Body::WritePaged(x) => {
-                let RecordBytes::Ring(p) = bytes else { return Err(bad_record(0)) };
+                let RecordBytes::Ring(p) = bytes else {
+                    return Err(bad_record(0));
+                };
                 if x.page_size > x.page_stride {
                     return Err(bad_record(0));
                 }
@@ -432,7 +436,12 @@ impl Engine<'_> {
     }
 
     /// Writes one `READ_DATA` completion entry of `data_len` bytes, whose payload `fill` produces in place.
-    fn complete_read(&mut self, tag: u32, data_len: u64, fill: impl FnOnce(*mut u8) -> Result<(), Fault>) -> Result<(), Stop> {
+    fn complete_read(
+        &mut self,
+        tag: u32,
+        data_len: u64,
+        fill: impl FnOnce(*mut u8) -> Result<(), Fault>,
+    ) -> Result<(), Stop> {
         let a = self.active.as_ref().expect("active queue");
         let size = a.compl_size as u64;
         let entry = records::compl_len(data_len as usize) as u64;
@@ -627,7 +636,11 @@ impl Engine<'_> {
             let page = t.off / t.page_size;
             let within = t.off % t.page_size;
             let n = ((t.page_size - within) as usize).min(out.len() - done);
-            let at = DevAddr { mem: Memory::Dram, unit: (page % banks) as u16, offset: t.base + (page / banks) * t.page_size + within };
+            let at = DevAddr {
+                mem: Memory::Dram,
+                unit: (page % banks) as u16,
+                offset: t.base + (page / banks) * t.page_size + within,
+            };
             self.sh.mem.read(at, &mut out[done..done + n])?;
             done += n;
             t.off += n as u64;

@@ -4,8 +4,8 @@
 //! driver, never Rust objects. Any access outside a mapping is an `IOMMU` fault naming the IOVA.
 
 use super::Fault;
-use crate::hw::regs::FaultCode;
 use crate::hw::Iova;
+use crate::hw::regs::FaultCode;
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};

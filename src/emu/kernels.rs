@@ -6,8 +6,8 @@
 
 use super::memory::DeviceMemory;
 use super::timing::Work;
-use crate::hw::kernel::{ACCESSOR_WORDS, Accessor, Block, BuiltinKernel, DType, bf16_to_f32, f32_to_bf16};
 use crate::hw::DevAddr;
+use crate::hw::kernel::{ACCESSOR_WORDS, Accessor, Block, BuiltinKernel, DType, bf16_to_f32, f32_to_bf16};
 
 type KResult<T> = Result<T, String>;
 
@@ -118,7 +118,15 @@ fn copy(mem: &DeviceMemory, b: Block, src: &Accessor, dst: &Accessor) -> KResult
     Ok(Work { flops: 0, bytes: n * (src.dtype.size() + dst.dtype.size()) as u64 })
 }
 
-fn binary(mem: &DeviceMemory, blk: Block, op: u32, bcast: u32, a: &Accessor, b: &Accessor, out: &Accessor) -> KResult<Work> {
+fn binary(
+    mem: &DeviceMemory,
+    blk: Block,
+    op: u32,
+    bcast: u32,
+    a: &Accessor,
+    b: &Accessor,
+    out: &Accessor,
+) -> KResult<Work> {
     if a.dtype != b.dtype || a.dtype != out.dtype {
         return Err("eltwise_binary needs one element type".into());
     }
@@ -128,7 +136,9 @@ fn binary(mem: &DeviceMemory, blk: Block, op: u32, bcast: u32, a: &Accessor, b: 
     let row_bcast = match bcast {
         0 if (b.rows, b.cols) == (a.rows, a.cols) => false,
         1 if b.rows == 1 && b.cols == a.cols => true,
-        _ => return Err("eltwise_binary operand b has the wrong shape for the broadcast mode".into()),
+        _ => {
+            return Err("eltwise_binary operand b has the wrong shape for the broadcast mode".into());
+        }
     };
     let f: fn(f32, f32) -> f32 = match op {
         0 => |x, y| x + y,

@@ -279,7 +279,9 @@ impl Emulator {
         let sh = &self.shared;
         let c = &sh.cfg;
         if let Some((q, reg)) = regs::decode_queue_reg(off) {
-            let Some(qs) = sh.queues.get(q as usize) else { return 0 };
+            let Some(qs) = sh.queues.get(q as usize) else {
+                return 0;
+            };
             return match reg {
                 qreg::BASE_LO => qs.base.load(Ordering::Acquire) as u32,
                 qreg::BASE_HI => (qs.base.load(Ordering::Acquire) >> 32) as u32,
@@ -349,7 +351,9 @@ impl Emulator {
     pub fn write32(&self, off: BarOffset, val: u32) {
         let sh = &self.shared;
         if let Some((q, reg)) = regs::decode_queue_reg(off) {
-            let Some(qs) = sh.queues.get(q as usize) else { return };
+            let Some(qs) = sh.queues.get(q as usize) else {
+                return;
+            };
             let set_lo = |a: &AtomicU64| {
                 let old = a.load(Ordering::Acquire);
                 a.store((old & !0xFFFF_FFFF) | val as u64, Ordering::Release);

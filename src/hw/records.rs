@@ -631,7 +631,8 @@ pub struct LaunchArgs {
 
 /// Decodes the packed arguments of `l` from `args` (at least `l.args_bytes()` bytes).
 pub fn decode_launch_args(l: &LaunchFixed, args: &[u8]) -> LaunchArgs {
-    let words: Vec<u32> = args[..l.args_bytes()].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let words: Vec<u32> =
+        args[..l.args_bytes()].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
     let (ct, rest) = words.split_at(l.num_ct_args as usize);
     let (cbw, rest) = rest.split_at(l.num_cbs as usize * 4);
     let (sems, rt) = rest.split_at(l.num_sems as usize);

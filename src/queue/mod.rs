@@ -31,9 +31,7 @@ impl RingSizes {
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [("issue ring", self.issue), ("completion ring", self.completion)] {
             if !v.is_power_of_two() || (v as usize) < MIN_RING || v as usize > MAX_RING {
-                return Err(format!(
-                    "{name} size {v} must be a power of two between {MIN_RING} and {MAX_RING} bytes"
-                ));
+                return Err(format!("{name} size {v} must be a power of two between {MIN_RING} and {MAX_RING} bytes"));
             }
         }
         if self.profile_slots != 0 && !self.profile_slots.is_power_of_two() {
@@ -215,7 +213,12 @@ impl Issuer {
 
     /// Writes one record of `len` bytes (a multiple of 64, at most [`RingSizes::max_record`]) whose bytes `encode`
     /// fills. The caller has checked [`Issuer::has_room`]. Returns the record's tag.
-    pub fn push(&mut self, len: usize, mut meta: RecordMeta, encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta)) -> u32 {
+    pub fn push(
+        &mut self,
+        len: usize,
+        mut meta: RecordMeta,
+        encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
+    ) -> u32 {
         debug_assert!(len % RECORD_ALIGN == 0 && len >= FIXED_LEN && len <= self.rings.sizes.max_record());
         let size = self.rings.sizes.issue;
         let off = self.wr & (size - 1);

@@ -49,9 +49,11 @@ impl Transport for EmulatedTransport {
     }
 
     fn dma_map(&self, mem: &DmaMemory, iova: Iova) -> Result<(), TransportError> {
-        self.dev
-            .dma_map(mem.fd, mem.fd_offset, mem.len as u64, iova)
-            .map_err(|reason| TransportError::DmaMap { iova, len: mem.len as u64, reason })
+        self.dev.dma_map(mem.fd, mem.fd_offset, mem.len as u64, iova).map_err(|reason| TransportError::DmaMap {
+            iova,
+            len: mem.len as u64,
+            reason,
+        })
     }
 
     fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), TransportError> {

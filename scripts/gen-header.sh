@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Regenerates include/ttdrv.h with the pinned cbindgen (a dev-dependency), from src/ffi and cbindgen.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TTDRV_BLESS=1 cargo test --quiet --test header -- --exact header_is_fresh
+echo "include/ttdrv.h regenerated"

@@ -1,0 +1,394 @@
+//! Buffers (tensors on device): allocate, write, read, free, query.
+
+use super::device::{device_checked, ttdrv_device};
+use super::handles::{self, Kind, Obj};
+use super::{FfiError, FfiResult, bytes, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use crate::device::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec, buffer::TensorLayout};
+use crate::error::Error;
+use crate::hw::kernel::{DType, Layout, ShardGrid};
+use std::sync::Arc;
+
+/// A buffer in device memory (opaque). Free it with `ttdrv_buffer_free` (`deallocate(force=True)`).
+pub struct ttdrv_buffer {
+    _private: [u8; 0],
+}
+
+/// Element type: IEEE float32.
+pub const TTDRV_DTYPE_FLOAT32: u32 = 0;
+/// Element type: bfloat16.
+pub const TTDRV_DTYPE_BFLOAT16: u32 = 1;
+/// Buffer type: device DRAM.
+pub const TTDRV_BUFFER_DRAM: u32 = 0;
+/// Buffer type: core L1.
+pub const TTDRV_BUFFER_L1: u32 = 1;
+/// Buffer type: the per-core L1 region reserved by `l1_small_size`.
+pub const TTDRV_BUFFER_L1_SMALL: u32 = 2;
+/// Memory layout: pages (rows) round-robin over all banks or cores.
+pub const TTDRV_LAYOUT_INTERLEAVED: u32 = 0;
+/// Memory layout: shards of whole rows.
+pub const TTDRV_LAYOUT_HEIGHT_SHARDED: u32 = 1;
+/// Memory layout: shards of whole columns.
+pub const TTDRV_LAYOUT_WIDTH_SHARDED: u32 = 2;
+/// Memory layout: shards of row and column blocks.
+pub const TTDRV_LAYOUT_BLOCK_SHARDED: u32 = 3;
+/// Tensor layout: row-major pages.
+pub const TTDRV_TENSOR_ROW_MAJOR: u32 = 0;
+/// Shard orientation: shards assigned to the grid row by row.
+pub const TTDRV_SHARD_ROW_MAJOR: u32 = 0;
+/// Shard orientation: shards assigned to the grid column by column.
+pub const TTDRV_SHARD_COL_MAJOR: u32 = 1;
+
+/// The units holding shards: a core rectangle (L1) or a bank range (DRAM), and the shard shape.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_shard_spec {
+    /// L1: left column of the core rectangle.
+    pub core_x0: u32,
+    /// L1: top row.
+    pub core_y0: u32,
+    /// L1: right column, inclusive.
+    pub core_x1: u32,
+    /// L1: bottom row, inclusive.
+    pub core_y1: u32,
+    /// DRAM: first bank.
+    pub bank_first: u32,
+    /// DRAM: last bank, inclusive.
+    pub bank_last: u32,
+    /// Rows per shard.
+    pub shard_rows: u32,
+    /// Columns per shard.
+    pub shard_cols: u32,
+    /// `TTDRV_SHARD_ROW_MAJOR` or `TTDRV_SHARD_COL_MAJOR`.
+    pub orientation: u32,
+}
+
+/// A memory configuration: buffer type, layout, and for sharded layouts the shard spec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_memory_config {
+    /// `TTDRV_BUFFER_*`.
+    pub buffer_type: u32,
+    /// `TTDRV_LAYOUT_*`.
+    pub layout: u32,
+    /// Used by sharded layouts only.
+    pub shard: ttdrv_shard_spec,
+}
+
+/// A tensor spec: 2-D shape, element type, tensor layout and memory configuration. Fill with
+/// `ttdrv_tensor_spec_init`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_tensor_spec {
+    /// `sizeof(ttdrv_tensor_spec)`.
+    pub struct_size: u32,
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub cols: u32,
+    /// `TTDRV_DTYPE_*`.
+    pub dtype: u32,
+    /// `TTDRV_TENSOR_ROW_MAJOR`.
+    pub tensor_layout: u32,
+    /// Where and how.
+    pub mem: ttdrv_memory_config,
+}
+
+const SPEC_V1: u32 = std::mem::size_of::<ttdrv_tensor_spec>() as u32;
+
+fn bad(msg: String) -> FfiError {
+    FfiError::Driver(Error::InvalidArgument(msg))
+}
+
+pub(crate) fn memory_config_from_c(m: &ttdrv_memory_config) -> FfiResult<MemoryConfig> {
+    let buffer_type = match m.buffer_type {
+        TTDRV_BUFFER_DRAM => BufferType::Dram,
+        TTDRV_BUFFER_L1 => BufferType::L1,
+        TTDRV_BUFFER_L1_SMALL => BufferType::L1Small,
+        v => {
+            return Err(bad(format!("buffer_type {v} is not one of TTDRV_BUFFER_DRAM/L1/L1_SMALL")));
+        }
+    };
+    let layout = Layout::from_u32(m.layout)
+        .ok_or_else(|| bad(format!("layout {} is not one of the TTDRV_LAYOUT_* values", m.layout)))?;
+    let shard = if layout == Layout::Interleaved {
+        None
+    } else {
+        let s = &m.shard;
+        let grid = if buffer_type == BufferType::Dram {
+            let (f, l) = (u16::try_from(s.bank_first), u16::try_from(s.bank_last));
+            match (f, l) {
+                (Ok(first), Ok(last)) => ShardGrid::Banks { first, last },
+                _ => {
+                    return Err(bad(format!("bank range {}..={} is out of range", s.bank_first, s.bank_last)));
+                }
+            }
+        } else {
+            let c = |v: u32| u8::try_from(v).map_err(|_| bad(format!("core coordinate {v} is out of range")));
+            ShardGrid::Cores { x0: c(s.core_x0)?, y0: c(s.core_y0)?, x1: c(s.core_x1)?, y1: c(s.core_y1)? }
+        };
+        let col_major = match s.orientation {
+            TTDRV_SHARD_ROW_MAJOR => false,
+            TTDRV_SHARD_COL_MAJOR => true,
+            v => {
+                return Err(bad(format!("shard orientation {v} is not TTDRV_SHARD_ROW_MAJOR/COL_MAJOR")));
+            }
+        };
+        Some(ShardSpec { grid, shape: [s.shard_rows, s.shard_cols], col_major })
+    };
+    Ok(MemoryConfig { buffer_type, layout, shard })
+}
+
+pub(crate) fn memory_config_to_c(m: &MemoryConfig) -> ttdrv_memory_config {
+    let mut out = ttdrv_memory_config {
+        buffer_type: match m.buffer_type {
+            BufferType::Dram => TTDRV_BUFFER_DRAM,
+            BufferType::L1 => TTDRV_BUFFER_L1,
+            BufferType::L1Small => TTDRV_BUFFER_L1_SMALL,
+        },
+        layout: m.layout as u32,
+        shard: ttdrv_shard_spec::default(),
+    };
+    if let Some(s) = m.shard {
+        match s.grid {
+            ShardGrid::Cores { x0, y0, x1, y1 } => {
+                (out.shard.core_x0, out.shard.core_y0, out.shard.core_x1, out.shard.core_y1) =
+                    (x0 as u32, y0 as u32, x1 as u32, y1 as u32)
+            }
+            ShardGrid::Banks { first, last } => {
+                (out.shard.bank_first, out.shard.bank_last) = (first as u32, last as u32)
+            }
+        }
+        out.shard.shard_rows = s.shape[0];
+        out.shard.shard_cols = s.shape[1];
+        out.shard.orientation = s.col_major as u32;
+    }
+    out
+}
+
+pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> {
+    nonnull(p, "spec")?;
+    // SAFETY: non-NULL; the size field comes first in every version.
+    let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() };
+    if size < SPEC_V1 {
+        return Err(bad(format!(
+            "spec->struct_size is {size}, expected at least {SPEC_V1}; initialise the spec with ttdrv_tensor_spec_init()"
+        )));
+    }
+    // SAFETY: the caller's struct is at least as large as ours.
+    let s = unsafe { p.read_unaligned() };
+    let dtype =
+        DType::from_u32(s.dtype).ok_or_else(|| bad(format!("dtype {} is not a TTDRV_DTYPE_* value", s.dtype)))?;
+    if s.tensor_layout != TTDRV_TENSOR_ROW_MAJOR {
+        return Err(FfiError::Driver(Error::Unsupported(format!(
+            "tensor_layout {} is not supported; only TTDRV_TENSOR_ROW_MAJOR is",
+            s.tensor_layout
+        ))));
+    }
+    Ok(BufferSpec {
+        rows: s.rows,
+        cols: s.cols,
+        dtype,
+        layout: TensorLayout::RowMajor,
+        mem: memory_config_from_c(&s.mem)?,
+    })
+}
+
+pub(crate) fn buffer_arc(h: *mut ttdrv_buffer) -> FfiResult<Arc<Buffer>> {
+    if h.is_null() {
+        return Err(FfiError::Null("buffer"));
+    }
+    match handles::get(h as usize, Kind::Buffer) {
+        Some(Obj::Buffer(b)) => Ok(b),
+        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Buffer))),
+    }
+}
+
+pub(crate) fn insert_buffer(b: Buffer) -> *mut ttdrv_buffer {
+    handles::insert(Obj::Buffer(Arc::new(b))) as *mut ttdrv_buffer
+}
+
+/// Fills `spec` with a `[1, 1]` float32 row-major interleaved DRAM tensor and its `struct_size`. Any thread.
+///
+/// # Safety
+/// `spec` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) -> ttdrv_status {
+    guard("ttdrv_tensor_spec_init", || {
+        let s = ttdrv_tensor_spec { struct_size: SPEC_V1, rows: 1, cols: 1, ..Default::default() };
+        write_out(out_ptr(spec, "spec")?, s);
+        Ok(())
+    })
+}
+
+/// Allocates a buffer without writing it (`allocate_tensor_on_device`); contents are undefined. Placement is
+/// deterministic: the same sequence of allocations and frees gives the same addresses. Errors: INVALID_ARGUMENT
+/// (shape, shard spec), OUT_OF_DEVICE_MEMORY (the message gives the free bytes and largest block).
+///
+/// # Safety
+/// `spec` must point to an initialised `ttdrv_tensor_spec`; `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_allocate(
+    device: *mut ttdrv_device,
+    spec: *const ttdrv_tensor_spec,
+    out: *mut *mut ttdrv_buffer,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_allocate", || {
+        let d = device_checked(device)?;
+        let s = spec_from_c(spec)?;
+        let out = out_ptr(out, "out")?;
+        let b = d.allocate(&s)?;
+        write_out(out, insert_buffer(b));
+        Ok(())
+    })
+}
+
+/// Allocates a buffer and writes `data` (dense row-major, exactly rows x cols elements) into it on queue `cq`
+/// (`host_tensor.to(device, mem_config)`). Returns once the data is copied out of `data`.
+///
+/// # Safety
+/// `spec` initialised; `data` readable for `len` bytes; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_from_host(
+    device: *mut ttdrv_device,
+    spec: *const ttdrv_tensor_spec,
+    cq: u16,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut ttdrv_buffer,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_from_host", || {
+        let d = device_checked(device)?;
+        let s = spec_from_c(spec)?;
+        let data = bytes(data, len, "data")?;
+        let out = out_ptr(out, "out")?;
+        let b = d.buffer_from_host(&s, cq, data)?;
+        write_out(out, insert_buffer(b));
+        Ok(())
+    })
+}
+
+/// Writes `data` (dense row-major, exactly the buffer's size) into the buffer on queue `cq`
+/// (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be reused at once;
+/// with `blocking` the call also waits until the device has written them. Errors: INVALID_ARGUMENT (wrong
+/// length, no such queue), INVALID_STATE (trace capture on `cq`), TIMEOUT, DEVICE_FAULT, CLOSED.
+///
+/// # Safety
+/// `data` must be readable for `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_write(
+    buffer: *mut ttdrv_buffer,
+    cq: u16,
+    data: *const u8,
+    len: usize,
+    blocking: bool,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_write", || {
+        let b = buffer_arc(buffer)?;
+        let data = bytes(data, len, "data")?;
+        Ok(b.write(cq, data, blocking)?)
+    })
+}
+
+/// Reads the buffer into `out` (dense row-major, exactly the buffer's size) on queue `cq`. With `blocking` it
+/// returns when the data is there. Without (`cpu(blocking=False)`) it returns at once; the data is in place after
+/// `ttdrv_device_finish(cq)` or after an event recorded on `cq` behind the read completes, and `out` must stay
+/// valid and untouched until then.
+///
+/// # Safety
+/// `out` must be writable for `len` bytes until the data is in place.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_read(
+    buffer: *mut ttdrv_buffer,
+    cq: u16,
+    blocking: bool,
+    out: *mut u8,
+    len: usize,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_read", || {
+        let b = buffer_arc(buffer)?;
+        let want = b.spec().host_bytes();
+        if len as u64 != want {
+            return Err(bad(format!(
+                "read into {len} bytes, but buffer {} holds {want} bytes; pass exactly {want}",
+                b.spec()
+            )));
+        }
+        let out = out_ptr(out, "out")?;
+        // SAFETY: `out` holds `len` == host size bytes and stays valid until delivery (caller contract).
+        let pending = unsafe { b.read_nonblocking(cq, out)? };
+        if blocking {
+            pending.wait()?;
+        }
+        Ok(())
+    })
+}
+
+/// Frees the buffer now (`deallocate(force=True)`): its range can be reused at once. Work already enqueued on a
+/// queue that uses the buffer still runs before anything enqueued later on that queue; across queues, order reuse
+/// with events. NULL is a no-op; a stale handle is INVALID_HANDLE.
+///
+/// # Safety
+/// `buffer` must be NULL or a value returned by ttdrv.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_free(buffer: *mut ttdrv_buffer) -> ttdrv_status {
+    guard("ttdrv_buffer_free", || {
+        if buffer.is_null() {
+            return Ok(());
+        }
+        match handles::remove(buffer as usize, Kind::Buffer) {
+            Some(_) => Ok(()),
+            None => Err(FfiError::BadHandle(handles::describe_bad(buffer as usize, Kind::Buffer))),
+        }
+    })
+}
+
+/// Writes the buffer's address (`buffer_address()`): the same offset in every bank or core it uses.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *mut u64) -> ttdrv_status {
+    guard("ttdrv_buffer_address", || {
+        let b = buffer_arc(buffer)?;
+        write_out(out_ptr(out, "out")?, b.address());
+        Ok(())
+    })
+}
+
+/// Writes the buffer's spec (shape, dtype, layout, memory config: `.shape`, `.dtype`, `.layout`) to `*out`.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *mut ttdrv_tensor_spec) -> ttdrv_status {
+    guard("ttdrv_buffer_get_spec", || {
+        let b = buffer_arc(buffer)?;
+        let out = out_ptr(out, "out")?;
+        let s = b.spec();
+        write_out(
+            out,
+            ttdrv_tensor_spec {
+                struct_size: SPEC_V1,
+                rows: s.rows,
+                cols: s.cols,
+                dtype: s.dtype as u32,
+                tensor_layout: TTDRV_TENSOR_ROW_MAJOR,
+                mem: memory_config_to_c(&s.mem),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Writes the buffer's size in host memory (rows x cols x element size) to `*out`.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_host_size(buffer: *mut ttdrv_buffer, out: *mut usize) -> ttdrv_status {
+    guard("ttdrv_buffer_host_size", || {
+        let b = buffer_arc(buffer)?;
+        write_out(out_ptr(out, "out")?, b.spec().host_bytes() as usize);
+        Ok(())
+    })
+}

@@ -1,0 +1,122 @@
+//! Events: create, record, wait on a queue, synchronize and query on the host.
+
+use super::device::{device_checked, ttdrv_device};
+use super::handles::{self, Kind, Obj};
+use super::{FfiError, FfiResult, guard, out_ptr, ttdrv_status, write_out};
+use crate::device::Event;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An event (opaque). May be shared between threads; recording it again re-arms it.
+pub struct ttdrv_event {
+    _private: [u8; 0],
+}
+
+fn event(h: *mut ttdrv_event) -> FfiResult<Arc<Event>> {
+    if h.is_null() {
+        return Err(FfiError::Null("event"));
+    }
+    match handles::get(h as usize, Kind::Event) {
+        Some(Obj::Event(e)) => Ok(e),
+        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Event))),
+    }
+}
+
+/// Creates an event (`create_event`). It must be recorded before anything waits for it. Free with
+/// `ttdrv_event_free`.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_event_new(device: *mut ttdrv_device, out: *mut *mut ttdrv_event) -> ttdrv_status {
+    guard("ttdrv_event_new", || {
+        let d = device_checked(device)?;
+        let out = out_ptr(out, "out")?;
+        let e = d.create_event()?;
+        write_out(out, handles::insert(Obj::Event(Arc::new(e))) as *mut ttdrv_event);
+        Ok(())
+    })
+}
+
+/// Frees an event. NULL is a no-op. Waits already enqueued on the device are unaffected.
+///
+/// # Safety
+/// `event` must be NULL or a value returned by ttdrv.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_event_free(event: *mut ttdrv_event) -> ttdrv_status {
+    guard("ttdrv_event_free", || {
+        if event.is_null() {
+            return Ok(());
+        }
+        match handles::remove(event as usize, Kind::Event) {
+            Some(_) => Ok(()),
+            None => Err(FfiError::BadHandle(handles::describe_bad(event as usize, Kind::Event))),
+        }
+    })
+}
+
+/// Records the event on queue `cq` (`record_event(cq, event)`): it completes when all work enqueued on `cq`
+/// before it is done and its writes are visible to every queue. Errors: INVALID_ARGUMENT (no such queue),
+/// INVALID_STATE (trace capture on `cq`).
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_event_record(event: *mut ttdrv_event, cq: u16) -> ttdrv_status {
+    guard("ttdrv_event_record", || Ok(self::event(event)?.record(cq)?))
+}
+
+/// As `ttdrv_event_record`, and the device also interrupts the host when the event completes, so a thread
+/// sleeping in `ttdrv_event_synchronize` wakes directly.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_event_record_notify(event: *mut ttdrv_event, cq: u16) -> ttdrv_status {
+    guard("ttdrv_event_record_notify", || Ok(self::event(event)?.record_notify(cq)?))
+}
+
+/// Makes queue `cq` wait, on the device, for the event's most recent record (`wait_for_event(cq, event)`). Returns
+/// at once. Errors: INVALID_STATE (the event was never recorded, or trace capture on `cq`), INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_device_wait_for_event(
+    device: *mut ttdrv_device,
+    cq: u16,
+    event: *mut ttdrv_event,
+) -> ttdrv_status {
+    guard("ttdrv_device_wait_for_event", || {
+        let d = device_checked(device)?;
+        let e = self::event(event)?;
+        Ok(d.wait_for_event(cq, &e)?)
+    })
+}
+
+/// Blocks until the event's most recent record has completed (and the data of non-blocking reads enqueued before
+/// it on its queue is in place). Errors: INVALID_STATE (never recorded), TIMEOUT (after the device's timeout; the
+/// message dumps the queue state), DEVICE_FAULT.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_event_synchronize(event: *mut ttdrv_event) -> ttdrv_status {
+    guard("ttdrv_event_synchronize", || Ok(self::event(event)?.synchronize()?))
+}
+
+/// As `ttdrv_event_synchronize`, giving up after `timeout_us` microseconds with TTDRV_STATUS_TIMEOUT.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_event_synchronize_timeout(event: *mut ttdrv_event, timeout_us: u64) -> ttdrv_status {
+    guard("ttdrv_event_synchronize_timeout", || {
+        let e = self::event(event)?;
+        if e.synchronize_timeout(Duration::from_micros(timeout_us))? {
+            Ok(())
+        } else {
+            Err(FfiError::Driver(crate::Error::Timeout(format!("the event did not complete within {timeout_us} us"))))
+        }
+    })
+}
+
+/// Writes whether the event's most recent record has completed, without blocking. Errors: INVALID_STATE (never
+/// recorded), DEVICE_FAULT.
+///
+/// # Safety
+/// `out_done` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_event_query(event: *mut ttdrv_event, out_done: *mut bool) -> ttdrv_status {
+    guard("ttdrv_event_query", || {
+        let e = self::event(event)?;
+        let out = out_ptr(out_done, "out_done")?;
+        write_out(out, e.query()?);
+        Ok(())
+    })
+}

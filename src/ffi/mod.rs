@@ -1,0 +1,286 @@
+//! The C ABI: `include/ttdrv.h` is generated from this module by cbindgen.
+//!
+//! Conventions (rustls-ffi style): opaque handles created by `_new`/`_open`/`_allocate` and released by
+//! `_free`/`_close` (releasing NULL is a no-op); every function returns a [`ttdrv_status`]; the object comes first,
+//! inputs before outputs, every buffer is followed by its length; outputs are written only on success; a failed
+//! call leaves a per-thread message ([`ttdrv_last_error_message`]); no panic crosses the boundary. Handles are
+//! checked, not trusted: a stale or forged handle is `TTDRV_STATUS_INVALID_HANDLE`.
+
+#![allow(non_camel_case_types)]
+
+pub mod buffer;
+pub mod device;
+pub mod event;
+pub(crate) mod handles;
+
+use crate::error::Error;
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Result of every ttdrv call. Values are stable across releases; new values may be added.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ttdrv_status {
+    /// Success.
+    Ok = 0,
+    /// A required pointer argument was NULL.
+    NullParameter = 7001,
+    /// An argument is out of range or inconsistent.
+    InvalidArgument = 7002,
+    /// A handle is stale (freed, closed) or was never valid.
+    InvalidHandle = 7003,
+    /// The call is not allowed now (trace capture active, event never recorded, ...).
+    InvalidState = 7004,
+    /// No device matched the selector.
+    NotFound = 7005,
+    /// The device or this build lacks the feature.
+    Unsupported = 7006,
+    /// Device memory (DRAM, L1) is exhausted.
+    OutOfDeviceMemory = 7007,
+    /// The trace region is missing or too small.
+    TraceRegion = 7008,
+    /// A program dispatched during trace capture has never run.
+    ProgramNotCached = 7009,
+    /// Host DMA memory could not be allocated, locked or mapped.
+    HostMemory = 7010,
+    /// The bus (VFIO, emulator) refused an operation.
+    Transport = 7011,
+    /// A wait timed out.
+    Timeout = 7012,
+    /// The device faulted; reset it with `ttdrv_device_reset`.
+    DeviceFault = 7013,
+    /// The device broke the hardware contract.
+    Protocol = 7014,
+    /// The device was opened by the parent of this forked process.
+    Forked = 7015,
+    /// The device was closed.
+    Closed = 7016,
+    /// An output buffer is too small.
+    BufferTooSmall = 7017,
+    /// A bug inside ttdrv (a caught panic).
+    Panic = 7099,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn set_last_error(msg: &str) {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.extend(msg.bytes().filter(|&b| b != 0));
+        e.push(0);
+    });
+}
+
+fn clear_last_error() {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.push(0);
+    });
+}
+
+/// Errors of the FFI layer on top of the driver's.
+pub(crate) enum FfiError {
+    Null(&'static str),
+    BadHandle(String),
+    TooSmall(String),
+    Driver(Error),
+}
+
+impl From<Error> for FfiError {
+    fn from(e: Error) -> Self {
+        FfiError::Driver(e)
+    }
+}
+
+pub(crate) type FfiResult<T = ()> = Result<T, FfiError>;
+
+fn status_of(e: &Error) -> ttdrv_status {
+    match e {
+        Error::InvalidArgument(_) => ttdrv_status::InvalidArgument,
+        Error::InvalidHandle(_) => ttdrv_status::InvalidHandle,
+        Error::InvalidState(_) => ttdrv_status::InvalidState,
+        Error::NotFound(_) => ttdrv_status::NotFound,
+        Error::Unsupported(_) => ttdrv_status::Unsupported,
+        Error::OutOfDeviceMemory(_) => ttdrv_status::OutOfDeviceMemory,
+        Error::TraceRegion(_) => ttdrv_status::TraceRegion,
+        Error::ProgramNotCached(_) => ttdrv_status::ProgramNotCached,
+        Error::Dma(_) => ttdrv_status::HostMemory,
+        Error::Transport(_) => ttdrv_status::Transport,
+        Error::Timeout(_) => ttdrv_status::Timeout,
+        Error::DeviceFault(_) => ttdrv_status::DeviceFault,
+        Error::Protocol(_) => ttdrv_status::Protocol,
+        Error::Forked(_) => ttdrv_status::Forked,
+        Error::Closed(_) => ttdrv_status::Closed,
+    }
+}
+
+/// Runs an entry point: catches panics, maps errors to a status and records the message.
+pub(crate) fn guard(name: &str, f: impl FnOnce() -> FfiResult) -> ttdrv_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            clear_last_error();
+            ttdrv_status::Ok
+        }
+        Ok(Err(e)) => {
+            let (status, msg) = match e {
+                FfiError::Null(p) => {
+                    (ttdrv_status::NullParameter, format!("{name}: argument `{p}` is NULL; pass a valid pointer"))
+                }
+                FfiError::BadHandle(m) => (ttdrv_status::InvalidHandle, format!("{name}: {m}")),
+                FfiError::TooSmall(m) => (ttdrv_status::BufferTooSmall, format!("{name}: {m}")),
+                FfiError::Driver(e) => (status_of(&e), format!("{name}: {e}")),
+            };
+            set_last_error(&msg);
+            status
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!(
+                "{name}: internal error in ttdrv (a panic: {what}); the call had no effect on your data that you can \
+                 rely on. Please report it with this message"
+            ));
+            ttdrv_status::Panic
+        }
+    }
+}
+
+/// NULL-checks a pointer argument.
+pub(crate) fn nonnull<T>(p: *const T, name: &'static str) -> FfiResult<*const T> {
+    if p.is_null() { Err(FfiError::Null(name)) } else { Ok(p) }
+}
+
+/// NULL-checks an output pointer.
+pub(crate) fn out_ptr<T>(p: *mut T, name: &'static str) -> FfiResult<*mut T> {
+    if p.is_null() { Err(FfiError::Null(name)) } else { Ok(p) }
+}
+
+/// Writes an output (only called on success).
+pub(crate) fn write_out<T>(p: *mut T, v: T) {
+    // SAFETY: every caller has NULL-checked `p` with `out_ptr`; the C contract says it points to a writable T.
+    unsafe { p.write(v) }
+}
+
+/// Reads a C string argument.
+pub(crate) fn c_str<'a>(p: *const c_char, name: &'static str) -> FfiResult<&'a str> {
+    nonnull(p, name)?;
+    // SAFETY: non-NULL, and the C contract says it is a NUL-terminated string that outlives the call.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map_err(|_| FfiError::Driver(Error::InvalidArgument(format!("`{name}` is not valid UTF-8"))))
+}
+
+/// A byte slice argument; `len == 0` allows NULL.
+pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    nonnull(p, name)?;
+    if len > isize::MAX as usize {
+        return Err(FfiError::Driver(Error::InvalidArgument(format!("`{name}` length {len} is impossible"))));
+    }
+    // SAFETY: non-NULL; the C contract says `p` points to `len` readable bytes for the duration of the call.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to `len`), and writes
+/// the full message length (without the NUL) to `out_len` if it is not NULL. The message describes the most
+/// recent failed ttdrv call on this thread; a successful call clears it. Returns `TTDRV_STATUS_BUFFER_TOO_SMALL`
+/// if the message was truncated. Any thread may call it.
+///
+/// # Safety
+/// `buf` must be NULL (with `len == 0`) or point to `len` writable bytes; `out_len` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, out_len: *mut usize) -> ttdrv_status {
+    LAST_ERROR.with(|e| {
+        let e = e.borrow();
+        let msg_len = e.len().saturating_sub(1);
+        if !out_len.is_null() {
+            // SAFETY: non-NULL and writable per the contract.
+            unsafe { out_len.write(msg_len) };
+        }
+        if buf.is_null() || len == 0 {
+            return if msg_len == 0 { ttdrv_status::Ok } else { ttdrv_status::BufferTooSmall };
+        }
+        let n = msg_len.min(len - 1);
+        // SAFETY: `buf` holds `len` bytes and we write `n + 1 <= len`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(e.as_ptr() as *const c_char, buf, n);
+            buf.add(n).write(0);
+        }
+        if n < msg_len { ttdrv_status::BufferTooSmall } else { ttdrv_status::Ok }
+    })
+}
+
+/// The calling thread's last error message as a NUL-terminated string ("" after a success). The pointer stays
+/// valid until the next ttdrv call on this thread. Never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.is_empty() {
+            e.push(0);
+        }
+        e.as_ptr() as *const c_char
+    })
+}
+
+/// A static, NUL-terminated name for a status ("TTDRV_STATUS_TIMEOUT"); unknown values give
+/// "TTDRV_STATUS_UNKNOWN". Never NULL; any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_status_name(status: u32) -> *const c_char {
+    let s: &CStr = match status {
+        0 => c"TTDRV_STATUS_OK",
+        7001 => c"TTDRV_STATUS_NULL_PARAMETER",
+        7002 => c"TTDRV_STATUS_INVALID_ARGUMENT",
+        7003 => c"TTDRV_STATUS_INVALID_HANDLE",
+        7004 => c"TTDRV_STATUS_INVALID_STATE",
+        7005 => c"TTDRV_STATUS_NOT_FOUND",
+        7006 => c"TTDRV_STATUS_UNSUPPORTED",
+        7007 => c"TTDRV_STATUS_OUT_OF_DEVICE_MEMORY",
+        7008 => c"TTDRV_STATUS_TRACE_REGION",
+        7009 => c"TTDRV_STATUS_PROGRAM_NOT_CACHED",
+        7010 => c"TTDRV_STATUS_HOST_MEMORY",
+        7011 => c"TTDRV_STATUS_TRANSPORT",
+        7012 => c"TTDRV_STATUS_TIMEOUT",
+        7013 => c"TTDRV_STATUS_DEVICE_FAULT",
+        7014 => c"TTDRV_STATUS_PROTOCOL",
+        7015 => c"TTDRV_STATUS_FORKED",
+        7016 => c"TTDRV_STATUS_CLOSED",
+        7017 => c"TTDRV_STATUS_BUFFER_TOO_SMALL",
+        7099 => c"TTDRV_STATUS_PANIC",
+        _ => c"TTDRV_STATUS_UNKNOWN",
+    };
+    s.as_ptr()
+}
+
+/// The library version as a NUL-terminated string, e.g. "0.1.0" (compare with `TTDRV_VERSION_STRING` to detect a
+/// header/library mismatch). Never NULL; any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_version() -> *const c_char {
+    static V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    V.as_ptr() as *const c_char
+}
+
+/// The library version as `major << 16 | minor << 8 | patch` (compare with `TTDRV_VERSION_NUMBER`). Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_version_number() -> u32 {
+    let p = |s: &str| s.parse::<u32>().unwrap_or(0);
+    p(env!("CARGO_PKG_VERSION_MAJOR")) << 16
+        | p(env!("CARGO_PKG_VERSION_MINOR")) << 8
+        | p(env!("CARGO_PKG_VERSION_PATCH"))
+}
+
+/// Deliberately panics inside an entry point, to prove the panic boundary (tests only; returns
+/// `TTDRV_STATUS_PANIC` with a message). Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_debug_panic() -> ttdrv_status {
+    guard("ttdrv_debug_panic", || panic!("ttdrv_debug_panic was called"))
+}
