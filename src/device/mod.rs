@@ -4,8 +4,12 @@
 pub mod alloc;
 pub mod buffer;
 pub mod event;
+pub mod model;
+pub mod ops;
 mod params;
+pub mod program;
 mod queue;
+pub mod trace;
 mod transfer;
 mod wait;
 
@@ -87,6 +91,8 @@ pub(crate) struct DeviceInner {
     pub trace_per_bank: u64,
     /// Live `Device` handles; the last one to drop closes the device.
     handles: AtomicU32,
+    pub programs: Mutex<program::ProgramCache>,
+    pub traces: Mutex<trace::TraceTable>,
 }
 
 /// An open device. Cloning gives another handle to the same device; it closes when [`Device::close`] is called
@@ -254,6 +260,8 @@ impl Device {
             next_buffer_id: AtomicU64::new(1),
             trace_per_bank,
             handles: AtomicU32::new(1),
+            programs: Mutex::new(program::ProgramCache::default()),
+            traces: Mutex::new(trace::TraceTable::default()),
         });
         Ok(Device { inner })
     }
@@ -432,6 +440,8 @@ impl DeviceInner {
             g.reset_after_device_reset(Issuer::new(rings.clone()));
             *compl[i] = Some(Completer::new(rings));
         }
+        self.programs.lock().unwrap_or_else(|e| e.into_inner()).forget_uploads();
+        self.traces.lock().unwrap_or_else(|e| e.into_inner()).invalidate_all();
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
         m.kernel_next = m.kernel_end - KERNEL_REGION_PER_BANK;
         Ok(())

@@ -37,8 +37,8 @@ pub(crate) struct QueueState {
     pub transport: Option<Arc<dyn Transport>>,
     /// The last event id issued on this queue (ids start at 1 and wrap).
     pub next_event: u32,
-    /// Bytes of a trace being captured on this queue: records go here instead of the ring.
-    pub capture: Option<Vec<u8>>,
+    /// A trace being captured on this queue: records go there instead of the ring.
+    pub capture: Option<Capture>,
     /// The last device-side wait enqueued (queue, event id), for hang reports.
     pub last_wait: Option<(u16, u32)>,
 }
@@ -73,17 +73,13 @@ impl QueueState {
     }
 }
 
-/// Where encoded records go.
-pub(crate) enum Sink {
-    Ring,
-    Capture,
-}
-
-impl QueueState {
-    /// Where the next record goes.
-    pub fn sink(&self) -> Sink {
-        if self.capture.is_some() { Sink::Capture } else { Sink::Ring }
-    }
+/// A trace being captured: the records live dispatch would have sent, and what they touch.
+#[derive(Default)]
+pub(crate) struct Capture {
+    pub trace_id: u32,
+    pub bytes: Vec<u8>,
+    pub launches: u32,
+    pub touched: Vec<super::program::Touched>,
 }
 
 /// Pushes one record into the live ring, waiting for room; `wait_room` is the device's wait loop.

@@ -3,9 +3,9 @@
 //! queue's state.
 
 use super::DeviceInner;
-use super::queue::{ReadTicket, push_live};
+use super::queue::ReadTicket;
 use crate::error::{Error, Result};
-use crate::hw::records::{self, RecordFlags, RecordMeta};
+use crate::hw::records::{self, RecordMeta};
 use crate::hw::regs::{self, FaultCode, QueueStatus, Status, global, host};
 use crate::hw::seq_reached;
 use crate::queue::{Issuer, describe_opcode};
@@ -190,21 +190,7 @@ impl DeviceInner {
     /// Records an event on `cq` (contract §4.2.7) and returns where it completes.
     pub(crate) fn record_event(&self, cq: u16, notify: bool, what: &str) -> Result<EventMark> {
         let mut st = self.lock_queue(cq)?;
-        st.forbid_capture(what)?;
-        st.next_event = st.next_event.wrapping_add(1);
-        let id = st.next_event;
-        let flags = if notify { RecordFlags::NOTIFY } else { RecordFlags::empty() };
-        let meta = RecordMeta { flags, ..Default::default() };
-        push_live(&mut st, records::FIXED_LEN, meta, &self.wait_room(cq), |slot, m| {
-            records::encode_event_record(slot, m, id)
-        })?;
-        let reads = {
-            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-            c.as_ref().map_or(0, |c| c.expected())
-        };
-        let (issuer, t) = st.live()?;
-        issuer.publish(t.as_ref());
-        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire) })
+        self.record_event_flags(&mut st, notify, what)
     }
 
     /// Records an event for the driver's own use (finish).

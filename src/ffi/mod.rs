@@ -87,7 +87,6 @@ fn clear_last_error() {
 pub(crate) enum FfiError {
     Null(&'static str),
     BadHandle(String),
-    TooSmall(String),
     Driver(Error),
 }
 
@@ -132,7 +131,6 @@ pub(crate) fn guard(name: &str, f: impl FnOnce() -> FfiResult) -> ttdrv_status {
                     (ttdrv_status::NullParameter, format!("{name}: argument `{p}` is NULL; pass a valid pointer"))
                 }
                 FfiError::BadHandle(m) => (ttdrv_status::InvalidHandle, format!("{name}: {m}")),
-                FfiError::TooSmall(m) => (ttdrv_status::BufferTooSmall, format!("{name}: {m}")),
                 FfiError::Driver(e) => (status_of(&e), format!("{name}: {e}")),
             };
             set_last_error(&msg);

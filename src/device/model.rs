@@ -1,0 +1,169 @@
+//! A small model for examples and benchmarks: an MLP of matmul + bias (+ relu) layers (`run_model` in the seed).
+//!
+//! Like a ttnn model it **consumes its input** (frees it right after the first op) and frees every intermediate,
+//! returning a new output buffer. Its weights are uploaded when it is created; the buffer it returns is allocated
+//! top-down and everything else first-fit bottom-up, so a capture run allocates exactly as the compile run did and
+//! an input re-allocated at the end of capture lands where the captured input was (the seed's §1.3.2 pattern).
+
+use super::buffer::{Buffer, BufferSpec, MemoryConfig};
+use super::ops::{BinaryOp, UnaryOp};
+use super::{Device, DeviceInner};
+use crate::error::{Result, invalid};
+use crate::hw::kernel::{DType, f32_to_bf16};
+use std::sync::Arc;
+
+/// How an MLP is built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpConfig {
+    /// Rows of every activation (the batch).
+    pub batch: u32,
+    /// Layer widths: `dims[0]` inputs, then the output width of each layer.
+    pub dims: Vec<u32>,
+    /// Element type of weights and activations.
+    pub dtype: DType,
+    /// Where the weights and biases live.
+    pub weights_mem: MemoryConfig,
+    /// Where intermediates live.
+    pub act_mem: MemoryConfig,
+    /// Where the output lives.
+    pub out_mem: MemoryConfig,
+    /// Apply relu after the last layer's bias too (hidden layers always have it).
+    pub relu_last: bool,
+}
+
+struct Layer {
+    w: Buffer,
+    b: Buffer,
+    relu: bool,
+}
+
+/// An MLP on a device.
+pub struct Mlp {
+    dev: Arc<DeviceInner>,
+    cfg: MlpConfig,
+    layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for Mlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mlp({:?}, batch {})", self.cfg.dims, self.cfg.batch)
+    }
+}
+
+fn to_bytes(v: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::Float32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::BFloat16 => v.iter().flat_map(|x| f32_to_bf16(*x).to_le_bytes()).collect(),
+    }
+}
+
+impl Device {
+    /// Creates an MLP and uploads its weights on queue `cq` (blocking). `weights[i]` is `dims[i] x dims[i+1]`
+    /// row-major, `biases[i]` has `dims[i+1]` values.
+    pub fn mlp(&self, cq: u16, cfg: &MlpConfig, weights: &[&[f32]], biases: &[&[f32]]) -> Result<Mlp> {
+        let n = cfg.dims.len().saturating_sub(1);
+        if n == 0 || cfg.batch == 0 || cfg.dims.contains(&0) {
+            return invalid(format!(
+                "an MLP needs a batch >= 1 and at least two non-zero widths (inputs and one layer); got batch {} and \
+                 dims {:?}",
+                cfg.batch, cfg.dims
+            ));
+        }
+        if weights.len() != n || biases.len() != n {
+            return invalid(format!(
+                "{n} layers need {n} weight and {n} bias arrays, got {} and {}",
+                weights.len(),
+                biases.len()
+            ));
+        }
+        let mut layers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (k, m) = (cfg.dims[i], cfg.dims[i + 1]);
+            if weights[i].len() != (k * m) as usize || biases[i].len() != m as usize {
+                return invalid(format!(
+                    "layer {i}: weights need {} values ({k} x {m}) and biases {m}; got {} and {}",
+                    k * m,
+                    weights[i].len(),
+                    biases[i].len()
+                ));
+            }
+            let w = self.buffer_from_host(
+                &BufferSpec::new(k, m, cfg.dtype, cfg.weights_mem),
+                cq,
+                &to_bytes(weights[i], cfg.dtype),
+            )?;
+            let b = self.buffer_from_host(
+                &BufferSpec::new(1, m, cfg.dtype, cfg.weights_mem),
+                cq,
+                &to_bytes(biases[i], cfg.dtype),
+            )?;
+            layers.push(Layer { w, b, relu: i + 1 < n || cfg.relu_last });
+        }
+        self.finish(cq)?;
+        Ok(Mlp { dev: self.inner.clone(), cfg: cfg.clone(), layers })
+    }
+}
+
+impl Mlp {
+    /// The configuration.
+    pub fn config(&self) -> &MlpConfig {
+        &self.cfg
+    }
+
+    /// The spec of the output buffer [`Mlp::run`] returns.
+    pub fn output_spec(&self) -> BufferSpec {
+        BufferSpec::new(self.cfg.batch, *self.cfg.dims.last().unwrap_or(&1), self.cfg.dtype, self.cfg.out_mem)
+    }
+
+    /// Runs the model on queue `cq`. Consumes `input` (`[batch, dims[0]]`, any memory config): it is freed after
+    /// the first op. Returns the output, allocated top-down.
+    pub fn run(&self, cq: u16, input: Buffer) -> Result<Buffer> {
+        let dev = &self.dev;
+        let c = &self.cfg;
+        if input.shape() != [c.batch, c.dims[0]] || input.dtype() != c.dtype {
+            return invalid(format!(
+                "MLP input must be [{}, {}] {:?}, got {:?} {:?}",
+                c.batch,
+                c.dims[0],
+                c.dtype,
+                input.shape(),
+                input.dtype()
+            ));
+        }
+        let last = self.layers.len() - 1;
+        let mut x = input;
+        for (i, l) in self.layers.iter().enumerate() {
+            let width = c.dims[i + 1];
+            let act = BufferSpec::new(c.batch, width, c.dtype, c.act_mem);
+            let out = BufferSpec::new(c.batch, width, c.dtype, c.out_mem);
+            let y = dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?;
+            dev.matmul_into(cq, &x, &l.w, &y)?;
+            drop(x);
+            let bias_is_last = i == last && !l.relu;
+            let z = if bias_is_last {
+                dev.allocate_buffer(&out, super::alloc::Direction::TopDown)?
+            } else {
+                dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?
+            };
+            dev.binary_into(cq, BinaryOp::Add, &y, &l.b, &z)?;
+            drop(y);
+            x = if l.relu {
+                let r = if i == last {
+                    dev.allocate_buffer(&out, super::alloc::Direction::TopDown)?
+                } else {
+                    dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?
+                };
+                dev.unary_into(cq, UnaryOp::Relu, &z, &r)?;
+                r
+            } else {
+                z
+            };
+        }
+        Ok(x)
+    }
+
+    /// Program dispatches per run.
+    pub fn ops_per_run(&self) -> usize {
+        self.layers.iter().map(|l| if l.relu { 3 } else { 2 }).sum()
+    }
+}

@@ -1,0 +1,293 @@
+//! Operations built from the built-in kernels (contract §8.2): each is a program whose cores split the output
+//! into blocks the way a Tensix op would — a sharded output is computed shard by shard on the cores that hold it,
+//! an interleaved output is split into row bands over the whole grid.
+
+use super::buffer::{Buffer, MemoryConfig};
+use super::program::{KernelSource, ProgramDesc};
+use super::{Device, DeviceInner};
+use crate::error::{Result, invalid};
+use crate::hw::kernel::{Block, BuiltinKernel, Layout, ShardGrid};
+use crate::hw::records::{CbConfig, CoreRect};
+use std::sync::Arc;
+
+/// Element-wise binary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum BinaryOp {
+    /// a + b
+    Add = 0,
+    /// a - b
+    Sub = 1,
+    /// a * b
+    Mul = 2,
+}
+
+/// Element-wise unary operations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// max(x, 0)
+    Relu,
+    /// GELU, tanh approximation.
+    Gelu,
+    /// e^x
+    Exp,
+    /// x * factor
+    Scale(f32),
+}
+
+impl UnaryOp {
+    fn code(self) -> (u32, f32) {
+        match self {
+            UnaryOp::Relu => (0, 0.0),
+            UnaryOp::Gelu => (1, 0.0),
+            UnaryOp::Exp => (2, 0.0),
+            UnaryOp::Scale(f) => (3, f),
+        }
+    }
+}
+
+impl DeviceInner {
+    /// The cores that compute `out`, and each core's block, row-major over the rectangle.
+    fn split(&self, out: &Buffer) -> (CoreRect, Vec<Block>) {
+        let (gx, gy) = (self.info.grid_x, self.info.grid_y);
+        let full = CoreRect { x0: 0, y0: 0, x1: (gx - 1) as u8, y1: (gy - 1) as u8 };
+        let s = out.spec();
+        match (s.mem.layout, s.mem.shard) {
+            (Layout::Interleaved, _) | (_, None) => {
+                let n = full.count() as u32;
+                let blocks =
+                    (0..n).map(|k| Block { r0: k * s.rows / n, r1: (k + 1) * s.rows / n, c0: 0, c1: s.cols }).collect();
+                (full, blocks)
+            }
+            (_, Some(sh)) => {
+                let [sr, sc] = sh.shape;
+                let (rb, cb) = (s.rows / sr, s.cols / sc);
+                let shard_block = |p: u32| -> Block {
+                    if p >= rb * cb {
+                        return Block::default();
+                    }
+                    let (i, j) = if sh.col_major { (p % rb, p / rb) } else { (p / cb, p % cb) };
+                    Block { r0: i * sr, r1: (i + 1) * sr, c0: j * sc, c1: (j + 1) * sc }
+                };
+                match sh.grid {
+                    ShardGrid::Cores { x0, y0, x1, y1 } => {
+                        let rect = CoreRect { x0, y0, x1, y1 };
+                        let blocks = (0..rect.count() as u32).map(shard_block).collect();
+                        (rect, blocks)
+                    }
+                    ShardGrid::Banks { .. } => {
+                        let blocks = (0..full.count() as u32).map(shard_block).collect();
+                        (full, blocks)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dispatches `kernel` over `out`'s blocks; `per_core` appends one core's words after its block.
+    fn launch_op(
+        self: &Arc<Self>,
+        cq: u16,
+        kernel: BuiltinKernel,
+        ct_args: Vec<u32>,
+        out: &Buffer,
+        inputs: &[&Buffer],
+        per_core: impl Fn(&mut Vec<u32>),
+    ) -> Result<()> {
+        for b in inputs {
+            b.check_device(self)?;
+        }
+        out.check_device(self)?;
+        let (rect, blocks) = self.split(out);
+        let page = |b: &Buffer| b.accessor().page_bytes() as u32;
+        // Double-buffered input and output pages, as a Tensix op would configure; part of the cache key (shapes),
+        // never addresses.
+        let mut cbs: Vec<CbConfig> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| CbConfig { index: i as u32, page_size: page(b), num_pages: 2, data_format: b.dtype() as u32 })
+            .collect();
+        cbs.push(CbConfig { index: 16, page_size: page(out), num_pages: 2, data_format: out.dtype() as u32 });
+        let desc = ProgramDesc {
+            kernel: KernelSource::Builtin(kernel),
+            cores: rect,
+            ct_args,
+            cbs,
+            sems: Vec::new(),
+            rt_words: kernel.rt_words() as u16,
+        };
+        let prog = self.program(desc)?;
+        let mut rt = Vec::with_capacity(blocks.len() * kernel.rt_words());
+        for blk in &blocks {
+            rt.extend_from_slice(&blk.to_words());
+            per_core(&mut rt);
+        }
+        let mut all: Vec<&Buffer> = inputs.to_vec();
+        all.push(out);
+        prog.run(cq, &rt, &all)
+    }
+
+    pub(crate) fn copy_into(self: &Arc<Self>, cq: u16, input: &Buffer, out: &Buffer) -> Result<()> {
+        if input.shape() != out.shape() {
+            return invalid(format!(
+                "cannot copy a {:?} tensor into a {:?} one: shapes differ",
+                input.shape(),
+                out.shape()
+            ));
+        }
+        let (a, o) = (input.accessor().to_words(), out.accessor().to_words());
+        self.launch_op(cq, BuiltinKernel::Copy, vec![], out, &[input], |rt| {
+            rt.extend_from_slice(&a);
+            rt.extend_from_slice(&o);
+        })
+    }
+
+    pub(crate) fn matmul_into(self: &Arc<Self>, cq: u16, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
+        let ([m, k], [k2, n]) = (a.shape(), b.shape());
+        if k != k2 || out.shape() != [m, n] {
+            return invalid(format!(
+                "matmul shapes do not agree: {:?} x {:?} -> {:?} (need [M, K] x [K, N] -> [M, N])",
+                a.shape(),
+                b.shape(),
+                out.shape()
+            ));
+        }
+        same_dtype(&[a, b, out])?;
+        let (wa, wb, wo) = (a.accessor().to_words(), b.accessor().to_words(), out.accessor().to_words());
+        self.launch_op(cq, BuiltinKernel::Matmul, vec![], out, &[a, b], |rt| {
+            rt.extend_from_slice(&wa);
+            rt.extend_from_slice(&wb);
+            rt.extend_from_slice(&wo);
+        })
+    }
+
+    pub(crate) fn binary_into(
+        self: &Arc<Self>,
+        cq: u16,
+        op: BinaryOp,
+        a: &Buffer,
+        b: &Buffer,
+        out: &Buffer,
+    ) -> Result<()> {
+        let bcast = if b.shape() == a.shape() {
+            0
+        } else if b.shape() == [1, a.shape()[1]] {
+            1
+        } else {
+            return invalid(format!(
+                "{op:?}: operand shapes {:?} and {:?} do not match, and b is not one row to broadcast",
+                a.shape(),
+                b.shape()
+            ));
+        };
+        if out.shape() != a.shape() {
+            return invalid(format!("{op:?}: output shape {:?} differs from input {:?}", out.shape(), a.shape()));
+        }
+        same_dtype(&[a, b, out])?;
+        let (wa, wb, wo) = (a.accessor().to_words(), b.accessor().to_words(), out.accessor().to_words());
+        self.launch_op(cq, BuiltinKernel::EltwiseBinary, vec![op as u32, bcast], out, &[a, b], |rt| {
+            rt.extend_from_slice(&wa);
+            rt.extend_from_slice(&wb);
+            rt.extend_from_slice(&wo);
+        })
+    }
+
+    pub(crate) fn unary_into(self: &Arc<Self>, cq: u16, op: UnaryOp, a: &Buffer, out: &Buffer) -> Result<()> {
+        if out.shape() != a.shape() {
+            return invalid(format!("{op:?}: output shape {:?} differs from input {:?}", out.shape(), a.shape()));
+        }
+        same_dtype(&[a, out])?;
+        let (code, param) = op.code();
+        let (wa, wo) = (a.accessor().to_words(), out.accessor().to_words());
+        self.launch_op(cq, BuiltinKernel::EltwiseUnary, vec![code], out, &[a], |rt| {
+            rt.extend_from_slice(&wa);
+            rt.extend_from_slice(&wo);
+            rt.push(param.to_bits());
+        })
+    }
+
+    pub(crate) fn fill(self: &Arc<Self>, cq: u16, out: &Buffer, value: f32) -> Result<()> {
+        let wo = out.accessor().to_words();
+        self.launch_op(cq, BuiltinKernel::Fill, vec![], out, &[], |rt| {
+            rt.extend_from_slice(&wo);
+            rt.push(value.to_bits());
+        })
+    }
+}
+
+fn same_dtype(bs: &[&Buffer]) -> Result<()> {
+    let d = bs[0].dtype();
+    if let Some(b) = bs.iter().find(|b| b.dtype() != d) {
+        return invalid(format!(
+            "element types differ ({d:?} and {:?}); convert with to_memory_config first",
+            b.dtype()
+        ));
+    }
+    Ok(())
+}
+
+impl Device {
+    /// Copies `input` into a new buffer with memory config `mem` (`to_memory_config`): any layout to any layout.
+    pub fn to_memory_config(&self, cq: u16, input: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
+        let mut spec = *input.spec();
+        spec.mem = *mem;
+        let out = self.allocate(&spec)?;
+        self.inner.copy_into(cq, input, &out)?;
+        Ok(out)
+    }
+
+    /// Reshards `input` into a new buffer with memory config `mem` (`reshard` without an output tensor).
+    pub fn reshard(&self, cq: u16, input: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
+        self.to_memory_config(cq, input, mem)
+    }
+
+    /// Reshards `input` into the existing buffer `output` (`reshard(input, mem_config, output_tensor)`), which keeps
+    /// its address: the pattern the seed uses to feed a trace's input in place.
+    pub fn reshard_into(&self, cq: u16, input: &Buffer, output: &Buffer) -> Result<()> {
+        self.inner.copy_into(cq, input, output)
+    }
+
+    /// `a @ b` into a new buffer with memory config `mem`.
+    pub fn matmul(&self, cq: u16, a: &Buffer, b: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
+        let spec = crate::BufferSpec::new(a.shape()[0], b.shape()[1], a.dtype(), *mem);
+        let out = self.allocate(&spec)?;
+        self.inner.matmul_into(cq, a, b, &out)?;
+        Ok(out)
+    }
+
+    /// `a @ b` into `out`.
+    pub fn matmul_into(&self, cq: u16, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
+        self.inner.matmul_into(cq, a, b, out)
+    }
+
+    /// Element-wise `a op b` (b may be one row, broadcast over a's rows) into a new buffer.
+    pub fn binary(&self, cq: u16, op: BinaryOp, a: &Buffer, b: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
+        let spec = crate::BufferSpec::new(a.shape()[0], a.shape()[1], a.dtype(), *mem);
+        let out = self.allocate(&spec)?;
+        self.inner.binary_into(cq, op, a, b, &out)?;
+        Ok(out)
+    }
+
+    /// Element-wise `a op b` into `out`.
+    pub fn binary_into(&self, cq: u16, op: BinaryOp, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
+        self.inner.binary_into(cq, op, a, b, out)
+    }
+
+    /// Element-wise unary op into a new buffer.
+    pub fn unary(&self, cq: u16, op: UnaryOp, a: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
+        let spec = crate::BufferSpec::new(a.shape()[0], a.shape()[1], a.dtype(), *mem);
+        let out = self.allocate(&spec)?;
+        self.inner.unary_into(cq, op, a, &out)?;
+        Ok(out)
+    }
+
+    /// Element-wise unary op into `out`.
+    pub fn unary_into(&self, cq: u16, op: UnaryOp, a: &Buffer, out: &Buffer) -> Result<()> {
+        self.inner.unary_into(cq, op, a, out)
+    }
+
+    /// Fills `out` with `value`.
+    pub fn fill(&self, cq: u16, out: &Buffer, value: f32) -> Result<()> {
+        self.inner.fill(cq, out, value)
+    }
+}

@@ -1,0 +1,353 @@
+//! Programs and the program cache.
+//!
+//! A program is a kernel image, the core rectangle it runs on, compile-time arguments and circular-buffer /
+//! semaphore configuration (contract §4.2.6, §8). The cache key is exactly that — never buffer addresses, which are
+//! runtime arguments — so running a program on a new input hits the cache. The first dispatch uploads the image
+//! into the kernel region of device DRAM on the dispatching queue; every dispatch then sends the full launch record
+//! (runtime arguments included), never a diff against what the device last ran, so a captured trace depends on no
+//! state that eager work left behind.
+
+use super::buffer::{Buffer, BufferType};
+use super::queue::{QueueState, push_capture, push_live};
+use super::wait::EventMark;
+use super::{Device, DeviceInner};
+use crate::error::{Error, Result, invalid};
+use crate::hw::Memory;
+use crate::hw::kernel::{self, BuiltinKernel};
+use crate::hw::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordMeta};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The kernel a program runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KernelSource {
+    /// A kernel of the device's built-in catalog (contract §8.2).
+    Builtin(BuiltinKernel),
+    /// A kernel image: a name and code for the cores (contract §8.1).
+    Image {
+        /// Kernel name stored in the image.
+        name: String,
+        /// Code bytes.
+        code: Vec<u8>,
+    },
+}
+
+impl KernelSource {
+    fn name(&self) -> &str {
+        match self {
+            KernelSource::Builtin(k) => k.name(),
+            KernelSource::Image { name, .. } => name,
+        }
+    }
+
+    fn image(&self) -> Vec<u8> {
+        match self {
+            KernelSource::Builtin(k) => kernel::encode_image(k.name(), &[]),
+            KernelSource::Image { name, code } => kernel::encode_image(name, code),
+        }
+    }
+}
+
+/// Everything that defines a program: the program cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProgramDesc {
+    /// Kernel.
+    pub kernel: KernelSource,
+    /// Cores that run it.
+    pub cores: CoreRect,
+    /// Compile-time arguments.
+    pub ct_args: Vec<u32>,
+    /// Circular buffers.
+    pub cbs: Vec<CbConfig>,
+    /// Initial semaphore values.
+    pub sems: Vec<u32>,
+    /// Runtime argument words per core.
+    pub rt_words: u16,
+}
+
+/// Where an uploaded kernel image lives, and when the upload is done.
+#[derive(Clone, Copy, Debug)]
+struct Upload {
+    epoch: u32,
+    offset: u64,
+    /// The upload's completion, until some dispatch has seen it done.
+    ready: Option<EventMark>,
+}
+
+/// One cached program: its image and upload state, shared by every `Program` with the same description.
+pub(crate) struct CacheEntry {
+    desc: ProgramDesc,
+    image: Vec<u8>,
+    upload: Mutex<Option<Upload>>,
+}
+
+/// The program cache of a device.
+#[derive(Default)]
+pub(crate) struct ProgramCache {
+    entries: HashMap<ProgramDesc, Arc<CacheEntry>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl ProgramCache {
+    /// Device reset: kernel images in DRAM are gone.
+    pub fn forget_uploads(&mut self) {
+        for e in self.entries.values() {
+            *e.upload.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}
+
+/// Program cache statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Distinct programs cached.
+    pub entries: usize,
+    /// Dispatches that found their image already uploaded.
+    pub hits: u64,
+    /// Dispatches that had to upload their image.
+    pub misses: u64,
+}
+
+/// A program handle: a description bound to its program-cache entry.
+pub struct Program {
+    dev: Arc<DeviceInner>,
+    entry: Arc<CacheEntry>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Program({} on {:?})", self.entry.desc.kernel.name(), self.entry.desc.cores)
+    }
+}
+
+impl DeviceInner {
+    /// Looks `desc` up in the program cache (inserting it), after checking it against the device.
+    pub(crate) fn program(self: &Arc<Self>, desc: ProgramDesc) -> Result<Program> {
+        self.check_usable()?;
+        let info = &self.info;
+        let r = desc.cores;
+        if r.count() == 0 || r.x1 as u32 >= info.grid_x || r.y1 as u32 >= info.grid_y {
+            return invalid(format!(
+                "program cores {}..={} x {}..={} are not a rectangle inside the {}x{} grid of {}",
+                r.x0, r.x1, r.y0, r.y1, info.grid_x, info.grid_y, info.name
+            ));
+        }
+        if let KernelSource::Builtin(k) = desc.kernel {
+            if info.kernels & k.bit() == 0 {
+                return Err(Error::Unsupported(format!(
+                    "device {} has no built-in kernel {} (its catalog mask is {:#x}); this operation needs it",
+                    info.name,
+                    k.name(),
+                    info.kernels
+                )));
+            }
+            if desc.rt_words as usize != k.rt_words() || desc.ct_args.len() != k.ct_words() {
+                return invalid(format!(
+                    "{} takes {} runtime and {} compile-time words, not {} and {}",
+                    k.name(),
+                    k.rt_words(),
+                    k.ct_words(),
+                    desc.rt_words,
+                    desc.ct_args.len()
+                ));
+            }
+        }
+        if let KernelSource::Image { name, .. } = &desc.kernel
+            && (name.is_empty() || name.len() >= kernel::NAME_LEN)
+        {
+            return invalid(format!("kernel name `{name}` must be 1 to {} bytes", kernel::NAME_LEN - 1));
+        }
+        let cb_bytes: u64 = desc.cbs.iter().map(|c| c.page_size as u64 * c.num_pages as u64).sum();
+        if cb_bytes > (info.l1_size - info.l1_base) as u64 {
+            return invalid(format!(
+                "circular buffers need {cb_bytes} bytes of L1 per core; {} has {}",
+                info.name,
+                info.l1_size - info.l1_base
+            ));
+        }
+        let words = desc.ct_args.len() + desc.cbs.len() * 4 + desc.sems.len() + desc.rt_words as usize * r.count();
+        let mut cache = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match cache.entries.get(&desc) {
+            Some(e) => e.clone(),
+            None => {
+                let max = self.queues[0]
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .issuer
+                    .as_ref()
+                    .map_or(0, |i| i.rings().sizes().max_record());
+                if records::FIXED_LEN + words * 4 > max {
+                    return invalid(format!(
+                        "the launch record of this program ({} bytes) exceeds the issue ring's record limit ({max} \
+                         bytes); use fewer cores or arguments, or a larger issue_ring_size",
+                        records::FIXED_LEN + words * 4
+                    ));
+                }
+                let image = desc.kernel.image();
+                let e = Arc::new(CacheEntry { desc: desc.clone(), image, upload: Mutex::new(None) });
+                cache.entries.insert(desc, e.clone());
+                e
+            }
+        };
+        Ok(Program { dev: self.clone(), entry })
+    }
+
+    /// The kernel image offset for a dispatch of `entry` on the locked queue `st`, uploading it first if needed.
+    fn ensure_uploaded(&self, entry: &CacheEntry, st: &mut QueueState, capturing: bool) -> Result<u64> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut up = entry.upload.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = up.as_mut().filter(|u| u.epoch == epoch) {
+            let cache = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+            cache.hits.fetch_add(1, Ordering::Relaxed);
+            drop(cache);
+            if let Some(ready) = u.ready {
+                if self.event_done(&ready)? {
+                    u.ready = None;
+                } else if ready.queue != st.id {
+                    // Uploaded on another queue and not known to be done: order this queue after it. A trace may
+                    // hold only launches, so during capture the host waits instead.
+                    if capturing {
+                        drop(up);
+                        self.wait_event(&ready, self.params.timeout, "kernel upload")?;
+                        return self.ensure_uploaded(entry, st, capturing);
+                    }
+                    let wait_room = self.wait_room(st.id);
+                    push_live(st, records::FIXED_LEN, RecordMeta::default(), &wait_room, |slot, m| {
+                        records::encode_event_wait(slot, m, ready.queue, ready.id)
+                    })?;
+                }
+            }
+            return Ok(u.offset);
+        }
+        if capturing {
+            return Err(Error::ProgramNotCached(format!(
+                "program {} on cores {:?} is not in the program cache, so it cannot be captured: its kernel must be \
+                 uploaded, which a trace cannot hold. Run it once before begin_trace_capture (the seed's \"compile\" \
+                 run), then capture",
+                entry.desc.kernel.name(),
+                entry.desc.cores
+            )));
+        }
+        self.programs.lock().unwrap_or_else(|e| e.into_inner()).misses.fetch_add(1, Ordering::Relaxed);
+        let len = entry.image.len();
+        let offset = self.alloc_kernel_image(len as u64)?;
+        let x = Linear { mem: Memory::Dram, unit: 0, offset, len: len as u64 };
+        let wait_room = self.wait_room(st.id);
+        push_live(st, records::write_linear_len(len), RecordMeta::default(), &wait_room, |slot, m| {
+            records::encode_write_linear(slot, m, &x);
+            slot.put_bytes(PAYLOAD_OFFSET, &entry.image);
+            records::pad_payload(slot, len);
+        })?;
+        // Other queues must not launch before the image has landed: remember when it has.
+        drop(up);
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        let ready = self.record_event_locked(st, "kernel upload")?;
+        *entry.upload.lock().unwrap_or_else(|e| e.into_inner()) = Some(Upload { epoch, offset, ready: Some(ready) });
+        Ok(offset)
+    }
+}
+
+impl Device {
+    /// Looks a program up in (or adds it to) the program cache.
+    pub fn program(&self, desc: ProgramDesc) -> Result<Program> {
+        self.inner.program(desc)
+    }
+
+    /// Program cache statistics.
+    pub fn program_cache_stats(&self) -> CacheStats {
+        let c = self.inner.programs.lock().unwrap_or_else(|e| e.into_inner());
+        CacheStats {
+            entries: c.entries.len(),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Program {
+    /// The description.
+    pub fn desc(&self) -> &ProgramDesc {
+        &self.entry.desc
+    }
+
+    /// Dispatches the program on queue `cq` with `rt_args` (`rt_words` words for each core, row-major over the core
+    /// rectangle). `buffers` lists every buffer the arguments refer to: they must be alive, and during trace
+    /// capture their ranges are what the trace depends on. Returns once the launch is enqueued.
+    pub fn run(&self, cq: u16, rt_args: &[u32], buffers: &[&Buffer]) -> Result<()> {
+        let dev = &self.dev;
+        let d = &self.entry.desc;
+        if rt_args.len() != d.rt_words as usize * d.cores.count() {
+            return invalid(format!(
+                "{} runtime words given; the program takes {} per core on {} cores ({} in all)",
+                rt_args.len(),
+                d.rt_words,
+                d.cores.count(),
+                d.rt_words as usize * d.cores.count()
+            ));
+        }
+        for b in buffers {
+            b.check_device(dev)?;
+        }
+        let mut st = dev.lock_queue(cq)?;
+        let capturing = st.capture.is_some();
+        let offset = dev.ensure_uploaded(&self.entry, &mut st, capturing)?;
+        let l = Launch {
+            kernel_bank: 0,
+            kernel_offset: offset,
+            rect: d.cores,
+            ct_args: &d.ct_args,
+            cbs: &d.cbs,
+            sems: &d.sems,
+            num_rt_args: d.rt_words,
+            rt_args,
+        };
+        let len = records::launch_len(&l);
+        let meta = RecordMeta::default();
+        if let Some(cap) = st.capture.as_mut() {
+            push_capture(&mut cap.bytes, len, meta, |slot, m| records::encode_launch(slot, m, &l));
+            cap.launches += 1;
+            for b in buffers {
+                cap.touched.push(b.range());
+            }
+            return Ok(());
+        }
+        push_live(&mut st, len, meta, &dev.wait_room(cq), |slot, m| records::encode_launch(slot, m, &l))?;
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        Ok(())
+    }
+}
+
+/// A range of device memory a dispatch touches.
+pub(crate) type Touched = (BufferType, u64, u64);
+
+impl DeviceInner {
+    /// Records an event on an already locked queue.
+    pub(crate) fn record_event_locked(&self, st: &mut QueueState, what: &str) -> Result<EventMark> {
+        self.record_event_flags(st, false, what)
+    }
+
+    /// Records an event (with `NOTIFY` if asked) on an already locked queue.
+    pub(crate) fn record_event_flags(&self, st: &mut QueueState, notify: bool, what: &str) -> Result<EventMark> {
+        st.forbid_capture(what)?;
+        st.next_event = st.next_event.wrapping_add(1);
+        let id = st.next_event;
+        let cq = st.id;
+        let flags = if notify { records::RecordFlags::NOTIFY } else { records::RecordFlags::empty() };
+        let meta = RecordMeta { flags, ..Default::default() };
+        push_live(st, records::FIXED_LEN, meta, &self.wait_room(cq), |slot, m| {
+            records::encode_event_record(slot, m, id)
+        })?;
+        let reads = {
+            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+            c.as_ref().map_or(0, |c| c.expected())
+        };
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire) })
+    }
+}

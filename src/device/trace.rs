@@ -1,0 +1,405 @@
+//! Metal Trace: capture the program dispatches of a queue once, store them in a trace buffer in device DRAM, and
+//! replay them with one `EXEC_TRACE` record (contract §4.2.9).
+//!
+//! Capture uses the same encoders as live dispatch, writing into a host vector instead of the ring, so the trace
+//! holds exactly the bytes live dispatch would have sent. At the end of capture the trace's dependencies are pinned
+//! down (tt-metal users hit silent corruption here): device ranges the trace touches that no live buffer holds —
+//! the model's intermediates, freed during capture — become owned by the trace until it is released, so no later
+//! allocation can land there; every other range it touches must still lie inside a live buffer at each replay.
+
+use super::alloc::{Direction, Owner};
+use super::buffer::BufferType;
+use super::program::Touched;
+use super::queue::{Capture, push_live};
+use super::{Device, DeviceInner, Memories, TRACE_PAGE};
+use crate::error::{Error, Result};
+use crate::hw::Memory;
+use crate::hw::records::{self, ExecTrace, Paged, RecordMeta};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+/// A trace's buffer: in the reserved trace region, or (on demand) in ordinary DRAM allocated top-down. Either way
+/// its allocator blocks are owned by the trace, so release frees it by owner.
+#[derive(Clone, Copy, Debug)]
+struct TraceBuffer {
+    base: u64,
+}
+
+#[derive(Debug)]
+struct Captured {
+    queue: u16,
+    epoch: u32,
+    len: u64,
+    launches: u32,
+    /// Bytes the trace buffer needs, device total.
+    buffer_bytes: u64,
+    buffer: Option<TraceBuffer>,
+    /// Ranges that lay inside live buffers at the end of capture: each must still do at replay.
+    must_live: Vec<Touched>,
+    /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
+    checked: Option<[u64; 3]>,
+}
+
+#[derive(Debug)]
+enum State {
+    Capturing { queue: u16 },
+    Captured(Captured),
+}
+
+/// The traces of a device.
+#[derive(Default)]
+pub(crate) struct TraceTable {
+    next_id: u32,
+    traces: HashMap<u32, State>,
+}
+
+impl TraceTable {
+    /// Device reset: trace buffers in DRAM are gone; replays fail until the traces are captured again.
+    pub fn invalidate_all(&mut self) {
+        for s in self.traces.values_mut() {
+            if let State::Captured(c) = s {
+                c.epoch = u32::MAX;
+            }
+        }
+    }
+}
+
+/// What is known about a captured trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// Bytes of records in the trace.
+    pub bytes: u64,
+    /// Program launches in the trace.
+    pub launches: u32,
+    /// Bytes of trace region (device total) the trace needs: size `trace_region_size` at least this.
+    pub region_bytes: u64,
+    /// The queue it was captured on.
+    pub queue: u16,
+    /// Whether its buffer is in device DRAM (false when the region was too small).
+    pub stored: bool,
+}
+
+fn merge(mut ranges: Vec<Touched>) -> Vec<Touched> {
+    ranges.sort_by_key(|&(t, s, _)| (t as u8, s));
+    let mut out: Vec<Touched> = Vec::new();
+    for r in ranges {
+        if let Some(last) = out.last_mut()
+            && last.0 == r.0
+            && r.1 <= last.2
+        {
+            last.2 = last.2.max(r.2);
+            continue;
+        }
+        out.push(r);
+    }
+    out
+}
+
+fn gens(m: &Memories) -> [u64; 3] {
+    [m.dram.generation(), m.l1.generation(), m.l1_small.generation()]
+}
+
+impl DeviceInner {
+    fn trace_unknown(&self, tid: u32, what: &str) -> Error {
+        Error::InvalidState(format!(
+            "{what}: trace {tid} does not exist on device {} (never captured, or already released)",
+            self.info.name
+        ))
+    }
+
+    pub(crate) fn begin_trace_capture(&self, cq: u16) -> Result<u32> {
+        let mut st = self.lock_queue(cq)?;
+        if let Some(c) = &st.capture {
+            return Err(Error::InvalidState(format!(
+                "begin_trace_capture on queue {cq}: trace {} is already being captured there; end it with \
+                 end_trace_capture first",
+                c.trace_id
+            )));
+        }
+        let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        t.next_id = t.next_id.wrapping_add(1).max(1);
+        while t.traces.contains_key(&t.next_id) {
+            t.next_id = t.next_id.wrapping_add(1).max(1);
+        }
+        let tid = t.next_id;
+        t.traces.insert(tid, State::Capturing { queue: cq });
+        st.capture = Some(Capture { trace_id: tid, ..Default::default() });
+        Ok(tid)
+    }
+
+    pub(crate) fn end_trace_capture(&self, tid: u32, cq: u16) -> Result<()> {
+        let mut st = self.lock_queue(cq)?;
+        match &st.capture {
+            Some(c) if c.trace_id == tid => {}
+            Some(c) => {
+                return Err(Error::InvalidState(format!(
+                    "end_trace_capture({tid}) on queue {cq}: the capture in progress there is trace {}",
+                    c.trace_id
+                )));
+            }
+            None => {
+                let t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+                return Err(match t.traces.get(&tid) {
+                    Some(State::Capturing { queue }) => Error::InvalidState(format!(
+                        "end_trace_capture({tid}) on queue {cq}: trace {tid} is being captured on queue {queue}"
+                    )),
+                    Some(State::Captured(_)) => Error::InvalidState(format!(
+                        "end_trace_capture({tid}): the capture of trace {tid} already ended"
+                    )),
+                    None => self.trace_unknown(tid, "end_trace_capture"),
+                });
+            }
+        }
+        let cap = st.capture.take().expect("checked above");
+        let len = cap.bytes.len() as u64;
+        let banks = self.info.dram_banks as u64;
+        let pages = len.div_ceil(TRACE_PAGE);
+        let per_bank = pages.div_ceil(banks).max(1) * TRACE_PAGE;
+        let buffer_bytes = per_bank * banks;
+
+        // Pin the trace's dependencies and find it a buffer, under the memory lock.
+        let (buffer, must_live, alloc_err, checked) = {
+            let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+            let mut must_live = Vec::new();
+            for (ty, s, e) in merge(cap.touched) {
+                let a = m.for_type(ty);
+                for (ps, pe, owner) in a.classify(s, e) {
+                    match owner {
+                        None => a.claim(ps, pe, Owner::Trace(tid)),
+                        Some(Owner::Trace(t)) if t == tid => {}
+                        Some(_) => must_live.push((ty, ps, pe)),
+                    }
+                }
+            }
+            let (buffer, err) = if self.params.trace_buffers_on_demand {
+                match m.dram.alloc(per_bank, TRACE_PAGE, Direction::TopDown, Owner::Trace(tid)) {
+                    Ok(base) => (Some(TraceBuffer { base }), None),
+                    Err(f) => (
+                        None,
+                        Some(Error::OutOfDeviceMemory(format!(
+                            "trace {tid} needs a {buffer_bytes}B trace buffer ({per_bank}B in each of {banks} banks) on \
+                             device {}, but ordinary DRAM cannot hold it: {f}",
+                            self.info.name
+                        ))),
+                    ),
+                }
+            } else {
+                match m.trace.alloc(per_bank, TRACE_PAGE, Direction::BottomUp, Owner::Trace(tid)) {
+                    Ok(base) => (Some(TraceBuffer { base }), None),
+                    Err(f) => {
+                        let region = self.trace_per_bank * banks;
+                        let free = f.largest * banks;
+                        (
+                            None,
+                            Some(Error::TraceRegion(format!(
+                                "Creating trace buffers of size {buffer_bytes}B on device {}, but only {free}B is \
+                                 allocated for trace region (trace_region_size={}B, {}B of it owned by live \
+                                 traces). Open the device with trace_region_size of at least {}B, or release \
+                                 other traces. The trace stays captured: query its size, or release it",
+                                self.info.name,
+                                region,
+                                region - f.free * banks,
+                                region - free + buffer_bytes,
+                            ))),
+                        )
+                    }
+                }
+            };
+            (buffer, must_live, err, gens(&m))
+        };
+
+        if let Some(b) = buffer {
+            // Write the trace into its buffer: interleaved pages over all banks (contract §4.2.9).
+            let mut bytes = cap.bytes;
+            bytes.resize((pages * TRACE_PAGE) as usize, 0);
+            let max_pages = ((st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record())
+                - records::PAYLOAD_OFFSET) as u64
+                / TRACE_PAGE)
+                .max(1);
+            let wait_room = self.wait_room(cq);
+            let mut p = 0u64;
+            while p < pages {
+                let n = max_pages.min(pages - p);
+                let x = Paged {
+                    mem: Memory::Dram,
+                    page_size: TRACE_PAGE as u32,
+                    base: b.base,
+                    page_stride: TRACE_PAGE as u32,
+                    start_page: p as u32,
+                    num_pages: n as u32,
+                };
+                let chunk = &bytes[(p * TRACE_PAGE) as usize..((p + n) * TRACE_PAGE) as usize];
+                push_live(
+                    &mut st,
+                    records::write_linear_len(chunk.len()),
+                    RecordMeta::default(),
+                    &wait_room,
+                    |slot, m| {
+                        records::encode_write_paged(slot, m, &x);
+                        slot.put_bytes(records::PAYLOAD_OFFSET, chunk);
+                        records::pad_payload(slot, chunk.len());
+                    },
+                )?;
+                let (issuer, t) = st.live()?;
+                issuer.publish(t.as_ref());
+                p += n;
+            }
+        }
+        let captured = Captured {
+            queue: cq,
+            epoch: self.epoch.load(Ordering::Acquire),
+            len,
+            launches: cap.launches,
+            buffer_bytes,
+            buffer,
+            must_live,
+            checked: Some(checked),
+        };
+        self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(captured));
+        match alloc_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn execute_trace(&self, tid: u32, cq: u16, blocking: bool) -> Result<()> {
+        let mut st = self.lock_queue(cq)?;
+        if let Some(c) = &st.capture {
+            return Err(Error::InvalidState(format!(
+                "execute_trace({tid}) on queue {cq} while trace {} is being captured there: traces cannot be nested",
+                c.trace_id
+            )));
+        }
+        let x = {
+            let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+            let c = match t.traces.get_mut(&tid) {
+                Some(State::Captured(c)) => c,
+                Some(State::Capturing { queue }) => {
+                    return Err(Error::InvalidState(format!(
+                        "execute_trace({tid}): trace {tid} is still being captured on queue {queue}; end the capture first"
+                    )));
+                }
+                None => return Err(self.trace_unknown(tid, "execute_trace")),
+            };
+            if c.epoch != self.epoch.load(Ordering::Acquire) {
+                return Err(Error::InvalidState(format!(
+                    "execute_trace({tid}): the trace was lost when device {} was reset; release it and capture again",
+                    self.info.name
+                )));
+            }
+            let Some(b) = c.buffer else {
+                return Err(Error::TraceRegion(format!(
+                    "execute_trace({tid}): the trace was captured but never stored, because the trace region was too \
+                     small ({}B needed); release it, and open the device with a larger trace_region_size",
+                    c.buffer_bytes
+                )));
+            };
+            // Re-check the trace's dependencies only when allocations changed since the last check: replay stays
+            // O(1) in the common case.
+            let m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+            let now = gens(&m);
+            if c.checked != Some(now) {
+                let mut mm = m;
+                for &(ty, s, e) in &c.must_live {
+                    let holes: Vec<_> = mm
+                        .for_type(ty)
+                        .classify(s, e)
+                        .into_iter()
+                        .filter(|p| !matches!(p.2, Some(Owner::Buffer(_))))
+                        .collect();
+                    if let Some((hs, he, _)) = holes.first() {
+                        return Err(Error::InvalidState(format!(
+                            "execute_trace({tid}): the trace uses {} range [{hs:#x}, {he:#x}), which lay inside a live \
+                             buffer when the capture ended but no live buffer holds now. Replaying would read or \
+                             write memory that may belong to something else. Keep that buffer alive (or allocate \
+                             its replacement at the same address) before execute_trace",
+                            ty.name()
+                        )));
+                    }
+                }
+                c.checked = Some(now);
+            }
+            ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }
+        };
+        push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &self.wait_room(cq), |slot, m| {
+            records::encode_exec_trace(slot, m, &x)
+        })?;
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        if blocking {
+            let ev = self.record_event_locked(&mut st, "blocking execute_trace")?;
+            drop(st);
+            self.wait_event(&ev, self.params.timeout, "blocking execute_trace")?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn release_trace(&self, tid: u32) -> Result<()> {
+        let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        match t.traces.get(&tid) {
+            Some(State::Captured(_)) => {}
+            Some(State::Capturing { queue }) => {
+                return Err(Error::InvalidState(format!(
+                    "release_trace({tid}): trace {tid} is still being captured on queue {queue}; end the capture first"
+                )));
+            }
+            None => return Err(self.trace_unknown(tid, "release_trace")),
+        }
+        t.traces.remove(&tid);
+        let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+        for ty in [BufferType::Dram, BufferType::L1, BufferType::L1Small] {
+            m.for_type(ty).free_owner(Owner::Trace(tid));
+        }
+        m.trace.free_owner(Owner::Trace(tid));
+        Ok(())
+    }
+
+    pub(crate) fn trace_info(&self, tid: u32) -> Result<TraceInfo> {
+        let t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        match t.traces.get(&tid) {
+            Some(State::Captured(c)) => Ok(TraceInfo {
+                bytes: c.len,
+                launches: c.launches,
+                region_bytes: c.buffer_bytes,
+                queue: c.queue,
+                stored: c.buffer.is_some(),
+            }),
+            Some(State::Capturing { queue }) => Err(Error::InvalidState(format!(
+                "trace {tid} is still being captured on queue {queue}; its size is known once the capture ends"
+            ))),
+            None => Err(self.trace_unknown(tid, "trace size query")),
+        }
+    }
+}
+
+impl Device {
+    /// Starts capturing program dispatches on queue `cq` (`begin_trace_capture`); returns the trace id. Until
+    /// [`Device::end_trace_capture`], dispatches on `cq` are recorded instead of sent; host writes, reads, event
+    /// records and waits, and blocking calls on `cq` fail; programs not yet in the program cache fail.
+    pub fn begin_trace_capture(&self, cq: u16) -> Result<u32> {
+        self.inner.begin_trace_capture(cq)
+    }
+
+    /// Ends the capture of `tid` on `cq` and stores the trace in device DRAM (`end_trace_capture`). If the trace
+    /// region is too small this fails with the size needed; the trace stays captured (query it with
+    /// [`Device::trace_info`], then release it).
+    pub fn end_trace_capture(&self, tid: u32, cq: u16) -> Result<()> {
+        self.inner.end_trace_capture(tid, cq)
+    }
+
+    /// Replays trace `tid` on queue `cq` with one record (`execute_trace`); with `blocking`, waits for it.
+    pub fn execute_trace(&self, tid: u32, cq: u16, blocking: bool) -> Result<()> {
+        self.inner.execute_trace(tid, cq, blocking)
+    }
+
+    /// Releases trace `tid`: its buffer and the ranges it owned are freed. A replay already enqueued still runs;
+    /// order later reuse on other queues with events.
+    pub fn release_trace(&self, tid: u32) -> Result<()> {
+        self.inner.release_trace(tid)
+    }
+
+    /// Size and state of a captured trace.
+    pub fn trace_info(&self, tid: u32) -> Result<TraceInfo> {
+        self.inner.trace_info(tid)
+    }
+}

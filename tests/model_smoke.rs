@@ -1,0 +1,90 @@
+use ttdrv::device::model::MlpConfig;
+use ttdrv::*;
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn reference(batch: usize, dims: &[u32], w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
+    let mut a = x.to_vec();
+    for l in 0..dims.len() - 1 {
+        let (k, m) = (dims[l] as usize, dims[l + 1] as usize);
+        let mut y = vec![0f32; batch * m];
+        for i in 0..batch {
+            for j in 0..m {
+                let mut s = 0f32;
+                for kk in 0..k {
+                    s += a[i * k + kk] * w[l][kk * m + j];
+                }
+                y[i * m + j] = (s + b[l][j]).max(0.0);
+            }
+        }
+        a = y;
+    }
+    a
+}
+
+#[test]
+fn mlp_eager_and_traced_match_reference() {
+    let p = DeviceParams { trace_region_size: 1 << 20, ..Default::default() };
+    let dev = Device::open("emu", &p).unwrap();
+    let dims = vec![64u32, 96, 32];
+    let batch = 32u32;
+    let w: Vec<Vec<f32>> = (0..2)
+        .map(|l| (0..dims[l] * dims[l + 1]).map(|i| ((i * 7 + l as u32) % 13) as f32 * 0.01 - 0.06).collect())
+        .collect();
+    let b: Vec<Vec<f32>> = (0..2).map(|l| (0..dims[l + 1]).map(|i| (i % 5) as f32 * 0.1).collect()).collect();
+    let cfg = MlpConfig {
+        batch,
+        dims: dims.clone(),
+        dtype: DType::Float32,
+        weights_mem: MemoryConfig::DRAM,
+        act_mem: MemoryConfig::L1,
+        out_mem: MemoryConfig::L1,
+        relu_last: true,
+    };
+    let wr: Vec<&[f32]> = w.iter().map(|v| v.as_slice()).collect();
+    let br: Vec<&[f32]> = b.iter().map(|v| v.as_slice()).collect();
+    let mlp = dev.mlp(0, &cfg, &wr, &br).unwrap();
+    let in_mem = MemoryConfig::sharded(
+        BufferType::L1,
+        Layout::HeightSharded,
+        ShardGrid::Cores { x0: 0, y0: 0, x1: 3, y1: 0 },
+        [8, 64],
+    );
+    let in_spec = BufferSpec::new(batch, 64, DType::Float32, in_mem);
+    let x: Vec<f32> = (0..batch * 64).map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8).collect();
+    // Compile run.
+    let input = dev.buffer_from_host(&in_spec, 0, &bytes(&x)).unwrap();
+    let out = mlp.run(0, input).unwrap();
+    let got = f32s(&out.read_to_vec(0).unwrap());
+    let want = reference(batch as usize, &dims, &w, &b, &x);
+    for (g, r) in got.iter().zip(&want) {
+        assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "{g} vs {r}");
+    }
+    // Capture, §1.3.2 style.
+    let input = dev.buffer_from_host(&in_spec, 0, &bytes(&x)).unwrap();
+    let addr = input.address();
+    drop(out);
+    let tid = dev.begin_trace_capture(0).unwrap();
+    let out = mlp.run(0, input).unwrap();
+    let input = dev.allocate(&in_spec).unwrap();
+    assert_eq!(input.address(), addr);
+    dev.end_trace_capture(tid, 0).unwrap();
+    for it in 0..5 {
+        let x: Vec<f32> = (0..batch * 64).map(|i| ((i * 31 + it * 7) % 17) as f32 * 0.1 - 0.8).collect();
+        input.write(0, &bytes(&x), false).unwrap();
+        dev.execute_trace(tid, 0, false).unwrap();
+        let got = f32s(&out.read_to_vec(0).unwrap());
+        let want = reference(batch as usize, &dims, &w, &b, &x);
+        for (g, r) in got.iter().zip(&want) {
+            assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "iter {it}: {g} vs {r}");
+        }
+    }
+    let info = dev.trace_info(tid).unwrap();
+    assert_eq!(info.launches, 6);
+    dev.release_trace(tid).unwrap();
+}
