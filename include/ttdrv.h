@@ -101,6 +101,41 @@
 #define TTDRV_DEVICE_FLAG_PROFILING 4
 
 /**
+ * `ttdrv_eltwise_binary` op: a + b.
+ */
+#define TTDRV_BINARY_ADD 0
+
+/**
+ * `ttdrv_eltwise_binary` op: a - b.
+ */
+#define TTDRV_BINARY_SUB 1
+
+/**
+ * `ttdrv_eltwise_binary` op: a * b.
+ */
+#define TTDRV_BINARY_MUL 2
+
+/**
+ * `ttdrv_eltwise_unary` op: max(x, 0).
+ */
+#define TTDRV_UNARY_RELU 0
+
+/**
+ * `ttdrv_eltwise_unary` op: GELU (tanh approximation).
+ */
+#define TTDRV_UNARY_GELU 1
+
+/**
+ * `ttdrv_eltwise_unary` op: e^x.
+ */
+#define TTDRV_UNARY_EXP 2
+
+/**
+ * `ttdrv_eltwise_unary` op: x * param.
+ */
+#define TTDRV_UNARY_SCALE 3
+
+/**
  * Result of every ttdrv call. Values are stable across releases; new values may be added.
  */
 enum ttdrv_status
@@ -207,6 +242,16 @@ typedef struct ttdrv_device ttdrv_device;
  * An event (opaque). May be shared between threads; recording it again re-arms it.
  */
 typedef struct ttdrv_event ttdrv_event;
+
+/**
+ * An MLP model on a device (opaque).
+ */
+typedef struct ttdrv_mlp ttdrv_mlp;
+
+/**
+ * A program (opaque): a kernel, its cores and configuration, bound to the device's program cache.
+ */
+typedef struct ttdrv_program ttdrv_program;
 
 /**
  * The units holding shards: a core rectangle (L1) or a bank range (DRAM), and the shard shape.
@@ -407,6 +452,204 @@ typedef struct ttdrv_device_info {
    */
   char name[64];
 } ttdrv_device_info;
+
+/**
+ * Describes an MLP: `num_dims - 1` layers of matmul + bias (+ relu). Fill with `ttdrv_mlp_desc_init`.
+ */
+typedef struct ttdrv_mlp_desc {
+  /**
+   * `sizeof(ttdrv_mlp_desc)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Rows of every activation.
+   */
+  uint32_t batch;
+  /**
+   * Widths: inputs, then each layer's outputs.
+   */
+  const uint32_t *dims;
+  /**
+   * Number of widths (layers + 1).
+   */
+  size_t num_dims;
+  /**
+   * `TTDRV_DTYPE_*` of weights and activations.
+   */
+  uint32_t dtype;
+  /**
+   * Apply relu after the last layer too.
+   */
+  bool relu_last;
+  /**
+   * Where weights and biases live.
+   */
+  struct ttdrv_memory_config weights_mem;
+  /**
+   * Where intermediates live.
+   */
+  struct ttdrv_memory_config act_mem;
+  /**
+   * Where the output lives.
+   */
+  struct ttdrv_memory_config out_mem;
+  /**
+   * `num_dims - 1` pointers: layer i's weights, `dims[i] x dims[i+1]` floats, row-major.
+   */
+  const float *const *weights;
+  /**
+   * `num_dims - 1` pointers: layer i's biases, `dims[i+1]` floats.
+   */
+  const float *const *biases;
+} ttdrv_mlp_desc;
+
+/**
+ * An inclusive rectangle of worker cores.
+ */
+typedef struct ttdrv_core_rect {
+  /**
+   * Left column.
+   */
+  uint32_t x0;
+  /**
+   * Top row.
+   */
+  uint32_t y0;
+  /**
+   * Right column (inclusive).
+   */
+  uint32_t x1;
+  /**
+   * Bottom row (inclusive).
+   */
+  uint32_t y1;
+} ttdrv_core_rect;
+
+/**
+ * A circular-buffer configuration of a program.
+ */
+typedef struct ttdrv_cb_config {
+  /**
+   * CB index the kernel uses.
+   */
+  uint32_t index;
+  /**
+   * Bytes per page.
+   */
+  uint32_t page_size;
+  /**
+   * Pages.
+   */
+  uint32_t num_pages;
+  /**
+   * Data format (a `TTDRV_DTYPE_*` value).
+   */
+  uint32_t data_format;
+} ttdrv_cb_config;
+
+/**
+ * Describes a program. Fill with `ttdrv_program_desc_init`. Everything here is the program-cache key; buffer
+ * addresses are runtime arguments and are not.
+ */
+typedef struct ttdrv_program_desc {
+  /**
+   * `sizeof(ttdrv_program_desc)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Runtime argument words each core receives.
+   */
+  uint32_t rt_words_per_core;
+  /**
+   * Kernel name: a built-in (`"ttdrv.copy"`, `"ttdrv.eltwise_binary"`, `"ttdrv.eltwise_unary"`,
+   * `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image.
+   */
+  const char *kernel_name;
+  /**
+   * Code of a custom kernel image (NULL with `code_len == 0` for a built-in).
+   */
+  const uint8_t *code;
+  /**
+   * Bytes of `code`.
+   */
+  size_t code_len;
+  /**
+   * Cores that run the kernel.
+   */
+  struct ttdrv_core_rect cores;
+  /**
+   * Compile-time arguments.
+   */
+  const uint32_t *ct_args;
+  /**
+   * Number of compile-time arguments.
+   */
+  size_t num_ct_args;
+  /**
+   * Circular buffers.
+   */
+  const struct ttdrv_cb_config *cbs;
+  /**
+   * Number of circular buffers.
+   */
+  size_t num_cbs;
+  /**
+   * Initial semaphore values.
+   */
+  const uint32_t *sems;
+  /**
+   * Number of semaphores.
+   */
+  size_t num_sems;
+} ttdrv_program_desc;
+
+/**
+ * Program cache statistics (`ttdrv_device_program_cache_stats`).
+ */
+typedef struct ttdrv_program_cache_stats {
+  /**
+   * Distinct programs cached.
+   */
+  uint64_t entries;
+  /**
+   * Dispatches whose kernel image was already on the device.
+   */
+  uint64_t hits;
+  /**
+   * Dispatches that uploaded their kernel image.
+   */
+  uint64_t misses;
+} ttdrv_program_cache_stats;
+
+/**
+ * What is known about a captured trace (`ttdrv_trace_get_info`). Set `struct_size` first.
+ */
+typedef struct ttdrv_trace_info {
+  /**
+   * `sizeof(ttdrv_trace_info)`, set by the caller.
+   */
+  uint32_t struct_size;
+  /**
+   * Queue it was captured on.
+   */
+  uint32_t queue;
+  /**
+   * Bytes of records.
+   */
+  uint64_t bytes;
+  /**
+   * Trace region bytes (device total) it needs: open the device with at least this `trace_region_size`.
+   */
+  uint64_t region_bytes;
+  /**
+   * Program launches captured.
+   */
+  uint32_t launches;
+  /**
+   * Whether it is stored in device DRAM (false if the trace region was too small at end of capture).
+   */
+  bool stored;
+} ttdrv_trace_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -680,6 +923,248 @@ ttdrv_status ttdrv_event_synchronize_timeout(struct ttdrv_event *event,
  */
 ttdrv_status ttdrv_event_query(struct ttdrv_event *event,
                                bool *out_done);
+
+/**
+ * Fills `desc` with its `struct_size`, float32, relu on hidden layers only, and interleaved DRAM everywhere.
+ *
+ * # Safety
+ * `desc` must be NULL or writable.
+ */
+ttdrv_status ttdrv_mlp_desc_init(struct ttdrv_mlp_desc *desc);
+
+/**
+ * Creates an MLP and uploads its weights on queue `cq` (blocking). Errors: INVALID_ARGUMENT (dims, memory
+ * configs), OUT_OF_DEVICE_MEMORY.
+ *
+ * # Safety
+ * `desc` initialised, with `dims`, `weights` and `biases` valid for their sizes; `out` writable.
+ */
+ttdrv_status ttdrv_mlp_new(struct ttdrv_device *device,
+                           uint16_t cq,
+                           const struct ttdrv_mlp_desc *desc,
+                           struct ttdrv_mlp **out);
+
+/**
+ * Runs the model on queue `cq` (`output = run_model(input)`). **Consumes `input`**: once the input is accepted
+ * (shape and element type match), its handle is released and the buffer is freed right after the first op, as a
+ * ttnn model does; do not free it yourself. `*out` receives the output buffer (allocated top-down, so that a
+ * capture run allocates exactly as the compile run did).
+ *
+ * # Safety
+ * `out` writable.
+ */
+ttdrv_status ttdrv_mlp_run(struct ttdrv_mlp *mlp,
+                           uint16_t cq,
+                           struct ttdrv_buffer *input,
+                           struct ttdrv_buffer **out);
+
+/**
+ * Frees the model and its weights. NULL is a no-op.
+ *
+ * # Safety
+ * `mlp` must be NULL or a value returned by ttdrv.
+ */
+ttdrv_status ttdrv_mlp_free(struct ttdrv_mlp *mlp);
+
+/**
+ * Writes the number of program dispatches one run makes.
+ *
+ * # Safety
+ * `out` writable.
+ */
+ttdrv_status ttdrv_mlp_ops_per_run(struct ttdrv_mlp *mlp, uint32_t *out);
+
+/**
+ * Copies `input` into a new buffer with memory config `*mem` (`to_memory_config`), on queue `cq`. Any layout to
+ * any layout; the element type is kept. Errors: INVALID_ARGUMENT, OUT_OF_DEVICE_MEMORY, UNSUPPORTED (no copy
+ * kernel on the device), INVALID_HANDLE.
+ *
+ * # Safety
+ * `mem` readable; `out` writable.
+ */
+ttdrv_status ttdrv_to_memory_config(struct ttdrv_buffer *input,
+                                    uint16_t cq,
+                                    const struct ttdrv_memory_config *mem,
+                                    struct ttdrv_buffer **out);
+
+/**
+ * Reshards `input` into a new buffer with memory config `*mem` (`reshard(input, mem_config)`).
+ *
+ * # Safety
+ * `mem` readable; `out` writable.
+ */
+ttdrv_status ttdrv_reshard(struct ttdrv_buffer *input,
+                           uint16_t cq,
+                           const struct ttdrv_memory_config *mem,
+                           struct ttdrv_buffer **out);
+
+/**
+ * Reshards `input` into the existing buffer `output`, which keeps its address
+ * (`reshard(input, mem_config, output_tensor)`): how the seed feeds a trace's input in place. Shapes must match.
+ */
+ttdrv_status ttdrv_reshard_into(struct ttdrv_buffer *input,
+                                uint16_t cq,
+                                struct ttdrv_buffer *output);
+
+/**
+ * `a @ b` into a new buffer with memory config `*mem`, on queue `cq`. `a` is [M, K], `b` [K, N]; float32, or
+ * bfloat16 with float32 accumulation.
+ *
+ * # Safety
+ * `mem` readable; `out` writable.
+ */
+ttdrv_status ttdrv_matmul(struct ttdrv_buffer *a,
+                          struct ttdrv_buffer *b,
+                          uint16_t cq,
+                          const struct ttdrv_memory_config *mem,
+                          struct ttdrv_buffer **out);
+
+/**
+ * Element-wise `a op b` (`TTDRV_BINARY_*`) into a new buffer; `b` may be one row [1, N], broadcast over `a`'s
+ * rows.
+ *
+ * # Safety
+ * `mem` readable; `out` writable.
+ */
+ttdrv_status ttdrv_eltwise_binary(struct ttdrv_buffer *a,
+                                  struct ttdrv_buffer *b,
+                                  uint32_t op,
+                                  uint16_t cq,
+                                  const struct ttdrv_memory_config *mem,
+                                  struct ttdrv_buffer **out);
+
+/**
+ * Element-wise unary op (`TTDRV_UNARY_*`; `param` is the factor of `TTDRV_UNARY_SCALE`) into a new buffer.
+ *
+ * # Safety
+ * `mem` readable; `out` writable.
+ */
+ttdrv_status ttdrv_eltwise_unary(struct ttdrv_buffer *a,
+                                 uint32_t op,
+                                 float param,
+                                 uint16_t cq,
+                                 const struct ttdrv_memory_config *mem,
+                                 struct ttdrv_buffer **out);
+
+/**
+ * Fills the buffer with `value` on queue `cq`.
+ */
+ttdrv_status ttdrv_fill(struct ttdrv_buffer *buffer, uint16_t cq, float value);
+
+/**
+ * Fills `desc` with an empty description (no kernel, core (0,0), no arguments) and its `struct_size`.
+ *
+ * # Safety
+ * `desc` must be NULL or writable.
+ */
+ttdrv_status ttdrv_program_desc_init(struct ttdrv_program_desc *desc);
+
+/**
+ * Creates a program, looking it up in (or adding it to) the device's program cache. The first run uploads the
+ * kernel image; later runs with any arguments reuse it. Errors: INVALID_ARGUMENT (cores outside the grid, argument
+ * counts that do not match a built-in kernel, a launch too large for the issue ring), UNSUPPORTED (the device's
+ * catalog lacks the built-in kernel).
+ *
+ * # Safety
+ * `desc` must be initialised and its pointers valid for their counts; `out` writable.
+ */
+ttdrv_status ttdrv_program_new(struct ttdrv_device *device,
+                               const struct ttdrv_program_desc *desc,
+                               struct ttdrv_program **out);
+
+/**
+ * Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the
+ * rectangle, row-major. `buffers` lists every buffer the arguments refer to (use `ttdrv_buffer_accessor` for
+ * their words): each must be alive, and during trace capture their ranges are what the trace depends on.
+ * Returns once the launch is enqueued. Errors: INVALID_ARGUMENT (argument count), INVALID_HANDLE (a freed
+ * buffer), PROGRAM_NOT_CACHED (first run during trace capture).
+ *
+ * # Safety
+ * `rt_args` readable for `num_rt_args` words; `buffers` readable for `num_buffers` handles.
+ */
+ttdrv_status ttdrv_program_run(struct ttdrv_program *program,
+                               uint16_t cq,
+                               const uint32_t *rt_args,
+                               size_t num_rt_args,
+                               struct ttdrv_buffer *const *buffers,
+                               size_t num_buffers);
+
+/**
+ * Frees a program handle (the program stays in the device's cache). NULL is a no-op.
+ *
+ * # Safety
+ * `program` must be NULL or a value returned by ttdrv.
+ */
+ttdrv_status ttdrv_program_free(struct ttdrv_program *program);
+
+/**
+ * Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to
+ * find the buffer — to `out`, which holds `len >= 12` words.
+ *
+ * # Safety
+ * `out` must be writable for `len` words.
+ */
+ttdrv_status ttdrv_buffer_accessor(struct ttdrv_buffer *buffer,
+                                   uint32_t *out,
+                                   size_t len);
+
+/**
+ * Writes the device's program cache statistics.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+ttdrv_status ttdrv_device_program_cache_stats(struct ttdrv_device *device,
+                                              struct ttdrv_program_cache_stats *out);
+
+/**
+ * Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the trace id to `*out_id`.
+ * Until `ttdrv_trace_end_capture`, programs dispatched on `cq` are recorded instead of sent; host writes, reads,
+ * event records and waits, and blocking calls on `cq` fail with INVALID_STATE naming the call; a program never run
+ * before fails with PROGRAM_NOT_CACHED. Errors: INVALID_STATE (capture already in progress on `cq`).
+ *
+ * # Safety
+ * `out_id` writable.
+ */
+ttdrv_status ttdrv_trace_begin_capture(struct ttdrv_device *device,
+                                       uint16_t cq,
+                                       uint32_t *out_id);
+
+/**
+ * Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores it in the trace region. Errors:
+ * TRACE_REGION (no region, or too small: the message gives the size needed and available, and the trace stays
+ * captured so `ttdrv_trace_get_info` can report its size), INVALID_STATE (not capturing `id` on `cq`).
+ */
+ttdrv_status ttdrv_trace_end_capture(struct ttdrv_device *device,
+                                     uint32_t id,
+                                     uint16_t cq);
+
+/**
+ * Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it. Errors:
+ * INVALID_STATE (unknown or released trace; a buffer the trace uses was freed and its range is not held by a live
+ * buffer again — the message names the range), TRACE_REGION (never stored).
+ */
+ttdrv_status ttdrv_trace_execute(struct ttdrv_device *device,
+                                 uint32_t id,
+                                 uint16_t cq,
+                                 bool blocking);
+
+/**
+ * Releases trace `id`: its buffer and the device ranges it owned are freed. Errors: INVALID_STATE (unknown or
+ * already released).
+ */
+ttdrv_status ttdrv_trace_release(struct ttdrv_device *device,
+                                 uint32_t id);
+
+/**
+ * Writes what is known about trace `id`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first.
+ *
+ * # Safety
+ * `out` writable.
+ */
+ttdrv_status ttdrv_trace_get_info(struct ttdrv_device *device,
+                                  uint32_t id,
+                                  struct ttdrv_trace_info *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -337,6 +337,12 @@ impl Buffer {
         (self.spec.mem.buffer_type, self.addr, self.addr + self.footprint)
     }
 
+    /// A handle to the device the buffer belongs to.
+    pub fn device(&self) -> Result<Device> {
+        self.dev.check_usable()?;
+        Ok(Device::from_inner(self.dev.clone()))
+    }
+
     /// Frees the buffer now (`deallocate(force=True)`): work already enqueued that uses it still runs first on
     /// its queue; on other queues, order reuse with events.
     pub fn deallocate(self) {

@@ -522,6 +522,14 @@ impl Drop for DeviceInner {
     }
 }
 
+impl Device {
+    /// Another user-facing handle on a device some object belongs to.
+    pub(crate) fn from_inner(inner: Arc<DeviceInner>) -> Device {
+        inner.handles.fetch_add(1, Ordering::AcqRel);
+        Device { inner }
+    }
+}
+
 impl Clone for Device {
     fn clone(&self) -> Device {
         self.inner.handles.fetch_add(1, Ordering::AcqRel);

@@ -118,8 +118,15 @@ impl Mlp {
     /// Runs the model on queue `cq`. Consumes `input` (`[batch, dims[0]]`, any memory config): it is freed after
     /// the first op. Returns the output, allocated top-down.
     pub fn run(&self, cq: u16, input: Buffer) -> Result<Buffer> {
+        self.run_shared(cq, Arc::new(input))
+    }
+
+    /// As [`Mlp::run`] for an input shared with the C ABI's handle table: the model drops its reference after the
+    /// first op, which frees the buffer unless another call is using it at that very moment.
+    pub fn run_shared(&self, cq: u16, input: Arc<Buffer>) -> Result<Buffer> {
         let dev = &self.dev;
         let c = &self.cfg;
+        input.check_device(dev)?;
         if input.shape() != [c.batch, c.dims[0]] || input.dtype() != c.dtype {
             return invalid(format!(
                 "MLP input must be [{}, {}] {:?}, got {:?} {:?}",
@@ -131,14 +138,21 @@ impl Mlp {
             ));
         }
         let last = self.layers.len() - 1;
-        let mut x = input;
+        let mut input = Some(input);
+        let mut x: Option<Buffer> = None;
         for (i, l) in self.layers.iter().enumerate() {
             let width = c.dims[i + 1];
             let act = BufferSpec::new(c.batch, width, c.dtype, c.act_mem);
             let out = BufferSpec::new(c.batch, width, c.dtype, c.out_mem);
             let y = dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?;
-            dev.matmul_into(cq, &x, &l.w, &y)?;
-            drop(x);
+            match (&x, &input) {
+                (Some(x), _) => dev.matmul_into(cq, x, &l.w, &y)?,
+                (None, Some(inp)) => dev.matmul_into(cq, inp, &l.w, &y)?,
+                (None, None) => unreachable!("the input is consumed only after the first matmul"),
+            }
+            // Consumed: the input (and each intermediate) is freed right after the op that reads it.
+            drop(input.take());
+            drop(x.take());
             let bias_is_last = i == last && !l.relu;
             let z = if bias_is_last {
                 dev.allocate_buffer(&out, super::alloc::Direction::TopDown)?
@@ -147,7 +161,7 @@ impl Mlp {
             };
             dev.binary_into(cq, BinaryOp::Add, &y, &l.b, &z)?;
             drop(y);
-            x = if l.relu {
+            x = Some(if l.relu {
                 let r = if i == last {
                     dev.allocate_buffer(&out, super::alloc::Direction::TopDown)?
                 } else {
@@ -157,9 +171,9 @@ impl Mlp {
                 r
             } else {
                 z
-            };
+            });
         }
-        Ok(x)
+        Ok(x.expect("at least one layer"))
     }
 
     /// Program dispatches per run.

@@ -32,6 +32,8 @@ pub(crate) enum Obj {
     Device(Arc<crate::Device>),
     Buffer(Arc<crate::Buffer>),
     Event(Arc<crate::Event>),
+    Program(Arc<crate::device::program::Program>),
+    Model(Arc<crate::device::model::Mlp>),
 }
 
 impl Obj {
@@ -40,6 +42,8 @@ impl Obj {
             Obj::Device(_) => Kind::Device,
             Obj::Buffer(_) => Kind::Buffer,
             Obj::Event(_) => Kind::Event,
+            Obj::Program(_) => Kind::Program,
+            Obj::Model(_) => Kind::Model,
         }
     }
 }

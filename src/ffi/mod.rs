@@ -12,6 +12,10 @@ pub mod buffer;
 pub mod device;
 pub mod event;
 pub(crate) mod handles;
+pub mod model;
+pub mod ops;
+pub mod program;
+pub mod trace;
 
 use crate::error::Error;
 use std::cell::RefCell;

@@ -1,0 +1,217 @@
+//! The MLP model (`run_model` in the seed).
+
+use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
+use super::device::{device_checked, ttdrv_device};
+use super::handles::{self, Kind, Obj};
+use super::{FfiError, FfiResult, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use crate::device::model::{Mlp, MlpConfig};
+use crate::error::Error;
+use crate::hw::kernel::DType;
+use std::sync::Arc;
+
+/// An MLP model on a device (opaque).
+pub struct ttdrv_mlp {
+    _private: [u8; 0],
+}
+
+/// Describes an MLP: `num_dims - 1` layers of matmul + bias (+ relu). Fill with `ttdrv_mlp_desc_init`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_mlp_desc {
+    /// `sizeof(ttdrv_mlp_desc)`.
+    pub struct_size: u32,
+    /// Rows of every activation.
+    pub batch: u32,
+    /// Widths: inputs, then each layer's outputs.
+    pub dims: *const u32,
+    /// Number of widths (layers + 1).
+    pub num_dims: usize,
+    /// `TTDRV_DTYPE_*` of weights and activations.
+    pub dtype: u32,
+    /// Apply relu after the last layer too.
+    pub relu_last: bool,
+    /// Where weights and biases live.
+    pub weights_mem: ttdrv_memory_config,
+    /// Where intermediates live.
+    pub act_mem: ttdrv_memory_config,
+    /// Where the output lives.
+    pub out_mem: ttdrv_memory_config,
+    /// `num_dims - 1` pointers: layer i's weights, `dims[i] x dims[i+1]` floats, row-major.
+    pub weights: *const *const f32,
+    /// `num_dims - 1` pointers: layer i's biases, `dims[i+1]` floats.
+    pub biases: *const *const f32,
+}
+
+const DESC_V1: u32 = std::mem::size_of::<ttdrv_mlp_desc>() as u32;
+
+fn mlp(h: *mut ttdrv_mlp) -> FfiResult<Arc<Mlp>> {
+    if h.is_null() {
+        return Err(FfiError::Null("mlp"));
+    }
+    match handles::get(h as usize, Kind::Model) {
+        Some(Obj::Model(m)) => Ok(m),
+        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Model))),
+    }
+}
+
+/// Fills `desc` with its `struct_size`, float32, relu on hidden layers only, and interleaved DRAM everywhere.
+///
+/// # Safety
+/// `desc` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_mlp_desc_init(desc: *mut ttdrv_mlp_desc) -> ttdrv_status {
+    guard("ttdrv_mlp_desc_init", || {
+        let d = ttdrv_mlp_desc {
+            struct_size: DESC_V1,
+            batch: 0,
+            dims: std::ptr::null(),
+            num_dims: 0,
+            dtype: 0,
+            relu_last: false,
+            weights_mem: ttdrv_memory_config::default(),
+            act_mem: ttdrv_memory_config::default(),
+            out_mem: ttdrv_memory_config::default(),
+            weights: std::ptr::null(),
+            biases: std::ptr::null(),
+        };
+        write_out(out_ptr(desc, "desc")?, d);
+        Ok(())
+    })
+}
+
+/// Creates an MLP and uploads its weights on queue `cq` (blocking). Errors: INVALID_ARGUMENT (dims, memory
+/// configs), OUT_OF_DEVICE_MEMORY.
+///
+/// # Safety
+/// `desc` initialised, with `dims`, `weights` and `biases` valid for their sizes; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_mlp_new(
+    device: *mut ttdrv_device,
+    cq: u16,
+    desc: *const ttdrv_mlp_desc,
+    out: *mut *mut ttdrv_mlp,
+) -> ttdrv_status {
+    guard("ttdrv_mlp_new", || {
+        let d = device_checked(device)?;
+        nonnull(desc, "desc")?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: non-NULL; the size field comes first.
+        let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read_unaligned() };
+        if size < DESC_V1 {
+            return Err(Error::InvalidArgument(format!(
+                "desc->struct_size is {size}; initialise the description with ttdrv_mlp_desc_init()"
+            ))
+            .into());
+        }
+        // SAFETY: at least as large as ours.
+        let c = unsafe { desc.read_unaligned() };
+        if c.num_dims < 2 || c.num_dims > 64 {
+            return Err(Error::InvalidArgument(format!("num_dims is {}; an MLP has 2 to 64 widths", c.num_dims)).into());
+        }
+        nonnull(c.dims, "desc->dims")?;
+        nonnull(c.weights, "desc->weights")?;
+        nonnull(c.biases, "desc->biases")?;
+        // SAFETY: non-NULL and readable for `num_dims` entries per the contract.
+        let dims = unsafe { std::slice::from_raw_parts(c.dims, c.num_dims) }.to_vec();
+        let layers = c.num_dims - 1;
+        // SAFETY: as above, `num_dims - 1` pointers each.
+        let (wp, bp) =
+            unsafe { (std::slice::from_raw_parts(c.weights, layers), std::slice::from_raw_parts(c.biases, layers)) };
+        let mut ws = Vec::with_capacity(layers);
+        let mut bs = Vec::with_capacity(layers);
+        for i in 0..layers {
+            nonnull(wp[i], "desc->weights[i]")?;
+            nonnull(bp[i], "desc->biases[i]")?;
+            let (k, m) = (dims[i] as usize, dims[i + 1] as usize);
+            if k == 0 || m == 0 || k.checked_mul(m).is_none_or(|n| n > 1 << 28) {
+                return Err(Error::InvalidArgument(format!("layer {i} is {k} x {m}; widths must be 1 to 16384")).into());
+            }
+            // SAFETY: the C contract makes layer i's arrays k*m and m floats long.
+            unsafe {
+                ws.push(std::slice::from_raw_parts(wp[i], k * m));
+                bs.push(std::slice::from_raw_parts(bp[i], m));
+            }
+        }
+        let cfg = MlpConfig {
+            batch: c.batch,
+            dims,
+            dtype: DType::from_u32(c.dtype)
+                .ok_or_else(|| Error::InvalidArgument(format!("dtype {} is not a TTDRV_DTYPE_* value", c.dtype)))?,
+            weights_mem: memory_config_from_c(&c.weights_mem)?,
+            act_mem: memory_config_from_c(&c.act_mem)?,
+            out_mem: memory_config_from_c(&c.out_mem)?,
+            relu_last: c.relu_last,
+        };
+        let m = d.mlp(cq, &cfg, &ws, &bs)?;
+        write_out(out, handles::insert(Obj::Model(Arc::new(m))) as *mut ttdrv_mlp);
+        Ok(())
+    })
+}
+
+/// Runs the model on queue `cq` (`output = run_model(input)`). **Consumes `input`**: once the input is accepted
+/// (shape and element type match), its handle is released and the buffer is freed right after the first op, as a
+/// ttnn model does; do not free it yourself. `*out` receives the output buffer (allocated top-down, so that a
+/// capture run allocates exactly as the compile run did).
+///
+/// # Safety
+/// `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_mlp_run(
+    mlp: *mut ttdrv_mlp,
+    cq: u16,
+    input: *mut ttdrv_buffer,
+    out: *mut *mut ttdrv_buffer,
+) -> ttdrv_status {
+    guard("ttdrv_mlp_run", || {
+        let m = self::mlp(mlp)?;
+        let out = out_ptr(out, "out")?;
+        let inp = buffer_arc(input)?;
+        let c = m.config();
+        if inp.shape() != [c.batch, c.dims[0]] || inp.dtype() != c.dtype {
+            return Err(Error::InvalidArgument(format!(
+                "MLP input must be [{}, {}] {:?}, got {:?} {:?}; the input handle is still yours",
+                c.batch,
+                c.dims[0],
+                c.dtype,
+                inp.shape(),
+                inp.dtype()
+            ))
+            .into());
+        }
+        // Accepted: the model owns the input from here on.
+        handles::remove(input as usize, Kind::Buffer);
+        let r = m.run_shared(cq, inp)?;
+        write_out(out, insert_buffer(r));
+        Ok(())
+    })
+}
+
+/// Frees the model and its weights. NULL is a no-op.
+///
+/// # Safety
+/// `mlp` must be NULL or a value returned by ttdrv.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_mlp_free(mlp: *mut ttdrv_mlp) -> ttdrv_status {
+    guard("ttdrv_mlp_free", || {
+        if mlp.is_null() {
+            return Ok(());
+        }
+        match handles::remove(mlp as usize, Kind::Model) {
+            Some(_) => Ok(()),
+            None => Err(FfiError::BadHandle(handles::describe_bad(mlp as usize, Kind::Model))),
+        }
+    })
+}
+
+/// Writes the number of program dispatches one run makes.
+///
+/// # Safety
+/// `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_mlp_ops_per_run(mlp: *mut ttdrv_mlp, out: *mut u32) -> ttdrv_status {
+    guard("ttdrv_mlp_ops_per_run", || {
+        let m = self::mlp(mlp)?;
+        write_out(out_ptr(out, "out")?, m.ops_per_run() as u32);
+        Ok(())
+    })
+}

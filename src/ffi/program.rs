@@ -1,0 +1,300 @@
+//! Programs: describe a kernel launch once, run it many times with new runtime arguments.
+
+use super::buffer::{buffer_arc, ttdrv_buffer};
+use super::device::{device, device_checked, ttdrv_device};
+use super::handles::{self, Kind, Obj};
+use super::{FfiError, FfiResult, bytes, c_str, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use crate::device::program::{KernelSource, Program, ProgramDesc};
+use crate::error::Error;
+use crate::hw::kernel::{ACCESSOR_WORDS, BuiltinKernel};
+use crate::hw::records::{CbConfig, CoreRect};
+use std::ffi::c_char;
+use std::sync::Arc;
+
+/// A program (opaque): a kernel, its cores and configuration, bound to the device's program cache.
+pub struct ttdrv_program {
+    _private: [u8; 0],
+}
+
+/// An inclusive rectangle of worker cores.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_core_rect {
+    /// Left column.
+    pub x0: u32,
+    /// Top row.
+    pub y0: u32,
+    /// Right column (inclusive).
+    pub x1: u32,
+    /// Bottom row (inclusive).
+    pub y1: u32,
+}
+
+/// A circular-buffer configuration of a program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_cb_config {
+    /// CB index the kernel uses.
+    pub index: u32,
+    /// Bytes per page.
+    pub page_size: u32,
+    /// Pages.
+    pub num_pages: u32,
+    /// Data format (a `TTDRV_DTYPE_*` value).
+    pub data_format: u32,
+}
+
+/// Describes a program. Fill with `ttdrv_program_desc_init`. Everything here is the program-cache key; buffer
+/// addresses are runtime arguments and are not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_program_desc {
+    /// `sizeof(ttdrv_program_desc)`.
+    pub struct_size: u32,
+    /// Runtime argument words each core receives.
+    pub rt_words_per_core: u32,
+    /// Kernel name: a built-in (`"ttdrv.copy"`, `"ttdrv.eltwise_binary"`, `"ttdrv.eltwise_unary"`,
+    /// `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image.
+    pub kernel_name: *const c_char,
+    /// Code of a custom kernel image (NULL with `code_len == 0` for a built-in).
+    pub code: *const u8,
+    /// Bytes of `code`.
+    pub code_len: usize,
+    /// Cores that run the kernel.
+    pub cores: ttdrv_core_rect,
+    /// Compile-time arguments.
+    pub ct_args: *const u32,
+    /// Number of compile-time arguments.
+    pub num_ct_args: usize,
+    /// Circular buffers.
+    pub cbs: *const ttdrv_cb_config,
+    /// Number of circular buffers.
+    pub num_cbs: usize,
+    /// Initial semaphore values.
+    pub sems: *const u32,
+    /// Number of semaphores.
+    pub num_sems: usize,
+}
+
+const DESC_V1: u32 = std::mem::size_of::<ttdrv_program_desc>() as u32;
+
+/// Program cache statistics (`ttdrv_device_program_cache_stats`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_program_cache_stats {
+    /// Distinct programs cached.
+    pub entries: u64,
+    /// Dispatches whose kernel image was already on the device.
+    pub hits: u64,
+    /// Dispatches that uploaded their kernel image.
+    pub misses: u64,
+}
+
+fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    nonnull(p, name)?;
+    if n > (isize::MAX as usize) / 4 {
+        return Err(Error::InvalidArgument(format!("`{name}` count {n} is impossible")).into());
+    }
+    // SAFETY: non-NULL; the C contract says it points to `n` readable words for the call.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
+    if h.is_null() {
+        return Err(FfiError::Null("program"));
+    }
+    match handles::get(h as usize, Kind::Program) {
+        Some(Obj::Program(p)) => Ok(p),
+        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Program))),
+    }
+}
+
+/// Fills `desc` with an empty description (no kernel, core (0,0), no arguments) and its `struct_size`.
+///
+/// # Safety
+/// `desc` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_desc_init(desc: *mut ttdrv_program_desc) -> ttdrv_status {
+    guard("ttdrv_program_desc_init", || {
+        let d = ttdrv_program_desc {
+            struct_size: DESC_V1,
+            rt_words_per_core: 0,
+            kernel_name: std::ptr::null(),
+            code: std::ptr::null(),
+            code_len: 0,
+            cores: ttdrv_core_rect::default(),
+            ct_args: std::ptr::null(),
+            num_ct_args: 0,
+            cbs: std::ptr::null(),
+            num_cbs: 0,
+            sems: std::ptr::null(),
+            num_sems: 0,
+        };
+        write_out(out_ptr(desc, "desc")?, d);
+        Ok(())
+    })
+}
+
+/// Creates a program, looking it up in (or adding it to) the device's program cache. The first run uploads the
+/// kernel image; later runs with any arguments reuse it. Errors: INVALID_ARGUMENT (cores outside the grid, argument
+/// counts that do not match a built-in kernel, a launch too large for the issue ring), UNSUPPORTED (the device's
+/// catalog lacks the built-in kernel).
+///
+/// # Safety
+/// `desc` must be initialised and its pointers valid for their counts; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_new(
+    device: *mut ttdrv_device,
+    desc: *const ttdrv_program_desc,
+    out: *mut *mut ttdrv_program,
+) -> ttdrv_status {
+    guard("ttdrv_program_new", || {
+        let d = device_checked(device)?;
+        nonnull(desc, "desc")?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: non-NULL; the size field comes first in every version.
+        let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read_unaligned() };
+        if size < DESC_V1 {
+            return Err(Error::InvalidArgument(format!(
+                "desc->struct_size is {size}; initialise the description with ttdrv_program_desc_init()"
+            ))
+            .into());
+        }
+        // SAFETY: at least as large as ours.
+        let c = unsafe { desc.read_unaligned() };
+        let name = c_str(c.kernel_name, "desc->kernel_name")?;
+        let code = bytes(c.code, c.code_len, "desc->code")?;
+        let kernel = match BuiltinKernel::from_name(name) {
+            Some(k) if code.is_empty() => KernelSource::Builtin(k),
+            _ => KernelSource::Image { name: name.to_string(), code: code.to_vec() },
+        };
+        let coord = |v: u32| {
+            u8::try_from(v).map_err(|_| Error::InvalidArgument(format!("core coordinate {v} is out of range")))
+        };
+        let cores =
+            CoreRect { x0: coord(c.cores.x0)?, y0: coord(c.cores.y0)?, x1: coord(c.cores.x1)?, y1: coord(c.cores.y1)? };
+        let cbs: Vec<CbConfig> = if c.num_cbs == 0 {
+            Vec::new()
+        } else {
+            nonnull(c.cbs, "desc->cbs")?;
+            // SAFETY: non-NULL and readable for `num_cbs` entries per the contract.
+            unsafe { std::slice::from_raw_parts(c.cbs, c.num_cbs) }
+                .iter()
+                .map(|b| CbConfig {
+                    index: b.index,
+                    page_size: b.page_size,
+                    num_pages: b.num_pages,
+                    data_format: b.data_format,
+                })
+                .collect()
+        };
+        let rt_words = u16::try_from(c.rt_words_per_core)
+            .map_err(|_| Error::InvalidArgument(format!("rt_words_per_core {} is too large", c.rt_words_per_core)))?;
+        let p = d.program(ProgramDesc {
+            kernel,
+            cores,
+            ct_args: words(c.ct_args, c.num_ct_args, "desc->ct_args")?.to_vec(),
+            cbs,
+            sems: words(c.sems, c.num_sems, "desc->sems")?.to_vec(),
+            rt_words,
+        })?;
+        write_out(out, handles::insert(Obj::Program(Arc::new(p))) as *mut ttdrv_program);
+        Ok(())
+    })
+}
+
+/// Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the
+/// rectangle, row-major. `buffers` lists every buffer the arguments refer to (use `ttdrv_buffer_accessor` for
+/// their words): each must be alive, and during trace capture their ranges are what the trace depends on.
+/// Returns once the launch is enqueued. Errors: INVALID_ARGUMENT (argument count), INVALID_HANDLE (a freed
+/// buffer), PROGRAM_NOT_CACHED (first run during trace capture).
+///
+/// # Safety
+/// `rt_args` readable for `num_rt_args` words; `buffers` readable for `num_buffers` handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_run(
+    program: *mut ttdrv_program,
+    cq: u16,
+    rt_args: *const u32,
+    num_rt_args: usize,
+    buffers: *const *mut ttdrv_buffer,
+    num_buffers: usize,
+) -> ttdrv_status {
+    guard("ttdrv_program_run", || {
+        let p = self::program(program)?;
+        let rt = words(rt_args, num_rt_args, "rt_args")?;
+        let handles: &[*mut ttdrv_buffer] = if num_buffers == 0 {
+            &[]
+        } else {
+            nonnull(buffers, "buffers")?;
+            // SAFETY: non-NULL and readable for `num_buffers` handles per the contract.
+            unsafe { std::slice::from_raw_parts(buffers, num_buffers) }
+        };
+        let arcs = handles.iter().map(|&h| buffer_arc(h)).collect::<FfiResult<Vec<_>>>()?;
+        let refs: Vec<&crate::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
+        Ok(p.run(cq, rt, &refs)?)
+    })
+}
+
+/// Frees a program handle (the program stays in the device's cache). NULL is a no-op.
+///
+/// # Safety
+/// `program` must be NULL or a value returned by ttdrv.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_free(program: *mut ttdrv_program) -> ttdrv_status {
+    guard("ttdrv_program_free", || {
+        if program.is_null() {
+            return Ok(());
+        }
+        match handles::remove(program as usize, Kind::Program) {
+            Some(_) => Ok(()),
+            None => Err(FfiError::BadHandle(handles::describe_bad(program as usize, Kind::Program))),
+        }
+    })
+}
+
+/// Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to
+/// find the buffer — to `out`, which holds `len >= 12` words.
+///
+/// # Safety
+/// `out` must be writable for `len` words.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *mut u32, len: usize) -> ttdrv_status {
+    guard("ttdrv_buffer_accessor", || {
+        let b = buffer_arc(buffer)?;
+        let out = out_ptr(out, "out")?;
+        if len < ACCESSOR_WORDS {
+            return Err(Error::InvalidArgument(format!(
+                "an accessor is {ACCESSOR_WORDS} words; `out` holds only {len}"
+            ))
+            .into());
+        }
+        let w = b.accessor().to_words();
+        // SAFETY: `out` holds at least 12 writable words.
+        unsafe { std::ptr::copy_nonoverlapping(w.as_ptr(), out, ACCESSOR_WORDS) };
+        Ok(())
+    })
+}
+
+/// Writes the device's program cache statistics.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_device_program_cache_stats(
+    device: *mut ttdrv_device,
+    out: *mut ttdrv_program_cache_stats,
+) -> ttdrv_status {
+    guard("ttdrv_device_program_cache_stats", || {
+        let d = self::device(device)?;
+        let s = d.program_cache_stats();
+        write_out(
+            out_ptr(out, "out")?,
+            ttdrv_program_cache_stats { entries: s.entries as u64, hits: s.hits, misses: s.misses },
+        );
+        Ok(())
+    })
+}
