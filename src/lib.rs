@@ -14,6 +14,8 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 /// cbindgen:ignore
+pub mod cli;
+/// cbindgen:ignore
 pub mod device;
 /// cbindgen:ignore
 pub mod dma;

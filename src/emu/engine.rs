@@ -104,6 +104,8 @@ impl Engine<'_> {
             std::hint::spin_loop();
         }
         self.qs.sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if !ready() && !self.stopped() {
             std::thread::park_timeout(PARK);
         }

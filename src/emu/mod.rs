@@ -101,8 +101,11 @@ impl QueueShared {
     }
 
     fn wake(&self) {
-        // Pairs with the SeqCst store of `sleeping` in the engine's idle wait: either the engine sees our update
-        // before it sleeps, or we see it sleeping and unpark it.
+        // Dekker handshake with the engine's idle wait (store `sleeping`, fence, re-check the condition): the fence
+        // orders the caller's preceding store (doorbell, pointer, event slot) before our load of `sleeping`, which
+        // a release store alone does not (x86 reorders a store with a later load). Either the engine sees our
+        // update before it sleeps, or we see it sleeping and unpark it.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst)
             && let Some(t) = self.thread.get()
         {
@@ -145,6 +148,9 @@ impl Shared {
     /// Raises queue `q`'s vector if the host armed it (contract §6).
     fn progress_irq(&self, q: usize) {
         let qs = &self.queues[q];
+        // Orders the device-written word just published before the load of the arm flag; pairs with the fence
+        // after the arm store (the host re-checks the word after arming).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if qs.irq_armed.load(Ordering::Acquire) && qs.irq_armed.swap(false, Ordering::AcqRel) {
             self.raise_irq(q);
         }
@@ -388,6 +394,9 @@ impl Emulator {
                 qreg::IRQ_ARM => {
                     if val & 1 == 1 {
                         qs.irq_armed.store(true, Ordering::Release);
+                        // The host re-reads the word it waits for after this write returns (contract §6); the fence
+                        // keeps that load from passing the arm.
+                        std::sync::atomic::fence(Ordering::SeqCst);
                         // A fault stays pending: an arm after it fires at once.
                         if sh.faulted.load(Ordering::Acquire) {
                             sh.progress_irq(q as usize);

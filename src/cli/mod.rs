@@ -1,0 +1,4 @@
+//! The `ttdrv` command's subcommands that exercise a device: `demo` and `bench`.
+
+pub mod args;
+pub mod demo;
