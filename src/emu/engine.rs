@@ -66,6 +66,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         active: None,
         rng: sh.cfg.jitter.map(|j| Rng::new(j.seed.wrapping_add(q as u64))),
         args: Vec::new(),
+        words: Vec::new(),
         free_at: 0,
         trace: None,
     };
@@ -81,6 +82,8 @@ struct Engine<'a> {
     active: Option<Active>,
     rng: Option<Rng>,
     args: Vec<u8>,
+    /// `args` as words.
+    words: Vec<u32>,
     /// Paced: device time at which this queue finished its last record.
     free_at: u64,
     /// The trace being executed, if any.
@@ -503,17 +506,23 @@ impl Engine<'_> {
             .and_then(|h| BuiltinKernel::from_name(&h.name))
             .filter(|k| self.sh.cfg.kernels & k.bit() != 0)
             .ok_or(Fault::new(FaultCode::BadKernel, l.kernel_offset))?;
-        let args = records::decode_launch_args(l, &self.args);
-        let cb_bytes: u64 = args.cbs.iter().map(|c| c.page_size as u64 * c.num_pages as u64).sum();
+        // The packed arguments as words, without per-launch allocations (contract §4.2.6 layout).
+        self.words.clear();
+        self.words.extend(self.args.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let (ct, rest) = self.words.split_at(l.num_ct_args as usize);
+        let (cbs, rest) = rest.split_at(l.num_cbs as usize * 4);
+        let rt = &rest[l.num_sems as usize..];
+        let cb_bytes: u64 = cbs.chunks_exact(4).map(|c| c[1] as u64 * c[2] as u64).sum();
         if cb_bytes > geo.l1_size - self.sh.cfg.l1_base as u64 {
             return Err(Fault::new(FaultCode::KernelArgs, 0));
         }
         let n = l.num_rt_args as usize;
+        let mut launch =
+            kernels::Launch::new(&self.sh.mem, kern, ct).map_err(|_| Fault::new(FaultCode::KernelArgs, 0))?;
         let mut busiest = Work::default();
-        for (i, rt) in args.rt_args.chunks_exact(n.max(1)).enumerate().take(l.rect.count()) {
-            let rt = if n == 0 { &[][..] } else { rt };
-            let w = kernels::run(kern, &args.ct_args, rt, &self.sh.mem)
-                .map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
+        for i in 0..l.rect.count() {
+            let core_rt = &rt[i * n..(i + 1) * n];
+            let w = launch.run_core(core_rt).map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
             if w.flops + w.bytes > busiest.flops + busiest.bytes {
                 busiest = w;
             }
