@@ -29,6 +29,8 @@ pub mod hw;
 /// cbindgen:ignore
 pub mod log;
 /// cbindgen:ignore
+pub mod profile;
+/// cbindgen:ignore
 pub mod queue;
 /// cbindgen:ignore
 pub mod transport;

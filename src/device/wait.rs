@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Spin this long before sleeping: a sleeping thread costs ~20 µs to wake on this kind of machine, a spin-wait
-/// catches a quick completion in well under a microsecond.
-const SPIN: Duration = Duration::from_micros(30);
+/// Spin this long before sleeping: a sleeping thread costs ~20-40 µs to wake on this kind of machine, a spin-wait
+/// catches a quick completion in well under a microsecond. Longer than the device's worst wake-up (a parked engine
+/// thread, ~20 µs) so a round trip to an idle device still completes while spinning.
+const SPIN: Duration = Duration::from_micros(50);
 /// Longest single sleep: bounds the delay when progress on another queue (not our interrupt) unblocks us.
 const SLICE: Duration = Duration::from_millis(1);
 

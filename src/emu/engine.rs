@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long an idle engine spins before parking: long enough to catch the next record of a burst without a
-/// ~20 µs wake-up, short enough that an idle device costs nothing.
-const SPIN: Duration = Duration::from_micros(30);
+/// How long an idle engine spins before parking. It must outlast the host's own wake-up (a host thread sleeping on
+/// the interrupt eventfd takes ~40 µs to run again on this kind of machine): otherwise each round trip parks both
+/// sides and pays two wake-ups. An idle device spins this long once after its last record, then costs nothing.
+const SPIN: Duration = Duration::from_micros(100);
 /// Park timeout: a safety net, every state change also unparks.
 const PARK: Duration = Duration::from_millis(50);
 /// Records up to this size are prefetched ahead of execution in the paced model; larger ones stream their payload
@@ -283,20 +284,21 @@ impl Engine<'_> {
         let pace = self.sh.cfg.pace;
         let now = self.sh.clock.now();
         let len = hdr.length as u64;
-        // When the record is ready to run, and (for big writes) when its payload has finished streaming in.
-        let (ready, stream_end) = match (pace, bytes) {
-            (None, _) => (now, now),
+        // When the record is ready to run; and, for a write, the span of its payload crossing the link (a small
+        // record is prefetched while earlier ones run, a large one streams in while the queue executes it).
+        let (ready, stream) = match (pace, bytes) {
+            (None, _) => (now, Span { start: now, end: now }),
             (Some(p), RecordBytes::Ring(_)) => {
                 let lat = arrival + p.pcie_latency_ns;
-                if len <= PREFETCH_MAX {
-                    let (_, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, lat, p.pcie_ns(len));
-                    (fe.max(self.free_at), fe.max(self.free_at))
-                } else {
-                    let (fs, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, lat.max(self.free_at), p.pcie_ns(len));
-                    (fs, fe)
-                }
+                let earliest = if len <= PREFETCH_MAX { lat } else { lat.max(self.free_at) };
+                let (fs, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, earliest, p.pcie_ns(len));
+                let start = fs.max(self.free_at);
+                (fe.max(self.free_at), Span { start, end: fe.max(start) })
             }
-            (Some(_), RecordBytes::Trace { ready }) => (ready.max(self.free_at), ready.max(self.free_at)),
+            (Some(_), RecordBytes::Trace { ready }) => {
+                let r = ready.max(self.free_at);
+                (r, Span { start: r, end: r })
+            }
         };
         let mut span = Span { start: ready, end: ready };
         match *body {
@@ -309,7 +311,7 @@ impl Engine<'_> {
                 // SAFETY: the payload lies inside the record (decode checked `len <= length - 64`), which lies
                 // inside the mapped ring; `dst` was bounds-checked by the device memory.
                 unsafe { std::ptr::copy_nonoverlapping(p.add(PAYLOAD_OFFSET), dst, x.len as usize) };
-                span.end = stream_end;
+                span = stream;
             }
             Body::WritePaged(x) => {
                 let RecordBytes::Ring(p) = bytes else {
@@ -331,7 +333,7 @@ impl Engine<'_> {
                         )
                     };
                 }
-                span.end = stream_end;
+                span = stream;
             }
             Body::ReadLinear(x) => {
                 if matches!(bytes, RecordBytes::Trace { .. }) {
@@ -474,9 +476,8 @@ impl Engine<'_> {
         records::encode_compl(&mut slot, ComplKind::ReadData, tag, data_len as u32);
         // SAFETY: the payload starts inside the checked entry range.
         fill(unsafe { p.add(PAYLOAD_OFFSET) })?;
+        // COMPL_WR is published when the record retires: in paced mode, not before its modelled end.
         a.compl_wr = a.compl_wr.wrapping_add(entry as u32);
-        put_word(a, host::COMPL_WR, a.compl_wr)?;
-        self.sh.progress_irq(self.q);
         Ok(())
     }
 
@@ -580,6 +581,7 @@ impl Engine<'_> {
         let a = self.active.as_mut().expect("active queue");
         a.rd = a.rd.wrapping_add(len);
         a.retired = a.retired.wrapping_add(1);
+        put_word(a, host::COMPL_WR, a.compl_wr)?;
         put_word(a, host::ISSUE_RD, a.rd)?;
         if let Some(id) = event {
             self.qs.event_time.store(span.end, Ordering::Release);
