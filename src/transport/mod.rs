@@ -4,6 +4,7 @@
 //! device and the kernel VFIO stack both implement it.
 
 pub mod emulated;
+pub mod vfio;
 
 use crate::hw::Iova;
 use crate::hw::regs::BarOffset;
