@@ -20,6 +20,7 @@ pub mod error;
 pub mod hw;
 pub mod log;
 pub mod queue;
+pub mod tools;
 pub mod transport;
 
 pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};
