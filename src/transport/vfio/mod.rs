@@ -76,6 +76,8 @@ pub struct VfioTransport {
     config: ConfigSpace,
     vectors: irq::Vectors,
     iova_windows: Vec<Range<u64>>,
+    /// `VFIO_TYPE1v2_IOMMU` or `VFIO_TYPE1_IOMMU`.
+    iommu_type: u32,
     /// Smallest IOMMU page: mappings must be aligned to it.
     iommu_page: u64,
     /// Live DMA mappings, IOVA -> length.
@@ -254,6 +256,7 @@ impl VfioTransport {
             config,
             vectors,
             iova_windows,
+            iommu_type,
             iommu_page,
             mappings: Mutex::new(BTreeMap::new()),
             numa_node: sysfs::numa_node(sysfs_root, address),
@@ -287,6 +290,20 @@ impl VfioTransport {
     /// Size of BAR0 in bytes.
     pub fn bar0_size(&self) -> u64 {
         self.bar0.size()
+    }
+
+    /// True when BAR0 (or part of it) is mmap'd; false when every access goes through `pread`/`pwrite`.
+    pub fn bar0_mmapped(&self) -> bool {
+        self.bar0.is_mapped()
+    }
+
+    /// The IOMMU model in use: `type1v2`, or `type1` on kernels without v2.
+    pub fn iommu_type(&self) -> &'static str {
+        if self.iommu_type == sys::VFIO_TYPE1v2_IOMMU {
+            "type1v2"
+        } else {
+            "type1"
+        }
     }
 
     /// True when the kernel offers a reset for this device (`VFIO_DEVICE_FLAGS_RESET`).
