@@ -91,8 +91,8 @@ pub fn no_permission(path: &str) -> String {
     format!(
         "no permission to open {path}. Give the `{ACCESS_GROUP}` group access with {UDEV_RULE} and join it (as \
          root):\n  groupadd -f {ACCESS_GROUP}\n  usermod -aG {ACCESS_GROUP} $USER\n  cp {UDEV_RULE} \
-         /etc/udev/rules.d/\n  udevadm control --reload && udevadm trigger --subsystem-match=vfio \
-         --subsystem-match=pci\nthen log in again so the new group applies (see {HOST_SETUP_DOC})"
+         /etc/udev/rules.d/\n  udevadm control --reload\n  udevadm trigger --action=add --subsystem-match=vfio\nthen \
+         log in again so the new group applies (see {HOST_SETUP_DOC})"
     )
 }
 
@@ -254,6 +254,10 @@ mod tests {
     fn permission_memlock_and_iommu_messages() {
         let m = no_permission("/dev/vfio/7");
         assert!(m.contains("/dev/vfio/7") && m.contains("udev/70-ttdrv.rules") && m.contains("usermod -aG ttdrv"));
+        assert!(
+            m.contains("\n  udevadm trigger --action=add --subsystem-match=vfio\n"),
+            "{m}"
+        );
         let m = memlock_too_low(Some(8 << 20), 26 << 20);
         assert!(m.contains("RLIMIT_MEMLOCK is 8388608 bytes (8192 KiB)"));
         assert!(m.contains("at least 27262976 bytes (26 MiB)"));
