@@ -117,7 +117,8 @@ pub const DEVICE_ENV: &str = "TTDRV_DEVICE";
 /// - `emu` or `emu:OPTIONS`: a new emulated device (options: [`crate::emu::config::OPTIONS_HELP`]);
 /// - `vfio:DDDD:BB:DD.F`: the device at that PCI address, bound to vfio-pci;
 /// - `auto` (or empty): `$TTDRV_DEVICE` if set, else the first bound VFIO device with ttdrv's PCI identity,
-///   else the emulated device.
+///   else the emulated device. A bound device that fails to open is reported, not silently replaced by the
+///   emulator.
 pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
     use crate::error::Error;
     let sel = selector.trim();

@@ -363,7 +363,9 @@ pub fn open_ttdrv(sysfs_root: &Path, address: &PciAddress) -> Result<VfioTranspo
         )));
     }
     if let Some(msg) = HostFacts::current().memlock_shortfall(advice::default_pinned_bytes()) {
-        return Err(open_err(msg));
+        return Err(open_err(format!(
+            "{address} (one command queue with the default ring sizes): {msg}"
+        )));
     }
     VfioTransport::open_at(sysfs_root, address)
 }
