@@ -33,6 +33,8 @@ pub mod profile;
 /// cbindgen:ignore
 pub mod queue;
 /// cbindgen:ignore
+pub mod tools;
+/// cbindgen:ignore
 pub mod transport;
 
 pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};

@@ -253,23 +253,6 @@ fn interleaved_split(rows: u32, cols: u32, cores: u32) -> (u32, u32) {
     best
 }
 
-#[cfg(test)]
-mod tests {
-    use super::interleaved_split;
-
-    #[test]
-    fn split_is_bounded_and_square_ish() {
-        assert_eq!(interleaved_split(32, 32, 64), (2, 2));
-        assert_eq!(interleaved_split(1, 1, 64), (1, 1));
-        let (rb, cb) = interleaved_split(32, 128, 64);
-        assert_eq!(rb * cb, 16);
-        let (rb, cb) = interleaved_split(4096, 4096, 64);
-        assert_eq!((rb, cb), (8, 8));
-        let (rb, cb) = interleaved_split(1, 100_000, 64);
-        assert_eq!((rb, cb), (1, 64));
-    }
-}
-
 fn same_dtype(bs: &[&Buffer]) -> Result<()> {
     let d = bs[0].dtype();
     if let Some(b) = bs.iter().find(|b| b.dtype() != d) {
@@ -344,5 +327,22 @@ impl Device {
     /// Fills `out` with `value`.
     pub fn fill(&self, cq: u16, out: &Buffer, value: f32) -> Result<()> {
         self.inner.fill(cq, out, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleaved_split;
+
+    #[test]
+    fn split_is_bounded_and_square_ish() {
+        assert_eq!(interleaved_split(32, 32, 64), (2, 2));
+        assert_eq!(interleaved_split(1, 1, 64), (1, 1));
+        let (rb, cb) = interleaved_split(32, 128, 64);
+        assert_eq!(rb * cb, 16);
+        let (rb, cb) = interleaved_split(4096, 4096, 64);
+        assert_eq!((rb, cb), (8, 8));
+        let (rb, cb) = interleaved_split(1, 100_000, 64);
+        assert_eq!((rb, cb), (1, 64));
     }
 }

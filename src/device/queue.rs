@@ -81,15 +81,18 @@ pub(crate) struct Capture {
     pub launches: u32,
     pub touched: Vec<super::program::Touched>,
     /// Profile names of the captured launches (profiling only).
-    pub names: Vec<(std::sync::Arc<str>, &'static str)>,
+    pub names: Vec<crate::profile::SpanLabel>,
 }
+
+/// Waits until the issuer has room for a record of the given length (the device's wait loop).
+pub(crate) type WaitRoom<'a> = dyn Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()> + 'a;
 
 /// Pushes one record into the live ring, waiting for room; `wait_room` is the device's wait loop.
 pub(crate) fn push_live(
     st: &mut QueueState,
     len: usize,
     meta: RecordMeta,
-    wait_room: &dyn Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()>,
+    wait_room: &WaitRoom<'_>,
     encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
 ) -> Result<u32> {
     let (issuer, t) = st.live()?;

@@ -39,7 +39,7 @@ struct Captured {
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
     /// Profile names of the captured launches, in order (profiling only).
-    names: Vec<(std::sync::Arc<str>, &'static str)>,
+    names: Vec<crate::profile::SpanLabel>,
 }
 
 #[derive(Debug)]

@@ -254,7 +254,7 @@ impl Buffer {
                             records::encode_read_paged(slot, m, &x)
                         })?;
                     let bytes = (n as usize * row_bytes) as u32;
-                    // SAFETY (pointer arithmetic): inside the caller's destination.
+                    // SAFETY: the offset stays inside the caller's destination (plan() derives it from the shape).
                     let dst = unsafe { dst.add(start as usize * row_bytes) };
                     (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 })
                 }
@@ -266,7 +266,7 @@ impl Buffer {
                         dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
                             records::encode_read_linear(slot, m, &x)
                         })?;
-                    // SAFETY (pointer arithmetic): inside the caller's destination.
+                    // SAFETY: the offset stays inside the caller's destination (plan() derives it from the shape).
                     let dst = unsafe { dst.add(host_off as usize) };
                     (tag, Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes })
                 }

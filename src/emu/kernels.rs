@@ -104,7 +104,7 @@ impl<'a> Launch<'a> {
             copy_raw(self.mem, b, src, dst, &mut self.raw)?;
         } else {
             let mut v = std::mem::take(&mut self.a);
-            read_block(self.mem, src, b.r0, b.r1, b.c0, b.c1, &mut v, &mut self.raw)?;
+            read_block(self.mem, src, Block { r0: b.r0, r1: b.r1, c0: b.c0, c1: b.c1 }, &mut v, &mut self.raw)?;
             write_block(self.mem, dst, b, &v, &mut self.raw)?;
             self.a = v;
         }
@@ -131,9 +131,9 @@ impl<'a> Launch<'a> {
         };
         check_block(blk, out)?;
         let (mut va, mut vb) = (std::mem::take(&mut self.a), std::mem::take(&mut self.b));
-        read_block(self.mem, a, blk.r0, blk.r1, blk.c0, blk.c1, &mut va, &mut self.raw)?;
+        read_block(self.mem, a, Block { r0: blk.r0, r1: blk.r1, c0: blk.c0, c1: blk.c1 }, &mut va, &mut self.raw)?;
         if row_bcast {
-            read_block(self.mem, b, 0, 1, blk.c0, blk.c1, &mut vb, &mut self.raw)?;
+            read_block(self.mem, b, Block { r0: 0, r1: 1, c0: blk.c0, c1: blk.c1 }, &mut vb, &mut self.raw)?;
             let w = (blk.c1 - blk.c0) as usize;
             for row in va.chunks_exact_mut(w) {
                 for (x, y) in row.iter_mut().zip(&vb) {
@@ -141,7 +141,7 @@ impl<'a> Launch<'a> {
                 }
             }
         } else {
-            read_block(self.mem, b, blk.r0, blk.r1, blk.c0, blk.c1, &mut vb, &mut self.raw)?;
+            read_block(self.mem, b, Block { r0: blk.r0, r1: blk.r1, c0: blk.c0, c1: blk.c1 }, &mut vb, &mut self.raw)?;
             for (x, y) in va.iter_mut().zip(&vb) {
                 *x = f(*x, *y);
             }
@@ -158,14 +158,16 @@ impl<'a> Launch<'a> {
         }
         check_block(blk, out)?;
         let mut v = std::mem::take(&mut self.a);
-        read_block(self.mem, a, blk.r0, blk.r1, blk.c0, blk.c1, &mut v, &mut self.raw)?;
-        let cost = match op {
-            0 => v.iter_mut().for_each(|x| *x = x.max(0.0)).then_cost(1),
-            1 => v.iter_mut().for_each(|x| *x = gelu(*x)).then_cost(12),
-            2 => v.iter_mut().for_each(|x| *x = x.exp()).then_cost(8),
-            3 => v.iter_mut().for_each(|x| *x *= param).then_cost(1),
+        read_block(self.mem, a, Block { r0: blk.r0, r1: blk.r1, c0: blk.c0, c1: blk.c1 }, &mut v, &mut self.raw)?;
+        // Modelled cost per element: relu and scale are one op, exp and gelu a short polynomial each.
+        let (f, cost): (fn(f32, f32) -> f32, u64) = match op {
+            0 => (|x, _| x.max(0.0), 1),
+            1 => (|x, _| gelu(x), 12),
+            2 => (|x, _| x.exp(), 8),
+            3 => (|x, p| x * p, 1),
             _ => return Err(format!("unknown unary op {op}")),
         };
+        v.iter_mut().for_each(|x| *x = f(*x, param));
         write_block(self.mem, out, blk, &v, &mut self.raw)?;
         self.a = v;
         let n = elems(blk);
@@ -187,8 +189,8 @@ impl<'a> Launch<'a> {
         let (m, n) = ((blk.r1 - blk.r0) as usize, (blk.c1 - blk.c0) as usize);
         let (mut va, mut vb, mut acc) =
             (std::mem::take(&mut self.a), std::mem::take(&mut self.b), std::mem::take(&mut self.out));
-        read_block(self.mem, a, blk.r0, blk.r1, 0, a.cols, &mut va, &mut self.raw)?;
-        read_block(self.mem, b, 0, b.rows, blk.c0, blk.c1, &mut vb, &mut self.raw)?;
+        read_block(self.mem, a, Block { r0: blk.r0, r1: blk.r1, c0: 0, c1: a.cols }, &mut va, &mut self.raw)?;
+        read_block(self.mem, b, Block { r0: 0, r1: b.rows, c0: blk.c0, c1: blk.c1 }, &mut vb, &mut self.raw)?;
         acc.clear();
         acc.resize(m * n, 0.0);
         for i in 0..m {
@@ -218,16 +220,6 @@ impl<'a> Launch<'a> {
     }
 }
 
-/// Lets a `for_each` in a match arm yield the op's cost per element.
-trait ThenCost {
-    fn then_cost(self, c: u64) -> u64;
-}
-impl ThenCost for () {
-    fn then_cost(self, c: u64) -> u64 {
-        c
-    }
-}
-
 fn check_block(b: Block, out: &Accessor) -> KResult<()> {
     if b.r1 > out.rows || b.c1 > out.cols {
         return Err(format!("block {b:?} outside the [{}, {}] output", out.rows, out.cols));
@@ -243,17 +235,9 @@ fn fault_msg(f: super::Fault) -> String {
     format!("{f:?}")
 }
 
-/// Reads rows `[r0, r1)`, columns `[c0, c1)` of `a` as f32, row-major, into `out`.
-fn read_block(
-    mem: &DeviceMemory,
-    a: &Accessor,
-    r0: u32,
-    r1: u32,
-    c0: u32,
-    c1: u32,
-    out: &mut Vec<f32>,
-    raw: &mut Vec<u8>,
-) -> KResult<()> {
+/// Reads block `blk` of `a` as f32, row-major, into `out`.
+fn read_block(mem: &DeviceMemory, a: &Accessor, blk: Block, out: &mut Vec<f32>, raw: &mut Vec<u8>) -> KResult<()> {
+    let Block { r0, r1, c0, c1 } = blk;
     out.clear();
     let geo = *mem.geometry();
     let es = a.dtype.size();

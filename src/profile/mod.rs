@@ -23,6 +23,9 @@ pub const PROFILE_SLOTS: u32 = 1 << 16;
 /// Environment variable that turns profiling on for every device and names the JSON file written at close.
 pub const PROFILE_ENV: &str = "TTDRV_PROFILE";
 
+/// A span's name and category, as recorded before its timestamps are known.
+pub type SpanLabel = (Arc<str>, &'static str);
+
 /// Where a span is drawn.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
@@ -56,7 +59,7 @@ struct PendingRecord {
     tag: u32,
     slot: u32,
     /// The record's name, then (for a trace replay) the names of the records inside.
-    names: Vec<(Arc<str>, &'static str)>,
+    names: Vec<SpanLabel>,
 }
 
 #[derive(Default)]
@@ -166,7 +169,7 @@ impl Profiler {
     }
 
     /// Remembers that the record `tag` on queue `q` owns the slots from `slot`, one per name.
-    pub(crate) fn expect(&self, q: u16, tag: u32, slot: u32, names: Vec<(Arc<str>, &'static str)>) {
+    pub(crate) fn expect(&self, q: u16, tag: u32, slot: u32, names: Vec<SpanLabel>) {
         let mut p = self.pending[q as usize].lock().unwrap_or_else(|e| e.into_inner());
         p.entries.push_back(PendingRecord { tag, slot, names });
     }
