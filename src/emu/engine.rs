@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 /// the interrupt eventfd takes ~40 µs to run again on this kind of machine): otherwise each round trip parks both
 /// sides and pays two wake-ups. An idle device spins this long once after its last record, then costs nothing.
 const SPIN: Duration = Duration::from_micros(100);
+/// The idle spin in paced mode.
+const PACED_SPIN: Duration = Duration::from_micros(5);
+/// The first part of the spin, in which the engine does not yield the core.
+const PURE_SPIN: Duration = Duration::from_micros(2);
 /// Park timeout: a safety net, every state change also unparks.
 const PARK: Duration = Duration::from_millis(50);
-/// Records up to this size are prefetched ahead of execution in the paced model; larger ones stream their payload
-/// while the queue executes them.
-const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// Why execution stopped early.
 enum Stop {
@@ -101,11 +102,25 @@ impl Engine<'_> {
     /// Spins briefly, then parks, until `ready()` or a stop condition holds.
     fn idle_wait(&self, ready: impl Fn() -> bool) {
         let t0 = Instant::now();
-        while t0.elapsed() < SPIN {
+        // Paced, the timing model already decides when records start and end, so a late wake-up costs nothing
+        // visible: spin only a little and leave the cores to the host.
+        let spin = if self.sh.cfg.pace.is_some() { PACED_SPIN } else { SPIN };
+        loop {
             if ready() || self.stopped() {
                 return;
             }
-            std::hint::spin_loop();
+            let waited = t0.elapsed();
+            if waited >= spin {
+                break;
+            }
+            // Spin flat out only briefly; then give the core away on every turn, so that on a machine with fewer
+            // cores than busy threads (host + one engine per queue) the host is not preempted for a whole
+            // scheduler slice. With nobody else runnable, yielding returns at once and this is still a spin.
+            if waited < PURE_SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         self.qs.sleeping.store(true, Ordering::SeqCst);
         // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
@@ -290,7 +305,7 @@ impl Engine<'_> {
             (None, _) => (now, Span { start: now, end: now }),
             (Some(p), RecordBytes::Ring(_)) => {
                 let lat = arrival + p.pcie_latency_ns;
-                let earliest = if len <= PREFETCH_MAX { lat } else { lat.max(self.free_at) };
+                let earliest = if len <= p.prefetch_bytes { lat } else { lat.max(self.free_at) };
                 let (fs, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, earliest, p.pcie_ns(len));
                 let start = fs.max(self.free_at);
                 (fe.max(self.free_at), Span { start, end: fe.max(start) })
