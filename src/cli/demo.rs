@@ -330,8 +330,8 @@ pub fn run_config(device: &str, cfg: Config, host_cost: f64, iterations: u32, ou
     let prof = dev.profiler().ok_or("profiling is off")?;
     let loop_start = prof.now_ns();
     let t0 = Instant::now();
-    for it in 0..iterations as usize {
-        let dst = outputs[it].as_mut_ptr();
+    for (it, out_buf) in outputs.iter_mut().enumerate() {
+        let dst = out_buf.as_mut_ptr();
         if cfg.queues() == 2 {
             dev.wait_for_event(1, &op_event).map_err(e)?;
         }
