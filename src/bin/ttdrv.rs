@@ -9,6 +9,7 @@ usage: ttdrv <command> [options]
 
 commands:
   demo      run the seed's model on the emulated device and show what trace and two queues buy
+  bench     headline measurements beside their references (dispatch, trace, copies, events, two queues, idle CPU)
   list      devices with ttdrv's PCI identity (driver, IOMMU group, NUMA node), plus the emulated device
   doctor    check this host's setup for VFIO (IOMMU, vfio-pci, groups, permissions, hugepages, memlock)
   help      this text; `ttdrv help <command>` for a command, `ttdrv help devices` for device selectors
@@ -50,6 +51,11 @@ fn main() -> ExitCode {
             0
         }
         "demo" => ttdrv::cli::demo::run(rest),
+        "bench" if wants_help => {
+            println!("{}", ttdrv::cli::bench::HELP);
+            0
+        }
+        "bench" => ttdrv::cli::bench::run(rest),
         "list" if wants_help => {
             println!("{LIST_HELP}");
             0
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
             match rest.first().map(String::as_str) {
                 Some("demo") => println!("{}", ttdrv::cli::demo::HELP),
                 Some("list") => println!("{LIST_HELP}"),
+                Some("bench") => println!("{}", ttdrv::cli::bench::HELP),
                 Some("doctor") => println!("{DOCTOR_HELP}"),
                 Some("devices") => println!("{DEVICES_HELP}\n\n{}", ttdrv::emu::config::OPTIONS_HELP),
                 _ => println!("{HELP}"),

@@ -80,14 +80,15 @@ pub(crate) struct CacheEntry {
     desc: ProgramDesc,
     image: Vec<u8>,
     upload: Mutex<Option<Upload>>,
+    /// Dispatches that found the image uploaded, and that uploaded it (per entry, so counting takes no lock).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// The program cache of a device.
 #[derive(Default)]
 pub(crate) struct ProgramCache {
     entries: HashMap<ProgramDesc, Arc<CacheEntry>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl ProgramCache {
@@ -187,7 +188,13 @@ impl DeviceInner {
                     ));
                 }
                 let image = desc.kernel.image();
-                let e = Arc::new(CacheEntry { desc: desc.clone(), image, upload: Mutex::new(None) });
+                let e = Arc::new(CacheEntry {
+                    desc: desc.clone(),
+                    image,
+                    upload: Mutex::new(None),
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                });
                 cache.entries.insert(desc, e.clone());
                 e
             }
@@ -200,9 +207,7 @@ impl DeviceInner {
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut up = entry.upload.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(u) = up.as_mut().filter(|u| u.epoch == epoch) {
-            let cache = self.programs.lock().unwrap_or_else(|e| e.into_inner());
-            cache.hits.fetch_add(1, Ordering::Relaxed);
-            drop(cache);
+            entry.hits.fetch_add(1, Ordering::Relaxed);
             if let Some(ready) = u.ready {
                 if self.event_done(&ready)? {
                     u.ready = None;
@@ -235,7 +240,7 @@ impl DeviceInner {
                 entry.desc.cores
             )));
         }
-        self.programs.lock().unwrap_or_else(|e| e.into_inner()).misses.fetch_add(1, Ordering::Relaxed);
+        entry.misses.fetch_add(1, Ordering::Relaxed);
         let len = entry.image.len();
         let offset = self.alloc_kernel_image(len as u64)?;
         let x = Linear { mem: Memory::Dram, unit: 0, offset, len: len as u64 };
@@ -265,8 +270,8 @@ impl Device {
         let c = self.inner.programs.lock().unwrap_or_else(|e| e.into_inner());
         CacheStats {
             entries: c.entries.len(),
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
+            hits: c.entries.values().map(|e| e.hits.load(Ordering::Relaxed)).sum(),
+            misses: c.entries.values().map(|e| e.misses.load(Ordering::Relaxed)).sum(),
         }
     }
 }

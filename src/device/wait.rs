@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 /// catches a quick completion in well under a microsecond. Longer than the device's worst wake-up (a parked engine
 /// thread, ~20 µs) so a round trip to an idle device still completes while spinning.
 const SPIN: Duration = Duration::from_micros(50);
-/// The first part of the spin, in which the waiting thread does not yield its core.
-const PURE_SPIN: Duration = Duration::from_micros(2);
+/// The first part of the spin, in which the waiting thread does not yield its core: a quick completion (an event
+/// round trip is ~1 µs) is caught without a system call. After it the thread yields on every turn, because with
+/// more busy threads than cores a pure spin would hold the core for a whole scheduler slice.
+const PURE_SPIN: Duration = Duration::from_micros(20);
 /// Longest single sleep: bounds the delay when progress on another queue (not our interrupt) unblocks us.
 const SLICE: Duration = Duration::from_millis(1);
 
@@ -154,8 +156,6 @@ impl DeviceInner {
             }
             let waited = start.elapsed();
             if waited < SPIN {
-                // Flat out for a couple of microseconds, then yielding: with more busy threads than cores (the
-                // emulated device runs one per queue) a pure spin would hold the core for a whole time slice.
                 if waited < PURE_SPIN {
                     std::hint::spin_loop();
                 } else {

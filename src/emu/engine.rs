@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 const SPIN: Duration = Duration::from_micros(100);
 /// The idle spin in paced mode.
 const PACED_SPIN: Duration = Duration::from_micros(5);
-/// The first part of the spin, in which the engine does not yield the core.
-const PURE_SPIN: Duration = Duration::from_micros(2);
+/// The first part of the spin, in which the engine does not yield the core (it catches the next record of a burst
+/// without a system call).
+const PURE_SPIN: Duration = Duration::from_micros(20);
 /// Park timeout: a safety net, every state change also unparks.
 const PARK: Duration = Duration::from_millis(50);
 
@@ -113,10 +114,10 @@ impl Engine<'_> {
             if waited >= spin {
                 break;
             }
-            // Spin flat out only briefly; then give the core away on every turn, so that on a machine with fewer
-            // cores than busy threads (host + one engine per queue) the host is not preempted for a whole
-            // scheduler slice. With nobody else runnable, yielding returns at once and this is still a spin.
-            if waited < PURE_SPIN {
+            // After the pure spin, give the core away on every turn, so that on a machine with fewer cores than
+            // busy threads (host + one engine per queue) the host is not preempted for a whole scheduler slice.
+            // With nobody else runnable, yielding returns at once and this is still a spin.
+            if waited < PURE_SPIN.min(spin) {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
