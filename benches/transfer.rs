@@ -201,7 +201,7 @@ fn print_table(pages: &str, ring: u32) {
     println!(
         "Medians of the last {SAMPLES} samples (ms), bandwidth in GB/s; ratio = memcpy time / time (1.0 = memcpy speed)."
     );
-    println!("Ring memory: {pages} pages. Issue ring {} MiB (records up to {} KiB).", ring >> 20, ring / 4 >> 10);
+    println!("Ring memory: {pages} pages. Issue ring {} MiB (records up to {} KiB).", ring >> 20, (ring / 4) >> 10);
     println!(
         "{:>8} | {:>15} | {:>15} | {:>15} | {:>15} | {:>9} | {:>8} | {:>9}",
         "size", "(a) memcpy", "(b) write call", "(c) write+fin", "(d) dma copy", "(b)/(a)", "(c)/(a)", "(b)/(d)"
