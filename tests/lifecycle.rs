@@ -88,9 +88,11 @@ fn two_devices_stay_independent() {
     assert_eq!(ba.address(), bb.address());
     let n = spec.host_bytes() as usize;
     let (pa, pb) = (pattern(n, 1), pattern(n, 2));
+    // Queues are ordered only within themselves: each read goes on the queue of the write before it (or after a
+    // blocking write).
     ba.write(1, &pa, false).unwrap();
     bb.write(2, &pb, false).unwrap();
-    assert_bytes_eq(&ba.read_to_vec(0).unwrap(), &pa, "device a");
+    assert_bytes_eq(&ba.read_to_vec(1).unwrap(), &pa, "device a");
     assert_bytes_eq(&bb.read_to_vec(2).unwrap(), &pb, "device b");
     let pa2 = pattern(n, 3);
     ba.write(0, &pa2, true).unwrap();
