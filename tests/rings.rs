@@ -84,7 +84,7 @@ impl Placer {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// While the device is stalled, `has_room` must report room exactly when the model has it: never room the
     /// device has not freed (that would overwrite an unconsumed record), and no false "full" either.
@@ -243,7 +243,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Random writes and reads (blocking and not) of several buffers through 64 KiB rings on two queues of a
     /// jittery device. Buffer `i` always uses queue `i % 2`, so per-buffer order is queue order.
