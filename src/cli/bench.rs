@@ -69,7 +69,8 @@ pub fn run(argv: &[String]) -> i32 {
             return 2;
         }
     };
-    let only: Vec<String> = args.value("only").map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default();
+    let only: Vec<String> =
+        args.value("only").map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default();
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
     let reps = if args.flag("quick") { 3 } else { 9 };
     let mut out: Vec<Measurement> = Vec::new();
@@ -359,89 +360,100 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
     const SEL: &str = "emu:paced,queues=2,pcie_gbps=1,core_gbps=0.05,launch_ns=2000,prefetch=4K";
     let iters = if reps <= 3 { 12 } else { 40 };
     let shape = [128u32, 256];
-    let in_dram = MemoryConfig::sharded(BufferType::Dram, Layout::HeightSharded, ShardGrid::Banks { first: 0, last: 7 }, [16, 256]);
+    let in_dram = MemoryConfig::sharded(
+        BufferType::Dram,
+        Layout::HeightSharded,
+        ShardGrid::Banks { first: 0, last: 7 },
+        [16, 256],
+    );
     let in_l1 = MemoryConfig::L1;
     let data = vec![0x3Fu8; (shape[0] * shape[1] * 4) as usize];
     let mut outbuf = vec![0u8; data.len()];
     // One iteration: write the input, copy it to L1, `ops` relus, read the output.
     let ops = 3;
-    let run = |pipeline: u8, iters: usize, outbuf: &mut Vec<u8>| -> Result<(Duration, Vec<crate::profile::Span>), String> {
-        let dev = Device::open(SEL, &DeviceParams { num_command_queues: 2, profiling: true, ..Default::default() }).map_err(e)?;
-        let input = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, in_dram)).map_err(e)?;
-        let output_dram = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, in_dram)).map_err(e)?;
-        let (first_op, write_ev, last_op, read_ev) =
-            (dev.create_event().map_err(e)?, dev.create_event().map_err(e)?, dev.create_event().map_err(e)?, dev.create_event().map_err(e)?);
-        let model = |x: &Buffer| -> Result<Buffer, String> {
-            let mut y = dev.unary(0, UnaryOp::Relu, x, &in_l1).map_err(e)?;
-            for _ in 1..ops {
-                y = dev.unary(0, UnaryOp::Relu, &y, &in_l1).map_err(e)?;
+    let run =
+        |pipeline: u8, iters: usize, outbuf: &mut Vec<u8>| -> Result<(Duration, Vec<crate::profile::Span>), String> {
+            let dev = Device::open(SEL, &DeviceParams { num_command_queues: 2, profiling: true, ..Default::default() })
+                .map_err(e)?;
+            let input = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, in_dram)).map_err(e)?;
+            let output_dram = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, in_dram)).map_err(e)?;
+            let (first_op, write_ev, last_op, read_ev) = (
+                dev.create_event().map_err(e)?,
+                dev.create_event().map_err(e)?,
+                dev.create_event().map_err(e)?,
+                dev.create_event().map_err(e)?,
+            );
+            let model = |x: &Buffer| -> Result<Buffer, String> {
+                let mut y = dev.unary(0, UnaryOp::Relu, x, &in_l1).map_err(e)?;
+                for _ in 1..ops {
+                    y = dev.unary(0, UnaryOp::Relu, &y, &in_l1).map_err(e)?;
+                }
+                Ok(y)
+            };
+            // Compile run, untimed.
+            input.write(0, &data, false).map_err(e)?;
+            let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
+            let y = model(&l1)?;
+            dev.reshard_into(0, &y, &output_dram).map_err(e)?;
+            dev.synchronize().map_err(e)?;
+            if let Some(p) = dev.profiler() {
+                p.clear();
             }
-            Ok(y)
-        };
-        // Compile run, untimed.
-        input.write(0, &data, false).map_err(e)?;
-        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-        let y = model(&l1)?;
-        dev.reshard_into(0, &y, &output_dram).map_err(e)?;
-        dev.synchronize().map_err(e)?;
-        if let Some(p) = dev.profiler() {
-            p.clear();
-        }
-        first_op.record(0).map_err(e)?;
-        read_ev.record(1).map_err(e)?;
-        let t0 = Instant::now();
-        if pipeline == 2 {
-            // Seed 2.3.2 writes the first input before the loop, and each iteration writes the next input before
-            // reading the current output, so CQ 1's read overlaps the next run of the model.
-            dev.wait_for_event(1, &first_op).map_err(e)?;
-            input.write(1, &data, false).map_err(e)?;
-            write_ev.record(1).map_err(e)?;
-        }
-        for it in 0..iters {
-            match pipeline {
-                // One queue: everything in order on CQ 0.
-                0 => {
-                    input.write(0, &data, false).map_err(e)?;
-                    let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-                    let y = model(&l1)?;
-                    y.read(0, outbuf).map_err(e)?;
-                }
-                // Seed 2.3.1: writes on CQ 1; ops and reads on CQ 0.
-                1 => {
-                    dev.wait_for_event(1, &first_op).map_err(e)?;
-                    input.write(1, &data, false).map_err(e)?;
-                    write_ev.record(1).map_err(e)?;
-                    dev.wait_for_event(0, &write_ev).map_err(e)?;
-                    let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-                    first_op.record(0).map_err(e)?;
-                    let y = model(&l1)?;
-                    // SAFETY: `outbuf` outlives the synchronize below and is not touched meanwhile.
-                    drop(unsafe { y.read_nonblocking(0, outbuf.as_mut_ptr()) }.map_err(e)?);
-                }
-                // Seed 2.3.2: writes and reads on CQ 1, ops on CQ 0, persistent output in DRAM.
-                _ => {
-                    dev.wait_for_event(0, &write_ev).map_err(e)?;
-                    let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-                    first_op.record(0).map_err(e)?;
-                    let y = model(&l1)?;
-                    dev.wait_for_event(0, &read_ev).map_err(e)?;
-                    dev.reshard_into(0, &y, &output_dram).map_err(e)?;
-                    last_op.record(0).map_err(e)?;
-                    if it + 1 < iters {
+            first_op.record(0).map_err(e)?;
+            read_ev.record(1).map_err(e)?;
+            let t0 = Instant::now();
+            if pipeline == 2 {
+                // Seed 2.3.2 writes the first input before the loop, and each iteration writes the next input before
+                // reading the current output, so CQ 1's read overlaps the next run of the model.
+                dev.wait_for_event(1, &first_op).map_err(e)?;
+                input.write(1, &data, false).map_err(e)?;
+                write_ev.record(1).map_err(e)?;
+            }
+            for it in 0..iters {
+                match pipeline {
+                    // One queue: everything in order on CQ 0.
+                    0 => {
+                        input.write(0, &data, false).map_err(e)?;
+                        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
+                        let y = model(&l1)?;
+                        y.read(0, outbuf).map_err(e)?;
+                    }
+                    // Seed 2.3.1: writes on CQ 1; ops and reads on CQ 0.
+                    1 => {
                         dev.wait_for_event(1, &first_op).map_err(e)?;
                         input.write(1, &data, false).map_err(e)?;
                         write_ev.record(1).map_err(e)?;
+                        dev.wait_for_event(0, &write_ev).map_err(e)?;
+                        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
+                        first_op.record(0).map_err(e)?;
+                        let y = model(&l1)?;
+                        // SAFETY: `outbuf` outlives the synchronize below and is not touched meanwhile.
+                        drop(unsafe { y.read_nonblocking(0, outbuf.as_mut_ptr()) }.map_err(e)?);
                     }
-                    dev.wait_for_event(1, &last_op).map_err(e)?;
-                    // SAFETY: as above.
-                    drop(unsafe { output_dram.read_nonblocking(1, outbuf.as_mut_ptr()) }.map_err(e)?);
-                    read_ev.record(1).map_err(e)?;
+                    // Seed 2.3.2: writes and reads on CQ 1, ops on CQ 0, persistent output in DRAM.
+                    _ => {
+                        dev.wait_for_event(0, &write_ev).map_err(e)?;
+                        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
+                        first_op.record(0).map_err(e)?;
+                        let y = model(&l1)?;
+                        dev.wait_for_event(0, &read_ev).map_err(e)?;
+                        dev.reshard_into(0, &y, &output_dram).map_err(e)?;
+                        last_op.record(0).map_err(e)?;
+                        if it + 1 < iters {
+                            dev.wait_for_event(1, &first_op).map_err(e)?;
+                            input.write(1, &data, false).map_err(e)?;
+                            write_ev.record(1).map_err(e)?;
+                        }
+                        dev.wait_for_event(1, &last_op).map_err(e)?;
+                        // SAFETY: as above.
+                        drop(unsafe { output_dram.read_nonblocking(1, outbuf.as_mut_ptr()) }.map_err(e)?);
+                        read_ev.record(1).map_err(e)?;
+                    }
                 }
             }
-        }
-        dev.synchronize().map_err(e)?;
-        Ok((t0.elapsed(), dev.profile_spans()))
-    };
+            dev.synchronize().map_err(e)?;
+            Ok((t0.elapsed(), dev.profile_spans()))
+        };
     // Modelled per-iteration times, read from the device's own timestamps of the one-queue run.
     let (t1, spans) = run(0, iters, &mut outbuf)?;
     let sum = |f: &dyn Fn(&crate::profile::Span) -> bool| -> f64 {
