@@ -105,7 +105,7 @@ pub fn run(argv: &[String]) -> i32 {
 }
 
 fn print_table(ms: &[Measurement]) {
-    println!("{:<44} {:>14} {:>34} {:>10}  {}", "measurement", "median", "reference (same run)", "ratio", "");
+    println!("{:<44} {:>14} {:>34} {:>10}  note", "measurement", "median", "reference (same run)", "ratio");
     for m in ms {
         println!(
             "{:<44} {:>10.3} {:<3} {:>24.3} {:<9} {:>10.3}  {}",
