@@ -377,8 +377,9 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
                 .map_err(e)?;
             let input = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, in_dram)).map_err(e)?;
             // Interleaved, so the reshard into it runs on as many cores as the copy into L1 (a DRAM-sharded output
-        // would be written by one core per bank).
-        let output_dram = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, MemoryConfig::DRAM)).map_err(e)?;
+            // would be written by one core per bank).
+            let output_dram =
+                dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, MemoryConfig::DRAM)).map_err(e)?;
             let (first_op, write_ev, last_op, read_ev) = (
                 dev.create_event().map_err(e)?,
                 dev.create_event().map_err(e)?,

@@ -34,7 +34,7 @@ impl Default for DeviceParams {
             trace_region_size: 0,
             l1_small_size: 0,
             trace_buffers_on_demand: false,
-            issue_ring_size: 16 << 20,
+            issue_ring_size: 32 << 20,
             completion_ring_size: 8 << 20,
             hugepages: true,
             timeout: Duration::from_secs(30),

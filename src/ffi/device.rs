@@ -34,7 +34,7 @@ pub struct ttdrv_device_params {
     pub trace_region_size: u64,
     /// Bytes of L1 per core reserved for L1_SMALL buffers; 0 (default) for none.
     pub l1_small_size: u32,
-    /// Issue ring bytes per queue (power of two, 64 KiB to 1 GiB; default 16 MiB).
+    /// Issue ring bytes per queue (power of two, 64 KiB to 1 GiB; default 32 MiB).
     pub issue_ring_size: u32,
     /// Completion ring bytes per queue (power of two, 64 KiB to 1 GiB; default 8 MiB).
     pub completion_ring_size: u32,
