@@ -94,6 +94,8 @@ pub struct RunResult {
     pub host_loop: Duration,
     /// Fraction of the device's active time its cores were computing.
     pub compute_util: f64,
+    /// Median device-side gap between consecutive programs on queue 0, µs.
+    pub gap_us: f64,
     /// Output values checked against the reference.
     pub checked: usize,
     /// Timeline picture.
@@ -396,6 +398,7 @@ pub fn run_config(device: &str, cfg: Config, host_cost: f64, iterations: u32, ou
     }
     let spans = dev.profile_spans();
     let util = compute_utilisation(&spans, loop_start, loop_end);
+    let gap_us = median_gap(&spans, loop_start, loop_end) / 1e3;
     let stem = format!("{}-{}us", cfg.name(), host_cost.round() as u64);
     let json = out.join(format!("{stem}.json"));
     let mut f = std::fs::File::create(&json).map_err(|e| format!("{}: {e}", json.display()))?;
@@ -411,6 +414,7 @@ pub fn run_config(device: &str, cfg: Config, host_cost: f64, iterations: u32, ou
         elapsed,
         host_loop,
         compute_util: util,
+        gap_us,
         checked,
         svg: svg.clone(),
     };
@@ -436,6 +440,26 @@ pub fn run_config(device: &str, cfg: Config, host_cost: f64, iterations: u32, ou
         &svg,
     )?;
     Ok(r)
+}
+
+/// Median gap, ns, between a program on queue 0 and the next record there when that record is also a program:
+/// the time the device sits idle between ops of one inference.
+pub fn median_gap(spans: &[Span], from: u64, to: u64) -> f64 {
+    let mut q0: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.lane == Lane::Queue(0) && s.cat != "trace" && s.start_ns >= from && s.end_ns <= to)
+        .collect();
+    q0.sort_by_key(|s| s.start_ns);
+    let mut gaps: Vec<u64> = q0
+        .windows(2)
+        .filter(|w| w[0].cat == "compute" && w[1].cat == "compute")
+        .map(|w| w[1].start_ns.saturating_sub(w[0].end_ns))
+        .collect();
+    if gaps.is_empty() {
+        return 0.0;
+    }
+    gaps.sort_unstable();
+    gaps[gaps.len() / 2] as f64
 }
 
 /// Fraction of `[from, to)` (clipped to the device's active span) during which some queue was computing.
@@ -469,8 +493,14 @@ pub fn compute_utilisation(spans: &[Span], from: u64, to: u64) -> f64 {
 fn print_table(results: &[RunResult]) {
     println!();
     println!(
-        "{:<16} {:>16} {:>14} {:>10} {:>18} {:>14}",
-        "configuration", "framework cost", "inferences/s", "speedup", "host µs/inference", "device busy"
+        "{:<16} {:>16} {:>14} {:>10} {:>18} {:>12} {:>16}",
+        "configuration",
+        "framework cost",
+        "inferences/s",
+        "speedup",
+        "host µs/inference",
+        "device busy",
+        "gap between ops"
     );
     for r in results {
         let base = results
@@ -478,13 +508,14 @@ fn print_table(results: &[RunResult]) {
             .find(|b| b.config == Config::Eager1 && b.host_cost_us == r.host_cost_us)
             .map_or(1.0, |b| b.throughput());
         println!(
-            "{:<16} {:>13.0} µs {:>14.0} {:>9.2}x {:>18.1} {:>13.0}%",
+            "{:<16} {:>13.0} µs {:>14.0} {:>9.2}x {:>18.1} {:>11.0}% {:>13.1} µs",
             r.config.label(),
             r.host_cost_us,
             r.throughput(),
             r.throughput() / base,
             r.host_loop.as_secs_f64() * 1e6 / r.iterations as f64,
-            r.compute_util * 100.0
+            r.compute_util * 100.0,
+            r.gap_us
         );
     }
     println!(
