@@ -330,7 +330,8 @@ mod tests {
         assert!(s.contains("[warn] 0000:01:00.0: /dev/vfio/7 is accessible to every user (mode 666)"), "{s}");
         assert!(s.contains("[FAIL] 0000:02:00.0: bound to nvme"), "{s}");
         assert!(s.contains("echo vfio-pci > /sys/bus/pci/devices/0000:02:00.0/driver_override"), "{s}");
-        assert!(s.contains("[warn] 0000:02:00.0: 0 free 2 MiB hugepages on NUMA node 1, 13 needed"), "{s}");
-        assert!(s.contains("[FAIL] RLIMIT_MEMLOCK: 64 KiB") && s.contains("ulimit -l 26624"), "{s}");
+        // One default command queue pins 42 MiB: 21 hugepages, `ulimit -l 43008` (KiB).
+        assert!(s.contains("[warn] 0000:02:00.0: 0 free 2 MiB hugepages on NUMA node 1, 21 needed"), "{s}");
+        assert!(s.contains("[FAIL] RLIMIT_MEMLOCK: 64 KiB") && s.contains("ulimit -l 43008"), "{s}");
     }
 }

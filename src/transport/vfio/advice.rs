@@ -251,7 +251,9 @@ mod tests {
 
     #[test]
     fn default_pin_covers_one_default_queue() {
-        // 4 KiB of pointers + 16 MiB issue + 8 MiB completion, in whole 2 MiB pages.
-        assert_eq!(default_pinned_bytes(), 26 << 20);
+        // 4 KiB of pointers + the default issue (32 MiB) and completion (8 MiB) rings, in whole 2 MiB pages.
+        let p = crate::device::DeviceParams::default();
+        assert_eq!((p.issue_ring_size, p.completion_ring_size), (32 << 20, 8 << 20));
+        assert_eq!(default_pinned_bytes(), 42 << 20);
     }
 }
