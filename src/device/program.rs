@@ -79,6 +79,8 @@ struct Upload {
 pub(crate) struct CacheEntry {
     desc: ProgramDesc,
     image: Vec<u8>,
+    /// The kernel's name without the `ttdrv.` prefix, for profiles (computed once, not per dispatch).
+    label: Arc<str>,
     upload: Mutex<Option<Upload>>,
     /// Dispatches that found the image uploaded, and that uploaded it (per entry, so counting takes no lock).
     hits: AtomicU64,
@@ -189,6 +191,7 @@ impl DeviceInner {
                 }
                 let image = desc.kernel.image();
                 let e = Arc::new(CacheEntry {
+                    label: desc.kernel.name().trim_start_matches("ttdrv.").into(),
                     desc: desc.clone(),
                     image,
                     upload: Mutex::new(None),
@@ -315,7 +318,7 @@ impl Program {
             rt_args,
         };
         let len = records::launch_len(&l);
-        let name = d.kernel.name().trim_start_matches("ttdrv.");
+        let name = &*self.entry.label;
         if let Some(cap) = st.capture.as_mut() {
             // Inside a trace, profile slots are relative to the replay's (contract §4.3).
             let meta = match &dev.profiler {

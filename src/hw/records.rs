@@ -141,25 +141,33 @@ impl<'a> RecordSlot<'a> {
         unsafe { std::ptr::write_bytes(self.ptr.add(off), 0, len) }
     }
 
+    /// Writes `N` bytes with one fixed-size store (no `memcpy` call for a header field).
+    #[inline]
+    fn put_array<const N: usize>(&mut self, off: usize, bytes: [u8; N]) {
+        self.check(off, N);
+        // SAFETY: `check` keeps the N bytes inside the slot; the store is unaligned-safe.
+        unsafe { (self.ptr.add(off) as *mut [u8; N]).write_unaligned(bytes) }
+    }
+
     /// Writes a little-endian u8.
     #[inline]
     pub fn put_u8(&mut self, off: usize, v: u8) {
-        self.put_bytes(off, &[v]);
+        self.put_array(off, [v]);
     }
     /// Writes a little-endian u16.
     #[inline]
     pub fn put_u16(&mut self, off: usize, v: u16) {
-        self.put_bytes(off, &v.to_le_bytes());
+        self.put_array(off, v.to_le_bytes());
     }
     /// Writes a little-endian u32.
     #[inline]
     pub fn put_u32(&mut self, off: usize, v: u32) {
-        self.put_bytes(off, &v.to_le_bytes());
+        self.put_array(off, v.to_le_bytes());
     }
     /// Writes a little-endian u64.
     #[inline]
     pub fn put_u64(&mut self, off: usize, v: u64) {
-        self.put_bytes(off, &v.to_le_bytes());
+        self.put_array(off, v.to_le_bytes());
     }
     /// Writes u32 words in little-endian order starting at `off`.
     #[inline]
