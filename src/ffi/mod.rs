@@ -179,17 +179,34 @@ pub(crate) fn c_str<'a>(p: *const c_char, name: &'static str) -> FfiResult<&'a s
     s.to_str().map_err(|_| FfiError::Driver(Error::InvalidArgument(format!("`{name}` is not valid UTF-8"))))
 }
 
-/// A byte slice argument; `len == 0` allows NULL.
-pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
-    if len == 0 {
+/// A slice argument of `n` elements; `n == 0` allows NULL. A count whose byte size no allocation can have
+/// (more than `isize::MAX` bytes) or a pointer not aligned for `T` is an error, never a slice built on it:
+/// `slice::from_raw_parts` with either would be undefined behaviour (a huge count used to wrap the end pointer).
+pub(crate) fn slice<'a, T>(p: *const T, n: usize, name: &'static str) -> FfiResult<&'a [T]> {
+    if n == 0 {
         return Ok(&[]);
     }
     nonnull(p, name)?;
-    if len > isize::MAX as usize {
-        return Err(FfiError::Driver(Error::InvalidArgument(format!("`{name}` length {len} is impossible"))));
+    let size = std::mem::size_of::<T>().max(1);
+    if n > isize::MAX as usize / size {
+        return Err(FfiError::Driver(Error::InvalidArgument(format!(
+            "`{name}` count {n} is impossible: {n} elements of {size} bytes exceed the address space"
+        ))));
     }
-    // SAFETY: non-NULL; the C contract says `p` points to `len` readable bytes for the duration of the call.
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+    if !p.is_aligned() {
+        return Err(FfiError::Driver(Error::InvalidArgument(format!(
+            "`{name}` ({p:p}) is not aligned to {} bytes",
+            std::mem::align_of::<T>()
+        ))));
+    }
+    // SAFETY: non-NULL, aligned, and `n` elements fit in isize::MAX bytes (checked above); the C contract says `p`
+    // points to `n` readable elements for the duration of the call.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// A byte slice argument; `len == 0` allows NULL.
+pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
+    slice(p, len, name)
 }
 
 /// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to `len`), and writes

@@ -3,7 +3,7 @@
 use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
 use super::device::{device_checked, ttdrv_device};
 use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use super::{FfiError, FfiResult, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use crate::device::model::{Mlp, MlpConfig};
 use crate::error::Error;
 use crate::hw::kernel::DType;
@@ -108,15 +108,10 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
         if c.num_dims < 2 || c.num_dims > 64 {
             return Err(Error::InvalidArgument(format!("num_dims is {}; an MLP has 2 to 64 widths", c.num_dims)).into());
         }
-        nonnull(c.dims, "desc->dims")?;
-        nonnull(c.weights, "desc->weights")?;
-        nonnull(c.biases, "desc->biases")?;
-        // SAFETY: non-NULL and readable for `num_dims` entries per the contract.
-        let dims = unsafe { std::slice::from_raw_parts(c.dims, c.num_dims) }.to_vec();
+        let dims = slice(c.dims, c.num_dims, "desc->dims")?.to_vec();
         let layers = c.num_dims - 1;
-        // SAFETY: as above, `num_dims - 1` pointers each.
-        let (wp, bp) =
-            unsafe { (std::slice::from_raw_parts(c.weights, layers), std::slice::from_raw_parts(c.biases, layers)) };
+        let wp = slice(c.weights, layers, "desc->weights")?;
+        let bp = slice(c.biases, layers, "desc->biases")?;
         let mut ws = Vec::with_capacity(layers);
         let mut bs = Vec::with_capacity(layers);
         for i in 0..layers {
@@ -126,11 +121,9 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
             if k == 0 || m == 0 || k.checked_mul(m).is_none_or(|n| n > 1 << 28) {
                 return Err(Error::InvalidArgument(format!("layer {i} is {k} x {m}; widths must be 1 to 16384")).into());
             }
-            // SAFETY: the C contract makes layer i's arrays k*m and m floats long.
-            unsafe {
-                ws.push(std::slice::from_raw_parts(wp[i], k * m));
-                bs.push(std::slice::from_raw_parts(bp[i], m));
-            }
+            // The C contract makes layer i's arrays k*m and m floats long.
+            ws.push(slice(wp[i], k * m, "desc->weights[i]")?);
+            bs.push(slice(bp[i], m, "desc->biases[i]")?);
         }
         let cfg = MlpConfig {
             batch: c.batch,

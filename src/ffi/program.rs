@@ -3,7 +3,7 @@
 use super::buffer::{buffer_arc, ttdrv_buffer};
 use super::device::{device, device_checked, ttdrv_device};
 use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, bytes, c_str, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use super::{FfiError, FfiResult, bytes, c_str, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use crate::device::program::{KernelSource, Program, ProgramDesc};
 use crate::error::Error;
 use crate::hw::kernel::{ACCESSOR_WORDS, BuiltinKernel};
@@ -91,15 +91,7 @@ pub struct ttdrv_program_cache_stats {
 }
 
 fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    nonnull(p, name)?;
-    if n > (isize::MAX as usize) / 4 {
-        return Err(Error::InvalidArgument(format!("`{name}` count {n} is impossible")).into());
-    }
-    // SAFETY: non-NULL; the C contract says it points to `n` readable words for the call.
-    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+    slice(p, n, name)
 }
 
 fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
@@ -176,21 +168,15 @@ pub unsafe extern "C" fn ttdrv_program_new(
         };
         let cores =
             CoreRect { x0: coord(c.cores.x0)?, y0: coord(c.cores.y0)?, x1: coord(c.cores.x1)?, y1: coord(c.cores.y1)? };
-        let cbs: Vec<CbConfig> = if c.num_cbs == 0 {
-            Vec::new()
-        } else {
-            nonnull(c.cbs, "desc->cbs")?;
-            // SAFETY: non-NULL and readable for `num_cbs` entries per the contract.
-            unsafe { std::slice::from_raw_parts(c.cbs, c.num_cbs) }
-                .iter()
-                .map(|b| CbConfig {
-                    index: b.index,
-                    page_size: b.page_size,
-                    num_pages: b.num_pages,
-                    data_format: b.data_format,
-                })
-                .collect()
-        };
+        let cbs: Vec<CbConfig> = slice(c.cbs, c.num_cbs, "desc->cbs")?
+            .iter()
+            .map(|b| CbConfig {
+                index: b.index,
+                page_size: b.page_size,
+                num_pages: b.num_pages,
+                data_format: b.data_format,
+            })
+            .collect();
         let rt_words = u16::try_from(c.rt_words_per_core)
             .map_err(|_| Error::InvalidArgument(format!("rt_words_per_core {} is too large", c.rt_words_per_core)))?;
         let p = d.program(ProgramDesc {
@@ -226,13 +212,7 @@ pub unsafe extern "C" fn ttdrv_program_run(
     guard("ttdrv_program_run", || {
         let p = self::program(program)?;
         let rt = words(rt_args, num_rt_args, "rt_args")?;
-        let handles: &[*mut ttdrv_buffer] = if num_buffers == 0 {
-            &[]
-        } else {
-            nonnull(buffers, "buffers")?;
-            // SAFETY: non-NULL and readable for `num_buffers` handles per the contract.
-            unsafe { std::slice::from_raw_parts(buffers, num_buffers) }
-        };
+        let handles: &[*mut ttdrv_buffer] = slice(buffers, num_buffers, "buffers")?;
         let arcs = handles.iter().map(|&h| buffer_arc(h)).collect::<FfiResult<Vec<_>>>()?;
         let refs: Vec<&crate::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
         Ok(p.run(cq, rt, &refs)?)
