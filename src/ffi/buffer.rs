@@ -193,9 +193,10 @@ pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> 
     })
 }
 
-pub(crate) fn buffer_arc(h: *mut ttdrv_buffer) -> FfiResult<Arc<Buffer>> {
+/// The buffer behind handle argument `name`.
+pub(crate) fn buffer_arc(h: *mut ttdrv_buffer, name: &'static str) -> FfiResult<Arc<Buffer>> {
     if h.is_null() {
-        return Err(FfiError::Null("buffer"));
+        return Err(FfiError::Null(name));
     }
     match handles::get(h as usize, Kind::Buffer) {
         Some(Obj::Buffer(b)) => Ok(b),
@@ -283,7 +284,7 @@ pub unsafe extern "C" fn ttdrv_buffer_write(
     blocking: bool,
 ) -> ttdrv_status {
     guard("ttdrv_buffer_write", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let data = bytes(data, len, "data")?;
         Ok(b.write(cq, data, blocking)?)
     })
@@ -305,7 +306,7 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
     len: usize,
 ) -> ttdrv_status {
     guard("ttdrv_buffer_read", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let want = b.spec().host_bytes();
         if len as u64 != want {
             return Err(bad(format!(
@@ -349,7 +350,7 @@ pub unsafe extern "C" fn ttdrv_buffer_free(buffer: *mut ttdrv_buffer) -> ttdrv_s
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *mut u64) -> ttdrv_status {
     guard("ttdrv_buffer_address", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         write_out(out_ptr(out, "out")?, b.address());
         Ok(())
     })
@@ -362,7 +363,7 @@ pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *m
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *mut ttdrv_tensor_spec) -> ttdrv_status {
     guard("ttdrv_buffer_get_spec", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
         let s = b.spec();
         write_out(
@@ -387,7 +388,7 @@ pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_host_size(buffer: *mut ttdrv_buffer, out: *mut usize) -> ttdrv_status {
     guard("ttdrv_buffer_host_size", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         write_out(out_ptr(out, "out")?, b.spec().host_bytes() as usize);
         Ok(())
     })

@@ -158,7 +158,7 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
     guard("ttdrv_mlp_run", || {
         let m = self::mlp(mlp)?;
         let out = out_ptr(out, "out")?;
-        let inp = buffer_arc(input)?;
+        let inp = buffer_arc(input, "input")?;
         let c = m.config();
         if inp.shape() != [c.batch, c.dims[0]] || inp.dtype() != c.dtype {
             return Err(Error::InvalidArgument(format!(

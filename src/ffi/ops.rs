@@ -47,7 +47,7 @@ pub unsafe extern "C" fn ttdrv_to_memory_config(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_to_memory_config", || {
-        let a = buffer_arc(input)?;
+        let a = buffer_arc(input, "input")?;
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
         let b = dev_of(&a)?.to_memory_config(cq, &a, &m)?;
@@ -68,7 +68,7 @@ pub unsafe extern "C" fn ttdrv_reshard(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_reshard", || {
-        let a = buffer_arc(input)?;
+        let a = buffer_arc(input, "input")?;
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
         let b = dev_of(&a)?.reshard(cq, &a, &m)?;
@@ -82,8 +82,8 @@ pub unsafe extern "C" fn ttdrv_reshard(
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_reshard_into(input: *mut ttdrv_buffer, cq: u16, output: *mut ttdrv_buffer) -> ttdrv_status {
     guard("ttdrv_reshard_into", || {
-        let a = buffer_arc(input)?;
-        let o = buffer_arc(output)?;
+        let a = buffer_arc(input, "input")?;
+        let o = buffer_arc(output, "output")?;
         Ok(dev_of(&a)?.reshard_into(cq, &a, &o)?)
     })
 }
@@ -102,7 +102,7 @@ pub unsafe extern "C" fn ttdrv_matmul(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_matmul", || {
-        let (a, b) = (buffer_arc(a)?, buffer_arc(b)?);
+        let (a, b) = (buffer_arc(a, "a")?, buffer_arc(b, "b")?);
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
         let r = dev_of(&a)?.matmul(cq, &a, &b, &m)?;
@@ -126,7 +126,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_binary(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_eltwise_binary", || {
-        let (a, b) = (buffer_arc(a)?, buffer_arc(b)?);
+        let (a, b) = (buffer_arc(a, "a")?, buffer_arc(b, "b")?);
         let op = match op {
             TTDRV_BINARY_ADD => BinaryOp::Add,
             TTDRV_BINARY_SUB => BinaryOp::Sub,
@@ -155,7 +155,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_eltwise_unary", || {
-        let a = buffer_arc(a)?;
+        let a = buffer_arc(a, "a")?;
         let op = match op {
             TTDRV_UNARY_RELU => UnaryOp::Relu,
             TTDRV_UNARY_GELU => UnaryOp::Gelu,
@@ -175,7 +175,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_fill(buffer: *mut ttdrv_buffer, cq: u16, value: f32) -> ttdrv_status {
     guard("ttdrv_fill", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         Ok(dev_of(&b)?.fill(cq, &b, value)?)
     })
 }

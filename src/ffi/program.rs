@@ -213,7 +213,7 @@ pub unsafe extern "C" fn ttdrv_program_run(
         let p = self::program(program)?;
         let rt = words(rt_args, num_rt_args, "rt_args")?;
         let handles: &[*mut ttdrv_buffer] = slice(buffers, num_buffers, "buffers")?;
-        let arcs = handles.iter().map(|&h| buffer_arc(h)).collect::<FfiResult<Vec<_>>>()?;
+        let arcs = handles.iter().map(|&h| buffer_arc(h, "buffers[i]")).collect::<FfiResult<Vec<_>>>()?;
         let refs: Vec<&crate::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
         Ok(p.run(cq, rt, &refs)?)
     })
@@ -244,7 +244,7 @@ pub unsafe extern "C" fn ttdrv_program_free(program: *mut ttdrv_program) -> ttdr
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *mut u32, len: usize) -> ttdrv_status {
     guard("ttdrv_buffer_accessor", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
         if len < ACCESSOR_WORDS {
             return Err(Error::InvalidArgument(format!(
