@@ -159,18 +159,10 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
         let m = self::mlp(mlp)?;
         let out = out_ptr(out, "out")?;
         let inp = buffer_arc(input, "input")?;
-        let c = m.config();
-        if inp.shape() != [c.batch, c.dims[0]] || inp.dtype() != c.dtype {
-            return Err(Error::InvalidArgument(format!(
-                "MLP input must be [{}, {}] {:?}, got {:?} {:?}; the input handle is still yours",
-                c.batch,
-                c.dims[0],
-                c.dtype,
-                inp.shape(),
-                inp.dtype()
-            ))
-            .into());
-        }
+        m.check_input(cq, &inp).map_err(|e| match e {
+            Error::InvalidArgument(msg) => Error::InvalidArgument(format!("{msg}; the input handle is still yours")),
+            e => e,
+        })?;
         // Accepted: the model owns the input from here on.
         handles::remove(input as usize, Kind::Buffer);
         let r = m.run_shared(cq, inp)?;
