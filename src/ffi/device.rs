@@ -83,8 +83,14 @@ impl ttdrv_device_params {
         if self.timeout_ms == 0 {
             return Err(Error::InvalidArgument("params->timeout_ms is 0; use at least 1".into()));
         }
+        let num_command_queues = u16::try_from(self.num_command_queues).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "params->num_command_queues={} is not a possible queue count; ask for 1 to what the device reports",
+                self.num_command_queues
+            ))
+        })?;
         Ok(DeviceParams {
-            num_command_queues: u16::try_from(self.num_command_queues).unwrap_or(u16::MAX),
+            num_command_queues,
             trace_region_size: self.trace_region_size,
             l1_small_size: self.l1_small_size,
             trace_buffers_on_demand: self.flags & TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND != 0,
