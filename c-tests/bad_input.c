@@ -1384,6 +1384,17 @@ static void test_fork(fixture *f) {
     ST(FORKED, ttdrv_event_new(dev, &oe), "parent process");
     ST(FORKED, ttdrv_event_record(f->ev, 0), "parent process");
     ST(FORKED, ttdrv_fill(f->buf, 0, 1.0f), "parent process");
+    bool done = false;
+    ST(FORKED, ttdrv_event_synchronize(f->ev), "parent process");
+    ST(FORKED, ttdrv_event_synchronize_timeout(f->ev, 1000), "parent process");
+    ST(FORKED, ttdrv_event_query(f->ev, &done), "parent process");
+    ST(FORKED, ttdrv_device_wait_for_event(dev, 0, f->ev), "parent process");
+    uint32_t rt[17] = {0};
+    ST(FORKED, ttdrv_program_run(f->prog, 0, rt, 17, NULL, 0), "parent process");
+    ST(FORKED, ttdrv_mlp_run(f->mlp, 0, f->buf, &ob), "parent process");
+    ST(FORKED, ttdrv_trace_execute(dev, 1, 0, false), "parent process");
+    ttdrv_memory_config mem = mc_interleaved(TTDRV_BUFFER_L1);
+    ST(FORKED, ttdrv_to_memory_config(f->buf, 0, &mem, &ob), "parent process");
     uint32_t tid = 0;
     ST(FORKED, ttdrv_trace_begin_capture(dev, 0, &tid), "parent process");
     ST(FORKED, ttdrv_device_close(dev), "belongs to the parent process");
