@@ -1178,6 +1178,19 @@ static void test_reset(void) {
   ST(INVALID_STATE, ttdrv_event_synchronize(e), "reset");
   ST(INVALID_STATE, ttdrv_trace_execute(dev, tid, 0, false), "reset");
   OK(ttdrv_trace_release(dev, tid));
+  /* A capture in progress at a reset is dropped with the queue's state: it can neither be ended nor block a new
+   * capture. */
+  OK(ttdrv_trace_begin_capture(dev, 0, &tid));
+  OK(ttdrv_device_reset(dev));
+  ST(INVALID_STATE, ttdrv_trace_end_capture(dev, tid, 0), "reset");
+  ST(INVALID_STATE, ttdrv_trace_release(dev, tid), "reset");
+  ST(INVALID_STATE, ttdrv_trace_get_info(dev, tid, &(ttdrv_trace_info){.struct_size = sizeof(ttdrv_trace_info)}),
+     "reset");
+  uint32_t tid2 = 0;
+  OK(ttdrv_trace_begin_capture(dev, 0, &tid2));
+  OK(ttdrv_trace_end_capture(dev, tid2, 0));
+  OK(ttdrv_trace_execute(dev, tid2, 0, true));
+  OK(ttdrv_trace_release(dev, tid2));
   OK(ttdrv_event_record(e, 0));
   OK(ttdrv_event_synchronize(e));
   OK(ttdrv_event_query(e, &done));
