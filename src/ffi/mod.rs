@@ -70,8 +70,15 @@ thread_local! {
     static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What `ttdrv_last_error` gives once the calling thread's message store has been destroyed: a C program may call
+/// ttdrv from a thread-exit destructor (`pthread_key_create`), which runs after Rust's thread-locals are gone.
+const NO_MESSAGE_STORE: &CStr = c"(no message: ttdrv was called from a thread-exit destructor, after this thread's \
+    message store was destroyed; the returned status stands)";
+
+// `try_with`, never `with`: `with` panics once the thread-local is destroyed, and these run outside the panic
+// boundary, so a ttdrv call from a thread-exit destructor would abort the process.
 fn set_last_error(msg: &str) {
-    LAST_ERROR.with(|e| {
+    let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.borrow_mut();
         e.clear();
         e.extend(msg.bytes().filter(|&b| b != 0));
@@ -80,7 +87,7 @@ fn set_last_error(msg: &str) {
 }
 
 fn clear_last_error() {
-    LAST_ERROR.with(|e| {
+    let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.borrow_mut();
         e.clear();
         e.push(0);
@@ -218,8 +225,7 @@ pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResu
 /// `buf` must be NULL (with `len == 0`) or point to `len` writable bytes; `out_len` must be NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, out_len: *mut usize) -> ttdrv_status {
-    LAST_ERROR.with(|e| {
-        let e = e.borrow();
+    let copy = |e: &[u8]| {
         let msg_len = e.len().saturating_sub(1);
         if !out_len.is_null() {
             // SAFETY: non-NULL and writable per the contract.
@@ -235,20 +241,23 @@ pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, 
             buf.add(n).write(0);
         }
         if n < msg_len { ttdrv_status::BufferTooSmall } else { ttdrv_status::Ok }
-    })
+    };
+    LAST_ERROR.try_with(|e| copy(&e.borrow())).unwrap_or_else(|_| copy(NO_MESSAGE_STORE.to_bytes_with_nul()))
 }
 
 /// The calling thread's last error message as a NUL-terminated string ("" after a success). The pointer stays
 /// valid until the next ttdrv call on this thread. Never NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| {
-        let mut e = e.borrow_mut();
-        if e.is_empty() {
-            e.push(0);
-        }
-        e.as_ptr() as *const c_char
-    })
+    LAST_ERROR
+        .try_with(|e| {
+            let mut e = e.borrow_mut();
+            if e.is_empty() {
+                e.push(0);
+            }
+            e.as_ptr() as *const c_char
+        })
+        .unwrap_or(NO_MESSAGE_STORE.as_ptr())
 }
 
 /// A static, NUL-terminated name for a status ("TTDRV_STATUS_TIMEOUT"); unknown values give
