@@ -190,6 +190,48 @@ static void *other_thread_fails(void *arg) {
   return (void *)(uintptr_t)(st == TTDRV_STATUS_NULL_PARAMETER && strstr(ttdrv_last_error(), "ttdrv_device_finish"));
 }
 
+/* ttdrv called from a thread-exit destructor (pthread_key_create), which runs after the Rust runtime's
+ * thread-locals are gone: a cleanup free must work and a failing call must still return its status. */
+static pthread_key_t exit_key;
+static ttdrv_status exit_free = TTDRV_STATUS_PANIC, exit_double_free = TTDRV_STATUS_PANIC;
+static int exit_message_ok;
+
+static void at_thread_exit(void *p) {
+  exit_free = ttdrv_buffer_free((ttdrv_buffer *)p);
+  exit_double_free = ttdrv_buffer_free((ttdrv_buffer *)p);
+  const char *m = ttdrv_last_error();
+  char buf[16];
+  size_t n = 0;
+  exit_message_ok = m != NULL && m[0] != '\0' && ttdrv_last_error_message(buf, sizeof buf, &n) !=
+                    TTDRV_STATUS_OK && n > 0;
+}
+
+static void *thread_with_exit_cleanup(void *dev) {
+  ttdrv_tensor_spec s = spec_f32(8, 8, mc_interleaved(TTDRV_BUFFER_DRAM));
+  ttdrv_buffer *b = NULL;
+  if (ttdrv_buffer_allocate((ttdrv_device *)dev, &s, &b) == TTDRV_STATUS_OK) {
+    ttdrv_device_finish(NULL, 0); /* this thread's message store now exists */
+    pthread_setspecific(exit_key, b);
+  }
+  return NULL;
+}
+
+static void test_thread_exit(void) {
+  group = "thread-exit";
+  ttdrv_device *d = NULL;
+  CHECK(ttdrv_device_open("emu:queues=1", NULL, &d));
+  pthread_key_create(&exit_key, at_thread_exit);
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, thread_with_exit_cleanup, d) == 0 ? TTDRV_STATUS_OK : TTDRV_STATUS_PANIC);
+  pthread_join(th, NULL);
+  TRUE_(exit_free == TTDRV_STATUS_OK, "free in a thread-exit destructor gave %s", ttdrv_status_name(exit_free));
+  TRUE_(exit_double_free == TTDRV_STATUS_INVALID_HANDLE, "double free in a thread-exit destructor gave %s",
+        ttdrv_status_name(exit_double_free));
+  TRUE_(exit_message_ok, "no message after a failing call in a thread-exit destructor");
+  pthread_key_delete(exit_key);
+  OK(ttdrv_device_close(d));
+}
+
 static void test_library(void) {
   group = "library";
   /* The header this suite was compiled with and the library it runs with agree. */
@@ -1436,6 +1478,7 @@ static void test_fork(fixture *f) {
 int main(void) {
   mlp_host_init(&host, 42);
   test_library();
+  test_thread_exit();
   test_open();
 
   /* The main device: two queues and a trace region, as the trace examples use. */
