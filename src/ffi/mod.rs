@@ -216,13 +216,17 @@ pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResu
     slice(p, len, name)
 }
 
-/// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to `len`), and writes
-/// the full message length (without the NUL) to `out_len` if it is not NULL. The message describes the most
-/// recent failed ttdrv call on this thread; a successful call clears it. Returns `TTDRV_STATUS_BUFFER_TOO_SMALL`
-/// if the message was truncated. Any thread may call it.
+/// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to fit `len` bytes) and writes
+/// the message's full length (without the NUL) to `*out_len` when `out_len` is not NULL. Call it with `buf = NULL, len
+/// = 0` to learn the length first. The message describes the most recent failed ttdrv call on this thread; a successful
+/// call clears it. This call does not change it.
+///
+/// Ownership: `buf` stays the caller's; nothing is allocated. Thread: any; each thread has its own message.
+/// Returns: OK (the whole message, possibly empty, was copied), BUFFER_TOO_SMALL (it was truncated, or `buf` is NULL /
+/// `len` is 0 and the message is not empty).
 ///
 /// # Safety
-/// `buf` must be NULL (with `len == 0`) or point to `len` writable bytes; `out_len` must be NULL or writable.
+/// `buf` must be NULL or point to `len` writable bytes; `out_len` must be NULL or point to a writable `size_t`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, out_len: *mut usize) -> ttdrv_status {
     let copy = |e: &[u8]| {
@@ -245,8 +249,12 @@ pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, 
     LAST_ERROR.try_with(|e| copy(&e.borrow())).unwrap_or_else(|_| copy(NO_MESSAGE_STORE.to_bytes_with_nul()))
 }
 
-/// The calling thread's last error message as a NUL-terminated string ("" after a success). The pointer stays
-/// valid until the next ttdrv call on this thread. Never NULL.
+/// The calling thread's last error message as a NUL-terminated string: what the most recent failed ttdrv call on this
+/// thread found wrong and what to do about it; "" after a successful call. Never NULL.
+///
+/// Ownership: the string belongs to ttdrv; it stays valid until the next ttdrv call on this thread (copy it with
+/// `ttdrv_last_error_message` to keep it). Thread: any; each thread has its own message. Messages are for people: match
+/// on the returned status, never on the text (docs/abi.md).
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_last_error() -> *const c_char {
     LAST_ERROR
@@ -260,8 +268,8 @@ pub extern "C" fn ttdrv_last_error() -> *const c_char {
         .unwrap_or(NO_MESSAGE_STORE.as_ptr())
 }
 
-/// A static, NUL-terminated name for a status ("TTDRV_STATUS_TIMEOUT"); unknown values give
-/// "TTDRV_STATUS_UNKNOWN". Never NULL; any thread.
+/// The name of a status value as a static NUL-terminated string, e.g. "TTDRV_STATUS_TIMEOUT"; values this library does
+/// not know give "TTDRV_STATUS_UNKNOWN". Never NULL; never freed. Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_status_name(status: u32) -> *const c_char {
     let s: &CStr = match status {
@@ -289,15 +297,18 @@ pub extern "C" fn ttdrv_status_name(status: u32) -> *const c_char {
     s.as_ptr()
 }
 
-/// The library version as a NUL-terminated string, e.g. "0.1.0" (compare with `TTDRV_VERSION_STRING` to detect a
-/// header/library mismatch). Never NULL; any thread.
+/// The library's version as a static NUL-terminated string, e.g. "0.1.0". Compare it with `TTDRV_VERSION_STRING` (or
+/// `ttdrv_version_number()` with `TTDRV_VERSION_NUMBER`) to detect a program built against another header than the
+/// library it runs with. Never NULL; never freed. Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_version() -> *const c_char {
     static V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     V.as_ptr() as *const c_char
 }
 
-/// The library version as `major << 16 | minor << 8 | patch` (compare with `TTDRV_VERSION_NUMBER`). Any thread.
+/// The library's version as `major << 16 | minor << 8 | patch` (0.1.0 is 0x000100). A program built against header
+/// `TTDRV_VERSION_NUMBER` runs correctly with any library whose major version is the same and whose number is at least
+/// as high (docs/abi.md). Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_version_number() -> u32 {
     let p = |s: &str| s.parse::<u32>().unwrap_or(0);
@@ -306,8 +317,8 @@ pub extern "C" fn ttdrv_version_number() -> u32 {
         | p(env!("CARGO_PKG_VERSION_PATCH"))
 }
 
-/// Deliberately panics inside an entry point, to prove the panic boundary (tests only; returns
-/// `TTDRV_STATUS_PANIC` with a message). Any thread.
+/// Panics inside an entry point on purpose, to prove the panic boundary: returns TTDRV_STATUS_PANIC with a message
+/// naming the panic, and ttdrv stays usable. For tests; it changes nothing else. Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_debug_panic() -> ttdrv_status {
     guard("ttdrv_debug_panic", || panic!("ttdrv_debug_panic was called"))
