@@ -29,7 +29,11 @@ pub mod hw;
 /// cbindgen:ignore
 pub mod log;
 /// cbindgen:ignore
+pub mod profile;
+/// cbindgen:ignore
 pub mod queue;
+/// cbindgen:ignore
+pub mod tools;
 /// cbindgen:ignore
 pub mod transport;
 

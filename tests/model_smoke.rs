@@ -88,3 +88,32 @@ fn mlp_eager_and_traced_match_reference() {
     assert_eq!(info.launches, 6);
     dev.release_trace(tid).unwrap();
 }
+
+#[test]
+fn profiling_records_host_and_device_spans() {
+    let p = DeviceParams { profiling: true, trace_region_size: 1 << 20, ..Default::default() };
+    let dev = Device::open("emu:paced", &p).unwrap();
+    let spec = BufferSpec::new(64, 64, DType::Float32, MemoryConfig::L1);
+    let a = dev.buffer_from_host(&spec, 0, &vec![0u8; spec.host_bytes() as usize]).unwrap();
+    let b = dev.unary(0, ttdrv::device::ops::UnaryOp::Relu, &a, &MemoryConfig::L1).unwrap();
+    let tid = dev.begin_trace_capture(0).unwrap();
+    let c = dev.unary(0, ttdrv::device::ops::UnaryOp::Relu, &b, &MemoryConfig::L1).unwrap();
+    dev.end_trace_capture(tid, 0).unwrap();
+    dev.execute_trace(tid, 0, false).unwrap();
+    let _ = c.read_to_vec(0).unwrap();
+    dev.finish(0).unwrap();
+    let spans = dev.profile_spans();
+    let dev_names: Vec<&str> =
+        spans.iter().filter(|s| matches!(s.lane, ttdrv::profile::Lane::Queue(0))).map(|s| &*s.name).collect();
+    assert!(dev_names.contains(&"write"), "{dev_names:?}");
+    assert!(dev_names.contains(&"eltwise_unary"), "{dev_names:?}");
+    assert!(spans.iter().any(|s| s.cat == "trace"), "{dev_names:?}");
+    assert!(dev_names.contains(&"read"), "{dev_names:?}");
+    // The replay's inner launch is a span inside the replay's span.
+    let tr = spans.iter().find(|s| s.cat == "trace").unwrap();
+    assert!(spans.iter().any(|s| &*s.name == "eltwise_unary" && s.start_ns >= tr.start_ns && s.end_ns <= tr.end_ns));
+    assert!(spans.iter().any(|s| matches!(s.lane, ttdrv::profile::Lane::Host { .. }) && &*s.name == "dispatch"));
+    for s in &spans {
+        assert!(s.end_ns >= s.start_ns);
+    }
+}

@@ -9,6 +9,8 @@ usage: ttdrv <command> [options]
 
 commands:
   demo      run the seed's model on the emulated device and show what trace and two queues buy
+  list      devices with ttdrv's PCI identity (driver, IOMMU group, NUMA node), plus the emulated device
+  doctor    check this host's setup for VFIO (IOMMU, vfio-pci, groups, permissions, hugepages, memlock)
   help      this text; `ttdrv help <command>` for a command, `ttdrv help devices` for device selectors
 
 Every command takes --help.";
@@ -16,7 +18,21 @@ Every command takes --help.";
 const DEVICES_HELP: &str = "\
 device selectors (the --device option, and TTDRV_DEVICE, which overrides `auto`):
   auto                  a bound VFIO device with ttdrv's PCI identity if there is one, else the emulator
+  vfio:DDDD:BB:DD.F     the device at that PCI address, bound to vfio-pci (see docs/host-setup.md)
   emu[:OPTIONS]         the emulated device";
+
+const LIST_HELP: &str = "\
+ttdrv list: the devices with ttdrv's PCI identity (1234:7454) and their driver, IOMMU group and NUMA node, and
+the emulated device, which is always available.
+
+usage: ttdrv list";
+
+const DOCTOR_HELP: &str = "\
+ttdrv doctor: checks what a host needs to drive a ttdrv device through VFIO — IOMMU enabled, the vfio-pci module,
+/dev/vfio, each device's binding, IOMMU group viability and permissions, free hugepages per NUMA node, and the
+memlock limit — and prints a fix for each problem. Exits 0 when the host is ready, 1 otherwise.
+
+usage: ttdrv doctor";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -34,9 +50,33 @@ fn main() -> ExitCode {
             0
         }
         "demo" => ttdrv::cli::demo::run(rest),
+        "list" if wants_help => {
+            println!("{LIST_HELP}");
+            0
+        }
+        "list" => match ttdrv::tools::list(&mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ttdrv list: {e}");
+                1
+            }
+        },
+        "doctor" if wants_help => {
+            println!("{DOCTOR_HELP}");
+            0
+        }
+        "doctor" => {
+            if ttdrv::tools::doctor(std::path::Path::new("/sys"), &mut std::io::stdout()) {
+                0
+            } else {
+                1
+            }
+        }
         "help" | "--help" | "-h" => {
             match rest.first().map(String::as_str) {
                 Some("demo") => println!("{}", ttdrv::cli::demo::HELP),
+                Some("list") => println!("{LIST_HELP}"),
+                Some("doctor") => println!("{DOCTOR_HELP}"),
                 Some("devices") => println!("{DEVICES_HELP}\n\n{}", ttdrv::emu::config::OPTIONS_HELP),
                 _ => println!("{HELP}"),
             }

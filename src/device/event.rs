@@ -3,7 +3,7 @@
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
-use crate::hw::records::{self, RecordMeta};
+use crate::hw::records::{self, RecordFlags};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,15 +39,12 @@ impl Device {
         let m = ev.recorded("wait_for_event")?;
         self.inner.check_epoch_pub(m.epoch, "wait_for_event")?;
         let dev = &self.inner;
+        let _s = dev.span("wait_for_event", "api");
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("wait_for_event")?;
-        super::queue::push_live(
-            &mut st,
-            records::FIXED_LEN,
-            RecordMeta::default(),
-            &dev.wait_room(cq),
-            |slot, meta| records::encode_event_wait(slot, meta, m.queue, m.id),
-        )?;
+        dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "wait_for_event", "event", |slot, meta| {
+            records::encode_event_wait(slot, meta, m.queue, m.id)
+        })?;
         st.last_wait = Some((m.queue, m.id));
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
@@ -80,6 +77,7 @@ impl Event {
     /// Records the event on queue `cq` (`record_event`): it completes when all work enqueued on `cq` before it is
     /// done and its writes are visible to every queue.
     pub fn record(&self, cq: u16) -> Result<()> {
+        let _s = self.dev.span("record_event", "api");
         let m = self.dev.record_event(cq, false, "record_event")?;
         *self.mark.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
         Ok(())
@@ -96,6 +94,7 @@ impl Event {
     /// Blocks until the event's most recent record has completed (and reads enqueued before it on its queue have
     /// been delivered). Fails with a timeout error, holding the queue's state, after the device's timeout.
     pub fn synchronize(&self) -> Result<()> {
+        let _s = self.dev.span("event_synchronize", "wait");
         let m = self.recorded("event_synchronize")?;
         self.dev.wait_event(&m, self.dev.params.timeout, "event_synchronize")
     }

@@ -93,6 +93,8 @@ pub(crate) struct DeviceInner {
     handles: AtomicU32,
     pub programs: Mutex<program::ProgramCache>,
     pub traces: Mutex<trace::TraceTable>,
+    /// Spans of host calls and device records, when profiling.
+    pub profiler: Option<crate::profile::Profiler>,
 }
 
 /// An open device. Cloning gives another handle to the same device; it closes when [`Device::close`] is called
@@ -194,7 +196,14 @@ impl Device {
                 p.num_command_queues, info.name, info.num_queues, info.num_queues
             ));
         }
-        let sizes = RingSizes { issue: p.issue_ring_size, completion: p.completion_ring_size, profile_slots: 0 };
+        let profile_path =
+            std::env::var_os(crate::profile::PROFILE_ENV).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let profiling = p.profiling || profile_path.is_some();
+        let sizes = RingSizes {
+            issue: p.issue_ring_size,
+            completion: p.completion_ring_size,
+            profile_slots: if profiling { crate::profile::PROFILE_SLOTS } else { 0 },
+        };
         sizes.validate().map_err(Error::InvalidArgument)?;
         let usable_l1 = (info.l1_size - info.l1_base) as u64;
         if p.l1_small_size as u64 > usable_l1 / 2 {
@@ -262,7 +271,9 @@ impl Device {
             handles: AtomicU32::new(1),
             programs: Mutex::new(program::ProgramCache::default()),
             traces: Mutex::new(trace::TraceTable::default()),
+            profiler: profiling.then(|| crate::profile::Profiler::new(p.num_command_queues, profile_path)),
         });
+        inner.correlate_clocks();
         Ok(Device { inner })
     }
 
@@ -305,8 +316,24 @@ impl Device {
 
     /// Waits until queue `cq` has finished all work enqueued on it so far, including delivering read data.
     pub fn finish(&self, cq: u16) -> Result<()> {
+        let _s = self.inner.span("finish", "wait");
         let ev = self.inner.record_internal(cq, "finish")?;
-        self.inner.wait_event(&ev, self.inner.params.timeout, "finish")
+        self.inner.wait_event(&ev, self.inner.params.timeout, "finish")?;
+        self.inner.harvest_profile(cq);
+        Ok(())
+    }
+
+    /// The profiler, when the device was opened with profiling (or `TTDRV_PROFILE` set).
+    pub fn profiler(&self) -> Option<&crate::profile::Profiler> {
+        self.inner.profiler.as_ref()
+    }
+
+    /// Every span collected so far (device spans of retired records included), sorted by start.
+    pub fn profile_spans(&self) -> Vec<crate::profile::Span> {
+        for q in 0..self.num_queues() {
+            self.inner.harvest_profile(q);
+        }
+        self.inner.profiler.as_ref().map_or_else(Vec::new, |p| p.spans())
     }
 
     /// Resets the device after a fault (or at any time): pending work is dropped, reads in flight are never
@@ -348,6 +375,31 @@ impl Device {
 }
 
 impl DeviceInner {
+    /// A host span for the calling thread, when profiling.
+    #[inline]
+    pub(crate) fn span(&self, name: &'static str, cat: &'static str) -> Option<crate::profile::HostSpan<'_>> {
+        self.profiler.as_ref().map(|p| p.host_span(name, cat))
+    }
+
+    /// Reads device timestamps of queue `cq`'s retired records into the profiler.
+    pub(crate) fn harvest_profile(&self, cq: u16) {
+        if let Some(p) = &self.profiler {
+            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = c.as_ref() {
+                p.harvest(cq, c.rings());
+            }
+        }
+    }
+
+    /// Maps the device clock onto the profiler's (at open and after a reset).
+    fn correlate_clocks(&self) {
+        if let (Some(p), Ok(t)) = (&self.profiler, self.transport()) {
+            let lo = t.read32(global::TIME_LO) as u64;
+            let hi = t.read32(global::TIME_HI) as u64;
+            p.correlate(hi << 32 | lo);
+        }
+    }
+
     pub(crate) fn transport(&self) -> Result<Arc<dyn Transport>> {
         self.transport
             .lock()
@@ -442,6 +494,12 @@ impl DeviceInner {
         }
         self.programs.lock().unwrap_or_else(|e| e.into_inner()).forget_uploads();
         self.traces.lock().unwrap_or_else(|e| e.into_inner()).invalidate_all();
+        if let Some(p) = &self.profiler {
+            p.drop_pending();
+        }
+        drop(guards);
+        drop(compl);
+        self.correlate_clocks();
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
         m.kernel_next = m.kernel_end - KERNEL_REGION_PER_BANK;
         Ok(())
@@ -467,6 +525,17 @@ impl DeviceInner {
                 crate::log::warn(&format!("closing {} with work in flight: {e}", self.info.name));
                 drained = false;
                 break;
+            }
+        }
+        if let Some(p) = &self.profiler {
+            for q in 0..self.queues.len() as u16 {
+                self.harvest_profile(q);
+            }
+            if let Some(path) = &p.out_path {
+                let r = std::fs::File::create(path).and_then(|mut f| p.write_chrome_json(&mut f, &self.info.name));
+                if let Err(e) = r {
+                    crate::log::warn(&format!("cannot write the profile to {}: {e}", path.display()));
+                }
             }
         }
         if !drained {

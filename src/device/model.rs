@@ -144,6 +144,12 @@ impl Mlp {
     /// As [`Mlp::run`] for an input shared with the C ABI's handle table: the model drops its reference after the
     /// first op, which frees the buffer unless another call is using it at that very moment.
     pub fn run_shared(&self, cq: u16, input: Arc<Buffer>) -> Result<Buffer> {
+        self.run_with(cq, input, &mut || {})
+    }
+
+    /// As [`Mlp::run_shared`], calling `before_op` before each op is dispatched (a framework above the driver
+    /// does its own host work there; the demo charges a modelled cost per op this way).
+    pub fn run_with(&self, cq: u16, input: Arc<Buffer>, before_op: &mut dyn FnMut()) -> Result<Buffer> {
         let dev = &self.dev;
         let c = &self.cfg;
         self.check_input(cq, &input)?;
@@ -155,6 +161,7 @@ impl Mlp {
             let act = BufferSpec::new(c.batch, width, c.dtype, c.act_mem);
             let out = BufferSpec::new(c.batch, width, c.dtype, c.out_mem);
             let y = dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?;
+            before_op();
             match (&x, &input) {
                 (Some(x), _) => dev.matmul_into(cq, x, &l.w, &y)?,
                 (None, Some(inp)) => dev.matmul_into(cq, inp, &l.w, &y)?,
@@ -169,6 +176,7 @@ impl Mlp {
             } else {
                 dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?
             };
+            before_op();
             dev.binary_into(cq, BinaryOp::Add, &y, &l.b, &z)?;
             drop(y);
             x = Some(if l.relu {
@@ -177,6 +185,7 @@ impl Mlp {
                 } else {
                     dev.allocate_buffer(&act, super::alloc::Direction::BottomUp)?
                 };
+                before_op();
                 dev.unary_into(cq, UnaryOp::Relu, &z, &r)?;
                 r
             } else {

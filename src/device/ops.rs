@@ -54,10 +54,26 @@ impl DeviceInner {
         let s = out.spec();
         match (s.mem.layout, s.mem.shard) {
             (Layout::Interleaved, _) | (_, None) => {
-                let n = full.count() as u32;
-                let blocks =
-                    (0..n).map(|k| Block { r0: k * s.rows / n, r1: (k + 1) * s.rows / n, c0: 0, c1: s.cols }).collect();
-                (full, blocks)
+                let (rb, cb) = interleaved_split(s.rows, s.cols, gx * gy);
+                let n = rb * cb;
+                // The smallest rectangle of whole grid rows that holds n cores (or one partial row).
+                let (w, h) = if n <= gx { (n, 1) } else { (gx, n.div_ceil(gx)) };
+                let rect = CoreRect { x0: 0, y0: 0, x1: (w - 1) as u8, y1: (h - 1) as u8 };
+                let blocks = (0..w * h)
+                    .map(|k| {
+                        if k >= n {
+                            return Block::default();
+                        }
+                        let (i, j) = (k / cb, k % cb);
+                        Block {
+                            r0: i * s.rows / rb,
+                            r1: (i + 1) * s.rows / rb,
+                            c0: j * s.cols / cb,
+                            c1: (j + 1) * s.cols / cb,
+                        }
+                    })
+                    .collect();
+                (rect, blocks)
             }
             (_, Some(sh)) => {
                 let [sr, sc] = sh.shape;
@@ -215,6 +231,28 @@ impl DeviceInner {
     }
 }
 
+/// Fewest elements worth a core of its own: below this, launch overhead outweighs the parallelism.
+const MIN_ELEMS_PER_CORE: u32 = 256;
+
+/// Splits a `rows x cols` output into `rb x cb` blocks for at most `cores` cores: as many blocks as the data
+/// warrants, shaped as square as possible so each core reads little redundant input (a matmul core reads its rows
+/// of `a` and its columns of `b`).
+fn interleaved_split(rows: u32, cols: u32, cores: u32) -> (u32, u32) {
+    let want = (rows.saturating_mul(cols) / MIN_ELEMS_PER_CORE).clamp(1, cores.max(1));
+    let mut best = (1, 1);
+    let mut best_key = (0u32, u32::MAX);
+    for rb in 1..=rows.min(want) {
+        let cb = (want / rb).min(cols).max(1);
+        // Most blocks first, then the least input per block.
+        let key = (rb * cb, rows.div_ceil(rb) + cols.div_ceil(cb));
+        if key.0 > best_key.0 || (key.0 == best_key.0 && key.1 < best_key.1) {
+            best = (rb, cb);
+            best_key = key;
+        }
+    }
+    best
+}
+
 fn same_dtype(bs: &[&Buffer]) -> Result<()> {
     let d = bs[0].dtype();
     if let Some(b) = bs.iter().find(|b| b.dtype() != d) {
@@ -289,5 +327,22 @@ impl Device {
     /// Fills `out` with `value`.
     pub fn fill(&self, cq: u16, out: &Buffer, value: f32) -> Result<()> {
         self.inner.fill(cq, out, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleaved_split;
+
+    #[test]
+    fn split_is_bounded_and_square_ish() {
+        assert_eq!(interleaved_split(32, 32, 64), (2, 2));
+        assert_eq!(interleaved_split(1, 1, 64), (1, 1));
+        let (rb, cb) = interleaved_split(32, 128, 64);
+        assert_eq!(rb * cb, 16);
+        let (rb, cb) = interleaved_split(4096, 4096, 64);
+        assert_eq!((rb, cb), (8, 8));
+        let (rb, cb) = interleaved_split(1, 100_000, 64);
+        assert_eq!((rb, cb), (1, 64));
     }
 }

@@ -8,13 +8,13 @@
 //! state that eager work left behind.
 
 use super::buffer::{Buffer, BufferType};
-use super::queue::{QueueState, push_capture, push_live};
+use super::queue::{QueueState, push_capture};
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result, invalid};
 use crate::hw::Memory;
 use crate::hw::kernel::{self, BuiltinKernel};
-use crate::hw::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordMeta};
+use crate::hw::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordFlags, RecordMeta};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -214,10 +214,14 @@ impl DeviceInner {
                         self.wait_event(&ready, self.params.timeout, "kernel upload")?;
                         return self.ensure_uploaded(entry, st, capturing);
                     }
-                    let wait_room = self.wait_room(st.id);
-                    push_live(st, records::FIXED_LEN, RecordMeta::default(), &wait_room, |slot, m| {
-                        records::encode_event_wait(slot, m, ready.queue, ready.id)
-                    })?;
+                    self.emit(
+                        st,
+                        records::FIXED_LEN,
+                        RecordFlags::empty(),
+                        "wait (kernel upload)",
+                        "event",
+                        |slot, m| records::encode_event_wait(slot, m, ready.queue, ready.id),
+                    )?;
                 }
             }
             return Ok(u.offset);
@@ -235,8 +239,7 @@ impl DeviceInner {
         let len = entry.image.len();
         let offset = self.alloc_kernel_image(len as u64)?;
         let x = Linear { mem: Memory::Dram, unit: 0, offset, len: len as u64 };
-        let wait_room = self.wait_room(st.id);
-        push_live(st, records::write_linear_len(len), RecordMeta::default(), &wait_room, |slot, m| {
+        self.emit(st, records::write_linear_len(len), RecordFlags::empty(), "kernel upload", "transfer", |slot, m| {
             records::encode_write_linear(slot, m, &x);
             slot.put_bytes(PAYLOAD_OFFSET, &entry.image);
             records::pad_payload(slot, len);
@@ -292,6 +295,7 @@ impl Program {
         for b in buffers {
             b.check_device(dev)?;
         }
+        let _s = dev.span("dispatch", "api");
         let mut st = dev.lock_queue(cq)?;
         let capturing = st.capture.is_some();
         let offset = dev.ensure_uploaded(&self.entry, &mut st, capturing)?;
@@ -306,8 +310,16 @@ impl Program {
             rt_args,
         };
         let len = records::launch_len(&l);
-        let meta = RecordMeta::default();
+        let name = d.kernel.name().trim_start_matches("ttdrv.");
         if let Some(cap) = st.capture.as_mut() {
+            // Inside a trace, profile slots are relative to the replay's (contract §4.3).
+            let meta = match &dev.profiler {
+                Some(_) => {
+                    cap.names.push((name.into(), "compute"));
+                    RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: cap.launches }
+                }
+                None => RecordMeta::default(),
+            };
             push_capture(&mut cap.bytes, len, meta, |slot, m| records::encode_launch(slot, m, &l));
             cap.launches += 1;
             for b in buffers {
@@ -315,7 +327,7 @@ impl Program {
             }
             return Ok(());
         }
-        push_live(&mut st, len, meta, &dev.wait_room(cq), |slot, m| records::encode_launch(slot, m, &l))?;
+        dev.emit(&mut st, len, RecordFlags::empty(), name, "compute", |slot, m| records::encode_launch(slot, m, &l))?;
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
         Ok(())
@@ -337,9 +349,8 @@ impl DeviceInner {
         st.next_event = st.next_event.wrapping_add(1);
         let id = st.next_event;
         let cq = st.id;
-        let flags = if notify { records::RecordFlags::NOTIFY } else { records::RecordFlags::empty() };
-        let meta = RecordMeta { flags, ..Default::default() };
-        push_live(st, records::FIXED_LEN, meta, &self.wait_room(cq), |slot, m| {
+        let flags = if notify { RecordFlags::NOTIFY } else { RecordFlags::empty() };
+        self.emit(st, records::FIXED_LEN, flags, "event_record", "event", |slot, m| {
             records::encode_event_record(slot, m, id)
         })?;
         let reads = {

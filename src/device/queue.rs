@@ -2,7 +2,7 @@
 //! waiting thread can drain it), event ids, and where records go (the ring, or a trace being captured).
 
 use crate::error::{Error, Result};
-use crate::hw::records::{RecordMeta, RecordSlot};
+use crate::hw::records::{RecordFlags, RecordMeta, RecordSlot};
 use crate::queue::{Completer, Issuer, Rings, Scatter};
 use crate::transport::Transport;
 use std::sync::{Arc, Mutex};
@@ -80,14 +80,19 @@ pub(crate) struct Capture {
     pub bytes: Vec<u8>,
     pub launches: u32,
     pub touched: Vec<super::program::Touched>,
+    /// Profile names of the captured launches (profiling only).
+    pub names: Vec<crate::profile::SpanLabel>,
 }
+
+/// Waits until the issuer has room for a record of the given length (the device's wait loop).
+pub(crate) type WaitRoom<'a> = dyn Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()> + 'a;
 
 /// Pushes one record into the live ring, waiting for room; `wait_room` is the device's wait loop.
 pub(crate) fn push_live(
     st: &mut QueueState,
     len: usize,
     meta: RecordMeta,
-    wait_room: &dyn Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()>,
+    wait_room: &WaitRoom<'_>,
     encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
 ) -> Result<u32> {
     let (issuer, t) = st.live()?;
@@ -97,6 +102,30 @@ pub(crate) fn push_live(
         wait_room(issuer, t, len)?;
     }
     Ok(issuer.push(len, meta, encode))
+}
+
+impl super::DeviceInner {
+    /// Pushes one record into queue `st`'s ring (waiting for room), with a profile slot when profiling: the one
+    /// place where live records are emitted, so every record is accounted for in profiles.
+    pub(crate) fn emit(
+        &self,
+        st: &mut QueueState,
+        len: usize,
+        flags: RecordFlags,
+        name: &str,
+        cat: &'static str,
+        encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
+    ) -> Result<u32> {
+        let cq = st.id;
+        let Some(p) = &self.profiler else {
+            return push_live(st, len, RecordMeta { flags, ..Default::default() }, &self.wait_room(cq), encode);
+        };
+        let slot = p.reserve_slots(cq, 1);
+        let meta = RecordMeta { flags: flags | RecordFlags::PROFILE, tag: 0, profile_slot: slot };
+        let tag = push_live(st, len, meta, &self.wait_room(cq), encode)?;
+        p.expect(cq, tag, slot, vec![(name.into(), cat)]);
+        Ok(tag)
+    }
 }
 
 /// Appends one record to a capture buffer (same encoder, same bytes).

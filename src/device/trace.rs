@@ -14,7 +14,7 @@ use super::queue::{Capture, push_live};
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
 use crate::error::{Error, Result};
 use crate::hw::Memory;
-use crate::hw::records::{self, ExecTrace, Paged, RecordMeta};
+use crate::hw::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -38,6 +38,8 @@ struct Captured {
     must_live: Vec<Touched>,
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
+    /// Profile names of the captured launches, in order (profiling only).
+    names: Vec<crate::profile::SpanLabel>,
 }
 
 #[derive(Debug)]
@@ -220,7 +222,6 @@ impl DeviceInner {
                 - records::PAYLOAD_OFFSET) as u64
                 / TRACE_PAGE)
                 .max(1);
-            let wait_room = self.wait_room(cq);
             let mut p = 0u64;
             while p < pages {
                 let n = max_pages.min(pages - p);
@@ -233,11 +234,12 @@ impl DeviceInner {
                     num_pages: n as u32,
                 };
                 let chunk = &bytes[(p * TRACE_PAGE) as usize..((p + n) * TRACE_PAGE) as usize];
-                push_live(
+                self.emit(
                     &mut st,
                     records::write_linear_len(chunk.len()),
-                    RecordMeta::default(),
-                    &wait_room,
+                    RecordFlags::empty(),
+                    "trace upload",
+                    "transfer",
                     |slot, m| {
                         records::encode_write_paged(slot, m, &x);
                         slot.put_bytes(records::PAYLOAD_OFFSET, chunk);
@@ -258,6 +260,7 @@ impl DeviceInner {
             buffer,
             must_live,
             checked: Some(checked),
+            names: cap.names,
         };
         self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(captured));
         match alloc_err {
@@ -267,6 +270,7 @@ impl DeviceInner {
     }
 
     pub(crate) fn execute_trace(&self, tid: u32, cq: u16, blocking: bool) -> Result<()> {
+        let _s = self.span("execute_trace", "api");
         let mut st = self.lock_queue(cq)?;
         if let Some(c) = &st.capture {
             return Err(Error::InvalidState(format!(
@@ -274,7 +278,7 @@ impl DeviceInner {
                 c.trace_id
             )));
         }
-        let x = {
+        let (x, inner_names) = {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
             let c = match t.traces.get_mut(&tid) {
                 Some(State::Captured(c)) => c,
@@ -323,11 +327,23 @@ impl DeviceInner {
                 }
                 c.checked = Some(now);
             }
-            ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }
+            (ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }, c.names.clone())
         };
-        push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &self.wait_room(cq), |slot, m| {
-            records::encode_exec_trace(slot, m, &x)
-        })?;
+        let encode = |slot: &mut records::RecordSlot<'_>, m| records::encode_exec_trace(slot, m, &x);
+        match &self.profiler {
+            // One slot for the replay, then one per captured launch (contract §4.3).
+            Some(p) => {
+                let mut names = vec![(std::sync::Arc::<str>::from(format!("trace {tid}")), "trace")];
+                names.extend(inner_names);
+                let base = p.reserve_slots(cq, names.len() as u32);
+                let meta = RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: base };
+                let tag = push_live(&mut st, records::FIXED_LEN, meta, &self.wait_room(cq), encode)?;
+                p.expect(cq, tag, base, names);
+            }
+            None => {
+                push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &self.wait_room(cq), encode)?;
+            }
+        }
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
         if blocking {

@@ -2,10 +2,10 @@
 //! the buffer's layout says, split into records the rings can hold.
 
 use super::buffer::Buffer;
-use super::queue::{ReadTicket, expect_read, push_live};
+use super::queue::{ReadTicket, expect_read};
 use crate::error::{Error, Result, invalid};
 use crate::hw::kernel::Layout;
-use crate::hw::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordMeta};
+use crate::hw::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 use crate::queue::Scatter;
 use std::sync::atomic::Ordering;
 
@@ -127,13 +127,13 @@ impl Buffer {
     /// `src` must be valid for reads of the buffer's host size ([`super::BufferSpec::host_bytes`]).
     pub unsafe fn write_raw(&self, cq: u16, src: *const u8, blocking: bool) -> Result<()> {
         let dev = &self.dev;
+        let _s = dev.span("write", "api");
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("host write (copy_host_to_device_tensor)")?;
         let max_payload = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET;
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
-        let wait_room = dev.wait_room(cq);
         for piece in plan(self, max_payload) {
             match piece {
                 Piece::Paged { start, n } => {
@@ -146,11 +146,12 @@ impl Buffer {
                         num_pages: n,
                     };
                     let bytes = n as usize * row_bytes;
-                    push_live(
+                    dev.emit(
                         &mut st,
                         records::write_linear_len(bytes),
-                        RecordMeta::default(),
-                        &wait_room,
+                        RecordFlags::empty(),
+                        "write",
+                        "transfer",
                         |slot, m| {
                             records::encode_write_paged(slot, m, &x);
                             // SAFETY: rows [start, start + n) of the caller's tensor are inside `src`'s extent.
@@ -163,11 +164,12 @@ impl Buffer {
                     let stride = self.page_stride as usize;
                     let len = (rows as usize - 1) * stride + piece as usize;
                     let x = Linear { mem, unit, offset, len: len as u64 };
-                    push_live(
+                    dev.emit(
                         &mut st,
                         records::write_linear_len(len),
-                        RecordMeta::default(),
-                        &wait_room,
+                        RecordFlags::empty(),
+                        "write",
+                        "transfer",
                         |slot, m| {
                             records::encode_write_linear(slot, m, &x);
                             for k in 0..rows as usize {
@@ -227,13 +229,13 @@ impl Buffer {
     /// As [`Buffer::read_nonblocking`].
     unsafe fn read_raw(&self, cq: u16, dst: *mut u8) -> Result<ReadTicket> {
         let dev = &self.dev;
+        let _s = dev.span("read", "api");
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("host read (cpu)")?;
         let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read());
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
-        let wait_room = dev.wait_room(cq);
         let compl = &dev.queues[cq as usize].compl;
         let mut seq = 0;
         for piece in plan(self, max_read) {
@@ -247,11 +249,12 @@ impl Buffer {
                         start_page: start,
                         num_pages: n,
                     };
-                    let tag = push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &wait_room, |slot, m| {
-                        records::encode_read_paged(slot, m, &x)
-                    })?;
+                    let tag =
+                        dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
+                            records::encode_read_paged(slot, m, &x)
+                        })?;
                     let bytes = (n as usize * row_bytes) as u32;
-                    // SAFETY (pointer arithmetic): inside the caller's destination.
+                    // SAFETY: the offset stays inside the caller's destination (plan() derives it from the shape).
                     let dst = unsafe { dst.add(start as usize * row_bytes) };
                     (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 })
                 }
@@ -259,10 +262,11 @@ impl Buffer {
                     let stride = self.page_stride as usize;
                     let len = (rows as usize - 1) * stride + piece as usize;
                     let x = Linear { mem, unit, offset, len: len as u64 };
-                    let tag = push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &wait_room, |slot, m| {
-                        records::encode_read_linear(slot, m, &x)
-                    })?;
-                    // SAFETY (pointer arithmetic): inside the caller's destination.
+                    let tag =
+                        dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
+                            records::encode_read_linear(slot, m, &x)
+                        })?;
+                    // SAFETY: the offset stays inside the caller's destination (plan() derives it from the shape).
                     let dst = unsafe { dst.add(host_off as usize) };
                     (tag, Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes })
                 }
@@ -285,6 +289,7 @@ pub struct PendingRead {
 impl PendingRead {
     /// Blocks until the data is in place.
     pub fn wait(&self) -> Result<()> {
+        let _s = self.dev.span("read wait", "wait");
         self.dev.wait_read(&self.ticket)
     }
 

@@ -15,9 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Spin this long before sleeping: a sleeping thread costs ~20 µs to wake on this kind of machine, a spin-wait
-/// catches a quick completion in well under a microsecond.
-const SPIN: Duration = Duration::from_micros(30);
+/// Spin this long before sleeping: a sleeping thread costs ~20-40 µs to wake on this kind of machine, a spin-wait
+/// catches a quick completion in well under a microsecond. Longer than the device's worst wake-up (a parked engine
+/// thread, ~20 µs) so a round trip to an idle device still completes while spinning.
+const SPIN: Duration = Duration::from_micros(50);
+/// The first part of the spin, in which the waiting thread does not yield its core.
+const PURE_SPIN: Duration = Duration::from_micros(2);
 /// Longest single sleep: bounds the delay when progress on another queue (not our interrupt) unblocks us.
 const SLICE: Duration = Duration::from_millis(1);
 
@@ -149,8 +152,15 @@ impl DeviceInner {
             if cond()? {
                 return Ok(());
             }
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
+            let waited = start.elapsed();
+            if waited < SPIN {
+                // Flat out for a couple of microseconds, then yielding: with more busy threads than cores (the
+                // emulated device runs one per queue) a pure spin would hold the core for a whole time slice.
+                if waited < PURE_SPIN {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             self.check_usable()?;

@@ -103,7 +103,8 @@ mod tests {
 
     #[test]
     fn exhaustion_names_the_numbers() {
-        let mut a = IovaAllocator::new(&[0..0x20_0000], 48);
+        let window = 0..0x20_0000;
+        let mut a = IovaAllocator::new(std::slice::from_ref(&window), 48);
         let e = a.alloc(0x20_0000, 0x1000).unwrap_err().to_string();
         assert!(e.contains("0x200000") && e.contains("48-bit"), "{e}");
     }

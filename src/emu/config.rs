@@ -75,6 +75,7 @@ emu options (comma separated, e.g. emu:queues=4,dram=2G,paced,jitter=7):
   launch_ns=N         paced: device cost of a program launch (default 2000)
   core_gflops=X       paced: arithmetic rate per core (default 0.5)
   core_gbps=X         paced: data movement per core, GB/s (default 2)
+  prefetch=SIZE       paced: records up to SIZE are fetched ahead of execution (default 64K)
   jitter[=SEED]       random per-queue delays before records (seed default 1)
   jitter_us=N         jitter: largest delay in microseconds (default 200)
   jitter_pct=N        jitter: percentage of records delayed (default 30)";
@@ -136,6 +137,7 @@ impl EmuConfig {
                 "launch_ns" => pace.launch_ns = num(val)?,
                 "core_gflops" => pace.core_gflops = float(val)?,
                 "core_gbps" => pace.core_gbps = float(val)?,
+                "prefetch" => pace.prefetch_bytes = size(val)?,
                 "jitter" => {
                     jittered = true;
                     if val.is_some() {

@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long an idle engine spins before parking: long enough to catch the next record of a burst without a
-/// ~20 µs wake-up, short enough that an idle device costs nothing.
-const SPIN: Duration = Duration::from_micros(30);
+/// How long an idle engine spins before parking. It must outlast the host's own wake-up (a host thread sleeping on
+/// the interrupt eventfd takes ~40 µs to run again on this kind of machine): otherwise each round trip parks both
+/// sides and pays two wake-ups. An idle device spins this long once after its last record, then costs nothing.
+const SPIN: Duration = Duration::from_micros(100);
+/// The idle spin in paced mode.
+const PACED_SPIN: Duration = Duration::from_micros(5);
+/// The first part of the spin, in which the engine does not yield the core.
+const PURE_SPIN: Duration = Duration::from_micros(2);
 /// Park timeout: a safety net, every state change also unparks.
 const PARK: Duration = Duration::from_millis(50);
-/// Records up to this size are prefetched ahead of execution in the paced model; larger ones stream their payload
-/// while the queue executes them.
-const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// Why execution stopped early.
 enum Stop {
@@ -66,6 +68,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         active: None,
         rng: sh.cfg.jitter.map(|j| Rng::new(j.seed.wrapping_add(q as u64))),
         args: Vec::new(),
+        words: Vec::new(),
         free_at: 0,
         trace: None,
     };
@@ -81,6 +84,8 @@ struct Engine<'a> {
     active: Option<Active>,
     rng: Option<Rng>,
     args: Vec<u8>,
+    /// `args` as words.
+    words: Vec<u32>,
     /// Paced: device time at which this queue finished its last record.
     free_at: u64,
     /// The trace being executed, if any.
@@ -97,11 +102,25 @@ impl Engine<'_> {
     /// Spins briefly, then parks, until `ready()` or a stop condition holds.
     fn idle_wait(&self, ready: impl Fn() -> bool) {
         let t0 = Instant::now();
-        while t0.elapsed() < SPIN {
+        // Paced, the timing model already decides when records start and end, so a late wake-up costs nothing
+        // visible: spin only a little and leave the cores to the host.
+        let spin = if self.sh.cfg.pace.is_some() { PACED_SPIN } else { SPIN };
+        loop {
             if ready() || self.stopped() {
                 return;
             }
-            std::hint::spin_loop();
+            let waited = t0.elapsed();
+            if waited >= spin {
+                break;
+            }
+            // Spin flat out only briefly; then give the core away on every turn, so that on a machine with fewer
+            // cores than busy threads (host + one engine per queue) the host is not preempted for a whole
+            // scheduler slice. With nobody else runnable, yielding returns at once and this is still a spin.
+            if waited < PURE_SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         self.qs.sleeping.store(true, Ordering::SeqCst);
         // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
@@ -280,20 +299,21 @@ impl Engine<'_> {
         let pace = self.sh.cfg.pace;
         let now = self.sh.clock.now();
         let len = hdr.length as u64;
-        // When the record is ready to run, and (for big writes) when its payload has finished streaming in.
-        let (ready, stream_end) = match (pace, bytes) {
-            (None, _) => (now, now),
+        // When the record is ready to run; and, for a write, the span of its payload crossing the link (a small
+        // record is prefetched while earlier ones run, a large one streams in while the queue executes it).
+        let (ready, stream) = match (pace, bytes) {
+            (None, _) => (now, Span { start: now, end: now }),
             (Some(p), RecordBytes::Ring(_)) => {
                 let lat = arrival + p.pcie_latency_ns;
-                if len <= PREFETCH_MAX {
-                    let (_, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, lat, p.pcie_ns(len));
-                    (fe.max(self.free_at), fe.max(self.free_at))
-                } else {
-                    let (fs, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, lat.max(self.free_at), p.pcie_ns(len));
-                    (fs, fe)
-                }
+                let earliest = if len <= p.prefetch_bytes { lat } else { lat.max(self.free_at) };
+                let (fs, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, earliest, p.pcie_ns(len));
+                let start = fs.max(self.free_at);
+                (fe.max(self.free_at), Span { start, end: fe.max(start) })
             }
-            (Some(_), RecordBytes::Trace { ready }) => (ready.max(self.free_at), ready.max(self.free_at)),
+            (Some(_), RecordBytes::Trace { ready }) => {
+                let r = ready.max(self.free_at);
+                (r, Span { start: r, end: r })
+            }
         };
         let mut span = Span { start: ready, end: ready };
         match *body {
@@ -306,7 +326,7 @@ impl Engine<'_> {
                 // SAFETY: the payload lies inside the record (decode checked `len <= length - 64`), which lies
                 // inside the mapped ring; `dst` was bounds-checked by the device memory.
                 unsafe { std::ptr::copy_nonoverlapping(p.add(PAYLOAD_OFFSET), dst, x.len as usize) };
-                span.end = stream_end;
+                span = stream;
             }
             Body::WritePaged(x) => {
                 let RecordBytes::Ring(p) = bytes else {
@@ -328,7 +348,7 @@ impl Engine<'_> {
                         )
                     };
                 }
-                span.end = stream_end;
+                span = stream;
             }
             Body::ReadLinear(x) => {
                 if matches!(bytes, RecordBytes::Trace { .. }) {
@@ -471,9 +491,8 @@ impl Engine<'_> {
         records::encode_compl(&mut slot, ComplKind::ReadData, tag, data_len as u32);
         // SAFETY: the payload starts inside the checked entry range.
         fill(unsafe { p.add(PAYLOAD_OFFSET) })?;
+        // COMPL_WR is published when the record retires: in paced mode, not before its modelled end.
         a.compl_wr = a.compl_wr.wrapping_add(entry as u32);
-        put_word(a, host::COMPL_WR, a.compl_wr)?;
-        self.sh.progress_irq(self.q);
         Ok(())
     }
 
@@ -503,17 +522,23 @@ impl Engine<'_> {
             .and_then(|h| BuiltinKernel::from_name(&h.name))
             .filter(|k| self.sh.cfg.kernels & k.bit() != 0)
             .ok_or(Fault::new(FaultCode::BadKernel, l.kernel_offset))?;
-        let args = records::decode_launch_args(l, &self.args);
-        let cb_bytes: u64 = args.cbs.iter().map(|c| c.page_size as u64 * c.num_pages as u64).sum();
+        // The packed arguments as words, without per-launch allocations (contract §4.2.6 layout).
+        self.words.clear();
+        self.words.extend(self.args.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let (ct, rest) = self.words.split_at(l.num_ct_args as usize);
+        let (cbs, rest) = rest.split_at(l.num_cbs as usize * 4);
+        let rt = &rest[l.num_sems as usize..];
+        let cb_bytes: u64 = cbs.chunks_exact(4).map(|c| c[1] as u64 * c[2] as u64).sum();
         if cb_bytes > geo.l1_size - self.sh.cfg.l1_base as u64 {
             return Err(Fault::new(FaultCode::KernelArgs, 0));
         }
         let n = l.num_rt_args as usize;
+        let mut launch =
+            kernels::Launch::new(&self.sh.mem, kern, ct).map_err(|_| Fault::new(FaultCode::KernelArgs, 0))?;
         let mut busiest = Work::default();
-        for (i, rt) in args.rt_args.chunks_exact(n.max(1)).enumerate().take(l.rect.count()) {
-            let rt = if n == 0 { &[][..] } else { rt };
-            let w = kernels::run(kern, &args.ct_args, rt, &self.sh.mem)
-                .map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
+        for i in 0..l.rect.count() {
+            let core_rt = &rt[i * n..(i + 1) * n];
+            let w = launch.run_core(core_rt).map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
             if w.flops + w.bytes > busiest.flops + busiest.bytes {
                 busiest = w;
             }
@@ -571,6 +596,7 @@ impl Engine<'_> {
         let a = self.active.as_mut().expect("active queue");
         a.rd = a.rd.wrapping_add(len);
         a.retired = a.retired.wrapping_add(1);
+        put_word(a, host::COMPL_WR, a.compl_wr)?;
         put_word(a, host::ISSUE_RD, a.rd)?;
         if let Some(id) = event {
             self.qs.event_time.store(span.end, Ordering::Release);

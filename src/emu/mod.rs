@@ -391,16 +391,14 @@ impl Emulator {
                     qs.compl_rd.store(val, Ordering::Release);
                     qs.wake();
                 }
-                qreg::IRQ_ARM => {
-                    if val & 1 == 1 {
-                        qs.irq_armed.store(true, Ordering::Release);
-                        // The host re-reads the word it waits for after this write returns (contract §6); the fence
-                        // keeps that load from passing the arm.
-                        std::sync::atomic::fence(Ordering::SeqCst);
-                        // A fault stays pending: an arm after it fires at once.
-                        if sh.faulted.load(Ordering::Acquire) {
-                            sh.progress_irq(q as usize);
-                        }
+                qreg::IRQ_ARM if val & 1 == 1 => {
+                    qs.irq_armed.store(true, Ordering::Release);
+                    // The host re-reads the word it waits for after this write returns (contract §6); the fence
+                    // keeps that load from passing the arm.
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    // A fault stays pending: an arm after it fires at once.
+                    if sh.faulted.load(Ordering::Acquire) {
+                        sh.progress_irq(q as usize);
                     }
                 }
                 qreg::PROF_BASE_LO => set_lo(&qs.prof_base),

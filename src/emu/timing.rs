@@ -44,7 +44,8 @@ impl Clock {
             let left = t - now;
             if left > 200_000 {
                 std::thread::sleep(Duration::from_nanos(left - 150_000));
-            } else if left > 20_000 {
+            } else if left > 2_000 {
+                // Yield rather than spin: the host or another queue may need this core.
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -70,6 +71,9 @@ pub struct PaceParams {
     pub core_gbps: f64,
     /// Fixed cost of an event record or wait, ns.
     pub event_ns: u64,
+    /// Bytes of a record the prefetcher fetches ahead of execution; a larger record (a big write) streams in
+    /// while its queue executes it.
+    pub prefetch_bytes: u64,
 }
 
 impl Default for PaceParams {
@@ -82,6 +86,7 @@ impl Default for PaceParams {
             core_gflops: 0.5,
             core_gbps: 2.0,
             event_ns: 200,
+            prefetch_bytes: 64 * 1024,
         }
     }
 }

@@ -65,7 +65,7 @@ impl ttdrv_device_params {
         }
     }
 
-    fn to_params(&self) -> Result<DeviceParams, Error> {
+    fn to_params(self) -> Result<DeviceParams, Error> {
         if self.struct_size < PARAMS_V1 {
             return Err(Error::InvalidArgument(format!(
                 "params->struct_size is {}, expected at least {PARAMS_V1}; initialise the struct with \

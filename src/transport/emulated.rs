@@ -45,7 +45,7 @@ impl Transport for EmulatedTransport {
 
     fn iova_ranges(&self) -> Vec<Range<u64>> {
         // The emulated IOMMU has no reserved windows; the DMA mask limits it.
-        vec![0..u64::MAX]
+        std::iter::once(0..u64::MAX).collect()
     }
 
     fn dma_map(&self, mem: &DmaMemory, iova: Iova) -> Result<(), TransportError> {

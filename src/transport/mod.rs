@@ -4,6 +4,7 @@
 //! device and the kernel VFIO stack both implement it.
 
 pub mod emulated;
+pub mod vfio;
 
 use crate::hw::Iova;
 use crate::hw::regs::BarOffset;
@@ -116,7 +117,8 @@ pub const DEVICE_ENV: &str = "TTDRV_DEVICE";
 /// - `emu` or `emu:OPTIONS`: a new emulated device (options: [`crate::emu::config::OPTIONS_HELP`]);
 /// - `vfio:DDDD:BB:DD.F`: the device at that PCI address, bound to vfio-pci;
 /// - `auto` (or empty): `$TTDRV_DEVICE` if set, else the first bound VFIO device with ttdrv's PCI identity,
-///   else the emulated device.
+///   else the emulated device. A bound device that fails to open is reported, not silently replaced by the
+///   emulator.
 pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
     use crate::error::Error;
     let sel = selector.trim();
@@ -127,6 +129,10 @@ pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::erro
         {
             return open(&env);
         }
+        let root = std::path::Path::new(vfio::sysfs::SYSFS_ROOT);
+        if let Some(addr) = auto_device(root) {
+            return Ok(std::sync::Arc::new(vfio::open_ttdrv(root, &addr)?));
+        }
         return open("emu");
     }
     if sel == "emu" || sel.starts_with("emu:") {
@@ -135,11 +141,53 @@ pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::erro
         return Ok(std::sync::Arc::new(emulated::EmulatedTransport::new(cfg)?));
     }
     if let Some(addr) = sel.strip_prefix("vfio:") {
-        return Err(Error::Unsupported(format!(
-            "VFIO device {addr}: this build of ttdrv has no VFIO transport yet; use `emu` (the emulated device)"
-        )));
+        let addr: vfio::PciAddress = addr.parse().map_err(Error::InvalidArgument)?;
+        let root = std::path::Path::new(vfio::sysfs::SYSFS_ROOT);
+        return Ok(std::sync::Arc::new(vfio::open_ttdrv(root, &addr)?));
     }
     Err(Error::InvalidArgument(format!(
         "unknown device selector `{sel}`: use `auto`, `emu[:options]` or `vfio:DDDD:BB:DD.F`"
     )))
+}
+
+/// The PCI devices with ttdrv's identity (contract §1) that sysfs at `sysfs_root` (`/sys` on a host) lists, sorted
+/// by address, bound to vfio-pci or not: what `ttdrv list` shows. Empty when there are none or sysfs is unreadable.
+pub fn list_devices(sysfs_root: &std::path::Path) -> Vec<vfio::PciDeviceInfo> {
+    vfio::sysfs::find(sysfs_root, crate::hw::PCI_VENDOR, crate::hw::PCI_DEVICE)
+}
+
+/// The device `auto` picks: the first one with ttdrv's identity that is bound to vfio-pci.
+fn auto_device(sysfs_root: &std::path::Path) -> Option<vfio::PciAddress> {
+    list_devices(sysfs_root).into_iter().find(|d| d.bound_to_vfio()).map(|d| d.address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vfio::sysfs::fake::FakeSys;
+
+    #[test]
+    fn auto_picks_the_first_bound_ttdrv_device() {
+        let sys = FakeSys::new();
+        assert_eq!(auto_device(sys.path()), None);
+        sys.add_device("0000:01:00.0", (0x1234, 0x7454), 0x120000, None, Some(1), 0);
+        sys.add_device("0000:02:00.0", (0x1234, 0x11e8), 0x00ff00, Some("vfio-pci"), Some(2), 0);
+        assert_eq!(auto_device(sys.path()), None, "unbound ttdrv devices and other bound devices are skipped");
+        sys.add_device("0000:04:00.0", (0x1234, 0x7454), 0x120000, Some("vfio-pci"), Some(4), 0);
+        sys.add_device("0000:03:00.0", (0x1234, 0x7454), 0x120000, Some("vfio-pci"), Some(3), 1);
+        assert_eq!(auto_device(sys.path()).map(|a| a.to_string()).as_deref(), Some("0000:03:00.0"));
+        let all = list_devices(sys.path());
+        let names: Vec<String> = all.iter().map(|d| d.address.to_string()).collect();
+        assert_eq!(names, ["0000:01:00.0", "0000:03:00.0", "0000:04:00.0"]);
+        assert_eq!(all[1].numa_node, Some(1));
+    }
+
+    #[test]
+    fn vfio_selectors_are_checked() {
+        let e = open("vfio:0000:01:00").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("DDDD:BB:DD.F"), "{e}");
+        // This machine has no such device: the error says how to find one.
+        let e = open("vfio:0000:7f:1f.7").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("no PCI device at 0000:7f:1f.7") || e.contains("not a ttdrv device"), "{e}");
+    }
 }
