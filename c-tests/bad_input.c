@@ -15,7 +15,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1474,6 +1476,123 @@ static void test_fork(fixture *f) {
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
+/* Threads: bad and good calls from several threads at once; a buffer freed while another thread uses it        */
+
+typedef struct {
+  ttdrv_device *dev;
+  uint16_t cq;
+  uint32_t id;
+  unsigned checks, failures;
+  char first_failure[512];
+} worker;
+
+static void worker_fail(worker *w, const char *what) {
+  w->failures++;
+  if (w->first_failure[0] == '\0') {
+    snprintf(w->first_failure, sizeof w->first_failure, "thread %u: %s (message: %s)", w->id, what,
+             ttdrv_last_error());
+  }
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  float src[16 * 40], dst[16 * 40];
+  char want[64];
+  for (uint32_t it = 0; it < 40; it++) {
+    /* A bad call whose message only this thread could have caused. */
+    ttdrv_tensor_spec s = dram_spec(16, 40);
+    s.dtype = 1000 + w->id * 100 + it;
+    ttdrv_buffer *b = SENTINEL;
+    snprintf(want, sizeof want, "dtype %u ", s.dtype);
+    w->checks++;
+    if (ttdrv_buffer_allocate(w->dev, &s, &b) != TTDRV_STATUS_INVALID_ARGUMENT || b != SENTINEL ||
+        strstr(ttdrv_last_error(), want) == NULL) {
+      worker_fail(w, "bad dtype: wrong status, output or message");
+    }
+    /* A good round trip on this thread's queue. */
+    s.dtype = TTDRV_DTYPE_FLOAT32;
+    fill_pattern(src, 16 * 40, w->id * 1000 + it);
+    w->checks++;
+    if (ttdrv_buffer_from_host(w->dev, &s, w->cq, (const uint8_t *)src, sizeof src, &b) != TTDRV_STATUS_OK ||
+        ttdrv_last_error()[0] != '\0' ||
+        ttdrv_buffer_read(b, w->cq, true, (uint8_t *)dst, sizeof dst) != TTDRV_STATUS_OK ||
+        memcmp(src, dst, sizeof src) != 0) {
+      worker_fail(w, "round trip");
+    }
+    /* Use after free from this thread. */
+    w->checks++;
+    if (ttdrv_buffer_free(b) != TTDRV_STATUS_OK || ttdrv_buffer_free(b) != TTDRV_STATUS_INVALID_HANDLE ||
+        strstr(ttdrv_last_error(), "stale") == NULL) {
+      worker_fail(w, "double free");
+    }
+  }
+  return NULL;
+}
+
+typedef struct {
+  ttdrv_buffer *victim;
+  uint16_t cq;
+  atomic_int writes_ok;
+  atomic_int freed;
+  int bad_status, ok_after_invalid, saw_invalid;
+} victim_state;
+
+/* Writes the victim until it is freed by another thread: every call returns OK or, once freed, INVALID_HANDLE. */
+static void *victim_writer(void *arg) {
+  victim_state *v = arg;
+  float src[16 * 40];
+  fill_pattern(src, 16 * 40, 4242);
+  for (long i = 0; i < 200000; i++) {
+    ttdrv_status st = ttdrv_buffer_write(v->victim, v->cq, (const uint8_t *)src, sizeof src, (i % 4) == 0);
+    if (st == TTDRV_STATUS_OK) {
+      if (v->saw_invalid) v->ok_after_invalid++;
+      atomic_fetch_add(&v->writes_ok, 1);
+    } else if (st == TTDRV_STATUS_INVALID_HANDLE) {
+      v->saw_invalid = 1;
+      if (atomic_load(&v->freed) && i % 8 == 7) break;
+    } else {
+      v->bad_status = (int)st;
+      break;
+    }
+  }
+  return NULL;
+}
+
+static void test_threads(devctx *c) {
+  group = "threads";
+  enum { N = 4 };
+  worker w[N];
+  pthread_t th[N];
+  for (uint32_t i = 0; i < N; i++) {
+    memset(&w[i], 0, sizeof w[i]);
+    w[i].dev = c->dev;
+    w[i].cq = (uint16_t)(i % c->queues);
+    w[i].id = i;
+    CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0 ? TTDRV_STATUS_OK : TTDRV_STATUS_PANIC);
+  }
+  /* Meanwhile: a buffer freed by this thread while another writes it. */
+  victim_state v;
+  memset(&v, 0, sizeof v);
+  v.cq = 1 % c->queues;
+  ttdrv_tensor_spec s = dram_spec(16, 40);
+  CHECK(ttdrv_buffer_allocate(c->dev, &s, &v.victim));
+  pthread_t vt;
+  CHECK(pthread_create(&vt, NULL, victim_writer, &v) == 0 ? TTDRV_STATUS_OK : TTDRV_STATUS_PANIC);
+  while (atomic_load(&v.writes_ok) < 20) sched_yield();
+  OK(ttdrv_buffer_free(v.victim));
+  atomic_store(&v.freed, 1);
+  pthread_join(vt, NULL);
+  for (int i = 0; i < N; i++) {
+    pthread_join(th[i], NULL);
+    TRUE_(w[i].failures == 0, "%u of %u checks failed; first: %s", w[i].failures, w[i].checks, w[i].first_failure);
+  }
+  TRUE_(v.bad_status == 0, "writes to a buffer being freed returned %s", ttdrv_status_name((uint32_t)v.bad_status));
+  TRUE_(v.saw_invalid && v.ok_after_invalid == 0, "after the free: saw INVALID_HANDLE %d, then OK %d times",
+        v.saw_invalid, v.ok_after_invalid);
+  OK(ttdrv_device_synchronize(c->dev));
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
 
 int main(void) {
   mlp_host_init(&host, 42);
@@ -1518,6 +1637,8 @@ int main(void) {
   test_closed();
   test_close_in_flight();
   verify_all(&main_dev, "closing other devices");
+  test_threads(&main_dev);
+  verify_all(&main_dev, "threads");
   test_fork(&f);
   group = "fork";
   verify_all(&main_dev, "fork");
