@@ -279,6 +279,9 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
     guard("ttdrv_buffer_from_host", || {
         let d = device_checked(device)?;
         let s = spec_from_c(spec)?;
+        // The length is checked before a slice is built on it: a wrong length is an error, not a slice over memory
+        // the caller does not have.
+        s.check_host_len(len, "data")?;
         let data = bytes(data, len, "data")?;
         let out = out_ptr(out, "out")?;
         let b = d.buffer_from_host(&s, cq, data)?;
@@ -309,6 +312,8 @@ pub unsafe extern "C" fn ttdrv_buffer_write(
 ) -> ttdrv_status {
     guard("ttdrv_buffer_write", || {
         let b = buffer_arc(buffer, "buffer")?;
+        // Checked before a slice is built on it, as in ttdrv_buffer_from_host.
+        b.spec().check_host_len(len, "write")?;
         let data = bytes(data, len, "data")?;
         Ok(b.write(cq, data, blocking)?)
     })
