@@ -759,7 +759,7 @@ static void test_sizes(fixture *f) {
   ST(INVALID_ARGUMENT, ttdrv_buffer_write(f->buf, 0, &one, 0, true), "0 bytes");
   ST(INVALID_ARGUMENT, ttdrv_buffer_write(f->buf, 0, (const uint8_t *)data, sizeof data - 1, false), "8191");
   ST(INVALID_ARGUMENT, ttdrv_buffer_write(f->buf, 0, (const uint8_t *)data, sizeof data + 4, false), "8196");
-  ST(INVALID_ARGUMENT, ttdrv_buffer_write(f->buf, 0, (const uint8_t *)data, SIZE_MAX, false), "data");
+  ST(INVALID_ARGUMENT, ttdrv_buffer_write(f->buf, 0, (const uint8_t *)data, SIZE_MAX, false), "8192");
   ST(INVALID_ARGUMENT, ttdrv_buffer_write(f->buf, 0, (const uint8_t *)data, (size_t)1 << 62, false), "bytes");
   ST(INVALID_ARGUMENT, ttdrv_buffer_read(f->buf, 0, true, NULL, 0), "8192");
   ST(INVALID_ARGUMENT, ttdrv_buffer_read(f->buf, 0, true, (uint8_t *)data, SIZE_MAX), "8192");
