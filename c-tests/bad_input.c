@@ -848,6 +848,41 @@ static void test_sizes(fixture *f) {
   ST(INVALID_ARGUMENT, ttdrv_mlp_new(dev, 0, &md, &om), "batch");
   UNCHANGED(om);
 
+  /* Misaligned pointers: byte data may sit anywhere; word and float arrays must be aligned for their type (C code
+   * that forms them by casting an odd address gets INVALID_ARGUMENT, not undefined behaviour in the library). */
+  static uint8_t raw[32 * 64 * 4 + 8];
+  float back[32 * 64];
+  fill_pattern(data, 32 * 64, 31);
+  memcpy(raw + 1, data, sizeof data);
+  OK(ttdrv_buffer_write(f->buf, 0, raw + 1, sizeof data, true));
+  OK(ttdrv_buffer_read(f->buf, 0, true, raw + 3, sizeof data));
+  memcpy(back, raw + 3, sizeof back);
+  TRUE_(memcmp(back, data, sizeof data) == 0, "round trip through odd host addresses changed the data");
+  uint32_t words_al[20] = {0};
+  const uint32_t *odd_words = (const uint32_t *)(const void *)((const uint8_t *)words_al + 2);
+  ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, odd_words, 17, NULL, 0), "rt_args", "aligned");
+  ttdrv_buffer *const *odd_list = (ttdrv_buffer *const *)(const void *)((const uint8_t *)list + 4);
+  ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 0, odd_list, 1), "buffers", "aligned");
+  CHECK(ttdrv_program_desc_init(&pd));
+  pd.kernel_name = "ttdrv.fill";
+  pd.ct_args = odd_words;
+  pd.num_ct_args = 1;
+  ST(INVALID_ARGUMENT, ttdrv_program_new(dev, &pd, &op), "ct_args", "aligned");
+  CHECK(ttdrv_mlp_desc_init(&md));
+  md.batch = host.batch;
+  md.num_dims = host.num_dims;
+  md.dims = (const uint32_t *)(const void *)((const uint8_t *)host.dims + 1);
+  md.weights = (const float *const *)host.w;
+  md.biases = (const float *const *)host.b;
+  ST(INVALID_ARGUMENT, ttdrv_mlp_new(dev, 0, &md, &om), "desc->dims", "aligned");
+  md.dims = host.dims;
+  const float *odd_w[MLP_MAX_LAYERS] = {(const float *)(const void *)((const uint8_t *)host.w[0] + 2), host.w[1],
+                                        host.w[2]};
+  md.weights = odd_w;
+  ST(INVALID_ARGUMENT, ttdrv_mlp_new(dev, 0, &md, &om), "desc->weights[i]", "aligned");
+  UNCHANGED(op);
+  UNCHANGED(om);
+
   /* Timeouts at both ends. */
   ttdrv_event *e = NULL;
   CHECK(ttdrv_event_new(dev, &e));
