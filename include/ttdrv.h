@@ -656,70 +656,100 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to `len`), and writes
- * the full message length (without the NUL) to `out_len` if it is not NULL. The message describes the most
- * recent failed ttdrv call on this thread; a successful call clears it. Returns `TTDRV_STATUS_BUFFER_TOO_SMALL`
- * if the message was truncated. Any thread may call it.
+ * Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to fit `len` bytes) and writes
+ * the message's full length (without the NUL) to `*out_len` when `out_len` is not NULL. Call it with `buf = NULL, len
+ * = 0` to learn the length first. The message describes the most recent failed ttdrv call on this thread; a successful
+ * call clears it. This call does not change it.
+ *
+ * Ownership: `buf` stays the caller's; nothing is allocated. Thread: any; each thread has its own message.
+ * Returns: OK (the whole message, possibly empty, was copied), BUFFER_TOO_SMALL (it was truncated, or `buf` is NULL /
+ * `len` is 0 and the message is not empty).
  *
  * # Safety
- * `buf` must be NULL (with `len == 0`) or point to `len` writable bytes; `out_len` must be NULL or writable.
+ * `buf` must be NULL or point to `len` writable bytes; `out_len` must be NULL or point to a writable `size_t`.
  */
 ttdrv_status ttdrv_last_error_message(char *buf,
                                       size_t len,
                                       size_t *out_len);
 
 /**
- * The calling thread's last error message as a NUL-terminated string ("" after a success). The pointer stays
- * valid until the next ttdrv call on this thread. Never NULL.
+ * The calling thread's last error message as a NUL-terminated string: what the most recent failed ttdrv call on this
+ * thread found wrong and what to do about it; "" after a successful call. Never NULL.
+ *
+ * Ownership: the string belongs to ttdrv; it stays valid until the next ttdrv call on this thread (copy it with
+ * `ttdrv_last_error_message` to keep it). Thread: any; each thread has its own message. Messages are for people: match
+ * on the returned status, never on the text (docs/abi.md).
  */
 const char *ttdrv_last_error(void);
 
 /**
- * A static, NUL-terminated name for a status ("TTDRV_STATUS_TIMEOUT"); unknown values give
- * "TTDRV_STATUS_UNKNOWN". Never NULL; any thread.
+ * The name of a status value as a static NUL-terminated string, e.g. "TTDRV_STATUS_TIMEOUT"; values this library does
+ * not know give "TTDRV_STATUS_UNKNOWN". Never NULL; never freed. Thread: any.
  */
 const char *ttdrv_status_name(uint32_t status);
 
 /**
- * The library version as a NUL-terminated string, e.g. "0.1.0" (compare with `TTDRV_VERSION_STRING` to detect a
- * header/library mismatch). Never NULL; any thread.
+ * The library's version as a static NUL-terminated string, e.g. "0.1.0". Compare it with `TTDRV_VERSION_STRING` (or
+ * `ttdrv_version_number()` with `TTDRV_VERSION_NUMBER`) to detect a program built against another header than the
+ * library it runs with. Never NULL; never freed. Thread: any.
  */
 const char *ttdrv_version(void);
 
 /**
- * The library version as `major << 16 | minor << 8 | patch` (compare with `TTDRV_VERSION_NUMBER`). Any thread.
+ * The library's version as `major << 16 | minor << 8 | patch` (0.1.0 is 0x000100). A program built against header
+ * `TTDRV_VERSION_NUMBER` runs correctly with any library whose major version is the same and whose number is at least
+ * as high (docs/abi.md). Thread: any.
  */
 uint32_t ttdrv_version_number(void);
 
 /**
- * Deliberately panics inside an entry point, to prove the panic boundary (tests only; returns
- * `TTDRV_STATUS_PANIC` with a message). Any thread.
+ * Panics inside an entry point on purpose, to prove the panic boundary: returns TTDRV_STATUS_PANIC with a message
+ * naming the panic, and ttdrv stays usable. For tests; it changes nothing else. Thread: any.
  */
 ttdrv_status ttdrv_debug_panic(void);
 
 /**
- * Fills `spec` with a `[1, 1]` float32 row-major interleaved DRAM tensor and its `struct_size`. Any thread.
+ * Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
+ * afterwards.
+ *
+ * Thread: any. Errors: NULL_PARAMETER.
  *
  * # Safety
- * `spec` must be NULL or writable.
+ * `spec` must be NULL or point to a writable `ttdrv_tensor_spec`.
  */
 ttdrv_status ttdrv_tensor_spec_init(struct ttdrv_tensor_spec *spec);
 
 /**
- * Allocates a buffer without writing it (`allocate_tensor_on_device`); contents are undefined. Placement is
- * deterministic: the same sequence of allocations and frees gives the same addresses. Errors: INVALID_ARGUMENT
- * (shape, shard spec), OUT_OF_DEVICE_MEMORY (the message gives the free bytes and largest block).
+ * Allocates a buffer in device memory without writing it (`allocate_tensor_on_device`); its contents are undefined
+ * until written. Placement is deterministic: the same sequence of allocations and frees gives the same addresses.
+ *
+ * Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. `spec` is only read.
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too
+ * small; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
+ * divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
+ * banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
+ * OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
  *
  * # Safety
- * `spec` must point to an initialised `ttdrv_tensor_spec`; `out` must be writable.
+ * `spec` must point to an initialised `ttdrv_tensor_spec` (at least `spec->struct_size` readable bytes); `out` must be
+ * writable.
  */
 ttdrv_status ttdrv_buffer_allocate(struct ttdrv_device *device,
                                    const struct ttdrv_tensor_spec *spec,
                                    struct ttdrv_buffer **out);
 
 /**
- * Allocates a buffer and writes `data` (dense row-major, exactly rows x cols elements) into it on queue `cq`
- * (`host_tensor.to(device, mem_config)`). Returns once the data is copied out of `data`.
+ * Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
+ * dense row-major tensor, exactly rows x cols x element size bytes; it is copied before the call returns and may be
+ * reused at once. On failure nothing stays allocated.
+ *
+ * Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too small; a zero
+ * or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
+ * shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
+ * on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
+ * (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
+ * INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
  *
  * # Safety
  * `spec` initialised; `data` readable for `len` bytes; `out` writable.
@@ -732,10 +762,15 @@ ttdrv_status ttdrv_buffer_from_host(struct ttdrv_device *device,
                                     struct ttdrv_buffer **out);
 
 /**
- * Writes `data` (dense row-major, exactly the buffer's size) into the buffer on queue `cq`
- * (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be reused at once;
- * with `blocking` the call also waits until the device has written them. Errors: INVALID_ARGUMENT (wrong
- * length, no such queue), INVALID_STATE (trace capture on `cq`), TIMEOUT, DEVICE_FAULT, CLOSED.
+ * Writes `data` — the dense row-major tensor, exactly the buffer's host size (`ttdrv_buffer_host_size`) — into the
+ * buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
+ * reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
+ * sees the new contents; other queues must order themselves with events.
+ *
+ * Thread: any; concurrent writes to one buffer on different queues land in an unspecified order.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its device was closed),
+ * FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace
+ * capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT.
  *
  * # Safety
  * `data` must be readable for `len` bytes.
@@ -747,10 +782,15 @@ ttdrv_status ttdrv_buffer_write(struct ttdrv_buffer *buffer,
                                 bool blocking);
 
 /**
- * Reads the buffer into `out` (dense row-major, exactly the buffer's size) on queue `cq`. With `blocking` it
- * returns when the data is there. Without (`cpu(blocking=False)`) it returns at once; the data is in place after
- * `ttdrv_device_finish(cq)` or after an event recorded on `cq` behind the read completes, and `out` must stay
- * valid and untouched until then.
+ * Reads the buffer into `out` (dense row-major, exactly the buffer's host size) on queue `cq`. With `blocking` it
+ * returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
+ * in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
+ * device is closed.
+ *
+ * Ownership: `out` stays the caller's, but until the data is in place ttdrv writes it: keep it valid and do not touch
+ * it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its
+ * device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue),
+ * INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
  *
  * # Safety
  * `out` must be writable for `len` bytes until the data is in place.
@@ -762,9 +802,12 @@ ttdrv_status ttdrv_buffer_read(struct ttdrv_buffer *buffer,
                                size_t len);
 
 /**
- * Frees the buffer now (`deallocate(force=True)`): its range can be reused at once. Work already enqueued on a
- * queue that uses the buffer still runs before anything enqueued later on that queue; across queues, order reuse
- * with events. NULL is a no-op; a stale handle is INVALID_HANDLE.
+ * Frees the buffer now (`deallocate(force=True)`): its device range can be reused at once. Work already enqueued on a
+ * queue that uses the buffer still runs before anything enqueued later on that queue; across queues, order the reuse
+ * with events. A trace that used the buffer keeps what it needs (see `ttdrv_trace_execute`). NULL is a no-op.
+ *
+ * Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any.
+ * Errors: INVALID_HANDLE (already freed, or never a buffer).
  *
  * # Safety
  * `buffer` must be NULL or a value returned by ttdrv.
@@ -772,33 +815,46 @@ ttdrv_status ttdrv_buffer_read(struct ttdrv_buffer *buffer,
 ttdrv_status ttdrv_buffer_free(struct ttdrv_buffer *buffer);
 
 /**
- * Writes the buffer's address (`buffer_address()`): the same offset in every bank or core it uses.
+ * Writes the buffer's device address (`buffer_address()`) to `*out`: the same offset in every bank or core the buffer
+ * uses. Answers after its device is closed too.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_buffer_address(struct ttdrv_buffer *buffer, uint64_t *out);
+ttdrv_status ttdrv_buffer_address(struct ttdrv_buffer *buffer,
+                                  uint64_t *out);
 
 /**
- * Writes the buffer's spec (shape, dtype, layout, memory config: `.shape`, `.dtype`, `.layout`) to `*out`.
+ * Writes the buffer's spec — shape, dtype, tensor layout and memory configuration (`.shape`, `.dtype`, `.layout`,
+ * `.memory_config()`) — to `*out`, with `struct_size` set. Answers after its device is closed too.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
  * # Safety
- * `out` must be writable.
+ * `out` must point to a writable `ttdrv_tensor_spec`.
  */
 ttdrv_status ttdrv_buffer_get_spec(struct ttdrv_buffer *buffer,
                                    struct ttdrv_tensor_spec *out);
 
 /**
- * Writes the buffer's size in host memory (rows x cols x element size) to `*out`.
+ * Writes the buffer's size in host memory (rows x cols x element size: what `ttdrv_buffer_write` and
+ * `ttdrv_buffer_read` take) to `*out`. Answers after its device is closed too.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_buffer_host_size(struct ttdrv_buffer *buffer, size_t *out);
+ttdrv_status ttdrv_buffer_host_size(struct ttdrv_buffer *buffer,
+                                    size_t *out);
 
 /**
- * Fills `params` with the defaults (one command queue, no trace region, no L1 small region) and its
- * `struct_size`. Any thread.
+ * Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 16 MiB issue and 8 MiB
+ * completion rings, a 30 s timeout, no flags — and sets `struct_size`. Change fields afterwards.
+ *
+ * Thread: any. Errors: NULL_PARAMETER.
  *
  * # Safety
  * `params` must be NULL or point to a writable `ttdrv_device_params`.
@@ -806,26 +862,41 @@ ttdrv_status ttdrv_buffer_host_size(struct ttdrv_buffer *buffer, size_t *out);
 ttdrv_status ttdrv_device_params_init(struct ttdrv_device_params *params);
 
 /**
- * Opens a device. `selector` is `"auto"` (a bound VFIO device, else the emulator; `TTDRV_DEVICE` overrides),
- * `"emu"` or `"emu:OPTIONS"` (the emulated device), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the
- * defaults. On success `*out` receives a handle to release with `ttdrv_device_close`. Several devices may be open
- * at once. Any thread.
+ * Opens a device. `selector` is `"auto"` (a bound VFIO device with ttdrv's PCI identity if there is one, else the
+ * emulator; the `TTDRV_DEVICE` environment variable overrides it), `"emu"` or `"emu:OPTIONS"` (the emulated device;
+ * `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the defaults
+ * (`ttdrv_device_params_init`). Several devices may be open at once.
  *
- * Errors: NULL_PARAMETER, INVALID_ARGUMENT (bad selector or params), NOT_FOUND, UNSUPPORTED, HOST_MEMORY
- * (DMA memory; the message says how to fix memlock/hugepages), TRANSPORT.
+ * Ownership: on success `*out` receives a new handle; the caller releases it with `ttdrv_device_close`. `selector` and
+ * `params` are only read during the call. Thread: any; the handle may then be used from any thread.
+ * Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (unknown selector or emulator option, selector not
+ * UTF-8, `params->struct_size` smaller than this version's struct, unknown flag bits, `reserved` not 0, `timeout_ms`
+ * 0, a queue count the device does not have, ring sizes that are not powers of two from 64 KiB to 1 GiB, a trace
+ * region that leaves no ordinary DRAM, `l1_small_size` above half of L1); NOT_FOUND (no device at the address);
+ * UNSUPPORTED (device contract or transport this build lacks); HOST_MEMORY (DMA memory could not be allocated or
+ * locked: the message says how to raise the memlock limit or reserve hugepages); TRANSPORT; TIMEOUT (the device did
+ * not come out of reset); PROTOCOL (the device reports an impossible configuration).
  *
  * # Safety
- * `selector` must be a NUL-terminated string; `params` NULL or readable; `out` writable.
+ * `selector` must be a NUL-terminated string; `params` NULL or pointing to at least `params->struct_size` readable
+ * bytes; `out` writable.
  */
 ttdrv_status ttdrv_device_open(const char *selector,
                                const struct ttdrv_device_params *params,
                                struct ttdrv_device **out);
 
 /**
- * Closes a device: drains its queues (waiting at most the timeout, or 5 s), then releases it. Work that does not
- * finish in time is abandoned (the device is reset). Buffers, events and programs of the device stay valid
- * handles but every call on them fails with TTDRV_STATUS_CLOSED; free them as usual. NULL is a no-op. In a
- * forked child it releases the handle without touching the hardware and returns TTDRV_STATUS_FORKED.
+ * Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
+ * non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
+ * in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+ *
+ * Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
+ * Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
+ * TTDRV_STATUS_CLOSED, queries of what the handle itself knows (`ttdrv_buffer_address`, `_get_spec`, `_host_size`,
+ * `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
+ * Thread: any, but not while another thread is using the device (its calls would fail with CLOSED).
+ * Errors: INVALID_HANDLE; FORKED (in a forked child: the child's handle is released without touching the parent's
+ * device).
  *
  * # Safety
  * `device` must be NULL or a value returned by `ttdrv_device_open`.
@@ -833,45 +904,70 @@ ttdrv_status ttdrv_device_open(const char *selector,
 ttdrv_status ttdrv_device_close(struct ttdrv_device *device);
 
 /**
- * Fills `*out` with what the device reports. Set `out->struct_size = sizeof(ttdrv_device_info)` first.
+ * Writes what the device reports — contract version, queues, DRAM banks and sizes, grid, L1, alignments, capabilities,
+ * the trace region reserved and the device's name — to `*out`. Set `out->struct_size = sizeof(ttdrv_device_info)`
+ * first: a larger struct (from a newer header) is accepted and only this version's fields are written;
+ * `out->struct_size` is then set to the size written.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` too small), INVALID_HANDLE (`device` freed,
+ * closed or never returned by ttdrv), FORKED (opened by the parent of this process).
  *
  * # Safety
- * `out` must point to a writable struct of at least `out->struct_size` bytes.
+ * `out` must be NULL or point to at least `out->struct_size` writable bytes.
  */
 ttdrv_status ttdrv_device_get_info(struct ttdrv_device *device,
                                    struct ttdrv_device_info *out);
 
 /**
- * Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of
- * non-blocking reads. Errors: INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture on `cq`), TIMEOUT
- * (the message dumps the queue state), DEVICE_FAULT.
+ * Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of non-blocking
+ * reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal).
+ *
+ * Thread: any; other threads may keep enqueuing meanwhile (their work is not waited for).
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the
+ * parent of this process), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`),
+ * TIMEOUT (after the device's timeout; the message dumps the queue's state), DEVICE_FAULT (the message gives the fault
+ * and its cause; recover with `ttdrv_device_reset`), PROTOCOL.
  */
 ttdrv_status ttdrv_device_finish(struct ttdrv_device *device,
                                  uint16_t cq);
 
 /**
- * Blocks until every command queue has finished (`ttnn.synchronize_device`). Errors as `ttdrv_device_finish`.
+ * Blocks until every command queue has finished all work enqueued so far (`ttnn.synchronize_device`).
+ *
+ * Thread: any. Errors: as `ttdrv_device_finish`; INVALID_STATE if a capture is in progress on any queue.
  */
 ttdrv_status ttdrv_device_synchronize(struct ttdrv_device *device);
 
 /**
- * Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped,
- * buffer contents, kernel images and traces are lost (buffers keep their addresses and handles). The device is
- * usable again afterwards. Call it while no other thread uses the device.
+ * Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped, buffer
+ * contents, kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be
+ * captured again, and captures in progress are dropped), and events recorded before the reset can no longer be waited
+ * for. The device is usable again afterwards.
+ *
+ * Thread: any, but while no other thread uses the device. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed,
+ * closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not come
+ * back; it may need a host reboot), TRANSPORT.
  */
 ttdrv_status ttdrv_device_reset(struct ttdrv_device *device);
 
 /**
- * Creates an event (`create_event`). It must be recorded before anything waits for it. Free with
- * `ttdrv_event_free`.
+ * Creates an event on the device (`create_event`). It must be recorded (`ttdrv_event_record`) before anything waits
+ * for it; recording it again re-arms it.
+ *
+ * Ownership: on success `*out` receives a new handle; release it with `ttdrv_event_free`. Thread: any; an event may be
+ * shared between threads. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED.
  *
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_event_new(struct ttdrv_device *device, struct ttdrv_event **out);
+ttdrv_status ttdrv_event_new(struct ttdrv_device *device,
+                             struct ttdrv_event **out);
 
 /**
- * Frees an event. NULL is a no-op. Waits already enqueued on the device are unaffected.
+ * Frees an event. Records and waits already enqueued on the device are unaffected. NULL is a no-op.
+ *
+ * Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any, but not while another thread is
+ * waiting for the event. Errors: INVALID_HANDLE (already freed, or never an event).
  *
  * # Safety
  * `event` must be NULL or a value returned by ttdrv.
@@ -879,44 +975,59 @@ ttdrv_status ttdrv_event_new(struct ttdrv_device *device, struct ttdrv_event **o
 ttdrv_status ttdrv_event_free(struct ttdrv_event *event);
 
 /**
- * Records the event on queue `cq` (`record_event(cq, event)`): it completes when all work enqueued on `cq`
- * before it is done and its writes are visible to every queue. Errors: INVALID_ARGUMENT (no such queue),
- * INVALID_STATE (trace capture on `cq`).
+ * Records the event on queue `cq` (`record_event(cq, event)`): it completes when all work enqueued on `cq` before it
+ * is done and its writes are visible to every queue. Returns at once. Waits and synchronizes refer to the most recent
+ * record issued before them.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`event` freed or never returned by ttdrv), CLOSED (its device
+ * was closed), FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`: events
+ * cannot be captured), TIMEOUT (no ring space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_event_record(struct ttdrv_event *event,
                                 uint16_t cq);
 
 /**
- * As `ttdrv_event_record`, and the device also interrupts the host when the event completes, so a thread
- * sleeping in `ttdrv_event_synchronize` wakes directly.
+ * As `ttdrv_event_record`, and the device also interrupts the host when the event completes, so a thread sleeping in
+ * `ttdrv_event_synchronize` wakes at once instead of polling. Thread and errors: as `ttdrv_event_record`.
  */
 ttdrv_status ttdrv_event_record_notify(struct ttdrv_event *event,
                                        uint16_t cq);
 
 /**
- * Makes queue `cq` wait, on the device, for the event's most recent record (`wait_for_event(cq, event)`). Returns
- * at once. Errors: INVALID_STATE (the event was never recorded, or trace capture on `cq`), INVALID_ARGUMENT.
+ * Makes queue `cq` wait, on the device, until the event's most recent record has completed (`wait_for_event(cq,
+ * event)`); work enqueued on `cq` afterwards does not start before it. Returns at once.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` or `event`), CLOSED, FORKED, INVALID_ARGUMENT (no such
+ * queue; an event of another device), INVALID_STATE (the event was never recorded, or was recorded before a reset;
+ * trace capture in progress on `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_device_wait_for_event(struct ttdrv_device *device,
                                          uint16_t cq,
                                          struct ttdrv_event *event);
 
 /**
- * Blocks until the event's most recent record has completed (and the data of non-blocking reads enqueued before
- * it on its queue is in place). Errors: INVALID_STATE (never recorded), TIMEOUT (after the device's timeout; the
- * message dumps the queue state), DEVICE_FAULT.
+ * Blocks the calling thread until the event's most recent record has completed, and the data of non-blocking reads
+ * enqueued before it on its queue is in place (`event.synchronize()`).
+ *
+ * Thread: any; several threads may wait for one event. Errors: NULL_PARAMETER, INVALID_HANDLE (`event` freed or never
+ * returned by ttdrv), CLOSED (its device was closed), FORKED, INVALID_STATE (never recorded, or recorded before a
+ * reset), TIMEOUT (after the device's timeout; the message dumps the queue's state), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_event_synchronize(struct ttdrv_event *event);
 
 /**
- * As `ttdrv_event_synchronize`, giving up after `timeout_us` microseconds with TTDRV_STATUS_TIMEOUT.
+ * As `ttdrv_event_synchronize`, giving up after `timeout_us` microseconds with TTDRV_STATUS_TIMEOUT (0 polls once;
+ * UINT64_MAX waits without limit). Thread and other errors: as `ttdrv_event_synchronize`.
  */
 ttdrv_status ttdrv_event_synchronize_timeout(struct ttdrv_event *event,
                                              uint64_t timeout_us);
 
 /**
- * Writes whether the event's most recent record has completed, without blocking. Errors: INVALID_STATE (never
- * recorded), DEVICE_FAULT.
+ * Writes to `*out_done` whether the event's most recent record has completed (and the reads before it are delivered),
+ * without blocking (`event.query()`).
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`event` freed or never returned by ttdrv), CLOSED (its device
+ * was closed), FORKED, INVALID_STATE (never recorded, or recorded before a reset), DEVICE_FAULT.
  *
  * # Safety
  * `out_done` must be writable.
@@ -925,19 +1036,31 @@ ttdrv_status ttdrv_event_query(struct ttdrv_event *event,
                                bool *out_done);
 
 /**
- * Fills `desc` with its `struct_size`, float32, relu on hidden layers only, and interleaved DRAM everywhere.
+ * Fills `*desc` with its `struct_size`, float32, relu after hidden layers only, and interleaved DRAM for weights,
+ * activations and output; no dims, weights or biases (set `batch`, `dims`, `num_dims`, `weights`, `biases`).
+ *
+ * Thread: any. Errors: NULL_PARAMETER.
  *
  * # Safety
- * `desc` must be NULL or writable.
+ * `desc` must be NULL or point to a writable `ttdrv_mlp_desc`.
  */
 ttdrv_status ttdrv_mlp_desc_init(struct ttdrv_mlp_desc *desc);
 
 /**
- * Creates an MLP and uploads its weights on queue `cq` (blocking). Errors: INVALID_ARGUMENT (dims, memory
- * configs), OUT_OF_DEVICE_MEMORY.
+ * Creates an MLP of `num_dims - 1` layers (matmul + bias, relu between layers) and uploads its weights and biases on
+ * queue `cq`, blocking until they are on the device.
+ *
+ * Ownership: the weights and biases are copied; `desc` and its arrays are only read during the call. On success `*out`
+ * receives a new handle; release it with `ttdrv_mlp_free`. Thread: any.
+ * Errors: NULL_PARAMETER (`desc`, `out`, `desc->dims`, `desc->weights`, `desc->biases` or one of their entries),
+ * INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; `num_dims` outside 2..64; a
+ * batch or width of 0 or a layer above 2^28 elements; an unknown dtype; a memory config as in `ttdrv_buffer_allocate`;
+ * no such queue), INVALID_STATE (trace capture in progress on `cq`), OUT_OF_DEVICE_MEMORY, TIMEOUT, DEVICE_FAULT.
  *
  * # Safety
- * `desc` initialised, with `dims`, `weights` and `biases` valid for their sizes; `out` writable.
+ * `desc` initialised, with `dims` readable for `num_dims` values and `weights` and `biases` for `num_dims - 1`
+ * pointers each, layer i's weights `dims[i] x dims[i+1]` floats (row-major) and biases `dims[i+1]` floats; `out`
+ * writable.
  */
 ttdrv_status ttdrv_mlp_new(struct ttdrv_device *device,
                            uint16_t cq,
@@ -945,13 +1068,21 @@ ttdrv_status ttdrv_mlp_new(struct ttdrv_device *device,
                            struct ttdrv_mlp **out);
 
 /**
- * Runs the model on queue `cq` (`output = run_model(input)`). **Consumes `input`**: once the input is accepted
- * (shape and element type match), its handle is released and the buffer is freed right after the first op, as a
- * ttnn model does; do not free it yourself. `*out` receives the output buffer (allocated top-down, so that a
- * capture run allocates exactly as the compile run did).
+ * Runs the model on queue `cq` (`output = run_model(input)`): enqueues its ops and returns; read the output (or wait
+ * for an event) to get the result. During a trace capture on `cq` the ops are captured instead.
+ *
+ * Ownership: **`input` is consumed** once accepted — it is a live buffer of the model's device with the model's input
+ * shape and dtype, `cq` exists and the device is usable: its handle is released and the buffer is freed right after
+ * the first op, as a ttnn model does; do not free it yourself. Every error listed here except OUT_OF_DEVICE_MEMORY,
+ * PROGRAM_NOT_CACHED, TIMEOUT and DEVICE_FAULT is returned before that, and leaves `input` with the caller. `*out`
+ * receives the output buffer, allocated top-down so that a capture run allocates exactly as the compile run did;
+ * release it with `ttdrv_buffer_free`. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (`mlp` or `input`), CLOSED, FORKED, INVALID_ARGUMENT (input of another
+ * device, shape or dtype; no such queue), OUT_OF_DEVICE_MEMORY, PROGRAM_NOT_CACHED (first run inside a capture),
+ * TIMEOUT, DEVICE_FAULT.
  *
  * # Safety
- * `out` writable.
+ * `out` must be writable.
  */
 ttdrv_status ttdrv_mlp_run(struct ttdrv_mlp *mlp,
                            uint16_t cq,
@@ -959,7 +1090,10 @@ ttdrv_status ttdrv_mlp_run(struct ttdrv_mlp *mlp,
                            struct ttdrv_buffer **out);
 
 /**
- * Frees the model and its weights. NULL is a no-op.
+ * Frees the model and its weights. Runs already enqueued still complete. NULL is a no-op.
+ *
+ * Ownership: the handle is released; using it again is INVALID_HANDLE. Outputs of earlier runs stay valid. Thread:
+ * any. Errors: INVALID_HANDLE.
  *
  * # Safety
  * `mlp` must be NULL or a value returned by ttdrv.
@@ -967,20 +1101,32 @@ ttdrv_status ttdrv_mlp_run(struct ttdrv_mlp *mlp,
 ttdrv_status ttdrv_mlp_free(struct ttdrv_mlp *mlp);
 
 /**
- * Writes the number of program dispatches one run makes.
+ * Writes the number of program dispatches one run of the model makes to `*out`. Answers after its device is closed
+ * too.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
  * # Safety
- * `out` writable.
+ * `out` must be writable.
  */
-ttdrv_status ttdrv_mlp_ops_per_run(struct ttdrv_mlp *mlp, uint32_t *out);
+ttdrv_status ttdrv_mlp_ops_per_run(struct ttdrv_mlp *mlp,
+                                   uint32_t *out);
 
 /**
- * Copies `input` into a new buffer with memory config `*mem` (`to_memory_config`), on queue `cq`. Any layout to
- * any layout; the element type is kept. Errors: INVALID_ARGUMENT, OUT_OF_DEVICE_MEMORY, UNSUPPORTED (no copy
- * kernel on the device), INVALID_HANDLE.
+ * Copies `input` into a new buffer with memory configuration `*mem` (`to_memory_config`), on queue `cq`: any layout to
+ * any layout (interleaved or sharded, DRAM or L1); shape and element type are kept.
+ *
+ * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT.
  *
  * # Safety
- * `mem` readable; `out` writable.
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
  */
 ttdrv_status ttdrv_to_memory_config(struct ttdrv_buffer *input,
                                     uint16_t cq,
@@ -988,10 +1134,20 @@ ttdrv_status ttdrv_to_memory_config(struct ttdrv_buffer *input,
                                     struct ttdrv_buffer **out);
 
 /**
- * Reshards `input` into a new buffer with memory config `*mem` (`reshard(input, mem_config)`).
+ * Reshards `input` into a new buffer with memory configuration `*mem` (`reshard(input, mem_config)`), on queue `cq`.
+ * Same as `ttdrv_to_memory_config`.
+ *
+ * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT.
  *
  * # Safety
- * `mem` readable; `out` writable.
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
  */
 ttdrv_status ttdrv_reshard(struct ttdrv_buffer *input,
                            uint16_t cq,
@@ -999,19 +1155,36 @@ ttdrv_status ttdrv_reshard(struct ttdrv_buffer *input,
                            struct ttdrv_buffer **out);
 
 /**
- * Reshards `input` into the existing buffer `output`, which keeps its address
- * (`reshard(input, mem_config, output_tensor)`): how the seed feeds a trace's input in place. Shapes must match.
+ * Reshards `input` into the existing buffer `output`, which keeps its address and memory configuration
+ * (`reshard(input, mem_config, output_tensor)`), on queue `cq`: how the seed feeds a trace's persistent input in
+ * place. The shapes and element types must match.
+ *
+ * Ownership: both buffers stay the caller's. Returns once enqueued. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_reshard_into(struct ttdrv_buffer *input,
                                 uint16_t cq,
                                 struct ttdrv_buffer *output);
 
 /**
- * `a @ b` into a new buffer with memory config `*mem`, on queue `cq`. `a` is [M, K], `b` [K, N]; float32, or
- * bfloat16 with float32 accumulation.
+ * `a @ b` into a new buffer with memory configuration `*mem`, on queue `cq`. `a` is [M, K] and `b` [K, N], both
+ * float32, or both bfloat16 (accumulated in float32, rounded once).
+ *
+ * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT.
  *
  * # Safety
- * `mem` readable; `out` writable.
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
  */
 ttdrv_status ttdrv_matmul(struct ttdrv_buffer *a,
                           struct ttdrv_buffer *b,
@@ -1020,11 +1193,20 @@ ttdrv_status ttdrv_matmul(struct ttdrv_buffer *a,
                           struct ttdrv_buffer **out);
 
 /**
- * Element-wise `a op b` (`TTDRV_BINARY_*`) into a new buffer; `b` may be one row [1, N], broadcast over `a`'s
- * rows.
+ * Element-wise `a op b` (`op` is a `TTDRV_BINARY_*` value) into a new buffer with memory configuration `*mem`, on
+ * queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type.
+ *
+ * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT; INVALID_ARGUMENT for an unknown `op`.
  *
  * # Safety
- * `mem` readable; `out` writable.
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
  */
 ttdrv_status ttdrv_eltwise_binary(struct ttdrv_buffer *a,
                                   struct ttdrv_buffer *b,
@@ -1034,10 +1216,20 @@ ttdrv_status ttdrv_eltwise_binary(struct ttdrv_buffer *a,
                                   struct ttdrv_buffer **out);
 
 /**
- * Element-wise unary op (`TTDRV_UNARY_*`; `param` is the factor of `TTDRV_UNARY_SCALE`) into a new buffer.
+ * Element-wise `op(a)` (`op` is a `TTDRV_UNARY_*` value; `param` is the factor of `TTDRV_UNARY_SCALE`, ignored
+ * otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`.
+ *
+ * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT; INVALID_ARGUMENT for an unknown `op`.
  *
  * # Safety
- * `mem` readable; `out` writable.
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
  */
 ttdrv_status ttdrv_eltwise_unary(struct ttdrv_buffer *a,
                                  uint32_t op,
@@ -1047,40 +1239,68 @@ ttdrv_status ttdrv_eltwise_unary(struct ttdrv_buffer *a,
                                  struct ttdrv_buffer **out);
 
 /**
- * Fills the buffer with `value` on queue `cq`.
+ * Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type). Returns once
+ * enqueued.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no
+ * such queue; buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+ * `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+ * PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+ * space), DEVICE_FAULT.
  */
-ttdrv_status ttdrv_fill(struct ttdrv_buffer *buffer, uint16_t cq, float value);
+ttdrv_status ttdrv_fill(struct ttdrv_buffer *buffer,
+                        uint16_t cq,
+                        float value);
 
 /**
- * Fills `desc` with an empty description (no kernel, core (0,0), no arguments) and its `struct_size`.
+ * Fills `*desc` with an empty description — no kernel name, core (0,0), no arguments, circular buffers or semaphores —
+ * and its `struct_size`. Set `kernel_name` at least.
+ *
+ * Thread: any. Errors: NULL_PARAMETER.
  *
  * # Safety
- * `desc` must be NULL or writable.
+ * `desc` must be NULL or point to a writable `ttdrv_program_desc`.
  */
 ttdrv_status ttdrv_program_desc_init(struct ttdrv_program_desc *desc);
 
 /**
- * Creates a program, looking it up in (or adding it to) the device's program cache. The first run uploads the
- * kernel image; later runs with any arguments reuse it. Errors: INVALID_ARGUMENT (cores outside the grid, argument
- * counts that do not match a built-in kernel, a launch too large for the issue ring), UNSUPPORTED (the device's
+ * Creates a program — a kernel on a rectangle of cores with its compile-time arguments, circular buffers and
+ * semaphores — looking it up in (or adding it to) the device's program cache; everything in `*desc` is the cache key.
+ * The first run uploads the kernel image; later runs with any runtime arguments reuse it. A built-in kernel is named
+ * `ttdrv.*` with no code; any other name is a custom image of `code` (the emulated device runs custom images by name,
+ * so a name it does not implement faults with DEVICE_FAULT when the program runs).
+ *
+ * Ownership: `desc` and its arrays are copied; on success `*out` receives a new handle to release with
+ * `ttdrv_program_free` (the program stays cached). Thread: any.
+ * Errors: NULL_PARAMETER (`desc`, `out`, `desc->kernel_name`, or an array with a non-zero count), INVALID_HANDLE
+ * (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; kernel name empty, too long or not UTF-8;
+ * cores outside the grid or coordinates above 255; argument counts that do not match a built-in kernel; a count too
+ * large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (the device's
  * catalog lacks the built-in kernel).
  *
  * # Safety
- * `desc` must be initialised and its pointers valid for their counts; `out` writable.
+ * `desc` must be initialised, `kernel_name` a NUL-terminated string, and `code`, `ct_args`, `cbs` and `sems` readable
+ * for their counts; `out` writable.
  */
 ttdrv_status ttdrv_program_new(struct ttdrv_device *device,
                                const struct ttdrv_program_desc *desc,
                                struct ttdrv_program **out);
 
 /**
- * Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the
- * rectangle, row-major. `buffers` lists every buffer the arguments refer to (use `ttdrv_buffer_accessor` for
- * their words): each must be alive, and during trace capture their ranges are what the trace depends on.
- * Returns once the launch is enqueued. Errors: INVALID_ARGUMENT (argument count), INVALID_HANDLE (a freed
- * buffer), PROGRAM_NOT_CACHED (first run during trace capture).
+ * Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the rectangle, row
+ * by row. `buffers` lists every buffer the arguments refer to (their words come from `ttdrv_buffer_accessor`): each
+ * must be alive, and during a trace capture their ranges are what the trace depends on. Returns once the launch is
+ * enqueued (or captured, during a capture on `cq`).
+ *
+ * Ownership: `rt_args` and `buffers` are only read during the call; the buffers stay the caller's. Thread: any.
+ * Errors: NULL_PARAMETER (`program`, or an array with a non-zero count, or a NULL entry of `buffers`), INVALID_HANDLE
+ * (`program`, or a freed buffer), CLOSED, FORKED, INVALID_ARGUMENT (the number of runtime words; a buffer of another
+ * device; a count too large for memory; no such queue), PROGRAM_NOT_CACHED (the program has never run and a capture is
+ * in progress on `cq`: run it once before `ttdrv_trace_begin_capture`), OUT_OF_DEVICE_MEMORY (the first run finds the
+ * kernel image region full), TIMEOUT (no ring space), DEVICE_FAULT.
  *
  * # Safety
- * `rt_args` readable for `num_rt_args` words; `buffers` readable for `num_buffers` handles.
+ * `rt_args` must be readable for `num_rt_args` words and `buffers` for `num_buffers` handles.
  */
 ttdrv_status ttdrv_program_run(struct ttdrv_program *program,
                                uint16_t cq,
@@ -1090,7 +1310,10 @@ ttdrv_status ttdrv_program_run(struct ttdrv_program *program,
                                size_t num_buffers);
 
 /**
- * Frees a program handle (the program stays in the device's cache). NULL is a no-op.
+ * Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
+ * no-op.
+ *
+ * Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any. Errors: INVALID_HANDLE.
  *
  * # Safety
  * `program` must be NULL or a value returned by ttdrv.
@@ -1098,8 +1321,11 @@ ttdrv_status ttdrv_program_run(struct ttdrv_program *program,
 ttdrv_status ttdrv_program_free(struct ttdrv_program *program);
 
 /**
- * Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to
- * find the buffer — to `out`, which holds `len >= 12` words.
+ * Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to find
+ * the buffer: memory, layout, dtype, address, shape, page stride and shard grid — to `out`, which holds `len >= 12`
+ * words. Answers after its device is closed too.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE, INVALID_ARGUMENT (`len` below 12).
  *
  * # Safety
  * `out` must be writable for `len` words.
@@ -1109,7 +1335,10 @@ ttdrv_status ttdrv_buffer_accessor(struct ttdrv_buffer *buffer,
                                    size_t len);
 
 /**
- * Writes the device's program cache statistics.
+ * Writes the device's program cache statistics — distinct programs cached, dispatches that found their kernel image on
+ * the device (hits) and dispatches that uploaded it (misses) — to `*out`.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`).
  *
  * # Safety
  * `out` must be writable.
@@ -1118,31 +1347,50 @@ ttdrv_status ttdrv_device_program_cache_stats(struct ttdrv_device *device,
                                               struct ttdrv_program_cache_stats *out);
 
 /**
- * Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the trace id to `*out_id`.
- * Until `ttdrv_trace_end_capture`, programs dispatched on `cq` are recorded instead of sent; host writes, reads,
- * event records and waits, and blocking calls on `cq` fail with INVALID_STATE naming the call; a program never run
- * before fails with PROGRAM_NOT_CACHED. Errors: INVALID_STATE (capture already in progress on `cq`).
+ * Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the new trace's id to
+ * `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq` are recorded instead of sent; host
+ * writes, reads, event records and waits, finish, synchronize and blocking calls on `cq` fail with INVALID_STATE
+ * naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
+ * as usual.
+ *
+ * Ownership: the trace lives on the device until `ttdrv_trace_release` or a reset. Thread: any; dispatches from
+ * several threads onto `cq` are captured in the order they are enqueued.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE
+ * (a capture is already in progress on `cq`).
  *
  * # Safety
- * `out_id` writable.
+ * `out_id` must be writable.
  */
 ttdrv_status ttdrv_trace_begin_capture(struct ttdrv_device *device,
                                        uint16_t cq,
                                        uint32_t *out_id);
 
 /**
- * Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores it in the trace region. Errors:
- * TRACE_REGION (no region, or too small: the message gives the size needed and available, and the trace stays
- * captured so `ttdrv_trace_get_info` can report its size), INVALID_STATE (not capturing `id` on `cq`).
+ * Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores the trace in the trace region (or,
+ * with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). Device ranges the trace uses that no live buffer holds
+ * any more (intermediates freed during the capture) become the trace's until it is released.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
+ * INVALID_STATE (no capture of `id` in progress on `cq`: never begun, begun on another queue, already ended, or
+ * dropped by a reset), TRACE_REGION (no region, or too small: the message gives the bytes needed and available and the
+ * `trace_region_size` to open the device with; the trace stays captured but unstored, so `ttdrv_trace_get_info`
+ * reports its size and `ttdrv_trace_release` frees it), OUT_OF_DEVICE_MEMORY (on demand, DRAM is full), TIMEOUT,
+ * DEVICE_FAULT.
  */
 ttdrv_status ttdrv_trace_end_capture(struct ttdrv_device *device,
                                      uint32_t id,
                                      uint16_t cq);
 
 /**
- * Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it. Errors:
- * INVALID_STATE (unknown or released trace; a buffer the trace uses was freed and its range is not held by a live
- * buffer again — the message names the range), TRACE_REGION (never stored).
+ * Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it to finish.
+ * Replays write their outputs to the buffers the capture wrote, so keep those (and the inputs the capture read) alive;
+ * any device range the trace uses that lay inside a live buffer at the end of the capture must lie inside one again at
+ * each replay.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
+ * INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
+ * range the trace uses is no longer held by a live buffer — the message names it), TRACE_REGION (the trace was never
+ * stored), TIMEOUT, DEVICE_FAULT.
  */
 ttdrv_status ttdrv_trace_execute(struct ttdrv_device *device,
                                  uint32_t id,
@@ -1150,17 +1398,25 @@ ttdrv_status ttdrv_trace_execute(struct ttdrv_device *device,
                                  bool blocking);
 
 /**
- * Releases trace `id`: its buffer and the device ranges it owned are freed. Errors: INVALID_STATE (unknown or
- * already released).
+ * Releases trace `id` (`release_trace`): its trace buffer and the device ranges it owned are freed. A replay already
+ * enqueued still runs; order later reuse of those ranges on other queues with events.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_STATE (unknown or already
+ * released; still being captured: end the capture first).
  */
 ttdrv_status ttdrv_trace_release(struct ttdrv_device *device,
                                  uint32_t id);
 
 /**
- * Writes what is known about trace `id`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first.
+ * Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, and the
+ * `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first; a larger struct
+ * is accepted and `struct_size` is set to the size written.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too
+ * small), INVALID_STATE (unknown or released trace; still being captured).
  *
  * # Safety
- * `out` writable.
+ * `out` must point to at least `out->struct_size` writable bytes.
  */
 ttdrv_status ttdrv_trace_get_info(struct ttdrv_device *device,
                                   uint32_t id,

@@ -106,6 +106,21 @@ impl BufferSpec {
     pub fn host_bytes(&self) -> u64 {
         self.rows as u64 * self.cols as u64 * self.dtype.size() as u64
     }
+
+    /// Fails unless `len` is [`BufferSpec::host_bytes`]; `what` names the transfer in the message.
+    pub(crate) fn check_host_len(&self, len: usize, what: &str) -> Result<()> {
+        let want = self.host_bytes();
+        if len as u64 != want {
+            return invalid(format!(
+                "{what} of {len} bytes, but buffer {self} holds {want} bytes ({} x {} elements of {} bytes); pass \
+                 exactly {want} bytes",
+                self.rows,
+                self.cols,
+                self.dtype.size()
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for BufferSpec {

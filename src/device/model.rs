@@ -105,6 +105,26 @@ impl Device {
 }
 
 impl Mlp {
+    /// Whether a run on queue `cq` would accept `input`: the device is usable, the queue exists, and the input is a
+    /// buffer of this device with the model's input shape and element type. The C ABI checks this before it takes
+    /// the input from the caller, so that a refused input stays the caller's.
+    pub fn check_input(&self, cq: u16, input: &Buffer) -> Result<()> {
+        let c = &self.cfg;
+        self.dev.check_queue(cq)?;
+        input.check_device(&self.dev)?;
+        if input.shape() != [c.batch, c.dims[0]] || input.dtype() != c.dtype {
+            return invalid(format!(
+                "MLP input must be [{}, {}] {:?}, got {:?} {:?}",
+                c.batch,
+                c.dims[0],
+                c.dtype,
+                input.shape(),
+                input.dtype()
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MlpConfig {
         &self.cfg
@@ -132,17 +152,7 @@ impl Mlp {
     pub fn run_with(&self, cq: u16, input: Arc<Buffer>, before_op: &mut dyn FnMut()) -> Result<Buffer> {
         let dev = &self.dev;
         let c = &self.cfg;
-        input.check_device(dev)?;
-        if input.shape() != [c.batch, c.dims[0]] || input.dtype() != c.dtype {
-            return invalid(format!(
-                "MLP input must be [{}, {}] {:?}, got {:?} {:?}",
-                c.batch,
-                c.dims[0],
-                c.dtype,
-                input.shape(),
-                input.dtype()
-            ));
-        }
+        self.check_input(cq, &input)?;
         let last = self.layers.len() - 1;
         let mut input = Some(input);
         let mut x: Option<Buffer> = None;

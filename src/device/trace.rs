@@ -56,8 +56,11 @@ pub(crate) struct TraceTable {
 }
 
 impl TraceTable {
-    /// Device reset: trace buffers in DRAM are gone; replays fail until the traces are captured again.
+    /// Device reset: trace buffers in DRAM are gone; replays fail until the traces are captured again. Captures in
+    /// progress are dropped with their queues' state (the reset clears it), so they are forgotten here too: left
+    /// behind, they could be neither ended nor released.
     pub fn invalidate_all(&mut self) {
+        self.traces.retain(|_, s| matches!(s, State::Captured(_)));
         for s in self.traces.values_mut() {
             if let State::Captured(c) = s {
                 c.epoch = u32::MAX;
@@ -104,7 +107,8 @@ fn gens(m: &Memories) -> [u64; 3] {
 impl DeviceInner {
     fn trace_unknown(&self, tid: u32, what: &str) -> Error {
         Error::InvalidState(format!(
-            "{what}: trace {tid} does not exist on device {} (never captured, or already released)",
+            "{what}: trace {tid} does not exist on device {} (never captured, already released, or its capture was \
+             dropped by a device reset)",
             self.info.name
         ))
     }

@@ -3,7 +3,7 @@
 
 use super::buffer::Buffer;
 use super::queue::{ReadTicket, expect_read};
-use crate::error::{Error, Result, invalid};
+use crate::error::{Error, Result};
 use crate::hw::kernel::Layout;
 use crate::hw::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 use crate::queue::Scatter;
@@ -98,18 +98,7 @@ fn plan(b: &Buffer, max_bytes: usize) -> Vec<Piece> {
 
 impl Buffer {
     fn check_len(&self, len: usize, what: &str) -> Result<()> {
-        let want = self.spec.host_bytes();
-        if len as u64 != want {
-            return invalid(format!(
-                "{what} of {len} bytes, but buffer {} holds {want} bytes ({} x {} elements of {} bytes); pass exactly \
-                 {want} bytes",
-                self.spec,
-                self.spec.rows,
-                self.spec.cols,
-                self.spec.dtype.size()
-            ));
-        }
-        Ok(())
+        self.spec.check_host_len(len, what)
     }
 
     /// Writes the dense row-major tensor `data` into the buffer on queue `cq` (`copy_host_to_device_tensor`).

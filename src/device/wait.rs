@@ -226,6 +226,9 @@ impl DeviceInner {
 
     /// Blocks until the event completes.
     pub(crate) fn wait_event(&self, m: &EventMark, timeout: Duration, what: &str) -> Result<()> {
+        // A forked child must not wait on the parent's device: its DMA memory is still mapped here, but the work
+        // and the device threads belong to the parent.
+        self.check_usable()?;
         self.check_epoch(m.epoch, what)?;
         let t = self.transport()?;
         let desc = || format!("{what} (queue {} event {})", m.queue, m.id);
@@ -237,6 +240,7 @@ impl DeviceInner {
 
     /// Blocks until a read's data is in place.
     pub(crate) fn wait_read(&self, r: &ReadTicket) -> Result<()> {
+        self.check_usable()?;
         self.check_epoch(r.epoch, "read")?;
         let t = self.transport()?;
         let slot = &self.queues[r.queue as usize];

@@ -193,9 +193,10 @@ pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> 
     })
 }
 
-pub(crate) fn buffer_arc(h: *mut ttdrv_buffer) -> FfiResult<Arc<Buffer>> {
+/// The buffer behind handle argument `name`.
+pub(crate) fn buffer_arc(h: *mut ttdrv_buffer, name: &'static str) -> FfiResult<Arc<Buffer>> {
     if h.is_null() {
-        return Err(FfiError::Null("buffer"));
+        return Err(FfiError::Null(name));
     }
     match handles::get(h as usize, Kind::Buffer) {
         Some(Obj::Buffer(b)) => Ok(b),
@@ -207,10 +208,13 @@ pub(crate) fn insert_buffer(b: Buffer) -> *mut ttdrv_buffer {
     handles::insert(Obj::Buffer(Arc::new(b))) as *mut ttdrv_buffer
 }
 
-/// Fills `spec` with a `[1, 1]` float32 row-major interleaved DRAM tensor and its `struct_size`. Any thread.
+/// Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
+/// afterwards.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
 ///
 /// # Safety
-/// `spec` must be NULL or writable.
+/// `spec` must be NULL or point to a writable `ttdrv_tensor_spec`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) -> ttdrv_status {
     guard("ttdrv_tensor_spec_init", || {
@@ -220,12 +224,19 @@ pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) ->
     })
 }
 
-/// Allocates a buffer without writing it (`allocate_tensor_on_device`); contents are undefined. Placement is
-/// deterministic: the same sequence of allocations and frees gives the same addresses. Errors: INVALID_ARGUMENT
-/// (shape, shard spec), OUT_OF_DEVICE_MEMORY (the message gives the free bytes and largest block).
+/// Allocates a buffer in device memory without writing it (`allocate_tensor_on_device`); its contents are undefined
+/// until written. Placement is deterministic: the same sequence of allocations and frees gives the same addresses.
+///
+/// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. `spec` is only read.
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too
+/// small; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
+/// divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
+/// banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
+/// OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
 ///
 /// # Safety
-/// `spec` must point to an initialised `ttdrv_tensor_spec`; `out` must be writable.
+/// `spec` must point to an initialised `ttdrv_tensor_spec` (at least `spec->struct_size` readable bytes); `out` must be
+/// writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_allocate(
     device: *mut ttdrv_device,
@@ -242,8 +253,17 @@ pub unsafe extern "C" fn ttdrv_buffer_allocate(
     })
 }
 
-/// Allocates a buffer and writes `data` (dense row-major, exactly rows x cols elements) into it on queue `cq`
-/// (`host_tensor.to(device, mem_config)`). Returns once the data is copied out of `data`.
+/// Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
+/// dense row-major tensor, exactly rows x cols x element size bytes; it is copied before the call returns and may be
+/// reused at once. On failure nothing stays allocated.
+///
+/// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too small; a zero
+/// or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
+/// shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
+/// on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
+/// (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
+/// INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
 ///
 /// # Safety
 /// `spec` initialised; `data` readable for `len` bytes; `out` writable.
@@ -259,6 +279,9 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
     guard("ttdrv_buffer_from_host", || {
         let d = device_checked(device)?;
         let s = spec_from_c(spec)?;
+        // The length is checked before a slice is built on it: a wrong length is an error, not a slice over memory
+        // the caller does not have.
+        s.check_host_len(len, "data")?;
         let data = bytes(data, len, "data")?;
         let out = out_ptr(out, "out")?;
         let b = d.buffer_from_host(&s, cq, data)?;
@@ -267,10 +290,15 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
     })
 }
 
-/// Writes `data` (dense row-major, exactly the buffer's size) into the buffer on queue `cq`
-/// (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be reused at once;
-/// with `blocking` the call also waits until the device has written them. Errors: INVALID_ARGUMENT (wrong
-/// length, no such queue), INVALID_STATE (trace capture on `cq`), TIMEOUT, DEVICE_FAULT, CLOSED.
+/// Writes `data` — the dense row-major tensor, exactly the buffer's host size (`ttdrv_buffer_host_size`) — into the
+/// buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
+/// reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
+/// sees the new contents; other queues must order themselves with events.
+///
+/// Thread: any; concurrent writes to one buffer on different queues land in an unspecified order.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its device was closed),
+/// FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace
+/// capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT.
 ///
 /// # Safety
 /// `data` must be readable for `len` bytes.
@@ -283,16 +311,23 @@ pub unsafe extern "C" fn ttdrv_buffer_write(
     blocking: bool,
 ) -> ttdrv_status {
     guard("ttdrv_buffer_write", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
+        // Checked before a slice is built on it, as in ttdrv_buffer_from_host.
+        b.spec().check_host_len(len, "write")?;
         let data = bytes(data, len, "data")?;
         Ok(b.write(cq, data, blocking)?)
     })
 }
 
-/// Reads the buffer into `out` (dense row-major, exactly the buffer's size) on queue `cq`. With `blocking` it
-/// returns when the data is there. Without (`cpu(blocking=False)`) it returns at once; the data is in place after
-/// `ttdrv_device_finish(cq)` or after an event recorded on `cq` behind the read completes, and `out` must stay
-/// valid and untouched until then.
+/// Reads the buffer into `out` (dense row-major, exactly the buffer's host size) on queue `cq`. With `blocking` it
+/// returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
+/// in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
+/// device is closed.
+///
+/// Ownership: `out` stays the caller's, but until the data is in place ttdrv writes it: keep it valid and do not touch
+/// it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its
+/// device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue),
+/// INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
 ///
 /// # Safety
 /// `out` must be writable for `len` bytes until the data is in place.
@@ -305,7 +340,7 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
     len: usize,
 ) -> ttdrv_status {
     guard("ttdrv_buffer_read", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let want = b.spec().host_bytes();
         if len as u64 != want {
             return Err(bad(format!(
@@ -323,9 +358,12 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
     })
 }
 
-/// Frees the buffer now (`deallocate(force=True)`): its range can be reused at once. Work already enqueued on a
-/// queue that uses the buffer still runs before anything enqueued later on that queue; across queues, order reuse
-/// with events. NULL is a no-op; a stale handle is INVALID_HANDLE.
+/// Frees the buffer now (`deallocate(force=True)`): its device range can be reused at once. Work already enqueued on a
+/// queue that uses the buffer still runs before anything enqueued later on that queue; across queues, order the reuse
+/// with events. A trace that used the buffer keeps what it needs (see `ttdrv_trace_execute`). NULL is a no-op.
+///
+/// Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any.
+/// Errors: INVALID_HANDLE (already freed, or never a buffer).
 ///
 /// # Safety
 /// `buffer` must be NULL or a value returned by ttdrv.
@@ -342,27 +380,33 @@ pub unsafe extern "C" fn ttdrv_buffer_free(buffer: *mut ttdrv_buffer) -> ttdrv_s
     })
 }
 
-/// Writes the buffer's address (`buffer_address()`): the same offset in every bank or core it uses.
+/// Writes the buffer's device address (`buffer_address()`) to `*out`: the same offset in every bank or core the buffer
+/// uses. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
 ///
 /// # Safety
 /// `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *mut u64) -> ttdrv_status {
     guard("ttdrv_buffer_address", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         write_out(out_ptr(out, "out")?, b.address());
         Ok(())
     })
 }
 
-/// Writes the buffer's spec (shape, dtype, layout, memory config: `.shape`, `.dtype`, `.layout`) to `*out`.
+/// Writes the buffer's spec — shape, dtype, tensor layout and memory configuration (`.shape`, `.dtype`, `.layout`,
+/// `.memory_config()`) — to `*out`, with `struct_size` set. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
 ///
 /// # Safety
-/// `out` must be writable.
+/// `out` must point to a writable `ttdrv_tensor_spec`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *mut ttdrv_tensor_spec) -> ttdrv_status {
     guard("ttdrv_buffer_get_spec", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
         let s = b.spec();
         write_out(
@@ -380,14 +424,17 @@ pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *
     })
 }
 
-/// Writes the buffer's size in host memory (rows x cols x element size) to `*out`.
+/// Writes the buffer's size in host memory (rows x cols x element size: what `ttdrv_buffer_write` and
+/// `ttdrv_buffer_read` take) to `*out`. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
 ///
 /// # Safety
 /// `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_host_size(buffer: *mut ttdrv_buffer, out: *mut usize) -> ttdrv_status {
     guard("ttdrv_buffer_host_size", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         write_out(out_ptr(out, "out")?, b.spec().host_bytes() as usize);
         Ok(())
     })

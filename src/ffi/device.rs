@@ -83,8 +83,14 @@ impl ttdrv_device_params {
         if self.timeout_ms == 0 {
             return Err(Error::InvalidArgument("params->timeout_ms is 0; use at least 1".into()));
         }
+        let num_command_queues = u16::try_from(self.num_command_queues).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "params->num_command_queues={} is not a possible queue count; ask for 1 to what the device reports",
+                self.num_command_queues
+            ))
+        })?;
         Ok(DeviceParams {
-            num_command_queues: u16::try_from(self.num_command_queues).unwrap_or(u16::MAX),
+            num_command_queues,
             trace_region_size: self.trace_region_size,
             l1_small_size: self.l1_small_size,
             trace_buffers_on_demand: self.flags & TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND != 0,
@@ -143,8 +149,10 @@ pub(crate) fn device(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
     }
 }
 
-/// Fills `params` with the defaults (one command queue, no trace region, no L1 small region) and its
-/// `struct_size`. Any thread.
+/// Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 16 MiB issue and 8 MiB
+/// completion rings, a 30 s timeout, no flags — and sets `struct_size`. Change fields afterwards.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
 ///
 /// # Safety
 /// `params` must be NULL or point to a writable `ttdrv_device_params`.
@@ -156,16 +164,24 @@ pub unsafe extern "C" fn ttdrv_device_params_init(params: *mut ttdrv_device_para
     })
 }
 
-/// Opens a device. `selector` is `"auto"` (a bound VFIO device, else the emulator; `TTDRV_DEVICE` overrides),
-/// `"emu"` or `"emu:OPTIONS"` (the emulated device), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the
-/// defaults. On success `*out` receives a handle to release with `ttdrv_device_close`. Several devices may be open
-/// at once. Any thread.
+/// Opens a device. `selector` is `"auto"` (a bound VFIO device with ttdrv's PCI identity if there is one, else the
+/// emulator; the `TTDRV_DEVICE` environment variable overrides it), `"emu"` or `"emu:OPTIONS"` (the emulated device;
+/// `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the defaults
+/// (`ttdrv_device_params_init`). Several devices may be open at once.
 ///
-/// Errors: NULL_PARAMETER, INVALID_ARGUMENT (bad selector or params), NOT_FOUND, UNSUPPORTED, HOST_MEMORY
-/// (DMA memory; the message says how to fix memlock/hugepages), TRANSPORT.
+/// Ownership: on success `*out` receives a new handle; the caller releases it with `ttdrv_device_close`. `selector` and
+/// `params` are only read during the call. Thread: any; the handle may then be used from any thread.
+/// Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (unknown selector or emulator option, selector not
+/// UTF-8, `params->struct_size` smaller than this version's struct, unknown flag bits, `reserved` not 0, `timeout_ms`
+/// 0, a queue count the device does not have, ring sizes that are not powers of two from 64 KiB to 1 GiB, a trace
+/// region that leaves no ordinary DRAM, `l1_small_size` above half of L1); NOT_FOUND (no device at the address);
+/// UNSUPPORTED (device contract or transport this build lacks); HOST_MEMORY (DMA memory could not be allocated or
+/// locked: the message says how to raise the memlock limit or reserve hugepages); TRANSPORT; TIMEOUT (the device did
+/// not come out of reset); PROTOCOL (the device reports an impossible configuration).
 ///
 /// # Safety
-/// `selector` must be a NUL-terminated string; `params` NULL or readable; `out` writable.
+/// `selector` must be a NUL-terminated string; `params` NULL or pointing to at least `params->struct_size` readable
+/// bytes; `out` writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_device_open(
     selector: *const c_char,
@@ -197,10 +213,17 @@ pub unsafe extern "C" fn ttdrv_device_open(
     })
 }
 
-/// Closes a device: drains its queues (waiting at most the timeout, or 5 s), then releases it. Work that does not
-/// finish in time is abandoned (the device is reset). Buffers, events and programs of the device stay valid
-/// handles but every call on them fails with TTDRV_STATUS_CLOSED; free them as usual. NULL is a no-op. In a
-/// forked child it releases the handle without touching the hardware and returns TTDRV_STATUS_FORKED.
+/// Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
+/// non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
+/// in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+///
+/// Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
+/// Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
+/// TTDRV_STATUS_CLOSED, queries of what the handle itself knows (`ttdrv_buffer_address`, `_get_spec`, `_host_size`,
+/// `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
+/// Thread: any, but not while another thread is using the device (its calls would fail with CLOSED).
+/// Errors: INVALID_HANDLE; FORKED (in a forked child: the child's handle is released without touching the parent's
+/// device).
 ///
 /// # Safety
 /// `device` must be NULL or a value returned by `ttdrv_device_open`.
@@ -217,10 +240,16 @@ pub unsafe extern "C" fn ttdrv_device_close(device: *mut ttdrv_device) -> ttdrv_
     })
 }
 
-/// Fills `*out` with what the device reports. Set `out->struct_size = sizeof(ttdrv_device_info)` first.
+/// Writes what the device reports — contract version, queues, DRAM banks and sizes, grid, L1, alignments, capabilities,
+/// the trace region reserved and the device's name — to `*out`. Set `out->struct_size = sizeof(ttdrv_device_info)`
+/// first: a larger struct (from a newer header) is accepted and only this version's fields are written;
+/// `out->struct_size` is then set to the size written.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` too small), INVALID_HANDLE (`device` freed,
+/// closed or never returned by ttdrv), FORKED (opened by the parent of this process).
 ///
 /// # Safety
-/// `out` must point to a writable struct of at least `out->struct_size` bytes.
+/// `out` must be NULL or point to at least `out->struct_size` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_device_get_info(device: *mut ttdrv_device, out: *mut ttdrv_device_info) -> ttdrv_status {
     guard("ttdrv_device_get_info", || {
@@ -269,23 +298,35 @@ pub(crate) fn device_checked(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
     Ok(d)
 }
 
-/// Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of
-/// non-blocking reads. Errors: INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture on `cq`), TIMEOUT
-/// (the message dumps the queue state), DEVICE_FAULT.
+/// Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of non-blocking
+/// reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal).
+///
+/// Thread: any; other threads may keep enqueuing meanwhile (their work is not waited for).
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the
+/// parent of this process), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`),
+/// TIMEOUT (after the device's timeout; the message dumps the queue's state), DEVICE_FAULT (the message gives the fault
+/// and its cause; recover with `ttdrv_device_reset`), PROTOCOL.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_device_finish(device: *mut ttdrv_device, cq: u16) -> ttdrv_status {
     guard("ttdrv_device_finish", || Ok(device_checked(device)?.finish(cq)?))
 }
 
-/// Blocks until every command queue has finished (`ttnn.synchronize_device`). Errors as `ttdrv_device_finish`.
+/// Blocks until every command queue has finished all work enqueued so far (`ttnn.synchronize_device`).
+///
+/// Thread: any. Errors: as `ttdrv_device_finish`; INVALID_STATE if a capture is in progress on any queue.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_device_synchronize(device: *mut ttdrv_device) -> ttdrv_status {
     guard("ttdrv_device_synchronize", || Ok(device_checked(device)?.synchronize()?))
 }
 
-/// Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped,
-/// buffer contents, kernel images and traces are lost (buffers keep their addresses and handles). The device is
-/// usable again afterwards. Call it while no other thread uses the device.
+/// Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped, buffer
+/// contents, kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be
+/// captured again, and captures in progress are dropped), and events recorded before the reset can no longer be waited
+/// for. The device is usable again afterwards.
+///
+/// Thread: any, but while no other thread uses the device. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed,
+/// closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not come
+/// back; it may need a host reboot), TRANSPORT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_device_reset(device: *mut ttdrv_device) -> ttdrv_status {
     guard("ttdrv_device_reset", || Ok(device_checked(device)?.reset()?))

@@ -70,8 +70,15 @@ thread_local! {
     static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What `ttdrv_last_error` gives once the calling thread's message store has been destroyed: a C program may call
+/// ttdrv from a thread-exit destructor (`pthread_key_create`), which runs after Rust's thread-locals are gone.
+const NO_MESSAGE_STORE: &CStr = c"(no message: ttdrv was called from a thread-exit destructor, after this thread's \
+    message store was destroyed; the returned status stands)";
+
+// `try_with`, never `with`: `with` panics once the thread-local is destroyed, and these run outside the panic
+// boundary, so a ttdrv call from a thread-exit destructor would abort the process.
 fn set_last_error(msg: &str) {
-    LAST_ERROR.with(|e| {
+    let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.borrow_mut();
         e.clear();
         e.extend(msg.bytes().filter(|&b| b != 0));
@@ -80,7 +87,7 @@ fn set_last_error(msg: &str) {
 }
 
 fn clear_last_error() {
-    LAST_ERROR.with(|e| {
+    let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.borrow_mut();
         e.clear();
         e.push(0);
@@ -179,30 +186,50 @@ pub(crate) fn c_str<'a>(p: *const c_char, name: &'static str) -> FfiResult<&'a s
     s.to_str().map_err(|_| FfiError::Driver(Error::InvalidArgument(format!("`{name}` is not valid UTF-8"))))
 }
 
-/// A byte slice argument; `len == 0` allows NULL.
-pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
-    if len == 0 {
+/// A slice argument of `n` elements; `n == 0` allows NULL. A count whose byte size no allocation can have
+/// (more than `isize::MAX` bytes) or a pointer not aligned for `T` is an error, never a slice built on it:
+/// `slice::from_raw_parts` with either would be undefined behaviour (a huge count used to wrap the end pointer).
+pub(crate) fn slice<'a, T>(p: *const T, n: usize, name: &'static str) -> FfiResult<&'a [T]> {
+    if n == 0 {
         return Ok(&[]);
     }
     nonnull(p, name)?;
-    if len > isize::MAX as usize {
-        return Err(FfiError::Driver(Error::InvalidArgument(format!("`{name}` length {len} is impossible"))));
+    let size = std::mem::size_of::<T>().max(1);
+    if n > isize::MAX as usize / size {
+        return Err(FfiError::Driver(Error::InvalidArgument(format!(
+            "`{name}` count {n} is impossible: {n} elements of {size} bytes exceed the address space"
+        ))));
     }
-    // SAFETY: non-NULL; the C contract says `p` points to `len` readable bytes for the duration of the call.
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+    if !p.is_aligned() {
+        return Err(FfiError::Driver(Error::InvalidArgument(format!(
+            "`{name}` ({p:p}) is not aligned to {} bytes",
+            std::mem::align_of::<T>()
+        ))));
+    }
+    // SAFETY: non-NULL, aligned, and `n` elements fit in isize::MAX bytes (checked above); the C contract says `p`
+    // points to `n` readable elements for the duration of the call.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
-/// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to `len`), and writes
-/// the full message length (without the NUL) to `out_len` if it is not NULL. The message describes the most
-/// recent failed ttdrv call on this thread; a successful call clears it. Returns `TTDRV_STATUS_BUFFER_TOO_SMALL`
-/// if the message was truncated. Any thread may call it.
+/// A byte slice argument; `len == 0` allows NULL.
+pub(crate) fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> FfiResult<&'a [u8]> {
+    slice(p, len, name)
+}
+
+/// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to fit `len` bytes) and writes
+/// the message's full length (without the NUL) to `*out_len` when `out_len` is not NULL. Call it with `buf = NULL, len
+/// = 0` to learn the length first. The message describes the most recent failed ttdrv call on this thread; a successful
+/// call clears it. This call does not change it.
+///
+/// Ownership: `buf` stays the caller's; nothing is allocated. Thread: any; each thread has its own message.
+/// Returns: OK (the whole message, possibly empty, was copied), BUFFER_TOO_SMALL (it was truncated, or `buf` is NULL /
+/// `len` is 0 and the message is not empty).
 ///
 /// # Safety
-/// `buf` must be NULL (with `len == 0`) or point to `len` writable bytes; `out_len` must be NULL or writable.
+/// `buf` must be NULL or point to `len` writable bytes; `out_len` must be NULL or point to a writable `size_t`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, out_len: *mut usize) -> ttdrv_status {
-    LAST_ERROR.with(|e| {
-        let e = e.borrow();
+    let copy = |e: &[u8]| {
         let msg_len = e.len().saturating_sub(1);
         if !out_len.is_null() {
             // SAFETY: non-NULL and writable per the contract.
@@ -218,24 +245,31 @@ pub unsafe extern "C" fn ttdrv_last_error_message(buf: *mut c_char, len: usize, 
             buf.add(n).write(0);
         }
         if n < msg_len { ttdrv_status::BufferTooSmall } else { ttdrv_status::Ok }
-    })
+    };
+    LAST_ERROR.try_with(|e| copy(&e.borrow())).unwrap_or_else(|_| copy(NO_MESSAGE_STORE.to_bytes_with_nul()))
 }
 
-/// The calling thread's last error message as a NUL-terminated string ("" after a success). The pointer stays
-/// valid until the next ttdrv call on this thread. Never NULL.
+/// The calling thread's last error message as a NUL-terminated string: what the most recent failed ttdrv call on this
+/// thread found wrong and what to do about it; "" after a successful call. Never NULL.
+///
+/// Ownership: the string belongs to ttdrv; it stays valid until the next ttdrv call on this thread (copy it with
+/// `ttdrv_last_error_message` to keep it). Thread: any; each thread has its own message. Messages are for people: match
+/// on the returned status, never on the text (docs/abi.md).
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| {
-        let mut e = e.borrow_mut();
-        if e.is_empty() {
-            e.push(0);
-        }
-        e.as_ptr() as *const c_char
-    })
+    LAST_ERROR
+        .try_with(|e| {
+            let mut e = e.borrow_mut();
+            if e.is_empty() {
+                e.push(0);
+            }
+            e.as_ptr() as *const c_char
+        })
+        .unwrap_or(NO_MESSAGE_STORE.as_ptr())
 }
 
-/// A static, NUL-terminated name for a status ("TTDRV_STATUS_TIMEOUT"); unknown values give
-/// "TTDRV_STATUS_UNKNOWN". Never NULL; any thread.
+/// The name of a status value as a static NUL-terminated string, e.g. "TTDRV_STATUS_TIMEOUT"; values this library does
+/// not know give "TTDRV_STATUS_UNKNOWN". Never NULL; never freed. Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_status_name(status: u32) -> *const c_char {
     let s: &CStr = match status {
@@ -263,15 +297,18 @@ pub extern "C" fn ttdrv_status_name(status: u32) -> *const c_char {
     s.as_ptr()
 }
 
-/// The library version as a NUL-terminated string, e.g. "0.1.0" (compare with `TTDRV_VERSION_STRING` to detect a
-/// header/library mismatch). Never NULL; any thread.
+/// The library's version as a static NUL-terminated string, e.g. "0.1.0". Compare it with `TTDRV_VERSION_STRING` (or
+/// `ttdrv_version_number()` with `TTDRV_VERSION_NUMBER`) to detect a program built against another header than the
+/// library it runs with. Never NULL; never freed. Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_version() -> *const c_char {
     static V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     V.as_ptr() as *const c_char
 }
 
-/// The library version as `major << 16 | minor << 8 | patch` (compare with `TTDRV_VERSION_NUMBER`). Any thread.
+/// The library's version as `major << 16 | minor << 8 | patch` (0.1.0 is 0x000100). A program built against header
+/// `TTDRV_VERSION_NUMBER` runs correctly with any library whose major version is the same and whose number is at least
+/// as high (docs/abi.md). Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_version_number() -> u32 {
     let p = |s: &str| s.parse::<u32>().unwrap_or(0);
@@ -280,8 +317,8 @@ pub extern "C" fn ttdrv_version_number() -> u32 {
         | p(env!("CARGO_PKG_VERSION_PATCH"))
 }
 
-/// Deliberately panics inside an entry point, to prove the panic boundary (tests only; returns
-/// `TTDRV_STATUS_PANIC` with a message). Any thread.
+/// Panics inside an entry point on purpose, to prove the panic boundary: returns TTDRV_STATUS_PANIC with a message
+/// naming the panic, and ttdrv stays usable. For tests; it changes nothing else. Thread: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_debug_panic() -> ttdrv_status {
     guard("ttdrv_debug_panic", || panic!("ttdrv_debug_panic was called"))

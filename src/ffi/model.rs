@@ -3,7 +3,7 @@
 use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
 use super::device::{device_checked, ttdrv_device};
 use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use super::{FfiError, FfiResult, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use crate::device::model::{Mlp, MlpConfig};
 use crate::error::Error;
 use crate::hw::kernel::DType;
@@ -54,10 +54,13 @@ fn mlp(h: *mut ttdrv_mlp) -> FfiResult<Arc<Mlp>> {
     }
 }
 
-/// Fills `desc` with its `struct_size`, float32, relu on hidden layers only, and interleaved DRAM everywhere.
+/// Fills `*desc` with its `struct_size`, float32, relu after hidden layers only, and interleaved DRAM for weights,
+/// activations and output; no dims, weights or biases (set `batch`, `dims`, `num_dims`, `weights`, `biases`).
+///
+/// Thread: any. Errors: NULL_PARAMETER.
 ///
 /// # Safety
-/// `desc` must be NULL or writable.
+/// `desc` must be NULL or point to a writable `ttdrv_mlp_desc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_mlp_desc_init(desc: *mut ttdrv_mlp_desc) -> ttdrv_status {
     guard("ttdrv_mlp_desc_init", || {
@@ -79,11 +82,20 @@ pub unsafe extern "C" fn ttdrv_mlp_desc_init(desc: *mut ttdrv_mlp_desc) -> ttdrv
     })
 }
 
-/// Creates an MLP and uploads its weights on queue `cq` (blocking). Errors: INVALID_ARGUMENT (dims, memory
-/// configs), OUT_OF_DEVICE_MEMORY.
+/// Creates an MLP of `num_dims - 1` layers (matmul + bias, relu between layers) and uploads its weights and biases on
+/// queue `cq`, blocking until they are on the device.
+///
+/// Ownership: the weights and biases are copied; `desc` and its arrays are only read during the call. On success `*out`
+/// receives a new handle; release it with `ttdrv_mlp_free`. Thread: any.
+/// Errors: NULL_PARAMETER (`desc`, `out`, `desc->dims`, `desc->weights`, `desc->biases` or one of their entries),
+/// INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; `num_dims` outside 2..64; a
+/// batch or width of 0 or a layer above 2^28 elements; an unknown dtype; a memory config as in `ttdrv_buffer_allocate`;
+/// no such queue), INVALID_STATE (trace capture in progress on `cq`), OUT_OF_DEVICE_MEMORY, TIMEOUT, DEVICE_FAULT.
 ///
 /// # Safety
-/// `desc` initialised, with `dims`, `weights` and `biases` valid for their sizes; `out` writable.
+/// `desc` initialised, with `dims` readable for `num_dims` values and `weights` and `biases` for `num_dims - 1`
+/// pointers each, layer i's weights `dims[i] x dims[i+1]` floats (row-major) and biases `dims[i+1]` floats; `out`
+/// writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_mlp_new(
     device: *mut ttdrv_device,
@@ -108,15 +120,10 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
         if c.num_dims < 2 || c.num_dims > 64 {
             return Err(Error::InvalidArgument(format!("num_dims is {}; an MLP has 2 to 64 widths", c.num_dims)).into());
         }
-        nonnull(c.dims, "desc->dims")?;
-        nonnull(c.weights, "desc->weights")?;
-        nonnull(c.biases, "desc->biases")?;
-        // SAFETY: non-NULL and readable for `num_dims` entries per the contract.
-        let dims = unsafe { std::slice::from_raw_parts(c.dims, c.num_dims) }.to_vec();
+        let dims = slice(c.dims, c.num_dims, "desc->dims")?.to_vec();
         let layers = c.num_dims - 1;
-        // SAFETY: as above, `num_dims - 1` pointers each.
-        let (wp, bp) =
-            unsafe { (std::slice::from_raw_parts(c.weights, layers), std::slice::from_raw_parts(c.biases, layers)) };
+        let wp = slice(c.weights, layers, "desc->weights")?;
+        let bp = slice(c.biases, layers, "desc->biases")?;
         let mut ws = Vec::with_capacity(layers);
         let mut bs = Vec::with_capacity(layers);
         for i in 0..layers {
@@ -126,11 +133,9 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
             if k == 0 || m == 0 || k.checked_mul(m).is_none_or(|n| n > 1 << 28) {
                 return Err(Error::InvalidArgument(format!("layer {i} is {k} x {m}; widths must be 1 to 16384")).into());
             }
-            // SAFETY: the C contract makes layer i's arrays k*m and m floats long.
-            unsafe {
-                ws.push(std::slice::from_raw_parts(wp[i], k * m));
-                bs.push(std::slice::from_raw_parts(bp[i], m));
-            }
+            // The C contract makes layer i's arrays k*m and m floats long.
+            ws.push(slice(wp[i], k * m, "desc->weights[i]")?);
+            bs.push(slice(bp[i], m, "desc->biases[i]")?);
         }
         let cfg = MlpConfig {
             batch: c.batch,
@@ -148,13 +153,21 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
     })
 }
 
-/// Runs the model on queue `cq` (`output = run_model(input)`). **Consumes `input`**: once the input is accepted
-/// (shape and element type match), its handle is released and the buffer is freed right after the first op, as a
-/// ttnn model does; do not free it yourself. `*out` receives the output buffer (allocated top-down, so that a
-/// capture run allocates exactly as the compile run did).
+/// Runs the model on queue `cq` (`output = run_model(input)`): enqueues its ops and returns; read the output (or wait
+/// for an event) to get the result. During a trace capture on `cq` the ops are captured instead.
+///
+/// Ownership: **`input` is consumed** once accepted — it is a live buffer of the model's device with the model's input
+/// shape and dtype, `cq` exists and the device is usable: its handle is released and the buffer is freed right after
+/// the first op, as a ttnn model does; do not free it yourself. Every error listed here except OUT_OF_DEVICE_MEMORY,
+/// PROGRAM_NOT_CACHED, TIMEOUT and DEVICE_FAULT is returned before that, and leaves `input` with the caller. `*out`
+/// receives the output buffer, allocated top-down so that a capture run allocates exactly as the compile run did;
+/// release it with `ttdrv_buffer_free`. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`mlp` or `input`), CLOSED, FORKED, INVALID_ARGUMENT (input of another
+/// device, shape or dtype; no such queue), OUT_OF_DEVICE_MEMORY, PROGRAM_NOT_CACHED (first run inside a capture),
+/// TIMEOUT, DEVICE_FAULT.
 ///
 /// # Safety
-/// `out` writable.
+/// `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_mlp_run(
     mlp: *mut ttdrv_mlp,
@@ -165,19 +178,11 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
     guard("ttdrv_mlp_run", || {
         let m = self::mlp(mlp)?;
         let out = out_ptr(out, "out")?;
-        let inp = buffer_arc(input)?;
-        let c = m.config();
-        if inp.shape() != [c.batch, c.dims[0]] || inp.dtype() != c.dtype {
-            return Err(Error::InvalidArgument(format!(
-                "MLP input must be [{}, {}] {:?}, got {:?} {:?}; the input handle is still yours",
-                c.batch,
-                c.dims[0],
-                c.dtype,
-                inp.shape(),
-                inp.dtype()
-            ))
-            .into());
-        }
+        let inp = buffer_arc(input, "input")?;
+        m.check_input(cq, &inp).map_err(|e| match e {
+            Error::InvalidArgument(msg) => Error::InvalidArgument(format!("{msg}; the input handle is still yours")),
+            e => e,
+        })?;
         // Accepted: the model owns the input from here on.
         handles::remove(input as usize, Kind::Buffer);
         let r = m.run_shared(cq, inp)?;
@@ -186,7 +191,10 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
     })
 }
 
-/// Frees the model and its weights. NULL is a no-op.
+/// Frees the model and its weights. Runs already enqueued still complete. NULL is a no-op.
+///
+/// Ownership: the handle is released; using it again is INVALID_HANDLE. Outputs of earlier runs stay valid. Thread:
+/// any. Errors: INVALID_HANDLE.
 ///
 /// # Safety
 /// `mlp` must be NULL or a value returned by ttdrv.
@@ -203,10 +211,13 @@ pub unsafe extern "C" fn ttdrv_mlp_free(mlp: *mut ttdrv_mlp) -> ttdrv_status {
     })
 }
 
-/// Writes the number of program dispatches one run makes.
+/// Writes the number of program dispatches one run of the model makes to `*out`. Answers after its device is closed
+/// too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
 ///
 /// # Safety
-/// `out` writable.
+/// `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_mlp_ops_per_run(mlp: *mut ttdrv_mlp, out: *mut u32) -> ttdrv_status {
     guard("ttdrv_mlp_ops_per_run", || {

@@ -33,12 +33,20 @@ fn dev_of(b: &crate::Buffer) -> FfiResult<Device> {
     Ok(b.device()?)
 }
 
-/// Copies `input` into a new buffer with memory config `*mem` (`to_memory_config`), on queue `cq`. Any layout to
-/// any layout; the element type is kept. Errors: INVALID_ARGUMENT, OUT_OF_DEVICE_MEMORY, UNSUPPORTED (no copy
-/// kernel on the device), INVALID_HANDLE.
+/// Copies `input` into a new buffer with memory configuration `*mem` (`to_memory_config`), on queue `cq`: any layout to
+/// any layout (interleaved or sharded, DRAM or L1); shape and element type are kept.
+///
+/// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+/// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+/// on `cq` sees its result. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT.
 ///
 /// # Safety
-/// `mem` readable; `out` writable.
+/// `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_to_memory_config(
     input: *mut ttdrv_buffer,
@@ -47,7 +55,7 @@ pub unsafe extern "C" fn ttdrv_to_memory_config(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_to_memory_config", || {
-        let a = buffer_arc(input)?;
+        let a = buffer_arc(input, "input")?;
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
         let b = dev_of(&a)?.to_memory_config(cq, &a, &m)?;
@@ -56,10 +64,20 @@ pub unsafe extern "C" fn ttdrv_to_memory_config(
     })
 }
 
-/// Reshards `input` into a new buffer with memory config `*mem` (`reshard(input, mem_config)`).
+/// Reshards `input` into a new buffer with memory configuration `*mem` (`reshard(input, mem_config)`), on queue `cq`.
+/// Same as `ttdrv_to_memory_config`.
+///
+/// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+/// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+/// on `cq` sees its result. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT.
 ///
 /// # Safety
-/// `mem` readable; `out` writable.
+/// `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_reshard(
     input: *mut ttdrv_buffer,
@@ -68,7 +86,7 @@ pub unsafe extern "C" fn ttdrv_reshard(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_reshard", || {
-        let a = buffer_arc(input)?;
+        let a = buffer_arc(input, "input")?;
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
         let b = dev_of(&a)?.reshard(cq, &a, &m)?;
@@ -77,22 +95,39 @@ pub unsafe extern "C" fn ttdrv_reshard(
     })
 }
 
-/// Reshards `input` into the existing buffer `output`, which keeps its address
-/// (`reshard(input, mem_config, output_tensor)`): how the seed feeds a trace's input in place. Shapes must match.
+/// Reshards `input` into the existing buffer `output`, which keeps its address and memory configuration
+/// (`reshard(input, mem_config, output_tensor)`), on queue `cq`: how the seed feeds a trace's persistent input in
+/// place. The shapes and element types must match.
+///
+/// Ownership: both buffers stay the caller's. Returns once enqueued. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_reshard_into(input: *mut ttdrv_buffer, cq: u16, output: *mut ttdrv_buffer) -> ttdrv_status {
     guard("ttdrv_reshard_into", || {
-        let a = buffer_arc(input)?;
-        let o = buffer_arc(output)?;
+        let a = buffer_arc(input, "input")?;
+        let o = buffer_arc(output, "output")?;
         Ok(dev_of(&a)?.reshard_into(cq, &a, &o)?)
     })
 }
 
-/// `a @ b` into a new buffer with memory config `*mem`, on queue `cq`. `a` is [M, K], `b` [K, N]; float32, or
-/// bfloat16 with float32 accumulation.
+/// `a @ b` into a new buffer with memory configuration `*mem`, on queue `cq`. `a` is [M, K] and `b` [K, N], both
+/// float32, or both bfloat16 (accumulated in float32, rounded once).
+///
+/// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+/// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+/// on `cq` sees its result. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT.
 ///
 /// # Safety
-/// `mem` readable; `out` writable.
+/// `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_matmul(
     a: *mut ttdrv_buffer,
@@ -102,7 +137,7 @@ pub unsafe extern "C" fn ttdrv_matmul(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_matmul", || {
-        let (a, b) = (buffer_arc(a)?, buffer_arc(b)?);
+        let (a, b) = (buffer_arc(a, "a")?, buffer_arc(b, "b")?);
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
         let r = dev_of(&a)?.matmul(cq, &a, &b, &m)?;
@@ -111,11 +146,20 @@ pub unsafe extern "C" fn ttdrv_matmul(
     })
 }
 
-/// Element-wise `a op b` (`TTDRV_BINARY_*`) into a new buffer; `b` may be one row [1, N], broadcast over `a`'s
-/// rows.
+/// Element-wise `a op b` (`op` is a `TTDRV_BINARY_*` value) into a new buffer with memory configuration `*mem`, on
+/// queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type.
+///
+/// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+/// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+/// on `cq` sees its result. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT; INVALID_ARGUMENT for an unknown `op`.
 ///
 /// # Safety
-/// `mem` readable; `out` writable.
+/// `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_eltwise_binary(
     a: *mut ttdrv_buffer,
@@ -126,7 +170,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_binary(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_eltwise_binary", || {
-        let (a, b) = (buffer_arc(a)?, buffer_arc(b)?);
+        let (a, b) = (buffer_arc(a, "a")?, buffer_arc(b, "b")?);
         let op = match op {
             TTDRV_BINARY_ADD => BinaryOp::Add,
             TTDRV_BINARY_SUB => BinaryOp::Sub,
@@ -141,10 +185,20 @@ pub unsafe extern "C" fn ttdrv_eltwise_binary(
     })
 }
 
-/// Element-wise unary op (`TTDRV_UNARY_*`; `param` is the factor of `TTDRV_UNARY_SCALE`) into a new buffer.
+/// Element-wise `op(a)` (`op` is a `TTDRV_UNARY_*` value; `param` is the factor of `TTDRV_UNARY_SCALE`, ignored
+/// otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`.
+///
+/// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
+/// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+/// on `cq` sees its result. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT; INVALID_ARGUMENT for an unknown `op`.
 ///
 /// # Safety
-/// `mem` readable; `out` writable.
+/// `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_eltwise_unary(
     a: *mut ttdrv_buffer,
@@ -155,7 +209,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
     guard("ttdrv_eltwise_unary", || {
-        let a = buffer_arc(a)?;
+        let a = buffer_arc(a, "a")?;
         let op = match op {
             TTDRV_UNARY_RELU => UnaryOp::Relu,
             TTDRV_UNARY_GELU => UnaryOp::Gelu,
@@ -171,11 +225,18 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
     })
 }
 
-/// Fills the buffer with `value` on queue `cq`.
+/// Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type). Returns once
+/// enqueued.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no
+/// such queue; buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
+/// `ttdrv_buffer_allocate`), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the op's built-in kernel),
+/// PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on `cq`), TIMEOUT (no ring
+/// space), DEVICE_FAULT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_fill(buffer: *mut ttdrv_buffer, cq: u16, value: f32) -> ttdrv_status {
     guard("ttdrv_fill", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         Ok(dev_of(&b)?.fill(cq, &b, value)?)
     })
 }

@@ -3,7 +3,7 @@
 use super::buffer::{buffer_arc, ttdrv_buffer};
 use super::device::{device, device_checked, ttdrv_device};
 use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, bytes, c_str, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use super::{FfiError, FfiResult, bytes, c_str, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use crate::device::program::{KernelSource, Program, ProgramDesc};
 use crate::error::Error;
 use crate::hw::kernel::{ACCESSOR_WORDS, BuiltinKernel};
@@ -91,15 +91,7 @@ pub struct ttdrv_program_cache_stats {
 }
 
 fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    nonnull(p, name)?;
-    if n > (isize::MAX as usize) / 4 {
-        return Err(Error::InvalidArgument(format!("`{name}` count {n} is impossible")).into());
-    }
-    // SAFETY: non-NULL; the C contract says it points to `n` readable words for the call.
-    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+    slice(p, n, name)
 }
 
 fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
@@ -112,10 +104,13 @@ fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
     }
 }
 
-/// Fills `desc` with an empty description (no kernel, core (0,0), no arguments) and its `struct_size`.
+/// Fills `*desc` with an empty description — no kernel name, core (0,0), no arguments, circular buffers or semaphores —
+/// and its `struct_size`. Set `kernel_name` at least.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
 ///
 /// # Safety
-/// `desc` must be NULL or writable.
+/// `desc` must be NULL or point to a writable `ttdrv_program_desc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_program_desc_init(desc: *mut ttdrv_program_desc) -> ttdrv_status {
     guard("ttdrv_program_desc_init", || {
@@ -138,13 +133,23 @@ pub unsafe extern "C" fn ttdrv_program_desc_init(desc: *mut ttdrv_program_desc) 
     })
 }
 
-/// Creates a program, looking it up in (or adding it to) the device's program cache. The first run uploads the
-/// kernel image; later runs with any arguments reuse it. Errors: INVALID_ARGUMENT (cores outside the grid, argument
-/// counts that do not match a built-in kernel, a launch too large for the issue ring), UNSUPPORTED (the device's
+/// Creates a program — a kernel on a rectangle of cores with its compile-time arguments, circular buffers and
+/// semaphores — looking it up in (or adding it to) the device's program cache; everything in `*desc` is the cache key.
+/// The first run uploads the kernel image; later runs with any runtime arguments reuse it. A built-in kernel is named
+/// `ttdrv.*` with no code; any other name is a custom image of `code` (the emulated device runs custom images by name,
+/// so a name it does not implement faults with DEVICE_FAULT when the program runs).
+///
+/// Ownership: `desc` and its arrays are copied; on success `*out` receives a new handle to release with
+/// `ttdrv_program_free` (the program stays cached). Thread: any.
+/// Errors: NULL_PARAMETER (`desc`, `out`, `desc->kernel_name`, or an array with a non-zero count), INVALID_HANDLE
+/// (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; kernel name empty, too long or not UTF-8;
+/// cores outside the grid or coordinates above 255; argument counts that do not match a built-in kernel; a count too
+/// large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (the device's
 /// catalog lacks the built-in kernel).
 ///
 /// # Safety
-/// `desc` must be initialised and its pointers valid for their counts; `out` writable.
+/// `desc` must be initialised, `kernel_name` a NUL-terminated string, and `code`, `ct_args`, `cbs` and `sems` readable
+/// for their counts; `out` writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_program_new(
     device: *mut ttdrv_device,
@@ -176,21 +181,15 @@ pub unsafe extern "C" fn ttdrv_program_new(
         };
         let cores =
             CoreRect { x0: coord(c.cores.x0)?, y0: coord(c.cores.y0)?, x1: coord(c.cores.x1)?, y1: coord(c.cores.y1)? };
-        let cbs: Vec<CbConfig> = if c.num_cbs == 0 {
-            Vec::new()
-        } else {
-            nonnull(c.cbs, "desc->cbs")?;
-            // SAFETY: non-NULL and readable for `num_cbs` entries per the contract.
-            unsafe { std::slice::from_raw_parts(c.cbs, c.num_cbs) }
-                .iter()
-                .map(|b| CbConfig {
-                    index: b.index,
-                    page_size: b.page_size,
-                    num_pages: b.num_pages,
-                    data_format: b.data_format,
-                })
-                .collect()
-        };
+        let cbs: Vec<CbConfig> = slice(c.cbs, c.num_cbs, "desc->cbs")?
+            .iter()
+            .map(|b| CbConfig {
+                index: b.index,
+                page_size: b.page_size,
+                num_pages: b.num_pages,
+                data_format: b.data_format,
+            })
+            .collect();
         let rt_words = u16::try_from(c.rt_words_per_core)
             .map_err(|_| Error::InvalidArgument(format!("rt_words_per_core {} is too large", c.rt_words_per_core)))?;
         let p = d.program(ProgramDesc {
@@ -206,14 +205,20 @@ pub unsafe extern "C" fn ttdrv_program_new(
     })
 }
 
-/// Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the
-/// rectangle, row-major. `buffers` lists every buffer the arguments refer to (use `ttdrv_buffer_accessor` for
-/// their words): each must be alive, and during trace capture their ranges are what the trace depends on.
-/// Returns once the launch is enqueued. Errors: INVALID_ARGUMENT (argument count), INVALID_HANDLE (a freed
-/// buffer), PROGRAM_NOT_CACHED (first run during trace capture).
+/// Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the rectangle, row
+/// by row. `buffers` lists every buffer the arguments refer to (their words come from `ttdrv_buffer_accessor`): each
+/// must be alive, and during a trace capture their ranges are what the trace depends on. Returns once the launch is
+/// enqueued (or captured, during a capture on `cq`).
+///
+/// Ownership: `rt_args` and `buffers` are only read during the call; the buffers stay the caller's. Thread: any.
+/// Errors: NULL_PARAMETER (`program`, or an array with a non-zero count, or a NULL entry of `buffers`), INVALID_HANDLE
+/// (`program`, or a freed buffer), CLOSED, FORKED, INVALID_ARGUMENT (the number of runtime words; a buffer of another
+/// device; a count too large for memory; no such queue), PROGRAM_NOT_CACHED (the program has never run and a capture is
+/// in progress on `cq`: run it once before `ttdrv_trace_begin_capture`), OUT_OF_DEVICE_MEMORY (the first run finds the
+/// kernel image region full), TIMEOUT (no ring space), DEVICE_FAULT.
 ///
 /// # Safety
-/// `rt_args` readable for `num_rt_args` words; `buffers` readable for `num_buffers` handles.
+/// `rt_args` must be readable for `num_rt_args` words and `buffers` for `num_buffers` handles.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_program_run(
     program: *mut ttdrv_program,
@@ -226,20 +231,17 @@ pub unsafe extern "C" fn ttdrv_program_run(
     guard("ttdrv_program_run", || {
         let p = self::program(program)?;
         let rt = words(rt_args, num_rt_args, "rt_args")?;
-        let handles: &[*mut ttdrv_buffer] = if num_buffers == 0 {
-            &[]
-        } else {
-            nonnull(buffers, "buffers")?;
-            // SAFETY: non-NULL and readable for `num_buffers` handles per the contract.
-            unsafe { std::slice::from_raw_parts(buffers, num_buffers) }
-        };
-        let arcs = handles.iter().map(|&h| buffer_arc(h)).collect::<FfiResult<Vec<_>>>()?;
+        let handles: &[*mut ttdrv_buffer] = slice(buffers, num_buffers, "buffers")?;
+        let arcs = handles.iter().map(|&h| buffer_arc(h, "buffers[i]")).collect::<FfiResult<Vec<_>>>()?;
         let refs: Vec<&crate::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
         Ok(p.run(cq, rt, &refs)?)
     })
 }
 
-/// Frees a program handle (the program stays in the device's cache). NULL is a no-op.
+/// Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
+/// no-op.
+///
+/// Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any. Errors: INVALID_HANDLE.
 ///
 /// # Safety
 /// `program` must be NULL or a value returned by ttdrv.
@@ -256,15 +258,18 @@ pub unsafe extern "C" fn ttdrv_program_free(program: *mut ttdrv_program) -> ttdr
     })
 }
 
-/// Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to
-/// find the buffer — to `out`, which holds `len >= 12` words.
+/// Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to find
+/// the buffer: memory, layout, dtype, address, shape, page stride and shard grid — to `out`, which holds `len >= 12`
+/// words. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE, INVALID_ARGUMENT (`len` below 12).
 ///
 /// # Safety
 /// `out` must be writable for `len` words.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *mut u32, len: usize) -> ttdrv_status {
     guard("ttdrv_buffer_accessor", || {
-        let b = buffer_arc(buffer)?;
+        let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
         if len < ACCESSOR_WORDS {
             return Err(Error::InvalidArgument(format!(
@@ -279,7 +284,10 @@ pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *
     })
 }
 
-/// Writes the device's program cache statistics.
+/// Writes the device's program cache statistics — distinct programs cached, dispatches that found their kernel image on
+/// the device (hits) and dispatches that uploaded it (misses) — to `*out`.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`).
 ///
 /// # Safety
 /// `out` must be writable.
