@@ -366,7 +366,7 @@ typedef struct ttdrv_device_params {
    */
   uint32_t l1_small_size;
   /**
-   * Issue ring bytes per queue (power of two, 64 KiB to 1 GiB; default 16 MiB).
+   * Issue ring bytes per queue (power of two, 64 KiB to 1 GiB; default 32 MiB).
    */
   uint32_t issue_ring_size;
   /**
