@@ -78,7 +78,8 @@ emu options (comma separated, e.g. emu:queues=4,dram=2G,paced,jitter=7):
   prefetch=SIZE       paced: records up to SIZE are fetched ahead of execution (default 64K)
   jitter[=SEED]       random per-queue delays before records (seed default 1)
   jitter_us=N         jitter: largest delay in microseconds (default 200)
-  jitter_pct=N        jitter: percentage of records delayed (default 30)";
+  jitter_pct=N        jitter: percentage of records delayed (default 30)
+  jitter_queues=a+b   jitter: delay only these queues (default all), to provoke one specific race";
 
 /// Parses `1G`, `512M`, `64K` or a plain byte count.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -99,7 +100,7 @@ impl EmuConfig {
         let mut dram_total: Option<u64> = None;
         let mut pace = PaceParams::default();
         let mut paced = false;
-        let mut jitter = JitterParams { seed: 1, max_ns: 200_000, percent: 30 };
+        let mut jitter = JitterParams { seed: 1, max_ns: 200_000, percent: 30, queues: u32::MAX };
         let mut jittered = false;
         for item in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, val) = match item.split_once('=') {
@@ -146,6 +147,17 @@ impl EmuConfig {
                 }
                 "jitter_us" => jitter.max_ns = num(val)?.saturating_mul(1000),
                 "jitter_pct" => jitter.percent = u32::try_from(num(val)?.min(100)).map_err(|_| bad())?,
+                "jitter_queues" => {
+                    let mut mask = 0u32;
+                    for q in val.ok_or_else(bad)?.split('+').filter(|s| !s.is_empty()) {
+                        let q: u32 = q.parse().map_err(|_| bad())?;
+                        if q >= crate::hw::MAX_QUEUES as u32 {
+                            return Err(bad());
+                        }
+                        mask |= 1 << q;
+                    }
+                    jitter.queues = mask;
+                }
                 _ => return Err(bad()),
             }
         }
@@ -194,7 +206,8 @@ mod tests {
         assert_eq!(c.bank_size, 512 << 20);
         assert_eq!((c.grid_x, c.grid_y), (4, 2));
         assert_eq!(c.pace.unwrap().pcie_gbps, 6.0);
-        assert_eq!(c.jitter.unwrap(), JitterParams { seed: 9, max_ns: 50_000, percent: 30 });
+        assert_eq!(c.jitter.unwrap(), JitterParams { seed: 9, max_ns: 50_000, percent: 30, queues: u32::MAX });
+        assert_eq!(EmuConfig::parse("jitter,jitter_queues=1").unwrap().jitter.unwrap().queues, 0b10);
         assert_eq!(EmuConfig::parse("").unwrap(), EmuConfig::default());
         assert_eq!(EmuConfig::parse("kernels=copy+fill").unwrap().kernels, 0b10001);
     }

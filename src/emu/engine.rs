@@ -67,7 +67,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         reset_seen: u32::MAX,
         enable_seq: 0,
         active: None,
-        rng: sh.cfg.jitter.map(|j| Rng::new(j.seed.wrapping_add(q as u64))),
+        rng: sh.cfg.jitter.filter(|j| j.queues & (1 << q) != 0).map(|j| Rng::new(j.seed.wrapping_add(q as u64))),
         args: Vec::new(),
         words: Vec::new(),
         free_at: 0,

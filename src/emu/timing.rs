@@ -162,6 +162,8 @@ pub struct JitterParams {
     pub max_ns: u64,
     /// Percentage of records delayed.
     pub percent: u32,
+    /// Bit mask of the queues that are delayed (all by default).
+    pub queues: u32,
 }
 
 /// xorshift64* generator: small, seedable, good enough for delays.
@@ -204,7 +206,7 @@ mod tests {
 
     #[test]
     fn jitter_is_reproducible() {
-        let j = JitterParams { seed: 7, max_ns: 1000, percent: 50 };
+        let j = JitterParams { seed: 7, max_ns: 1000, percent: 50, queues: u32::MAX };
         let a: Vec<u64> = {
             let mut r = Rng::new(7);
             (0..20).map(|_| r.jitter_ns(&j)).collect()
