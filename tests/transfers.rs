@@ -116,17 +116,19 @@ fn interleaved_l1_every_size_class() {
     }
 }
 
-/// With the default 16 MiB issue ring: a transfer of exactly the ring size, and one larger, in DRAM and L1.
+/// With the default issue ring: a transfer of exactly the ring size, and one larger, in DRAM and L1.
 #[test]
 fn exactly_and_beyond_the_default_ring() {
     let p = DeviceParams { hugepages: false, ..DeviceParams::default() };
     let mut rig = Rig::new(&p);
     let ring = p.issue_ring_size as u64;
-    let exact = BufferSpec::new(2048, 2048, DType::Float32, MemoryConfig::DRAM);
+    let rows = (ring / (2048 * 4)) as u32;
+    let exact = BufferSpec::new(rows, 2048, DType::Float32, MemoryConfig::DRAM);
     assert_eq!(exact.host_bytes(), ring);
     rig.roundtrip(&exact, 5);
-    rig.roundtrip(&BufferSpec::new(2048, 2048, DType::Float32, MemoryConfig::L1), 6);
-    let beyond = BufferSpec::new(1501, 3333, DType::Float32, MemoryConfig::DRAM);
+    rig.roundtrip(&BufferSpec::new(rows, 2048, DType::Float32, MemoryConfig::L1), 6);
+    // Odd sizes, and more than the ring.
+    let beyond = BufferSpec::new(rows + 7, 2047, DType::Float32, MemoryConfig::DRAM);
     assert!(beyond.host_bytes() > ring);
     rig.roundtrip(&beyond, 7);
 }

@@ -22,7 +22,8 @@ usage: ttdrv bench [--json] [--quick] [--only NAME[,NAME...]]
 
   --json        print the results as JSON instead of a table
   --quick       fewer repetitions (for smoke tests)
-  --only        run only some measurements: dispatch, trace, copy, event, pipelines, idle
+  --only        run only some measurements: dispatch, trace, copy, event, pipelines, model, idle
+  --timelines DIR   write an SVG timeline of each paced pipeline run into DIR
 
 measurements:
   dispatch    host time of one cached program dispatch vs a bare 64-byte record written into the ring
@@ -30,6 +31,7 @@ measurements:
   copy        bandwidth inside a non-blocking 16/64 MiB write call vs memcpy of the same size
   event       event record -> host observes it (record + synchronize on an idle queue)
   pipelines   paced: the seed's 2.3.1 and 2.3.2 pipelines, 2 queues vs 1, against the ideal the model allows
+  model       paced: the demo's MLP eager vs traced vs traced with 2 queues (throughput, device gap between ops)
   idle        CPU used by an opened, idle device (percent of one core)";
 
 /// One measurement and its reference.
@@ -62,7 +64,7 @@ fn e(e: crate::Error) -> String {
 
 /// Runs the benchmark; returns the process exit code.
 pub fn run(argv: &[String]) -> i32 {
-    let args = match Args::parse(argv, &["only"], &["json", "quick"]) {
+    let args = match Args::parse(argv, &["only", "timelines"], &["json", "quick"]) {
         Ok(a) => a,
         Err(err) => {
             eprintln!("ttdrv bench: {err}\n\n{HELP}");
@@ -73,6 +75,11 @@ pub fn run(argv: &[String]) -> i32 {
         args.value("only").map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default();
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
     let reps = if args.flag("quick") { 3 } else { 9 };
+    if let Some(dir) = args.value("timelines") {
+        // Read by `pipelines`; a process-wide setting is enough for a command-line tool.
+        // SAFETY: set before any other thread of this process exists (the devices are opened later).
+        unsafe { std::env::set_var("TTDRV_BENCH_TIMELINES", dir) };
+    }
     let mut out: Vec<Measurement> = Vec::new();
     let mut run = |name: &str, f: &dyn Fn(usize) -> Result<Vec<Measurement>, String>| -> Result<(), String> {
         if want(name) {
@@ -89,6 +96,7 @@ pub fn run(argv: &[String]) -> i32 {
         run("copy", &copy)?;
         run("event", &event)?;
         run("pipelines", &pipelines)?;
+        run("model", &model)?;
         run("idle", &idle)?;
         Ok::<(), String>(())
     })();
@@ -357,7 +365,7 @@ fn event(reps: usize) -> Result<Vec<Measurement>, String> {
 
 /// Modelled and measured times of the seed's pipelines on the paced emulator.
 fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
-    const SEL: &str = "emu:paced,queues=2,pcie_gbps=1,core_gbps=0.05,launch_ns=2000,prefetch=4K";
+    const SEL: &str = "emu:paced,queues=2,pcie_gbps=1,core_gbps=0.05,launch_ns=2000,prefetch=16K";
     let iters = if reps <= 3 { 12 } else { 40 };
     let shape = [128u32, 256];
     let in_dram = MemoryConfig::sharded(
@@ -455,7 +463,31 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
                 }
             }
             dev.synchronize().map_err(e)?;
-            Ok((t0.elapsed(), dev.profile_spans()))
+            let elapsed = t0.elapsed();
+            let spans = dev.profile_spans();
+            if let Some(dir) = std::env::var_os("TTDRV_BENCH_TIMELINES") {
+                let dir = std::path::PathBuf::from(dir);
+                std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
+                let (a, b) =
+                    (spans.first().map_or(0, |s| s.start_ns), spans.iter().map(|s| s.end_ns).max().unwrap_or(0));
+                let mid = a + (b - a) / 2;
+                let per = (b - a) / iters.max(1) as u64;
+                crate::profile::svg::render(
+                    &crate::profile::svg::Timeline {
+                        title: format!("pipeline {}", ["1 CQ", "seed 2.3.1", "seed 2.3.2"][pipeline as usize]),
+                        subtitle: format!("{iters} iterations in {:.1} ms", elapsed.as_secs_f64() * 1e3),
+                        spans: &spans,
+                        window: if std::env::var_os("TTDRV_BENCH_FULL").is_some() {
+                            (a, b)
+                        } else {
+                            (mid.saturating_sub(per * 2), mid + per * 2)
+                        },
+                        queues: 2,
+                    },
+                    &dir.join(format!("pipeline-{pipeline}.svg")),
+                )?;
+            }
+            Ok((elapsed, spans))
         };
     // Modelled per-iteration times, read from the device's own timestamps of the one-queue run.
     let (t1, spans) = run(0, iters, &mut outbuf)?;
@@ -497,6 +529,56 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
         });
     }
     let _ = t1;
+    Ok(out)
+}
+
+/// The demo's model (paced) in its configurations: end-to-end throughput and the device-side gap between ops.
+fn model(reps: usize) -> Result<Vec<Measurement>, String> {
+    use super::demo::{Config, DEFAULT_DEVICE, run_config};
+    let dir = std::env::temp_dir().join(format!("ttdrv-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
+    let iters = if reps <= 3 { 60 } else { 200 };
+    let mut out = Vec::new();
+    for cost in [21.0, 0.0] {
+        let mut res = Vec::new();
+        for cfg in [Config::Eager1, Config::Traced1, Config::Traced2] {
+            let mut runs: Vec<_> = (0..reps.min(3))
+                .map(|_| run_config(DEFAULT_DEVICE, cfg, cost, iters, &dir))
+                .collect::<Result<_, _>>()?;
+            runs.sort_by(|a, b| a.throughput().partial_cmp(&b.throughput()).unwrap_or(std::cmp::Ordering::Equal));
+            res.push(runs.swap_remove(runs.len() / 2));
+        }
+        let (eager, traced, traced2) = (&res[0], &res[1], &res[2]);
+        let what = if cost > 0.0 { format!("{cost} us/op framework") } else { "driver alone".to_string() };
+        out.push(Measurement {
+            name: format!("MLP traced vs eager ({what})"),
+            value: traced.throughput(),
+            unit: "/s",
+            reference: eager.throughput(),
+            reference_name: "eager".into(),
+            ratio: traced.throughput() / eager.throughput(),
+            note: "inferences per second, paced emulator (the demo's device)".into(),
+        });
+        out.push(Measurement {
+            name: format!("MLP traced+2CQ vs eager ({what})"),
+            value: traced2.throughput(),
+            unit: "/s",
+            reference: eager.throughput(),
+            reference_name: "eager".into(),
+            ratio: traced2.throughput() / eager.throughput(),
+            note: "inferences per second".into(),
+        });
+        out.push(Measurement {
+            name: format!("device gap between ops, traced ({what})"),
+            value: traced.gap_us,
+            unit: "us",
+            reference: eager.gap_us,
+            reference_name: "eager gap".into(),
+            ratio: traced.gap_us / eager.gap_us.max(1e-9),
+            note: "median idle time between consecutive programs on the device".into(),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
 }
 

@@ -48,13 +48,13 @@ impl UnaryOp {
 
 impl DeviceInner {
     /// The cores that compute `out`, and each core's block, row-major over the rectangle.
-    fn split(&self, out: &Buffer) -> (CoreRect, Vec<Block>) {
+    fn split(&self, out: &Buffer, square: bool) -> (CoreRect, Vec<Block>) {
         let (gx, gy) = (self.info.grid_x, self.info.grid_y);
         let full = CoreRect { x0: 0, y0: 0, x1: (gx - 1) as u8, y1: (gy - 1) as u8 };
         let s = out.spec();
         match (s.mem.layout, s.mem.shard) {
             (Layout::Interleaved, _) | (_, None) => {
-                let (rb, cb) = interleaved_split(s.rows, s.cols, gx * gy);
+                let (rb, cb) = interleaved_split(s.rows, s.cols, gx * gy, square);
                 let n = rb * cb;
                 // The smallest rectangle of whole grid rows that holds n cores (or one partial row).
                 let (w, h) = if n <= gx { (n, 1) } else { (gx, n.div_ceil(gx)) };
@@ -114,7 +114,9 @@ impl DeviceInner {
             b.check_device(self)?;
         }
         out.check_device(self)?;
-        let (rect, blocks) = self.split(out);
+        // A matmul core reads its rows of `a` and its columns of `b`: square blocks read the least. Element-wise
+        // kernels read nothing twice, and whole rows are the longest contiguous runs.
+        let (rect, blocks) = self.split(out, kernel == BuiltinKernel::Matmul);
         let page = |b: &Buffer| b.accessor().page_bytes() as u32;
         // Double-buffered input and output pages, as a Tensix op would configure; part of the cache key (shapes),
         // never addresses.
@@ -235,10 +237,14 @@ impl DeviceInner {
 const MIN_ELEMS_PER_CORE: u32 = 256;
 
 /// Splits a `rows x cols` output into `rb x cb` blocks for at most `cores` cores: as many blocks as the data
-/// warrants, shaped as square as possible so each core reads little redundant input (a matmul core reads its rows
-/// of `a` and its columns of `b`).
-fn interleaved_split(rows: u32, cols: u32, cores: u32) -> (u32, u32) {
+/// warrants, shaped as square as possible when `square` (each core then reads little redundant input), else in
+/// bands of whole rows as far as the rows go.
+fn interleaved_split(rows: u32, cols: u32, cores: u32, square: bool) -> (u32, u32) {
     let want = (rows.saturating_mul(cols) / MIN_ELEMS_PER_CORE).clamp(1, cores.max(1));
+    if !square {
+        let rb = rows.min(want).max(1);
+        return (rb, (want / rb).clamp(1, cols));
+    }
     let mut best = (1, 1);
     let mut best_key = (0u32, u32::MAX);
     for rb in 1..=rows.min(want) {
@@ -336,13 +342,18 @@ mod tests {
 
     #[test]
     fn split_is_bounded_and_square_ish() {
-        assert_eq!(interleaved_split(32, 32, 64), (2, 2));
-        assert_eq!(interleaved_split(1, 1, 64), (1, 1));
-        let (rb, cb) = interleaved_split(32, 128, 64);
+        assert_eq!(interleaved_split(32, 32, 64, true), (2, 2));
+        assert_eq!(interleaved_split(1, 1, 64, true), (1, 1));
+        let (rb, cb) = interleaved_split(32, 128, 64, true);
         assert_eq!(rb * cb, 16);
-        let (rb, cb) = interleaved_split(4096, 4096, 64);
+        let (rb, cb) = interleaved_split(4096, 4096, 64, true);
         assert_eq!((rb, cb), (8, 8));
-        let (rb, cb) = interleaved_split(1, 100_000, 64);
+        let (rb, cb) = interleaved_split(1, 100_000, 64, true);
+        assert_eq!((rb, cb), (1, 64));
+        // Element-wise: whole rows first.
+        assert_eq!(interleaved_split(128, 256, 64, false), (64, 1));
+        assert_eq!(interleaved_split(4, 4096, 64, false), (4, 16));
+        let (rb, cb) = interleaved_split(1, 100_000, 64, false);
         assert_eq!((rb, cb), (1, 64));
     }
 }

@@ -16,7 +16,7 @@ use crate::hw::Memory;
 use crate::hw::kernel::{self, BuiltinKernel};
 use crate::hw::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordFlags, RecordMeta};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The kernel a program runs.
@@ -82,7 +82,12 @@ pub(crate) struct CacheEntry {
     /// The kernel's name without the `ttdrv.` prefix, for profiles (computed once, not per dispatch).
     label: Arc<str>,
     upload: Mutex<Option<Upload>>,
-    /// Dispatches that found the image uploaded, and that uploaded it (per entry, so counting takes no lock).
+    /// The fast path of a dispatch: once an upload is known complete, its epoch and offset are published here, so
+    /// a cached dispatch takes no lock but its queue's. `offset` is written before `confirmed_epoch`.
+    confirmed_epoch: AtomicU32,
+    offset: AtomicU64,
+    /// Dispatches that found the image uploaded, and that uploaded it (per entry, so counting takes no lock; the
+    /// hit count is bumped without a locked instruction and may undercount dispatches racing on two threads).
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -195,6 +200,8 @@ impl DeviceInner {
                     desc: desc.clone(),
                     image,
                     upload: Mutex::new(None),
+                    confirmed_epoch: AtomicU32::new(u32::MAX),
+                    offset: AtomicU64::new(0),
                     hits: AtomicU64::new(0),
                     misses: AtomicU64::new(0),
                 });
@@ -208,12 +215,18 @@ impl DeviceInner {
     /// The kernel image offset for a dispatch of `entry` on the locked queue `st`, uploading it first if needed.
     fn ensure_uploaded(&self, entry: &CacheEntry, st: &mut QueueState, capturing: bool) -> Result<u64> {
         let epoch = self.epoch.load(Ordering::Acquire);
+        if entry.confirmed_epoch.load(Ordering::Acquire) == epoch {
+            entry.hits.store(entry.hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return Ok(entry.offset.load(Ordering::Relaxed));
+        }
         let mut up = entry.upload.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(u) = up.as_mut().filter(|u| u.epoch == epoch) {
             entry.hits.fetch_add(1, Ordering::Relaxed);
             if let Some(ready) = u.ready {
                 if self.event_done(&ready)? {
                     u.ready = None;
+                    entry.offset.store(u.offset, Ordering::Relaxed);
+                    entry.confirmed_epoch.store(epoch, Ordering::Release);
                 } else if ready.queue != st.id {
                     // Uploaded on another queue and not known to be done: order this queue after it. A trace may
                     // hold only launches, so during capture the host waits instead.
@@ -367,6 +380,6 @@ impl DeviceInner {
         };
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
-        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire) })
+        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire), notify })
     }
 }

@@ -347,7 +347,7 @@ impl DeviceInner {
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
         if blocking {
-            let ev = self.record_event_locked(&mut st, "blocking execute_trace")?;
+            let ev = self.record_event_flags(&mut st, true, "blocking execute_trace")?;
             drop(st);
             self.wait_event(&ev, self.params.timeout, "blocking execute_trace")?;
         }

@@ -34,6 +34,9 @@ pub(crate) struct EventMark {
     pub id: u32,
     pub reads: u64,
     pub epoch: u32,
+    /// Recorded with `NOTIFY`: the device raises the queue's vector when this very event retires, so a waiter
+    /// sleeps until then without arming (an armed vector fires at every record's progress).
+    pub notify: bool,
 }
 
 impl DeviceInner {
@@ -146,6 +149,20 @@ impl DeviceInner {
         t: &Arc<dyn Transport>,
         timeout: Duration,
         what: &dyn Fn() -> String,
+        cond: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
+        self.wait_until_with(cq, t, timeout, true, what, cond)
+    }
+
+    /// As [`DeviceInner::wait_until`]; with `arm` false the caller knows the device will raise `cq`'s vector by
+    /// itself (a `NOTIFY` record), so the wait does not arm it and is not woken by unrelated progress.
+    pub(crate) fn wait_until_with(
+        &self,
+        cq: u16,
+        t: &Arc<dyn Transport>,
+        timeout: Duration,
+        arm: bool,
+        what: &dyn Fn() -> String,
         mut cond: impl FnMut() -> Result<bool>,
     ) -> Result<()> {
         let start = Instant::now();
@@ -180,7 +197,9 @@ impl DeviceInner {
                 }
                 return Err(Error::Timeout(msg));
             }
-            t.write32(regs::queue_reg(cq, regs::queue::IRQ_ARM), 1);
+            if arm {
+                t.write32(regs::queue_reg(cq, regs::queue::IRQ_ARM), 1);
+            }
             self.progress(t.as_ref())?;
             if cond()? {
                 return Ok(());
@@ -205,7 +224,8 @@ impl DeviceInner {
 
     /// Records an event for the driver's own use (finish).
     pub(crate) fn record_internal(&self, cq: u16, what: &str) -> Result<EventMark> {
-        self.record_event(cq, false, what)
+        // NOTIFY: the waiter that follows sleeps until this event, not until the next record.
+        self.record_event(cq, true, what)
     }
 
     /// True once the event has completed and every read enqueued before it has been delivered.
@@ -232,7 +252,7 @@ impl DeviceInner {
         self.check_epoch(m.epoch, what)?;
         let t = self.transport()?;
         let desc = || format!("{what} (queue {} event {})", m.queue, m.id);
-        self.wait_until(m.queue, &t, timeout, &desc, || self.event_done(m)).map_err(|e| match e {
+        self.wait_until_with(m.queue, &t, timeout, !m.notify, &desc, || self.event_done(m)).map_err(|e| match e {
             Error::Timeout(msg) => Error::Timeout(format!("{msg}\n  awaited: queue {} event {}", m.queue, m.id)),
             e => e,
         })
@@ -303,6 +323,6 @@ impl DeviceInner {
             let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
             c.as_ref().map_or(0, |c| c.expected())
         };
-        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire) })
+        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire), notify: false })
     }
 }

@@ -299,6 +299,7 @@ impl Engine<'_> {
     fn execute(&mut self, hdr: &Header, body: &Body, bytes: RecordBytes, arrival: u64) -> Result<Span, Stop> {
         let pace = self.sh.cfg.pace;
         let now = self.sh.clock.now();
+        let exec_start = now;
         let len = hdr.length as u64;
         // When the record is ready to run; and, for a write, the span of its payload crossing the link (a small
         // record is prefetched while earlier ones run, a large one streams in while the queue executes it).
@@ -306,8 +307,14 @@ impl Engine<'_> {
             (None, _) => (now, Span { start: now, end: now }),
             (Some(p), RecordBytes::Ring(_)) => {
                 let lat = arrival + p.pcie_latency_ns;
-                let earliest = if len <= p.prefetch_bytes { lat } else { lat.max(self.free_at) };
-                let (fs, fe) = self.sh.pacer.reserve(|l| &mut l.h2d_free, earliest, p.pcie_ns(len));
+                // A command (within the prefetch window) is fetched ahead and interleaves with bulk traffic on the
+                // link, as PCIe packets do; a bulk payload streams while its queue executes it and holds the link,
+                // so two bulk transfers in one direction share its bandwidth by taking turns.
+                let (fs, fe) = if len <= p.prefetch_bytes {
+                    (lat, lat + p.pcie_ns(len))
+                } else {
+                    self.sh.pacer.reserve(|l| &mut l.h2d_free, lat.max(self.free_at), p.pcie_ns(len))
+                };
                 let start = fs.max(self.free_at);
                 (fe.max(self.free_at), Span { start, end: fe.max(start) })
             }
@@ -433,7 +440,7 @@ impl Engine<'_> {
                     self.qs.status.fetch_and(!QueueStatus::WAITING_EVENT.bits(), Ordering::AcqRel);
                 }
                 if let Some(p) = pace {
-                    let start = ready.max(other.event_time.load(Ordering::Acquire));
+                    let start = ready.max(other.event_time(event_id));
                     span = Span { start, end: start + p.event_ns };
                 }
             }
@@ -444,8 +451,18 @@ impl Engine<'_> {
                 span.end = self.exec_trace(hdr, &x, ready)?;
             }
         }
-        if pace.is_none() {
-            span.end = self.sh.clock.now();
+        let now = self.sh.clock.now();
+        match pace {
+            // Unpaced, the span is what happened.
+            None => span.end = now,
+            // Paced, it is the model's, but never shorter than the work took to emulate: if this machine computes
+            // slower than the modelled device, that shows in the timestamps and carries over to later records.
+            // Time spent waiting (an event wait, a thread woken late) is the emulator's, not the device's, and is
+            // not charged. Trace replays account for their records one by one.
+            Some(_) if !matches!(body, Body::EventWait { .. } | Body::ExecTrace(_)) => {
+                span.end = span.end.max(span.start + (now - exec_start));
+            }
+            Some(_) => {}
         }
         Ok(span)
     }
@@ -600,7 +617,9 @@ impl Engine<'_> {
         put_word(a, host::COMPL_WR, a.compl_wr)?;
         put_word(a, host::ISSUE_RD, a.rd)?;
         if let Some(id) = event {
-            self.qs.event_time.store(span.end, Ordering::Release);
+            if self.sh.cfg.pace.is_some() {
+                self.qs.note_event(id, span.end);
+            }
             self.qs.event.store(id, Ordering::Release);
             put_word(a, host::EVENT_DONE, id)?;
             // Other queues may be stalled in EVENT_WAIT on us.

@@ -65,8 +65,9 @@ struct QueueShared {
     prof_slots: AtomicU32,
     status: AtomicU32,
     event: AtomicU32,
-    /// Modelled device time at which `event` was reached (paced mode).
-    event_time: AtomicU64,
+    /// Paced mode: (event id, modelled time it completed) of the queue's recent event records, oldest first, so a
+    /// wait on another queue starts when *its* event completed, not a later one recorded meanwhile.
+    event_times: Mutex<VecDeque<(u32, u64)>>,
     retired: AtomicU32,
     sleeping: AtomicBool,
     thread: OnceLock<Thread>,
@@ -76,7 +77,26 @@ struct QueueShared {
     ack_gen: AtomicU32,
 }
 
+/// Event records whose completion times a paced queue remembers for waits on other queues.
+const EVENT_HISTORY: usize = 1024;
+
 impl QueueShared {
+    /// Paced: remembers that event `id` completed at modelled time `t`.
+    fn note_event(&self, id: u32, t: u64) {
+        let mut h = self.event_times.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == EVENT_HISTORY {
+            h.pop_front();
+        }
+        h.push_back((id, t));
+    }
+
+    /// Paced: the modelled time at which this queue's event slot reached `id` (0 if that is older than the
+    /// history, i.e. long ago).
+    fn event_time(&self, id: u32) -> u64 {
+        let h = self.event_times.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter().find(|(e, _)| crate::hw::seq_reached(*e, id)).map_or(0, |&(_, t)| t)
+    }
+
     fn new() -> QueueShared {
         QueueShared {
             base: AtomicU64::new(0),
@@ -91,7 +111,7 @@ impl QueueShared {
             prof_slots: AtomicU32::new(0),
             status: AtomicU32::new(0),
             event: AtomicU32::new(0),
-            event_time: AtomicU64::new(0),
+            event_times: Mutex::new(VecDeque::new()),
             retired: AtomicU32::new(0),
             sleeping: AtomicBool::new(false),
             thread: OnceLock::new(),
@@ -187,7 +207,7 @@ impl Shared {
             q.prof_base.store(0, Ordering::Relaxed);
             q.prof_slots.store(0, Ordering::Relaxed);
             q.event.store(0, Ordering::Relaxed);
-            q.event_time.store(0, Ordering::Relaxed);
+            q.event_times.lock().unwrap_or_else(|e| e.into_inner()).clear();
             q.retired.store(0, Ordering::Relaxed);
             q.doorbell.store(0, Ordering::Relaxed);
             q.compl_rd.store(0, Ordering::Relaxed);

@@ -42,8 +42,8 @@ impl Clock {
                 return;
             }
             let left = t - now;
-            if left > 200_000 {
-                std::thread::sleep(Duration::from_nanos(left - 150_000));
+            if left > 2_000_000 {
+                std::thread::sleep(Duration::from_nanos(left - 1_000_000));
             } else if left > 2_000 {
                 // Yield rather than spin: the host or another queue may need this core.
                 std::thread::yield_now();
