@@ -9,30 +9,14 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use ttdrv::device::program::{KernelSource, Program, ProgramDesc};
 use ttdrv::dma::{IovaAllocator, MemoryOptions};
-use ttdrv::hw::kernel::{Block, BuiltinKernel};
-use ttdrv::hw::records::{self, CoreRect, RecordMeta};
+use ttdrv::hw::records::{self, RecordMeta};
 use ttdrv::queue::{Issuer, RingSizes, Rings};
 use ttdrv::transport::Transport;
 use ttdrv::*;
 
-fn fill_program(dev: &Device, buf: &Buffer) -> (Program, Vec<u32>) {
-    let k = BuiltinKernel::Fill;
-    let prog = dev
-        .program(ProgramDesc {
-            kernel: KernelSource::Builtin(k),
-            cores: CoreRect { x0: 0, y0: 0, x1: 0, y1: 0 },
-            ct_args: vec![],
-            cbs: vec![],
-            sems: vec![],
-            rt_words: k.rt_words() as u16,
-        })
-        .unwrap();
-    let mut rt = Block { r0: 0, r1: 1, c0: 0, c1: 8 }.to_words().to_vec();
-    rt.extend_from_slice(&buf.accessor().to_words());
-    rt.push(2.0f32.to_bits());
-    (prog, rt)
+fn fill_program(dev: &Device, buf: &Buffer) -> (ttdrv::device::program::Program, Vec<u32>) {
+    ttdrv::cli::bench::fill_program(dev, buf).unwrap()
 }
 
 fn dispatch(c: &mut Criterion) {

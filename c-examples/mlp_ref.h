@@ -164,4 +164,21 @@ static inline int keep_wait(int argc, char **argv, const char *name) {
 
 #define ITERATIONS 100u
 
+/* Checks every iteration's output against the reference for its input; exits with "wrong outputs in N of M
+ * iterations" (the phrase check-races.sh looks for) if any differs. Returns the number of values checked. */
+static inline size_t verify_outputs(const mlp_host *m, const float *inputs, const float *outputs, uint32_t iterations) {
+  const size_t n_in = (size_t)m->batch * m->dims[0], n_out = (size_t)m->batch * m->dims[m->num_dims - 1];
+  float *want = malloc(sizeof(float) * n_out);
+  EXPECT(want, "out of host memory");
+  size_t wrong = 0, checked = 0;
+  for (uint32_t it = 0; it < iterations; it++) {
+    mlp_host_forward(m, inputs + it * n_in, want);
+    wrong += count_mismatches(outputs + it * n_out, want, n_out) != 0;
+    checked += n_out;
+  }
+  free(want);
+  EXPECT(wrong == 0, "wrong outputs in %zu of %u iterations", wrong, iterations);
+  return checked;
+}
+
 #endif

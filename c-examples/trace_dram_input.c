@@ -39,15 +39,7 @@ int main(void) {
   }
   CHECK(ttdrv_device_finish(dev, 0));
 
-  float *want = malloc(sizeof(float) * n_out);
-  EXPECT(want, "out of host memory");
-  size_t wrong = 0, checked = 0;
-  for (uint32_t it = 0; it < ITERATIONS; it++) {
-    mlp_host_forward(&host, inputs + it * n_in, want);
-    wrong += count_mismatches(outputs + it * n_out, want, n_out) != 0;
-    checked += n_out;
-  }
-  EXPECT(wrong == 0, "wrong outputs in %zu of %u iterations", wrong, ITERATIONS);
+  size_t checked = verify_outputs(&host, inputs, outputs, ITERATIONS);
   ttdrv_trace_info info = {.struct_size = sizeof info};
   CHECK(ttdrv_trace_get_info(dev, tid, &info));
   printf("trace_dram_input: checked %zu values over %u replays of a %u-launch, %llu-byte trace\n", checked,
@@ -57,7 +49,6 @@ int main(void) {
   CHECK(ttdrv_buffer_free(input_dram));
   CHECK(ttdrv_mlp_free(mlp));
   CHECK(ttdrv_device_close(dev));
-  free(want);
   free(inputs);
   free(outputs);
   mlp_host_free(&host);

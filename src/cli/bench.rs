@@ -168,8 +168,9 @@ fn bare_ring_write(n: usize, reps: usize) -> Result<f64, String> {
     Ok(median(&mut samples))
 }
 
-/// A 1-core fill program and its runtime arguments, ready to dispatch.
-fn fill_program(dev: &Device, buf: &Buffer) -> Result<(crate::device::program::Program, Vec<u32>), String> {
+/// A 1-core fill program and its runtime arguments, ready to dispatch: the cached program whose dispatch cost the
+/// benchmarks measure (also used by `benches/dispatch.rs`).
+pub fn fill_program(dev: &Device, buf: &Buffer) -> Result<(crate::device::program::Program, Vec<u32>), String> {
     let k = BuiltinKernel::Fill;
     let prog = dev
         .program(ProgramDesc {
