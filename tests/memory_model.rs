@@ -338,28 +338,6 @@ fn program_cache_hits_across_addresses_and_separates_what_defines_a_program() {
     assert_eq!(stats(&dev), CacheStats { entries: before.entries + 2, ..before });
 }
 
-/// The MLP's host reference: each op as the device defines it (matmul accumulated exactly and rounded once, bias
-/// add in f32 then rounded, relu), in `dtype`.
-fn mlp_reference(cfg: &MlpConfig, w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
-    let batch = cfg.batch as usize;
-    let layers = cfg.dims.len() - 1;
-    let mut a = x.to_vec();
-    for l in 0..layers {
-        let (k, m) = (cfg.dims[l] as usize, cfg.dims[l + 1] as usize);
-        let mut out = vec![0f32; batch * m];
-        for i in 0..batch {
-            for j in 0..m {
-                let dot: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * w[l][kk * m + j] as f64).sum();
-                let y = quantize1(dot as f32, cfg.dtype);
-                let z = quantize1(y + b[l][j], cfg.dtype);
-                out[i * m + j] = if l + 1 < layers || cfg.relu_last { z.max(0.0) } else { z };
-            }
-        }
-        a = out;
-    }
-    a
-}
-
 /// The seed's §1.3.2 (trace with non-persistent L1 input) for MLPs of 1 to 4 layers and mixed widths, f32 and bf16,
 /// the input height-sharded in L1. The address assertion must hold; replays with new inputs written in place equal
 /// an eager run bit for bit, and the host reference within 1e-4 (f32) or one 2^-6 per layer (bf16, where the

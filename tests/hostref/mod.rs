@@ -183,6 +183,28 @@ pub fn row_configs(cols: u32) -> Vec<(&'static str, MemoryConfig)> {
     ]
 }
 
+/// The MLP's host reference: each op as the device defines it (matmul accumulated exactly and rounded once, bias
+/// add in f32 then rounded, relu), in `dtype`.
+pub fn mlp_reference(cfg: &ttdrv::device::model::MlpConfig, w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
+    let batch = cfg.batch as usize;
+    let layers = cfg.dims.len() - 1;
+    let mut a = x.to_vec();
+    for l in 0..layers {
+        let (k, m) = (cfg.dims[l] as usize, cfg.dims[l + 1] as usize);
+        let mut out = vec![0f32; batch * m];
+        for i in 0..batch {
+            for j in 0..m {
+                let dot: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * w[l][kk * m + j] as f64).sum();
+                let y = quantize1(dot as f32, cfg.dtype);
+                let z = quantize1(y + b[l][j], cfg.dtype);
+                out[i * m + j] = if l + 1 < layers || cfg.relu_last { z.max(0.0) } else { z };
+            }
+        }
+        a = out;
+    }
+    a
+}
+
 /// Matches `$r` against `Err($variant(msg))` and checks that `msg` mentions every needle (a bracketed list of
 /// string expressions, or an expression that iterates over `&str`s); evaluates to `msg`.
 #[macro_export]
