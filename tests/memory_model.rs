@@ -222,10 +222,13 @@ fn allocation_failure_names_asked_free_largest_and_traced_bytes() {
 }
 
 /// Specs the device cannot hold: larger than its DRAM, a shard larger than a core's L1, larger than the reserved
-/// L1_SMALL region, rows too long to address. Each fails with a message naming the spec or the size.
+/// L1_SMALL region, rows too long to address; and MLPs with a zero size or wrong lengths. Each fails with a message
+/// naming the spec or the size.
 #[test]
 fn buffer_specs_that_do_not_fit_the_device_are_refused() {
     let dev = open("emu", &DeviceParams { l1_small_size: 64 << 10, ..params() });
+    let free = |d: &Device| [BufferType::Dram, BufferType::L1, BufferType::L1Small].map(|t| d.largest_free(t));
+    let before = free(&dev);
     let name = dev.info().name.clone();
     // 4 GiB of DRAM on a 1 GiB device.
     let s = spec(1 << 20, 1024, Float32, MemoryConfig::DRAM);
@@ -240,10 +243,37 @@ fn buffer_specs_that_do_not_fit_the_device_are_refused() {
     // A row of 16 GiB.
     let s = spec(1, u32::MAX, Float32, MemoryConfig::DRAM);
     expect_err!(dev.allocate(&s), Error::InvalidArgument, ["too long", &(u32::MAX as u64 * 4).to_string()]);
-    // None of it leaked: the whole of DRAM and L1 is still free.
-    let d = spec(1024, 1024, Float32, MemoryConfig::DRAM);
-    dev.allocate(&d).unwrap();
+    // Models with no batch or a zero width, or weights of the wrong length, are refused before anything is
+    // allocated.
+    let cfg = |batch: u32, dims: Vec<u32>| MlpConfig {
+        batch,
+        dims,
+        dtype: Float32,
+        weights_mem: MemoryConfig::DRAM,
+        act_mem: MemoryConfig::L1,
+        out_mem: MemoryConfig::L1,
+        relu_last: false,
+    };
+    let (w, b) = (vec![0.5f32; 8 * 4], vec![0.0f32; 4]);
+    let ok = dev.mlp(0, &cfg(2, vec![8, 4]), &[&w], &[&b]).unwrap();
+    assert_eq!(ok.ops_per_run(), 2);
+    expect_err!(dev.mlp(0, &cfg(0, vec![8, 4]), &[&w], &[&b]), Error::InvalidArgument, ["batch 0"]);
+    expect_err!(dev.mlp(0, &cfg(2, vec![8, 0]), &[&w], &[&b]), Error::InvalidArgument, ["[8, 0]"]);
+    expect_err!(dev.mlp(0, &cfg(2, vec![8]), &[], &[]), Error::InvalidArgument, ["two non-zero widths"]);
+    expect_err!(
+        dev.mlp(0, &cfg(2, vec![8, 4]), &[&w[1..]], &[&b]),
+        Error::InvalidArgument,
+        ["layer 0", "32 values (8 x 4)", "got 31"]
+    );
+    let wrong_input = dev.allocate(&spec(2, 9, Float32, MemoryConfig::L1)).unwrap();
+    expect_err!(ok.run(0, wrong_input), Error::InvalidArgument, ["MLP input must be [2, 8]", "[2, 9]"]);
+    // Nothing refused left anything allocated.
+    drop(ok);
+    assert_eq!(free(&dev), before);
 }
+
+/// A way of dispatching a program, and its name.
+type Case<'a> = (&'static str, Box<dyn Fn() -> Buffer + 'a>);
 
 fn stats(dev: &Device) -> CacheStats {
     dev.program_cache_stats()
@@ -290,7 +320,7 @@ fn program_cache_hits_across_addresses_and_separates_what_defines_a_program() {
     // What defines a program: each of these is a new entry.
     let x = &inputs[0];
     let base = stats(&dev);
-    let cases: Vec<(&str, Box<dyn Fn() -> Buffer + '_>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "another shape",
             Box::new(|| dev.unary(0, UnaryOp::Relu, &dev.allocate(&spec(16, 40, Float32, l1)).unwrap(), &l1).unwrap()),
