@@ -207,12 +207,12 @@ fn a_wait_refers_to_the_most_recent_record_issued_before_it() {
 }
 
 /// `synchronize_timeout` returns `Ok(false)` while the event cannot complete and `Ok(true)` once it has; `query` is
-/// false, then true. Queue 1 runs a 150 ms fill (paced) and records E behind it; queue 0 waits for E and records F.
+/// false, then true. Queue 1 runs a 300 ms fill (paced) and records E behind it; queue 0 waits for E and records F.
 /// (A false result needs the device to be slower than the host's short timeout, which the pacing guarantees: a
 /// record's completion is held back until wall time reaches its modelled end.)
 #[test]
 fn synchronize_timeout_and_query_before_and_after_completion() {
-    let dev = open("emu:paced,launch_ns=150000000", &params(2));
+    let dev = open("emu:paced,launch_ns=300000000", &params(2));
     let out = dev.allocate(&f32_spec(16, 16, MemoryConfig::L1)).unwrap();
     let (e, f) = (dev.create_event().unwrap(), dev.create_event().unwrap());
     dev.fill(1, &out, 7.0).unwrap();
@@ -221,7 +221,7 @@ fn synchronize_timeout_and_query_before_and_after_completion() {
     let copy = dev.allocate(&f32_spec(16, 16, MemoryConfig::DRAM)).unwrap();
     dev.reshard_into(0, &out, &copy).unwrap();
     f.record(0).unwrap();
-    assert!(!e.query().unwrap(), "E completed before its 150 ms fill");
+    assert!(!e.query().unwrap(), "E completed before its 300 ms fill");
     assert!(!f.query().unwrap(), "F completed before E");
     assert!(!f.synchronize_timeout(Duration::from_millis(10)).unwrap(), "F completed within 10 ms");
     assert!(f.synchronize_timeout(Duration::from_secs(20)).unwrap());
@@ -516,6 +516,27 @@ fn events_shared_between_threads_each_driving_its_own_queue() {
     failures.sort_by_key(|m| m.contains("another thread failed"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     dev.synchronize().unwrap();
+}
+
+/// The hang and `finish` tests stop a queue behind the driver's back; this checks that doing so is reliable
+/// (contract §3: no record starts after `Q_CTRL = 0`), right after the device opened, when the queue's engine may
+/// still be setting itself up. A race there once let about one record in 75 through.
+#[test]
+fn a_queue_stopped_behind_the_driver_starts_no_later_record() {
+    let p = DeviceParams { issue_ring_size: 64 << 10, completion_ring_size: 64 << 10, ..params(2) };
+    let dev = open("emu", &p);
+    let t = dev.transport().unwrap();
+    let e = dev.create_event().unwrap();
+    for cycle in 0..300 {
+        t.write32(regs::queue_reg(1, regs::queue::CTRL), 0);
+        e.record(1).unwrap();
+        // Give the engine time to (wrongly) run it; the check does not depend on how long this takes.
+        std::thread::sleep(Duration::from_micros(100));
+        assert!(!e.query().unwrap(), "cycle {cycle}: queue 1 ran a record after Q_CTRL = 0");
+        // The reset re-enables the queue from scratch, which is when the engine is most likely to be mid-loop.
+        dev.reset().unwrap();
+    }
+    round_trip(&dev, 1, 1);
 }
 
 /// A wait that can never complete ends in `Error::Timeout` after the device's (short) timeout, with a message that
