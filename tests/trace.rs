@@ -766,4 +766,10 @@ fn a_replay_on_another_queue_waits_for_the_trace_buffer_upload() {
     assert_bytes_eq(&host, &data, "the reads that held queue 0 up");
     let v = values(&out, 0);
     assert!(v.iter().all(|&x| x == 2.0), "the replay on queue 1 ran before trace 2's buffer was written: got {}", v[0]);
+    // Once the upload is known done, a replay on queue 1 is the single 64-byte record again.
+    dev.fill(1, &out, 0.0).unwrap();
+    let before = dev.debug_issue_wr(1).unwrap();
+    dev.execute_trace(t2, 1, false).unwrap();
+    assert_eq!(dev.debug_issue_wr(1).unwrap().wrapping_sub(before), 64);
+    assert_eq!(values(&out, 1), vec![2.0; 256]);
 }
