@@ -1,8 +1,8 @@
 //! Metal Trace (seed §1, §3): errors that must be clear and leave the device usable, traces of 1 to 10 000
 //! programs (one 64-byte record per replay whatever the length), many live traces replayed in random order with
 //! other work, replays after allocations came and went, trace safety (what a trace uses must stay allocated; what
-//! it owns is freed on release), trace buffers allocated on demand, and the seed's §3.3.1 two-queue pattern under
-//! jitter.
+//! it owns is freed on release), trace buffers allocated on demand, the seed's §3.3.1 two-queue pattern under
+//! jitter, and a replay on another queue than the capture's, which must wait for the trace buffer to be written.
 
 mod common;
 mod hostref;
@@ -210,21 +210,18 @@ fn calls_a_trace_cannot_hold_fail_during_capture_and_leave_the_device_usable() {
     after("record", expect_err!(dev.create_event().unwrap().record(0), Error::InvalidState, ["record_event"]));
     after("wait", expect_err!(dev.wait_for_event(0, &ev1), Error::InvalidState, ["wait_for_event"]));
     after("finish", expect_err!(dev.finish(0), Error::InvalidState, ["finish"]));
-    let msg = expect_err!(dev.synchronize(), Error::InvalidState, ["device synchronize", "queue 0", "end the capture"]);
+    expect_err!(dev.synchronize(), Error::InvalidState, ["device synchronize", "queue 0", "end the capture"]);
     round_trip(&dev, 1, 30);
-    let msg2 = expect_err!(dev.execute_trace(other, 0, false), Error::InvalidState, ["cannot be nested", "queue 0"]);
+    expect_err!(dev.execute_trace(other, 0, false), Error::InvalidState, ["cannot be nested", "queue 0"]);
     round_trip(&dev, 1, 31);
-    let msg3 = expect_err!(dev.begin_trace_capture(0), Error::InvalidState, ["already being captured", "queue 0"]);
+    expect_err!(dev.begin_trace_capture(0), Error::InvalidState, ["already being captured", "queue 0"]);
     round_trip(&dev, 1, 32);
-    let msg4 = expect_err!(dev.end_trace_capture(tid, 1), Error::InvalidState, ["being captured on queue 0"]);
+    expect_err!(dev.end_trace_capture(tid, 1), Error::InvalidState, ["being captured on queue 0"]);
     round_trip(&dev, 1, 33);
     expect_err!(dev.trace_info(tid), Error::InvalidState, ["still being captured"]);
     expect_err!(dev.release_trace(tid), Error::InvalidState, ["still being captured"]);
     // Replaying another trace on the other queue is fine.
     dev.execute_trace(other, 1, true).unwrap();
-    for m in [msg, msg2, msg3, msg4] {
-        assert!(m.contains(&tid.to_string()) || m.contains("queue 0"), "{m}");
-    }
 
     // A program never run cannot be captured; one compiled on queue 1 (no host wait in between) can.
     let z = dev.allocate(&f32_spec(32, 64, MemoryConfig::L1)).unwrap();
