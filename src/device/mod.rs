@@ -372,6 +372,17 @@ impl Device {
         self.inner.check_queue(cq)?;
         Ok(self.inner.queue_report(cq, None))
     }
+
+    /// The host's free-running write pointer into queue `cq`'s issue ring: bytes of records written so far (tests
+    /// measure what one call puts on the ring, e.g. that a trace replay is one 64-byte record).
+    #[doc(hidden)]
+    pub fn debug_issue_wr(&self, cq: u16) -> Result<u32> {
+        let st = self.inner.lock_queue(cq)?;
+        st.issuer
+            .as_ref()
+            .map(|i| i.wr())
+            .ok_or_else(|| Error::Closed(format!("device {} is closed", self.inner.info.name)))
+    }
 }
 
 impl DeviceInner {

@@ -11,6 +11,7 @@ use super::alloc::{Direction, Owner};
 use super::buffer::BufferType;
 use super::program::Touched;
 use super::queue::{Capture, push_live};
+use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
 use crate::error::{Error, Result};
 use crate::hw::Memory;
@@ -40,6 +41,9 @@ struct Captured {
     checked: Option<[u64; 3]>,
     /// Profile names of the captured launches, in order (profiling only).
     names: Vec<crate::profile::SpanLabel>,
+    /// Completion of the trace buffer's upload on the capture queue (which also follows the uploads of the kernel
+    /// images the trace launches), until a replay has seen it done.
+    uploaded: Option<EventMark>,
 }
 
 #[derive(Debug)]
@@ -214,6 +218,7 @@ impl DeviceInner {
             (buffer, must_live, err, gens(&m))
         };
 
+        let mut uploaded = None;
         if let Some(b) = buffer {
             // Write the trace into its buffer: interleaved pages over all banks (contract §4.2.9).
             let mut bytes = cap.bytes;
@@ -250,6 +255,8 @@ impl DeviceInner {
                 issuer.publish(t.as_ref());
                 p += n;
             }
+            // A replay on another queue must not fetch the trace before these writes have landed.
+            uploaded = Some(self.record_event_locked(&mut st, "trace upload")?);
         }
         let captured = Captured {
             queue: cq,
@@ -261,6 +268,7 @@ impl DeviceInner {
             must_live,
             checked: Some(checked),
             names: cap.names,
+            uploaded,
         };
         self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(captured));
         match alloc_err {
@@ -278,7 +286,7 @@ impl DeviceInner {
                 c.trace_id
             )));
         }
-        let (x, inner_names) = {
+        let (x, inner_names, wait) = {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
             let c = match t.traces.get_mut(&tid) {
                 Some(State::Captured(c)) => c,
@@ -327,8 +335,21 @@ impl DeviceInner {
                 }
                 c.checked = Some(now);
             }
-            (ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }, c.names.clone())
+            // The trace buffer was written on the capture queue: a replay there follows it in queue order, a replay
+            // on another queue must wait for it on the device until it is known done.
+            if let Some(u) = c.uploaded
+                && self.event_done(&u)?
+            {
+                c.uploaded = None;
+            }
+            let wait = c.uploaded.filter(|u| u.queue != cq);
+            (ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }, c.names.clone(), wait)
         };
+        if let Some(u) = wait {
+            self.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "wait (trace upload)", "event", |slot, m| {
+                records::encode_event_wait(slot, m, u.queue, u.id)
+            })?;
+        }
         let encode = |slot: &mut records::RecordSlot<'_>, m| records::encode_exec_trace(slot, m, &x);
         match &self.profiler {
             // One slot for the replay, then one per captured launch (contract §4.3).

@@ -173,6 +173,12 @@ impl Engine<'_> {
                 self.idle_wait(|| self.qs.doorbell.load(Ordering::Acquire) != rd);
                 continue;
             }
+            // The host may have disabled the queue after the check above and then rung this doorbell: no record may
+            // start after `Q_CTRL = 0` (contract §3). The Acquire load of the doorbell makes that earlier write
+            // visible here.
+            if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+                continue;
+            }
             self.qs.status.fetch_or(QueueStatus::BUSY.bits(), Ordering::AcqRel);
             if let Err((f, tag, op)) = self.step(wr) {
                 self.fault(f, tag, op);
