@@ -16,6 +16,7 @@ mod wait;
 pub use buffer::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec};
 pub use event::Event;
 pub use params::{DeviceInfo, DeviceParams};
+pub use transfer::PendingRead;
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
 use crate::error::{Error, Result, invalid};
