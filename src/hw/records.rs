@@ -190,14 +190,21 @@ pub const fn record_align(n: usize) -> usize {
     (n + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
 
+/// The 16 header bytes of a record of `len` bytes (contract §4.1).
+fn header_bytes(op: Opcode, meta: RecordMeta, len: usize) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0] = op as u8;
+    h[1] = meta.flags.bits();
+    h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&meta.tag.to_le_bytes());
+    h[12..16].copy_from_slice(&meta.profile_slot.to_le_bytes());
+    h
+}
+
 fn put_header(slot: &mut RecordSlot<'_>, op: Opcode, meta: RecordMeta) {
     debug_assert!(slot.len() % RECORD_ALIGN == 0 && slot.len() >= FIXED_LEN);
-    slot.put_u8(0, op as u8);
-    slot.put_u8(1, meta.flags.bits());
-    slot.put_u16(2, 0);
-    slot.put_u32(4, slot.len() as u32);
-    slot.put_u32(8, meta.tag);
-    slot.put_u32(12, meta.profile_slot);
+    let h = header_bytes(op, meta, slot.len());
+    slot.put_array(0, h);
 }
 
 /// A transfer to or from one unit (contract §4.2.2, §4.2.4).
@@ -380,15 +387,17 @@ pub fn launch_len(l: &Launch<'_>) -> usize {
 pub fn encode_launch(slot: &mut RecordSlot<'_>, meta: RecordMeta, l: &Launch<'_>) {
     debug_assert_eq!(slot.len(), launch_len(l));
     debug_assert_eq!(l.rt_args.len(), l.num_rt_args as usize * l.rect.count());
-    put_header(slot, Opcode::Launch, meta);
-    slot.put_u16(16, l.kernel_bank);
-    slot.put_u16(18, l.ct_args.len() as u16);
-    slot.put_u16(20, l.num_rt_args);
-    slot.put_u16(22, l.cbs.len() as u16);
-    slot.put_u64(24, l.kernel_offset);
-    slot.put_bytes(32, &[l.rect.x0, l.rect.y0, l.rect.x1, l.rect.y1]);
-    slot.put_u16(36, l.sems.len() as u16);
-    slot.zero(38, FIXED_LEN - 38);
+    // The fixed part is built on the stack and stored at once: this encoder runs on every dispatch.
+    let mut f = [0u8; FIXED_LEN];
+    f[..16].copy_from_slice(&header_bytes(Opcode::Launch, meta, slot.len()));
+    f[16..18].copy_from_slice(&l.kernel_bank.to_le_bytes());
+    f[18..20].copy_from_slice(&(l.ct_args.len() as u16).to_le_bytes());
+    f[20..22].copy_from_slice(&l.num_rt_args.to_le_bytes());
+    f[22..24].copy_from_slice(&(l.cbs.len() as u16).to_le_bytes());
+    f[24..32].copy_from_slice(&l.kernel_offset.to_le_bytes());
+    f[32..36].copy_from_slice(&[l.rect.x0, l.rect.y0, l.rect.x1, l.rect.y1]);
+    f[36..38].copy_from_slice(&(l.sems.len() as u16).to_le_bytes());
+    slot.put_array(0, f);
     let mut off = FIXED_LEN;
     slot.put_words(off, l.ct_args);
     off += l.ct_args.len() * 4;
