@@ -181,4 +181,47 @@ static inline size_t verify_outputs(const mlp_host *m, const float *inputs, cons
   return checked;
 }
 
+/* What every seed example sets up: the reference MLP, the device, the MLP on it, and ITERATIONS distinct inputs
+ * with room for their outputs. */
+typedef struct {
+  mlp_host host;
+  ttdrv_device *dev;
+  ttdrv_mlp *mlp;
+  size_t n_in, n_out; /* floats per input and per output */
+  float *inputs, *outputs;
+} example;
+
+static inline void example_open(example *ex, uint32_t seed, uint32_t queues, uint64_t trace_region) {
+  mlp_host_init(&ex->host, seed);
+  ex->dev = open_example_device(queues, trace_region);
+  ex->mlp = mlp_create(ex->dev, 0, &ex->host);
+  ex->n_in = (size_t)MLP_BATCH * MLP_IN;
+  ex->n_out = (size_t)MLP_BATCH * MLP_OUT;
+  ex->inputs = malloc(sizeof(float) * ex->n_in * ITERATIONS);
+  ex->outputs = malloc(sizeof(float) * ex->n_out * ITERATIONS);
+  EXPECT(ex->inputs && ex->outputs, "out of host memory");
+  for (uint32_t it = 0; it < ITERATIONS; it++) make_input(ex->inputs + it * ex->n_in, ex->n_in, it);
+}
+
+/* Iteration `it`'s input and output as the byte pointers the buffer calls take. */
+static inline const uint8_t *example_input(const example *ex, uint32_t it) {
+  return (const uint8_t *)(ex->inputs + (size_t)it * ex->n_in);
+}
+static inline uint8_t *example_output(const example *ex, uint32_t it) {
+  return (uint8_t *)(ex->outputs + (size_t)it * ex->n_out);
+}
+
+/* Checks every output against the reference; see verify_outputs. */
+static inline size_t example_verify(const example *ex) {
+  return verify_outputs(&ex->host, ex->inputs, ex->outputs, ITERATIONS);
+}
+
+static inline void example_close(example *ex) {
+  CHECK(ttdrv_mlp_free(ex->mlp));
+  CHECK(ttdrv_device_close(ex->dev));
+  free(ex->inputs);
+  free(ex->outputs);
+  mlp_host_free(&ex->host);
+}
+
 #endif

@@ -5,46 +5,40 @@
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {
-  mlp_host host;
-  mlp_host_init(&host, 17);
-  ttdrv_device *dev = open_example_device(2, 800768);
-  ttdrv_mlp *mlp = mlp_create(dev, 0, &host);
-  const size_t n_in = MLP_BATCH * MLP_IN, n_out = MLP_BATCH * MLP_OUT;
-  float *inputs = malloc(sizeof(float) * n_in * ITERATIONS), *outputs = malloc(sizeof(float) * n_out * ITERATIONS);
-  EXPECT(inputs && outputs, "out of host memory");
-  for (uint32_t it = 0; it < ITERATIONS; it++) make_input(inputs + it * n_in, n_in, it);
-  const size_t in_bytes = n_in * sizeof(float), out_bytes = n_out * sizeof(float);
+  example ex;
+  example_open(&ex, 17, 2, 800768);
+  const size_t in_bytes = ex.n_in * sizeof(float), out_bytes = ex.n_out * sizeof(float);
 
   ttdrv_event *first_op_event, *write_event, *last_op_event, *read_event;
-  CHECK(ttdrv_event_new(dev, &first_op_event));
-  CHECK(ttdrv_event_new(dev, &write_event));
-  CHECK(ttdrv_event_new(dev, &last_op_event));
-  CHECK(ttdrv_event_new(dev, &read_event));
+  CHECK(ttdrv_event_new(ex.dev, &first_op_event));
+  CHECK(ttdrv_event_new(ex.dev, &write_event));
+  CHECK(ttdrv_event_new(ex.dev, &last_op_event));
+  CHECK(ttdrv_event_new(ex.dev, &read_event));
   ttdrv_tensor_spec in_dram = spec_f32(MLP_BATCH, MLP_IN, mc_dram_height(4, MLP_BATCH, MLP_IN));
   ttdrv_memory_config in_l1 = mc_l1_height(4, MLP_BATCH, MLP_IN);
   ttdrv_memory_config out_dram_mc = mc_dram_height(4, MLP_BATCH, MLP_OUT);
   ttdrv_buffer *input_dram = NULL, *input_l1 = NULL, *output = NULL, *output_dram = NULL;
-  CHECK(ttdrv_buffer_allocate(dev, &in_dram, &input_dram));
+  CHECK(ttdrv_buffer_allocate(ex.dev, &in_dram, &input_dram));
   CHECK(ttdrv_event_record(first_op_event, 0));
   CHECK(ttdrv_event_record(read_event, 1));
 
   /* First run to compile the model; it also creates the persistent output in DRAM. */
-  CHECK(ttdrv_device_wait_for_event(dev, 1, first_op_event));
-  CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)inputs, in_bytes, false));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 1, first_op_event));
+  CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, 0), in_bytes, false));
   CHECK(ttdrv_event_record(write_event, 1));
-  CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
   CHECK(ttdrv_to_memory_config(input_dram, 0, &in_l1, &input_l1));
   CHECK(ttdrv_event_record(first_op_event, 0));
-  CHECK(ttdrv_mlp_run(mlp, 0, input_l1, &output));
-  CHECK(ttdrv_device_wait_for_event(dev, 0, read_event));
+  CHECK(ttdrv_mlp_run(ex.mlp, 0, input_l1, &output));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 0, read_event));
   CHECK(ttdrv_reshard(output, 0, &out_dram_mc, &output_dram));
   CHECK(ttdrv_event_record(last_op_event, 0));
 
   /* Capture the model. */
-  CHECK(ttdrv_device_wait_for_event(dev, 1, first_op_event));
-  CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)inputs, in_bytes, false));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 1, first_op_event));
+  CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, 0), in_bytes, false));
   CHECK(ttdrv_event_record(write_event, 1));
-  CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
   CHECK(ttdrv_to_memory_config(input_dram, 0, &in_l1, &input_l1));
   CHECK(ttdrv_event_record(first_op_event, 0));
   uint64_t input_trace_addr = 0, addr = 0;
@@ -53,41 +47,41 @@ int main(int argc, char **argv) {
   CHECK(ttdrv_buffer_get_spec(input_l1, &spec));
   CHECK(ttdrv_buffer_free(output));
   uint32_t tid = 0;
-  CHECK(ttdrv_trace_begin_capture(dev, 0, &tid));
-  CHECK(ttdrv_mlp_run(mlp, 0, input_l1, &output));
-  CHECK(ttdrv_buffer_allocate(dev, &spec, &input_l1));
+  CHECK(ttdrv_trace_begin_capture(ex.dev, 0, &tid));
+  CHECK(ttdrv_mlp_run(ex.mlp, 0, input_l1, &output));
+  CHECK(ttdrv_buffer_allocate(ex.dev, &spec, &input_l1));
   CHECK(ttdrv_buffer_address(input_l1, &addr));
-  EXPECT(addr == input_trace_addr, "input re-allocated at %#llx, but the trace captured %#llx", (unsigned long long)addr,
-         (unsigned long long)input_trace_addr);
-  CHECK(ttdrv_trace_end_capture(dev, tid, 0));
+  EXPECT(addr == input_trace_addr, "input re-allocated at %#llx, but the trace captured %#llx",
+         (unsigned long long)addr, (unsigned long long)input_trace_addr);
+  CHECK(ttdrv_trace_end_capture(ex.dev, tid, 0));
 
   /* The first write happens before the loop; each iteration writes the next input before reading its output. */
-  if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, first_op_event));
-  CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)inputs, in_bytes, false));
+  if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, first_op_event));
+  CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, 0), in_bytes, false));
   CHECK(ttdrv_event_record(write_event, 1));
   for (uint32_t it = 0; it < ITERATIONS; it++) {
-    if (keep_wait(argc, argv, "write_event")) CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+    if (keep_wait(argc, argv, "write_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
     CHECK(ttdrv_reshard_into(input_dram, 0, input_l1));
     CHECK(ttdrv_event_record(first_op_event, 0));
-    CHECK(ttdrv_trace_execute(dev, tid, 0, false));
-    if (keep_wait(argc, argv, "read_event")) CHECK(ttdrv_device_wait_for_event(dev, 0, read_event));
+    CHECK(ttdrv_trace_execute(ex.dev, tid, 0, false));
+    if (keep_wait(argc, argv, "read_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 0, read_event));
     CHECK(ttdrv_reshard_into(output, 0, output_dram));
     CHECK(ttdrv_event_record(last_op_event, 0));
 
     if (it + 1 < ITERATIONS) {
-      if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, first_op_event));
-      CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)(inputs + (it + 1) * n_in), in_bytes, false));
+      if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, first_op_event));
+      CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, (it + 1)), in_bytes, false));
       CHECK(ttdrv_event_record(write_event, 1));
     }
-    if (keep_wait(argc, argv, "last_op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, last_op_event));
-    CHECK(ttdrv_buffer_read(output_dram, 1, false, (uint8_t *)(outputs + it * n_out), out_bytes));
+    if (keep_wait(argc, argv, "last_op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, last_op_event));
+    CHECK(ttdrv_buffer_read(output_dram, 1, false, example_output(&ex, it), out_bytes));
     CHECK(ttdrv_event_record(read_event, 1));
   }
-  CHECK(ttdrv_device_synchronize(dev));
+  CHECK(ttdrv_device_synchronize(ex.dev));
 
-  size_t checked = verify_outputs(&host, inputs, outputs, ITERATIONS);
+  size_t checked = example_verify(&ex);
   printf("trace_two_cq_io: checked %zu values over %u replays\n", checked, ITERATIONS);
-  CHECK(ttdrv_trace_release(dev, tid));
+  CHECK(ttdrv_trace_release(ex.dev, tid));
   CHECK(ttdrv_buffer_free(output));
   CHECK(ttdrv_buffer_free(output_dram));
   CHECK(ttdrv_buffer_free(input_l1));
@@ -96,10 +90,6 @@ int main(int argc, char **argv) {
   CHECK(ttdrv_event_free(write_event));
   CHECK(ttdrv_event_free(last_op_event));
   CHECK(ttdrv_event_free(read_event));
-  CHECK(ttdrv_mlp_free(mlp));
-  CHECK(ttdrv_device_close(dev));
-  free(inputs);
-  free(outputs);
-  mlp_host_free(&host);
+  example_close(&ex);
   return 0;
 }

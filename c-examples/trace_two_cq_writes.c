@@ -5,39 +5,33 @@
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {
-  mlp_host host;
-  mlp_host_init(&host, 13);
-  ttdrv_device *dev = open_example_device(2, 800768);
-  ttdrv_mlp *mlp = mlp_create(dev, 0, &host);
-  const size_t n_in = MLP_BATCH * MLP_IN, n_out = MLP_BATCH * MLP_OUT;
-  float *inputs = malloc(sizeof(float) * n_in * ITERATIONS), *outputs = malloc(sizeof(float) * n_out * ITERATIONS);
-  EXPECT(inputs && outputs, "out of host memory");
-  for (uint32_t it = 0; it < ITERATIONS; it++) make_input(inputs + it * n_in, n_in, it);
-  const size_t in_bytes = n_in * sizeof(float), out_bytes = n_out * sizeof(float);
+  example ex;
+  example_open(&ex, 13, 2, 800768);
+  const size_t in_bytes = ex.n_in * sizeof(float), out_bytes = ex.n_out * sizeof(float);
 
   ttdrv_event *op_event, *write_event;
-  CHECK(ttdrv_event_new(dev, &op_event));
-  CHECK(ttdrv_event_new(dev, &write_event));
+  CHECK(ttdrv_event_new(ex.dev, &op_event));
+  CHECK(ttdrv_event_new(ex.dev, &write_event));
   ttdrv_tensor_spec in_dram = spec_f32(MLP_BATCH, MLP_IN, mc_dram_height(4, MLP_BATCH, MLP_IN));
   ttdrv_memory_config in_l1 = mc_l1_height(4, MLP_BATCH, MLP_IN);
   ttdrv_buffer *input_dram = NULL, *input_l1 = NULL, *output = NULL;
-  CHECK(ttdrv_buffer_allocate(dev, &in_dram, &input_dram));
+  CHECK(ttdrv_buffer_allocate(ex.dev, &in_dram, &input_dram));
   CHECK(ttdrv_event_record(op_event, 0));
 
   /* First run to compile the model. */
-  CHECK(ttdrv_device_wait_for_event(dev, 1, op_event));
-  CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)inputs, in_bytes, false));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 1, op_event));
+  CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, 0), in_bytes, false));
   CHECK(ttdrv_event_record(write_event, 1));
-  CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
   CHECK(ttdrv_to_memory_config(input_dram, 0, &in_l1, &input_l1));
   CHECK(ttdrv_event_record(op_event, 0));
-  CHECK(ttdrv_mlp_run(mlp, 0, input_l1, &output));
+  CHECK(ttdrv_mlp_run(ex.mlp, 0, input_l1, &output));
 
   /* Capture the model (not the first op, which events must follow). */
-  CHECK(ttdrv_device_wait_for_event(dev, 1, op_event));
-  CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)inputs, in_bytes, false));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 1, op_event));
+  CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, 0), in_bytes, false));
   CHECK(ttdrv_event_record(write_event, 1));
-  CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+  CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
   CHECK(ttdrv_to_memory_config(input_dram, 0, &in_l1, &input_l1));
   CHECK(ttdrv_event_record(op_event, 0));
   uint64_t input_trace_addr = 0, addr = 0;
@@ -46,38 +40,34 @@ int main(int argc, char **argv) {
   CHECK(ttdrv_buffer_get_spec(input_l1, &spec));
   CHECK(ttdrv_buffer_free(output));
   uint32_t tid = 0;
-  CHECK(ttdrv_trace_begin_capture(dev, 0, &tid));
-  CHECK(ttdrv_mlp_run(mlp, 0, input_l1, &output));
-  CHECK(ttdrv_buffer_allocate(dev, &spec, &input_l1));
+  CHECK(ttdrv_trace_begin_capture(ex.dev, 0, &tid));
+  CHECK(ttdrv_mlp_run(ex.mlp, 0, input_l1, &output));
+  CHECK(ttdrv_buffer_allocate(ex.dev, &spec, &input_l1));
   CHECK(ttdrv_buffer_address(input_l1, &addr));
-  EXPECT(addr == input_trace_addr, "input re-allocated at %#llx, but the trace captured %#llx", (unsigned long long)addr,
-         (unsigned long long)input_trace_addr);
-  CHECK(ttdrv_trace_end_capture(dev, tid, 0));
+  EXPECT(addr == input_trace_addr, "input re-allocated at %#llx, but the trace captured %#llx",
+         (unsigned long long)addr, (unsigned long long)input_trace_addr);
+  CHECK(ttdrv_trace_end_capture(ex.dev, tid, 0));
 
   for (uint32_t it = 0; it < ITERATIONS; it++) {
-    if (keep_wait(argc, argv, "op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, op_event));
-    CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)(inputs + it * n_in), in_bytes, false));
+    if (keep_wait(argc, argv, "op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, op_event));
+    CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, it), in_bytes, false));
     CHECK(ttdrv_event_record(write_event, 1));
-    if (keep_wait(argc, argv, "write_event")) CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+    if (keep_wait(argc, argv, "write_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
     CHECK(ttdrv_reshard_into(input_dram, 0, input_l1)); /* in place: the trace's input address */
     CHECK(ttdrv_event_record(op_event, 0));
-    CHECK(ttdrv_trace_execute(dev, tid, 0, false));
-    CHECK(ttdrv_buffer_read(output, 0, false, (uint8_t *)(outputs + it * n_out), out_bytes));
+    CHECK(ttdrv_trace_execute(ex.dev, tid, 0, false));
+    CHECK(ttdrv_buffer_read(output, 0, false, example_output(&ex, it), out_bytes));
   }
-  CHECK(ttdrv_device_finish(dev, 0));
+  CHECK(ttdrv_device_finish(ex.dev, 0));
 
-  size_t checked = verify_outputs(&host, inputs, outputs, ITERATIONS);
+  size_t checked = example_verify(&ex);
   printf("trace_two_cq_writes: checked %zu values over %u replays\n", checked, ITERATIONS);
-  CHECK(ttdrv_trace_release(dev, tid));
+  CHECK(ttdrv_trace_release(ex.dev, tid));
   CHECK(ttdrv_buffer_free(output));
   CHECK(ttdrv_buffer_free(input_l1));
   CHECK(ttdrv_buffer_free(input_dram));
   CHECK(ttdrv_event_free(op_event));
   CHECK(ttdrv_event_free(write_event));
-  CHECK(ttdrv_mlp_free(mlp));
-  CHECK(ttdrv_device_close(dev));
-  free(inputs);
-  free(outputs);
-  mlp_host_free(&host);
+  example_close(&ex);
   return 0;
 }

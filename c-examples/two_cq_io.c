@@ -5,56 +5,50 @@
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {
-  mlp_host host;
-  mlp_host_init(&host, 11);
-  ttdrv_device *dev = open_example_device(2, 0);
-  ttdrv_mlp *mlp = mlp_create(dev, 0, &host);
-  const size_t n_in = MLP_BATCH * MLP_IN, n_out = MLP_BATCH * MLP_OUT;
-  float *inputs = malloc(sizeof(float) * n_in * ITERATIONS), *outputs = malloc(sizeof(float) * n_out * ITERATIONS);
-  EXPECT(inputs && outputs, "out of host memory");
-  for (uint32_t it = 0; it < ITERATIONS; it++) make_input(inputs + it * n_in, n_in, it);
+  example ex;
+  example_open(&ex, 11, 2, 0);
 
   ttdrv_event *first_op_event, *write_event, *last_op_event, *read_event;
-  CHECK(ttdrv_event_new(dev, &first_op_event));
-  CHECK(ttdrv_event_new(dev, &write_event));
-  CHECK(ttdrv_event_new(dev, &last_op_event));
-  CHECK(ttdrv_event_new(dev, &read_event));
+  CHECK(ttdrv_event_new(ex.dev, &first_op_event));
+  CHECK(ttdrv_event_new(ex.dev, &write_event));
+  CHECK(ttdrv_event_new(ex.dev, &last_op_event));
+  CHECK(ttdrv_event_new(ex.dev, &read_event));
   ttdrv_tensor_spec in_dram = spec_f32(MLP_BATCH, MLP_IN, mc_dram_height(4, MLP_BATCH, MLP_IN));
   ttdrv_tensor_spec out_dram = spec_f32(MLP_BATCH, MLP_OUT, mc_dram_height(4, MLP_BATCH, MLP_OUT));
   ttdrv_memory_config in_l1 = mc_l1_height(4, MLP_BATCH, MLP_IN);
   ttdrv_buffer *input_dram = NULL, *output_dram = NULL;
-  CHECK(ttdrv_buffer_allocate(dev, &in_dram, &input_dram));
-  CHECK(ttdrv_buffer_allocate(dev, &out_dram, &output_dram));
+  CHECK(ttdrv_buffer_allocate(ex.dev, &in_dram, &input_dram));
+  CHECK(ttdrv_buffer_allocate(ex.dev, &out_dram, &output_dram));
 
   CHECK(ttdrv_event_record(first_op_event, 0));
   CHECK(ttdrv_event_record(read_event, 1));
   /* The first write happens before the loop; each iteration writes the next input before reading its output. */
-  if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, first_op_event));
-  CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)inputs, n_in * sizeof(float), false));
+  if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, first_op_event));
+  CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, 0), ex.n_in * sizeof(float), false));
   CHECK(ttdrv_event_record(write_event, 1));
   for (uint32_t it = 0; it < ITERATIONS; it++) {
-    if (keep_wait(argc, argv, "write_event")) CHECK(ttdrv_device_wait_for_event(dev, 0, write_event));
+    if (keep_wait(argc, argv, "write_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 0, write_event));
     ttdrv_buffer *input_l1 = NULL, *output = NULL;
     CHECK(ttdrv_to_memory_config(input_dram, 0, &in_l1, &input_l1));
     CHECK(ttdrv_event_record(first_op_event, 0));
-    CHECK(ttdrv_mlp_run(mlp, 0, input_l1, &output));
-    if (keep_wait(argc, argv, "read_event")) CHECK(ttdrv_device_wait_for_event(dev, 0, read_event));
+    CHECK(ttdrv_mlp_run(ex.mlp, 0, input_l1, &output));
+    if (keep_wait(argc, argv, "read_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 0, read_event));
     CHECK(ttdrv_reshard_into(output, 0, output_dram));
     CHECK(ttdrv_event_record(last_op_event, 0));
     CHECK(ttdrv_buffer_free(output));
 
     if (it + 1 < ITERATIONS) {
-      if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, first_op_event));
-      CHECK(ttdrv_buffer_write(input_dram, 1, (const uint8_t *)(inputs + (it + 1) * n_in), n_in * sizeof(float), false));
+      if (keep_wait(argc, argv, "first_op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, first_op_event));
+      CHECK(ttdrv_buffer_write(input_dram, 1, example_input(&ex, (it + 1)), ex.n_in * sizeof(float), false));
       CHECK(ttdrv_event_record(write_event, 1));
     }
-    if (keep_wait(argc, argv, "last_op_event")) CHECK(ttdrv_device_wait_for_event(dev, 1, last_op_event));
-    CHECK(ttdrv_buffer_read(output_dram, 1, false, (uint8_t *)(outputs + it * n_out), n_out * sizeof(float)));
+    if (keep_wait(argc, argv, "last_op_event")) CHECK(ttdrv_device_wait_for_event(ex.dev, 1, last_op_event));
+    CHECK(ttdrv_buffer_read(output_dram, 1, false, example_output(&ex, it), ex.n_out * sizeof(float)));
     CHECK(ttdrv_event_record(read_event, 1));
   }
-  CHECK(ttdrv_device_synchronize(dev));
+  CHECK(ttdrv_device_synchronize(ex.dev));
 
-  size_t checked = verify_outputs(&host, inputs, outputs, ITERATIONS);
+  size_t checked = example_verify(&ex);
   printf("two_cq_io: checked %zu values over %u iterations\n", checked, ITERATIONS);
   CHECK(ttdrv_buffer_free(input_dram));
   CHECK(ttdrv_buffer_free(output_dram));
@@ -62,10 +56,6 @@ int main(int argc, char **argv) {
   CHECK(ttdrv_event_free(write_event));
   CHECK(ttdrv_event_free(last_op_event));
   CHECK(ttdrv_event_free(read_event));
-  CHECK(ttdrv_mlp_free(mlp));
-  CHECK(ttdrv_device_close(dev));
-  free(inputs);
-  free(outputs);
-  mlp_host_free(&host);
+  example_close(&ex);
   return 0;
 }
