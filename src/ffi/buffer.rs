@@ -1,7 +1,7 @@
 //! Buffers (tensors on device): allocate, write, read, free, query.
 
 use super::device::{device_checked, ttdrv_device};
-use super::handles::{self, Kind, Obj};
+use super::handles;
 use super::{FfiError, FfiResult, bytes, guard, nonnull, out_ptr, ttdrv_status, write_out};
 use crate::device::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec, buffer::TensorLayout};
 use crate::error::Error;
@@ -195,17 +195,11 @@ pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> 
 
 /// The buffer behind handle argument `name`.
 pub(crate) fn buffer_arc(h: *mut ttdrv_buffer, name: &'static str) -> FfiResult<Arc<Buffer>> {
-    if h.is_null() {
-        return Err(FfiError::Null(name));
-    }
-    match handles::get(h as usize, Kind::Buffer) {
-        Some(Obj::Buffer(b)) => Ok(b),
-        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Buffer))),
-    }
+    handles::lookup(h, name)
 }
 
 pub(crate) fn insert_buffer(b: Buffer) -> *mut ttdrv_buffer {
-    handles::insert(Obj::Buffer(Arc::new(b))) as *mut ttdrv_buffer
+    handles::register(b)
 }
 
 /// Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
@@ -370,13 +364,8 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_free(buffer: *mut ttdrv_buffer) -> ttdrv_status {
     guard("ttdrv_buffer_free", || {
-        if buffer.is_null() {
-            return Ok(());
-        }
-        match handles::remove(buffer as usize, Kind::Buffer) {
-            Some(_) => Ok(()),
-            None => Err(FfiError::BadHandle(handles::describe_bad(buffer as usize, Kind::Buffer))),
-        }
+        handles::release::<Buffer, _>(buffer)?;
+        Ok(())
     })
 }
 

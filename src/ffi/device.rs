@@ -1,7 +1,7 @@
 //! Devices: open, close, info, finish, synchronize, reset.
 
-use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, c_str, guard, out_ptr, ttdrv_status, write_out};
+use super::handles;
+use super::{FfiResult, c_str, guard, out_ptr, ttdrv_status, write_out};
 use crate::device::{Device, DeviceParams};
 use crate::error::Error;
 use std::ffi::c_char;
@@ -140,13 +140,7 @@ pub struct ttdrv_device_info {
 }
 
 pub(crate) fn device(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
-    if h.is_null() {
-        return Err(FfiError::Null("device"));
-    }
-    match handles::get(h as usize, Kind::Device) {
-        Some(Obj::Device(d)) => Ok(d),
-        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Device))),
-    }
+    handles::lookup(h, "device")
 }
 
 /// Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 16 MiB issue and 8 MiB
@@ -208,7 +202,7 @@ pub unsafe extern "C" fn ttdrv_device_open(
             unsafe { params.read_unaligned() }.to_params()?
         };
         let dev = Device::open(sel, &p)?;
-        write_out(out, handles::insert(Obj::Device(Arc::new(dev))) as *mut ttdrv_device);
+        write_out(out, handles::register::<Device, _>(dev));
         Ok(())
     })
 }
@@ -229,14 +223,9 @@ pub unsafe extern "C" fn ttdrv_device_open(
 /// `device` must be NULL or a value returned by `ttdrv_device_open`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_device_close(device: *mut ttdrv_device) -> ttdrv_status {
-    guard("ttdrv_device_close", || {
-        if device.is_null() {
-            return Ok(());
-        }
-        match handles::remove(device as usize, Kind::Device) {
-            Some(Obj::Device(d)) => Ok(d.close()?),
-            _ => Err(FfiError::BadHandle(handles::describe_bad(device as usize, Kind::Device))),
-        }
+    guard("ttdrv_device_close", || match handles::release::<Device, _>(device)? {
+        Some(d) => Ok(d.close()?),
+        None => Ok(()),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Events: create, record, wait on a queue, synchronize and query on the host.
 
 use super::device::{device_checked, ttdrv_device};
-use super::handles::{self, Kind, Obj};
+use super::handles;
 use super::{FfiError, FfiResult, guard, out_ptr, ttdrv_status, write_out};
 use crate::device::Event;
 use std::sync::Arc;
@@ -13,13 +13,7 @@ pub struct ttdrv_event {
 }
 
 fn event(h: *mut ttdrv_event) -> FfiResult<Arc<Event>> {
-    if h.is_null() {
-        return Err(FfiError::Null("event"));
-    }
-    match handles::get(h as usize, Kind::Event) {
-        Some(Obj::Event(e)) => Ok(e),
-        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Event))),
-    }
+    handles::lookup(h, "event")
 }
 
 /// Creates an event on the device (`create_event`). It must be recorded (`ttdrv_event_record`) before anything waits
@@ -36,7 +30,7 @@ pub unsafe extern "C" fn ttdrv_event_new(device: *mut ttdrv_device, out: *mut *m
         let d = device_checked(device)?;
         let out = out_ptr(out, "out")?;
         let e = d.create_event()?;
-        write_out(out, handles::insert(Obj::Event(Arc::new(e))) as *mut ttdrv_event);
+        write_out(out, handles::register::<Event, _>(e));
         Ok(())
     })
 }
@@ -51,13 +45,8 @@ pub unsafe extern "C" fn ttdrv_event_new(device: *mut ttdrv_device, out: *mut *m
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_event_free(event: *mut ttdrv_event) -> ttdrv_status {
     guard("ttdrv_event_free", || {
-        if event.is_null() {
-            return Ok(());
-        }
-        match handles::remove(event as usize, Kind::Event) {
-            Some(_) => Ok(()),
-            None => Err(FfiError::BadHandle(handles::describe_bad(event as usize, Kind::Event))),
-        }
+        handles::release::<Event, _>(event)?;
+        Ok(())
     })
 }
 

@@ -1,6 +1,7 @@
 //! Checked handles: what C holds is an encoded (kind, slot, generation) triple, never a pointer to Rust memory.
 //! A freed, forged or wrong-kind handle is therefore an error, never a use-after-free.
 
+use super::{FfiError, FfiResult};
 use std::sync::{Arc, RwLock};
 
 /// The kind bits of a handle.
@@ -48,6 +49,62 @@ impl Obj {
     }
 }
 
+/// A driver object C names through a handle of one kind.
+pub(crate) trait Handled: Sized {
+    const KIND: Kind;
+    fn into_obj(this: Arc<Self>) -> Obj;
+    fn from_obj(obj: Obj) -> Option<Arc<Self>>;
+}
+
+macro_rules! handled {
+    ($t:ty, $kind:ident) => {
+        impl Handled for $t {
+            const KIND: Kind = Kind::$kind;
+            fn into_obj(this: Arc<Self>) -> Obj {
+                Obj::$kind(this)
+            }
+            fn from_obj(obj: Obj) -> Option<Arc<Self>> {
+                match obj {
+                    Obj::$kind(x) => Some(x),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+handled!(crate::Device, Device);
+handled!(crate::Buffer, Buffer);
+handled!(crate::Event, Event);
+handled!(crate::device::program::Program, Program);
+handled!(crate::device::model::Mlp, Model);
+
+/// Registers `obj` and returns the handle C receives for it.
+pub(crate) fn register<T: Handled, C>(obj: T) -> *mut C {
+    insert(T::into_obj(Arc::new(obj))) as *mut C
+}
+
+/// The object behind handle argument `name`: NULL, and anything but a live handle of `T`'s kind, is an error that
+/// says which.
+pub(crate) fn lookup<T: Handled, C>(h: *mut C, name: &'static str) -> FfiResult<Arc<T>> {
+    if h.is_null() {
+        return Err(FfiError::Null(name));
+    }
+    get(h as usize, T::KIND).and_then(T::from_obj).ok_or_else(|| FfiError::BadHandle(describe_bad(h as usize, T::KIND)))
+}
+
+/// Releases handle `h` for a `_free`/`_close` call: NULL is a no-op (`None`); a stale, forged or wrong-kind handle is
+/// an error. The object lives on while in-flight calls still hold it.
+pub(crate) fn release<T: Handled, C>(h: *mut C) -> FfiResult<Option<Arc<T>>> {
+    if h.is_null() {
+        return Ok(None);
+    }
+    remove(h as usize, T::KIND)
+        .and_then(T::from_obj)
+        .map(Some)
+        .ok_or_else(|| FfiError::BadHandle(describe_bad(h as usize, T::KIND)))
+}
+
 struct Slot {
     generation: u32,
     obj: Option<Obj>,
@@ -83,7 +140,7 @@ fn decode(h: usize) -> Option<(Kind, u32, u32)> {
 }
 
 /// Stores `obj` and returns its handle value.
-pub(crate) fn insert(obj: Obj) -> usize {
+fn insert(obj: Obj) -> usize {
     let kind = obj.kind();
     let mut r = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
     let index = match r.free.pop() {

@@ -2,8 +2,8 @@
 
 use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
 use super::device::{device_checked, ttdrv_device};
-use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
+use super::handles::{self, Kind};
+use super::{FfiResult, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use crate::device::model::{Mlp, MlpConfig};
 use crate::error::Error;
 use crate::hw::kernel::DType;
@@ -45,13 +45,7 @@ pub struct ttdrv_mlp_desc {
 const DESC_V1: u32 = std::mem::size_of::<ttdrv_mlp_desc>() as u32;
 
 fn mlp(h: *mut ttdrv_mlp) -> FfiResult<Arc<Mlp>> {
-    if h.is_null() {
-        return Err(FfiError::Null("mlp"));
-    }
-    match handles::get(h as usize, Kind::Model) {
-        Some(Obj::Model(m)) => Ok(m),
-        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Model))),
-    }
+    handles::lookup(h, "mlp")
 }
 
 /// Fills `*desc` with its `struct_size`, float32, relu after hidden layers only, and interleaved DRAM for weights,
@@ -148,7 +142,7 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
             relu_last: c.relu_last,
         };
         let m = d.mlp(cq, &cfg, &ws, &bs)?;
-        write_out(out, handles::insert(Obj::Model(Arc::new(m))) as *mut ttdrv_mlp);
+        write_out(out, handles::register::<Mlp, _>(m));
         Ok(())
     })
 }
@@ -201,13 +195,8 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_mlp_free(mlp: *mut ttdrv_mlp) -> ttdrv_status {
     guard("ttdrv_mlp_free", || {
-        if mlp.is_null() {
-            return Ok(());
-        }
-        match handles::remove(mlp as usize, Kind::Model) {
-            Some(_) => Ok(()),
-            None => Err(FfiError::BadHandle(handles::describe_bad(mlp as usize, Kind::Model))),
-        }
+        handles::release::<Mlp, _>(mlp)?;
+        Ok(())
     })
 }
 

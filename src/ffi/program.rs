@@ -2,8 +2,8 @@
 
 use super::buffer::{buffer_arc, ttdrv_buffer};
 use super::device::{device, device_checked, ttdrv_device};
-use super::handles::{self, Kind, Obj};
-use super::{FfiError, FfiResult, bytes, c_str, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
+use super::handles;
+use super::{FfiResult, bytes, c_str, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use crate::device::program::{KernelSource, Program, ProgramDesc};
 use crate::error::Error;
 use crate::hw::kernel::{ACCESSOR_WORDS, BuiltinKernel};
@@ -95,13 +95,7 @@ fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]
 }
 
 fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
-    if h.is_null() {
-        return Err(FfiError::Null("program"));
-    }
-    match handles::get(h as usize, Kind::Program) {
-        Some(Obj::Program(p)) => Ok(p),
-        _ => Err(FfiError::BadHandle(handles::describe_bad(h as usize, Kind::Program))),
-    }
+    handles::lookup(h, "program")
 }
 
 /// Fills `*desc` with an empty description — no kernel name, core (0,0), no arguments, circular buffers or semaphores —
@@ -200,7 +194,7 @@ pub unsafe extern "C" fn ttdrv_program_new(
             sems: words(c.sems, c.num_sems, "desc->sems")?.to_vec(),
             rt_words,
         })?;
-        write_out(out, handles::insert(Obj::Program(Arc::new(p))) as *mut ttdrv_program);
+        write_out(out, handles::register::<Program, _>(p));
         Ok(())
     })
 }
@@ -248,13 +242,8 @@ pub unsafe extern "C" fn ttdrv_program_run(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_program_free(program: *mut ttdrv_program) -> ttdrv_status {
     guard("ttdrv_program_free", || {
-        if program.is_null() {
-            return Ok(());
-        }
-        match handles::remove(program as usize, Kind::Program) {
-            Some(_) => Ok(()),
-            None => Err(FfiError::BadHandle(handles::describe_bad(program as usize, Kind::Program))),
-        }
+        handles::release::<Program, _>(program)?;
+        Ok(())
     })
 }
 
