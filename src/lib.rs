@@ -8,7 +8,7 @@
 //! - [`device`]: buffers, events, programs and traces on an open device;
 //! - [`ffi`]: the C ABI (`include/ttdrv.h`).
 //!
-//! [`emu`] is the emulated device; it depends only on [`hw`].
+//! [`emu`] is the emulated device; it depends only on [`hw`] (and [`mmap`], the owned `mmap` every layer uses).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
@@ -28,6 +28,8 @@ pub mod ffi;
 pub mod hw;
 /// cbindgen:ignore
 pub mod log;
+/// cbindgen:ignore
+pub mod mmap;
 /// cbindgen:ignore
 pub mod profile;
 /// cbindgen:ignore

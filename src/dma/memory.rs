@@ -1,6 +1,7 @@
 //! Host memory for DMA: memfd-backed, hugepages when available, pre-faulted and locked.
 
 use super::DmaError;
+use crate::mmap::Mmap;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,11 +59,9 @@ impl Default for MemoryOptions {
 
 /// A mapping of a memfd in this process; unmapped on drop.
 pub struct HostMemory {
-    ptr: *mut u8,
-    len: usize,
+    map: Mmap,
     fd: OwnedFd,
     backing: Backing,
-    leaked: bool,
 }
 
 static FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
@@ -130,21 +129,8 @@ impl HostMemory {
         }
         // A shared hugetlb mapping reserves its pages at mmap time, so a shortage fails here rather than with
         // SIGBUS on first touch.
-        // SAFETY: a fresh shared mapping of the memfd; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(os_err(&format!("mmap({backing:?}, {len})")));
-        }
-        let mem = HostMemory { ptr: ptr as *mut u8, len, fd, backing, leaked: false };
+        let map = Mmap::shared(fd.as_raw_fd(), 0, len).map_err(|e| format!("mmap({backing:?}, {len}): {e}"))?;
+        let mem = HostMemory { map, fd, backing };
         if let Some(node) = opts.numa_node {
             mem.bind_to_node(node);
         }
@@ -160,7 +146,15 @@ impl HostMemory {
         const MPOL_PREFERRED: libc::c_long = 1;
         // SAFETY: mbind on our own mapping with a one-word node mask; failure only loses locality.
         let rc = unsafe {
-            libc::syscall(libc::SYS_mbind, self.ptr, self.len, MPOL_PREFERRED, &mask as *const u64, 64usize, 0u32)
+            libc::syscall(
+                libc::SYS_mbind,
+                self.as_ptr(),
+                self.len(),
+                MPOL_PREFERRED,
+                &mask as *const u64,
+                64usize,
+                0u32,
+            )
         };
         if rc != 0 {
             crate::log::warn(&format!(
@@ -172,15 +166,15 @@ impl HostMemory {
 
     fn lock_and_fault(&self, policy: LockPolicy) -> Result<(), String> {
         // SAFETY: mlock on our own mapping; faults every page in.
-        if unsafe { libc::mlock(self.ptr as *const libc::c_void, self.len) } == 0 {
+        if unsafe { libc::mlock(self.as_ptr() as *const libc::c_void, self.len()) } == 0 {
             return Ok(());
         }
         let err = std::io::Error::last_os_error();
         if policy == LockPolicy::Required {
             let e = DmaError::Lock {
-                len: self.len,
+                len: self.len(),
                 limit: memlock_limit_text(),
-                need_kib: self.len.div_ceil(1024),
+                need_kib: self.len().div_ceil(1024),
                 source: err,
             };
             return Err(e.to_string());
@@ -189,32 +183,32 @@ impl HostMemory {
             crate::log::warn(&format!(
                 "could not lock {} KiB of DMA memory ({err}; RLIMIT_MEMLOCK {}); continuing unlocked because the \
                  emulated device does not pin memory",
-                self.len / 1024,
+                self.len() / 1024,
                 memlock_limit_text()
             ));
         }
         // Pre-fault anyway so the copy path never takes a page fault. The kernel zero-fills new pages, so writing
         // zeros changes nothing the device could see.
-        for off in (0..self.len).step_by(self.backing.page_size()) {
+        for off in (0..self.len()).step_by(self.backing.page_size()) {
             // SAFETY: `off` is inside our mapping.
-            unsafe { std::ptr::write_volatile(self.ptr.add(off), 0) };
+            unsafe { std::ptr::write_volatile(self.as_ptr().add(off), 0) };
         }
         Ok(())
     }
 
     /// Start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr
+        self.map.as_ptr()
     }
 
     /// Bytes mapped (a multiple of the page size).
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// True if empty (never).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.is_empty()
     }
 
     /// Page size of the backing.
@@ -234,16 +228,7 @@ impl HostMemory {
 
     /// Keeps the pages mapped forever (used when the device could not be made to forget them).
     pub fn leak(&mut self) {
-        self.leaked = true;
-    }
-}
-
-impl Drop for HostMemory {
-    fn drop(&mut self) {
-        if !self.leaked {
-            // SAFETY: unmapping our own mapping exactly once; no references into it exist.
-            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-        }
+        self.map.leak();
     }
 }
 

@@ -6,6 +6,7 @@
 use super::Fault;
 use crate::hw::Iova;
 use crate::hw::regs::FaultCode;
+use crate::mmap::Mmap;
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,19 +16,7 @@ use std::sync::{Arc, RwLock};
 pub struct Mapping {
     iova: u64,
     len: u64,
-    ptr: *mut u8,
-}
-
-// SAFETY: the mapping is owned; access is through raw pointers synchronised by the protocol of the contract.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once when the last user drops it.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len as usize) };
-    }
+    map: Mmap,
 }
 
 /// A translated window: valid while the `Arc` lives, even if the driver unmaps the IOVA meanwhile (a real IOTLB
@@ -45,7 +34,7 @@ impl Window {
             return Err(Fault::new(FaultCode::Iommu, iova));
         }
         // SAFETY: the range is inside the mapping.
-        Ok(unsafe { m.ptr.add((iova - m.iova) as usize) })
+        Ok(unsafe { m.map.as_ptr().add((iova - m.iova) as usize) })
     }
 }
 
@@ -68,21 +57,8 @@ impl Iommu {
         if overlaps {
             return Err(format!("IOVA range {iova}..{end:#x} overlaps an existing mapping"));
         }
-        // SAFETY: a new shared mapping of the caller's memfd; checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                fd_offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("device-side mmap failed: {}", std::io::Error::last_os_error()));
-        }
-        maps.insert(iova.0, Arc::new(Mapping { iova: iova.0, len, ptr: ptr as *mut u8 }));
+        let map = Mmap::shared(fd, fd_offset, len as usize).map_err(|e| format!("device-side mmap failed: {e}"))?;
+        maps.insert(iova.0, Arc::new(Mapping { iova: iova.0, len, map }));
         Ok(())
     }
 

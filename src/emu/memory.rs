@@ -4,59 +4,22 @@ use super::Fault;
 use crate::hw::kernel::Geometry;
 use crate::hw::regs::FaultCode;
 use crate::hw::{DevAddr, Memory};
-
-/// An anonymous, lazily-backed mapping.
-struct Sparse {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Sparse {
-    fn new(len: usize) -> std::io::Result<Sparse> {
-        // SAFETY: a fresh private anonymous mapping; MAP_NORESERVE so a 1 GiB DRAM takes no memory until touched.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len.max(1),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Sparse { ptr: ptr as *mut u8, len })
-    }
-}
-
-impl Drop for Sparse {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping once.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len.max(1)) };
-    }
-}
+use crate::mmap::Mmap;
 
 /// The device's memories. Accesses are raw copies: like real device memory, concurrent accesses from different
 /// queues are not synchronised by the memory itself (events order them), so an incorrectly synchronised program
 /// sees stale or mixed data, never a crash.
 pub struct DeviceMemory {
-    dram: Sparse,
-    l1: Sparse,
+    dram: Mmap,
+    l1: Mmap,
     geo: Geometry,
 }
-
-// SAFETY: the mappings live as long as the struct; access goes through bounds-checked raw copies.
-unsafe impl Send for DeviceMemory {}
-// SAFETY: as above.
-unsafe impl Sync for DeviceMemory {}
 
 impl DeviceMemory {
     /// Reserves address space for `geo`'s DRAM and L1.
     pub fn new(geo: Geometry) -> std::io::Result<DeviceMemory> {
-        let dram = Sparse::new((geo.dram_banks as u64 * geo.bank_size) as usize)?;
-        let l1 = Sparse::new((geo.grid_x as u64 * geo.grid_y as u64 * geo.l1_size) as usize)?;
+        let dram = Mmap::sparse(((geo.dram_banks as u64 * geo.bank_size) as usize).max(1))?;
+        let l1 = Mmap::sparse(((geo.grid_x as u64 * geo.grid_y as u64 * geo.l1_size) as usize).max(1))?;
         Ok(DeviceMemory { dram, l1, geo })
     }
 
@@ -68,8 +31,8 @@ impl DeviceMemory {
     /// A pointer to `len` bytes at `at`, or an `ADDRESS` fault if the range leaves its unit.
     pub fn ptr(&self, at: DevAddr, len: u64) -> Result<*mut u8, Fault> {
         let (base, units, unit_size) = match at.mem {
-            Memory::Dram => (self.dram.ptr, self.geo.dram_banks as u64, self.geo.bank_size),
-            Memory::L1 => (self.l1.ptr, self.geo.grid_x as u64 * self.geo.grid_y as u64, self.geo.l1_size),
+            Memory::Dram => (self.dram.as_ptr(), self.geo.dram_banks as u64, self.geo.bank_size),
+            Memory::L1 => (self.l1.as_ptr(), self.geo.grid_x as u64 * self.geo.grid_y as u64, self.geo.l1_size),
         };
         let end = at.offset.checked_add(len);
         if (at.unit as u64) >= units || end.is_none_or(|e| e > unit_size) {

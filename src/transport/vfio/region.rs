@@ -2,6 +2,7 @@
 //! PCI configuration space.
 
 use super::ioctl;
+use crate::mmap::Mmap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
@@ -29,24 +30,7 @@ struct RegionInfo {
 struct Mapping {
     /// Offset of the mapping inside the region.
     start: u64,
-    /// Bytes mapped.
-    len: u64,
-    /// Start of the mapping in this process.
-    ptr: *mut u8,
-}
-
-// SAFETY: the mapping is device memory owned by this object; it is only touched with volatile 32-bit accesses,
-// whose concurrent use the device (not Rust) defines, so it may move to and be shared with any thread.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping a mapping this object created, exactly once; no references into it exist (only raw
-        // pointers used for single volatile accesses while `self` is alive).
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len as usize) };
-    }
+    map: Mmap,
 }
 
 /// A BAR: mmap'd areas for fast access, the device file for the rest.
@@ -114,24 +98,9 @@ impl Bar {
 
     fn map(&self, start: u64, len: u64) -> io::Result<Mapping> {
         let file_off = self.info.offset.checked_add(start).ok_or_else(|| io::Error::other("offset overflows"))?;
-        let off = libc::off_t::try_from(file_off).map_err(|_| io::Error::other("offset out of range"))?;
         let size = usize::try_from(len).map_err(|_| io::Error::other("size out of range"))?;
-        // SAFETY: a new shared mapping of the device file at an offset and size the kernel reported for this
-        // region; the result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&*self.file),
-                off,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping { start, len, ptr: ptr as *mut u8 })
+        let map = Mmap::shared(std::os::fd::AsRawFd::as_raw_fd(&*self.file), file_off, size)?;
+        Ok(Mapping { start, map })
     }
 
     /// Size of the region.
@@ -156,9 +125,9 @@ impl Bar {
 
     /// The mapped address of the 4 bytes at `off`, if they are in a mapped area.
     fn mapped(&self, off: u64) -> Option<*mut u32> {
-        let m = self.maps.iter().find(|m| off >= m.start && off + 4 <= m.start + m.len)?;
-        // SAFETY: `off - m.start + 4 <= m.len`, so the result is inside the mapping.
-        Some(unsafe { m.ptr.add((off - m.start) as usize) } as *mut u32)
+        let m = self.maps.iter().find(|m| off >= m.start && off + 4 <= m.start + m.map.len() as u64)?;
+        // SAFETY: `off - m.start + 4 <= m.map.len()`, so the result is inside the mapping.
+        Some(unsafe { m.map.as_ptr().add((off - m.start) as usize) } as *mut u32)
     }
 
     /// Reads the aligned 32-bit register at `off` (one volatile load, or one 4-byte `pread`).
