@@ -7,12 +7,7 @@
 //! event latency <= 2 us median.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use ttdrv::dma::{IovaAllocator, MemoryOptions};
-use ttdrv::hw::records::{self, RecordMeta};
-use ttdrv::queue::{Issuer, RingSizes, Rings};
-use ttdrv::transport::Transport;
 use ttdrv::*;
 
 fn fill_program(dev: &Device, buf: &Buffer) -> (ttdrv::device::program::Program, Vec<u32>) {
@@ -24,29 +19,8 @@ fn dispatch(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
 
     // Reference: the bare ring, on an emulated device of its own.
-    let t: Arc<dyn Transport> = ttdrv::transport::open("emu").unwrap();
-    let iovas = Arc::new(Mutex::new(IovaAllocator::new(&t.iova_ranges(), 32)));
-    let sizes = RingSizes { issue: 16 << 20, completion: 1 << 20, profile_slots: 0 };
-    let rings = Arc::new(Rings::new(0, &t, &iovas, sizes, &MemoryOptions::default()).unwrap());
-    rings.enable(t.as_ref());
-    let mut issuer = Issuer::new(rings);
-    g.bench_function("bare 64-byte ring write", |b| {
-        b.iter_custom(|n| {
-            let t0 = Instant::now();
-            for _ in 0..n {
-                while !issuer.has_room(records::FIXED_LEN) {
-                    std::hint::spin_loop();
-                }
-                issuer.push(records::FIXED_LEN, RecordMeta::default(), records::encode_pad);
-                issuer.publish(t.as_ref());
-            }
-            let d = t0.elapsed();
-            while !issuer.drained() {
-                std::thread::yield_now();
-            }
-            d
-        })
-    });
+    let mut ring = ttdrv::cli::bench::BareRing::open().unwrap();
+    g.bench_function("bare 64-byte ring write", |b| b.iter_custom(|n| ring.write(n)));
 
     let dev = Device::open("emu", &DeviceParams::default()).unwrap();
     let buf = dev.allocate(&BufferSpec::new(16, 32, DType::Float32, MemoryConfig::L1)).unwrap();

@@ -142,29 +142,48 @@ fn to_json(ms: &[Measurement]) -> String {
     format!("[\n  {}\n]", items.join(",\n  "))
 }
 
-/// ns per bare 64-byte record (room check, encode, doorbell) on a raw ring of an emulated device.
-fn bare_ring_write(n: usize, reps: usize) -> Result<f64, String> {
-    let t: Arc<dyn Transport> = crate::transport::open("emu").map_err(e)?;
-    let iovas = Arc::new(Mutex::new(IovaAllocator::new(&t.iova_ranges(), 32)));
-    let sizes = RingSizes { issue: 16 << 20, completion: 1 << 20, profile_slots: 0 };
-    let rings = Arc::new(Rings::new(0, &t, &iovas, sizes, &MemoryOptions::default()).map_err(|x| x.to_string())?);
-    rings.enable(t.as_ref());
-    let mut issuer = Issuer::new(rings);
-    let mut samples = Vec::new();
-    for _ in 0..reps {
+/// A raw issue ring on an emulated device of its own: the reference a dispatch is measured against (also used by
+/// `benches/dispatch.rs`).
+pub struct BareRing {
+    issuer: Issuer,
+    transport: Arc<dyn Transport>,
+}
+
+impl BareRing {
+    /// Opens an emulated device and enables queue 0's rings on it, bypassing everything above the ring.
+    pub fn open() -> Result<BareRing, String> {
+        let transport: Arc<dyn Transport> = crate::transport::open("emu").map_err(e)?;
+        let iovas = Arc::new(Mutex::new(IovaAllocator::new(&transport.iova_ranges(), 32)));
+        let sizes = RingSizes { issue: 16 << 20, completion: 1 << 20, profile_slots: 0 };
+        let rings = Rings::new(0, &transport, &iovas, sizes, &MemoryOptions::default()).map_err(|x| x.to_string())?;
+        let rings = Arc::new(rings);
+        rings.enable(transport.as_ref());
+        Ok(BareRing { issuer: Issuer::new(rings), transport })
+    }
+
+    /// Writes `n` 64-byte records, each with its room check, encoding and doorbell, and returns the time that took;
+    /// then waits, untimed, until the device has consumed them.
+    pub fn write(&mut self, n: u64) -> Duration {
         let t0 = Instant::now();
         for _ in 0..n {
-            while !issuer.has_room(records::FIXED_LEN) {
+            while !self.issuer.has_room(records::FIXED_LEN) {
                 std::hint::spin_loop();
             }
-            issuer.push(records::FIXED_LEN, RecordMeta::default(), records::encode_pad);
-            issuer.publish(t.as_ref());
+            self.issuer.push(records::FIXED_LEN, RecordMeta::default(), records::encode_pad);
+            self.issuer.publish(self.transport.as_ref());
         }
-        samples.push(t0.elapsed().as_nanos() as f64 / n as f64);
-        while !issuer.drained() {
+        let d = t0.elapsed();
+        while !self.issuer.drained() {
             std::thread::yield_now();
         }
+        d
     }
+}
+
+/// ns per bare 64-byte record: the median over `reps` runs of `n` records.
+fn bare_ring_write(n: u64, reps: usize) -> Result<f64, String> {
+    let mut ring = BareRing::open()?;
+    let mut samples: Vec<f64> = (0..reps).map(|_| ring.write(n).as_nanos() as f64 / n as f64).collect();
     Ok(median(&mut samples))
 }
 
