@@ -11,7 +11,7 @@
 mod common;
 mod hostref;
 
-use common::{assert_bytes_eq, pattern};
+use common::{assert_bytes_eq, open, pattern, small_params};
 use hostref::*;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -20,17 +20,7 @@ use ttdrv::profile::{Lane, Span};
 use ttdrv::*;
 
 fn params(queues: u16) -> DeviceParams {
-    DeviceParams {
-        num_command_queues: queues,
-        hugepages: false,
-        issue_ring_size: 1 << 20,
-        completion_ring_size: 1 << 20,
-        ..DeviceParams::default()
-    }
-}
-
-fn open(selector: &str, p: &DeviceParams) -> Device {
-    Device::open(selector, p).unwrap_or_else(|e| panic!("open {selector}: {e}"))
+    DeviceParams { num_command_queues: queues, ..small_params() }
 }
 
 fn f32_spec(rows: u32, cols: u32, mem: MemoryConfig) -> BufferSpec {

@@ -32,14 +32,7 @@ const ROWS: u32 = 32;
 const COLS: u32 = 40;
 
 fn open(selector: &str) -> Device {
-    let p = DeviceParams {
-        l1_small_size: 64 << 10,
-        hugepages: false,
-        issue_ring_size: 1 << 20,
-        completion_ring_size: 1 << 20,
-        ..DeviceParams::default()
-    };
-    Device::open(selector, &p).unwrap_or_else(|e| panic!("open {selector}: {e}"))
+    common::open(selector, &DeviceParams { l1_small_size: 64 << 10, ..common::small_params() })
 }
 
 fn spec(rows: u32, cols: u32, dtype: DType, mem: MemoryConfig) -> BufferSpec {

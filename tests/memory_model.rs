@@ -14,7 +14,7 @@
 mod common;
 mod hostref;
 
-use common::{assert_bytes_eq, pattern};
+use common::{assert_bytes_eq, open, pattern, small_params};
 use hostref::*;
 use ttdrv::device::model::MlpConfig;
 use ttdrv::device::ops::UnaryOp;
@@ -24,16 +24,7 @@ use ttdrv::hw::records::{CbConfig, CoreRect};
 use ttdrv::*;
 
 fn params() -> DeviceParams {
-    DeviceParams {
-        hugepages: false,
-        issue_ring_size: 1 << 20,
-        completion_ring_size: 1 << 20,
-        ..DeviceParams::default()
-    }
-}
-
-fn open(selector: &str, p: &DeviceParams) -> Device {
-    Device::open(selector, p).unwrap_or_else(|e| panic!("open {selector}: {e}"))
+    small_params()
 }
 
 fn spec(rows: u32, cols: u32, dtype: DType, mem: MemoryConfig) -> BufferSpec {

@@ -1,31 +1,8 @@
+mod hostref;
+
+use hostref::{decode, encode, mlp_reference};
 use ttdrv::device::model::MlpConfig;
 use ttdrv::*;
-
-fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-}
-fn bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn reference(batch: usize, dims: &[u32], w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
-    let mut a = x.to_vec();
-    for l in 0..dims.len() - 1 {
-        let (k, m) = (dims[l] as usize, dims[l + 1] as usize);
-        let mut y = vec![0f32; batch * m];
-        for i in 0..batch {
-            for j in 0..m {
-                let mut s = 0f32;
-                for kk in 0..k {
-                    s += a[i * k + kk] * w[l][kk * m + j];
-                }
-                y[i * m + j] = (s + b[l][j]).max(0.0);
-            }
-        }
-        a = y;
-    }
-    a
-}
 
 #[test]
 fn mlp_eager_and_traced_match_reference() {
@@ -58,15 +35,15 @@ fn mlp_eager_and_traced_match_reference() {
     let in_spec = BufferSpec::new(batch, 64, DType::Float32, in_mem);
     let x: Vec<f32> = (0..batch * 64).map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8).collect();
     // Compile run.
-    let input = dev.buffer_from_host(&in_spec, 0, &bytes(&x)).unwrap();
+    let input = dev.buffer_from_host(&in_spec, 0, &encode(&x, DType::Float32)).unwrap();
     let out = mlp.run(0, input).unwrap();
-    let got = f32s(&out.read_to_vec(0).unwrap());
-    let want = reference(batch as usize, &dims, &w, &b, &x);
+    let got = decode(&out.read_to_vec(0).unwrap(), DType::Float32);
+    let want = mlp_reference(&cfg, &w, &b, &x);
     for (g, r) in got.iter().zip(&want) {
         assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "{g} vs {r}");
     }
     // Capture, §1.3.2 style.
-    let input = dev.buffer_from_host(&in_spec, 0, &bytes(&x)).unwrap();
+    let input = dev.buffer_from_host(&in_spec, 0, &encode(&x, DType::Float32)).unwrap();
     let addr = input.address();
     drop(out);
     let tid = dev.begin_trace_capture(0).unwrap();
@@ -76,10 +53,10 @@ fn mlp_eager_and_traced_match_reference() {
     dev.end_trace_capture(tid, 0).unwrap();
     for it in 0..5 {
         let x: Vec<f32> = (0..batch * 64).map(|i| ((i * 31 + it * 7) % 17) as f32 * 0.1 - 0.8).collect();
-        input.write(0, &bytes(&x), false).unwrap();
+        input.write(0, &encode(&x, DType::Float32), false).unwrap();
         dev.execute_trace(tid, 0, false).unwrap();
-        let got = f32s(&out.read_to_vec(0).unwrap());
-        let want = reference(batch as usize, &dims, &w, &b, &x);
+        let got = decode(&out.read_to_vec(0).unwrap(), DType::Float32);
+        let want = mlp_reference(&cfg, &w, &b, &x);
         for (g, r) in got.iter().zip(&want) {
             assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "iter {it}: {g} vs {r}");
         }

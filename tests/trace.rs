@@ -7,7 +7,7 @@
 mod common;
 mod hostref;
 
-use common::{assert_bytes_eq, pattern};
+use common::{assert_bytes_eq, open, pattern, small_params};
 use hostref::*;
 use std::time::Duration;
 use ttdrv::device::model::MlpConfig;
@@ -17,19 +17,7 @@ use ttdrv::hw::regs::{self, QueueStatus};
 use ttdrv::*;
 
 fn params(trace_region_size: u64) -> DeviceParams {
-    DeviceParams {
-        num_command_queues: 2,
-        trace_region_size,
-        hugepages: false,
-        issue_ring_size: 1 << 20,
-        completion_ring_size: 1 << 20,
-        timeout: Duration::from_secs(20),
-        ..DeviceParams::default()
-    }
-}
-
-fn open(selector: &str, p: &DeviceParams) -> Device {
-    Device::open(selector, p).unwrap_or_else(|e| panic!("open {selector}: {e}"))
+    DeviceParams { num_command_queues: 2, trace_region_size, timeout: Duration::from_secs(20), ..small_params() }
 }
 
 fn f32_spec(rows: u32, cols: u32, mem: MemoryConfig) -> BufferSpec {

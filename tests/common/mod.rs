@@ -16,6 +16,23 @@ use ttdrv::queue::{Completer, Issuer, RingSizes, Rings, Scatter};
 use ttdrv::transport::Transport;
 use ttdrv::transport::emulated::EmulatedTransport;
 
+/// Parameters for a test device: 1 MiB rings (so tests also wrap them) and no hugepages (so tests run anywhere and
+/// leave the reserved pages to the tests that check them).
+pub fn small_params() -> ttdrv::DeviceParams {
+    ttdrv::DeviceParams {
+        hugepages: false,
+        issue_ring_size: 1 << 20,
+        completion_ring_size: 1 << 20,
+        ..ttdrv::DeviceParams::default()
+    }
+}
+
+/// Opens `selector`, failing the test with the driver's message if it cannot.
+#[track_caller]
+pub fn open(selector: &str, p: &ttdrv::DeviceParams) -> ttdrv::Device {
+    ttdrv::Device::open(selector, p).unwrap_or_else(|e| panic!("open {selector}: {e}"))
+}
+
 /// How long a helper waits for the emulated device before failing the test.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
