@@ -38,6 +38,7 @@ fn header_version_matches_cargo() {
     assert_eq!(macro_value(&h, "TTDRV_VERSION_PATCH"), env!("CARGO_PKG_VERSION_PATCH"));
     assert_eq!(macro_value(&h, "TTDRV_VERSION_STRING"), format!("\"{}\"", env!("CARGO_PKG_VERSION")));
     // The runtime query agrees too.
+    // SAFETY: ttdrv_version returns a pointer to a static NUL-terminated string.
     let v = unsafe { std::ffi::CStr::from_ptr(ttdrv::ffi::ttdrv_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }

@@ -32,7 +32,8 @@ impl Device {
     pub fn wait_for_event(&self, cq: u16, ev: &Event) -> Result<()> {
         if !Arc::ptr_eq(&self.inner, &ev.dev) {
             return Err(Error::InvalidArgument(format!(
-                "event belongs to device {}, not {}",
+                "event belongs to device {}, not {}; an event orders work on its own device only: create it on the \
+                 device that waits",
                 ev.dev.info.name, self.inner.info.name
             )));
         }

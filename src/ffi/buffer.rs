@@ -119,11 +119,17 @@ pub(crate) fn memory_config_from_c(m: &ttdrv_memory_config) -> FfiResult<MemoryC
             match (f, l) {
                 (Ok(first), Ok(last)) => ShardGrid::Banks { first, last },
                 _ => {
-                    return Err(bad(format!("bank range {}..={} is out of range", s.bank_first, s.bank_last)));
+                    return Err(bad(format!(
+                        "bank range {}..={} is out of range; use banks below the device's dram_banks \
+                         (ttdrv_device_get_info)",
+                        s.bank_first, s.bank_last
+                    )));
                 }
             }
         } else {
-            let c = |v: u32| u8::try_from(v).map_err(|_| bad(format!("core coordinate {v} is out of range")));
+            let c = |v: u32| {
+                u8::try_from(v).map_err(|_| bad(format!("core coordinate {v} is out of range; use coordinates inside the device's core grid (ttdrv_device_get_info reports grid_x and grid_y)")))
+            };
             ShardGrid::Cores { x0: c(s.core_x0)?, y0: c(s.core_y0)?, x1: c(s.core_x1)?, y1: c(s.core_y1)? }
         };
         let col_major = match s.orientation {

@@ -171,7 +171,7 @@ pub unsafe extern "C" fn ttdrv_program_new(
             _ => KernelSource::Image { name: name.to_string(), code: code.to_vec() },
         };
         let coord = |v: u32| {
-            u8::try_from(v).map_err(|_| Error::InvalidArgument(format!("core coordinate {v} is out of range")))
+            u8::try_from(v).map_err(|_| Error::InvalidArgument(format!("core coordinate {v} is out of range; use coordinates inside the device's core grid (ttdrv_device_get_info reports grid_x and grid_y)")))
         };
         let cores =
             CoreRect { x0: coord(c.cores.x0)?, y0: coord(c.cores.y0)?, x1: coord(c.cores.x1)?, y1: coord(c.cores.y1)? };
@@ -184,8 +184,12 @@ pub unsafe extern "C" fn ttdrv_program_new(
                 data_format: b.data_format,
             })
             .collect();
-        let rt_words = u16::try_from(c.rt_words_per_core)
-            .map_err(|_| Error::InvalidArgument(format!("rt_words_per_core {} is too large", c.rt_words_per_core)))?;
+        let rt_words = u16::try_from(c.rt_words_per_core).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "rt_words_per_core {} is too large; a launch carries at most 65535 words per core",
+                c.rt_words_per_core
+            ))
+        })?;
         let p = d.program(ProgramDesc {
             kernel,
             cores,
