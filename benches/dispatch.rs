@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ttdrv::*;
 
 fn fill_program(dev: &Device, buf: &Buffer) -> (ttdrv::device::program::Program, Vec<u32>) {
-    ttdrv::cli::bench::fill_program(dev, buf).unwrap()
+    ttdrv_testkit::fill_program(dev, buf).unwrap()
 }
 
 fn dispatch(c: &mut Criterion) {
@@ -19,7 +19,7 @@ fn dispatch(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
 
     // Reference: the bare ring, on an emulated device of its own.
-    let mut ring = ttdrv::cli::bench::BareRing::open().unwrap();
+    let mut ring = ttdrv_testkit::BareRing::open().unwrap();
     g.bench_function("bare 64-byte ring write", |b| b.iter_custom(|n| ring.write(n)));
 
     let dev = Device::open("emu", &DeviceParams::default()).unwrap();

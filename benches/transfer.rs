@@ -117,7 +117,7 @@ fn bench(c: &mut Criterion, dev: &Device) {
                 let t0 = Instant::now();
                 for _ in 0..iters {
                     // SAFETY: `dst` and `src` are distinct live slices of `size` bytes.
-                    unsafe { ttdrv::dma::copy::copy_to_dma(dst.as_mut_ptr(), black_box(src).as_ptr(), size) };
+                    unsafe { ttdrv::raw::copy_to_dma(dst.as_mut_ptr(), black_box(src).as_ptr(), size) };
                     black_box(&mut *dst);
                 }
                 record(size, "dma_copy", t0.elapsed(), iters)

@@ -17,7 +17,7 @@ usage: scripts/install.sh --prefix DIR [--libdir DIR] [--includedir DIR] [--dest
                      e.g. --libdir lib/x86_64-linux-gnu
   --includedir DIR   the header (default PREFIX/include; relative = under PREFIX)
   --destdir DIR      stage the files under DIR (as make's DESTDIR: paths inside the files stay PREFIX-based)
-  --no-build         install what target/release holds instead of running `cargo build --release --lib`
+  --no-build         install what target/release holds instead of running `cargo build --release -p ttdrv-ffi`
 EOF
 }
 
@@ -48,13 +48,13 @@ libdir=$(under_prefix "${libdir:-lib}")
 includedir=$(under_prefix "${includedir:-include}")
 if [ -n "$destdir" ]; then destdir=$(realpath -m "$destdir"); fi
 
-version=$(awk -F'"' '/^\[/ { pkg = ($0 == "[package]") } pkg && /^version *=/ { print $2; exit }' "$root/Cargo.toml")
+version=$(awk -F'"' '/^\[/ { pkg = ($0 == "[workspace.package]") } pkg && /^version *=/ { print $2; exit }' "$root/Cargo.toml")
 [[ $version =~ ^([0-9]+)\.([0-9]+)\.([0-9]+)$ ]] || { echo "install.sh: cannot read the version from Cargo.toml" >&2; exit 1; }
 major=${BASH_REMATCH[1]}
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 if [ "$build" = 1 ]; then
-  (cd "$root" && cargo build --quiet --release --lib)
+  (cd "$root" && cargo build --quiet --release -p ttdrv-ffi)
 fi
 so="$target_dir/release/libttdrv.so"
 ar="$target_dir/release/libttdrv.a"

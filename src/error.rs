@@ -53,6 +53,67 @@ pub enum Error {
     Closed(String),
 }
 
+/// What kind of failure an [`Error`] is: one value per C status code (`ttdrv_status` in `include/ttdrv.h` maps
+/// these one to one), so callers that only need the class of failure (retry, reset, give up) can branch on it
+/// whatever detail the error carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument is out of range or inconsistent.
+    InvalidArgument,
+    /// A handle is stale or was never valid.
+    InvalidHandle,
+    /// The call is not allowed in the current state.
+    InvalidState,
+    /// No device matched the selector.
+    NotFound,
+    /// The device or this build lacks a feature.
+    Unsupported,
+    /// Device memory is exhausted.
+    OutOfDeviceMemory,
+    /// The trace region is missing or too small.
+    TraceRegion,
+    /// A program dispatched during capture has never run.
+    ProgramNotCached,
+    /// Host DMA memory could not be set up.
+    HostMemory,
+    /// The bus refused an operation.
+    Transport,
+    /// A wait did not complete in time.
+    Timeout,
+    /// The device reported a fault.
+    DeviceFault,
+    /// The device broke the contract.
+    Protocol,
+    /// The device was opened in a parent process.
+    Forked,
+    /// The device has been closed.
+    Closed,
+}
+
+impl Error {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::InvalidHandle(_) => ErrorKind::InvalidHandle,
+            Error::InvalidState(_) => ErrorKind::InvalidState,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::OutOfDeviceMemory(_) => ErrorKind::OutOfDeviceMemory,
+            Error::TraceRegion(_) => ErrorKind::TraceRegion,
+            Error::ProgramNotCached(_) => ErrorKind::ProgramNotCached,
+            Error::Dma(_) => ErrorKind::HostMemory,
+            Error::Transport(_) => ErrorKind::Transport,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::DeviceFault(_) => ErrorKind::DeviceFault,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Forked(_) => ErrorKind::Forked,
+            Error::Closed(_) => ErrorKind::Closed,
+        }
+    }
+}
+
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

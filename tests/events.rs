@@ -9,13 +9,13 @@
 //! queue would look to the host).
 
 mod common;
-mod hostref;
+use ttdrv_testkit::{expect_err, hostref};
 
 use common::{assert_bytes_eq, open, pattern, small_params};
 use hostref::*;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use ttdrv::hw::regs;
+use ttdrv::contract::regs;
 use ttdrv::profile::{Lane, Span};
 use ttdrv::*;
 

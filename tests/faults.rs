@@ -15,11 +15,11 @@ use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use ttdrv::dma::{HostMemory, MemoryOptions};
-use ttdrv::emu::EmuConfig;
-use ttdrv::hw::records::{self, FIXED_LEN, RecordMeta, RecordSlot};
-use ttdrv::hw::regs::{self, host, queue as qreg};
-use ttdrv::hw::{Iova, RING_OFFSET};
+use ttdrv::contract::records::{self, FIXED_LEN, RecordMeta, RecordSlot};
+use ttdrv::contract::regs::{self, host, queue as qreg};
+use ttdrv::contract::{Iova, RING_OFFSET};
+use ttdrv::raw::{HostMemory, MemoryOptions};
+use ttdrv::transport::emulated::EmuConfig;
 use ttdrv::transport::{DmaMemory, Transport};
 use ttdrv::*;
 

@@ -4,17 +4,16 @@
 //!   `KernelPageSize: 2048 kB` for the ring mapping. Without free hugepages this test cannot check anything: it
 //!   says so loudly and passes, unless `TTDRV_REQUIRE_HUGEPAGES=1` is set (CI reserves pages with
 //!   `scripts/hugepages.sh reserve 64` and sets it), in which case it fails.
-//! - With no free hugepages, DMA memory falls back to 4 KiB pages and one warning is printed however many
-//!   allocations fall back. This runs in a child process that first takes every free hugepage for itself, so it
+//! - With no free hugepages, DMA memory falls back to 4 KiB pages and one warning is logged (never printed to stderr)
+//!   however many allocations fall back. This runs in a child process that first takes every free hugepage for itself, so it
 //!   checks the fallback whether or not the machine has hugepages reserved.
 
 mod common;
 
 use common::*;
 use std::sync::Mutex;
-use ttdrv::dma::{Backing, LockPolicy, MemoryOptions};
-use ttdrv::emu::EmuConfig;
-use ttdrv::queue::{RingSizes, Rings};
+use ttdrv::raw::{Backing, LockPolicy, MemoryOptions, RawQueue};
+use ttdrv::transport::emulated::EmuConfig;
 use ttdrv::*;
 
 /// The two tests move hugepages around: never at the same time.
@@ -114,13 +113,11 @@ fn dma_memory_is_hugetlb_backed_when_hugepages_are_reserved() {
     }
 
     let (_e, t) = emulator(EmuConfig::default());
-    let iovas = high_iovas();
     let opts = MemoryOptions { hugepages: true, numa_node: None, lock: LockPolicy::BestEffort };
-    let sizes = RingSizes { issue: 64 << 10, completion: 64 << 10, profile_slots: 0 };
-    let rings = Rings::new(0, &t, &iovas, sizes, &opts).unwrap();
-    assert_eq!(rings.region().backing(), Backing::Huge2M);
-    assert_eq!(rings.region().len(), 2 << 20, "a 132 KiB region takes one 2 MiB page");
-    let m = smap_at(rings.region().ptr());
+    let rings = RawQueue::with_memory(&t, high_iovas(0), 0, 64 << 10, 64 << 10, &opts).unwrap();
+    assert_eq!(rings.backing(), Backing::Huge2M);
+    assert_eq!(rings.region_len(), 2 << 20, "a 132 KiB region takes one 2 MiB page");
+    let m = smap_at(rings.region_ptr());
     assert!(m.name.contains("ttdrv-dma"), "{m:?}");
     assert_eq!(m.kernel_page_kb, HUGE_KB, "the ring mapping is not hugetlb-backed: {m:?}");
 
@@ -209,13 +206,12 @@ fn fallback_to_small_pages_warns_once() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stdout.contains("fallback checked"), "{stdout}");
-    let warnings = stderr.matches(FALLBACK_WARNING).count();
-    assert_eq!(warnings, 1, "expected exactly one hugepage fallback warning, stderr:\n{stderr}");
-    let line = stderr.lines().find(|l| l.contains(FALLBACK_WARNING)).unwrap();
-    assert!(line.contains("nr_hugepages"), "the warning must say how to reserve hugepages: {line}");
+    // A library logs; it does not write to the host application's stderr (even with TTDRV_LOG set).
+    assert!(!stderr.contains(FALLBACK_WARNING), "the warning went to stderr:\n{stderr}");
 }
 
 fn fallback_child() {
+    ttdrv_testkit::logcapture::install();
     let grabs = take_all_hugepages();
     assert_eq!(hugepages_available(), 0, "hugepages are still available");
     // Five ring regions on two devices, plus one direct allocation: all fall back, one warning in all.
@@ -223,15 +219,23 @@ fn fallback_child() {
     let b = Device::open("emu", &hugepage_params(2)).unwrap();
     let (_e, t) = emulator(EmuConfig::default());
     let opts = MemoryOptions { hugepages: true, ..MemoryOptions::default() };
-    let sizes = RingSizes { issue: 64 << 10, completion: 64 << 10, profile_slots: 0 };
-    let rings = Rings::new(0, &t, &high_iovas(), sizes, &opts).unwrap();
-    assert_eq!(rings.region().backing(), Backing::Small);
-    assert_eq!(smap_at(rings.region().ptr()).kernel_page_kb, 4);
+    let rings = RawQueue::with_memory(&t, high_iovas(0), 0, 64 << 10, 64 << 10, &opts).unwrap();
+    assert_eq!(rings.backing(), Backing::Small);
+    assert_eq!(smap_at(rings.region_ptr()).kernel_page_kb, 4);
     for m in dma_smaps() {
         assert_eq!(m.kernel_page_kb, 4, "fallback memory should be 4 KiB pages: {m:?}");
     }
     roundtrip(&a);
     roundtrip(&b);
     drop(grabs);
+    let warnings: Vec<_> = ttdrv_testkit::logcapture::records(log::Level::Warn)
+        .into_iter()
+        .filter(|r| r.message.contains(FALLBACK_WARNING))
+        .collect();
+    assert_eq!(warnings.len(), 1, "expected exactly one hugepage fallback warning in the log: {warnings:?}");
+    assert!(
+        warnings[0].message.contains("nr_hugepages"),
+        "the warning must say how to reserve hugepages: {warnings:?}"
+    );
     println!("fallback checked");
 }

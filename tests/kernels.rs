@@ -16,14 +16,14 @@
 //!   accumulation bound (which only matters where the sum cancels).
 
 mod common;
-mod hostref;
+use ttdrv_testkit::{expect_err, hostref};
 
 use common::assert_bytes_eq;
 use hostref::*;
+use ttdrv::contract::kernel::{BuiltinKernel, DType::BFloat16, DType::Float32};
+use ttdrv::contract::records::CoreRect;
 use ttdrv::device::ops::{BinaryOp, UnaryOp};
 use ttdrv::device::program::{KernelSource, ProgramDesc};
-use ttdrv::hw::kernel::{BuiltinKernel, DType::BFloat16, DType::Float32};
-use ttdrv::hw::records::CoreRect;
 use ttdrv::*;
 
 /// The swept tensor shape: divisible the ways every config of `all_configs` needs, rows of 160 (f32) and 80

@@ -12,15 +12,15 @@
 //! - The program cache is keyed by what defines a program, never by buffer addresses.
 
 mod common;
-mod hostref;
+use ttdrv_testkit::{expect_err, hostref};
 
 use common::{assert_bytes_eq, open, pattern, small_params};
 use hostref::*;
+use ttdrv::contract::kernel::{BuiltinKernel, DType::BFloat16, DType::Float32};
+use ttdrv::contract::records::{CbConfig, CoreRect};
 use ttdrv::device::model::MlpConfig;
 use ttdrv::device::ops::UnaryOp;
 use ttdrv::device::program::{CacheStats, KernelSource, ProgramDesc};
-use ttdrv::hw::kernel::{BuiltinKernel, DType::BFloat16, DType::Float32};
-use ttdrv::hw::records::{CbConfig, CoreRect};
 use ttdrv::*;
 
 fn params() -> DeviceParams {

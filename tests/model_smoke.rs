@@ -1,4 +1,4 @@
-mod hostref;
+use ttdrv_testkit::hostref;
 
 use hostref::{decode, encode, mlp_reference};
 use ttdrv::device::model::MlpConfig;

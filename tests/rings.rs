@@ -13,10 +13,10 @@ mod common;
 use common::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use ttdrv::emu::EmuConfig;
-use ttdrv::hw::Memory;
-use ttdrv::hw::RECORD_ALIGN;
-use ttdrv::hw::records::write_linear_len;
+use ttdrv::contract::Memory;
+use ttdrv::contract::RECORD_ALIGN;
+use ttdrv::contract::records::write_linear_len;
+use ttdrv::transport::emulated::EmuConfig;
 use ttdrv::*;
 
 /// The smallest ring the contract allows; records are at most a quarter of it, so it wraps every few records.
@@ -47,7 +47,7 @@ fn gate_offset() -> impl Strategy<Value = u32> {
 fn advance_to(q: &mut RawQueue, target: u32, own_events: &mut u32) {
     let filler = pattern(MAX_PAYLOAD, 99);
     loop {
-        let off = q.issuer.wr() & (RING - 1);
+        let off = q.wr() & (RING - 1);
         let dist = target.wrapping_sub(off) & (RING - 1);
         if dist == 0 {
             break;
@@ -91,9 +91,8 @@ proptest! {
     #[test]
     fn has_room_agrees_with_a_stalled_device(rounds in vec((gate_offset(), vec(payload_size(), 1..48)), 1..6)) {
         let (_emu, t) = emulator(EmuConfig::default());
-        let iovas = high_iovas();
-        let mut q0 = RawQueue::new(&t, &iovas, 0, RING, RING);
-        let mut q1 = RawQueue::new(&t, &iovas, 1, RING, RING);
+        let mut q0 = RawQueue::new(&t, 0, RING, RING);
+        let mut q1 = RawQueue::new(&t, 1, RING, RING);
         let mut placer = Placer::new();
         let mut written: Vec<(u16, u64, Vec<u8>)> = Vec::new();
         let mut own_events = 0;
@@ -103,14 +102,14 @@ proptest! {
             // Queue 0 stops at this record until queue 1 records event `gate_id`.
             q0.event_wait(1, gate_id);
             q0.publish();
-            let frozen = q0.issuer.wr().wrapping_sub(64);
+            let frozen = q0.wr().wrapping_sub(64);
             q0.wait("the device to reach the gate", |q| q.issue_rd() == frozen);
             for (k, &s) in sizes.iter().enumerate() {
                 let len = write_linear_len(s);
-                let wr = q0.issuer.wr();
+                let wr = q0.wr();
                 let model = RING - wr.wrapping_sub(frozen) >= model_need(wr, len);
                 prop_assert_eq!(
-                    q0.issuer.has_room(len), model,
+                    q0.has_room(len), model,
                     "round {}, record {}: {} bytes at wr {:#x}, device stalled at {:#x}", r, k, len, wr, frozen
                 );
                 if model {
@@ -119,7 +118,7 @@ proptest! {
                     q0.write_linear(Memory::Dram, unit, off, &data);
                     written.push((unit, off, data));
                 }
-                prop_assert!(q0.issuer.wr().wrapping_sub(frozen) <= RING, "the host overran the device");
+                prop_assert!(q0.wr().wrapping_sub(frozen) <= RING, "the host overran the device");
                 if k % 3 == 0 {
                     q0.publish();
                 }
@@ -146,8 +145,7 @@ proptest! {
     ) {
         let cfg = EmuConfig::parse(&format!("jitter={seed},jitter_us=20,jitter_pct=25")).unwrap();
         let (_emu, t) = emulator(cfg);
-        let iovas = high_iovas();
-        let mut q = RawQueue::new(&t, &iovas, 0, RING, RING);
+        let mut q = RawQueue::new(&t, 0, RING, RING);
         let mut placer = Placer::new();
         // Regions: (unit, offset, current contents).
         let mut regions: Vec<(u16, u64, Vec<u8>)> = Vec::new();
@@ -183,7 +181,7 @@ proptest! {
             if kind == 9 || i + 1 == ops.len() {
                 q.publish();
                 let last = inflight.last().map_or(0, |r| r.2);
-                q.wait("read data", |q| q.completer.delivered() >= last);
+                q.wait("read data", |q| q.delivered() >= last);
                 for (k, (got, want, _)) in inflight.drain(..).enumerate() {
                     prop_assert!(*got == *want, "op {}: in-flight read {} returned other bytes", i, k);
                 }
@@ -344,109 +342,41 @@ fn more_reads_than_either_ring_holds() {
 #[test]
 fn issue_ring_fills_to_the_device_read_pointer_and_no_further() {
     let (_emu, t) = emulator(EmuConfig::default());
-    let iovas = high_iovas();
-    let mut q0 = RawQueue::new(&t, &iovas, 0, RING, RING);
-    let mut q1 = RawQueue::new(&t, &iovas, 1, RING, RING);
+    let mut q0 = RawQueue::new(&t, 0, RING, RING);
+    let mut q1 = RawQueue::new(&t, 1, RING, RING);
     // Move the write pointer off zero so the records straddle the end of the ring.
     q0.write_linear(Memory::Dram, 0, 0x1000, &pattern(1000, 1));
     q0.drain();
     q0.event_wait(1, 1);
     q0.publish();
-    let frozen = q0.issuer.wr().wrapping_sub(64);
+    let frozen = q0.wr().wrapping_sub(64);
     q0.wait("the device to reach the gate", |q| q.issue_rd() == frozen);
     let data = pattern(MAX_PAYLOAD, 2);
     let len = write_linear_len(MAX_PAYLOAD);
     let mut pushed = 0;
-    while q0.issuer.has_room(len) {
-        assert!(q0.issuer.wr().wrapping_sub(frozen) + model_need(q0.issuer.wr(), len) <= RING);
+    while q0.has_room(len) {
+        assert!(q0.wr().wrapping_sub(frozen) + model_need(q0.wr(), len) <= RING);
         q0.write_linear(Memory::Dram, 1, 0x1000 + pushed * 0x10000, &data);
         pushed += 1;
         assert!(pushed <= 4, "more than a ring's worth of records accepted");
     }
-    let wr = q0.issuer.wr();
+    let wr = q0.wr();
     assert!(RING - wr.wrapping_sub(frozen) < model_need(wr, len), "refused although there was room");
     assert!(pushed >= 2, "a 64 KiB ring holds at least two 16 KiB records");
     // Small records still fit in what is left, up to the last byte before the gate.
     let small = 64usize;
-    while q0.issuer.has_room(write_linear_len(small)) {
+    while q0.has_room(write_linear_len(small)) {
         q0.write_linear(Memory::Dram, 2, 0x1000 + pushed * 0x100, &data[..small]);
         pushed += 1;
     }
-    let wr = q0.issuer.wr();
+    let wr = q0.wr();
     assert!(RING - wr.wrapping_sub(frozen) < model_need(wr, write_linear_len(small)));
     assert!(RING - wr.wrapping_sub(frozen) <= 2 * 64, "small records must fill the ring up to the gate");
     assert_eq!(q0.issue_rd(), frozen, "the device must still be at the gate");
     q0.publish();
     q1.event_record(1);
     q1.publish();
-    q0.wait("room after the device moved", |q| q.issuer.has_room(len));
+    q0.wait("room after the device moved", |q| q.has_room(len));
     q0.drain();
     assert_bytes_eq(&q0.read(Memory::Dram, 1, 0x1000, MAX_PAYLOAD), &data, "first large record");
-}
-
-/// The completer consumes completion entries only below `COMPL_WR`: here the test plays the device on a queue that
-/// is never enabled (so the emulator never touches it), writing entries and the `COMPL_WR` word by hand.
-#[test]
-fn completer_reads_only_below_compl_wr() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use ttdrv::dma::MemoryOptions;
-    use ttdrv::hw::RING_OFFSET;
-    use ttdrv::hw::records::{ComplKind, PAYLOAD_OFFSET, RecordSlot, encode_compl};
-    use ttdrv::hw::regs::host;
-    use ttdrv::queue::{Completer, RingSizes, Rings, Scatter};
-
-    let (_emu, t) = emulator(EmuConfig::default());
-    let sizes = RingSizes { issue: RING, completion: RING, profile_slots: 0 };
-    let opts = MemoryOptions { hugepages: false, ..MemoryOptions::default() };
-    let rings = Arc::new(Rings::new(0, &t, &high_iovas(), sizes, &opts).unwrap());
-    let base = rings.region().ptr();
-    let set_compl_wr = |v: u32| {
-        // SAFETY: the COMPL_WR word of the region, 4-byte aligned; only this test writes it (queue not enabled).
-        unsafe { AtomicU32::from_ptr(base.add(host::COMPL_WR) as *mut u32) }.store(v, Ordering::Release)
-    };
-    let put = |off: u32, kind: ComplKind, tag: u32, data: &[u8]| -> u32 {
-        let len =
-            if kind == ComplKind::Pad { RING - off } else { (PAYLOAD_OFFSET + data.len().div_ceil(64) * 64) as u32 };
-        // SAFETY: `[off, off + len)` lies inside the completion ring of the region, which nothing else accesses.
-        let mut slot =
-            unsafe { RecordSlot::from_raw(base.add(RING_OFFSET + RING as usize + off as usize), len as usize) };
-        encode_compl(&mut slot, kind, tag, data.len() as u32);
-        slot.put_bytes(PAYLOAD_OFFSET, data);
-        len
-    };
-    let mut c = Completer::new(rings.clone());
-    let (p1, p2, p3) = (pattern(100, 1), pattern(3000, 2), pattern(64, 3));
-    let mut outs = [vec![0u8; 100], vec![0u8; 3000], vec![0u8; 64]];
-    for (i, out) in outs.iter_mut().enumerate() {
-        let n = out.len() as u32;
-        c.expect(10 + i as u32, Scatter { dst: out.as_mut_ptr(), count: 1, piece: n, src_stride: n, dst_stride: 0 });
-    }
-
-    // Two complete entries in the ring, but COMPL_WR covers only the first.
-    let e1 = put(0, ComplKind::ReadData, 10, &p1);
-    let e2 = put(e1, ComplKind::ReadData, 11, &p2);
-    set_compl_wr(e1);
-    assert_eq!(c.drain(t.as_ref()).unwrap(), 1);
-    assert_eq!(c.delivered(), 1);
-    assert_eq!(outs[0], p1);
-    assert!(outs[1].iter().all(|&b| b == 0), "read an entry the device had not published");
-    assert_eq!(c.drain(t.as_ref()).unwrap(), 0, "nothing new below COMPL_WR");
-
-    // COMPL_WR in the middle of an entry (a broken device): refused, not read past.
-    set_compl_wr(e1 + 64);
-    let err = c.drain(t.as_ref()).unwrap_err().to_string();
-    assert!(err.contains("length"), "{err}");
-    assert!(outs[1].iter().all(|&b| b == 0));
-
-    // Published: delivered. Then a PAD to the end of the ring and an entry at its start (wrap-around).
-    set_compl_wr(e1 + e2);
-    assert_eq!(c.drain(t.as_ref()).unwrap(), 1);
-    assert_eq!(outs[1], p2);
-    let pad = put(e1 + e2, ComplKind::Pad, 0, &[]);
-    let e3 = put(0, ComplKind::ReadData, 12, &p3);
-    set_compl_wr(e1 + e2 + pad + e3);
-    assert_eq!(c.drain(t.as_ref()).unwrap(), 1);
-    assert_eq!(outs[2], p3);
-    assert_eq!(c.rd(), RING + e3);
 }

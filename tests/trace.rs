@@ -5,15 +5,15 @@
 //! jitter, and a replay on another queue than the capture's, which must wait for the trace buffer to be written.
 
 mod common;
-mod hostref;
+use ttdrv_testkit::{expect_err, hostref};
 
 use common::{assert_bytes_eq, open, pattern, small_params};
 use hostref::*;
 use std::time::Duration;
+use ttdrv::contract::kernel::DType::Float32;
+use ttdrv::contract::regs::{self, QueueStatus};
 use ttdrv::device::model::MlpConfig;
 use ttdrv::device::ops::{BinaryOp, UnaryOp};
-use ttdrv::hw::kernel::DType::Float32;
-use ttdrv::hw::regs::{self, QueueStatus};
 use ttdrv::*;
 
 fn params(trace_region_size: u64) -> DeviceParams {

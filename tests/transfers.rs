@@ -12,8 +12,8 @@ mod common;
 
 use common::*;
 use std::sync::Arc;
-use ttdrv::emu::EmuConfig;
 use ttdrv::transport::Transport;
+use ttdrv::transport::emulated::EmuConfig;
 use ttdrv::*;
 
 const RING: u32 = 64 * 1024;
@@ -39,7 +39,7 @@ impl Rig {
     fn new(p: &DeviceParams) -> Rig {
         let (_e, t) = emulator(EmuConfig::default());
         let dev = Device::open_transport(t.clone(), p).unwrap();
-        let raw = RawQueue::new(&t, &high_iovas(), 1, RING, RING);
+        let raw = RawQueue::new(&t, 1, RING, RING);
         Rig { dev, raw, _t: t }
     }
 
@@ -230,7 +230,7 @@ fn shard_orientation_changes_placement() {
     col.write(0, &data, true).unwrap();
     rig.check_placement(&col, &data);
     let at = col.accessor().locate(&geo, 0, 2);
-    assert_eq!(rig.raw.read(ttdrv::hw::Memory::L1, at.unit, at.offset, 8), &data[8..16]);
+    assert_eq!(rig.raw.read(ttdrv::contract::Memory::L1, at.unit, at.offset, 8), &data[8..16]);
 }
 
 #[test]

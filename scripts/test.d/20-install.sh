@@ -19,7 +19,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 prefix=$tmp/prefix
 scripts/install.sh --prefix "$prefix" --libdir lib/x86_64-linux-gnu
 lib=$prefix/lib/x86_64-linux-gnu
-version=$(awk -F'"' '/^\[/ { pkg = ($0 == "[package]") } pkg && /^version *=/ { print $2; exit }' Cargo.toml)
+version=$(awk -F'"' '/^\[/ { pkg = ($0 == "[workspace.package]") } pkg && /^version *=/ { print $2; exit }' Cargo.toml)
 major=${version%%.*}
 
 # Files, symlinks, SONAME.

@@ -23,9 +23,14 @@ for mode in leak overflow use-after-free; do
   echo "ok: canary $mode reported by memcheck"
 done
 
-bin=$(cargo test --quiet --no-run --test unsafe_paths --message-format=json |
+bin=$(cargo test --quiet -p ttdrv --no-run --test unsafe_paths --message-format=json |
   sed -n 's/.*"executable":"\([^"]*\/unsafe_paths-[0-9a-f]*\)".*/\1/p' | tail -n 1)
 [ -x "$bin" ] || { echo "FAIL: could not build tests/unsafe_paths.rs" >&2; exit 1; }
 TTDRV_TEST_TIMEOUT_S=300 timeout 900 "${VG[@]}" "$bin" --test-threads=1
+# The driver's own unit tests of its DMA buffers and completion consumer (private layers, so tested in the crate).
+lib=$(cargo test --quiet -p ttdrv --lib --no-run --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\/ttdrv-[0-9a-f]*\)".*/\1/p' | tail -n 1)
+[ -x "$lib" ] || { echo "FAIL: could not build the ttdrv crate's unit tests" >&2; exit 1; }
+timeout 900 "${VG[@]}" "$lib" --test-threads=1 dma:: queue::
 make --no-print-directory -C c-tests lib "$B/bad_input" BUILD=$B
 timeout 900 valgrind --tool=memcheck --error-exitcode=99 --leak-check=no -q c-tests/$B/bad_input

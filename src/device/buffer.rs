@@ -3,10 +3,10 @@
 use super::alloc::{Direction, Owner};
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result, invalid};
-use crate::hw::kernel::{Accessor, DType, Layout, ShardGrid};
-use crate::hw::{Memory, align_up};
 use std::fmt;
 use std::sync::Arc;
+use ttdrv_contract::kernel::{Accessor, DType, Layout, ShardGrid};
+use ttdrv_contract::{Memory, align_up};
 
 /// Where a buffer lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -108,7 +108,7 @@ impl BufferSpec {
     }
 
     /// Fails unless `len` is [`BufferSpec::host_bytes`]; `what` names the transfer in the message.
-    pub(crate) fn check_host_len(&self, len: usize, what: &str) -> Result<()> {
+    pub fn check_host_len(&self, len: usize, what: &str) -> Result<()> {
         let want = self.host_bytes();
         if len as u64 != want {
             return invalid(format!(

@@ -3,9 +3,9 @@
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
-use crate::hw::records::{self, RecordFlags};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use ttdrv_contract::records::{self, RecordFlags};
 
 /// An event. Recording it again re-arms it: waits and synchronizes refer to the most recent record issued before
 /// them. An `Event` may be shared between threads.

@@ -20,8 +20,6 @@ pub use transfer::PendingRead;
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
 use crate::error::{Error, Result, invalid};
-use crate::hw::regs::{self, Caps, Status, global};
-use crate::hw::{CONTRACT_MAJOR, CONTRACT_MINOR};
 use crate::queue::{Completer, Issuer, RingSizes, Rings};
 use crate::transport::{self, Transport};
 use alloc::{Direction, Owner, RangeAllocator};
@@ -29,6 +27,8 @@ use queue::{QueueSlot, QueueState};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
+use ttdrv_contract::regs::{self, Caps, Status, global};
+use ttdrv_contract::{CONTRACT_MAJOR, CONTRACT_MINOR};
 
 /// Reserved at the bottom of every DRAM bank: keeps offset 0 (which looks like a null address) out of use.
 const DRAM_RESERVED_LOW: u64 = 0x1000;
@@ -148,7 +148,7 @@ fn read_info(t: &dyn Transport) -> Result<DeviceInfo> {
         kernels: t.read32(global::KERNELS),
     };
     let sane = info.num_queues >= 1
-        && info.num_queues as usize <= crate::hw::MAX_QUEUES
+        && info.num_queues as usize <= ttdrv_contract::MAX_QUEUES
         && info.dram_banks >= 1
         && info.dram_align.is_power_of_two()
         && info.l1_align.is_power_of_two()
@@ -276,6 +276,12 @@ impl Device {
         });
         inner.correlate_clocks();
         Ok(Device { inner })
+    }
+
+    /// Fails if the device is closed or was opened by the parent of this (forked) process; the checks every call
+    /// makes first, for callers (such as the C ABI) that want them before doing work of their own.
+    pub fn check_usable(&self) -> Result<()> {
+        self.inner.check_usable()
     }
 
     /// What the device reports.
@@ -473,7 +479,7 @@ impl DeviceInner {
     pub(crate) fn alloc_kernel_image(&self, len: u64) -> Result<u64> {
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
         let align = self.info.dram_align as u64;
-        let at = crate::hw::align_up(m.kernel_next, align);
+        let at = ttdrv_contract::align_up(m.kernel_next, align);
         if at + len > m.kernel_end {
             return Err(Error::OutOfDeviceMemory(format!(
                 "the kernel image region of {} ({} bytes) is full; fewer distinct programs, or a newer ttdrv",
@@ -534,7 +540,7 @@ impl DeviceInner {
         let mut drained = true;
         for q in 0..self.queues.len() as u16 {
             if let Err(e) = self.drain_for_close(q, budget) {
-                crate::log::warn(&format!("closing {} with work in flight: {e}", self.info.name));
+                log::warn!("closing {} with work in flight: {e}", self.info.name);
                 drained = false;
                 break;
             }
@@ -546,7 +552,7 @@ impl DeviceInner {
             if let Some(path) = &p.out_path {
                 let r = std::fs::File::create(path).and_then(|mut f| p.write_chrome_json(&mut f, &self.info.name));
                 if let Err(e) = r {
-                    crate::log::warn(&format!("cannot write the profile to {}: {e}", path.display()));
+                    log::warn!("cannot write the profile to {}: {e}", path.display());
                 }
             }
         }

@@ -9,8 +9,8 @@ use super::buffer::{Buffer, BufferSpec, MemoryConfig};
 use super::ops::{BinaryOp, UnaryOp};
 use super::{Device, DeviceInner};
 use crate::error::{Result, invalid};
-use crate::hw::kernel::{DType, f32_to_bf16};
 use std::sync::Arc;
+use ttdrv_contract::kernel::{DType, f32_to_bf16};
 
 /// How an MLP is built.
 #[derive(Clone, Debug, PartialEq)]

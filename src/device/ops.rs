@@ -6,9 +6,9 @@ use super::buffer::{Buffer, MemoryConfig};
 use super::program::{KernelSource, ProgramDesc};
 use super::{Device, DeviceInner};
 use crate::error::{Result, invalid};
-use crate::hw::kernel::{Block, BuiltinKernel, Layout, ShardGrid};
-use crate::hw::records::{CbConfig, CoreRect};
 use std::sync::Arc;
+use ttdrv_contract::kernel::{Block, BuiltinKernel, Layout, ShardGrid};
+use ttdrv_contract::records::{CbConfig, CoreRect};
 
 /// Element-wise binary operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

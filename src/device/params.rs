@@ -1,8 +1,8 @@
 //! Parameters of `Device::open` and the device's reported properties.
 
-use crate::hw::kernel::Geometry;
-use crate::hw::regs::Caps;
 use std::time::Duration;
+use ttdrv_contract::kernel::Geometry;
+use ttdrv_contract::regs::Caps;
 
 /// How to open a device. Defaults match tt-metal's: one command queue, no trace region, no L1 small region.
 #[derive(Clone, Debug, PartialEq)]

@@ -12,12 +12,12 @@ use super::queue::{QueueState, push_capture};
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result, invalid};
-use crate::hw::Memory;
-use crate::hw::kernel::{self, BuiltinKernel};
-use crate::hw::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordFlags, RecordMeta};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use ttdrv_contract::Memory;
+use ttdrv_contract::kernel::{self, BuiltinKernel};
+use ttdrv_contract::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordFlags, RecordMeta};
 
 /// The kernel a program runs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -2,10 +2,10 @@
 //! waiting thread can drain it), event ids, and where records go (the ring, or a trace being captured).
 
 use crate::error::{Error, Result};
-use crate::hw::records::{RecordFlags, RecordMeta, RecordSlot};
 use crate::queue::{Completer, Issuer, Rings, Scatter};
 use crate::transport::Transport;
 use std::sync::{Arc, Mutex};
+use ttdrv_contract::records::{RecordFlags, RecordMeta, RecordSlot};
 
 /// A queue's two locks.
 pub(crate) struct QueueSlot {

@@ -14,10 +14,10 @@ use super::queue::{Capture, push_live};
 use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
 use crate::error::{Error, Result};
-use crate::hw::Memory;
-use crate::hw::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use ttdrv_contract::Memory;
+use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta};
 
 /// A trace's buffer: in the reserved trace region, or (on demand) in ordinary DRAM allocated top-down. Either way
 /// its allocator blocks are owned by the trace, so release frees it by owner.

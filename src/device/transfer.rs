@@ -3,11 +3,12 @@
 
 use super::buffer::Buffer;
 use super::queue::{ReadTicket, expect_read};
+use crate::dma::copy::copy_to_dma;
 use crate::error::{Error, Result};
-use crate::hw::kernel::Layout;
-use crate::hw::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 use crate::queue::Scatter;
 use std::sync::atomic::Ordering;
+use ttdrv_contract::kernel::Layout;
+use ttdrv_contract::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 
 /// One piece of a transfer, in the device's terms, and where its bytes are in the caller's dense tensor.
 #[derive(Clone, Copy, Debug)]
@@ -143,8 +144,10 @@ impl Buffer {
                         "transfer",
                         |slot, m| {
                             records::encode_write_paged(slot, m, &x);
-                            // SAFETY: rows [start, start + n) of the caller's tensor are inside `src`'s extent.
-                            unsafe { slot.put_raw(PAYLOAD_OFFSET, src.add(start as usize * row_bytes), bytes) };
+                            let dst = slot.raw_range(PAYLOAD_OFFSET, bytes);
+                            // SAFETY: rows [start, start + n) of the caller's tensor are inside `src`'s extent; `dst`
+                            // is a checked range of the record slot, which the caller's memory cannot overlap.
+                            unsafe { copy_to_dma(dst, src.add(start as usize * row_bytes), bytes) };
                             records::pad_payload(slot, bytes);
                         },
                     )?;
@@ -163,9 +166,10 @@ impl Buffer {
                             records::encode_write_linear(slot, m, &x);
                             for k in 0..rows as usize {
                                 let at = PAYLOAD_OFFSET + k * stride;
+                                let dst = slot.raw_range(at, piece as usize);
                                 // SAFETY: row k of this piece is inside the caller's tensor (plan() derives host_off
-                                // from the shape).
-                                unsafe { slot.put_raw(at, src.add(host_off as usize + k * row_bytes), piece as usize) };
+                                // from the shape); `dst` is a checked range of the record slot.
+                                unsafe { copy_to_dma(dst, src.add(host_off as usize + k * row_bytes), piece as usize) };
                                 if k + 1 < rows as usize {
                                     slot.zero(at + piece as usize, stride - piece as usize);
                                 }

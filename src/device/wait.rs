@@ -5,15 +5,15 @@
 use super::DeviceInner;
 use super::queue::ReadTicket;
 use crate::error::{Error, Result};
-use crate::hw::records::{self, RecordMeta};
-use crate::hw::regs::{self, FaultCode, QueueStatus, Status, global, host};
-use crate::hw::seq_reached;
 use crate::queue::{Issuer, describe_opcode};
 use crate::transport::Transport;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use ttdrv_contract::records::{self, RecordMeta};
+use ttdrv_contract::regs::{self, FaultCode, QueueStatus, Status, global, host};
+use ttdrv_contract::seq_reached;
 
 /// Spin this long before sleeping: a sleeping thread costs ~20-40 µs to wake on this kind of machine, a spin-wait
 /// catches a quick completion in well under a microsecond. Longer than the device's worst wake-up (a parked engine

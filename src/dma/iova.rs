@@ -1,9 +1,9 @@
 //! IOVA allocation: first fit inside the IOMMU's usable windows, below the device's DMA mask.
 
 use super::DmaError;
-use crate::hw::Iova;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use ttdrv_contract::Iova;
 
 /// IOVAs below this are never handed out: a zero or tiny IOVA in a fault report is then always a bug, not a
 /// mapping.

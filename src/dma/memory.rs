@@ -1,8 +1,9 @@
 //! Host memory for DMA: memfd-backed, hugepages when available, pre-faulted and locked.
 
 use super::DmaError;
-use crate::mmap::Mmap;
+use memmap2::{MmapOptions, MmapRaw};
 use std::ffi::CStr;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -59,7 +60,9 @@ impl Default for MemoryOptions {
 
 /// A mapping of a memfd in this process; unmapped on drop.
 pub struct HostMemory {
-    map: Mmap,
+    /// Unmapped on drop unless leaked ([`HostMemory::leak`]).
+    map: ManuallyDrop<MmapRaw>,
+    leaked: bool,
     fd: OwnedFd,
     backing: Backing,
 }
@@ -92,12 +95,12 @@ impl HostMemory {
             }
             if !FALLBACK_WARNED.swap(true, Ordering::Relaxed) {
                 let pages = len.div_ceil(2 * MIB);
-                crate::log::warn(&format!(
+                log::warn!(
                     "no free 2 MiB hugepages for {} MiB of DMA memory; using locked 4 KiB pages, which cost \
                      IOMMU entries and page faults. Reserve hugepages with `echo {pages} | sudo tee \
                      /proc/sys/vm/nr_hugepages` (or install udev/ttdrv-hugepages.conf)",
                     len.div_ceil(MIB),
-                ));
+                );
             }
         }
         Self::try_allocate(len, Backing::Small, opts).map_err(|reason| {
@@ -129,8 +132,11 @@ impl HostMemory {
         }
         // A shared hugetlb mapping reserves its pages at mmap time, so a shortage fails here rather than with
         // SIGBUS on first touch.
-        let map = Mmap::shared(fd.as_raw_fd(), 0, len).map_err(|e| format!("mmap({backing:?}, {len}): {e}"))?;
-        let mem = HostMemory { map, fd, backing };
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(fd.as_raw_fd())
+            .map_err(|e| format!("mmap({backing:?}, {len}): {e}"))?;
+        let mem = HostMemory { map: ManuallyDrop::new(map), leaked: false, fd, backing };
         if let Some(node) = opts.numa_node {
             mem.bind_to_node(node);
         }
@@ -157,10 +163,7 @@ impl HostMemory {
             )
         };
         if rc != 0 {
-            crate::log::warn(&format!(
-                "could not place DMA memory on NUMA node {node}: {}",
-                std::io::Error::last_os_error()
-            ));
+            log::warn!("could not place DMA memory on NUMA node {node}: {}", std::io::Error::last_os_error());
         }
     }
 
@@ -180,12 +183,12 @@ impl HostMemory {
             return Err(e.to_string());
         }
         if !LOCK_WARNED.swap(true, Ordering::Relaxed) {
-            crate::log::warn(&format!(
+            log::warn!(
                 "could not lock {} KiB of DMA memory ({err}; RLIMIT_MEMLOCK {}); continuing unlocked because the \
                  emulated device does not pin memory",
                 self.len() / 1024,
                 memlock_limit_text()
-            ));
+            );
         }
         // Pre-fault anyway so the copy path never takes a page fault. The kernel zero-fills new pages, so writing
         // zeros changes nothing the device could see.
@@ -198,7 +201,7 @@ impl HostMemory {
 
     /// Start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ptr()
+        self.map.as_mut_ptr()
     }
 
     /// Bytes mapped (a multiple of the page size).
@@ -208,7 +211,7 @@ impl HostMemory {
 
     /// True if empty (never).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     /// Page size of the backing.
@@ -228,7 +231,17 @@ impl HostMemory {
 
     /// Keeps the pages mapped forever (used when the device could not be made to forget them).
     pub fn leak(&mut self) {
-        self.map.leak();
+        self.leaked = true;
+    }
+}
+
+impl Drop for HostMemory {
+    fn drop(&mut self) {
+        if !self.leaked {
+            // SAFETY: dropped exactly once, here; users only hold raw pointers into the mapping, which they may not
+            // use past this value's life.
+            unsafe { ManuallyDrop::drop(&mut self.map) };
+        }
     }
 }
 

@@ -12,9 +12,9 @@ mod memory;
 pub use iova::IovaAllocator;
 pub use memory::{Backing, HostMemory, LockPolicy, MemoryOptions};
 
-use crate::hw::Iova;
 use crate::transport::{DmaMemory, Transport, TransportError};
 use std::sync::{Arc, Mutex};
+use ttdrv_contract::Iova;
 
 /// Errors of the DMA layer.
 #[derive(Debug, thiserror::Error)]
@@ -108,11 +108,6 @@ impl DmaBuffer {
         self.mem.len()
     }
 
-    /// True if empty (never, for an allocated buffer).
-    pub fn is_empty(&self) -> bool {
-        self.mem.len() == 0
-    }
-
     /// Start of the memory in this process.
     pub fn ptr(&self) -> *mut u8 {
         self.mem.as_ptr()
@@ -128,9 +123,12 @@ impl Drop for DmaBuffer {
     fn drop(&mut self) {
         // Unmap before the pages go back to the kernel, so the device can never reach freed memory.
         if let Err(e) = self.transport.dma_unmap(self.iova, self.mem.len() as u64) {
-            crate::log::warn(&format!("{e}; leaking the pages so the device cannot reach reused memory"));
+            log::warn!("{e}; leaking the pages so the device cannot reach reused memory");
             self.mem.leak();
         }
         self.iovas.lock().unwrap_or_else(|e| e.into_inner()).free(self.iova, self.mem.len() as u64);
     }
 }
+
+#[cfg(test)]
+mod tests;

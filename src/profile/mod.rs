@@ -6,16 +6,14 @@
 //! (contract §4.3): each record gets the `PROFILE` flag and a slot in a per-queue ring of slots; the host remembers
 //! which record owns which slot and reads the slot once the record has retired (its tag <= the queue's `RETIRED`).
 
-pub mod svg;
-
-use crate::hw::regs::host;
-use crate::hw::seq_reached;
 use crate::queue::Rings;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use ttdrv_contract::regs::host;
+use ttdrv_contract::seq_reached;
 
 /// Profile slots per queue (16 bytes each): a power of two.
 pub const PROFILE_SLOTS: u32 = 1 << 16;

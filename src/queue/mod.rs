@@ -7,13 +7,13 @@
 //! device layer's business, because a wait must also drain other queues and watch for faults.
 
 use crate::dma::{DmaBuffer, DmaError, IovaAllocator, MemoryOptions};
-use crate::hw::records::{self, ComplKind, FIXED_LEN, Opcode, PAYLOAD_OFFSET, RecordMeta, RecordSlot};
-use crate::hw::regs::{self, host, queue as qreg};
-use crate::hw::{Iova, MAX_RING, MIN_RING, PROFILE_SLOT_BYTES, RECORD_ALIGN, RING_OFFSET};
 use crate::transport::Transport;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::sync::{Arc, Mutex};
+use ttdrv_contract::records::{self, ComplKind, FIXED_LEN, Opcode, PAYLOAD_OFFSET, RecordMeta, RecordSlot};
+use ttdrv_contract::regs::{self, host, queue as qreg};
+use ttdrv_contract::{Iova, MAX_RING, MIN_RING, PROFILE_SLOT_BYTES, RECORD_ALIGN, RING_OFFSET};
 
 /// Sizes of one queue's rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,11 +95,6 @@ impl Rings {
         }
         fence(Ordering::SeqCst);
         t.write32(regs::queue_reg(q, qreg::CTRL), 1);
-    }
-
-    /// Queue number.
-    pub fn id(&self) -> u16 {
-        self.id
     }
 
     /// Sizes.
@@ -415,11 +410,6 @@ impl Completer {
     }
 }
 
-/// Bytes of the `WRITE_*` record that carries `payload` bytes.
-pub fn write_record_len(payload: usize) -> usize {
-    records::write_linear_len(payload)
-}
-
 /// The opcode a read of this shape uses (exported for diagnostics).
 pub fn describe_opcode(op: u8) -> &'static str {
     match records::Opcode::from_u8(op) {
@@ -435,3 +425,6 @@ pub fn describe_opcode(op: u8) -> &'static str {
         None => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests;

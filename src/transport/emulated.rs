@@ -1,12 +1,16 @@
-//! The transport to the emulated device: the same operations as VFIO, carried out by [`crate::emu::Emulator`].
+//! The transport to the emulated device: the same operations as VFIO, carried out by [`ttdrv_emu::Emulator`].
 
 use super::{DmaMemory, Transport, TransportError};
-use crate::emu::{EmuConfig, Emulator};
-use crate::hw::Iova;
-use crate::hw::regs::BarOffset;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use ttdrv_contract::Iova;
+use ttdrv_contract::regs::BarOffset;
+/// The emulated device's IOMMU (tests exercise its mappings directly).
+pub use ttdrv_emu::iommu::Iommu;
+/// The emulated device's configuration and the device itself (the `ttdrv-emu` crate), for callers that build one
+/// with options of their own or inspect it (tests inject faults through it).
+pub use ttdrv_emu::{EmuConfig, Emulator};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 

@@ -6,11 +6,11 @@
 pub mod emulated;
 pub mod vfio;
 
-use crate::hw::Iova;
-use crate::hw::regs::BarOffset;
 use std::ops::Range;
 use std::os::fd::RawFd;
 use std::time::Duration;
+use ttdrv_contract::Iova;
+use ttdrv_contract::regs::BarOffset;
 
 /// Errors of the transport layer.
 #[derive(Debug, thiserror::Error)]
@@ -109,12 +109,15 @@ pub trait Transport: Send + Sync {
     fn quiesce(&self) {}
 }
 
+/// The options of the `emu:OPTIONS` selector, for help texts.
+pub const EMU_OPTIONS_HELP: &str = ttdrv_emu::config::OPTIONS_HELP;
+
 /// Environment variable that overrides the `auto` selector.
 pub const DEVICE_ENV: &str = "TTDRV_DEVICE";
 
 /// Opens the transport a device selector names.
 ///
-/// - `emu` or `emu:OPTIONS`: a new emulated device (options: [`crate::emu::config::OPTIONS_HELP`]);
+/// - `emu` or `emu:OPTIONS`: a new emulated device (options: [`EMU_OPTIONS_HELP`]);
 /// - `vfio:DDDD:BB:DD.F`: the device at that PCI address, bound to vfio-pci;
 /// - `auto` (or empty): `$TTDRV_DEVICE` if set, else the first bound VFIO device with ttdrv's PCI identity,
 ///   else the emulated device. A bound device that fails to open is reported, not silently replaced by the
@@ -137,7 +140,7 @@ pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::erro
     }
     if sel == "emu" || sel.starts_with("emu:") {
         let opts = sel.strip_prefix("emu").unwrap_or("").trim_start_matches(':');
-        let cfg = crate::emu::EmuConfig::parse(opts).map_err(Error::InvalidArgument)?;
+        let cfg = ttdrv_emu::EmuConfig::parse(opts).map_err(Error::InvalidArgument)?;
         return Ok(std::sync::Arc::new(emulated::EmulatedTransport::new(cfg)?));
     }
     if let Some(addr) = sel.strip_prefix("vfio:") {
@@ -153,7 +156,7 @@ pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::erro
 /// The PCI devices with ttdrv's identity (contract §1) that sysfs at `sysfs_root` (`/sys` on a host) lists, sorted
 /// by address, bound to vfio-pci or not: what `ttdrv list` shows. Empty when there are none or sysfs is unreadable.
 pub fn list_devices(sysfs_root: &std::path::Path) -> Vec<vfio::PciDeviceInfo> {
-    vfio::sysfs::find(sysfs_root, crate::hw::PCI_VENDOR, crate::hw::PCI_DEVICE)
+    vfio::sysfs::find(sysfs_root, ttdrv_contract::PCI_VENDOR, ttdrv_contract::PCI_DEVICE)
 }
 
 /// The device `auto` picks: the first one with ttdrv's identity that is bound to vfio-pci.
@@ -164,7 +167,7 @@ fn auto_device(sysfs_root: &std::path::Path) -> Option<vfio::PciAddress> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vfio::sysfs::fake::FakeSys;
+    use ttdrv_testkit::fakesys::FakeSys;
 
     #[test]
     fn auto_picks_the_first_bound_ttdrv_device() {

@@ -1,20 +1,16 @@
-//! Helpers shared by the integration tests: a raw command queue driven directly through `queue::Issuer` and
-//! `queue::Completer` (to reach device memory without the device layer, or to stall a queue on purpose), host-side
-//! data patterns, `/proc` readers, and re-running one test in a child process.
+//! Helpers shared by the integration tests: a raw command queue (`ttdrv::raw`, to reach device memory without the
+//! device layer, or to stall a queue on purpose), host-side data patterns, `/proc` readers, and re-running one test
+//! in a child process.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use ttdrv::dma::{IovaAllocator, MemoryOptions};
-use ttdrv::emu::EmuConfig;
-use ttdrv::hw::Memory;
-use ttdrv::hw::records::{self, FIXED_LEN, Linear, PAYLOAD_OFFSET, RecordMeta, RecordSlot};
-use ttdrv::hw::regs::{self, Status, global, host};
-use ttdrv::queue::{Completer, Issuer, RingSizes, Rings, Scatter};
+use std::sync::Arc;
+use std::time::Duration;
+use ttdrv::contract::Memory;
+use ttdrv::contract::records::{RecordMeta, RecordSlot};
 use ttdrv::transport::Transport;
-use ttdrv::transport::emulated::EmulatedTransport;
+use ttdrv::transport::emulated::{EmuConfig, EmulatedTransport};
 
 /// Parameters for a test device: 1 MiB rings (so tests also wrap them) and no hugepages (so tests run anywhere and
 /// leave the reserved pages to the tests that check them).
@@ -43,156 +39,96 @@ pub fn emulator(cfg: EmuConfig) -> (Arc<EmulatedTransport>, Arc<dyn Transport>) 
     (e, t)
 }
 
-/// An IOVA allocator for raw queues that stays clear of the device layer's own allocator, which hands out IOVAs
-/// from 1 MiB upwards: ours start at 3 GiB (the emulator's default DMA mask is 32 bits).
-#[allow(clippy::single_range_in_vec_init)] // one IOVA window, not a range of indices
-pub fn high_iovas() -> Arc<Mutex<IovaAllocator>> {
-    Arc::new(Mutex::new(IovaAllocator::new(&[(3u64 << 30)..(4u64 << 30)], 32)))
+/// The IOVA window for raw queue `id`: clear of the device layer's own allocator, which hands out IOVAs from 1 MiB
+/// upwards, and of the other raw queues' windows (the emulator's default DMA mask is 32 bits).
+pub fn high_iovas(id: u16) -> std::ops::Range<u64> {
+    let base = (3u64 << 30) + id as u64 * (64 << 20);
+    base..base + (64 << 20)
 }
 
 /// The fault registers as text, if the device has faulted.
 pub fn device_fault(t: &dyn Transport) -> Option<String> {
-    let s = Status::from_bits_truncate(t.read32(global::STATUS));
-    if !s.contains(Status::FAULT) {
-        return None;
-    }
-    Some(format!(
-        "device fault: code {} addr {:#x}{:08x} queue {} tag {} opcode {}",
-        t.read32(global::FAULT_CODE),
-        t.read32(global::FAULT_ADDR_HI),
-        t.read32(global::FAULT_ADDR_LO),
-        t.read32(global::FAULT_QUEUE),
-        t.read32(global::FAULT_TAG),
-        t.read32(global::FAULT_OPCODE)
-    ))
+    ttdrv::raw::fault_report(t)
 }
 
-/// One command queue driven record by record, bypassing the device layer.
-pub struct RawQueue {
-    pub t: Arc<dyn Transport>,
-    pub rings: Arc<Rings>,
-    pub issuer: Issuer,
-    pub completer: Completer,
-    pub id: u16,
-}
+/// [`ttdrv::raw::RawQueue`] for tests: every error fails the test.
+pub struct RawQueue(pub ttdrv::raw::RawQueue);
 
 impl RawQueue {
     /// Allocates, maps and enables queue `id`'s rings (4 KiB pages, no profile slots).
-    pub fn new(t: &Arc<dyn Transport>, iovas: &Arc<Mutex<IovaAllocator>>, id: u16, issue: u32, compl: u32) -> Self {
-        let sizes = RingSizes { issue, completion: compl, profile_slots: 0 };
-        let opts = MemoryOptions { hugepages: false, ..MemoryOptions::default() };
-        let rings = Arc::new(Rings::new(id, t, iovas, sizes, &opts).expect("raw queue rings"));
-        rings.enable(t.as_ref());
-        RawQueue {
-            t: t.clone(),
-            issuer: Issuer::new(rings.clone()),
-            completer: Completer::new(rings.clone()),
-            rings,
-            id,
-        }
+    pub fn new(t: &Arc<dyn Transport>, id: u16, issue: u32, compl: u32) -> Self {
+        let mut q = ttdrv::raw::RawQueue::new(t, high_iovas(id), id, issue, compl).expect("raw queue rings");
+        q.set_patience(PATIENCE);
+        RawQueue(q)
     }
 
     pub fn issue_size(&self) -> u32 {
-        self.rings.sizes().issue
+        self.0.issue_size()
     }
 
-    /// The device-written `ISSUE_RD` word.
     pub fn issue_rd(&self) -> u32 {
-        self.rings.device_word(host::ISSUE_RD)
+        self.0.issue_rd()
     }
 
-    fn check_fault(&self) {
-        if let Some(f) = device_fault(self.t.as_ref()) {
-            panic!("queue {}: {f}", self.id);
-        }
+    pub fn wr(&self) -> u32 {
+        self.0.wr()
+    }
+
+    pub fn has_room(&mut self, len: usize) -> bool {
+        self.0.has_room(len)
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.0.delivered()
     }
 
     /// Drains completions until `done()` holds; fails the test on a device fault or after [`PATIENCE`].
-    pub fn wait(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
-        let t0 = Instant::now();
-        loop {
-            self.completer.drain(self.t.as_ref()).expect("completion ring protocol");
-            if done(self) {
-                return;
-            }
-            self.check_fault();
-            assert!(t0.elapsed() < PATIENCE, "queue {}: timed out waiting for {what}", self.id);
-            std::thread::yield_now();
-        }
+    #[track_caller]
+    pub fn wait(&mut self, what: &str, mut done: impl FnMut(&mut ttdrv::raw::RawQueue) -> bool) {
+        self.0.wait(what, |q| done(q)).unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Pushes one record of `len` bytes, waiting for room (and draining completions meanwhile).
+    #[track_caller]
     pub fn push(&mut self, len: usize, encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta)) -> u32 {
-        if !self.issuer.has_room(len) {
-            self.publish();
-            self.wait("issue ring room", |q| q.issuer.has_room(len));
-        }
-        self.issuer.push(len, RecordMeta::default(), encode)
+        self.0.push(len, encode).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn publish(&mut self) {
-        self.issuer.publish(self.t.as_ref());
+        self.0.publish();
     }
 
-    /// Queues a `WRITE_LINEAR` of `data` to (`mem`, `unit`, `offset`). `data.len()` must fit one record.
+    #[track_caller]
     pub fn write_linear(&mut self, mem: Memory, unit: u16, offset: u64, data: &[u8]) -> u32 {
-        let x = Linear { mem, unit, offset, len: data.len() as u64 };
-        self.push(records::write_linear_len(data.len()), |slot, m| {
-            records::encode_write_linear(slot, m, &x);
-            slot.put_bytes(PAYLOAD_OFFSET, data);
-            records::pad_payload(slot, data.len());
-        })
+        self.0.write_linear(mem, unit, offset, data).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Queues a `READ_LINEAR` of `len` bytes whose data goes to `dst` (which must stay valid until delivered).
-    /// Returns the read's sequence number for [`Completer::delivered`].
-    ///
     /// # Safety
-    /// `dst` must be valid for `len` bytes of writes until the completer has delivered the read.
+    /// As [`ttdrv::raw::RawQueue::read_linear_into`].
+    #[track_caller]
     pub unsafe fn read_linear_into(&mut self, mem: Memory, unit: u16, offset: u64, dst: *mut u8, len: usize) -> u64 {
-        let x = Linear { mem, unit, offset, len: len as u64 };
-        let tag = self.push(FIXED_LEN, |slot, m| records::encode_read_linear(slot, m, &x));
-        let scatter = Scatter { dst, count: 1, piece: len as u32, src_stride: len as u32, dst_stride: 0 };
-        self.completer.expect(tag, scatter)
+        // SAFETY: the caller's contract is the raw queue's.
+        unsafe { self.0.read_linear_into(mem, unit, offset, dst, len) }.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Reads `len` bytes of device memory, blocking (split into reads the completion ring takes).
+    #[track_caller]
     pub fn read(&mut self, mem: Memory, unit: u16, offset: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        let max = self.rings.sizes().max_read();
-        let mut last = self.completer.delivered();
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(max);
-            // SAFETY: `out` outlives the wait below, which returns only once every read has been delivered.
-            last = unsafe { self.read_linear_into(mem, unit, offset + at as u64, out.as_mut_ptr().add(at), n) };
-            at += n;
-        }
-        self.publish();
-        self.wait("read data", |q| q.completer.delivered() >= last);
-        out
+        self.0.read(mem, unit, offset, len).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    #[track_caller]
     pub fn event_record(&mut self, id: u32) -> u32 {
-        self.push(FIXED_LEN, |slot, m| records::encode_event_record(slot, m, id))
+        self.0.event_record(id).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    #[track_caller]
     pub fn event_wait(&mut self, queue: u16, id: u32) -> u32 {
-        self.push(FIXED_LEN, |slot, m| records::encode_event_wait(slot, m, queue, id))
+        self.0.event_wait(queue, id).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Publishes and waits until the device has consumed every record written.
+    #[track_caller]
     pub fn drain(&mut self) {
-        self.publish();
-        let wr = self.issuer.wr();
-        self.wait("the issue ring to drain", |q| q.issue_rd() == wr);
-    }
-}
-
-impl Drop for RawQueue {
-    fn drop(&mut self) {
-        // Stop the queue before its rings are unmapped.
-        self.t.write32(regs::queue_reg(self.id, regs::queue::CTRL), 0);
+        self.0.drain().unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use ttdrv::dma::{Backing, HostMemory, IovaAllocator, LockPolicy, MemoryOptions};
-use ttdrv::hw::Iova;
-use ttdrv::hw::regs::BarOffset;
+use ttdrv::contract::Iova;
+use ttdrv::contract::regs::BarOffset;
+use ttdrv::raw::{Backing, HostMemory, IovaAllocator, LockPolicy, MemoryOptions};
 use ttdrv::transport::vfio::{PciAddress, VfioTransport, sysfs};
 use ttdrv::transport::{DmaMemory, Transport, TransportError};
 

@@ -146,8 +146,8 @@ pub fn no_such_device(addr: &PciAddress) -> String {
     format!(
         "there is no PCI device at {addr}: `ttdrv list` or `lspci -Dnn -d {:04x}:{:04x}` shows where ttdrv \
          devices are",
-        crate::hw::PCI_VENDOR,
-        crate::hw::PCI_DEVICE
+        ttdrv_contract::PCI_VENDOR,
+        ttdrv_contract::PCI_DEVICE
     )
 }
 
@@ -185,7 +185,7 @@ pub fn memlock_too_low(limit: Option<u64>, needed: u64) -> String {
 /// to whole 2 MiB hugepages.
 pub fn default_pinned_bytes() -> u64 {
     let p = crate::device::DeviceParams::default();
-    let region = crate::hw::RING_OFFSET as u64 + p.issue_ring_size as u64 + p.completion_ring_size as u64;
+    let region = ttdrv_contract::RING_OFFSET as u64 + p.issue_ring_size as u64 + p.completion_ring_size as u64;
     region.div_ceil(2 << 20) * (2 << 20)
 }
 

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use vfio_bindings::bindings::vfio as sys;
 
 /// Most vectors ttdrv wires: one per command queue (contract §6).
-const MAX_VECTORS: u32 = crate::hw::MAX_QUEUES as u32;
+const MAX_VECTORS: u32 = ttdrv_contract::MAX_QUEUES as u32;
 
 /// The vectors wired to this process.
 pub struct Vectors {
@@ -55,7 +55,7 @@ impl Vectors {
         let fds = (0..n).map(|_| eventfd()).collect::<io::Result<Vec<_>>>().map_err(|e| format!("eventfd: {e}"))?;
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         ioctl::set_irq_eventfds(device, index, &raw).map_err(|e| format!("enabling {n} {kind} vector(s): {e}"))?;
-        crate::log::debug(&format!("wired {n} {kind} vector(s) of {count}"));
+        log::debug!("wired {n} {kind} vector(s) of {count}");
         Ok(Vectors { index, fds })
     }
 

@@ -32,8 +32,6 @@ pub mod sysfs;
 pub use sysfs::{PciAddress, PciDeviceInfo};
 
 use super::{DmaMemory, Transport, TransportError};
-use crate::hw::Iova;
-use crate::hw::regs::BarOffset;
 use host::HostFacts;
 use region::{Bar, CMD_BUS_MASTER, CMD_MEMORY, ConfigSpace};
 use std::collections::BTreeMap;
@@ -47,6 +45,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use ttdrv_contract::Iova;
+use ttdrv_contract::regs::BarOffset;
 use vfio_bindings::bindings::vfio as sys;
 
 /// The VFIO container device.
@@ -182,7 +182,7 @@ fn iommu_windows(container: &OwnedFd) -> Result<(Vec<Range<u64>>, u64), Transpor
         }
     }
     if windows.is_empty() {
-        crate::log::debug("the IOMMU reports no IOVA ranges (Linux < 5.4); assuming all but the MSI window");
+        log::debug!("the IOMMU reports no IOVA ranges (Linux < 5.4); assuming all but the MSI window");
         windows = LEGACY_IOVA_WINDOWS.to_vec();
     }
     Ok((windows, page))
@@ -228,7 +228,7 @@ impl VfioTransport {
         let vectors = match irq::Vectors::enable(device.as_fd()) {
             Ok(v) => v,
             Err(e) => {
-                crate::log::warn(&format!("{address}: no interrupts ({e}); waits will poll"));
+                log::warn!("{address}: no interrupts ({e}); waits will poll");
                 irq::Vectors::none()
             }
         };
@@ -255,13 +255,13 @@ impl VfioTransport {
         t.config
             .update_command(CMD_MEMORY | CMD_BUS_MASTER, true)
             .map_err(|e| os_err(format!("{address}: enabling memory space and bus mastering"), e))?;
-        crate::log::debug(&format!(
+        log::debug!(
             "{address}: opened (BAR0 {:#x} bytes, {}; {} vector(s); IOVA windows {:x?})",
             t.bar0.size(),
             if t.bar0.is_mapped() { "mmap'd" } else { "pread/pwrite" },
             t.vectors.len(),
             t.iova_windows
-        ));
+        );
         Ok(t)
     }
 
@@ -297,11 +297,12 @@ impl VfioTransport {
 
     fn io_failed(&self, what: &str, off: BarOffset, e: io::Error) {
         if !self.io_warned.swap(true, Ordering::Relaxed) {
-            crate::log::warn(&format!(
+            log::warn!(
                 "{}: {what} of BAR0 offset {:#x} failed ({e}); reads return 0xffffffff like a device that fell off \
                  the bus (further failures are not reported)",
-                self.name, off.0
-            ));
+                self.name,
+                off.0
+            );
         }
     }
 
@@ -332,13 +333,13 @@ pub fn open_ttdrv(sysfs_root: &Path, address: &PciAddress) -> Result<VfioTranspo
         return Err(open_err(advice::no_such_device(address)));
     }
     if let Some((v, d)) = sysfs::ids(sysfs_root, address)
-        && (v, d) != (crate::hw::PCI_VENDOR, crate::hw::PCI_DEVICE)
+        && (v, d) != (ttdrv_contract::PCI_VENDOR, ttdrv_contract::PCI_DEVICE)
     {
         return Err(open_err(format!(
             "PCI device {address} is {v:04x}:{d:04x}, not a ttdrv device ({:04x}:{:04x}); `ttdrv list` shows the \
              ttdrv devices of this host",
-            crate::hw::PCI_VENDOR,
-            crate::hw::PCI_DEVICE
+            ttdrv_contract::PCI_VENDOR,
+            ttdrv_contract::PCI_DEVICE
         )));
     }
     if let Some(msg) = HostFacts::current().memlock_shortfall(advice::default_pinned_bytes()) {
@@ -458,7 +459,7 @@ impl Transport for VfioTransport {
 
     fn quiesce(&self) {
         if let Err(e) = self.config.update_command(CMD_BUS_MASTER, false) {
-            crate::log::warn(&format!("{}: could not turn bus mastering off: {e}", self.name));
+            log::warn!("{}: could not turn bus mastering off: {e}", self.name);
         }
     }
 }
@@ -469,14 +470,14 @@ impl Drop for VfioTransport {
         self.quiesce();
         // 2. No more interrupts into eventfds about to close.
         if let Err(e) = self.vectors.disable(self.device.as_fd()) {
-            crate::log::warn(&format!("{}: unwiring interrupts: {e}", self.name));
+            log::warn!("{}: unwiring interrupts: {e}", self.name);
         }
         // 3. Mappings the users left behind (closing the container would drop them too; doing it here reports
         //    failures).
         let maps = std::mem::take(self.mappings.get_mut().unwrap_or_else(|e| e.into_inner()));
         for (iova, len) in maps {
             if let Err(e) = ioctl::unmap_dma(self.container.as_fd(), iova, len) {
-                crate::log::warn(&format!("{}: unmapping IOVA {iova:#x}: {e}", self.name));
+                log::warn!("{}: unmapping IOVA {iova:#x}: {e}", self.name);
             }
         }
         // 4. The fields drop in declaration order: BAR mappings, eventfds, device, group, container.

@@ -2,7 +2,7 @@
 //! PCI configuration space.
 
 use super::ioctl;
-use crate::mmap::Mmap;
+use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
@@ -30,7 +30,7 @@ struct RegionInfo {
 struct Mapping {
     /// Offset of the mapping inside the region.
     start: u64,
-    map: Mmap,
+    map: MmapRaw,
 }
 
 /// A BAR: mmap'd areas for fast access, the device file for the rest.
@@ -70,7 +70,7 @@ impl Bar {
         }
         let mut bar = Bar { file: file.clone(), info, maps: Vec::new() };
         if r.info.flags & sys::VFIO_REGION_INFO_FLAG_MMAP == 0 {
-            crate::log::debug(&format!("region {index} cannot be mmap'd; using pread/pwrite"));
+            log::debug!("region {index} cannot be mmap'd; using pread/pwrite");
             return Ok(bar);
         }
         let mut areas = vec![(0, info.size)];
@@ -88,9 +88,9 @@ impl Bar {
             }
             match bar.map(start, len) {
                 Ok(m) => bar.maps.push(m),
-                Err(e) => crate::log::warn(&format!(
+                Err(e) => log::warn!(
                     "cannot mmap {len:#x} bytes at {start:#x} of region {index} ({e}); using pread/pwrite there"
-                )),
+                ),
             }
         }
         Ok(bar)
@@ -99,7 +99,8 @@ impl Bar {
     fn map(&self, start: u64, len: u64) -> io::Result<Mapping> {
         let file_off = self.info.offset.checked_add(start).ok_or_else(|| io::Error::other("offset overflows"))?;
         let size = usize::try_from(len).map_err(|_| io::Error::other("size out of range"))?;
-        let map = Mmap::shared(std::os::fd::AsRawFd::as_raw_fd(&*self.file), file_off, size)?;
+        let map =
+            MmapOptions::new().offset(file_off).len(size).map_raw(std::os::fd::AsRawFd::as_raw_fd(&*self.file))?;
         Ok(Mapping { start, map })
     }
 
@@ -127,7 +128,7 @@ impl Bar {
     fn mapped(&self, off: u64) -> Option<*mut u32> {
         let m = self.maps.iter().find(|m| off >= m.start && off + 4 <= m.start + m.map.len() as u64)?;
         // SAFETY: `off - m.start + 4 <= m.map.len()`, so the result is inside the mapping.
-        Some(unsafe { m.map.as_ptr().add((off - m.start) as usize) } as *mut u32)
+        Some(unsafe { m.map.as_mut_ptr().add((off - m.start) as usize) } as *mut u32)
     }
 
     /// Reads the aligned 32-bit register at `off` (one volatile load, or one 4-byte `pread`).

@@ -1,0 +1,581 @@
+//! `ttdrv demo`: the seed's MLP in its four configurations on the emulated device in paced mode — eager on one
+//! queue, traced, two queues, traced with two queues — each with and without a modelled per-op host cost standing
+//! for a framework above the driver. Checks every output against a host reference, prints throughput, host time and
+//! device utilisation, and writes one timeline (SVG and Chrome-trace JSON) per run.
+
+use super::args::Args;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ttdrv::device::model::{Mlp, MlpConfig};
+use ttdrv::profile::{self, Lane, Span};
+use ttdrv::{Buffer, BufferSpec, BufferType, DType, Device, DeviceParams, Layout, MemoryConfig, ShardGrid};
+
+/// The emulated device the demo runs on: paced, two queues, and a device scaled to what one host core can emulate
+/// in real time (see `docs/demo.md`).
+pub const DEFAULT_DEVICE: &str =
+    "emu:paced,queues=2,core_gflops=1.5,core_gbps=0.5,launch_ns=2000,pcie_gbps=0.1,prefetch=512";
+
+/// Help text of `ttdrv demo`.
+pub const HELP: &str = "\
+ttdrv demo: the seed's MLP on the emulated device in paced mode, in four configurations — eager on one command
+queue, traced (Metal Trace), two command queues, traced with two queues — each run with and without a modelled
+per-op host cost standing for a model framework above the driver. Every output is checked against a host
+reference; a table gives throughput, host time and device utilisation; each run writes a timeline picture.
+
+usage: ttdrv demo [options]
+
+  --device SELECTOR     device (default: the paced emulator, see below)
+  --host-cost-us X      modelled framework cost per op in microseconds (default 21, tt-metal's measured enqueue
+                        cost; 0 runs only the driver alone)
+  --iterations N        inferences per run (default 200)
+  --out DIR             where timelines go (default target/ttdrv-demo)
+  --transfer-mib N      size of the data-movement check at the start (default 64; 0 skips it)
+
+default device: emu:paced,queues=2,core_gflops=1.5,core_gbps=0.5,launch_ns=2000,pcie_gbps=0.1,prefetch=512";
+
+/// One of the seed's configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Config {
+    /// Ops, writes and reads on queue 0, dispatched op by op.
+    Eager1,
+    /// The model captured once and replayed (seed §1.3.1).
+    Traced1,
+    /// Writes on queue 1, ops and reads on queue 0, ordered by events (seed §2.3.1).
+    Eager2,
+    /// Trace and two queues (seed §3.3.1).
+    Traced2,
+}
+
+impl Config {
+    /// All four, in the seed's order.
+    pub const ALL: [Config; 4] = [Config::Eager1, Config::Traced1, Config::Eager2, Config::Traced2];
+
+    /// Short name (file names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::Eager1 => "eager-1cq",
+            Config::Traced1 => "trace-1cq",
+            Config::Eager2 => "eager-2cq",
+            Config::Traced2 => "trace-2cq",
+        }
+    }
+
+    /// Label for tables and pictures.
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::Eager1 => "eager, 1 CQ",
+            Config::Traced1 => "traced, 1 CQ",
+            Config::Eager2 => "eager, 2 CQs",
+            Config::Traced2 => "traced, 2 CQs",
+        }
+    }
+
+    fn queues(self) -> u16 {
+        match self {
+            Config::Eager1 | Config::Traced1 => 1,
+            Config::Eager2 | Config::Traced2 => 2,
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Configuration.
+    pub config: Config,
+    /// Modelled framework cost per op, µs.
+    pub host_cost_us: f64,
+    /// Inferences.
+    pub iterations: u32,
+    /// Wall time from the first enqueue to the last output in host memory.
+    pub elapsed: Duration,
+    /// Wall time until the host had enqueued everything.
+    pub host_loop: Duration,
+    /// Fraction of the device's active time its cores were computing.
+    pub compute_util: f64,
+    /// Median device-side gap between consecutive programs on queue 0, µs.
+    pub gap_us: f64,
+    /// Output values checked against the reference.
+    pub checked: usize,
+}
+
+impl RunResult {
+    /// Inferences per second.
+    pub fn throughput(&self) -> f64 {
+        self.iterations as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Demo model shape: small enough that one host core emulates the device in real time.
+pub const BATCH: u32 = 16;
+/// Layer widths of the demo model.
+pub const DIMS: [u32; 4] = [32, 32, 32, 32];
+
+/// Runs the demo; returns the process exit code.
+pub fn run(argv: &[String]) -> i32 {
+    let args = match Args::parse(argv, &["device", "host-cost-us", "iterations", "out", "transfer-mib"], &[]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ttdrv demo: {e}\n\n{HELP}");
+            return 2;
+        }
+    };
+    match demo(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ttdrv demo: {e}");
+            1
+        }
+    }
+}
+
+fn demo(args: &Args) -> Result<(), String> {
+    let device = args.value("device").unwrap_or(DEFAULT_DEVICE).to_string();
+    let host_cost: f64 = args.parse_or("host-cost-us", 21.0)?;
+    let iterations: u32 = args.parse_or("iterations", 200)?;
+    let mib: u32 = args.parse_or("transfer-mib", 64)?;
+    let out = PathBuf::from(args.value("out").unwrap_or("target/ttdrv-demo"));
+    if iterations < 4 || !(0.0..=100_000.0).contains(&host_cost) {
+        return Err("--iterations must be at least 4 and --host-cost-us between 0 and 100000".into());
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let t_all = Instant::now();
+    if mib > 0 {
+        transfer_check(mib)?;
+    }
+    println!(
+        "MLP {:?}, batch {BATCH}, float32; input written to DRAM, moved to L1 (sharded) by the first op; {iterations} \
+         distinct inputs per run; device: {device}",
+        DIMS
+    );
+    let costs: Vec<f64> = if host_cost > 0.0 { vec![host_cost, 0.0] } else { vec![0.0] };
+    let mut results = Vec::new();
+    for &c in &costs {
+        for cfg in Config::ALL {
+            let r = run_config(&device, cfg, c, iterations, &out)?;
+            results.push(r);
+        }
+    }
+    print_table(&results);
+    println!("timelines (SVG, and Chrome trace JSON for Perfetto / chrome://tracing) in {}/", out.display());
+    println!("demo finished in {:.1} s; every output matched the host reference", t_all.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Moves `mib` MiB through the (unpaced) emulated device and back, and prints the bandwidth seen.
+fn transfer_check(mib: u32) -> Result<(), String> {
+    let dev = Device::open("emu", &DeviceParams::default()).map_err(|e| e.to_string())?;
+    let spec = BufferSpec::new(mib * 256, 1024, DType::Float32, MemoryConfig::DRAM);
+    let bytes = spec.host_bytes() as usize;
+    let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let buf = dev.allocate(&spec).map_err(|e| e.to_string())?;
+    buf.write(0, &data, true).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    buf.write(0, &data, false).map_err(|e| e.to_string())?;
+    let t_call = t0.elapsed();
+    dev.finish(0).map_err(|e| e.to_string())?;
+    let t_write = t0.elapsed();
+    // A pre-faulted destination: a fresh vector would measure page faults, not the device.
+    let mut back = vec![0xA5u8; bytes];
+    buf.read(0, &mut back).map_err(|e| e.to_string())?;
+    back.fill(0);
+    let t1 = Instant::now();
+    buf.read(0, &mut back).map_err(|e| e.to_string())?;
+    let t_read = t1.elapsed();
+    if back != data {
+        return Err("transfer check: the data read back differs from what was written".into());
+    }
+    let gbps = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e9;
+    println!(
+        "data movement on {}: {mib} MiB written in one call ({:.2} GB/s inside the call, {:.2} GB/s until on the \
+         device) and read back ({:.2} GB/s); every byte matches",
+        dev.info().name,
+        gbps(t_call),
+        gbps(t_write),
+        gbps(t_read)
+    );
+    Ok(())
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Busy-waits `us` microseconds and records it as a framework span: a model framework's own host work per op.
+fn framework(dev: &Device, us: f64) {
+    if us <= 0.0 {
+        return;
+    }
+    let start = dev.profiler().map(|p| p.now_ns());
+    let t = Instant::now();
+    let d = Duration::from_nanos((us * 1e3) as u64);
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+    if let (Some(p), Some(s)) = (dev.profiler(), start) {
+        p.record_host("framework", "framework", s, p.now_ns());
+    }
+}
+
+struct Setup {
+    dev: Device,
+    mlp: Mlp,
+    input_dram: Buffer,
+    in_l1: MemoryConfig,
+    inputs: Vec<Vec<u8>>,
+    want: Vec<Vec<f32>>,
+}
+
+fn setup(device: &str, cfg: Config, iterations: u32) -> Result<Setup, String> {
+    let e = |e: ttdrv::Error| e.to_string();
+    let params = DeviceParams {
+        num_command_queues: cfg.queues(),
+        trace_region_size: 1 << 20,
+        profiling: true,
+        ..Default::default()
+    };
+    let dev = Device::open(device, &params).map_err(e)?;
+    let mcfg = MlpConfig {
+        batch: BATCH,
+        dims: DIMS.to_vec(),
+        dtype: DType::Float32,
+        weights_mem: MemoryConfig::DRAM,
+        act_mem: MemoryConfig::L1,
+        out_mem: MemoryConfig::L1,
+        relu_last: false,
+    };
+    let (w, b) = weights(&DIMS);
+    let wr: Vec<&[f32]> = w.iter().map(Vec::as_slice).collect();
+    let br: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+    let mlp = dev.mlp(0, &mcfg, &wr, &br).map_err(e)?;
+    let in_dram = MemoryConfig::sharded(
+        BufferType::Dram,
+        Layout::HeightSharded,
+        ShardGrid::Banks { first: 0, last: 3 },
+        [BATCH / 4, DIMS[0]],
+    );
+    let in_l1 = MemoryConfig::sharded(
+        BufferType::L1,
+        Layout::HeightSharded,
+        ShardGrid::Cores { x0: 0, y0: 0, x1: 3, y1: 0 },
+        [BATCH / 4, DIMS[0]],
+    );
+    let input_dram = dev.allocate(&BufferSpec::new(BATCH, DIMS[0], DType::Float32, in_dram)).map_err(e)?;
+    let n = (BATCH * DIMS[0]) as usize;
+    let mut inputs = Vec::new();
+    let mut want = Vec::new();
+    for it in 0..iterations + 2 {
+        let x: Vec<f32> = (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ it.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        want.push(reference(&DIMS, &w, &b, &x, BATCH as usize));
+        inputs.push(f32_bytes(&x));
+    }
+    Ok(Setup { dev, mlp, input_dram, in_l1, inputs, want })
+}
+
+/// Runs one configuration and writes its timeline.
+pub fn run_config(device: &str, cfg: Config, host_cost: f64, iterations: u32, out: &Path) -> Result<RunResult, String> {
+    let e = |e: ttdrv::Error| format!("{} (host cost {host_cost} us): {e}", cfg.label());
+    let s = setup(device, cfg, iterations)?;
+    let dev = &s.dev;
+    let fw = || framework(dev, host_cost);
+    let out_bytes = (BATCH * DIMS[DIMS.len() - 1] * 4) as usize;
+    let mut outputs: Vec<Vec<u8>> = (0..iterations).map(|_| vec![0xA5u8; out_bytes]).collect();
+    let write_cq = if cfg.queues() == 2 { 1 } else { 0 };
+    let op_event = dev.create_event().map_err(e)?;
+    let write_event = dev.create_event().map_err(e)?;
+
+    // Compile run (fills the program cache) and, for traced configurations, the capture.
+    s.input_dram.write(0, &s.inputs[iterations as usize], false).map_err(e)?;
+    let input_l1 = dev.to_memory_config(0, &s.input_dram, &s.in_l1).map_err(e)?;
+    let compiled = s.mlp.run(0, input_l1).map_err(e)?;
+    // (trace id, its output, its persistent L1 input when the trace starts from one)
+    let mut trace: Option<(u32, Buffer, Option<Buffer>)> = None;
+    match cfg {
+        Config::Traced1 => {
+            s.input_dram.write(0, &s.inputs[iterations as usize], false).map_err(e)?;
+            let tid = dev.begin_trace_capture(0).map_err(e)?;
+            let input_l1 = dev.to_memory_config(0, &s.input_dram, &s.in_l1).map_err(e)?;
+            let output = s.mlp.run(0, input_l1).map_err(e)?;
+            dev.end_trace_capture(tid, 0).map_err(e)?;
+            drop(compiled);
+            trace = Some((tid, output, None));
+        }
+        Config::Traced2 => {
+            let input_l1 = dev.to_memory_config(0, &s.input_dram, &s.in_l1).map_err(e)?;
+            let addr = input_l1.address();
+            let spec = *input_l1.spec();
+            drop(compiled);
+            let tid = dev.begin_trace_capture(0).map_err(e)?;
+            let output = s.mlp.run(0, input_l1).map_err(e)?;
+            let input_l1 = dev.allocate(&spec).map_err(e)?;
+            if input_l1.address() != addr {
+                return Err(format!("trace input re-allocated at {:#x}, captured at {addr:#x}", input_l1.address()));
+            }
+            dev.end_trace_capture(tid, 0).map_err(e)?;
+            trace = Some((tid, output, Some(input_l1)));
+        }
+        Config::Eager1 | Config::Eager2 => drop(compiled),
+    }
+    dev.synchronize().map_err(e)?;
+    if let Some(p) = dev.profiler() {
+        p.clear();
+    }
+    if cfg.queues() == 2 {
+        op_event.record(0).map_err(e)?;
+    }
+
+    let prof = dev.profiler().ok_or("profiling is off")?;
+    let loop_start = prof.now_ns();
+    let t0 = Instant::now();
+    for (it, out_buf) in outputs.iter_mut().enumerate() {
+        let dst = out_buf.as_mut_ptr();
+        if cfg.queues() == 2 {
+            dev.wait_for_event(1, &op_event).map_err(e)?;
+        }
+        fw();
+        s.input_dram.write(write_cq, &s.inputs[it], false).map_err(e)?;
+        if cfg.queues() == 2 {
+            write_event.record(1).map_err(e)?;
+            dev.wait_for_event(0, &write_event).map_err(e)?;
+        }
+        match (cfg, &trace) {
+            (Config::Eager1 | Config::Eager2, _) => {
+                fw();
+                let input_l1 = dev.to_memory_config(0, &s.input_dram, &s.in_l1).map_err(e)?;
+                if cfg.queues() == 2 {
+                    op_event.record(0).map_err(e)?;
+                }
+                let output = s.mlp.run_with(0, Arc::new(input_l1), &mut || fw()).map_err(e)?;
+                fw();
+                // SAFETY: `outputs[it]` is exactly the output's size and is neither read nor moved until the
+                // synchronize below has delivered the data.
+                let pending = unsafe { output.read_nonblocking(0, dst) }.map_err(e)?;
+                drop(pending);
+            }
+            (Config::Traced1, Some((tid, output, _))) => {
+                fw();
+                dev.execute_trace(*tid, 0, false).map_err(e)?;
+                fw();
+                // SAFETY: as above.
+                drop(unsafe { output.read_nonblocking(0, dst) }.map_err(e)?);
+            }
+            (Config::Traced2, Some((tid, output, Some(input_l1)))) => {
+                fw();
+                dev.reshard_into(0, &s.input_dram, input_l1).map_err(e)?;
+                op_event.record(0).map_err(e)?;
+                fw();
+                dev.execute_trace(*tid, 0, false).map_err(e)?;
+                fw();
+                // SAFETY: as above.
+                drop(unsafe { output.read_nonblocking(0, dst) }.map_err(e)?);
+            }
+            _ => unreachable!("traced configurations always have a trace"),
+        }
+    }
+    let host_loop = t0.elapsed();
+    dev.synchronize().map_err(e)?;
+    let elapsed = t0.elapsed();
+    let loop_end = prof.now_ns();
+
+    let mut checked = 0;
+    for (it, o) in outputs.iter().enumerate() {
+        let got: Vec<f32> = o.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let want = &s.want[it];
+        if let Some(i) = got.iter().zip(want).position(|(g, r)| (g - r).abs() > 1e-4 * (1.0 + r.abs())) {
+            return Err(format!(
+                "{}: iteration {it}, output {i} is {} but the host reference says {}",
+                cfg.label(),
+                got[i],
+                want[i]
+            ));
+        }
+        checked += got.len();
+    }
+    let spans = dev.profile_spans();
+    let util = compute_utilisation(&spans, loop_start, loop_end);
+    let gap_us = median_gap(&spans, loop_start, loop_end) / 1e3;
+    let stem = format!("{}-{}us", cfg.name(), host_cost.round() as u64);
+    let json = out.join(format!("{stem}.json"));
+    let mut f = std::fs::File::create(&json).map_err(|e| format!("{}: {e}", json.display()))?;
+    profile::write_chrome_json(&spans, &mut f, &dev.info().name).map_err(|e| format!("{}: {e}", json.display()))?;
+    let svg = out.join(format!("{stem}.svg"));
+    let period = (loop_end - loop_start) / iterations as u64;
+    let mid = loop_start + (loop_end - loop_start) / 2;
+    let window = (mid.saturating_sub(period * 3 / 2), mid + period * 2);
+    let r = RunResult {
+        config: cfg,
+        host_cost_us: host_cost,
+        iterations,
+        elapsed,
+        host_loop,
+        compute_util: util,
+        gap_us,
+        checked,
+    };
+    let cost_text = if host_cost > 0.0 {
+        format!("with a modelled framework cost of {host_cost} µs per op (grey)")
+    } else {
+        "driver alone (no framework cost)".to_string()
+    };
+    crate::svg::render(
+        &crate::svg::Timeline {
+            title: format!("{} — {cost_text}", cfg.label()),
+            subtitle: format!(
+                "{:.0} inferences/s, host {:.0} µs/inference, device compute busy {:.0}% — {} iterations, window of ~3.5 shown",
+                r.throughput(),
+                host_loop.as_secs_f64() * 1e6 / iterations as f64,
+                util * 100.0,
+                iterations
+            ),
+            spans: &spans,
+            window,
+            queues: cfg.queues(),
+        },
+        &svg,
+    )?;
+    Ok(r)
+}
+
+/// Median gap, ns, between a program on queue 0 and the next record there when that record is also a program:
+/// the time the device sits idle between ops of one inference.
+pub fn median_gap(spans: &[Span], from: u64, to: u64) -> f64 {
+    let mut q0: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.lane == Lane::Queue(0) && s.cat != "trace" && s.start_ns >= from && s.end_ns <= to)
+        .collect();
+    q0.sort_by_key(|s| s.start_ns);
+    let mut gaps: Vec<u64> = q0
+        .windows(2)
+        .filter(|w| w[0].cat == "compute" && w[1].cat == "compute")
+        .map(|w| w[1].start_ns.saturating_sub(w[0].end_ns))
+        .collect();
+    if gaps.is_empty() {
+        return 0.0;
+    }
+    gaps.sort_unstable();
+    gaps[gaps.len() / 2] as f64
+}
+
+/// Fraction of `[from, to)` (clipped to the device's active span) during which some queue was computing.
+pub fn compute_utilisation(spans: &[Span], from: u64, to: u64) -> f64 {
+    let mut iv: Vec<(u64, u64)> = spans
+        .iter()
+        .filter(|s| matches!(s.lane, Lane::Queue(_)) && s.cat == "compute")
+        .map(|s| (s.start_ns.max(from), s.end_ns.min(to)))
+        .filter(|(a, b)| b > a)
+        .collect();
+    if iv.is_empty() {
+        return 0.0;
+    }
+    iv.sort_unstable();
+    let first = iv[0].0;
+    let last = iv.iter().map(|x| x.1).max().unwrap_or(first);
+    let mut busy = 0;
+    let (mut cs, mut ce) = iv[0];
+    for &(a, b) in &iv[1..] {
+        if a > ce {
+            busy += ce - cs;
+            (cs, ce) = (a, b);
+        } else {
+            ce = ce.max(b);
+        }
+    }
+    busy += ce - cs;
+    busy as f64 / (last - first).max(1) as f64
+}
+
+fn print_table(results: &[RunResult]) {
+    println!();
+    println!(
+        "{:<16} {:>16} {:>14} {:>10} {:>18} {:>12} {:>16}",
+        "configuration",
+        "framework cost",
+        "inferences/s",
+        "speedup",
+        "host µs/inference",
+        "device busy",
+        "gap between ops"
+    );
+    for r in results {
+        let base = results
+            .iter()
+            .find(|b| b.config == Config::Eager1 && b.host_cost_us == r.host_cost_us)
+            .map_or(1.0, |b| b.throughput());
+        println!(
+            "{:<16} {:>13.0} µs {:>14.0} {:>9.2}x {:>18.1} {:>11.0}% {:>13.1} µs",
+            r.config.label(),
+            r.host_cost_us,
+            r.throughput(),
+            r.throughput() / base,
+            r.host_loop.as_secs_f64() * 1e6 / r.iterations as f64,
+            r.compute_util * 100.0,
+            r.gap_us
+        );
+    }
+    println!(
+        "(speedup is against eager, 1 CQ with the same framework cost; every run checked {} values)",
+        results.first().map_or(0, |r| r.checked)
+    );
+}
+
+/// Deterministic weights and biases for the demo MLP.
+pub fn weights(dims: &[u32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut s = 12345u32;
+    let mut next = |scale: f32| {
+        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+        ((s >> 8) as f32 / 16_777_216.0 * 2.0 - 1.0) * scale
+    };
+    let mut w = Vec::new();
+    let mut b = Vec::new();
+    for l in 0..dims.len() - 1 {
+        let (k, m) = (dims[l] as usize, dims[l + 1] as usize);
+        let scale = 1.0 / (k as f32).sqrt();
+        w.push((0..k * m).map(|_| next(scale)).collect());
+        b.push((0..m).map(|_| next(0.1)).collect());
+    }
+    (w, b)
+}
+
+/// The MLP computed on the host, independently of the device's kernels.
+pub fn reference(dims: &[u32], w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32], batch: usize) -> Vec<f32> {
+    let mut a = x.to_vec();
+    let layers = dims.len() - 1;
+    for l in 0..layers {
+        let (k, m) = (dims[l] as usize, dims[l + 1] as usize);
+        let mut y = vec![0f32; batch * m];
+        for i in 0..batch {
+            for j in 0..m {
+                let mut acc = 0f32;
+                for q in 0..k {
+                    acc += a[i * k + q] * w[l][q * m + j];
+                }
+                acc += b[l][j];
+                y[i * m + j] = if l + 1 < layers { acc.max(0.0) } else { acc };
+            }
+        }
+        a = y;
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utilisation_merges_overlaps() {
+        let s = |q: u16, a: u64, b: u64| Span {
+            lane: Lane::Queue(q),
+            name: "matmul".into(),
+            cat: "compute",
+            start_ns: a,
+            end_ns: b,
+        };
+        let spans = vec![s(0, 0, 10), s(1, 5, 15), s(0, 20, 30)];
+        let u = compute_utilisation(&spans, 0, 100);
+        assert!((u - 25.0 / 30.0).abs() < 1e-9, "{u}");
+    }
+}

@@ -1,0 +1,222 @@
+//! Configuration of the emulated device, parsed from the `emu:` device selector.
+
+use super::timing::{JitterParams, PaceParams};
+use ttdrv_contract::kernel::BuiltinKernel;
+
+/// Everything that distinguishes one emulated device from another.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmuConfig {
+    /// Command queues (contract §2 `NUM_QUEUES`).
+    pub queues: u16,
+    /// DRAM banks.
+    pub dram_banks: u32,
+    /// Bytes per DRAM bank.
+    pub bank_size: u64,
+    /// Grid width.
+    pub grid_x: u32,
+    /// Grid height.
+    pub grid_y: u32,
+    /// L1 bytes per core.
+    pub l1_size: u32,
+    /// First software L1 byte.
+    pub l1_base: u32,
+    /// DRAM alignment.
+    pub dram_align: u32,
+    /// L1 alignment.
+    pub l1_align: u32,
+    /// DMA address width.
+    pub dma_bits: u32,
+    /// Built-in kernel mask.
+    pub kernels: u32,
+    /// Interrupt vectors wired.
+    pub msi: bool,
+    /// Paced timing model, if on.
+    pub pace: Option<PaceParams>,
+    /// Seeded jitter, if on.
+    pub jitter: Option<JitterParams>,
+}
+
+impl Default for EmuConfig {
+    fn default() -> Self {
+        EmuConfig {
+            queues: 2,
+            dram_banks: 8,
+            bank_size: 128 << 20,
+            grid_x: 8,
+            grid_y: 8,
+            l1_size: 1 << 20,
+            l1_base: 64 << 10,
+            dram_align: 64,
+            l1_align: 16,
+            dma_bits: 32,
+            kernels: BuiltinKernel::ALL.iter().fold(0, |m, k| m | k.bit()),
+            msi: true,
+            pace: None,
+            jitter: None,
+        }
+    }
+}
+
+/// The options `emu:` accepts, for `--help` and error messages.
+pub const OPTIONS_HELP: &str = "\
+emu options (comma separated, e.g. emu:queues=4,dram=2G,paced,jitter=7):
+  queues=N            command queues (1-16, default 2)
+  banks=N             DRAM banks (default 8)
+  dram=SIZE           total DRAM, split evenly over the banks (default 1G)
+  grid=XxY            worker core grid (default 8x8)
+  l1=SIZE             L1 per core (default 1M)
+  dma_bits=N          device DMA address width (default 32)
+  kernels=a+b+...     built-in kernels present (copy, eltwise_binary, eltwise_unary, matmul, fill; default all)
+  no_msi              wire no interrupt vectors (the driver polls)
+  paced               model device time (PCIe, launch and kernel costs) and tie it to wall time
+  pcie_latency_ns=N   paced: one-way PCIe latency (default 1000)
+  pcie_gbps=X         paced: PCIe bandwidth per direction, GB/s (default 12)
+  dram_gbps=X         paced: DRAM bandwidth for trace fetches, GB/s (default 100)
+  launch_ns=N         paced: device cost of a program launch (default 2000)
+  core_gflops=X       paced: arithmetic rate per core (default 0.5)
+  core_gbps=X         paced: data movement per core, GB/s (default 2)
+  prefetch=SIZE       paced: records up to SIZE are fetched ahead of execution (default 64K)
+  jitter[=SEED]       random per-queue delays before records (seed default 1)
+  jitter_us=N         jitter: largest delay in microseconds (default 200)
+  jitter_pct=N        jitter: percentage of records delayed (default 30)
+  jitter_queues=a+b   jitter: delay only these queues (default all), to provoke one specific race";
+
+/// Parses `1G`, `512M`, `64K` or a plain byte count.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
+        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+impl EmuConfig {
+    /// Parses the part of a selector after `emu:` (may be empty).
+    pub fn parse(opts: &str) -> Result<EmuConfig, String> {
+        let mut c = EmuConfig::default();
+        let mut dram_total: Option<u64> = None;
+        let mut pace = PaceParams::default();
+        let mut paced = false;
+        let mut jitter = JitterParams { seed: 1, max_ns: 200_000, percent: 30, queues: u32::MAX };
+        let mut jittered = false;
+        for item in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, val) = match item.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (item, None),
+            };
+            let bad = || format!("bad emu option `{item}`\n{OPTIONS_HELP}");
+            let num = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
+            let float = |v: Option<&str>| v.and_then(|v| v.parse::<f64>().ok()).filter(|f| *f > 0.0).ok_or_else(bad);
+            let size = |v: Option<&str>| v.and_then(parse_size).ok_or_else(bad);
+            match key {
+                "queues" => c.queues = u16::try_from(num(val)?).map_err(|_| bad())?,
+                "banks" => c.dram_banks = u32::try_from(num(val)?).map_err(|_| bad())?,
+                "dram" => dram_total = Some(size(val)?),
+                "grid" => {
+                    let (x, y) = val.and_then(|v| v.split_once(['x', 'X'])).ok_or_else(bad)?;
+                    c.grid_x = x.parse().map_err(|_| bad())?;
+                    c.grid_y = y.parse().map_err(|_| bad())?;
+                }
+                "l1" => c.l1_size = u32::try_from(size(val)?).map_err(|_| bad())?,
+                "dma_bits" => c.dma_bits = u32::try_from(num(val)?).map_err(|_| bad())?,
+                "kernels" => {
+                    let mut mask = 0;
+                    for name in val.ok_or_else(bad)?.split('+').filter(|s| !s.is_empty()) {
+                        let k = BuiltinKernel::from_name(&format!("ttdrv.{name}")).ok_or_else(bad)?;
+                        mask |= k.bit();
+                    }
+                    c.kernels = mask;
+                }
+                "no_msi" => c.msi = false,
+                "paced" => paced = true,
+                "pcie_latency_ns" => pace.pcie_latency_ns = num(val)?,
+                "pcie_gbps" => pace.pcie_gbps = float(val)?,
+                "dram_gbps" => pace.dram_gbps = float(val)?,
+                "launch_ns" => pace.launch_ns = num(val)?,
+                "core_gflops" => pace.core_gflops = float(val)?,
+                "core_gbps" => pace.core_gbps = float(val)?,
+                "prefetch" => pace.prefetch_bytes = size(val)?,
+                "jitter" => {
+                    jittered = true;
+                    if val.is_some() {
+                        jitter.seed = num(val)?;
+                    }
+                }
+                "jitter_us" => jitter.max_ns = num(val)?.saturating_mul(1000),
+                "jitter_pct" => jitter.percent = u32::try_from(num(val)?.min(100)).map_err(|_| bad())?,
+                "jitter_queues" => {
+                    let mut mask = 0u32;
+                    for q in val.ok_or_else(bad)?.split('+').filter(|s| !s.is_empty()) {
+                        let q: u32 = q.parse().map_err(|_| bad())?;
+                        if q >= ttdrv_contract::MAX_QUEUES as u32 {
+                            return Err(bad());
+                        }
+                        mask |= 1 << q;
+                    }
+                    jitter.queues = mask;
+                }
+                _ => return Err(bad()),
+            }
+        }
+        if let Some(total) = dram_total {
+            c.bank_size = total / c.dram_banks.max(1) as u64;
+        }
+        c.pace = paced.then_some(pace);
+        c.jitter = jittered.then_some(jitter);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the configuration describes a device the contract allows.
+    pub fn validate(&self) -> Result<(), String> {
+        let err = |m: String| Err(format!("{m}\n{OPTIONS_HELP}"));
+        if self.queues == 0 || self.queues as usize > ttdrv_contract::MAX_QUEUES {
+            return err(format!("queues={} is outside 1..=16", self.queues));
+        }
+        if self.dram_banks == 0 || self.dram_banks > 64 {
+            return err(format!("banks={} is outside 1..=64", self.dram_banks));
+        }
+        if self.bank_size < 1 << 20 || self.bank_size > 1 << 32 || self.bank_size % self.dram_align as u64 != 0 {
+            return err(format!("DRAM bank size {} must be 1 MiB to 4 GiB and aligned", self.bank_size));
+        }
+        if self.grid_x == 0 || self.grid_y == 0 || self.grid_x > 16 || self.grid_y > 16 {
+            return err(format!("grid {}x{} is outside 1x1..16x16", self.grid_x, self.grid_y));
+        }
+        if self.l1_size < 2 * self.l1_base || self.l1_size > 16 << 20 {
+            return err(format!("l1={} must be between {} and 16M", self.l1_size, 2 * self.l1_base));
+        }
+        if !(20..=64).contains(&self.dma_bits) {
+            return err(format!("dma_bits={} is outside 20..=64", self.dma_bits));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let c = EmuConfig::parse("queues=4, dram=2G,banks=4,grid=4x2,paced,pcie_gbps=6,jitter=9,jitter_us=50").unwrap();
+        assert_eq!(c.queues, 4);
+        assert_eq!(c.bank_size, 512 << 20);
+        assert_eq!((c.grid_x, c.grid_y), (4, 2));
+        assert_eq!(c.pace.unwrap().pcie_gbps, 6.0);
+        assert_eq!(c.jitter.unwrap(), JitterParams { seed: 9, max_ns: 50_000, percent: 30, queues: u32::MAX });
+        assert_eq!(EmuConfig::parse("jitter,jitter_queues=1").unwrap().jitter.unwrap().queues, 0b10);
+        assert_eq!(EmuConfig::parse("").unwrap(), EmuConfig::default());
+        assert_eq!(EmuConfig::parse("kernels=copy+fill").unwrap().kernels, 0b10001);
+    }
+
+    #[test]
+    fn rejects_bad_options_with_help() {
+        for bad in ["queues=0", "queues=17", "grid=3", "bogus", "dram=lots", "kernels=conv", "pcie_gbps=-1"] {
+            let e = EmuConfig::parse(bad).unwrap_err();
+            assert!(e.contains("emu options"), "{bad}: {e}");
+        }
+    }
+}

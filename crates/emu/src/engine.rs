@@ -1,0 +1,724 @@
+//! One command queue of the emulated device: fetch records from the issue ring, execute them, write completions
+//! and the device-written words, exactly as contract §4-§6 describe.
+
+use super::iommu::Window;
+use super::kernels;
+use super::timing::{Rng, Work};
+use super::{Fault, FaultInfo, QueueShared, Shared};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use ttdrv_contract::kernel::{self, BuiltinKernel, IMAGE_HEADER};
+use ttdrv_contract::records::{self, Body, ComplKind, FIXED_LEN, Header, PAYLOAD_OFFSET, RecordFlags, RecordSlot};
+use ttdrv_contract::regs::{FaultCode, QueueStatus, host};
+use ttdrv_contract::{DevAddr, MAX_RING, MIN_RING, Memory, PROFILE_SLOT_BYTES, RING_OFFSET, seq_reached};
+
+/// How long an idle engine spins before parking. It must outlast the host's own wake-up (a host thread sleeping on
+/// the interrupt eventfd takes ~40 µs to run again on this kind of machine): otherwise each round trip parks both
+/// sides and pays two wake-ups. An idle device spins this long once after its last record, then costs nothing.
+const SPIN: Duration = Duration::from_micros(100);
+/// The idle spin in paced mode.
+const PACED_SPIN: Duration = Duration::from_micros(5);
+/// The first part of the spin, in which the engine does not yield the core (it catches the next record of a burst
+/// without a system call).
+const PURE_SPIN: Duration = Duration::from_micros(20);
+/// Park timeout: a safety net, every state change also unparks.
+const PARK: Duration = Duration::from_millis(50);
+
+/// Why execution stopped early.
+enum Stop {
+    Fault(Fault),
+    /// Reset, shutdown or another queue's fault: drop the record without reporting.
+    Abort,
+}
+
+impl From<Fault> for Stop {
+    fn from(f: Fault) -> Stop {
+        Stop::Fault(f)
+    }
+}
+
+/// The state of an enabled queue.
+struct Active {
+    base: u64,
+    issue_size: u32,
+    compl_size: u32,
+    window: Window,
+    iommu_gen: u64,
+    rd: u32,
+    compl_wr: u32,
+    retired: u32,
+    prof_base: u64,
+    prof_slots: u32,
+}
+
+/// Modelled or measured span of one record.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
+pub(super) fn run(sh: Arc<Shared>, q: usize) {
+    let mut e = Engine {
+        sh: &sh,
+        q,
+        qs: &sh.queues[q],
+        reset_seen: u32::MAX,
+        enable_seq: 0,
+        active: None,
+        rng: sh.cfg.jitter.filter(|j| j.queues & (1 << q) != 0).map(|j| Rng::new(j.seed.wrapping_add(q as u64))),
+        args: Vec::new(),
+        words: Vec::new(),
+        free_at: 0,
+        trace: None,
+    };
+    e.main_loop();
+}
+
+struct Engine<'a> {
+    sh: &'a Shared,
+    q: usize,
+    qs: &'a QueueShared,
+    reset_seen: u32,
+    enable_seq: u32,
+    active: Option<Active>,
+    rng: Option<Rng>,
+    args: Vec<u8>,
+    /// `args` as words.
+    words: Vec<u32>,
+    /// Paced: device time at which this queue finished its last record.
+    free_at: u64,
+    /// The trace being executed, if any.
+    trace: Option<TraceCursor>,
+}
+
+impl Engine<'_> {
+    fn stopped(&self) -> bool {
+        self.sh.shutdown.load(Ordering::Acquire)
+            || self.sh.reset_gen.load(Ordering::Acquire) != self.reset_seen
+            || self.sh.faulted.load(Ordering::Acquire)
+    }
+
+    /// Spins briefly, then parks, until `ready()` or a stop condition holds.
+    fn idle_wait(&self, ready: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        // Paced, the timing model already decides when records start and end, so a late wake-up costs nothing
+        // visible: spin only a little and leave the cores to the host.
+        let spin = if self.sh.cfg.pace.is_some() { PACED_SPIN } else { SPIN };
+        loop {
+            if ready() || self.stopped() {
+                return;
+            }
+            let waited = t0.elapsed();
+            if waited >= spin {
+                break;
+            }
+            // After the pure spin, give the core away on every turn, so that on a machine with fewer cores than
+            // busy threads (host + one engine per queue) the host is not preempted for a whole scheduler slice.
+            // With nobody else runnable, yielding returns at once and this is still a spin.
+            if waited < PURE_SPIN.min(spin) {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        self.qs.sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !ready() && !self.stopped() {
+            std::thread::park_timeout(PARK);
+        }
+        self.qs.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    fn main_loop(&mut self) {
+        loop {
+            let sh = self.sh;
+            if sh.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let g = sh.reset_gen.load(Ordering::Acquire);
+            if g != self.reset_seen {
+                self.reset_seen = g;
+                self.active = None;
+                self.free_at = 0;
+                self.enable_seq = self.qs.enable_seq.load(Ordering::Acquire);
+                self.qs.ack_gen.store(g, Ordering::Release);
+            }
+            if sh.faulted.load(Ordering::Acquire) {
+                self.idle_wait(|| sh.reset_gen.load(Ordering::Acquire) != g);
+                continue;
+            }
+            if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+                self.active = None;
+                self.idle_wait(|| self.qs.ctrl.load(Ordering::Acquire) & 1 == 1);
+                continue;
+            }
+            let seq = self.qs.enable_seq.load(Ordering::Acquire);
+            if self.active.is_none() || seq != self.enable_seq {
+                self.enable_seq = seq;
+                self.free_at = 0;
+                match self.activate() {
+                    Ok(a) => self.active = Some(a),
+                    Err(f) => {
+                        self.fault(f, 0, 0);
+                        continue;
+                    }
+                }
+            }
+            let rd = self.active.as_ref().map_or(0, |a| a.rd);
+            let wr = self.qs.doorbell.load(Ordering::Acquire);
+            if wr == rd {
+                self.idle_wait(|| self.qs.doorbell.load(Ordering::Acquire) != rd);
+                continue;
+            }
+            // The host may have disabled the queue after the check above and then rung this doorbell: no record may
+            // start after `Q_CTRL = 0` (contract §3). The Acquire load of the doorbell makes that earlier write
+            // visible here.
+            if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+                continue;
+            }
+            self.qs.status.fetch_or(QueueStatus::BUSY.bits(), Ordering::AcqRel);
+            if let Err((f, tag, op)) = self.step(wr) {
+                self.fault(f, tag, op);
+            }
+            self.qs.status.fetch_and(!QueueStatus::BUSY.bits(), Ordering::AcqRel);
+        }
+    }
+
+    fn fault(&mut self, f: Fault, tag: u32, opcode: u32) {
+        self.sh.record_fault(FaultInfo { fault: f, queue: self.q as u32, tag, opcode });
+    }
+
+    fn activate(&self) -> Result<Active, Fault> {
+        let qs = self.qs;
+        let base = qs.base.load(Ordering::Acquire);
+        let issue = qs.issue_size.load(Ordering::Acquire);
+        let compl = qs.compl_size.load(Ordering::Acquire);
+        let ok = |s: u32| s.is_power_of_two() && (MIN_RING..=MAX_RING).contains(&(s as usize));
+        if !ok(issue) || !ok(compl) || base % 4096 != 0 {
+            return Err(Fault::new(FaultCode::Ring, base));
+        }
+        let len = RING_OFFSET as u64 + issue as u64 + compl as u64;
+        let iommu_gen = self.sh.iommu.generation();
+        let window = self.sh.iommu.translate(base, len)?;
+        let a = Active {
+            base,
+            issue_size: issue,
+            compl_size: compl,
+            window,
+            iommu_gen,
+            rd: 0,
+            compl_wr: 0,
+            retired: 0,
+            prof_base: qs.prof_base.load(Ordering::Acquire),
+            prof_slots: qs.prof_slots.load(Ordering::Acquire),
+        };
+        for off in [host::ISSUE_RD, host::COMPL_WR, host::EVENT_DONE, host::RETIRED, host::LAST_TAG] {
+            put_word(&a, off, 0)?;
+        }
+        qs.event.store(0, Ordering::Release);
+        qs.retired.store(0, Ordering::Release);
+        Ok(a)
+    }
+
+    /// Re-translates the queue's host region if the IOMMU changed since the last record.
+    fn refresh_window(&mut self) -> Result<(), Fault> {
+        let g = self.sh.iommu.generation();
+        let a = self.active.as_mut().expect("active queue");
+        if g != a.iommu_gen {
+            let len = RING_OFFSET as u64 + a.issue_size as u64 + a.compl_size as u64;
+            a.window = self.sh.iommu.translate(a.base, len)?;
+            a.iommu_gen = g;
+        }
+        Ok(())
+    }
+
+    /// Fetches and executes one record from the issue ring.
+    fn step(&mut self, wr: u32) -> Result<(), (Fault, u32, u32)> {
+        let (rd, size, base) = {
+            let a = self.active.as_ref().expect("active queue");
+            (a.rd, a.issue_size, a.base)
+        };
+        let avail = wr.wrapping_sub(rd);
+        if avail % 64 != 0 || avail > size {
+            return Err((Fault::new(FaultCode::Ring, wr as u64), 0, 0));
+        }
+        self.refresh_window().map_err(|f| (f, 0, 0))?;
+        let off = rd & (size - 1);
+        let rec_iova = base + RING_OFFSET as u64 + off as u64;
+        let a = self.active.as_ref().expect("active queue");
+        let rec_ptr = a.window.at(rec_iova, FIXED_LEN as u64).map_err(|f| (f, 0, 0))?;
+        let mut fixed = [0u8; FIXED_LEN];
+        // SAFETY: `at` checked the 64 bytes are inside the mapped ring; the host wrote them before the doorbell we
+        // loaded with Acquire.
+        unsafe { std::ptr::copy_nonoverlapping(rec_ptr, fixed.as_mut_ptr(), FIXED_LEN) };
+        let bad = |h: &Header| (Fault::new(FaultCode::BadRecord, off as u64), h.tag, h.opcode as u32);
+        let hdr = records::decode_header(&fixed);
+        let (hdr, body) = records::decode(&fixed).map_err(|_| bad(&hdr))?;
+        let len = hdr.length;
+        if len > avail || off as u64 + len as u64 > size as u64 {
+            return Err(bad(&hdr));
+        }
+        let rec_ptr = a.window.at(rec_iova, len as u64).map_err(|f| (f, hdr.tag, hdr.opcode as u32))?;
+        self.jitter();
+        let arrival = self.arrival(rd.wrapping_add(len));
+        let span = match self.execute(&hdr, &body, RecordBytes::Ring(rec_ptr), arrival) {
+            Ok(s) => s,
+            Err(Stop::Fault(f)) => return Err((f, hdr.tag, hdr.opcode as u32)),
+            Err(Stop::Abort) => return Ok(()),
+        };
+        let event = match body {
+            Body::EventRecord { event_id } => Some(event_id),
+            _ => None,
+        };
+        self.retire(&hdr, span, len, event).map_err(|f| (f, hdr.tag, hdr.opcode as u32))
+    }
+
+    fn jitter(&mut self) {
+        if let (Some(rng), Some(j)) = (self.rng.as_mut(), self.sh.cfg.jitter) {
+            let ns = rng.jitter_ns(&j);
+            if ns > 0 {
+                let until = self.sh.clock.now() + ns;
+                self.sh.clock.wait_until(until);
+            }
+        }
+    }
+
+    /// Paced: the device time at which the doorbell covering `end` rang.
+    fn arrival(&self, end: u32) -> u64 {
+        if self.sh.cfg.pace.is_none() {
+            return 0;
+        }
+        let mut log = self.qs.doorbell_log.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(ptr, t)) = log.front() {
+            if seq_reached(ptr, end) {
+                return t;
+            }
+            log.pop_front();
+        }
+        self.sh.clock.now()
+    }
+
+    /// Executes one record, from the ring or from a trace. Returns its span.
+    fn execute(&mut self, hdr: &Header, body: &Body, bytes: RecordBytes, arrival: u64) -> Result<Span, Stop> {
+        let pace = self.sh.cfg.pace;
+        let now = self.sh.clock.now();
+        let exec_start = now;
+        let len = hdr.length as u64;
+        // When the record is ready to run; and, for a write, the span of its payload crossing the link (a small
+        // record is prefetched while earlier ones run, a large one streams in while the queue executes it).
+        let (ready, stream) = match (pace, bytes) {
+            (None, _) => (now, Span { start: now, end: now }),
+            (Some(p), RecordBytes::Ring(_)) => {
+                let lat = arrival + p.pcie_latency_ns;
+                // A command (within the prefetch window) is fetched ahead and interleaves with bulk traffic on the
+                // link, as PCIe packets do; a bulk payload streams while its queue executes it and holds the link,
+                // so two bulk transfers in one direction share its bandwidth by taking turns.
+                let (fs, fe) = if len <= p.prefetch_bytes {
+                    (lat, lat + p.pcie_ns(len))
+                } else {
+                    self.sh.pacer.reserve(|l| &mut l.h2d_free, lat.max(self.free_at), p.pcie_ns(len))
+                };
+                let start = fs.max(self.free_at);
+                (fe.max(self.free_at), Span { start, end: fe.max(start) })
+            }
+            (Some(_), RecordBytes::Trace { ready }) => {
+                let r = ready.max(self.free_at);
+                (r, Span { start: r, end: r })
+            }
+        };
+        let mut span = Span { start: ready, end: ready };
+        match *body {
+            Body::Pad => {}
+            Body::WriteLinear(x) => {
+                let RecordBytes::Ring(p) = bytes else {
+                    return Err(bad_record(0));
+                };
+                let dst = self.sh.mem.ptr(DevAddr { mem: x.mem, unit: x.unit, offset: x.offset }, x.len)?;
+                // SAFETY: the payload lies inside the record (decode checked `len <= length - 64`), which lies
+                // inside the mapped ring; `dst` was bounds-checked by the device memory.
+                unsafe { std::ptr::copy_nonoverlapping(p.add(PAYLOAD_OFFSET), dst, x.len as usize) };
+                span = stream;
+            }
+            Body::WritePaged(x) => {
+                let RecordBytes::Ring(p) = bytes else {
+                    return Err(bad_record(0));
+                };
+                if x.page_size > x.page_stride {
+                    return Err(bad_record(0));
+                }
+                for i in 0..x.num_pages {
+                    let at = page_addr(self.sh, x.mem, x.base, x.page_stride, x.start_page.wrapping_add(i));
+                    let dst = self.sh.mem.ptr(at, x.page_size as u64)?;
+                    // SAFETY: page `i` of the payload is inside the record (decode checked the total); `dst` is
+                    // bounds-checked.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            p.add(PAYLOAD_OFFSET + i as usize * x.page_size as usize),
+                            dst,
+                            x.page_size as usize,
+                        )
+                    };
+                }
+                span = stream;
+            }
+            Body::ReadLinear(x) => {
+                if matches!(bytes, RecordBytes::Trace { .. }) {
+                    return Err(bad_record(0));
+                }
+                let src = self.sh.mem.ptr(DevAddr { mem: x.mem, unit: x.unit, offset: x.offset }, x.len)?;
+                self.complete_read(hdr.tag, x.len, |dst| {
+                    // SAFETY: `src` is bounds-checked for `x.len` bytes; `dst` is a completion payload of that size.
+                    unsafe { std::ptr::copy_nonoverlapping(src, dst, x.len as usize) };
+                    Ok(())
+                })?;
+                span.end = self.model_read(ready, x.len);
+            }
+            Body::ReadPaged(x) => {
+                if matches!(bytes, RecordBytes::Trace { .. }) || x.page_size > x.page_stride {
+                    return Err(bad_record(0));
+                }
+                let total = x.bytes();
+                let sh = self.sh;
+                self.complete_read(hdr.tag, total, |dst| {
+                    for i in 0..x.num_pages {
+                        let at = page_addr(sh, x.mem, x.base, x.page_stride, x.start_page.wrapping_add(i));
+                        let src = sh.mem.ptr(at, x.page_size as u64)?;
+                        // SAFETY: both ranges are checked: `src` by device memory, `dst` is `total` bytes long.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src,
+                                dst.add(i as usize * x.page_size as usize),
+                                x.page_size as usize,
+                            )
+                        };
+                    }
+                    Ok(())
+                })?;
+                span.end = self.model_read(ready, total);
+            }
+            Body::Launch(l) => {
+                let nargs = l.args_bytes();
+                self.args.clear();
+                self.args.resize(nargs, 0);
+                match bytes {
+                    // SAFETY: decode checked `64 + args_bytes <= length`; the record is inside the mapped ring.
+                    RecordBytes::Ring(p) => unsafe {
+                        std::ptr::copy_nonoverlapping(p.add(FIXED_LEN), self.args.as_mut_ptr(), nargs)
+                    },
+                    RecordBytes::Trace { .. } => {
+                        let mut args: Vec<u8> = std::mem::take(&mut self.args);
+                        let r = self.read_trace_into(&mut args);
+                        self.args = args;
+                        r?;
+                    }
+                }
+                let work = self.launch(&l)?;
+                if let Some(p) = pace {
+                    let (s, e) = self.sh.pacer.reserve(|l| &mut l.grid_free, ready, p.launch_ns + p.kernel_ns(work));
+                    span = Span { start: s, end: e };
+                }
+            }
+            Body::EventRecord { .. } => {
+                if matches!(bytes, RecordBytes::Trace { .. }) {
+                    return Err(bad_record(0));
+                }
+                if let Some(p) = pace {
+                    span.end = ready + p.event_ns;
+                }
+            }
+            Body::EventWait { queue, event_id } => {
+                if matches!(bytes, RecordBytes::Trace { .. }) || queue as usize >= self.sh.queues.len() {
+                    return Err(bad_record(0));
+                }
+                let other = &self.sh.queues[queue as usize];
+                if !seq_reached(other.event.load(Ordering::Acquire), event_id) {
+                    self.qs.status.fetch_or(QueueStatus::WAITING_EVENT.bits(), Ordering::AcqRel);
+                    while !seq_reached(other.event.load(Ordering::Acquire), event_id) {
+                        if self.stopped() {
+                            self.qs.status.fetch_and(!QueueStatus::WAITING_EVENT.bits(), Ordering::AcqRel);
+                            return Err(Stop::Abort);
+                        }
+                        self.idle_wait(|| seq_reached(other.event.load(Ordering::Acquire), event_id));
+                    }
+                    self.qs.status.fetch_and(!QueueStatus::WAITING_EVENT.bits(), Ordering::AcqRel);
+                }
+                if let Some(p) = pace {
+                    let start = ready.max(other.event_time(event_id));
+                    span = Span { start, end: start + p.event_ns };
+                }
+            }
+            Body::ExecTrace(x) => {
+                if matches!(bytes, RecordBytes::Trace { .. }) || x.page_size == 0 || x.page_size % 64 != 0 {
+                    return Err(bad_record(0));
+                }
+                span.end = self.exec_trace(hdr, &x, ready)?;
+            }
+        }
+        let now = self.sh.clock.now();
+        match pace {
+            // Unpaced, the span is what happened.
+            None => span.end = now,
+            // Paced, it is the model's, but never shorter than the work took to emulate: if this machine computes
+            // slower than the modelled device, that shows in the timestamps and carries over to later records.
+            // Time spent waiting (an event wait, a thread woken late) is the emulator's, not the device's, and is
+            // not charged. Trace replays account for their records one by one.
+            Some(_) if !matches!(body, Body::EventWait { .. } | Body::ExecTrace(_)) => {
+                span.end = span.end.max(span.start + (now - exec_start));
+            }
+            Some(_) => {}
+        }
+        Ok(span)
+    }
+
+    /// Paced: the end of a read of `bytes` that became ready at `ready`.
+    fn model_read(&self, ready: u64, bytes: u64) -> u64 {
+        match self.sh.cfg.pace {
+            Some(p) => self.sh.pacer.reserve(|l| &mut l.d2h_free, ready, p.pcie_ns(bytes)).1 + p.pcie_latency_ns,
+            None => ready,
+        }
+    }
+
+    /// Writes one `READ_DATA` completion entry of `data_len` bytes, whose payload `fill` produces in place.
+    fn complete_read(
+        &mut self,
+        tag: u32,
+        data_len: u64,
+        fill: impl FnOnce(*mut u8) -> Result<(), Fault>,
+    ) -> Result<(), Stop> {
+        let a = self.active.as_ref().expect("active queue");
+        let size = a.compl_size as u64;
+        let entry = records::compl_len(data_len as usize) as u64;
+        if data_len > u32::MAX as u64 || entry > size / 4 {
+            return Err(bad_record(0));
+        }
+        let compl_base = a.base + RING_OFFSET as u64 + a.issue_size as u64;
+        // Pad to the end of the ring if the entry would wrap.
+        let off = a.compl_wr as u64 & (size - 1);
+        let pad = if off + entry > size { size - off } else { 0 };
+        self.wait_compl_space((pad + entry) as u32)?;
+        let a = self.active.as_mut().expect("active queue");
+        if pad > 0 {
+            let p = a.window.at(compl_base + off, pad)?;
+            // SAFETY: `at` checked the range is in the mapped completion ring; the host does not read it before
+            // COMPL_WR covers it.
+            let mut slot = unsafe { RecordSlot::from_raw(p, pad as usize) };
+            records::encode_compl(&mut slot, ComplKind::Pad, 0, 0);
+            a.compl_wr = a.compl_wr.wrapping_add(pad as u32);
+        }
+        let off = a.compl_wr as u64 & (size - 1);
+        let p = a.window.at(compl_base + off, entry)?;
+        // SAFETY: as above, for the entry's range.
+        let mut slot = unsafe { RecordSlot::from_raw(p, entry as usize) };
+        records::encode_compl(&mut slot, ComplKind::ReadData, tag, data_len as u32);
+        // SAFETY: the payload starts inside the checked entry range.
+        fill(unsafe { p.add(PAYLOAD_OFFSET) })?;
+        // COMPL_WR is published when the record retires: in paced mode, not before its modelled end.
+        a.compl_wr = a.compl_wr.wrapping_add(entry as u32);
+        Ok(())
+    }
+
+    /// Waits until the completion ring has `need` free bytes (contract §5.2: the host drains it).
+    fn wait_compl_space(&self, need: u32) -> Result<(), Stop> {
+        let a = self.active.as_ref().expect("active queue");
+        let free = || a.compl_size.wrapping_sub(a.compl_wr.wrapping_sub(self.qs.compl_rd.load(Ordering::Acquire)));
+        while free() < need {
+            if self.stopped() {
+                return Err(Stop::Abort);
+            }
+            self.idle_wait(|| free() >= need);
+        }
+        Ok(())
+    }
+
+    /// Runs a `LAUNCH` whose packed arguments are in `self.args`. Returns the work of the busiest core.
+    fn launch(&mut self, l: &records::LaunchFixed) -> Result<Work, Fault> {
+        let geo = self.sh.geometry();
+        if l.rect.x1 as u32 >= geo.grid_x || l.rect.y1 as u32 >= geo.grid_y {
+            return Err(Fault::new(FaultCode::BadRecord, 0));
+        }
+        let mut hdr = [0u8; IMAGE_HEADER];
+        let img_at = DevAddr { mem: Memory::Dram, unit: l.kernel_bank, offset: l.kernel_offset };
+        self.sh.mem.read(img_at, &mut hdr).map_err(|_| Fault::new(FaultCode::BadKernel, l.kernel_offset))?;
+        let kern = kernel::decode_image(&hdr)
+            .and_then(|h| BuiltinKernel::from_name(&h.name))
+            .filter(|k| self.sh.cfg.kernels & k.bit() != 0)
+            .ok_or(Fault::new(FaultCode::BadKernel, l.kernel_offset))?;
+        // The packed arguments as words, without per-launch allocations (contract §4.2.6 layout).
+        self.words.clear();
+        self.words.extend(self.args.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let (ct, rest) = self.words.split_at(l.num_ct_args as usize);
+        let (cbs, rest) = rest.split_at(l.num_cbs as usize * 4);
+        let rt = &rest[l.num_sems as usize..];
+        let cb_bytes: u64 = cbs.chunks_exact(4).map(|c| c[1] as u64 * c[2] as u64).sum();
+        if cb_bytes > geo.l1_size - self.sh.cfg.l1_base as u64 {
+            return Err(Fault::new(FaultCode::KernelArgs, 0));
+        }
+        let n = l.num_rt_args as usize;
+        let mut launch =
+            kernels::Launch::new(&self.sh.mem, kern, ct).map_err(|_| Fault::new(FaultCode::KernelArgs, 0))?;
+        let mut busiest = Work::default();
+        for i in 0..l.rect.count() {
+            let core_rt = &rt[i * n..(i + 1) * n];
+            let w = launch.run_core(core_rt).map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
+            if w.flops + w.bytes > busiest.flops + busiest.bytes {
+                busiest = w;
+            }
+        }
+        Ok(busiest)
+    }
+
+    /// Executes a trace stored in DRAM (contract §4.2.9). Returns the end time of its last record.
+    fn exec_trace(&mut self, exec: &Header, x: &records::ExecTrace, ready: u64) -> Result<u64, Stop> {
+        let pace = self.sh.cfg.pace;
+        let mut toff = 0u64;
+        let mut fetch_at = ready;
+        let mut prev_end = ready;
+        self.trace = Some(TraceCursor { base: x.base, page_size: x.page_size as u64, off: 0 });
+        while toff < x.trace_len {
+            if self.stopped() {
+                return Err(Stop::Abort);
+            }
+            let mut fixed = [0u8; FIXED_LEN];
+            self.set_trace_off(toff);
+            self.read_trace_into(&mut fixed)?;
+            let bad = Fault::new(FaultCode::BadRecord, toff);
+            let (h, body) = records::decode(&fixed).map_err(|_| bad)?;
+            if toff + h.length as u64 > x.trace_len || !matches!(body, Body::Pad | Body::Launch(_)) {
+                return Err(bad.into());
+            }
+            if let Some(p) = pace {
+                fetch_at += p.dram_ns(h.length as u64);
+            }
+            // The trace cursor now points at the arguments that follow the fixed part.
+            let span = self.execute(&h, &body, RecordBytes::Trace { ready: fetch_at.max(prev_end) }, 0)?;
+            prev_end = span.end;
+            if pace.is_some() {
+                self.free_at = span.end;
+            }
+            if h.flags.contains(RecordFlags::PROFILE) && exec.flags.contains(RecordFlags::PROFILE) {
+                let slot = exec.profile_slot.wrapping_add(1).wrapping_add(h.profile_slot);
+                self.write_profile(slot, span)?;
+            }
+            toff += h.length as u64;
+        }
+        self.trace = None;
+        Ok(prev_end)
+    }
+
+    /// Completes a record: waits for its modelled end, publishes the device-written words, timestamps, interrupts.
+    fn retire(&mut self, hdr: &Header, span: Span, len: u32, event: Option<u32>) -> Result<(), Fault> {
+        if self.sh.cfg.pace.is_some() {
+            self.sh.clock.wait_until(span.end);
+            self.free_at = span.end;
+        }
+        if hdr.flags.contains(RecordFlags::PROFILE) {
+            self.write_profile(hdr.profile_slot, span)?;
+        }
+        let a = self.active.as_mut().expect("active queue");
+        a.rd = a.rd.wrapping_add(len);
+        a.retired = a.retired.wrapping_add(1);
+        put_word(a, host::COMPL_WR, a.compl_wr)?;
+        put_word(a, host::ISSUE_RD, a.rd)?;
+        if let Some(id) = event {
+            if self.sh.cfg.pace.is_some() {
+                self.qs.note_event(id, span.end);
+            }
+            self.qs.event.store(id, Ordering::Release);
+            put_word(a, host::EVENT_DONE, id)?;
+            // Other queues may be stalled in EVENT_WAIT on us.
+            for (i, other) in self.sh.queues.iter().enumerate() {
+                if i != self.q {
+                    other.wake();
+                }
+            }
+        }
+        put_word(a, host::LAST_TAG, hdr.tag)?;
+        put_word(a, host::RETIRED, a.retired)?;
+        self.qs.retired.store(a.retired, Ordering::Release);
+        if hdr.flags.contains(RecordFlags::NOTIFY) {
+            self.sh.raise_irq(self.q);
+        }
+        self.sh.progress_irq(self.q);
+        Ok(())
+    }
+
+    fn write_profile(&self, slot: u32, span: Span) -> Result<(), Fault> {
+        let a = self.active.as_ref().expect("active queue");
+        if a.prof_slots == 0 {
+            return Ok(());
+        }
+        let at = a.prof_base + (slot % a.prof_slots) as u64 * PROFILE_SLOT_BYTES as u64;
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&span.start.to_le_bytes());
+        b[8..].copy_from_slice(&span.end.to_le_bytes());
+        self.sh.iommu.write(at, &b)
+    }
+}
+
+/// Where a record's bytes come from.
+#[derive(Clone, Copy)]
+enum RecordBytes {
+    /// Mapped issue-ring memory, starting at the record.
+    Ring(*const u8),
+    /// The trace stream in DRAM (cursor in `Engine::trace`); `ready` is when the prefetcher has it.
+    Trace { ready: u64 },
+}
+
+/// Position in a trace being executed.
+struct TraceCursor {
+    base: u64,
+    page_size: u64,
+    off: u64,
+}
+
+impl Engine<'_> {
+    fn set_trace_off(&mut self, off: u64) {
+        if let Some(t) = self.trace.as_mut() {
+            t.off = off;
+        }
+    }
+
+    /// Reads `out.len()` bytes of the trace stream at the cursor and advances it.
+    fn read_trace_into(&mut self, out: &mut [u8]) -> Result<(), Fault> {
+        let banks = self.sh.geometry().dram_banks as u64;
+        let t = self.trace.as_mut().ok_or(Fault::new(FaultCode::BadRecord, 0))?;
+        let mut done = 0usize;
+        while done < out.len() {
+            let page = t.off / t.page_size;
+            let within = t.off % t.page_size;
+            let n = ((t.page_size - within) as usize).min(out.len() - done);
+            let at = DevAddr {
+                mem: Memory::Dram,
+                unit: (page % banks) as u16,
+                offset: t.base + (page / banks) * t.page_size + within,
+            };
+            self.sh.mem.read(at, &mut out[done..done + n])?;
+            done += n;
+            t.off += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The device address of interleaved page `page` (contract §4.2).
+fn page_addr(sh: &Shared, mem: Memory, base: u64, stride: u32, page: u32) -> DevAddr {
+    let units = sh.geometry().units(mem);
+    DevAddr { mem, unit: (page % units) as u16, offset: base + (page / units) as u64 * stride as u64 }
+}
+
+fn bad_record(addr: u64) -> Stop {
+    Stop::Fault(Fault::new(FaultCode::BadRecord, addr))
+}
+
+/// Publishes a device-written word of the queue's host region (contract §5) with release ordering, so the host,
+/// which loads it with acquire, sees everything the device wrote before it.
+fn put_word(a: &Active, off: usize, v: u32) -> Result<(), Fault> {
+    let p = a.window.at(a.base + off as u64, 4)?;
+    // SAFETY: the word is inside the mapped region and 4-byte aligned (the region is 4 KiB aligned and the contract's
+    // offsets are multiples of 64); the host only reads it with atomic loads.
+    unsafe { AtomicU32::from_ptr(p as *mut u32) }.store(v, Ordering::Release);
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! Buffers (tensors on device): allocate, write, read, free, query.
+
+use super::device::{device_checked, ttdrv_device};
+use super::handles;
+use super::{FfiError, FfiResult, bytes, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use std::sync::Arc;
+use ttdrv::contract::kernel::{DType, Layout, ShardGrid};
+use ttdrv::device::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec, buffer::TensorLayout};
+use ttdrv::error::Error;
+
+/// A buffer in device memory (opaque). Free it with `ttdrv_buffer_free` (`deallocate(force=True)`).
+pub struct ttdrv_buffer {
+    _private: [u8; 0],
+}
+
+/// Element type: IEEE float32.
+pub const TTDRV_DTYPE_FLOAT32: u32 = 0;
+/// Element type: bfloat16.
+pub const TTDRV_DTYPE_BFLOAT16: u32 = 1;
+/// Buffer type: device DRAM.
+pub const TTDRV_BUFFER_DRAM: u32 = 0;
+/// Buffer type: core L1.
+pub const TTDRV_BUFFER_L1: u32 = 1;
+/// Buffer type: the per-core L1 region reserved by `l1_small_size`.
+pub const TTDRV_BUFFER_L1_SMALL: u32 = 2;
+/// Memory layout: pages (rows) round-robin over all banks or cores.
+pub const TTDRV_LAYOUT_INTERLEAVED: u32 = 0;
+/// Memory layout: shards of whole rows.
+pub const TTDRV_LAYOUT_HEIGHT_SHARDED: u32 = 1;
+/// Memory layout: shards of whole columns.
+pub const TTDRV_LAYOUT_WIDTH_SHARDED: u32 = 2;
+/// Memory layout: shards of row and column blocks.
+pub const TTDRV_LAYOUT_BLOCK_SHARDED: u32 = 3;
+/// Tensor layout: row-major pages.
+pub const TTDRV_TENSOR_ROW_MAJOR: u32 = 0;
+/// Shard orientation: shards assigned to the grid row by row.
+pub const TTDRV_SHARD_ROW_MAJOR: u32 = 0;
+/// Shard orientation: shards assigned to the grid column by column.
+pub const TTDRV_SHARD_COL_MAJOR: u32 = 1;
+
+/// The units holding shards: a core rectangle (L1) or a bank range (DRAM), and the shard shape.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_shard_spec {
+    /// L1: left column of the core rectangle.
+    pub core_x0: u32,
+    /// L1: top row.
+    pub core_y0: u32,
+    /// L1: right column, inclusive.
+    pub core_x1: u32,
+    /// L1: bottom row, inclusive.
+    pub core_y1: u32,
+    /// DRAM: first bank.
+    pub bank_first: u32,
+    /// DRAM: last bank, inclusive.
+    pub bank_last: u32,
+    /// Rows per shard.
+    pub shard_rows: u32,
+    /// Columns per shard.
+    pub shard_cols: u32,
+    /// `TTDRV_SHARD_ROW_MAJOR` or `TTDRV_SHARD_COL_MAJOR`.
+    pub orientation: u32,
+}
+
+/// A memory configuration: buffer type, layout, and for sharded layouts the shard spec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_memory_config {
+    /// `TTDRV_BUFFER_*`.
+    pub buffer_type: u32,
+    /// `TTDRV_LAYOUT_*`.
+    pub layout: u32,
+    /// Used by sharded layouts only.
+    pub shard: ttdrv_shard_spec,
+}
+
+/// A tensor spec: 2-D shape, element type, tensor layout and memory configuration. Fill with
+/// `ttdrv_tensor_spec_init`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_tensor_spec {
+    /// `sizeof(ttdrv_tensor_spec)`.
+    pub struct_size: u32,
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub cols: u32,
+    /// `TTDRV_DTYPE_*`.
+    pub dtype: u32,
+    /// `TTDRV_TENSOR_ROW_MAJOR`.
+    pub tensor_layout: u32,
+    /// Where and how.
+    pub mem: ttdrv_memory_config,
+}
+
+const SPEC_V1: u32 = std::mem::size_of::<ttdrv_tensor_spec>() as u32;
+
+fn bad(msg: String) -> FfiError {
+    FfiError::Driver(Error::InvalidArgument(msg))
+}
+
+pub(crate) fn memory_config_from_c(m: &ttdrv_memory_config) -> FfiResult<MemoryConfig> {
+    let buffer_type = match m.buffer_type {
+        TTDRV_BUFFER_DRAM => BufferType::Dram,
+        TTDRV_BUFFER_L1 => BufferType::L1,
+        TTDRV_BUFFER_L1_SMALL => BufferType::L1Small,
+        v => {
+            return Err(bad(format!("buffer_type {v} is not one of TTDRV_BUFFER_DRAM/L1/L1_SMALL")));
+        }
+    };
+    let layout = Layout::from_u32(m.layout)
+        .ok_or_else(|| bad(format!("layout {} is not one of the TTDRV_LAYOUT_* values", m.layout)))?;
+    let shard = if layout == Layout::Interleaved {
+        None
+    } else {
+        let s = &m.shard;
+        let grid = if buffer_type == BufferType::Dram {
+            let (f, l) = (u16::try_from(s.bank_first), u16::try_from(s.bank_last));
+            match (f, l) {
+                (Ok(first), Ok(last)) => ShardGrid::Banks { first, last },
+                _ => {
+                    return Err(bad(format!(
+                        "bank range {}..={} is out of range; use banks below the device's dram_banks \
+                         (ttdrv_device_get_info)",
+                        s.bank_first, s.bank_last
+                    )));
+                }
+            }
+        } else {
+            let c = |v: u32| {
+                u8::try_from(v).map_err(|_| bad(format!("core coordinate {v} is out of range; use coordinates inside the device's core grid (ttdrv_device_get_info reports grid_x and grid_y)")))
+            };
+            ShardGrid::Cores { x0: c(s.core_x0)?, y0: c(s.core_y0)?, x1: c(s.core_x1)?, y1: c(s.core_y1)? }
+        };
+        let col_major = match s.orientation {
+            TTDRV_SHARD_ROW_MAJOR => false,
+            TTDRV_SHARD_COL_MAJOR => true,
+            v => {
+                return Err(bad(format!("shard orientation {v} is not TTDRV_SHARD_ROW_MAJOR/COL_MAJOR")));
+            }
+        };
+        Some(ShardSpec { grid, shape: [s.shard_rows, s.shard_cols], col_major })
+    };
+    Ok(MemoryConfig { buffer_type, layout, shard })
+}
+
+pub(crate) fn memory_config_to_c(m: &MemoryConfig) -> ttdrv_memory_config {
+    let mut out = ttdrv_memory_config {
+        buffer_type: match m.buffer_type {
+            BufferType::Dram => TTDRV_BUFFER_DRAM,
+            BufferType::L1 => TTDRV_BUFFER_L1,
+            BufferType::L1Small => TTDRV_BUFFER_L1_SMALL,
+        },
+        layout: m.layout as u32,
+        shard: ttdrv_shard_spec::default(),
+    };
+    if let Some(s) = m.shard {
+        match s.grid {
+            ShardGrid::Cores { x0, y0, x1, y1 } => {
+                (out.shard.core_x0, out.shard.core_y0, out.shard.core_x1, out.shard.core_y1) =
+                    (x0 as u32, y0 as u32, x1 as u32, y1 as u32)
+            }
+            ShardGrid::Banks { first, last } => {
+                (out.shard.bank_first, out.shard.bank_last) = (first as u32, last as u32)
+            }
+        }
+        out.shard.shard_rows = s.shape[0];
+        out.shard.shard_cols = s.shape[1];
+        out.shard.orientation = s.col_major as u32;
+    }
+    out
+}
+
+pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> {
+    nonnull(p, "spec")?;
+    // SAFETY: non-NULL; the size field comes first in every version.
+    let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() };
+    if size < SPEC_V1 {
+        return Err(bad(format!(
+            "spec->struct_size is {size}, expected at least {SPEC_V1}; initialise the spec with ttdrv_tensor_spec_init()"
+        )));
+    }
+    // SAFETY: the caller's struct is at least as large as ours.
+    let s = unsafe { p.read_unaligned() };
+    let dtype =
+        DType::from_u32(s.dtype).ok_or_else(|| bad(format!("dtype {} is not a TTDRV_DTYPE_* value", s.dtype)))?;
+    if s.tensor_layout != TTDRV_TENSOR_ROW_MAJOR {
+        return Err(FfiError::Driver(Error::Unsupported(format!(
+            "tensor_layout {} is not supported; only TTDRV_TENSOR_ROW_MAJOR is",
+            s.tensor_layout
+        ))));
+    }
+    Ok(BufferSpec {
+        rows: s.rows,
+        cols: s.cols,
+        dtype,
+        layout: TensorLayout::RowMajor,
+        mem: memory_config_from_c(&s.mem)?,
+    })
+}
+
+/// The buffer behind handle argument `name`.
+pub(crate) fn buffer_arc(h: *mut ttdrv_buffer, name: &'static str) -> FfiResult<Arc<Buffer>> {
+    handles::lookup(h, name)
+}
+
+pub(crate) fn insert_buffer(b: Buffer) -> *mut ttdrv_buffer {
+    handles::register(b)
+}
+
+/// Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
+/// afterwards.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
+///
+/// # Safety
+/// `spec` must be NULL or point to a writable `ttdrv_tensor_spec`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) -> ttdrv_status {
+    guard("ttdrv_tensor_spec_init", || {
+        let s = ttdrv_tensor_spec { struct_size: SPEC_V1, rows: 1, cols: 1, ..Default::default() };
+        write_out(out_ptr(spec, "spec")?, s);
+        Ok(())
+    })
+}
+
+/// Allocates a buffer in device memory without writing it (`allocate_tensor_on_device`); its contents are undefined
+/// until written. Placement is deterministic: the same sequence of allocations and frees gives the same addresses.
+///
+/// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. `spec` is only read.
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too
+/// small; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
+/// divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
+/// banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
+/// OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
+///
+/// # Safety
+/// `spec` must point to an initialised `ttdrv_tensor_spec` (at least `spec->struct_size` readable bytes); `out` must be
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_allocate(
+    device: *mut ttdrv_device,
+    spec: *const ttdrv_tensor_spec,
+    out: *mut *mut ttdrv_buffer,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_allocate", || {
+        let d = device_checked(device)?;
+        let s = spec_from_c(spec)?;
+        let out = out_ptr(out, "out")?;
+        let b = d.allocate(&s)?;
+        write_out(out, insert_buffer(b));
+        Ok(())
+    })
+}
+
+/// Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
+/// dense row-major tensor, exactly rows x cols x element size bytes; it is copied before the call returns and may be
+/// reused at once. On failure nothing stays allocated.
+///
+/// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too small; a zero
+/// or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
+/// shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
+/// on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
+/// (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
+/// INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
+///
+/// # Safety
+/// `spec` initialised; `data` readable for `len` bytes; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_from_host(
+    device: *mut ttdrv_device,
+    spec: *const ttdrv_tensor_spec,
+    cq: u16,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut ttdrv_buffer,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_from_host", || {
+        let d = device_checked(device)?;
+        let s = spec_from_c(spec)?;
+        // The length is checked before a slice is built on it: a wrong length is an error, not a slice over memory
+        // the caller does not have.
+        s.check_host_len(len, "data")?;
+        let data = bytes(data, len, "data")?;
+        let out = out_ptr(out, "out")?;
+        let b = d.buffer_from_host(&s, cq, data)?;
+        write_out(out, insert_buffer(b));
+        Ok(())
+    })
+}
+
+/// Writes `data` — the dense row-major tensor, exactly the buffer's host size (`ttdrv_buffer_host_size`) — into the
+/// buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
+/// reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
+/// sees the new contents; other queues must order themselves with events.
+///
+/// Thread: any; concurrent writes to one buffer on different queues land in an unspecified order.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its device was closed),
+/// FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace
+/// capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT.
+///
+/// # Safety
+/// `data` must be readable for `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_write(
+    buffer: *mut ttdrv_buffer,
+    cq: u16,
+    data: *const u8,
+    len: usize,
+    blocking: bool,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_write", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        // Checked before a slice is built on it, as in ttdrv_buffer_from_host.
+        b.spec().check_host_len(len, "write")?;
+        let data = bytes(data, len, "data")?;
+        Ok(b.write(cq, data, blocking)?)
+    })
+}
+
+/// Reads the buffer into `out` (dense row-major, exactly the buffer's host size) on queue `cq`. With `blocking` it
+/// returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
+/// in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
+/// device is closed.
+///
+/// Ownership: `out` stays the caller's, but until the data is in place ttdrv writes it: keep it valid and do not touch
+/// it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its
+/// device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue),
+/// INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
+///
+/// # Safety
+/// `out` must be writable for `len` bytes until the data is in place.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_read(
+    buffer: *mut ttdrv_buffer,
+    cq: u16,
+    blocking: bool,
+    out: *mut u8,
+    len: usize,
+) -> ttdrv_status {
+    guard("ttdrv_buffer_read", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        let want = b.spec().host_bytes();
+        if len as u64 != want {
+            return Err(bad(format!(
+                "read into {len} bytes, but buffer {} holds {want} bytes; pass exactly {want}",
+                b.spec()
+            )));
+        }
+        let out = out_ptr(out, "out")?;
+        // SAFETY: `out` holds `len` == host size bytes and stays valid until delivery (caller contract).
+        let pending = unsafe { b.read_nonblocking(cq, out)? };
+        if blocking {
+            pending.wait()?;
+        }
+        Ok(())
+    })
+}
+
+/// Frees the buffer now (`deallocate(force=True)`): its device range can be reused at once. Work already enqueued on a
+/// queue that uses the buffer still runs before anything enqueued later on that queue; across queues, order the reuse
+/// with events. A trace that used the buffer keeps what it needs (see `ttdrv_trace_execute`). NULL is a no-op.
+///
+/// Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any.
+/// Errors: INVALID_HANDLE (already freed, or never a buffer).
+///
+/// # Safety
+/// `buffer` must be NULL or a value returned by ttdrv.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_free(buffer: *mut ttdrv_buffer) -> ttdrv_status {
+    guard("ttdrv_buffer_free", || {
+        handles::release::<Buffer, _>(buffer)?;
+        Ok(())
+    })
+}
+
+/// Writes the buffer's device address (`buffer_address()`) to `*out`: the same offset in every bank or core the buffer
+/// uses. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *mut u64) -> ttdrv_status {
+    guard("ttdrv_buffer_address", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        write_out(out_ptr(out, "out")?, b.address());
+        Ok(())
+    })
+}
+
+/// Writes the buffer's spec — shape, dtype, tensor layout and memory configuration (`.shape`, `.dtype`, `.layout`,
+/// `.memory_config()`) — to `*out`, with `struct_size` set. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
+///
+/// # Safety
+/// `out` must point to a writable `ttdrv_tensor_spec`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *mut ttdrv_tensor_spec) -> ttdrv_status {
+    guard("ttdrv_buffer_get_spec", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        let out = out_ptr(out, "out")?;
+        let s = b.spec();
+        write_out(
+            out,
+            ttdrv_tensor_spec {
+                struct_size: SPEC_V1,
+                rows: s.rows,
+                cols: s.cols,
+                dtype: s.dtype as u32,
+                tensor_layout: TTDRV_TENSOR_ROW_MAJOR,
+                mem: memory_config_to_c(&s.mem),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Writes the buffer's size in host memory (rows x cols x element size: what `ttdrv_buffer_write` and
+/// `ttdrv_buffer_read` take) to `*out`. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_host_size(buffer: *mut ttdrv_buffer, out: *mut usize) -> ttdrv_status {
+    guard("ttdrv_buffer_host_size", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        write_out(out_ptr(out, "out")?, b.spec().host_bytes() as usize);
+        Ok(())
+    })
+}

@@ -1,0 +1,322 @@
+//! Devices: open, close, info, finish, synchronize, reset.
+
+use super::handles;
+use super::{FfiResult, c_str, guard, out_ptr, ttdrv_status, write_out};
+use std::ffi::c_char;
+use std::sync::Arc;
+use std::time::Duration;
+use ttdrv::device::{Device, DeviceParams};
+use ttdrv::error::Error;
+
+/// An open device (opaque). Any thread may use it; each command queue may be driven by its own thread.
+pub struct ttdrv_device {
+    _private: [u8; 0],
+}
+
+/// `ttdrv_device_params.flags`: allocate trace buffers from ordinary DRAM (top-down) instead of a reserved
+/// trace region.
+pub const TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND: u32 = 1;
+/// `ttdrv_device_params.flags`: do not use hugepages for DMA memory.
+pub const TTDRV_DEVICE_FLAG_NO_HUGEPAGES: u32 = 2;
+/// `ttdrv_device_params.flags`: record host and device spans for timelines.
+pub const TTDRV_DEVICE_FLAG_PROFILING: u32 = 4;
+
+/// Parameters of `ttdrv_device_open`. Fill with `ttdrv_device_params_init`, then change fields. `struct_size`
+/// lets the struct grow in later releases without breaking callers built against this header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_device_params {
+    /// `sizeof(ttdrv_device_params)`, set by `ttdrv_device_params_init`.
+    pub struct_size: u32,
+    /// Command queues: 1 (default) up to what the device reports.
+    pub num_command_queues: u32,
+    /// Bytes of DRAM, device total, reserved for trace buffers; 0 (default) for none.
+    pub trace_region_size: u64,
+    /// Bytes of L1 per core reserved for L1_SMALL buffers; 0 (default) for none.
+    pub l1_small_size: u32,
+    /// Issue ring bytes per queue (power of two, 64 KiB to 1 GiB; default 32 MiB).
+    pub issue_ring_size: u32,
+    /// Completion ring bytes per queue (power of two, 64 KiB to 1 GiB; default 8 MiB).
+    pub completion_ring_size: u32,
+    /// Longest wait before a timeout error, in milliseconds (default 30000).
+    pub timeout_ms: u32,
+    /// `TTDRV_DEVICE_FLAG_*` bits.
+    pub flags: u32,
+    /// Must be 0.
+    pub reserved: u32,
+}
+
+/// Oldest `struct_size` this library accepts (release 0.1).
+const PARAMS_V1: u32 = std::mem::size_of::<ttdrv_device_params>() as u32;
+
+impl ttdrv_device_params {
+    fn defaults() -> ttdrv_device_params {
+        let d = DeviceParams::default();
+        ttdrv_device_params {
+            struct_size: PARAMS_V1,
+            num_command_queues: d.num_command_queues as u32,
+            trace_region_size: d.trace_region_size,
+            l1_small_size: d.l1_small_size,
+            issue_ring_size: d.issue_ring_size,
+            completion_ring_size: d.completion_ring_size,
+            timeout_ms: d.timeout.as_millis() as u32,
+            flags: 0,
+            reserved: 0,
+        }
+    }
+
+    fn to_params(self) -> Result<DeviceParams, Error> {
+        if self.struct_size < PARAMS_V1 {
+            return Err(Error::InvalidArgument(format!(
+                "params->struct_size is {}, expected at least {PARAMS_V1}; initialise the struct with \
+                 ttdrv_device_params_init()",
+                self.struct_size
+            )));
+        }
+        let known = TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND | TTDRV_DEVICE_FLAG_NO_HUGEPAGES | TTDRV_DEVICE_FLAG_PROFILING;
+        if self.flags & !known != 0 || self.reserved != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "params->flags {:#x} has unknown bits (or reserved is not 0); known flags are {known:#x}",
+                self.flags
+            )));
+        }
+        if self.timeout_ms == 0 {
+            return Err(Error::InvalidArgument("params->timeout_ms is 0; use at least 1".into()));
+        }
+        let num_command_queues = u16::try_from(self.num_command_queues).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "params->num_command_queues={} is not a possible queue count; ask for 1 to what the device reports",
+                self.num_command_queues
+            ))
+        })?;
+        Ok(DeviceParams {
+            num_command_queues,
+            trace_region_size: self.trace_region_size,
+            l1_small_size: self.l1_small_size,
+            trace_buffers_on_demand: self.flags & TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND != 0,
+            issue_ring_size: self.issue_ring_size,
+            completion_ring_size: self.completion_ring_size,
+            hugepages: self.flags & TTDRV_DEVICE_FLAG_NO_HUGEPAGES == 0,
+            timeout: Duration::from_millis(self.timeout_ms as u64),
+            profiling: self.flags & TTDRV_DEVICE_FLAG_PROFILING != 0,
+        })
+    }
+}
+
+/// What a device reports (`ttdrv_device_get_info`). Set `struct_size` before the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_device_info {
+    /// `sizeof(ttdrv_device_info)`, set by the caller.
+    pub struct_size: u32,
+    /// Contract major version the device speaks.
+    pub contract_major: u32,
+    /// Contract minor version.
+    pub contract_minor: u32,
+    /// Command queues the device has.
+    pub device_queues: u32,
+    /// Command queues opened.
+    pub open_queues: u32,
+    /// DRAM banks.
+    pub dram_banks: u32,
+    /// Bytes per DRAM bank.
+    pub dram_bank_size: u64,
+    /// Worker grid width.
+    pub grid_x: u32,
+    /// Worker grid height.
+    pub grid_y: u32,
+    /// L1 bytes per core.
+    pub l1_size: u32,
+    /// DRAM alignment in bytes.
+    pub dram_alignment: u32,
+    /// L1 alignment in bytes.
+    pub l1_alignment: u32,
+    /// Capability bits (device contract §2.1).
+    pub caps: u32,
+    /// Trace region bytes (device total) actually reserved.
+    pub trace_region_size: u64,
+    /// Device name, NUL-terminated (`emu#0`, `vfio:0000:01:00.0`).
+    pub name: [c_char; 64],
+}
+
+pub(crate) fn device(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
+    handles::lookup(h, "device")
+}
+
+/// Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 16 MiB issue and 8 MiB
+/// completion rings, a 30 s timeout, no flags — and sets `struct_size`. Change fields afterwards.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
+///
+/// # Safety
+/// `params` must be NULL or point to a writable `ttdrv_device_params`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_device_params_init(params: *mut ttdrv_device_params) -> ttdrv_status {
+    guard("ttdrv_device_params_init", || {
+        write_out(out_ptr(params, "params")?, ttdrv_device_params::defaults());
+        Ok(())
+    })
+}
+
+/// Opens a device. `selector` is `"auto"` (a bound VFIO device with ttdrv's PCI identity if there is one, else the
+/// emulator; the `TTDRV_DEVICE` environment variable overrides it), `"emu"` or `"emu:OPTIONS"` (the emulated device;
+/// `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the defaults
+/// (`ttdrv_device_params_init`). Several devices may be open at once.
+///
+/// Ownership: on success `*out` receives a new handle; the caller releases it with `ttdrv_device_close`. `selector` and
+/// `params` are only read during the call. Thread: any; the handle may then be used from any thread.
+/// Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (unknown selector or emulator option, selector not
+/// UTF-8, `params->struct_size` smaller than this version's struct, unknown flag bits, `reserved` not 0, `timeout_ms`
+/// 0, a queue count the device does not have, ring sizes that are not powers of two from 64 KiB to 1 GiB, a trace
+/// region that leaves no ordinary DRAM, `l1_small_size` above half of L1); NOT_FOUND (no device at the address);
+/// UNSUPPORTED (device contract or transport this build lacks); HOST_MEMORY (DMA memory could not be allocated or
+/// locked: the message says how to raise the memlock limit or reserve hugepages); TRANSPORT; TIMEOUT (the device did
+/// not come out of reset); PROTOCOL (the device reports an impossible configuration).
+///
+/// # Safety
+/// `selector` must be a NUL-terminated string; `params` NULL or pointing to at least `params->struct_size` readable
+/// bytes; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_device_open(
+    selector: *const c_char,
+    params: *const ttdrv_device_params,
+    out: *mut *mut ttdrv_device,
+) -> ttdrv_status {
+    guard("ttdrv_device_open", || {
+        let sel = c_str(selector, "selector")?;
+        let out = out_ptr(out, "out")?;
+        let p = if params.is_null() {
+            DeviceParams::default()
+        } else {
+            // SAFETY: non-NULL and readable per the contract; only the first `struct_size` bytes matter, and we
+            // read our own (smaller or equal) struct after checking the size field first.
+            let size = unsafe { std::ptr::addr_of!((*params).struct_size).read_unaligned() };
+            if size < PARAMS_V1 {
+                return Err(Error::InvalidArgument(format!(
+                    "params->struct_size is {size}, expected at least {PARAMS_V1}; initialise the struct with \
+                     ttdrv_device_params_init()"
+                ))
+                .into());
+            }
+            // SAFETY: the caller's struct is at least as large as ours.
+            unsafe { params.read_unaligned() }.to_params()?
+        };
+        let dev = Device::open(sel, &p)?;
+        write_out(out, handles::register::<Device, _>(dev));
+        Ok(())
+    })
+}
+
+/// Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
+/// non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
+/// in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+///
+/// Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
+/// Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
+/// TTDRV_STATUS_CLOSED, queries of what the handle itself knows (`ttdrv_buffer_address`, `_get_spec`, `_host_size`,
+/// `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
+/// Thread: any, but not while another thread is using the device (its calls would fail with CLOSED).
+/// Errors: INVALID_HANDLE; FORKED (in a forked child: the child's handle is released without touching the parent's
+/// device).
+///
+/// # Safety
+/// `device` must be NULL or a value returned by `ttdrv_device_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_device_close(device: *mut ttdrv_device) -> ttdrv_status {
+    guard("ttdrv_device_close", || match handles::release::<Device, _>(device)? {
+        Some(d) => Ok(d.close()?),
+        None => Ok(()),
+    })
+}
+
+/// Writes what the device reports — contract version, queues, DRAM banks and sizes, grid, L1, alignments, capabilities,
+/// the trace region reserved and the device's name — to `*out`. Set `out->struct_size = sizeof(ttdrv_device_info)`
+/// first: a larger struct (from a newer header) is accepted and only this version's fields are written;
+/// `out->struct_size` is then set to the size written.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` too small), INVALID_HANDLE (`device` freed,
+/// closed or never returned by ttdrv), FORKED (opened by the parent of this process).
+///
+/// # Safety
+/// `out` must be NULL or point to at least `out->struct_size` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_device_get_info(device: *mut ttdrv_device, out: *mut ttdrv_device_info) -> ttdrv_status {
+    guard("ttdrv_device_get_info", || {
+        let d = device_checked(device)?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: non-NULL and readable.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
+        let ours = std::mem::size_of::<ttdrv_device_info>() as u32;
+        if size < ours {
+            return Err(Error::InvalidArgument(format!(
+                "out->struct_size is {size}; set it to sizeof(ttdrv_device_info) ({ours}) before the call"
+            ))
+            .into());
+        }
+        let i = d.info();
+        let mut name = [0 as c_char; 64];
+        for (dst, b) in name.iter_mut().zip(i.name.bytes().take(63)) {
+            *dst = b as c_char;
+        }
+        let info = ttdrv_device_info {
+            struct_size: ours,
+            contract_major: i.version_major as u32,
+            contract_minor: i.version_minor as u32,
+            device_queues: i.num_queues as u32,
+            open_queues: d.num_queues() as u32,
+            dram_banks: i.dram_banks,
+            dram_bank_size: i.bank_size,
+            grid_x: i.grid_x,
+            grid_y: i.grid_y,
+            l1_size: i.l1_size,
+            dram_alignment: i.dram_align,
+            l1_alignment: i.l1_align,
+            caps: i.caps.bits(),
+            trace_region_size: d.trace_region_bytes(),
+            name,
+        };
+        write_out(out, info);
+        Ok(())
+    })
+}
+
+/// A device handle that is usable (not closed, not from a parent process).
+pub(crate) fn device_checked(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
+    let d = device(h)?;
+    d.check_usable()?;
+    Ok(d)
+}
+
+/// Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of non-blocking
+/// reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal).
+///
+/// Thread: any; other threads may keep enqueuing meanwhile (their work is not waited for).
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the
+/// parent of this process), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`),
+/// TIMEOUT (after the device's timeout; the message dumps the queue's state), DEVICE_FAULT (the message gives the fault
+/// and its cause; recover with `ttdrv_device_reset`), PROTOCOL.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_device_finish(device: *mut ttdrv_device, cq: u16) -> ttdrv_status {
+    guard("ttdrv_device_finish", || Ok(device_checked(device)?.finish(cq)?))
+}
+
+/// Blocks until every command queue has finished all work enqueued so far (`ttnn.synchronize_device`).
+///
+/// Thread: any. Errors: as `ttdrv_device_finish`; INVALID_STATE if a capture is in progress on any queue.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_device_synchronize(device: *mut ttdrv_device) -> ttdrv_status {
+    guard("ttdrv_device_synchronize", || Ok(device_checked(device)?.synchronize()?))
+}
+
+/// Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped, buffer
+/// contents, kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be
+/// captured again, and captures in progress are dropped), and events recorded before the reset can no longer be waited
+/// for. The device is usable again afterwards.
+///
+/// Thread: any, but while no other thread uses the device. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed,
+/// closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not come
+/// back; it may need a host reboot), TRANSPORT.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_device_reset(device: *mut ttdrv_device) -> ttdrv_status {
+    guard("ttdrv_device_reset", || Ok(device_checked(device)?.reset()?))
+}

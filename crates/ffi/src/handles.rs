@@ -1,0 +1,216 @@
+//! Checked handles: what C holds is an encoded (kind, slot, generation) triple, never a pointer to Rust memory.
+//! A freed, forged or wrong-kind handle is therefore an error, never a use-after-free.
+
+use super::{FfiError, FfiResult};
+use std::sync::{Arc, RwLock};
+
+/// The kind bits of a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Device = 1,
+    Buffer = 2,
+    Event = 3,
+    Program = 4,
+    Model = 5,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Device => "ttdrv_device",
+            Kind::Buffer => "ttdrv_buffer",
+            Kind::Event => "ttdrv_event",
+            Kind::Program => "ttdrv_program",
+            Kind::Model => "ttdrv_mlp",
+        }
+    }
+}
+
+/// An object the registry owns.
+#[derive(Clone)]
+pub(crate) enum Obj {
+    Device(Arc<ttdrv::Device>),
+    Buffer(Arc<ttdrv::Buffer>),
+    Event(Arc<ttdrv::Event>),
+    Program(Arc<ttdrv::device::program::Program>),
+    Model(Arc<ttdrv::device::model::Mlp>),
+}
+
+impl Obj {
+    fn kind(&self) -> Kind {
+        match self {
+            Obj::Device(_) => Kind::Device,
+            Obj::Buffer(_) => Kind::Buffer,
+            Obj::Event(_) => Kind::Event,
+            Obj::Program(_) => Kind::Program,
+            Obj::Model(_) => Kind::Model,
+        }
+    }
+}
+
+/// A driver object C names through a handle of one kind.
+pub(crate) trait Handled: Sized {
+    const KIND: Kind;
+    fn into_obj(this: Arc<Self>) -> Obj;
+    fn from_obj(obj: Obj) -> Option<Arc<Self>>;
+}
+
+macro_rules! handled {
+    ($t:ty, $kind:ident) => {
+        impl Handled for $t {
+            const KIND: Kind = Kind::$kind;
+            fn into_obj(this: Arc<Self>) -> Obj {
+                Obj::$kind(this)
+            }
+            fn from_obj(obj: Obj) -> Option<Arc<Self>> {
+                match obj {
+                    Obj::$kind(x) => Some(x),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+handled!(ttdrv::Device, Device);
+handled!(ttdrv::Buffer, Buffer);
+handled!(ttdrv::Event, Event);
+handled!(ttdrv::device::program::Program, Program);
+handled!(ttdrv::device::model::Mlp, Model);
+
+/// Registers `obj` and returns the handle C receives for it.
+pub(crate) fn register<T: Handled, C>(obj: T) -> *mut C {
+    insert(T::into_obj(Arc::new(obj))) as *mut C
+}
+
+/// The object behind handle argument `name`: NULL, and anything but a live handle of `T`'s kind, is an error that
+/// says which.
+pub(crate) fn lookup<T: Handled, C>(h: *mut C, name: &'static str) -> FfiResult<Arc<T>> {
+    if h.is_null() {
+        return Err(FfiError::Null(name));
+    }
+    get(h as usize, T::KIND).and_then(T::from_obj).ok_or_else(|| FfiError::BadHandle(describe_bad(h as usize, T::KIND)))
+}
+
+/// Releases handle `h` for a `_free`/`_close` call: NULL is a no-op (`None`); a stale, forged or wrong-kind handle is
+/// an error. The object lives on while in-flight calls still hold it.
+pub(crate) fn release<T: Handled, C>(h: *mut C) -> FfiResult<Option<Arc<T>>> {
+    if h.is_null() {
+        return Ok(None);
+    }
+    remove(h as usize, T::KIND)
+        .and_then(T::from_obj)
+        .map(Some)
+        .ok_or_else(|| FfiError::BadHandle(describe_bad(h as usize, T::KIND)))
+}
+
+struct Slot {
+    generation: u32,
+    obj: Option<Obj>,
+}
+
+#[derive(Default)]
+struct Registry {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+static REGISTRY: RwLock<Registry> = RwLock::new(Registry { slots: Vec::new(), free: Vec::new() });
+
+const KIND_BITS: u64 = 4;
+const INDEX_BITS: u64 = 28;
+
+fn encode(kind: Kind, index: u32, generation: u32) -> usize {
+    (((generation as u64) << 32) | ((index as u64 + 1) << KIND_BITS) | kind as u64) as usize
+}
+
+fn decode(h: usize) -> Option<(Kind, u32, u32)> {
+    let h = h as u64;
+    let kind = match h & ((1 << KIND_BITS) - 1) {
+        1 => Kind::Device,
+        2 => Kind::Buffer,
+        3 => Kind::Event,
+        4 => Kind::Program,
+        5 => Kind::Model,
+        _ => return None,
+    };
+    let index = ((h >> KIND_BITS) & ((1 << INDEX_BITS) - 1)).checked_sub(1)? as u32;
+    Some((kind, index, (h >> 32) as u32))
+}
+
+/// Stores `obj` and returns its handle value.
+fn insert(obj: Obj) -> usize {
+    let kind = obj.kind();
+    let mut r = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    let index = match r.free.pop() {
+        Some(i) => i,
+        None => {
+            r.slots.push(Slot { generation: 0, obj: None });
+            (r.slots.len() - 1) as u32
+        }
+    };
+    let slot = &mut r.slots[index as usize];
+    slot.generation = slot.generation.wrapping_add(1).max(1);
+    slot.obj = Some(obj);
+    encode(kind, index, slot.generation)
+}
+
+/// Why a handle was refused.
+pub(crate) fn describe_bad(h: usize, want: Kind) -> String {
+    match decode(h) {
+        Some((k, _, _)) if k != want => {
+            format!("handle {h:#x} is a {}, but a {} is required", k.name(), want.name())
+        }
+        Some(_) => format!(
+            "{} handle {h:#x} is stale: the object was freed or closed. Do not use a handle after its _free/_close \
+             call",
+            want.name()
+        ),
+        None => format!("{h:#x} is not a {} handle (never returned by ttdrv, or corrupted)", want.name()),
+    }
+}
+
+/// The object behind `h`, if `h` is a live handle of kind `want`.
+pub(crate) fn get(h: usize, want: Kind) -> Option<Obj> {
+    let (kind, index, generation) = decode(h)?;
+    if kind != want {
+        return None;
+    }
+    let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    let slot = r.slots.get(index as usize)?;
+    if slot.generation != generation {
+        return None;
+    }
+    slot.obj.clone()
+}
+
+/// Removes the object behind `h` (it is dropped when the last in-flight user lets go).
+pub(crate) fn remove(h: usize, want: Kind) -> Option<Obj> {
+    let (kind, index, generation) = decode(h)?;
+    if kind != want {
+        return None;
+    }
+    let mut r = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    let slot = r.slots.get_mut(index as usize)?;
+    if slot.generation != generation || slot.obj.is_none() {
+        return None;
+    }
+    let obj = slot.obj.take();
+    r.free.push(index);
+    obj
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_round_trips_and_rejects_junk() {
+        let h = encode(Kind::Buffer, 12345, 77);
+        assert_eq!(decode(h), Some((Kind::Buffer, 12345, 77)));
+        assert_eq!(decode(0), None);
+        assert_eq!(decode(0xdead_beef_0000_0000), None);
+        assert_eq!(decode(0x16), None, "kind 6 does not exist");
+    }
+}

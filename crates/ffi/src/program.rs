@@ -1,0 +1,301 @@
+//! Programs: describe a kernel launch once, run it many times with new runtime arguments.
+
+use super::buffer::{buffer_arc, ttdrv_buffer};
+use super::device::{device, device_checked, ttdrv_device};
+use super::handles;
+use super::{FfiResult, bytes, c_str, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
+use std::ffi::c_char;
+use std::sync::Arc;
+use ttdrv::contract::kernel::{ACCESSOR_WORDS, BuiltinKernel};
+use ttdrv::contract::records::{CbConfig, CoreRect};
+use ttdrv::device::program::{KernelSource, Program, ProgramDesc};
+use ttdrv::error::Error;
+
+/// A program (opaque): a kernel, its cores and configuration, bound to the device's program cache.
+pub struct ttdrv_program {
+    _private: [u8; 0],
+}
+
+/// An inclusive rectangle of worker cores.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_core_rect {
+    /// Left column.
+    pub x0: u32,
+    /// Top row.
+    pub y0: u32,
+    /// Right column (inclusive).
+    pub x1: u32,
+    /// Bottom row (inclusive).
+    pub y1: u32,
+}
+
+/// A circular-buffer configuration of a program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_cb_config {
+    /// CB index the kernel uses.
+    pub index: u32,
+    /// Bytes per page.
+    pub page_size: u32,
+    /// Pages.
+    pub num_pages: u32,
+    /// Data format (a `TTDRV_DTYPE_*` value).
+    pub data_format: u32,
+}
+
+/// Describes a program. Fill with `ttdrv_program_desc_init`. Everything here is the program-cache key; buffer
+/// addresses are runtime arguments and are not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_program_desc {
+    /// `sizeof(ttdrv_program_desc)`.
+    pub struct_size: u32,
+    /// Runtime argument words each core receives.
+    pub rt_words_per_core: u32,
+    /// Kernel name: a built-in (`"ttdrv.copy"`, `"ttdrv.eltwise_binary"`, `"ttdrv.eltwise_unary"`,
+    /// `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image.
+    pub kernel_name: *const c_char,
+    /// Code of a custom kernel image (NULL with `code_len == 0` for a built-in).
+    pub code: *const u8,
+    /// Bytes of `code`.
+    pub code_len: usize,
+    /// Cores that run the kernel.
+    pub cores: ttdrv_core_rect,
+    /// Compile-time arguments.
+    pub ct_args: *const u32,
+    /// Number of compile-time arguments.
+    pub num_ct_args: usize,
+    /// Circular buffers.
+    pub cbs: *const ttdrv_cb_config,
+    /// Number of circular buffers.
+    pub num_cbs: usize,
+    /// Initial semaphore values.
+    pub sems: *const u32,
+    /// Number of semaphores.
+    pub num_sems: usize,
+}
+
+const DESC_V1: u32 = std::mem::size_of::<ttdrv_program_desc>() as u32;
+
+/// Program cache statistics (`ttdrv_device_program_cache_stats`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_program_cache_stats {
+    /// Distinct programs cached.
+    pub entries: u64,
+    /// Dispatches whose kernel image was already on the device.
+    pub hits: u64,
+    /// Dispatches that uploaded their kernel image.
+    pub misses: u64,
+}
+
+fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]> {
+    slice(p, n, name)
+}
+
+fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
+    handles::lookup(h, "program")
+}
+
+/// Fills `*desc` with an empty description — no kernel name, core (0,0), no arguments, circular buffers or semaphores —
+/// and its `struct_size`. Set `kernel_name` at least.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
+///
+/// # Safety
+/// `desc` must be NULL or point to a writable `ttdrv_program_desc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_desc_init(desc: *mut ttdrv_program_desc) -> ttdrv_status {
+    guard("ttdrv_program_desc_init", || {
+        let d = ttdrv_program_desc {
+            struct_size: DESC_V1,
+            rt_words_per_core: 0,
+            kernel_name: std::ptr::null(),
+            code: std::ptr::null(),
+            code_len: 0,
+            cores: ttdrv_core_rect::default(),
+            ct_args: std::ptr::null(),
+            num_ct_args: 0,
+            cbs: std::ptr::null(),
+            num_cbs: 0,
+            sems: std::ptr::null(),
+            num_sems: 0,
+        };
+        write_out(out_ptr(desc, "desc")?, d);
+        Ok(())
+    })
+}
+
+/// Creates a program — a kernel on a rectangle of cores with its compile-time arguments, circular buffers and
+/// semaphores — looking it up in (or adding it to) the device's program cache; everything in `*desc` is the cache key.
+/// The first run uploads the kernel image; later runs with any runtime arguments reuse it. A built-in kernel is named
+/// `ttdrv.*` with no code; any other name is a custom image of `code` (the emulated device runs custom images by name,
+/// so a name it does not implement faults with DEVICE_FAULT when the program runs).
+///
+/// Ownership: `desc` and its arrays are copied; on success `*out` receives a new handle to release with
+/// `ttdrv_program_free` (the program stays cached). Thread: any.
+/// Errors: NULL_PARAMETER (`desc`, `out`, `desc->kernel_name`, or an array with a non-zero count), INVALID_HANDLE
+/// (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; kernel name empty, too long or not UTF-8;
+/// cores outside the grid or coordinates above 255; argument counts that do not match a built-in kernel; a count too
+/// large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (the device's
+/// catalog lacks the built-in kernel).
+///
+/// # Safety
+/// `desc` must be initialised, `kernel_name` a NUL-terminated string, and `code`, `ct_args`, `cbs` and `sems` readable
+/// for their counts; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_new(
+    device: *mut ttdrv_device,
+    desc: *const ttdrv_program_desc,
+    out: *mut *mut ttdrv_program,
+) -> ttdrv_status {
+    guard("ttdrv_program_new", || {
+        let d = device_checked(device)?;
+        nonnull(desc, "desc")?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: non-NULL; the size field comes first in every version.
+        let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read_unaligned() };
+        if size < DESC_V1 {
+            return Err(Error::InvalidArgument(format!(
+                "desc->struct_size is {size}; initialise the description with ttdrv_program_desc_init()"
+            ))
+            .into());
+        }
+        // SAFETY: at least as large as ours.
+        let c = unsafe { desc.read_unaligned() };
+        let name = c_str(c.kernel_name, "desc->kernel_name")?;
+        let code = bytes(c.code, c.code_len, "desc->code")?;
+        let kernel = match BuiltinKernel::from_name(name) {
+            Some(k) if code.is_empty() => KernelSource::Builtin(k),
+            _ => KernelSource::Image { name: name.to_string(), code: code.to_vec() },
+        };
+        let coord = |v: u32| {
+            u8::try_from(v).map_err(|_| Error::InvalidArgument(format!("core coordinate {v} is out of range; use coordinates inside the device's core grid (ttdrv_device_get_info reports grid_x and grid_y)")))
+        };
+        let cores =
+            CoreRect { x0: coord(c.cores.x0)?, y0: coord(c.cores.y0)?, x1: coord(c.cores.x1)?, y1: coord(c.cores.y1)? };
+        let cbs: Vec<CbConfig> = slice(c.cbs, c.num_cbs, "desc->cbs")?
+            .iter()
+            .map(|b| CbConfig {
+                index: b.index,
+                page_size: b.page_size,
+                num_pages: b.num_pages,
+                data_format: b.data_format,
+            })
+            .collect();
+        let rt_words = u16::try_from(c.rt_words_per_core).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "rt_words_per_core {} is too large; a launch carries at most 65535 words per core",
+                c.rt_words_per_core
+            ))
+        })?;
+        let p = d.program(ProgramDesc {
+            kernel,
+            cores,
+            ct_args: words(c.ct_args, c.num_ct_args, "desc->ct_args")?.to_vec(),
+            cbs,
+            sems: words(c.sems, c.num_sems, "desc->sems")?.to_vec(),
+            rt_words,
+        })?;
+        write_out(out, handles::register::<Program, _>(p));
+        Ok(())
+    })
+}
+
+/// Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the rectangle, row
+/// by row. `buffers` lists every buffer the arguments refer to (their words come from `ttdrv_buffer_accessor`): each
+/// must be alive, and during a trace capture their ranges are what the trace depends on. Returns once the launch is
+/// enqueued (or captured, during a capture on `cq`).
+///
+/// Ownership: `rt_args` and `buffers` are only read during the call; the buffers stay the caller's. Thread: any.
+/// Errors: NULL_PARAMETER (`program`, or an array with a non-zero count, or a NULL entry of `buffers`), INVALID_HANDLE
+/// (`program`, or a freed buffer), CLOSED, FORKED, INVALID_ARGUMENT (the number of runtime words; a buffer of another
+/// device; a count too large for memory; no such queue), PROGRAM_NOT_CACHED (the program has never run and a capture is
+/// in progress on `cq`: run it once before `ttdrv_trace_begin_capture`), OUT_OF_DEVICE_MEMORY (the first run finds the
+/// kernel image region full), TIMEOUT (no ring space), DEVICE_FAULT.
+///
+/// # Safety
+/// `rt_args` must be readable for `num_rt_args` words and `buffers` for `num_buffers` handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_run(
+    program: *mut ttdrv_program,
+    cq: u16,
+    rt_args: *const u32,
+    num_rt_args: usize,
+    buffers: *const *mut ttdrv_buffer,
+    num_buffers: usize,
+) -> ttdrv_status {
+    guard("ttdrv_program_run", || {
+        let p = self::program(program)?;
+        let rt = words(rt_args, num_rt_args, "rt_args")?;
+        let handles: &[*mut ttdrv_buffer] = slice(buffers, num_buffers, "buffers")?;
+        let arcs = handles.iter().map(|&h| buffer_arc(h, "buffers[i]")).collect::<FfiResult<Vec<_>>>()?;
+        let refs: Vec<&ttdrv::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
+        Ok(p.run(cq, rt, &refs)?)
+    })
+}
+
+/// Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
+/// no-op.
+///
+/// Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any. Errors: INVALID_HANDLE.
+///
+/// # Safety
+/// `program` must be NULL or a value returned by ttdrv.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_free(program: *mut ttdrv_program) -> ttdrv_status {
+    guard("ttdrv_program_free", || {
+        handles::release::<Program, _>(program)?;
+        Ok(())
+    })
+}
+
+/// Writes the buffer's 12-word tensor accessor (device contract §8.3) — what a kernel's runtime arguments use to find
+/// the buffer: memory, layout, dtype, address, shape, page stride and shard grid — to `out`, which holds `len >= 12`
+/// words. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE, INVALID_ARGUMENT (`len` below 12).
+///
+/// # Safety
+/// `out` must be writable for `len` words.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *mut u32, len: usize) -> ttdrv_status {
+    guard("ttdrv_buffer_accessor", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        let out = out_ptr(out, "out")?;
+        if len < ACCESSOR_WORDS {
+            return Err(Error::InvalidArgument(format!(
+                "an accessor is {ACCESSOR_WORDS} words; `out` holds only {len}"
+            ))
+            .into());
+        }
+        let w = b.accessor().to_words();
+        // SAFETY: `out` holds at least 12 writable words.
+        unsafe { std::ptr::copy_nonoverlapping(w.as_ptr(), out, ACCESSOR_WORDS) };
+        Ok(())
+    })
+}
+
+/// Writes the device's program cache statistics — distinct programs cached, dispatches that found their kernel image on
+/// the device (hits) and dispatches that uploaded it (misses) — to `*out`.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`).
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_device_program_cache_stats(
+    device: *mut ttdrv_device,
+    out: *mut ttdrv_program_cache_stats,
+) -> ttdrv_status {
+    guard("ttdrv_device_program_cache_stats", || {
+        let d = self::device(device)?;
+        let s = d.program_cache_stats();
+        write_out(
+            out_ptr(out, "out")?,
+            ttdrv_program_cache_stats { entries: s.entries as u64, hits: s.hits, misses: s.misses },
+        );
+        Ok(())
+    })
+}

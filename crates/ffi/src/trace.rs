@@ -1,0 +1,131 @@
+//! Metal Trace: capture, replay, release, query.
+
+use super::device::{device_checked, ttdrv_device};
+use super::{guard, out_ptr, ttdrv_status, write_out};
+
+/// What is known about a captured trace (`ttdrv_trace_get_info`). Set `struct_size` first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ttdrv_trace_info {
+    /// `sizeof(ttdrv_trace_info)`, set by the caller.
+    pub struct_size: u32,
+    /// Queue it was captured on.
+    pub queue: u32,
+    /// Bytes of records.
+    pub bytes: u64,
+    /// Trace region bytes (device total) it needs: open the device with at least this `trace_region_size`.
+    pub region_bytes: u64,
+    /// Program launches captured.
+    pub launches: u32,
+    /// Whether it is stored in device DRAM (false if the trace region was too small at end of capture).
+    pub stored: bool,
+}
+
+/// Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the new trace's id to
+/// `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq` are recorded instead of sent; host
+/// writes, reads, event records and waits, finish, synchronize and blocking calls on `cq` fail with INVALID_STATE
+/// naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
+/// as usual.
+///
+/// Ownership: the trace lives on the device until `ttdrv_trace_release` or a reset. Thread: any; dispatches from
+/// several threads onto `cq` are captured in the order they are enqueued.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE
+/// (a capture is already in progress on `cq`).
+///
+/// # Safety
+/// `out_id` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_trace_begin_capture(
+    device: *mut ttdrv_device,
+    cq: u16,
+    out_id: *mut u32,
+) -> ttdrv_status {
+    guard("ttdrv_trace_begin_capture", || {
+        let d = device_checked(device)?;
+        let out = out_ptr(out_id, "out_id")?;
+        write_out(out, d.begin_trace_capture(cq)?);
+        Ok(())
+    })
+}
+
+/// Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores the trace in the trace region (or,
+/// with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). Device ranges the trace uses that no live buffer holds
+/// any more (intermediates freed during the capture) become the trace's until it is released.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
+/// INVALID_STATE (no capture of `id` in progress on `cq`: never begun, begun on another queue, already ended, or
+/// dropped by a reset), TRACE_REGION (no region, or too small: the message gives the bytes needed and available and the
+/// `trace_region_size` to open the device with; the trace stays captured but unstored, so `ttdrv_trace_get_info`
+/// reports its size and `ttdrv_trace_release` frees it), OUT_OF_DEVICE_MEMORY (on demand, DRAM is full), TIMEOUT,
+/// DEVICE_FAULT.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_trace_end_capture(device: *mut ttdrv_device, id: u32, cq: u16) -> ttdrv_status {
+    guard("ttdrv_trace_end_capture", || Ok(device_checked(device)?.end_trace_capture(id, cq)?))
+}
+
+/// Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it to finish.
+/// Replays write their outputs to the buffers the capture wrote, so keep those (and the inputs the capture read) alive;
+/// any device range the trace uses that lay inside a live buffer at the end of the capture must lie inside one again at
+/// each replay.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
+/// INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
+/// range the trace uses is no longer held by a live buffer — the message names it), TRACE_REGION (the trace was never
+/// stored), TIMEOUT, DEVICE_FAULT.
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_trace_execute(device: *mut ttdrv_device, id: u32, cq: u16, blocking: bool) -> ttdrv_status {
+    guard("ttdrv_trace_execute", || Ok(device_checked(device)?.execute_trace(id, cq, blocking)?))
+}
+
+/// Releases trace `id` (`release_trace`): its trace buffer and the device ranges it owned are freed. A replay already
+/// enqueued still runs; order later reuse of those ranges on other queues with events.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_STATE (unknown or already
+/// released; still being captured: end the capture first).
+#[unsafe(no_mangle)]
+pub extern "C" fn ttdrv_trace_release(device: *mut ttdrv_device, id: u32) -> ttdrv_status {
+    guard("ttdrv_trace_release", || Ok(device_checked(device)?.release_trace(id)?))
+}
+
+/// Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, and the
+/// `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first; a larger struct
+/// is accepted and `struct_size` is set to the size written.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too
+/// small), INVALID_STATE (unknown or released trace; still being captured).
+///
+/// # Safety
+/// `out` must point to at least `out->struct_size` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_trace_get_info(
+    device: *mut ttdrv_device,
+    id: u32,
+    out: *mut ttdrv_trace_info,
+) -> ttdrv_status {
+    guard("ttdrv_trace_get_info", || {
+        let d = device_checked(device)?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: non-NULL and readable.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
+        let ours = std::mem::size_of::<ttdrv_trace_info>() as u32;
+        if size < ours {
+            return Err(ttdrv::Error::InvalidArgument(format!(
+                "out->struct_size is {size}; set it to sizeof(ttdrv_trace_info) ({ours}) before the call"
+            ))
+            .into());
+        }
+        let i = d.trace_info(id)?;
+        write_out(
+            out,
+            ttdrv_trace_info {
+                struct_size: ours,
+                queue: i.queue as u32,
+                bytes: i.bytes,
+                region_bytes: i.region_bytes,
+                launches: i.launches,
+                stored: i.stored,
+            },
+        );
+        Ok(())
+    })
+}

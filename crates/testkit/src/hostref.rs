@@ -1,0 +1,227 @@
+//! Host-side references shared by the tests, the benchmarks and the `ttdrv` demo.
+//!
+//! Nothing here calls the crate's arithmetic: the bfloat16 rounding is written out below (not
+//! `ttdrv_contract::kernel::f32_to_bf16`), and no code of the emulator is used. The references are the naive textbook
+//! loops, in f64 where the tests compare against a tolerance and in f32 where they compare exactly.
+
+use ttdrv::*;
+
+/// A seeded generator (splitmix64): every test that uses randomness prints or names its seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent`%.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn f32_in(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    /// One element of `v`.
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// The bfloat16 bits nearest to `x`, ties to even (IEEE round-to-nearest-even on the upper 16 bits of the binary32
+/// encoding). NaN becomes a quiet NaN.
+pub fn bf16_rne(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) as u16) | 0x0040;
+    }
+    let upper = bits >> 16;
+    let lower = bits & 0xFFFF;
+    let round_up = lower > 0x8000 || (lower == 0x8000 && upper & 1 == 1);
+    // A carry out of the mantissa correctly bumps the exponent (up to infinity).
+    (upper + round_up as u32) as u16
+}
+
+/// The value of bfloat16 bits (exact).
+pub fn bf16_value(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// `x` rounded to the nearest bfloat16, ties to even.
+pub fn round_bf16(x: f32) -> f32 {
+    bf16_value(bf16_rne(x))
+}
+
+/// `x` as the device stores it in `dtype`.
+pub fn quantize1(x: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::Float32 => x,
+        DType::BFloat16 => round_bf16(x),
+    }
+}
+
+/// `v` as the device stores it in `dtype`.
+pub fn quantize(v: &[f32], dtype: DType) -> Vec<f32> {
+    v.iter().map(|&x| quantize1(x, dtype)).collect()
+}
+
+/// Little-endian bytes of `v` in `dtype` (bfloat16 rounded to nearest even).
+pub fn encode(v: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::Float32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::BFloat16 => v.iter().flat_map(|&x| bf16_rne(x).to_le_bytes()).collect(),
+    }
+}
+
+/// Values of little-endian `dtype` bytes.
+pub fn decode(b: &[u8], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::Float32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::BFloat16 => b.chunks_exact(2).map(|c| bf16_value(u16::from_le_bytes([c[0], c[1]]))).collect(),
+    }
+}
+
+/// `n` random values in `[lo, hi)`, already representable in `dtype`.
+pub fn random_values(rng: &mut Rng, n: usize, lo: f32, hi: f32, dtype: DType) -> Vec<f32> {
+    (0..n).map(|_| quantize1(rng.f32_in(lo, hi), dtype)).collect()
+}
+
+/// Distance in bfloat16 steps between two bfloat16 values (both must be representable, neither NaN).
+pub fn bf16_steps(a: f32, b: f32) -> u32 {
+    // Map the sign-magnitude encoding onto a line of integers, so that neighbours differ by one.
+    let ord = |x: f32| -> i32 {
+        let bits = (x.to_bits() >> 16) as i32;
+        if bits & 0x8000 != 0 { -(bits & 0x7FFF) } else { bits }
+    };
+    assert_eq!(round_bf16(a).to_bits(), a.to_bits(), "{a} is not a bfloat16 value");
+    assert_eq!(round_bf16(b).to_bits(), b.to_bits(), "{b} is not a bfloat16 value");
+    ord(a).abs_diff(ord(b))
+}
+
+/// One bfloat16 unit in the last place at magnitude `x` (normal range): 2^(exponent - 7).
+pub fn bf16_ulp(x: f64) -> f64 {
+    let x = x.abs().max(f64::from(f32::MIN_POSITIVE));
+    2f64.powi(x.log2().floor() as i32 - 7)
+}
+
+/// A core rectangle.
+pub fn cores(x0: u8, y0: u8, x1: u8, y1: u8) -> ShardGrid {
+    ShardGrid::Cores { x0, y0, x1, y1 }
+}
+
+/// A DRAM bank range.
+pub fn banks(first: u16, last: u16) -> ShardGrid {
+    ShardGrid::Banks { first, last }
+}
+
+/// A sharded memory config.
+pub fn sharded(bt: BufferType, layout: Layout, grid: ShardGrid, shape: [u32; 2], col_major: bool) -> MemoryConfig {
+    MemoryConfig { buffer_type: bt, layout, shard: Some(ShardSpec { grid, shape, col_major }) }
+}
+
+/// Interleaved L1_SMALL (the device must be opened with `l1_small_size`).
+pub const L1_SMALL: MemoryConfig =
+    MemoryConfig { buffer_type: BufferType::L1Small, layout: Layout::Interleaved, shard: None };
+
+/// Every memory configuration the tests sweep, for a `[rows, cols]` tensor with `rows % 8 == 0` and
+/// `cols % 4 == 0`: interleaved DRAM, L1 and L1_SMALL; height-, width- and block-sharded L1 in row- and
+/// column-major orientation (on grids that do not start at core (0, 0), so unit numbering matters); DRAM height-
+/// and block-sharded over banks; height-sharded L1_SMALL. Needs `l1_small_size` of a few KiB.
+pub fn all_configs(rows: u32, cols: u32) -> Vec<(&'static str, MemoryConfig)> {
+    assert!(rows % 8 == 0 && cols % 4 == 0, "[{rows}, {cols}] does not suit the config sweep");
+    use BufferType::{Dram, L1, L1Small};
+    use Layout::*;
+    let (h, w) = ([rows / 8, cols], [rows, cols / 4]);
+    let block = [rows / 2, cols / 4];
+    vec![
+        ("DRAM interleaved", MemoryConfig::DRAM),
+        ("L1 interleaved", MemoryConfig::L1),
+        ("L1 height row-major", sharded(L1, HeightSharded, cores(1, 2, 4, 3), h, false)),
+        ("L1 height col-major", sharded(L1, HeightSharded, cores(3, 4, 4, 7), h, true)),
+        ("L1 width row-major", sharded(L1, WidthSharded, cores(3, 5, 6, 5), w, false)),
+        ("L1 width col-major", sharded(L1, WidthSharded, cores(2, 0, 2, 3), w, true)),
+        ("L1 block row-major", sharded(L1, BlockSharded, cores(0, 0, 3, 1), block, false)),
+        ("L1 block col-major", sharded(L1, BlockSharded, cores(4, 4, 5, 7), block, true)),
+        ("DRAM height over banks", sharded(Dram, HeightSharded, banks(0, 7), h, false)),
+        ("DRAM block over banks col-major", sharded(Dram, BlockSharded, banks(0, 7), block, true)),
+        ("L1_SMALL interleaved", L1_SMALL),
+        ("L1_SMALL height", sharded(L1Small, HeightSharded, cores(0, 7, 7, 7), h, false)),
+    ]
+}
+
+/// The memory configurations a one-row `[1, cols]` tensor (a broadcast operand) can take, `cols % 4 == 0`.
+pub fn row_configs(cols: u32) -> Vec<(&'static str, MemoryConfig)> {
+    use Layout::WidthSharded;
+    vec![
+        ("DRAM interleaved", MemoryConfig::DRAM),
+        ("L1 interleaved", MemoryConfig::L1),
+        ("L1 width row-major", sharded(BufferType::L1, WidthSharded, cores(4, 6, 7, 6), [1, cols / 4], false)),
+        ("DRAM width over banks", sharded(BufferType::Dram, WidthSharded, banks(2, 5), [1, cols / 4], false)),
+        ("L1_SMALL interleaved", L1_SMALL),
+    ]
+}
+
+/// The MLP's host reference: each op as the device defines it (matmul accumulated exactly and rounded once, bias
+/// add in f32 then rounded, relu), in `dtype`.
+pub fn mlp_reference(cfg: &ttdrv::device::model::MlpConfig, w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
+    let batch = cfg.batch as usize;
+    let layers = cfg.dims.len() - 1;
+    let mut a = x.to_vec();
+    for l in 0..layers {
+        let (k, m) = (cfg.dims[l] as usize, cfg.dims[l + 1] as usize);
+        let mut out = vec![0f32; batch * m];
+        for i in 0..batch {
+            for j in 0..m {
+                let dot: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * w[l][kk * m + j] as f64).sum();
+                let y = quantize1(dot as f32, cfg.dtype);
+                let z = quantize1(y + b[l][j], cfg.dtype);
+                out[i * m + j] = if l + 1 < layers || cfg.relu_last { z.max(0.0) } else { z };
+            }
+        }
+        a = out;
+    }
+    a
+}
+
+/// Matches `$r` against `Err($variant(msg))` and checks that `msg` mentions every needle (a bracketed list of
+/// string expressions, or an expression that iterates over `&str`s); evaluates to `msg`.
+#[macro_export]
+macro_rules! expect_err {
+    ($r:expr, $variant:path, [$($needle:expr),* $(,)?]) => {
+        expect_err!($r, $variant, @list vec![$(String::from(&*$needle)),*])
+    };
+    ($r:expr, $variant:path, @list $needles:expr) => {{
+        let needles: Vec<String> = $needles;
+        match $r {
+            Err($variant(msg)) => {
+                for n in &needles {
+                    assert!(msg.contains(n.as_str()), "{} message {msg:?} does not mention {n:?}", stringify!($variant));
+                }
+                msg
+            }
+            other => panic!("expected {} mentioning {needles:?}, got {other:?}", stringify!($variant)),
+        }
+    }};
+    ($r:expr, $variant:path, $needles:expr) => {
+        expect_err!($r, $variant, @list $needles.iter().map(|s| s.to_string()).collect())
+    };
+}
