@@ -43,6 +43,35 @@ impl Default for DeviceParams {
     }
 }
 
+/// Bytes of a 2 MiB hugepage, the unit DMA memory is allocated in when the host has hugepages.
+pub const HUGEPAGE_BYTES: u64 = 2 << 20;
+
+impl DeviceParams {
+    /// Bytes of one command queue's host region (docs/device-interface.md §5): the control page, both rings and,
+    /// when profiling, the timestamp slots.
+    pub fn queue_region_bytes(&self) -> u64 {
+        let profile = if self.profiling {
+            crate::profile::PROFILE_SLOTS as u64 * ttdrv_contract::PROFILE_SLOT_BYTES as u64
+        } else {
+            0
+        };
+        ttdrv_contract::RING_OFFSET as u64 + self.issue_ring_size as u64 + self.completion_ring_size as u64 + profile
+    }
+
+    /// 2 MiB hugepages a device opened with these parameters takes for its command queues (each queue's region is
+    /// rounded up to whole pages): what to reserve in `/proc/sys/vm/nr_hugepages` per device. The hugepage warning,
+    /// `ttdrv doctor` and docs/host-setup.md all quote this number.
+    pub fn hugepages_needed(&self) -> u64 {
+        self.num_command_queues.max(1) as u64 * self.queue_region_bytes().div_ceil(HUGEPAGE_BYTES)
+    }
+
+    /// Bytes of host memory such a device pins (locks) for its command queues, counted against `RLIMIT_MEMLOCK`
+    /// when the device sits behind a real IOMMU.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.hugepages_needed() * HUGEPAGE_BYTES
+    }
+}
+
 /// What the device reports about itself (contract §2), read once at open.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceInfo {
@@ -98,5 +127,22 @@ impl DeviceInfo {
     /// Worker cores.
     pub fn cores(&self) -> u32 {
         self.grid_x * self.grid_y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_memory_needs_follow_the_parameters() {
+        let p = DeviceParams::default();
+        // 4 KiB control page + 32 MiB issue ring + 8 MiB completion ring: 21 pages of 2 MiB.
+        assert_eq!(p.hugepages_needed(), 21);
+        assert_eq!(p.pinned_bytes(), 42 << 20);
+        let two = DeviceParams { num_command_queues: 2, ..p.clone() };
+        assert_eq!(two.hugepages_needed(), 42);
+        let small = DeviceParams { issue_ring_size: 1 << 20, completion_ring_size: 1 << 20, ..p };
+        assert_eq!(small.hugepages_needed(), 2);
     }
 }
