@@ -7,6 +7,7 @@
 //! which record owns which slot and reads the slot once the record has retired (its tag <= the queue's `RETIRED`).
 
 use crate::queue::Rings;
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -233,19 +234,58 @@ impl Profiler {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
+/// One Chrome trace event: a metadata event (`ph` "M": a process or thread name) or a complete event (`ph` "X": a
+/// span with its start and duration). Fields a kind of event does not have are left out.
+#[derive(Serialize)]
+struct TraceEvent<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cat: Option<&'a str>,
+    ph: &'static str,
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tid: Option<u64>,
+    /// Start, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<f64>,
+    /// Duration, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dur: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<NameArgs>,
+}
+
+/// The `args` of a metadata event.
+#[derive(Serialize)]
+struct NameArgs {
+    name: String,
+}
+
+/// The whole file: the JSON Object Format of the trace-event format.
+#[derive(Serialize)]
+struct TraceFile<'a> {
+    #[serde(rename = "displayTimeUnit")]
+    display_time_unit: &'static str,
+    #[serde(rename = "traceEvents")]
+    trace_events: Vec<TraceEvent<'a>>,
+}
+
+/// Process id of the host's lanes in the trace.
+const HOST_PID: u32 = 1;
+/// Process id of the device's lanes (one thread per command queue).
+const DEVICE_PID: u32 = 2;
+
+impl<'a> TraceEvent<'a> {
+    fn metadata(kind: &'a str, pid: u32, tid: Option<u64>, name: String) -> TraceEvent<'a> {
+        TraceEvent { name: kind, cat: None, ph: "M", pid, tid, ts: None, dur: None, args: Some(NameArgs { name }) }
     }
-    o.push('"');
-    o
+}
+
+fn pid_tid(lane: &Lane) -> (u32, u64) {
+    match lane {
+        Lane::Host { thread, .. } => (HOST_PID, *thread),
+        Lane::Queue(q) => (DEVICE_PID, *q as u64),
+    }
 }
 
 /// Writes `spans` as Chrome trace-event JSON: process 1 is the host (one thread per host thread), process 2 the
@@ -254,39 +294,33 @@ pub fn write_chrome_json(spans: &[Span], out: &mut dyn Write, device: &str) -> s
     let mut lanes: Vec<&Lane> = spans.iter().map(|s| &s.lane).collect();
     lanes.sort();
     lanes.dedup();
-    writeln!(out, "{{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
-    writeln!(out, "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{{\"name\":\"host\"}}}},")?;
-    write!(
-        out,
-        "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":2,\"args\":{{\"name\":{}}}}}",
-        json_str(&format!("device {device}"))
-    )?;
+    let mut events = Vec::with_capacity(2 + lanes.len() + spans.len());
+    events.push(TraceEvent::metadata("process_name", HOST_PID, None, "host".into()));
+    events.push(TraceEvent::metadata("process_name", DEVICE_PID, None, format!("device {device}")));
     for l in &lanes {
-        let (pid, tid, name) = match l {
-            Lane::Host { thread, name } => (1, *thread, name.to_string()),
-            Lane::Queue(q) => (2, *q as u64, format!("CQ {q}")),
+        let (pid, tid) = pid_tid(l);
+        let name = match l {
+            Lane::Host { name, .. } => name.to_string(),
+            Lane::Queue(q) => format!("CQ {q}"),
         };
-        write!(
-            out,
-            ",\n{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"args\":{{\"name\":{}}}}}",
-            json_str(&name)
-        )?;
+        events.push(TraceEvent::metadata("thread_name", pid, Some(tid), name));
     }
     for s in spans {
-        let (pid, tid) = match &s.lane {
-            Lane::Host { thread, .. } => (1, *thread),
-            Lane::Queue(q) => (2, *q as u64),
-        };
-        write!(
-            out,
-            ",\n{{\"name\":{},\"cat\":{},\"ph\":\"X\",\"pid\":{pid},\"tid\":{tid},\"ts\":{:.3},\"dur\":{:.3}}}",
-            json_str(&s.name),
-            json_str(s.cat),
-            s.start_ns as f64 / 1e3,
-            (s.end_ns.saturating_sub(s.start_ns)) as f64 / 1e3
-        )?;
+        let (pid, tid) = pid_tid(&s.lane);
+        events.push(TraceEvent {
+            name: &s.name,
+            cat: Some(s.cat),
+            ph: "X",
+            pid,
+            tid: Some(tid),
+            ts: Some(s.start_ns as f64 / 1e3),
+            dur: Some(s.end_ns.saturating_sub(s.start_ns) as f64 / 1e3),
+            args: None,
+        });
     }
-    writeln!(out, "\n]}}")
+    let file = TraceFile { display_time_unit: "ns", trace_events: events };
+    serde_json::to_writer(&mut *out, &file)?;
+    writeln!(out)
 }
 
 #[cfg(test)]
@@ -294,9 +328,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_is_well_formed() {
+    fn json_parses_back_into_the_same_events() {
         let spans = vec![
-            Span { lane: Lane::Queue(0), name: "mat\"mul".into(), cat: "compute", start_ns: 1000, end_ns: 3500 },
             Span {
                 lane: Lane::Host { thread: 1, name: "main".into() },
                 name: "write".into(),
@@ -304,15 +337,39 @@ mod tests {
                 start_ns: 0,
                 end_ns: 500,
             },
+            Span { lane: Lane::Queue(0), name: "mat\"mul\n".into(), cat: "compute", start_ns: 1000, end_ns: 3500 },
+            Span { lane: Lane::Queue(1), name: "read".into(), cat: "transfer", start_ns: 1_234_567, end_ns: 1_234_999 },
         ];
         let mut out = Vec::new();
-        write_chrome_json(&spans, &mut out, "emu#0").unwrap();
-        let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("\"name\":\"mat\\\"mul\""));
-        assert!(s.contains("\"ts\":1.000,\"dur\":2.500"));
-        // Balanced braces and brackets.
-        assert_eq!(s.matches('{').count(), s.matches('}').count());
-        assert_eq!(s.matches('[').count(), s.matches(']').count());
+        write_chrome_json(&spans, &mut out, "emu#\"0").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["displayTimeUnit"], "ns");
+        let ev = v["traceEvents"].as_array().unwrap();
+        // Two process names, one thread name per lane, one complete event per span.
+        assert_eq!(ev.len(), 2 + 3 + 3, "{v}");
+        let meta = |name: &str, pid: u64, tid: Option<u64>| {
+            ev.iter()
+                .find(|e| e["ph"] == "M" && e["name"] == name && e["pid"] == pid && e["tid"].as_u64() == tid)
+                .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+        };
+        assert_eq!(meta("process_name", 1, None).as_deref(), Some("host"));
+        assert_eq!(meta("process_name", 2, None).as_deref(), Some("device emu#\"0"));
+        assert_eq!(meta("thread_name", 1, Some(1)).as_deref(), Some("main"));
+        assert_eq!(meta("thread_name", 2, Some(0)).as_deref(), Some("CQ 0"));
+        assert_eq!(meta("thread_name", 2, Some(1)).as_deref(), Some("CQ 1"));
+        let x: Vec<&serde_json::Value> = ev.iter().filter(|e| e["ph"] == "X").collect();
+        assert_eq!(x.len(), 3);
+        for (e, s) in x.iter().zip(&spans) {
+            let (pid, tid) = pid_tid(&s.lane);
+            assert_eq!(e["name"], &*s.name);
+            assert_eq!(e["cat"], s.cat);
+            assert_eq!((e["pid"].as_u64(), e["tid"].as_u64()), (Some(pid as u64), Some(tid)));
+            assert_eq!(e["ts"].as_f64().unwrap(), s.start_ns as f64 / 1e3);
+            assert_eq!(e["dur"].as_f64().unwrap(), (s.end_ns - s.start_ns) as f64 / 1e3);
+            assert!(e.get("args").is_none());
+        }
+        assert_eq!(x[1]["ts"].as_f64(), Some(1.0));
+        assert_eq!(x[1]["dur"].as_f64(), Some(2.5));
     }
 
     #[test]

@@ -1,35 +1,84 @@
 //! `ttdrv bench`: the headline measurements, each next to its reference measured in the same process, as medians
 //! over repeated runs (this kind of machine is shared and noisy: only side-by-side ratios mean anything).
 
-use super::args::Args;
+use serde::Serialize;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use ttdrv::device::ops::{BinaryOp, UnaryOp};
 use ttdrv::{Buffer, BufferSpec, BufferType, DType, Device, DeviceParams, Layout, MemoryConfig, ShardGrid};
 use ttdrv_testkit::{BareRing, fill_program};
 
-/// Help text of `ttdrv bench`.
-pub const HELP: &str = "\
-ttdrv bench: headline measurements on the emulated device, each beside its reference measured in the same run,
-as medians over repeated runs.
+/// Long description of `ttdrv bench`.
+pub const LONG_ABOUT: &str = "\
+Headline measurements on the emulated device, each beside its reference measured in the same run, as medians over \
+repeated runs. The two-queue pipelines are those of tt-metal's guide \"Advanced Performance Optimizations for \
+Models\" (section \"Multiple Command Queues\").";
 
-usage: ttdrv bench [--json] [--quick] [--only NAME[,NAME...]]
+/// Options of `ttdrv bench`.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct BenchArgs {
+    /// Print the results as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Fewer repetitions (for smoke tests)
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only these measurements (comma separated or repeated; default all)
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub only: Vec<Bench>,
+    /// Write an SVG timeline of each paced pipeline run into DIR (TTDRV_BENCH_FULL=1 draws whole runs instead of
+    /// a window of four iterations)
+    #[arg(long, value_name = "DIR")]
+    pub timelines: Option<PathBuf>,
+}
 
-  --json        print the results as JSON instead of a table
-  --quick       fewer repetitions (for smoke tests)
-  --only        run only some measurements: dispatch, trace, copy, event, pipelines, model, idle
-  --timelines DIR   write an SVG timeline of each paced pipeline run into DIR
+/// The measurements, in the order they run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bench {
+    /// Host time of one cached program dispatch vs a bare 64-byte record written into the ring
+    Dispatch,
+    /// Host time of execute_trace for traces of 10, 100 and 1000 programs vs eager dispatch of the same
+    Trace,
+    /// Bandwidth inside a non-blocking 16/64 MiB write call vs memcpy of the same size
+    Copy,
+    /// Event record -> host observes it (record + synchronize on an idle queue)
+    Event,
+    /// Paced: the guide's two-queue pipelines, 2 queues vs 1, against the ideal the model allows
+    Pipelines,
+    /// Paced: the demo's MLP eager vs traced vs traced with 2 queues (throughput, device gap between ops)
+    Model,
+    /// CPU used by an opened, idle device (percent of one core)
+    Idle,
+}
 
-measurements:
-  dispatch    host time of one cached program dispatch vs a bare 64-byte record written into the ring
-  trace       host time of execute_trace for traces of 10, 100 and 1000 programs vs eager dispatch of the same
-  copy        bandwidth inside a non-blocking 16/64 MiB write call vs memcpy of the same size
-  event       event record -> host observes it (record + synchronize on an idle queue)
-  pipelines   paced: the seed's 2.3.1 and 2.3.2 pipelines, 2 queues vs 1, against the ideal the model allows
-  model       paced: the demo's MLP eager vs traced vs traced with 2 queues (throughput, device gap between ops)
-  idle        CPU used by an opened, idle device (percent of one core)";
+/// What every measurement gets: how many repetitions, and where pictures go.
+struct Opts {
+    reps: usize,
+    timelines: Option<PathBuf>,
+}
 
-/// One measurement and its reference.
-#[derive(Clone, Debug)]
+impl Bench {
+    /// Its name on the command line.
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+
+    fn measure(self, o: &Opts) -> Result<Vec<Measurement>, String> {
+        match self {
+            Bench::Dispatch => dispatch(o.reps),
+            Bench::Trace => trace(o.reps),
+            Bench::Copy => copy(o.reps),
+            Bench::Event => event(o.reps),
+            Bench::Pipelines => pipelines(o),
+            Bench::Model => model(o.reps),
+            Bench::Idle => idle(o.reps),
+        }
+    }
+}
+
+/// One measurement and its reference (one object of `ttdrv bench --json`).
+#[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
     /// Short name.
     pub name: String,
@@ -52,54 +101,39 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// A driver error as the message the command prints.
 fn e(e: ttdrv::Error) -> String {
     e.to_string()
 }
 
 /// Runs the benchmark; returns the process exit code.
-pub fn run(argv: &[String]) -> i32 {
-    let args = match Args::parse(argv, &["only", "timelines"], &["json", "quick"]) {
-        Ok(a) => a,
-        Err(err) => {
-            eprintln!("ttdrv bench: {err}\n\n{HELP}");
-            return 2;
-        }
-    };
-    let only: Vec<String> =
-        args.value("only").map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default();
-    let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
-    let reps = if args.flag("quick") { 3 } else { 9 };
-    if let Some(dir) = args.value("timelines") {
-        // Read by `pipelines`; a process-wide setting is enough for a command-line tool.
-        // SAFETY: set before any other thread of this process exists (the devices are opened later).
-        unsafe { std::env::set_var("TTDRV_BENCH_TIMELINES", dir) };
-    }
+pub fn run(args: &BenchArgs) -> u8 {
+    use clap::ValueEnum;
+    let opts = Opts { reps: if args.quick { 3 } else { 9 }, timelines: args.timelines.clone() };
     let mut out: Vec<Measurement> = Vec::new();
-    let mut run = |name: &str, f: &dyn Fn(usize) -> Result<Vec<Measurement>, String>| -> Result<(), String> {
-        if want(name) {
-            if !args.flag("json") {
-                eprintln!("measuring {name} ...");
-            }
-            out.extend(f(reps)?);
+    for &b in Bench::value_variants() {
+        if !args.only.is_empty() && !args.only.contains(&b) {
+            continue;
         }
-        Ok(())
-    };
-    let r = (|| {
-        run("dispatch", &dispatch)?;
-        run("trace", &trace)?;
-        run("copy", &copy)?;
-        run("event", &event)?;
-        run("pipelines", &pipelines)?;
-        run("model", &model)?;
-        run("idle", &idle)?;
-        Ok::<(), String>(())
-    })();
-    if let Err(err) = r {
-        eprintln!("ttdrv bench: {err}");
-        return 1;
+        if !args.json {
+            eprintln!("measuring {} ...", b.name());
+        }
+        match b.measure(&opts) {
+            Ok(ms) => out.extend(ms),
+            Err(err) => {
+                eprintln!("ttdrv bench: {}: {err}", b.name());
+                return 1;
+            }
+        }
     }
-    if args.flag("json") {
-        println!("{}", to_json(&out));
+    if args.json {
+        match to_json(&out) {
+            Ok(s) => println!("{s}"),
+            Err(err) => {
+                eprintln!("ttdrv bench: cannot write the results as JSON: {err}");
+                return 1;
+            }
+        }
     } else {
         print_table(&out);
     }
@@ -116,24 +150,9 @@ fn print_table(ms: &[Measurement]) {
     }
 }
 
-fn to_json(ms: &[Measurement]) -> String {
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let items: Vec<String> = ms
-        .iter()
-        .map(|m| {
-            format!(
-                "{{\"name\":\"{}\",\"value\":{},\"unit\":\"{}\",\"reference\":{},\"reference_name\":\"{}\",\"ratio\":{},\"note\":\"{}\"}}",
-                esc(&m.name),
-                m.value,
-                m.unit,
-                m.reference,
-                esc(&m.reference_name),
-                m.ratio,
-                esc(&m.note)
-            )
-        })
-        .collect();
-    format!("[\n  {}\n]", items.join(",\n  "))
+/// The results as a JSON array of [`Measurement`] objects (a value that is not finite becomes `null`).
+fn to_json(ms: &[Measurement]) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(ms)
 }
 
 /// ns per bare 64-byte record: the median over `reps` runs of `n` records.
@@ -319,8 +338,9 @@ fn event(reps: usize) -> Result<Vec<Measurement>, String> {
     }])
 }
 
-/// Modelled and measured times of the seed's pipelines on the paced emulator.
-fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
+/// Modelled and measured times of the guide's two-queue pipelines on the paced emulator.
+fn pipelines(o: &Opts) -> Result<Vec<Measurement>, String> {
+    let reps = o.reps;
     const SEL: &str = "emu:paced,queues=2,pcie_gbps=1,core_gbps=0.05,launch_ns=2000,prefetch=16K";
     let iters = if reps <= 3 { 12 } else { 40 };
     let shape = [128u32, 256];
@@ -370,8 +390,9 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
             read_ev.record(1).map_err(e)?;
             let t0 = Instant::now();
             if pipeline == 2 {
-                // Seed 2.3.2 writes the first input before the loop, and each iteration writes the next input before
-                // reading the current output, so CQ 1's read overlaps the next run of the model.
+                // "Ops on CQ 0, Input Writes and Output Readback on CQ 1" writes the first input before the loop,
+                // and each iteration writes the next input before reading the current output, so CQ 1's read
+                // overlaps the next run of the model.
                 dev.wait_for_event(1, &first_op).map_err(e)?;
                 input.write(1, &data, false).map_err(e)?;
                 write_ev.record(1).map_err(e)?;
@@ -385,7 +406,7 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
                         let y = model(&l1)?;
                         y.read(0, outbuf).map_err(e)?;
                     }
-                    // Seed 2.3.1: writes on CQ 1; ops and reads on CQ 0.
+                    // "Ops and Output Readback on CQ 0, Input Writes on CQ 1".
                     1 => {
                         dev.wait_for_event(1, &first_op).map_err(e)?;
                         input.write(1, &data, false).map_err(e)?;
@@ -397,7 +418,7 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
                         // SAFETY: `outbuf` outlives the synchronize below and is not touched meanwhile.
                         drop(unsafe { y.read_nonblocking(0, outbuf.as_mut_ptr()) }.map_err(e)?);
                     }
-                    // Seed 2.3.2: writes and reads on CQ 1, ops on CQ 0, persistent output in DRAM.
+                    // "Ops on CQ 0, Input Writes and Output Readback on CQ 1", persistent output in DRAM.
                     _ => {
                         dev.wait_for_event(0, &write_ev).map_err(e)?;
                         let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
@@ -421,16 +442,18 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
             dev.synchronize().map_err(e)?;
             let elapsed = t0.elapsed();
             let spans = dev.profile_spans();
-            if let Some(dir) = std::env::var_os("TTDRV_BENCH_TIMELINES") {
-                let dir = std::path::PathBuf::from(dir);
-                std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
+            if let Some(dir) = &o.timelines {
+                std::fs::create_dir_all(dir).map_err(|x| format!("cannot create {}: {x}", dir.display()))?;
                 let (a, b) =
                     (spans.first().map_or(0, |s| s.start_ns), spans.iter().map(|s| s.end_ns).max().unwrap_or(0));
                 let mid = a + (b - a) / 2;
                 let per = (b - a) / iters.max(1) as u64;
                 crate::svg::render(
                     &crate::svg::Timeline {
-                        title: format!("pipeline {}", ["1 CQ", "seed 2.3.1", "seed 2.3.2"][pipeline as usize]),
+                        title: format!(
+                            "pipeline {}",
+                            ["1 CQ", "writes on CQ 1", "writes and reads on CQ 1"][pipeline as usize]
+                        ),
                         subtitle: format!("{iters} iterations in {:.1} ms", elapsed.as_secs_f64() * 1e3),
                         spans: &spans,
                         window: if std::env::var_os("TTDRV_BENCH_FULL").is_some() {
@@ -460,9 +483,9 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
     // Per-iteration cycle the dependencies allow, against the one-queue run (serial).
     for (p, label, cycle) in [
         // CQ 1 writes the next input once the copy into L1 has consumed the last one; CQ 0 reads on its own.
-        (1u8, "2.3.1 (writes on CQ 1)", f + w.max(c + r)),
+        (1u8, "writes on CQ 1", f + w.max(c + r)),
         // CQ 0 adds the reshard into the persistent output (a copy costing about f); CQ 1 carries both transfers.
-        (2u8, "2.3.2 (writes and reads on CQ 1)", (f + c + f).max(w + r)),
+        (2u8, "writes and reads on CQ 1", (f + c + f).max(w + r)),
     ] {
         let ideal = serial / cycle;
         let mut sp = Vec::new();
@@ -473,7 +496,7 @@ fn pipelines(reps: usize) -> Result<Vec<Measurement>, String> {
         }
         let measured = median(&mut sp);
         out.push(Measurement {
-            name: format!("2 CQs vs 1, seed {label}"),
+            name: format!("2 CQs vs 1, {label}"),
             value: measured,
             unit: "x",
             reference: ideal,
@@ -568,4 +591,51 @@ fn idle(reps: usize) -> Result<Vec<Measurement>, String> {
         ratio: pct / 1.0,
         note: "percent of one core; target ratio < 1".into(),
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_parses_back_with_every_field() {
+        let ms = vec![
+            Measurement {
+                name: "a \"quoted\" \\ name".into(),
+                value: 12.5,
+                unit: "ns",
+                reference: 3.0,
+                reference_name: "bare 64-B ring write".into(),
+                ratio: 12.5 / 3.0,
+                note: "line one\nline two".into(),
+            },
+            Measurement {
+                name: "nothing measured".into(),
+                value: 0.0,
+                unit: "x",
+                reference: 0.0,
+                reference_name: "ideal".into(),
+                ratio: f64::NAN,
+                note: String::new(),
+            },
+        ];
+        let v: serde_json::Value = serde_json::from_str(&to_json(&ms).unwrap()).unwrap();
+        let arr = v.as_array().unwrap();
+        assert_eq!(arr.len(), 2);
+        assert_eq!(arr[0]["name"], "a \"quoted\" \\ name");
+        assert_eq!(arr[0]["value"], 12.5);
+        assert_eq!(arr[0]["unit"], "ns");
+        assert_eq!(arr[0]["reference"], 3.0);
+        assert_eq!(arr[0]["reference_name"], "bare 64-B ring write");
+        assert_eq!(arr[0]["ratio"].as_f64().unwrap(), 12.5 / 3.0);
+        assert_eq!(arr[0]["note"], "line one\nline two");
+        assert!(arr[1]["ratio"].is_null(), "a ratio that is not a number is null, not invalid JSON");
+    }
+
+    #[test]
+    fn names_on_the_command_line() {
+        use clap::ValueEnum;
+        let names: Vec<String> = Bench::value_variants().iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["dispatch", "trace", "copy", "event", "pipelines", "model", "idle"]);
+    }
 }

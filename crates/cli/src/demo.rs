@@ -1,54 +1,94 @@
-//! `ttdrv demo`: the seed's MLP in its four configurations on the emulated device in paced mode — eager on one
-//! queue, traced, two queues, traced with two queues — each with and without a modelled per-op host cost standing
-//! for a framework above the driver. Checks every output against a host reference, prints throughput, host time and
-//! device utilisation, and writes one timeline (SVG and Chrome-trace JSON) per run.
+//! `ttdrv demo`: an MLP in the four configurations of tt-metal's guide "Advanced Performance Optimizations for
+//! Models", on the emulated device in paced mode — eager on one queue, traced, two queues, traced with two queues —
+//! each with and without a modelled per-op host cost standing for a framework above the driver. Checks every output
+//! against the host reference (`ttdrv_testkit::hostref::mlp_reference`), prints throughput, host time and device
+//! utilisation, and writes one timeline (SVG and Chrome-trace JSON) per run.
 
-use super::args::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ttdrv::device::model::{Mlp, MlpConfig};
 use ttdrv::profile::{self, Lane, Span};
 use ttdrv::{Buffer, BufferSpec, BufferType, DType, Device, DeviceParams, Layout, MemoryConfig, ShardGrid};
+use ttdrv_testkit::hostref::mlp_reference;
 
 /// The emulated device the demo runs on: paced, two queues, and a device scaled to what one host core can emulate
 /// in real time (see `docs/demo.md`).
 pub const DEFAULT_DEVICE: &str =
     "emu:paced,queues=2,core_gflops=1.5,core_gbps=0.5,launch_ns=2000,pcie_gbps=0.1,prefetch=512";
 
-/// Help text of `ttdrv demo`.
-pub const HELP: &str = "\
-ttdrv demo: the seed's MLP on the emulated device in paced mode, in four configurations — eager on one command
-queue, traced (Metal Trace), two command queues, traced with two queues — each run with and without a modelled
-per-op host cost standing for a model framework above the driver. Every output is checked against a host
-reference; a table gives throughput, host time and device utilisation; each run writes a timeline picture.
+/// Long description of `ttdrv demo`.
+pub const LONG_ABOUT: &str = "\
+Runs an MLP on the emulated device in paced mode, in the four configurations of tt-metal's guide \"Advanced \
+Performance Optimizations for Models\" — eager on one command queue, traced (Metal Trace), two command queues, \
+traced with two queues — each with and without a modelled per-op host cost standing for a model framework above \
+the driver. Every output is checked against a host reference; a table gives throughput, host time and device \
+utilisation; each run writes a timeline picture (SVG) and a Chrome trace (JSON) into --out.";
 
-usage: ttdrv demo [options]
+/// Shown after the options of `ttdrv demo`.
+pub const AFTER_HELP: &str = "\
+The default device is the paced emulator scaled so one host core emulates it in real time (docs/demo.md); \
+`ttdrv help devices` lists the selectors.";
 
-  --device SELECTOR     device (default: the paced emulator, see below)
-  --host-cost-us X      modelled framework cost per op in microseconds (default 21, tt-metal's measured enqueue
-                        cost; 0 runs only the driver alone)
-  --iterations N        inferences per run (default 200)
-  --out DIR             where timelines go (default target/ttdrv-demo)
-  --transfer-mib N      size of the data-movement check at the start (default 64; 0 skips it)
+/// Options of `ttdrv demo`.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct DemoArgs {
+    /// Device to run the model on
+    #[arg(long, value_name = "SELECTOR", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    /// Modelled framework cost per op, in microseconds (0 to 100000): 21 is tt-metal's measured enqueue cost; 0
+    /// runs only the driver alone
+    #[arg(long = "host-cost-us", value_name = "X", default_value_t = 21.0, value_parser = host_cost,
+          allow_negative_numbers = true)]
+    pub host_cost_us: f64,
+    /// Inferences per run (at least 4)
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = iterations, allow_negative_numbers = true)]
+    pub iterations: u32,
+    /// Where the timelines go
+    #[arg(long, value_name = "DIR", default_value = "target/ttdrv-demo")]
+    pub out: PathBuf,
+    /// Size of the data-movement check at the start, in MiB (0 skips it)
+    #[arg(long = "transfer-mib", value_name = "N", default_value_t = 64, allow_negative_numbers = true)]
+    pub transfer_mib: u32,
+}
 
-default device: emu:paced,queues=2,core_gflops=1.5,core_gbps=0.5,launch_ns=2000,pcie_gbps=0.1,prefetch=512";
+/// Largest `--host-cost-us`: a tenth of a second per op already makes a run of 200 inferences take minutes.
+const MAX_HOST_COST_US: f64 = 100_000.0;
 
-/// One of the seed's configurations.
+/// Fewest `--iterations`: the timeline shows a window of three and a half iterations from the middle of the run.
+const MIN_ITERATIONS: u32 = 4;
+
+fn iterations(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= MIN_ITERATIONS => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least {MIN_ITERATIONS}")),
+    }
+}
+
+fn host_cost(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=MAX_HOST_COST_US).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of microseconds from 0 to {MAX_HOST_COST_US}")),
+    }
+}
+
+/// One of the guide's configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Config {
     /// Ops, writes and reads on queue 0, dispatched op by op.
     Eager1,
-    /// The model captured once and replayed (seed §1.3.1).
+    /// The model captured once and replayed ("Trace With Persistent DRAM Input").
     Traced1,
-    /// Writes on queue 1, ops and reads on queue 0, ordered by events (seed §2.3.1).
+    /// Writes on queue 1, ops and reads on queue 0, ordered by events ("Ops and Output Readback on CQ 0, Input
+    /// Writes on CQ 1").
     Eager2,
-    /// Trace and two queues (seed §3.3.1).
+    /// Trace and two queues ("Trace with Non-Persistent L1 Input, Ops and Output Readback on CQ 0, Input Writes on
+    /// CQ 1").
     Traced2,
 }
 
 impl Config {
-    /// All four, in the seed's order.
+    /// All four, in the guide's order.
     pub const ALL: [Config; 4] = [Config::Eager1, Config::Traced1, Config::Eager2, Config::Traced2];
 
     /// Short name (file names).
@@ -113,15 +153,8 @@ pub const BATCH: u32 = 16;
 pub const DIMS: [u32; 4] = [32, 32, 32, 32];
 
 /// Runs the demo; returns the process exit code.
-pub fn run(argv: &[String]) -> i32 {
-    let args = match Args::parse(argv, &["device", "host-cost-us", "iterations", "out", "transfer-mib"], &[]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("ttdrv demo: {e}\n\n{HELP}");
-            return 2;
-        }
-    };
-    match demo(&args) {
+pub fn run(args: &DemoArgs) -> u8 {
+    match demo(args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ttdrv demo: {e}");
@@ -130,16 +163,10 @@ pub fn run(argv: &[String]) -> i32 {
     }
 }
 
-fn demo(args: &Args) -> Result<(), String> {
-    let device = args.value("device").unwrap_or(DEFAULT_DEVICE).to_string();
-    let host_cost: f64 = args.parse_or("host-cost-us", 21.0)?;
-    let iterations: u32 = args.parse_or("iterations", 200)?;
-    let mib: u32 = args.parse_or("transfer-mib", 64)?;
-    let out = PathBuf::from(args.value("out").unwrap_or("target/ttdrv-demo"));
-    if iterations < 4 || !(0.0..=100_000.0).contains(&host_cost) {
-        return Err("--iterations must be at least 4 and --host-cost-us between 0 and 100000".into());
-    }
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+fn demo(args: &DemoArgs) -> Result<(), String> {
+    let DemoArgs { device, host_cost_us: host_cost, iterations, out, transfer_mib: mib } = args;
+    let (host_cost, iterations, mib) = (*host_cost, *iterations, *mib);
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let t_all = Instant::now();
     if mib > 0 {
         transfer_check(mib)?;
@@ -153,7 +180,7 @@ fn demo(args: &Args) -> Result<(), String> {
     let mut results = Vec::new();
     for &c in &costs {
         for cfg in Config::ALL {
-            let r = run_config(&device, cfg, c, iterations, &out)?;
+            let r = run_config(device, cfg, c, iterations, out)?;
             results.push(r);
         }
     }
@@ -166,10 +193,13 @@ fn demo(args: &Args) -> Result<(), String> {
 /// Moves `mib` MiB through the (unpaced) emulated device and back, and prints the bandwidth seen.
 fn transfer_check(mib: u32) -> Result<(), String> {
     let dev = Device::open("emu", &DeviceParams::default()).map_err(|e| e.to_string())?;
-    let spec = BufferSpec::new(mib * 256, 1024, DType::Float32, MemoryConfig::DRAM);
-    let bytes = spec.host_bytes() as usize;
+    // 256 rows of 1024 float32 values per MiB.
+    let rows = mib.checked_mul(256).ok_or_else(|| format!("--transfer-mib {mib} is too large; try 64"))?;
+    let spec = BufferSpec::new(rows, 1024, DType::Float32, MemoryConfig::DRAM);
+    // Allocated before the host data, so a size the device cannot hold fails before the host fills memory.
+    let buf = dev.allocate(&spec).map_err(|e| format!("--transfer-mib {mib}: {e}"))?;
+    let bytes = usize::try_from(spec.host_bytes()).map_err(|_| format!("--transfer-mib {mib} is too large"))?;
     let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let buf = dev.allocate(&spec).map_err(|e| e.to_string())?;
     buf.write(0, &data, true).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     buf.write(0, &data, false).map_err(|e| e.to_string())?;
@@ -269,7 +299,7 @@ fn setup(device: &str, cfg: Config, iterations: u32) -> Result<Setup, String> {
         let x: Vec<f32> = (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761) ^ it.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0)
             .collect();
-        want.push(reference(&DIMS, &w, &b, &x, BATCH as usize));
+        want.push(mlp_reference(&mcfg, &w, &b, &x));
         inputs.push(f32_bytes(&x));
     }
     Ok(Setup { dev, mlp, input_dram, in_l1, inputs, want })
@@ -537,28 +567,6 @@ pub fn weights(dims: &[u32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         b.push((0..m).map(|_| next(0.1)).collect());
     }
     (w, b)
-}
-
-/// The MLP computed on the host, independently of the device's kernels.
-pub fn reference(dims: &[u32], w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32], batch: usize) -> Vec<f32> {
-    let mut a = x.to_vec();
-    let layers = dims.len() - 1;
-    for l in 0..layers {
-        let (k, m) = (dims[l] as usize, dims[l + 1] as usize);
-        let mut y = vec![0f32; batch * m];
-        for i in 0..batch {
-            for j in 0..m {
-                let mut acc = 0f32;
-                for q in 0..k {
-                    acc += a[i * k + q] * w[l][q * m + j];
-                }
-                acc += b[l][j];
-                y[i * m + j] = if l + 1 < layers { acc.max(0.0) } else { acc };
-            }
-        }
-        a = y;
-    }
-    a
 }
 
 #[cfg(test)]
