@@ -1,12 +1,13 @@
 //! The contract's tables and layouts against the document they mirror, `docs/device-interface.md`: every opcode's
 //! byte, name and body layout, the header layouts, which records a trace may hold, the completion kinds, the fault
-//! codes and the kernel catalog. Each is iterated from its one declaration in the crate, so a new record type, fault
-//! code or kernel is checked here without touching this file, and neither side can drift from the other.
+//! codes, the kernel catalog and the version. Each is iterated from its one declaration in the crate, so a new record
+//! type, fault code or kernel is checked here without touching this file, and neither side can drift from the other.
 
 use ttdrv_contract::kernel::{BuiltinKernel, IMAGE_HEADER, ImageFields};
 use ttdrv_contract::records::{ComplHeader, ComplKind, Header, Opcode};
 use ttdrv_contract::regs::FaultCode;
 use ttdrv_contract::wire::FieldLayout;
+use ttdrv_contract::{CONTRACT_MAJOR, CONTRACT_MINOR};
 
 fn doc() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/device-interface.md");
@@ -144,4 +145,13 @@ fn the_kernel_catalog_is_the_documents() {
     let documented: Vec<(u8, String)> = rows.iter().map(|r| (r[0].parse().unwrap(), r[1].replace('`', ""))).collect();
     let table: Vec<(u8, String)> = BuiltinKernel::ALL.iter().map(|k| (*k as u8, k.name().to_owned())).collect();
     assert_eq!(table, documented);
+}
+
+#[test]
+fn the_version_is_the_documents() {
+    let doc = doc();
+    let version = format!("{CONTRACT_MAJOR}.{CONTRACT_MINOR}");
+    assert!(doc.contains(&format!("**Contract version {version}**")), "the version line of the document");
+    let history = section(&doc, "Version history");
+    assert!(history.contains(&format!("- {version}:")), "§9 has no entry for {version}");
 }
