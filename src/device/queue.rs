@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::queue::{Completer, Issuer, Rings, Scatter};
 use crate::transport::Transport;
 use std::sync::{Arc, Mutex};
-use ttdrv_contract::records::{RecordFlags, RecordMeta, RecordSlot};
+use ttdrv_contract::records::{Opcode, RecordFlags, RecordMeta, RecordSlot};
 
 /// A queue's two locks.
 pub(crate) struct QueueSlot {
@@ -139,6 +139,9 @@ pub(crate) fn push_capture(
     buf.resize(start + len, 0);
     let mut slot = RecordSlot::from_slice(&mut buf[start..]);
     encode(&mut slot, meta);
+    // The callers capture only record types the opcode table allows in a trace (contract §4.2.9); anything else
+    // would fault the device at replay.
+    debug_assert!(Opcode::from_u8(buf[start]).is_some_and(Opcode::in_trace), "record {:#04x} captured", buf[start]);
 }
 
 /// A read registered with a queue's completer: its data is in place once `delivered >= seq`.

@@ -5,13 +5,13 @@
 use super::DeviceInner;
 use super::queue::ReadTicket;
 use crate::error::{Error, Result};
-use crate::queue::{Issuer, describe_opcode};
+use crate::queue::Issuer;
 use crate::transport::Transport;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use ttdrv_contract::records::{self, RecordMeta};
+use ttdrv_contract::records::{self, Opcode, RecordMeta};
 use ttdrv_contract::regs::{self, FaultCode, QueueStatus, Status, global, host};
 use ttdrv_contract::seq_reached;
 
@@ -87,7 +87,7 @@ impl DeviceInner {
             "device {} faulted: {what}; queue {q}, record tag {tag} ({}). Likely cause: {hint}. The device has \
              stopped: call ttdrv_device_reset() to recover it, or close it",
             self.info.name,
-            describe_opcode(op as u8)
+            Opcode::name_of(op)
         )))
     }
 

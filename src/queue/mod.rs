@@ -11,7 +11,7 @@ use crate::transport::Transport;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::sync::{Arc, Mutex};
-use ttdrv_contract::records::{self, ComplKind, FIXED_LEN, Opcode, PAYLOAD_OFFSET, RecordMeta, RecordSlot};
+use ttdrv_contract::records::{self, ComplKind, FIXED_LEN, PAYLOAD_OFFSET, RecordMeta, RecordSlot};
 use ttdrv_contract::regs::{self, host, queue as qreg};
 use ttdrv_contract::{Iova, MAX_RING, MIN_RING, PROFILE_SLOT_BYTES, RECORD_ALIGN, RING_OFFSET};
 
@@ -368,9 +368,9 @@ impl Completer {
             if e.length == 0 || e.length % 64 != 0 || e.length > wr.wrapping_sub(self.rd) || off + e.length > size {
                 return Err(bad(format!("entry at {off:#x} has length {}", e.length)));
             }
-            match e.kind {
-                k if k == ComplKind::Pad as u8 => {}
-                k if k == ComplKind::ReadData as u8 => {
+            match ComplKind::from_u8(e.kind) {
+                Some(ComplKind::Pad) => {}
+                Some(ComplKind::ReadData) => {
                     let r = self
                         .pending
                         .pop_front()
@@ -398,7 +398,7 @@ impl Completer {
                     self.delivered += 1;
                     n += 1;
                 }
-                k => return Err(bad(format!("unknown entry kind {k} at {off:#x}"))),
+                None => return Err(bad(format!("unknown entry kind {} at {off:#x}", e.kind))),
             }
             self.rd = self.rd.wrapping_add(e.length);
         }
@@ -407,22 +407,6 @@ impl Completer {
             self.published = self.rd;
         }
         Ok(n)
-    }
-}
-
-/// The opcode a read of this shape uses (exported for diagnostics).
-pub fn describe_opcode(op: u8) -> &'static str {
-    match records::Opcode::from_u8(op) {
-        Some(Opcode::Pad) => "PAD",
-        Some(Opcode::WriteLinear) => "WRITE_LINEAR",
-        Some(Opcode::WritePaged) => "WRITE_PAGED",
-        Some(Opcode::ReadLinear) => "READ_LINEAR",
-        Some(Opcode::ReadPaged) => "READ_PAGED",
-        Some(Opcode::Launch) => "LAUNCH",
-        Some(Opcode::EventRecord) => "EVENT_RECORD",
-        Some(Opcode::EventWait) => "EVENT_WAIT",
-        Some(Opcode::ExecTrace) => "EXEC_TRACE",
-        None => "unknown",
     }
 }
 

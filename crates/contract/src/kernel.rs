@@ -1,6 +1,7 @@
 //! Kernel images, the built-in kernel catalog and tensor accessors (contract §8).
 
 use super::Memory;
+use super::wire::{table_enum, wire_struct};
 
 /// Magic of a kernel image, "TTKI" (contract §8.1).
 pub const IMAGE_MAGIC: u32 = 0x494B_5454;
@@ -11,41 +12,59 @@ pub const IMAGE_HEADER: usize = 64;
 /// Bytes reserved for the kernel name.
 pub const NAME_LEN: usize = 48;
 
-/// The built-in kernels (contract §8.2); the discriminant is the `KERNELS` bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum BuiltinKernel {
-    /// Copy (and convert) between any two layouts.
-    Copy = 0,
-    /// Element-wise add/sub/mul, optionally broadcasting one row.
-    EltwiseBinary = 1,
-    /// relu / gelu / exp / scale.
-    EltwiseUnary = 2,
-    /// Matrix multiply with f32 accumulation.
-    Matmul = 3,
-    /// Fill with a constant.
-    Fill = 4,
+/// Words of a block argument (`r0, r1, c0, c1`), the first runtime arguments of every built-in kernel (contract
+/// §8.2).
+pub const BLOCK_WORDS: usize = 4;
+
+/// One row of the built-in kernel catalog.
+#[derive(Debug)]
+pub struct KernelInfo {
+    /// The name stored in the kernel image (contract §8.1).
+    pub name: &'static str,
+    /// Compile-time argument words the kernel takes.
+    pub ct_words: usize,
+    /// Runtime argument words per core the kernel takes.
+    pub rt_words: usize,
+}
+
+table_enum! {
+    /// The built-in kernels (contract §8.2): the one table of the catalog; the discriminant is the `KERNELS` bit.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum BuiltinKernel: u8, from_bit, KernelInfo {
+        /// Copy (and convert) between any two layouts: block, `src`, `dst`.
+        Copy = 0 => { name: "ttdrv.copy", ct_words: 0, rt_words: BLOCK_WORDS + 2 * ACCESSOR_WORDS },
+        /// Element-wise add/sub/mul, optionally broadcasting one row: `op`, `bcast`; block, `a`, `b`, `out`.
+        EltwiseBinary = 1 => {
+            name: "ttdrv.eltwise_binary", ct_words: 2, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS
+        },
+        /// relu / gelu / exp / scale: `op`; block, `in`, `out`, `param`.
+        EltwiseUnary = 2 => {
+            name: "ttdrv.eltwise_unary", ct_words: 1, rt_words: BLOCK_WORDS + 2 * ACCESSOR_WORDS + 1
+        },
+        /// Matrix multiply with f32 accumulation: block, `a`, `b`, `out`.
+        Matmul = 3 => { name: "ttdrv.matmul", ct_words: 0, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS },
+        /// Fill with a constant: block, `out`, `value`.
+        Fill = 4 => { name: "ttdrv.fill", ct_words: 0, rt_words: BLOCK_WORDS + ACCESSOR_WORDS + 1 },
+    }
 }
 
 impl BuiltinKernel {
-    /// Every built-in kernel.
-    pub const ALL: [BuiltinKernel; 5] = [
-        BuiltinKernel::Copy,
-        BuiltinKernel::EltwiseBinary,
-        BuiltinKernel::EltwiseUnary,
-        BuiltinKernel::Matmul,
-        BuiltinKernel::Fill,
-    ];
+    /// The `KERNELS` mask of the whole catalog.
+    pub const MASK: u32 = {
+        let mut m = 0;
+        let mut i = 0;
+        while i < BuiltinKernel::ALL.len() {
+            // A bit beyond the 32-bit register would not fit the mask.
+            assert!((BuiltinKernel::ALL[i] as u8) < 32);
+            m |= BuiltinKernel::ALL[i].bit();
+            i += 1;
+        }
+        m
+    };
 
     /// The name stored in the kernel image.
-    pub fn name(self) -> &'static str {
-        match self {
-            BuiltinKernel::Copy => "ttdrv.copy",
-            BuiltinKernel::EltwiseBinary => "ttdrv.eltwise_binary",
-            BuiltinKernel::EltwiseUnary => "ttdrv.eltwise_unary",
-            BuiltinKernel::Matmul => "ttdrv.matmul",
-            BuiltinKernel::Fill => "ttdrv.fill",
-        }
+    pub const fn name(self) -> &'static str {
+        self.info().name
     }
 
     /// Looks a kernel up by image name.
@@ -54,40 +73,63 @@ impl BuiltinKernel {
     }
 
     /// The `KERNELS` mask bit.
-    pub fn bit(self) -> u32 {
+    pub const fn bit(self) -> u32 {
         1 << self as u8
     }
 
     /// Runtime argument words per core this kernel takes.
-    pub fn rt_words(self) -> usize {
-        match self {
-            BuiltinKernel::Copy => 4 + 2 * ACCESSOR_WORDS,
-            BuiltinKernel::EltwiseBinary | BuiltinKernel::Matmul => 4 + 3 * ACCESSOR_WORDS,
-            BuiltinKernel::EltwiseUnary => 4 + 2 * ACCESSOR_WORDS + 1,
-            BuiltinKernel::Fill => 4 + ACCESSOR_WORDS + 1,
-        }
+    pub const fn rt_words(self) -> usize {
+        self.info().rt_words
     }
 
     /// Compile-time argument words this kernel takes.
-    pub fn ct_words(self) -> usize {
-        match self {
-            BuiltinKernel::EltwiseBinary => 2,
-            BuiltinKernel::EltwiseUnary => 1,
-            _ => 0,
-        }
+    pub const fn ct_words(self) -> usize {
+        self.info().ct_words
     }
 }
 
+wire_struct! {
+    /// The fixed fields of a kernel image header, as stored (contract §8.1); [`encode_image`] and [`decode_image`]
+    /// are the interface.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ImageFields {
+        /// [`IMAGE_MAGIC`].
+        pub magic: u32 @ 0,
+        /// [`IMAGE_VERSION`].
+        pub version: u16 @ 4,
+        /// 0.
+        pub flags: u16 @ 6,
+        /// Bytes of the image, header included.
+        pub total_len: u32 @ 8,
+        /// Bytes of code.
+        pub code_len: u32 @ 12,
+        /// Kernel name, NUL padded.
+        pub name: [u8; 48] @ 16,
+    }
+}
+
+const _: () = assert!(ImageFields::END == IMAGE_HEADER && ImageFields::FIELDS[5].size == NAME_LEN);
+
 /// Builds a kernel image (contract §8.1).
+///
+/// # Panics
+/// If `name` does not leave room for its NUL terminator in [`NAME_LEN`] bytes, or the image exceeds 4 GiB; callers
+/// check both first.
 pub fn encode_image(name: &str, code: &[u8]) -> Vec<u8> {
     assert!(name.len() < NAME_LEN, "kernel name too long");
     let total = IMAGE_HEADER + code.len();
+    let mut name_bytes = [0u8; NAME_LEN];
+    name_bytes[..name.len()].copy_from_slice(name.as_bytes());
+    let fields = ImageFields {
+        magic: IMAGE_MAGIC,
+        version: IMAGE_VERSION,
+        flags: 0,
+        total_len: u32::try_from(total).expect("kernel image over 4 GiB"),
+        code_len: code.len() as u32,
+        name: name_bytes,
+    };
     let mut img = vec![0u8; total];
-    img[0..4].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
-    img[4..6].copy_from_slice(&IMAGE_VERSION.to_le_bytes());
-    img[8..12].copy_from_slice(&(total as u32).to_le_bytes());
-    img[12..16].copy_from_slice(&(code.len() as u32).to_le_bytes());
-    img[16..16 + name.len()].copy_from_slice(name.as_bytes());
+    fields.put(&mut img);
     img[IMAGE_HEADER..].copy_from_slice(code);
     img
 }
@@ -105,45 +147,40 @@ pub struct ImageHeader {
 
 /// Decodes and checks an image header; `None` is a `BAD_KERNEL` fault.
 pub fn decode_image(hdr: &[u8; IMAGE_HEADER]) -> Option<ImageHeader> {
-    let magic = u32::from_le_bytes(hdr[0..4].try_into().unwrap());
-    let version = u16::from_le_bytes([hdr[4], hdr[5]]);
-    let total_len = u32::from_le_bytes(hdr[8..12].try_into().unwrap());
-    let code_len = u32::from_le_bytes(hdr[12..16].try_into().unwrap());
-    if magic != IMAGE_MAGIC || version != IMAGE_VERSION || (total_len as u64) < IMAGE_HEADER as u64 + code_len as u64 {
+    let f = ImageFields::get(hdr).ok()?;
+    if f.magic != IMAGE_MAGIC
+        || f.version != IMAGE_VERSION
+        || (f.total_len as u64) < IMAGE_HEADER as u64 + f.code_len as u64
+    {
         return None;
     }
-    let raw = &hdr[16..16 + NAME_LEN];
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
-    let name = std::str::from_utf8(&raw[..end]).ok()?.to_owned();
-    Some(ImageHeader { total_len, code_len, name })
+    let end = f.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    let name = std::str::from_utf8(&f.name[..end]).ok()?.to_owned();
+    Some(ImageHeader { total_len: f.total_len, code_len: f.code_len, name })
 }
 
-/// Element types (contract §8.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum DType {
-    /// IEEE-754 binary32.
-    Float32 = 0,
-    /// bfloat16: the top half of a binary32.
-    BFloat16 = 1,
+/// One row of the element-type table.
+#[derive(Debug)]
+pub struct DTypeInfo {
+    /// Bytes per element.
+    pub size: usize,
+}
+
+table_enum! {
+    /// Element types (contract §8.3).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum DType: u32, from_u32, DTypeInfo {
+        /// IEEE-754 binary32.
+        Float32 = 0 => { size: 4 },
+        /// bfloat16: the top half of a binary32.
+        BFloat16 = 1 => { size: 2 },
+    }
 }
 
 impl DType {
     /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::Float32 => 4,
-            DType::BFloat16 => 2,
-        }
-    }
-
-    /// Decodes the accessor word.
-    pub fn from_u32(v: u32) -> Option<DType> {
-        match v {
-            0 => Some(DType::Float32),
-            1 => Some(DType::BFloat16),
-            _ => None,
-        }
+    pub const fn size(self) -> usize {
+        self.info().size
     }
 }
 
@@ -162,30 +199,25 @@ pub fn bf16_to_f32(v: u16) -> f32 {
     f32::from_bits((v as u32) << 16)
 }
 
-/// Memory layouts (contract §8.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Layout {
-    /// Rows round-robin over every unit.
-    Interleaved = 0,
-    /// Shards of whole rows.
-    HeightSharded = 1,
-    /// Shards of whole columns.
-    WidthSharded = 2,
-    /// Shards of row and column blocks.
-    BlockSharded = 3,
+/// One row of the layout table.
+#[derive(Debug)]
+pub struct LayoutInfo {
+    /// How messages name it.
+    pub name: &'static str,
 }
 
-impl Layout {
-    /// Decodes the accessor word.
-    pub fn from_u32(v: u32) -> Option<Layout> {
-        Some(match v {
-            0 => Layout::Interleaved,
-            1 => Layout::HeightSharded,
-            2 => Layout::WidthSharded,
-            3 => Layout::BlockSharded,
-            _ => return None,
-        })
+table_enum! {
+    /// Memory layouts (contract §8.3).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Layout: u32, from_u32, LayoutInfo {
+        /// Rows round-robin over every unit.
+        Interleaved = 0 => { name: "interleaved" },
+        /// Shards of whole rows.
+        HeightSharded = 1 => { name: "height sharded" },
+        /// Shards of whole columns.
+        WidthSharded = 2 => { name: "width sharded" },
+        /// Shards of row and column blocks.
+        BlockSharded = 3 => { name: "block sharded" },
     }
 }
 
@@ -427,8 +459,12 @@ impl Accessor {
             };
             if !ok_shape {
                 return Err(format!(
-                    "shard shape [{}, {}] does not match {:?} of a [{}, {}] tensor",
-                    self.shard_rows, self.shard_cols, self.layout, self.rows, self.cols
+                    "shard shape [{}, {}] does not fit the {} layout of a [{}, {}] tensor",
+                    self.shard_rows,
+                    self.shard_cols,
+                    self.layout.info().name,
+                    self.rows,
+                    self.cols
                 ));
             }
             let (rb, cb) = self.shard_blocks();
@@ -498,12 +534,12 @@ pub struct Block {
 }
 
 impl Block {
-    /// The four words.
-    pub fn to_words(&self) -> [u32; 4] {
+    /// The [`BLOCK_WORDS`] words.
+    pub fn to_words(&self) -> [u32; BLOCK_WORDS] {
         [self.r0, self.r1, self.c0, self.c1]
     }
 
-    /// Decodes four words.
+    /// Decodes [`BLOCK_WORDS`] words.
     pub fn from_words(w: &[u32]) -> Block {
         Block { r0: w[0], r1: w[1], c0: w[2], c1: w[3] }
     }
@@ -517,8 +553,57 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const GEO: Geometry = Geometry { dram_banks: 8, grid_x: 8, grid_y: 8, bank_size: 1 << 27, l1_size: 1 << 20 };
+
+    #[test]
+    fn every_kernel_round_trips_by_name_and_bit() {
+        let mut mask = 0;
+        for k in BuiltinKernel::ALL {
+            assert_eq!(BuiltinKernel::from_name(k.name()), Some(k));
+            assert_eq!(BuiltinKernel::from_bit(k as u8), Some(k));
+            assert_eq!(k.bit().count_ones(), 1);
+            assert_eq!(mask & k.bit(), 0, "{} shares a KERNELS bit", k.name());
+            mask |= k.bit();
+            assert!(k.name().len() < NAME_LEN, "{} does not fit an image header", k.name());
+            assert!(k.rt_words() >= BLOCK_WORDS, "{} takes no block", k.name());
+            // The name goes through an image and back.
+            let img = encode_image(k.name(), &[]);
+            let hdr = decode_image(img[..IMAGE_HEADER].try_into().unwrap()).unwrap();
+            assert_eq!(BuiltinKernel::from_name(&hdr.name), Some(k));
+        }
+        assert_eq!(mask, BuiltinKernel::MASK);
+        for b in 0..=u8::MAX {
+            assert_eq!(BuiltinKernel::from_bit(b).is_some(), mask & 1u32.checked_shl(b as u32).unwrap_or(0) != 0);
+        }
+        assert_eq!(BuiltinKernel::from_name("ttdrv.nope"), None);
+    }
+
+    #[test]
+    fn accessor_enums_round_trip() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_u32(d as u32), Some(d));
+        }
+        for l in Layout::ALL {
+            assert_eq!(Layout::from_u32(l as u32), Some(l));
+        }
+        assert_eq!(DType::from_u32(DType::ALL.len() as u32), None);
+        assert_eq!(Layout::from_u32(Layout::ALL.len() as u32), None);
+    }
+
+    proptest! {
+        #[test]
+        fn images_round_trip(name in "[a-z._]{1,47}", code in prop::collection::vec(any::<u8>(), 0..200)) {
+            let img = encode_image(&name, &code);
+            prop_assert_eq!(img.len(), IMAGE_HEADER + code.len());
+            let hdr = decode_image(img[..IMAGE_HEADER].try_into().unwrap()).unwrap();
+            let want = ImageHeader { total_len: img.len() as u32, code_len: code.len() as u32, name };
+            prop_assert_eq!(hdr, want);
+            prop_assert_eq!(&img[IMAGE_HEADER..], &code[..]);
+            prop_assert_eq!(&img[6..8], &[0, 0], "flags 0");
+        }
+    }
 
     #[test]
     fn image_round_trips() {

@@ -2,10 +2,14 @@
 //!
 //! Everything here mirrors `docs/device-interface.md` (cited as "contract §N"); nothing here has behaviour beyond
 //! encoding and decoding. Both the driver and the emulated device depend on this module and on nothing of each other.
+//!
+//! Each concept is declared once, as a table (opcodes, fault codes, kernels: `table_enum!`) or a field layout (record
+//! bodies and headers: `wire_struct!`), and everything else is derived from it; see [`wire`].
 
 pub mod kernel;
 pub mod records;
 pub mod regs;
+pub mod wire;
 
 use std::fmt;
 
@@ -57,33 +61,39 @@ impl fmt::Display for Iova {
     }
 }
 
-/// Device memory kinds (contract §4.2).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[repr(u8)]
-pub enum Memory {
-    /// Device DRAM; units are banks.
-    Dram = 0,
-    /// Worker-core L1 SRAM; units are cores, numbered row-major.
-    L1 = 1,
+/// One row of the [`Memory`] table.
+#[derive(Debug)]
+pub struct MemoryInfo {
+    /// The name used in messages.
+    pub name: &'static str,
 }
 
-impl Memory {
-    /// Decodes the contract's memory byte.
-    pub fn from_u8(v: u8) -> Option<Memory> {
-        match v {
-            0 => Some(Memory::Dram),
-            1 => Some(Memory::L1),
-            _ => None,
-        }
+wire::table_enum! {
+    /// Device memory kinds (contract §4.2).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+    pub enum Memory: u8, from_u8, MemoryInfo {
+        /// Device DRAM; units are banks.
+        Dram = 0 => { name: "DRAM" },
+        /// Worker-core L1 SRAM; units are cores, numbered row-major.
+        L1 = 1 => { name: "L1" },
     }
 }
 
 impl fmt::Display for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Memory::Dram => "DRAM",
-            Memory::L1 => "L1",
-        })
+        f.write_str(self.info().name)
+    }
+}
+
+impl wire::Wire for Memory {
+    const SIZE: usize = 1;
+    #[inline(always)]
+    fn put(self, b: &mut [u8]) {
+        b[0] = self as u8;
+    }
+    #[inline(always)]
+    fn get(b: &[u8]) -> Option<Self> {
+        Memory::from_u8(b[0])
     }
 }
 

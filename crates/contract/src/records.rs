@@ -1,53 +1,103 @@
 //! Record and completion-entry formats (contract §4 and §5.2): one encoder per record type, used by live dispatch
 //! and by trace capture alike, and the matching decoders the device side uses.
+//!
+//! Each record type is declared once: a row of the opcode table ([`Opcode`]: byte, contract name, whether a trace
+//! may hold it, how a timing model accounts for it, its body layout) and, for its body, one `wire_struct!` that gives
+//! every field's type and offset. Encoders and decoders are generated from those layouts; [`Body`] is matched
+//! without a catch-all arm wherever every record type must be handled (the decoder here, the emulated device), so a
+//! new record type is a compile error at each of those sites until it is handled.
 
+use super::wire::{FieldError, FieldLayout, Wire, table_enum, wire_struct};
 use super::{Memory, RECORD_ALIGN};
+use std::fmt;
 use std::marker::PhantomData;
 
 /// Byte offset of a write record's payload (contract §4.2.2).
 pub const PAYLOAD_OFFSET: usize = 64;
 /// Size of the fixed part of every record: header plus body (contract §4).
 pub const FIXED_LEN: usize = 64;
+/// Bytes of the record header (contract §4.1); bodies start here.
+pub const HEADER_LEN: usize = 16;
 
-/// Record opcodes (contract §4.2).
+/// How a device that models time (the emulator's paced mode) accounts for a record's execution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Opcode {
-    /// Skip `length` bytes.
-    Pad = 0x01,
-    /// Write a payload to one unit.
-    WriteLinear = 0x02,
-    /// Write pages interleaved over units.
-    WritePaged = 0x03,
-    /// Read one unit into a completion entry.
-    ReadLinear = 0x04,
-    /// Read interleaved pages into a completion entry.
-    ReadPaged = 0x05,
-    /// Run a program.
-    Launch = 0x06,
-    /// Barrier, then publish an event id.
-    EventRecord = 0x07,
-    /// Stall until another queue's event slot reaches an id.
-    EventWait = 0x08,
-    /// Run a trace stored in device DRAM.
-    ExecTrace = 0x09,
+pub enum ExecTime {
+    /// The record's own work (moving data, running kernels, a barrier, or nothing): a record never takes less
+    /// time than its work did.
+    Own,
+    /// Waiting for another queue's event (`EVENT_WAIT`): the wait is not this queue's work and is not charged.
+    Waits,
+    /// The records it runs (`EXEC_TRACE`): each of those is accounted for on its own.
+    Contained,
+}
+
+/// One row of the opcode table.
+#[derive(Debug)]
+pub struct OpcodeInfo {
+    /// The name contract §4.2 gives the record type (`WRITE_LINEAR`).
+    pub name: &'static str,
+    /// Whether a trace may hold it (contract §4.2.9); anything else inside a trace faults with `BAD_RECORD`.
+    pub in_trace: bool,
+    /// How a timing model accounts for its execution.
+    pub time: ExecTime,
+    /// Its body's fields (offsets from the start of the record, after the [`HEADER_LEN`] header bytes).
+    pub body: &'static [FieldLayout],
+}
+
+table_enum! {
+    /// Record opcodes (contract §4.2): the one table of record types.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Opcode: u8, from_u8, OpcodeInfo {
+        /// Skip `length` bytes (§4.2.1).
+        Pad = 0x01 => { name: "PAD", in_trace: true, time: ExecTime::Own, body: &[] },
+        /// Write a payload to one unit (§4.2.2).
+        WriteLinear = 0x02 => { name: "WRITE_LINEAR", in_trace: false, time: ExecTime::Own, body: Linear::FIELDS },
+        /// Write pages interleaved over units (§4.2.3).
+        WritePaged = 0x03 => { name: "WRITE_PAGED", in_trace: false, time: ExecTime::Own, body: Paged::FIELDS },
+        /// Read one unit into a completion entry (§4.2.4).
+        ReadLinear = 0x04 => { name: "READ_LINEAR", in_trace: false, time: ExecTime::Own, body: Linear::FIELDS },
+        /// Read interleaved pages into a completion entry (§4.2.5).
+        ReadPaged = 0x05 => { name: "READ_PAGED", in_trace: false, time: ExecTime::Own, body: Paged::FIELDS },
+        /// Run a program (§4.2.6).
+        Launch = 0x06 => { name: "LAUNCH", in_trace: true, time: ExecTime::Own, body: LaunchFixed::FIELDS },
+        /// Barrier, then publish an event id (§4.2.7).
+        EventRecord = 0x07 => {
+            name: "EVENT_RECORD", in_trace: false, time: ExecTime::Own, body: EventRecord::FIELDS
+        },
+        /// Stall until another queue's event slot reaches an id (§4.2.8).
+        EventWait = 0x08 => { name: "EVENT_WAIT", in_trace: false, time: ExecTime::Waits, body: EventWait::FIELDS },
+        /// Run a trace stored in device DRAM (§4.2.9).
+        ExecTrace = 0x09 => {
+            name: "EXEC_TRACE", in_trace: false, time: ExecTime::Contained, body: ExecTrace::FIELDS
+        },
+    }
 }
 
 impl Opcode {
-    /// Decodes an opcode byte.
-    pub fn from_u8(v: u8) -> Option<Opcode> {
-        Some(match v {
-            0x01 => Opcode::Pad,
-            0x02 => Opcode::WriteLinear,
-            0x03 => Opcode::WritePaged,
-            0x04 => Opcode::ReadLinear,
-            0x05 => Opcode::ReadPaged,
-            0x06 => Opcode::Launch,
-            0x07 => Opcode::EventRecord,
-            0x08 => Opcode::EventWait,
-            0x09 => Opcode::ExecTrace,
-            _ => return None,
-        })
+    /// The contract's name for the record type (`WRITE_LINEAR`).
+    pub const fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// Whether a trace may hold this record type (contract §4.2.9).
+    pub const fn in_trace(self) -> bool {
+        self.info().in_trace
+    }
+
+    /// How a timing model accounts for this record type's execution.
+    pub const fn exec_time(self) -> ExecTime {
+        self.info().time
+    }
+
+    /// The name of a raw opcode value (the `FAULT_OPCODE` register, a header byte), or `"unknown opcode"`.
+    pub fn name_of(raw: u32) -> &'static str {
+        u8::try_from(raw).ok().and_then(Opcode::from_u8).map_or("unknown opcode", Opcode::name)
+    }
+}
+
+impl fmt::Display for Opcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -186,57 +236,93 @@ impl<'a> RecordSlot<'a> {
     }
 }
 
+impl Wire for RecordFlags {
+    const SIZE: usize = 1;
+    #[inline(always)]
+    fn put(self, b: &mut [u8]) {
+        b[0] = self.bits();
+    }
+    /// Reserved flag bits are ignored (contract §4.1).
+    #[inline(always)]
+    fn get(b: &[u8]) -> Option<Self> {
+        Some(RecordFlags::from_bits_truncate(b[0]))
+    }
+}
+
 /// Rounds a byte count up to the record granule.
 #[inline]
 pub const fn record_align(n: usize) -> usize {
     (n + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
 
-/// The 16 header bytes of a record of `len` bytes (contract §4.1).
-fn header_bytes(op: Opcode, meta: RecordMeta, len: usize) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[0] = op as u8;
-    h[1] = meta.flags.bits();
-    h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    h[8..12].copy_from_slice(&meta.tag.to_le_bytes());
-    h[12..16].copy_from_slice(&meta.profile_slot.to_le_bytes());
-    h
+wire_struct! {
+    /// A record header (contract §4.1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Header {
+        /// Raw opcode byte (raw, so that a fault report can name an unknown one).
+        pub opcode: u8 @ 0,
+        /// Flags.
+        pub flags: RecordFlags @ 1,
+        /// Total length.
+        pub length: u32 @ 4,
+        /// Host tag.
+        pub tag: u32 @ 8,
+        /// Profile slot.
+        pub profile_slot: u32 @ 12,
+    }
 }
 
-fn put_header(slot: &mut RecordSlot<'_>, op: Opcode, meta: RecordMeta) {
-    debug_assert!(slot.len() % RECORD_ALIGN == 0 && slot.len() >= FIXED_LEN);
-    let h = header_bytes(op, meta, slot.len());
-    slot.put_array(0, h);
+/// Builds a record's fixed part on the stack — header, then the body `put_body` writes, reserved bytes 0 — and
+/// stores it into the slot at once: the encoders run on every dispatch, and one 64-byte store sequence is the
+/// cheapest way to write both the ring and a capture buffer.
+#[inline(always)]
+fn put_fixed(slot: &mut RecordSlot<'_>, op: Opcode, meta: RecordMeta, put_body: impl FnOnce(&mut [u8; FIXED_LEN])) {
+    debug_assert!(slot.len() % RECORD_ALIGN == 0 && slot.len() >= FIXED_LEN && slot.len() <= u32::MAX as usize);
+    let mut f = [0u8; FIXED_LEN];
+    let h = Header {
+        opcode: op as u8,
+        flags: meta.flags,
+        length: slot.len() as u32,
+        tag: meta.tag,
+        profile_slot: meta.profile_slot,
+    };
+    h.put(&mut f);
+    put_body(&mut f);
+    slot.put_array(0, f);
 }
 
-/// A transfer to or from one unit (contract §4.2.2, §4.2.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Linear {
-    /// Memory.
-    pub mem: Memory,
-    /// Bank or core.
-    pub unit: u16,
-    /// Offset inside the unit.
-    pub offset: u64,
-    /// Bytes.
-    pub len: u64,
+wire_struct! {
+    /// A transfer to or from one unit: the body of `WRITE_LINEAR` and `READ_LINEAR` (contract §4.2.2, §4.2.4).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Linear {
+        /// Memory.
+        pub mem: Memory @ 16,
+        /// Bank or core.
+        pub unit: u16 @ 18,
+        /// Offset inside the unit.
+        pub offset: u64 @ 24,
+        /// Bytes.
+        pub len: u64 @ 32,
+    }
 }
 
-/// A transfer of interleaved pages (contract §4.2.3, §4.2.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Paged {
-    /// Memory.
-    pub mem: Memory,
-    /// Payload bytes per page.
-    pub page_size: u32,
-    /// Offset of page 0 in its unit.
-    pub base: u64,
-    /// Distance between consecutive pages in one unit.
-    pub page_stride: u32,
-    /// First page.
-    pub start_page: u32,
-    /// Pages.
-    pub num_pages: u32,
+wire_struct! {
+    /// A transfer of interleaved pages: the body of `WRITE_PAGED` and `READ_PAGED` (contract §4.2.3, §4.2.5).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Paged {
+        /// Memory.
+        pub mem: Memory @ 16,
+        /// Payload bytes per page.
+        pub page_size: u32 @ 20,
+        /// Offset of page 0 in its unit.
+        pub base: u64 @ 24,
+        /// Distance between consecutive pages in one unit.
+        pub page_stride: u32 @ 32,
+        /// First page.
+        pub start_page: u32 @ 36,
+        /// Pages.
+        pub num_pages: u32 @ 40,
+    }
 }
 
 impl Paged {
@@ -253,43 +339,20 @@ pub const fn write_linear_len(len: usize) -> usize {
 
 /// Encodes a `PAD` record filling the whole slot (contract §4.2.1).
 pub fn encode_pad(slot: &mut RecordSlot<'_>, meta: RecordMeta) {
-    put_header(slot, Opcode::Pad, meta);
-}
-
-fn put_linear(slot: &mut RecordSlot<'_>, x: &Linear) {
-    slot.put_u8(16, x.mem as u8);
-    slot.put_u8(17, 0);
-    slot.put_u16(18, x.unit);
-    slot.put_u32(20, 0);
-    slot.put_u64(24, x.offset);
-    slot.put_u64(32, x.len);
-    slot.zero(40, FIXED_LEN - 40);
-}
-
-fn put_paged(slot: &mut RecordSlot<'_>, x: &Paged) {
-    slot.put_u8(16, x.mem as u8);
-    slot.zero(17, 3);
-    slot.put_u32(20, x.page_size);
-    slot.put_u64(24, x.base);
-    slot.put_u32(32, x.page_stride);
-    slot.put_u32(36, x.start_page);
-    slot.put_u32(40, x.num_pages);
-    slot.zero(44, FIXED_LEN - 44);
+    put_fixed(slot, Opcode::Pad, meta, |_| {});
 }
 
 /// Encodes a `WRITE_LINEAR` header; the caller writes `x.len` payload bytes at [`PAYLOAD_OFFSET`] and
 /// [`pad_payload`] zeroes the tail.
 pub fn encode_write_linear(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &Linear) {
     debug_assert_eq!(slot.len(), write_linear_len(x.len as usize));
-    put_header(slot, Opcode::WriteLinear, meta);
-    put_linear(slot, x);
+    put_fixed(slot, Opcode::WriteLinear, meta, |f| x.put(f));
 }
 
 /// Encodes a `WRITE_PAGED` header; the payload follows as for [`encode_write_linear`].
 pub fn encode_write_paged(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &Paged) {
     debug_assert_eq!(slot.len(), write_linear_len(x.bytes() as usize));
-    put_header(slot, Opcode::WritePaged, meta);
-    put_paged(slot, x);
+    put_fixed(slot, Opcode::WritePaged, meta, |f| x.put(f));
 }
 
 /// Zeroes the bytes between the end of a `payload_len` payload and the end of the record, so that no stale ring
@@ -302,14 +365,12 @@ pub fn pad_payload(slot: &mut RecordSlot<'_>, payload_len: usize) {
 
 /// Encodes a `READ_LINEAR` record (64 bytes).
 pub fn encode_read_linear(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &Linear) {
-    put_header(slot, Opcode::ReadLinear, meta);
-    put_linear(slot, x);
+    put_fixed(slot, Opcode::ReadLinear, meta, |f| x.put(f));
 }
 
 /// Encodes a `READ_PAGED` record (64 bytes).
 pub fn encode_read_paged(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &Paged) {
-    put_header(slot, Opcode::ReadPaged, meta);
-    put_paged(slot, x);
+    put_fixed(slot, Opcode::ReadPaged, meta, |f| x.put(f));
 }
 
 /// An inclusive rectangle of worker cores (contract §4.2.6).
@@ -345,6 +406,19 @@ impl CoreRect {
     }
 }
 
+/// `x0, y0, x1, y1`, one byte each (contract §4.2.6).
+impl Wire for CoreRect {
+    const SIZE: usize = 4;
+    #[inline(always)]
+    fn put(self, b: &mut [u8]) {
+        b.copy_from_slice(&[self.x0, self.y0, self.x1, self.y1]);
+    }
+    #[inline(always)]
+    fn get(b: &[u8]) -> Option<Self> {
+        Some(CoreRect { x0: b[0], y0: b[1], x1: b[2], y1: b[3] })
+    }
+}
+
 /// A circular-buffer configuration (contract §4.2.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CbConfig {
@@ -356,6 +430,28 @@ pub struct CbConfig {
     pub num_pages: u32,
     /// Data format code.
     pub data_format: u32,
+}
+
+impl CbConfig {
+    /// Words of one packed configuration.
+    pub const WORDS: usize = 4;
+
+    /// The packed words, in contract order.
+    #[inline]
+    pub fn to_words(&self) -> [u32; CbConfig::WORDS] {
+        [self.index, self.page_size, self.num_pages, self.data_format]
+    }
+
+    /// Decodes packed words (at least [`CbConfig::WORDS`]).
+    #[inline]
+    pub fn from_words(w: &[u32]) -> CbConfig {
+        CbConfig { index: w[0], page_size: w[1], num_pages: w[2], data_format: w[3] }
+    }
+
+    /// L1 bytes the buffer occupies.
+    pub fn bytes(&self) -> u64 {
+        self.page_size as u64 * self.num_pages as u64
+    }
 }
 
 /// The contents of a `LAUNCH` record (contract §4.2.6).
@@ -381,31 +477,89 @@ pub struct Launch<'a> {
 
 /// Length of the `LAUNCH` record for `l`.
 pub fn launch_len(l: &Launch<'_>) -> usize {
-    let words = l.ct_args.len() + l.cbs.len() * 4 + l.sems.len() + l.rt_args.len();
+    let words = l.ct_args.len() + l.cbs.len() * CbConfig::WORDS + l.sems.len() + l.rt_args.len();
     FIXED_LEN + record_align(words * 4)
+}
+
+wire_struct! {
+    /// The fixed part of a `LAUNCH` record (contract §4.2.6); the packed arguments follow it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LaunchFixed {
+        /// DRAM bank of the kernel image.
+        pub kernel_bank: u16 @ 16,
+        /// Compile-time argument words.
+        pub num_ct_args: u16 @ 18,
+        /// Runtime argument words per core.
+        pub num_rt_args: u16 @ 20,
+        /// Circular buffers.
+        pub num_cbs: u16 @ 22,
+        /// Offset of the kernel image.
+        pub kernel_offset: u64 @ 24,
+        /// Cores.
+        pub rect: CoreRect @ 32,
+        /// Semaphores.
+        pub num_sems: u16 @ 36,
+    }
+}
+
+/// The packed arguments of a `LAUNCH`, as words, split by kind (borrowed; see [`LaunchArgs`] for an owned copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchWords<'a> {
+    /// Compile-time arguments.
+    pub ct_args: &'a [u32],
+    /// Circular-buffer configurations, [`CbConfig::WORDS`] each.
+    pub cbs: &'a [u32],
+    /// Initial semaphore values.
+    pub sems: &'a [u32],
+    /// Runtime arguments, `num_rt_args` per core, row-major.
+    pub rt_args: &'a [u32],
+}
+
+impl LaunchFixed {
+    /// Words of packed arguments after the fixed part.
+    pub fn args_words(&self) -> usize {
+        self.num_ct_args as usize
+            + self.num_cbs as usize * CbConfig::WORDS
+            + self.num_sems as usize
+            + self.num_rt_args as usize * self.rect.count()
+    }
+
+    /// Bytes of packed arguments after the fixed part.
+    pub fn args_bytes(&self) -> usize {
+        self.args_words() * 4
+    }
+
+    /// Splits the packed argument words (contract §4.2.6 order) into their kinds; `None` if `words` is shorter than
+    /// [`LaunchFixed::args_words`].
+    pub fn split_words<'a>(&self, words: &'a [u32]) -> Option<LaunchWords<'a>> {
+        let words = words.get(..self.args_words())?;
+        let (ct_args, rest) = words.split_at(self.num_ct_args as usize);
+        let (cbs, rest) = rest.split_at(self.num_cbs as usize * CbConfig::WORDS);
+        let (sems, rt_args) = rest.split_at(self.num_sems as usize);
+        Some(LaunchWords { ct_args, cbs, sems, rt_args })
+    }
 }
 
 /// Encodes a `LAUNCH` record into a slot of [`launch_len`] bytes.
 pub fn encode_launch(slot: &mut RecordSlot<'_>, meta: RecordMeta, l: &Launch<'_>) {
     debug_assert_eq!(slot.len(), launch_len(l));
     debug_assert_eq!(l.rt_args.len(), l.num_rt_args as usize * l.rect.count());
-    // The fixed part is built on the stack and stored at once: this encoder runs on every dispatch.
-    let mut f = [0u8; FIXED_LEN];
-    f[..16].copy_from_slice(&header_bytes(Opcode::Launch, meta, slot.len()));
-    f[16..18].copy_from_slice(&l.kernel_bank.to_le_bytes());
-    f[18..20].copy_from_slice(&(l.ct_args.len() as u16).to_le_bytes());
-    f[20..22].copy_from_slice(&l.num_rt_args.to_le_bytes());
-    f[22..24].copy_from_slice(&(l.cbs.len() as u16).to_le_bytes());
-    f[24..32].copy_from_slice(&l.kernel_offset.to_le_bytes());
-    f[32..36].copy_from_slice(&[l.rect.x0, l.rect.y0, l.rect.x1, l.rect.y1]);
-    f[36..38].copy_from_slice(&(l.sems.len() as u16).to_le_bytes());
-    slot.put_array(0, f);
+    let fixed = LaunchFixed {
+        kernel_bank: l.kernel_bank,
+        num_ct_args: l.ct_args.len() as u16,
+        num_rt_args: l.num_rt_args,
+        num_cbs: l.cbs.len() as u16,
+        kernel_offset: l.kernel_offset,
+        rect: l.rect,
+        num_sems: l.sems.len() as u16,
+    };
+    put_fixed(slot, Opcode::Launch, meta, |f| fixed.put(f));
     let mut off = FIXED_LEN;
     slot.put_words(off, l.ct_args);
     off += l.ct_args.len() * 4;
     for cb in l.cbs {
-        slot.put_words(off, &[cb.index, cb.page_size, cb.num_pages, cb.data_format]);
-        off += 16;
+        slot.put_words(off, &cb.to_words());
+        off += CbConfig::WORDS * 4;
     }
     slot.put_words(off, l.sems);
     off += l.sems.len() * 4;
@@ -415,113 +569,67 @@ pub fn encode_launch(slot: &mut RecordSlot<'_>, meta: RecordMeta, l: &Launch<'_>
     slot.zero(off, len - off);
 }
 
+wire_struct! {
+    /// The body of an `EVENT_RECORD` record (contract §4.2.7).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EventRecord {
+        /// Id to publish.
+        pub event_id: u32 @ 16,
+    }
+}
+
+wire_struct! {
+    /// The body of an `EVENT_WAIT` record (contract §4.2.8).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EventWait {
+        /// Watched queue.
+        pub queue: u16 @ 16,
+        /// Awaited id.
+        pub event_id: u32 @ 20,
+    }
+}
+
 /// Encodes an `EVENT_RECORD` record (64 bytes).
 pub fn encode_event_record(slot: &mut RecordSlot<'_>, meta: RecordMeta, event_id: u32) {
-    put_header(slot, Opcode::EventRecord, meta);
-    slot.put_u32(16, event_id);
-    slot.zero(20, FIXED_LEN - 20);
+    put_fixed(slot, Opcode::EventRecord, meta, |f| EventRecord { event_id }.put(f));
 }
 
 /// Encodes an `EVENT_WAIT` record (64 bytes).
 pub fn encode_event_wait(slot: &mut RecordSlot<'_>, meta: RecordMeta, queue: u16, event_id: u32) {
-    put_header(slot, Opcode::EventWait, meta);
-    slot.put_u16(16, queue);
-    slot.put_u16(18, 0);
-    slot.put_u32(20, event_id);
-    slot.zero(24, FIXED_LEN - 24);
+    put_fixed(slot, Opcode::EventWait, meta, |f| EventWait { queue, event_id }.put(f));
 }
 
-/// An `EXEC_TRACE` record's body (contract §4.2.9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExecTrace {
-    /// Bytes per page of the interleaved trace buffer.
-    pub page_size: u32,
-    /// DRAM offset of the trace buffer in every bank.
-    pub base: u64,
-    /// Bytes of records.
-    pub trace_len: u64,
+wire_struct! {
+    /// The body of an `EXEC_TRACE` record (contract §4.2.9).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ExecTrace {
+        /// Bytes per page of the interleaved trace buffer.
+        pub page_size: u32 @ 16,
+        /// DRAM offset of the trace buffer in every bank.
+        pub base: u64 @ 24,
+        /// Bytes of records.
+        pub trace_len: u64 @ 32,
+    }
 }
 
 /// Encodes an `EXEC_TRACE` record (64 bytes).
 pub fn encode_exec_trace(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &ExecTrace) {
-    put_header(slot, Opcode::ExecTrace, meta);
-    slot.put_u32(16, x.page_size);
-    slot.put_u32(20, 0);
-    slot.put_u64(24, x.base);
-    slot.put_u64(32, x.trace_len);
-    slot.zero(40, FIXED_LEN - 40);
+    put_fixed(slot, Opcode::ExecTrace, meta, |f| x.put(f));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Decoding (device side, and tests on the host side).
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-}
-
-/// A decoded record header (contract §4.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// Raw opcode byte.
-    pub opcode: u8,
-    /// Flags.
-    pub flags: RecordFlags,
-    /// Total length.
-    pub length: u32,
-    /// Host tag.
-    pub tag: u32,
-    /// Profile slot.
-    pub profile_slot: u32,
-}
-
-/// Decodes the header at the start of `fixed`.
+/// Decodes the header at the start of `fixed`, whatever its values (the device reports a bad record's tag and
+/// opcode from it).
 pub fn decode_header(fixed: &[u8; FIXED_LEN]) -> Header {
-    Header {
-        opcode: fixed[0],
-        flags: RecordFlags::from_bits_truncate(fixed[1]),
-        length: u32_at(fixed, 4),
-        tag: u32_at(fixed, 8),
-        profile_slot: u32_at(fixed, 12),
+    match Header::get(fixed) {
+        Ok(h) => h,
+        Err(e) => unreachable!("{e}: every header field type accepts any bytes"),
     }
 }
 
-/// The fixed part of a `LAUNCH` record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LaunchFixed {
-    /// DRAM bank of the kernel image.
-    pub kernel_bank: u16,
-    /// Compile-time argument words.
-    pub num_ct_args: u16,
-    /// Runtime argument words per core.
-    pub num_rt_args: u16,
-    /// Circular buffers.
-    pub num_cbs: u16,
-    /// Offset of the kernel image.
-    pub kernel_offset: u64,
-    /// Cores.
-    pub rect: CoreRect,
-    /// Semaphores.
-    pub num_sems: u16,
-}
-
-impl LaunchFixed {
-    /// Bytes of packed arguments after the fixed part.
-    pub fn args_bytes(&self) -> usize {
-        (self.num_ct_args as usize
-            + self.num_cbs as usize * 4
-            + self.num_sems as usize
-            + self.num_rt_args as usize * self.rect.count())
-            * 4
-    }
-}
-
-/// A decoded record body.
+/// A decoded record body: one variant per [`Opcode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Body {
     /// `PAD`.
@@ -537,19 +645,44 @@ pub enum Body {
     /// `LAUNCH` (arguments follow the fixed part).
     Launch(LaunchFixed),
     /// `EVENT_RECORD`.
-    EventRecord {
-        /// Id to publish.
-        event_id: u32,
-    },
+    EventRecord(EventRecord),
     /// `EVENT_WAIT`.
-    EventWait {
-        /// Watched queue.
-        queue: u16,
-        /// Awaited id.
-        event_id: u32,
-    },
+    EventWait(EventWait),
     /// `EXEC_TRACE`.
     ExecTrace(ExecTrace),
+}
+
+impl Body {
+    /// The record type.
+    pub const fn opcode(&self) -> Opcode {
+        match self {
+            Body::Pad => Opcode::Pad,
+            Body::WriteLinear(_) => Opcode::WriteLinear,
+            Body::WritePaged(_) => Opcode::WritePaged,
+            Body::ReadLinear(_) => Opcode::ReadLinear,
+            Body::ReadPaged(_) => Opcode::ReadPaged,
+            Body::Launch(_) => Opcode::Launch,
+            Body::EventRecord(_) => Opcode::EventRecord,
+            Body::EventWait(_) => Opcode::EventWait,
+            Body::ExecTrace(_) => Opcode::ExecTrace,
+        }
+    }
+
+    /// Whether a record of `length` bytes (a multiple of 64, at least 64) holds this body and what follows it.
+    fn fits(&self, length: usize) -> bool {
+        let payload = (length - PAYLOAD_OFFSET) as u64;
+        match self {
+            Body::WriteLinear(x) => x.len <= payload,
+            Body::WritePaged(x) => x.bytes() <= payload,
+            Body::Launch(l) => l.rect.count() != 0 && FIXED_LEN + l.args_bytes() <= length,
+            Body::Pad
+            | Body::ReadLinear(_)
+            | Body::ReadPaged(_)
+            | Body::EventRecord(_)
+            | Body::EventWait(_)
+            | Body::ExecTrace(_) => true,
+        }
+    }
 }
 
 /// Why a record could not be decoded.
@@ -557,33 +690,33 @@ pub enum Body {
 pub enum DecodeError {
     /// Unknown opcode byte.
     Opcode(u8),
-    /// Bad memory byte.
-    Memory(u8),
+    /// A field held a value outside its type (a memory byte other than DRAM or L1).
+    Field(FieldError),
     /// Length not a multiple of 64, too short for the body, or inconsistent with the body.
     Length(u32),
 }
 
-fn decode_linear(b: &[u8; FIXED_LEN]) -> Result<Linear, DecodeError> {
-    Ok(Linear {
-        mem: Memory::from_u8(b[16]).ok_or(DecodeError::Memory(b[16]))?,
-        unit: u16_at(b, 18),
-        offset: u64_at(b, 24),
-        len: u64_at(b, 32),
-    })
+impl From<FieldError> for DecodeError {
+    fn from(e: FieldError) -> DecodeError {
+        DecodeError::Field(e)
+    }
 }
 
-fn decode_paged(b: &[u8; FIXED_LEN]) -> Result<Paged, DecodeError> {
-    Ok(Paged {
-        mem: Memory::from_u8(b[16]).ok_or(DecodeError::Memory(b[16]))?,
-        page_size: u32_at(b, 20),
-        base: u64_at(b, 24),
-        page_stride: u32_at(b, 32),
-        start_page: u32_at(b, 36),
-        num_pages: u32_at(b, 40),
-    })
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Opcode(op) => write!(f, "unknown opcode {op:#04x} (contract §4.2)"),
+            DecodeError::Field(e) => write!(f, "{e} (contract §4.2)"),
+            DecodeError::Length(len) => {
+                write!(f, "record length {len} is not a multiple of 64, or too short for its body (contract §4.1)")
+            }
+        }
+    }
 }
 
-/// Decodes and validates the fixed part of a record: opcode known, length consistent with the body.
+impl std::error::Error for DecodeError {}
+
+/// Decodes and validates the fixed part of a record: opcode known, fields valid, length consistent with the body.
 pub fn decode(fixed: &[u8; FIXED_LEN]) -> Result<(Header, Body), DecodeError> {
     let h = decode_header(fixed);
     let len = h.length as usize;
@@ -593,45 +726,18 @@ pub fn decode(fixed: &[u8; FIXED_LEN]) -> Result<(Header, Body), DecodeError> {
     let op = Opcode::from_u8(h.opcode).ok_or(DecodeError::Opcode(h.opcode))?;
     let body = match op {
         Opcode::Pad => Body::Pad,
-        Opcode::WriteLinear => {
-            let x = decode_linear(fixed)?;
-            if x.len > (len - PAYLOAD_OFFSET) as u64 {
-                return Err(DecodeError::Length(h.length));
-            }
-            Body::WriteLinear(x)
-        }
-        Opcode::WritePaged => {
-            let x = decode_paged(fixed)?;
-            if x.bytes() > (len - PAYLOAD_OFFSET) as u64 {
-                return Err(DecodeError::Length(h.length));
-            }
-            Body::WritePaged(x)
-        }
-        Opcode::ReadLinear => Body::ReadLinear(decode_linear(fixed)?),
-        Opcode::ReadPaged => Body::ReadPaged(decode_paged(fixed)?),
-        Opcode::Launch => {
-            let l = LaunchFixed {
-                kernel_bank: u16_at(fixed, 16),
-                num_ct_args: u16_at(fixed, 18),
-                num_rt_args: u16_at(fixed, 20),
-                num_cbs: u16_at(fixed, 22),
-                kernel_offset: u64_at(fixed, 24),
-                rect: CoreRect { x0: fixed[32], y0: fixed[33], x1: fixed[34], y1: fixed[35] },
-                num_sems: u16_at(fixed, 36),
-            };
-            if l.rect.count() == 0 || FIXED_LEN + l.args_bytes() > len {
-                return Err(DecodeError::Length(h.length));
-            }
-            Body::Launch(l)
-        }
-        Opcode::EventRecord => Body::EventRecord { event_id: u32_at(fixed, 16) },
-        Opcode::EventWait => Body::EventWait { queue: u16_at(fixed, 16), event_id: u32_at(fixed, 20) },
-        Opcode::ExecTrace => Body::ExecTrace(ExecTrace {
-            page_size: u32_at(fixed, 16),
-            base: u64_at(fixed, 24),
-            trace_len: u64_at(fixed, 32),
-        }),
+        Opcode::WriteLinear => Body::WriteLinear(Linear::get(fixed)?),
+        Opcode::WritePaged => Body::WritePaged(Paged::get(fixed)?),
+        Opcode::ReadLinear => Body::ReadLinear(Linear::get(fixed)?),
+        Opcode::ReadPaged => Body::ReadPaged(Paged::get(fixed)?),
+        Opcode::Launch => Body::Launch(LaunchFixed::get(fixed)?),
+        Opcode::EventRecord => Body::EventRecord(EventRecord::get(fixed)?),
+        Opcode::EventWait => Body::EventWait(EventWait::get(fixed)?),
+        Opcode::ExecTrace => Body::ExecTrace(ExecTrace::get(fixed)?),
     };
+    if !body.fits(len) {
+        return Err(DecodeError::Length(h.length));
+    }
     Ok((h, body))
 }
 
@@ -648,49 +754,57 @@ pub struct LaunchArgs {
     pub rt_args: Vec<u32>,
 }
 
-/// Decodes the packed arguments of `l` from `args` (at least `l.args_bytes()` bytes).
-pub fn decode_launch_args(l: &LaunchFixed, args: &[u8]) -> LaunchArgs {
+/// Decodes the packed arguments of `l` from `args`; `None` if `args` is shorter than `l.args_bytes()`.
+pub fn decode_launch_args(l: &LaunchFixed, args: &[u8]) -> Option<LaunchArgs> {
     let words: Vec<u32> =
-        args[..l.args_bytes()].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let (ct, rest) = words.split_at(l.num_ct_args as usize);
-    let (cbw, rest) = rest.split_at(l.num_cbs as usize * 4);
-    let (sems, rt) = rest.split_at(l.num_sems as usize);
-    LaunchArgs {
-        ct_args: ct.to_vec(),
-        cbs: cbw
-            .chunks_exact(4)
-            .map(|c| CbConfig { index: c[0], page_size: c[1], num_pages: c[2], data_format: c[3] })
-            .collect(),
-        sems: sems.to_vec(),
-        rt_args: rt.to_vec(),
-    }
+        args.get(..l.args_bytes())?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let w = l.split_words(&words)?;
+    Some(LaunchArgs {
+        ct_args: w.ct_args.to_vec(),
+        cbs: w.cbs.chunks_exact(CbConfig::WORDS).map(CbConfig::from_words).collect(),
+        sems: w.sems.to_vec(),
+        rt_args: w.rt_args.to_vec(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Completion entries (contract §5.2).
 
-/// Completion entry kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ComplKind {
-    /// Skip to the end of the ring.
-    Pad = 1,
-    /// Data of a read record.
-    ReadData = 2,
+/// One row of the completion-kind table.
+#[derive(Debug)]
+pub struct ComplKindInfo {
+    /// The contract's name (`READ_DATA`).
+    pub name: &'static str,
 }
 
-/// A decoded completion entry header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ComplHeader {
-    /// Raw kind byte.
-    pub kind: u8,
-    /// Total bytes of the entry.
-    pub length: u32,
-    /// Tag of the producing record.
-    pub tag: u32,
-    /// Payload bytes.
-    pub data_len: u32,
+table_enum! {
+    /// Completion entry kinds (contract §5.2).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ComplKind: u8, from_u8, ComplKindInfo {
+        /// Skip to the end of the ring.
+        Pad = 1 => { name: "PAD" },
+        /// Data of a read record.
+        ReadData = 2 => { name: "READ_DATA" },
+    }
 }
+
+wire_struct! {
+    /// A completion entry header (contract §5.2).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ComplHeader {
+        /// Raw kind byte (raw, so that the host can report an unknown one).
+        pub kind: u8 @ 0,
+        /// Total bytes of the entry.
+        pub length: u32 @ 4,
+        /// Tag of the producing record.
+        pub tag: u32 @ 8,
+        /// Payload bytes.
+        pub data_len: u32 @ 12,
+    }
+}
+
+/// Bytes of a completion entry header.
+pub const COMPL_HEADER_LEN: usize = 16;
 
 /// Length of the completion entry carrying `data_len` bytes.
 pub const fn compl_len(data_len: usize) -> usize {
@@ -699,96 +813,342 @@ pub const fn compl_len(data_len: usize) -> usize {
 
 /// Encodes a completion entry header into the first 16 bytes of `slot`; the rest of the first 64 bytes is zeroed.
 pub fn encode_compl(slot: &mut RecordSlot<'_>, kind: ComplKind, tag: u32, data_len: u32) {
-    slot.put_u8(0, kind as u8);
-    slot.zero(1, 3);
-    slot.put_u32(4, slot.len() as u32);
-    slot.put_u32(8, tag);
-    slot.put_u32(12, data_len);
-    slot.zero(16, FIXED_LEN - 16);
+    debug_assert!(slot.len() >= FIXED_LEN && slot.len() <= u32::MAX as usize);
+    let mut f = [0u8; FIXED_LEN];
+    ComplHeader { kind: kind as u8, length: slot.len() as u32, tag, data_len }.put(&mut f);
+    slot.put_array(0, f);
 }
 
 /// Decodes a completion entry header from its first 16 bytes.
-pub fn decode_compl(b: &[u8; 16]) -> ComplHeader {
-    ComplHeader { kind: b[0], length: u32_at(b, 4), tag: u32_at(b, 8), data_len: u32_at(b, 12) }
+pub fn decode_compl(b: &[u8; COMPL_HEADER_LEN]) -> ComplHeader {
+    match ComplHeader::get(b) {
+        Ok(h) => h,
+        Err(e) => unreachable!("{e}: every completion header field type accepts any bytes"),
+    }
 }
+
+// Every layout fits where it must: headers in their 16 bytes, bodies between the header and the payload.
+const _: () = {
+    assert!(Header::END <= HEADER_LEN && ComplHeader::END <= COMPL_HEADER_LEN);
+    let mut i = 0;
+    while i < Opcode::ALL.len() {
+        let body = Opcode::ALL[i].info().body;
+        let mut j = 0;
+        while j < body.len() {
+            assert!(body[j].offset >= HEADER_LEN && body[j].offset + body[j].size <= FIXED_LEN);
+            j += 1;
+        }
+        i += 1;
+    }
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn fixed(buf: &[u8]) -> [u8; FIXED_LEN] {
         buf[..FIXED_LEN].try_into().unwrap()
     }
 
-    #[test]
-    fn write_linear_round_trips() {
-        let x = Linear { mem: Memory::Dram, unit: 3, offset: 0x1234_5678, len: 100 };
-        let mut buf = vec![0xAAu8; write_linear_len(100)];
-        let meta = RecordMeta { flags: RecordFlags::PROFILE, tag: 7, profile_slot: 9 };
-        let mut slot = RecordSlot::from_slice(&mut buf);
-        encode_write_linear(&mut slot, meta, &x);
-        slot.put_bytes(PAYLOAD_OFFSET, &[1u8; 100]);
-        pad_payload(&mut slot, 100);
-        let (h, b) = decode(&fixed(&buf)).unwrap();
-        assert_eq!(h.length as usize, 64 + 128);
-        assert_eq!(h.tag, 7);
-        assert_eq!(h.profile_slot, 9);
-        assert_eq!(h.flags, RecordFlags::PROFILE);
-        assert_eq!(b, Body::WriteLinear(x));
-        assert!(buf[164..].iter().all(|&v| v == 0), "tail must be zeroed");
+    /// Encodes `n` bytes through `encode` into a buffer pre-filled with garbage, as a reused ring slot would be.
+    fn encoded(n: usize, encode: impl FnOnce(&mut RecordSlot<'_>)) -> Vec<u8> {
+        let mut buf = vec![0xA5u8; n];
+        encode(&mut RecordSlot::from_slice(&mut buf));
+        buf
+    }
+
+    /// One record of each type, through its encoder, and the body it must decode to. The match names every opcode:
+    /// a new record type must add its sample here.
+    fn sample(op: Opcode, meta: RecordMeta) -> (Vec<u8>, Body) {
+        let lin = Linear { mem: Memory::L1, unit: 9, offset: 0x1234_5678_9abc, len: 100 };
+        let paged =
+            Paged { mem: Memory::Dram, page_size: 48, base: 0x4000, page_stride: 64, start_page: 3, num_pages: 2 };
+        match op {
+            Opcode::Pad => (encoded(128, |s| encode_pad(s, meta)), Body::Pad),
+            Opcode::WriteLinear => {
+                let buf = encoded(write_linear_len(100), |s| {
+                    encode_write_linear(s, meta, &lin);
+                    s.put_bytes(PAYLOAD_OFFSET, &[7; 100]);
+                    pad_payload(s, 100);
+                });
+                (buf, Body::WriteLinear(lin))
+            }
+            Opcode::WritePaged => {
+                let buf = encoded(write_linear_len(96), |s| {
+                    encode_write_paged(s, meta, &paged);
+                    s.put_bytes(PAYLOAD_OFFSET, &[7; 96]);
+                    pad_payload(s, 96);
+                });
+                (buf, Body::WritePaged(paged))
+            }
+            Opcode::ReadLinear => (encoded(FIXED_LEN, |s| encode_read_linear(s, meta, &lin)), Body::ReadLinear(lin)),
+            Opcode::ReadPaged => (encoded(FIXED_LEN, |s| encode_read_paged(s, meta, &paged)), Body::ReadPaged(paged)),
+            Opcode::Launch => {
+                let cbs = [CbConfig { index: 1, page_size: 2048, num_pages: 2, data_format: 0 }];
+                let rt: Vec<u32> = (0..6).collect();
+                let rect = CoreRect { x0: 1, y0: 0, x1: 2, y1: 0 };
+                let l = Launch {
+                    kernel_bank: 2,
+                    kernel_offset: 0x8000,
+                    rect,
+                    ct_args: &[5],
+                    cbs: &cbs,
+                    sems: &[0, 1],
+                    num_rt_args: 3,
+                    rt_args: &rt,
+                };
+                let f = LaunchFixed {
+                    kernel_bank: 2,
+                    num_ct_args: 1,
+                    num_rt_args: 3,
+                    num_cbs: 1,
+                    kernel_offset: 0x8000,
+                    rect,
+                    num_sems: 2,
+                };
+                (encoded(launch_len(&l), |s| encode_launch(s, meta, &l)), Body::Launch(f))
+            }
+            Opcode::EventRecord => (
+                encoded(FIXED_LEN, |s| encode_event_record(s, meta, 0xDEAD_BEEF)),
+                Body::EventRecord(EventRecord { event_id: 0xDEAD_BEEF }),
+            ),
+            Opcode::EventWait => (
+                encoded(FIXED_LEN, |s| encode_event_wait(s, meta, 3, 77)),
+                Body::EventWait(EventWait { queue: 3, event_id: 77 }),
+            ),
+            Opcode::ExecTrace => {
+                let x = ExecTrace { page_size: 4096, base: 0x100_0000, trace_len: 123 * 64 };
+                (encoded(FIXED_LEN, |s| encode_exec_trace(s, meta, &x)), Body::ExecTrace(x))
+            }
+        }
     }
 
     #[test]
-    fn launch_round_trips() {
-        let rect = CoreRect { x0: 1, y0: 0, x1: 2, y1: 1 };
-        let rt: Vec<u32> = (0..12).collect();
-        let cbs = [CbConfig { index: 0, page_size: 2048, num_pages: 2, data_format: 0 }];
-        let l = Launch {
-            kernel_bank: 0,
-            kernel_offset: 0x4000,
-            rect,
-            ct_args: &[5, 6],
-            cbs: &cbs,
-            sems: &[0],
-            num_rt_args: 3,
-            rt_args: &rt,
-        };
-        let mut buf = vec![0xFFu8; launch_len(&l)];
-        encode_launch(&mut RecordSlot::from_slice(&mut buf), RecordMeta::default(), &l);
-        let (_, body) = decode(&fixed(&buf)).unwrap();
-        let Body::Launch(f) = body else { panic!("not a launch") };
-        assert_eq!(f.rect, rect);
-        let args = decode_launch_args(&f, &buf[FIXED_LEN..]);
-        assert_eq!(args.ct_args, vec![5, 6]);
-        assert_eq!(args.cbs, cbs.to_vec());
-        assert_eq!(args.sems, vec![0]);
-        assert_eq!(args.rt_args, rt);
+    fn every_opcode_encodes_decodes_and_names_the_same() {
+        let meta = RecordMeta { flags: RecordFlags::PROFILE | RecordFlags::NOTIFY, tag: 0x0102_0304, profile_slot: 9 };
+        for op in Opcode::ALL {
+            let (buf, want) = sample(op, meta);
+            let (h, body) = decode(&fixed(&buf)).unwrap_or_else(|e| panic!("{op}: {e}"));
+            assert_eq!(body, want, "{op}");
+            assert_eq!(body.opcode(), op);
+            assert_eq!(Opcode::from_u8(h.opcode), Some(op));
+            assert_eq!(Opcode::name_of(h.opcode as u32), op.name());
+            assert_eq!(op.to_string(), op.name());
+            assert_eq!(h.length as usize, buf.len(), "{op}");
+            assert_eq!((h.flags, h.tag, h.profile_slot), (meta.flags, meta.tag, meta.profile_slot), "{op}");
+            // Every byte of the fixed part that no declared field covers is reserved, and written as 0 (§4.1)
+            // even over a dirty slot.
+            let mut covered = [false; FIXED_LEN];
+            for f in Header::FIELDS.iter().chain(op.info().body) {
+                covered[f.offset..f.offset + f.size].iter_mut().for_each(|c| *c = true);
+            }
+            for (i, &b) in buf[..FIXED_LEN].iter().enumerate() {
+                assert!(covered[i] || b == 0, "{op}: reserved byte {i} is {b:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn from_u8_accepts_exactly_the_table() {
+        for b in 0..=u8::MAX {
+            let listed = Opcode::ALL.iter().find(|op| **op as u8 == b).copied();
+            assert_eq!(Opcode::from_u8(b), listed, "byte {b:#04x}");
+            if listed.is_none() {
+                let mut rec = [0u8; FIXED_LEN];
+                rec[0] = b;
+                rec[4] = 64;
+                assert_eq!(decode(&rec), Err(DecodeError::Opcode(b)));
+                assert_eq!(Opcode::name_of(b as u32), "unknown opcode");
+            }
+        }
+        assert_eq!(Opcode::name_of(0x100 | Opcode::Launch as u32), "unknown opcode");
+    }
+
+    #[test]
+    fn layouts_do_not_overlap() {
+        for op in Opcode::ALL {
+            let mut fields: Vec<FieldLayout> = Header::FIELDS.iter().chain(op.info().body).copied().collect();
+            fields.sort_by_key(|f| f.offset);
+            for w in fields.windows(2) {
+                assert!(w[0].offset + w[0].size <= w[1].offset, "{op}: {:?} overlaps {:?}", w[0], w[1]);
+            }
+        }
     }
 
     #[test]
     fn decode_rejects_garbage() {
         let mut buf = [0u8; FIXED_LEN];
-        buf[0] = 0x7F;
-        buf[4] = 64;
-        assert_eq!(decode(&buf), Err(DecodeError::Opcode(0x7F)));
         buf[0] = Opcode::Pad as u8;
         buf[4] = 63;
         assert_eq!(decode(&buf), Err(DecodeError::Length(63)));
         // A write whose payload length exceeds the record.
-        let mut buf = vec![0u8; 128];
         let x = Linear { mem: Memory::L1, unit: 0, offset: 0, len: 64 };
-        encode_write_linear(&mut RecordSlot::from_slice(&mut buf), RecordMeta::default(), &x);
+        let mut buf = encoded(128, |s| encode_write_linear(s, RecordMeta::default(), &x));
         buf[32] = 65;
         assert_eq!(decode(&fixed(&buf)), Err(DecodeError::Length(128)));
+        // A memory byte outside the table.
+        buf[32] = 64;
+        buf[16] = 2;
+        assert_eq!(decode(&fixed(&buf)), Err(DecodeError::Field(FieldError { field: "mem", offset: 16, value: 2 })));
+        // A launch on no core, and one whose arguments reach past the record.
+        let (mut buf, _) = sample(Opcode::Launch, RecordMeta::default());
+        buf[34] = 0; // x1 < x0
+        assert!(matches!(decode(&fixed(&buf)), Err(DecodeError::Length(_))));
+        let (mut buf, _) = sample(Opcode::Launch, RecordMeta::default());
+        buf[20] = 200; // num_rt_args
+        assert!(matches!(decode(&fixed(&buf)), Err(DecodeError::Length(_))));
     }
 
     #[test]
-    fn events_and_trace_round_trip() {
-        let mut buf = [0u8; 64];
-        encode_event_wait(&mut RecordSlot::from_slice(&mut buf), RecordMeta::default(), 1, u32::MAX);
-        assert_eq!(decode(&buf).unwrap().1, Body::EventWait { queue: 1, event_id: u32::MAX });
-        let x = ExecTrace { page_size: 4096, base: 0x100_0000, trace_len: 123 * 64 };
-        encode_exec_trace(&mut RecordSlot::from_slice(&mut buf), RecordMeta::default(), &x);
-        assert_eq!(decode(&buf).unwrap().1, Body::ExecTrace(x));
+    fn completion_kinds_round_trip() {
+        for k in ComplKind::ALL {
+            assert_eq!(ComplKind::from_u8(k as u8), Some(k));
+            let mut buf = vec![0xA5u8; compl_len(10)];
+            encode_compl(&mut RecordSlot::from_slice(&mut buf), k, 42, 10);
+            let h = decode_compl(buf[..COMPL_HEADER_LEN].try_into().unwrap());
+            assert_eq!(h, ComplHeader { kind: k as u8, length: 128, tag: 42, data_len: 10 });
+            assert!(buf[COMPL_HEADER_LEN..FIXED_LEN].iter().all(|&b| b == 0), "reserved bytes zeroed");
+            assert_eq!(buf[1..4], [0, 0, 0]);
+        }
+        let unknown = (0..=u8::MAX).filter(|b| ComplKind::from_u8(*b).is_none()).count();
+        assert_eq!(unknown, 256 - ComplKind::ALL.len());
+    }
+
+    fn memory() -> impl Strategy<Value = Memory> {
+        prop::sample::select(Memory::ALL.to_vec())
+    }
+
+    fn meta() -> impl Strategy<Value = RecordMeta> {
+        (any::<u8>(), any::<u32>(), any::<u32>()).prop_map(|(f, tag, profile_slot)| RecordMeta {
+            flags: RecordFlags::from_bits_truncate(f),
+            tag,
+            profile_slot,
+        })
+    }
+
+    fn linear(max_len: u64) -> impl Strategy<Value = Linear> {
+        (memory(), any::<u16>(), any::<u64>(), 0..=max_len).prop_map(|(mem, unit, offset, len)| Linear {
+            mem,
+            unit,
+            offset,
+            len,
+        })
+    }
+
+    fn paged(max_page: u32, max_pages: u32) -> impl Strategy<Value = Paged> {
+        (memory(), 0..=max_page, any::<u64>(), any::<u32>(), any::<u32>(), 0..=max_pages).prop_map(
+            |(mem, page_size, base, page_stride, start_page, num_pages)| Paged {
+                mem,
+                page_size,
+                base,
+                page_stride,
+                start_page,
+                num_pages,
+            },
+        )
+    }
+
+    fn decoded(buf: &[u8]) -> (Header, Body) {
+        decode(&fixed(buf)).expect("an encoded record decodes")
+    }
+
+    proptest! {
+        #[test]
+        fn linear_records_round_trip(m in meta(), w in linear(300), r in linear(u64::MAX)) {
+            let n = w.len as usize;
+            let buf = encoded(write_linear_len(n), |s| {
+                encode_write_linear(s, m, &w);
+                s.put_bytes(PAYLOAD_OFFSET, &vec![1; n]);
+                pad_payload(s, n);
+            });
+            let (h, b) = decoded(&buf);
+            prop_assert_eq!((h.flags, h.tag, h.profile_slot), (m.flags, m.tag, m.profile_slot));
+            prop_assert_eq!(h.length as usize, buf.len());
+            prop_assert_eq!(b, Body::WriteLinear(w));
+            prop_assert!(buf[PAYLOAD_OFFSET + n..].iter().all(|&v| v == 0), "payload tail zeroed");
+            let buf = encoded(FIXED_LEN, |s| encode_read_linear(s, m, &r));
+            prop_assert_eq!(decoded(&buf).1, Body::ReadLinear(r));
+        }
+
+        #[test]
+        fn paged_records_round_trip(m in meta(), w in paged(64, 8), r in paged(u32::MAX, u32::MAX)) {
+            let n = w.bytes() as usize;
+            let buf = encoded(write_linear_len(n), |s| {
+                encode_write_paged(s, m, &w);
+                s.put_bytes(PAYLOAD_OFFSET, &vec![1; n]);
+                pad_payload(s, n);
+            });
+            prop_assert_eq!(decoded(&buf).1, Body::WritePaged(w));
+            let buf = encoded(FIXED_LEN, |s| encode_read_paged(s, m, &r));
+            prop_assert_eq!(decoded(&buf).1, Body::ReadPaged(r));
+        }
+
+        #[test]
+        fn launch_records_round_trip(
+            m in meta(),
+            bank in any::<u16>(),
+            koff in any::<u64>(),
+            (x0, y0, w, h) in (any::<u8>(), any::<u8>(), 0u8..4, 0u8..4),
+            ct in prop::collection::vec(any::<u32>(), 0..6),
+            cbs in prop::collection::vec(any::<(u32, u32, u32, u32)>(), 0..4),
+            sems in prop::collection::vec(any::<u32>(), 0..4),
+            nrt in 0u16..8,
+            seed in any::<u32>(),
+        ) {
+            let rect = CoreRect { x0, y0, x1: x0.saturating_add(w), y1: y0.saturating_add(h) };
+            let cbs: Vec<CbConfig> = cbs
+                .into_iter()
+                .map(|(index, page_size, num_pages, data_format)| CbConfig { index, page_size, num_pages, data_format })
+                .collect();
+            let rt: Vec<u32> = (0..nrt as u32 * rect.count() as u32).map(|i| i.wrapping_mul(seed)).collect();
+            let l = Launch {
+                kernel_bank: bank,
+                kernel_offset: koff,
+                rect,
+                ct_args: &ct,
+                cbs: &cbs,
+                sems: &sems,
+                num_rt_args: nrt,
+                rt_args: &rt,
+            };
+            let buf = encoded(launch_len(&l), |s| encode_launch(s, m, &l));
+            let (hd, b) = decoded(&buf);
+            prop_assert_eq!(hd.length as usize, buf.len());
+            let Body::Launch(f) = b else { panic!("not a launch: {b:?}") };
+            prop_assert_eq!((f.kernel_bank, f.kernel_offset, f.rect, f.num_rt_args), (bank, koff, rect, nrt));
+            let args = decode_launch_args(&f, &buf[FIXED_LEN..]).expect("arguments inside the record");
+            prop_assert_eq!(args, LaunchArgs { ct_args: ct, cbs, sems, rt_args: rt });
+            let end = FIXED_LEN + f.args_bytes();
+            prop_assert!(buf[end..].iter().all(|&v| v == 0), "argument tail zeroed");
+        }
+
+        #[test]
+        fn event_and_trace_records_round_trip(
+            m in meta(),
+            id in any::<u32>(),
+            q in any::<u16>(),
+            x in (any::<u32>(), any::<u64>(), any::<u64>()),
+        ) {
+            let buf = encoded(FIXED_LEN, |s| encode_event_record(s, m, id));
+            prop_assert_eq!(decoded(&buf).1, Body::EventRecord(EventRecord { event_id: id }));
+            let buf = encoded(FIXED_LEN, |s| encode_event_wait(s, m, q, id));
+            prop_assert_eq!(decoded(&buf).1, Body::EventWait(EventWait { queue: q, event_id: id }));
+            let x = ExecTrace { page_size: x.0, base: x.1, trace_len: x.2 };
+            let buf = encoded(FIXED_LEN, |s| encode_exec_trace(s, m, &x));
+            prop_assert_eq!(decoded(&buf).1, Body::ExecTrace(x));
+        }
+
+        #[test]
+        fn completion_headers_round_trip(
+            tag in any::<u32>(),
+            data_len in 0u32..4096,
+            kind in prop::sample::select(ComplKind::ALL.to_vec()),
+        ) {
+            let mut buf = vec![0xA5u8; compl_len(data_len as usize)];
+            encode_compl(&mut RecordSlot::from_slice(&mut buf), kind, tag, data_len);
+            let h = decode_compl(buf[..COMPL_HEADER_LEN].try_into().unwrap());
+            prop_assert_eq!(h, ComplHeader { kind: kind as u8, length: buf.len() as u32, tag, data_len });
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! BAR0 register map (contract §2 and §3) and the queue host-region layout (contract §5).
 
+use super::wire::table_enum;
+
 /// A byte offset into BAR0.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct BarOffset(pub u32);
@@ -160,48 +162,49 @@ bitflags::bitflags! {
     }
 }
 
-/// Fault codes (contract §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum FaultCode {
-    /// DMA to an IOVA with no mapping.
-    Iommu = 1,
-    /// Malformed record.
-    BadRecord = 2,
-    /// Device address out of range.
-    Address = 3,
-    /// Kernel image invalid or unknown.
-    BadKernel = 4,
-    /// A kernel rejected its arguments.
-    KernelArgs = 5,
-    /// Bad doorbell value.
-    Ring = 6,
+/// One row of the fault-code table.
+#[derive(Debug)]
+pub struct FaultCodeInfo {
+    /// The contract's name (`BAD_RECORD`).
+    pub name: &'static str,
+    /// What the code means, for error messages.
+    pub describe: &'static str,
+}
+
+table_enum! {
+    /// Fault codes (contract §7.1): the one table of them. `FAULT_CODE` 0 means no fault and is not in it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum FaultCode: u32, from_u32, FaultCodeInfo {
+        /// DMA to an IOVA with no mapping.
+        Iommu = 1 => { name: "IOMMU", describe: "IOMMU fault: the device accessed an IOVA with no mapping" },
+        /// Malformed record.
+        BadRecord = 2 => { name: "BAD_RECORD", describe: "malformed record" },
+        /// Device address out of range.
+        Address = 3 => { name: "ADDRESS", describe: "device address out of range" },
+        /// Kernel image invalid or unknown.
+        BadKernel = 4 => { name: "BAD_KERNEL", describe: "invalid or unknown kernel image" },
+        /// A kernel rejected its arguments.
+        KernelArgs = 5 => { name: "KERNEL_ARGS", describe: "a kernel rejected its arguments" },
+        /// Bad doorbell value.
+        Ring = 6 => { name: "RING", describe: "bad doorbell value" },
+    }
 }
 
 impl FaultCode {
-    /// Decodes `FAULT_CODE`; 0 and unknown values give `None`.
-    pub fn from_u32(v: u32) -> Option<FaultCode> {
-        Some(match v {
-            1 => FaultCode::Iommu,
-            2 => FaultCode::BadRecord,
-            3 => FaultCode::Address,
-            4 => FaultCode::BadKernel,
-            5 => FaultCode::KernelArgs,
-            6 => FaultCode::Ring,
-            _ => return None,
-        })
+    /// The contract's name (`BAD_RECORD`).
+    pub const fn name(self) -> &'static str {
+        self.info().name
     }
 
     /// What the code means, for error messages.
-    pub fn describe(self) -> &'static str {
-        match self {
-            FaultCode::Iommu => "IOMMU fault: the device accessed an IOVA with no mapping",
-            FaultCode::BadRecord => "malformed record",
-            FaultCode::Address => "device address out of range",
-            FaultCode::BadKernel => "invalid or unknown kernel image",
-            FaultCode::KernelArgs => "a kernel rejected its arguments",
-            FaultCode::Ring => "bad doorbell value",
-        }
+    pub const fn describe(self) -> &'static str {
+        self.info().describe
+    }
+}
+
+impl std::fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -232,5 +235,19 @@ mod tests {
         }
         assert_eq!(decode_queue_reg(global::STATUS), None);
         assert_eq!(decode_queue_reg(BarOffset(0x2000)), None);
+    }
+
+    #[test]
+    fn fault_codes_round_trip() {
+        for c in FaultCode::ALL {
+            assert_eq!(FaultCode::from_u32(c as u32), Some(c));
+            assert_eq!(c.to_string(), c.name());
+            assert!(!c.describe().is_empty());
+        }
+        // 0 is "no fault"; every other value outside the table is unknown.
+        let known: Vec<u32> = FaultCode::ALL.iter().map(|c| *c as u32).collect();
+        for v in (0..=64).chain([u32::MAX, 1 << 31, 0x100 | 1]) {
+            assert_eq!(FaultCode::from_u32(v).is_some(), known.contains(&v), "value {v:#x}");
+        }
     }
 }

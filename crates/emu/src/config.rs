@@ -49,7 +49,7 @@ impl Default for EmuConfig {
             dram_align: 64,
             l1_align: 16,
             dma_bits: 32,
-            kernels: BuiltinKernel::ALL.iter().fold(0, |m, k| m | k.bit()),
+            kernels: BuiltinKernel::MASK,
             msi: true,
             pace: None,
             jitter: None,

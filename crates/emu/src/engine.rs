@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use ttdrv_contract::kernel::{self, BuiltinKernel, IMAGE_HEADER};
-use ttdrv_contract::records::{self, Body, ComplKind, FIXED_LEN, Header, PAYLOAD_OFFSET, RecordFlags, RecordSlot};
+use ttdrv_contract::records::{
+    self, Body, CbConfig, ComplKind, ExecTime, FIXED_LEN, Header, PAYLOAD_OFFSET, RecordFlags, RecordSlot,
+};
 use ttdrv_contract::regs::{FaultCode, QueueStatus, host};
 use ttdrv_contract::{DevAddr, MAX_RING, MIN_RING, Memory, PROFILE_SLOT_BYTES, RING_OFFSET, seq_reached};
 
@@ -270,8 +272,15 @@ impl Engine<'_> {
             Err(Stop::Abort) => return Ok(()),
         };
         let event = match body {
-            Body::EventRecord { event_id } => Some(event_id),
-            _ => None,
+            Body::EventRecord(e) => Some(e.event_id),
+            Body::Pad
+            | Body::WriteLinear(_)
+            | Body::WritePaged(_)
+            | Body::ReadLinear(_)
+            | Body::ReadPaged(_)
+            | Body::Launch(_)
+            | Body::EventWait(_)
+            | Body::ExecTrace(_) => None,
         };
         self.retire(&hdr, span, len, event).map_err(|f| (f, hdr.tag, hdr.opcode as u32))
     }
@@ -301,8 +310,10 @@ impl Engine<'_> {
         self.sh.clock.now()
     }
 
-    /// Executes one record, from the ring or from a trace. Returns its span.
+    /// Executes one record, from the ring or from a trace (whose reader has checked the opcode may be there).
+    /// Returns its span.
     fn execute(&mut self, hdr: &Header, body: &Body, bytes: RecordBytes, arrival: u64) -> Result<Span, Stop> {
+        debug_assert!(matches!(bytes, RecordBytes::Ring(_)) || body.opcode().in_trace());
         let pace = self.sh.cfg.pace;
         let now = self.sh.clock.now();
         let exec_start = now;
@@ -365,9 +376,6 @@ impl Engine<'_> {
                 span = stream;
             }
             Body::ReadLinear(x) => {
-                if matches!(bytes, RecordBytes::Trace { .. }) {
-                    return Err(bad_record(0));
-                }
                 let src = self.sh.mem.ptr(DevAddr { mem: x.mem, unit: x.unit, offset: x.offset }, x.len)?;
                 self.complete_read(hdr.tag, x.len, |dst| {
                     // SAFETY: `src` is bounds-checked for `x.len` bytes; `dst` is a completion payload of that size.
@@ -377,7 +385,7 @@ impl Engine<'_> {
                 span.end = self.model_read(ready, x.len);
             }
             Body::ReadPaged(x) => {
-                if matches!(bytes, RecordBytes::Trace { .. }) || x.page_size > x.page_stride {
+                if x.page_size > x.page_stride {
                     return Err(bad_record(0));
                 }
                 let total = x.bytes();
@@ -421,16 +429,13 @@ impl Engine<'_> {
                     span = Span { start: s, end: e };
                 }
             }
-            Body::EventRecord { .. } => {
-                if matches!(bytes, RecordBytes::Trace { .. }) {
-                    return Err(bad_record(0));
-                }
+            Body::EventRecord(_) => {
                 if let Some(p) = pace {
                     span.end = ready + p.event_ns;
                 }
             }
-            Body::EventWait { queue, event_id } => {
-                if matches!(bytes, RecordBytes::Trace { .. }) || queue as usize >= self.sh.queues.len() {
+            Body::EventWait(records::EventWait { queue, event_id }) => {
+                if queue as usize >= self.sh.queues.len() {
                     return Err(bad_record(0));
                 }
                 let other = &self.sh.queues[queue as usize];
@@ -451,24 +456,22 @@ impl Engine<'_> {
                 }
             }
             Body::ExecTrace(x) => {
-                if matches!(bytes, RecordBytes::Trace { .. }) || x.page_size == 0 || x.page_size % 64 != 0 {
+                if x.page_size == 0 || x.page_size % 64 != 0 {
                     return Err(bad_record(0));
                 }
                 span.end = self.exec_trace(hdr, &x, ready)?;
             }
         }
         let now = self.sh.clock.now();
-        match pace {
+        match (pace, body.opcode().exec_time()) {
             // Unpaced, the span is what happened.
-            None => span.end = now,
+            (None, _) => span.end = now,
             // Paced, it is the model's, but never shorter than the work took to emulate: if this machine computes
             // slower than the modelled device, that shows in the timestamps and carries over to later records.
+            (Some(_), ExecTime::Own) => span.end = span.end.max(span.start + (now - exec_start)),
             // Time spent waiting (an event wait, a thread woken late) is the emulator's, not the device's, and is
             // not charged. Trace replays account for their records one by one.
-            Some(_) if !matches!(body, Body::EventWait { .. } | Body::ExecTrace(_)) => {
-                span.end = span.end.max(span.start + (now - exec_start));
-            }
-            Some(_) => {}
+            (Some(_), ExecTime::Waits | ExecTime::Contained) => {}
         }
         Ok(span)
     }
@@ -549,10 +552,9 @@ impl Engine<'_> {
         // The packed arguments as words, without per-launch allocations (contract §4.2.6 layout).
         self.words.clear();
         self.words.extend(self.args.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        let (ct, rest) = self.words.split_at(l.num_ct_args as usize);
-        let (cbs, rest) = rest.split_at(l.num_cbs as usize * 4);
-        let rt = &rest[l.num_sems as usize..];
-        let cb_bytes: u64 = cbs.chunks_exact(4).map(|c| c[1] as u64 * c[2] as u64).sum();
+        let args = l.split_words(&self.words).ok_or(Fault::new(FaultCode::BadRecord, 0))?;
+        let (ct, rt) = (args.ct_args, args.rt_args);
+        let cb_bytes: u64 = args.cbs.chunks_exact(CbConfig::WORDS).map(|c| CbConfig::from_words(c).bytes()).sum();
         if cb_bytes > geo.l1_size - self.sh.cfg.l1_base as u64 {
             return Err(Fault::new(FaultCode::KernelArgs, 0));
         }
@@ -586,7 +588,8 @@ impl Engine<'_> {
             self.read_trace_into(&mut fixed)?;
             let bad = Fault::new(FaultCode::BadRecord, toff);
             let (h, body) = records::decode(&fixed).map_err(|_| bad)?;
-            if toff + h.length as u64 > x.trace_len || !matches!(body, Body::Pad | Body::Launch(_)) {
+            // Only the record types the opcode table allows in a trace (contract §4.2.9).
+            if toff + h.length as u64 > x.trace_len || !body.opcode().in_trace() {
                 return Err(bad.into());
             }
             if let Some(p) = pace {

@@ -8,7 +8,9 @@
 use super::memory::DeviceMemory;
 use super::timing::Work;
 use ttdrv_contract::DevAddr;
-use ttdrv_contract::kernel::{ACCESSOR_WORDS, Accessor, Block, BuiltinKernel, DType, bf16_to_f32, f32_to_bf16};
+use ttdrv_contract::kernel::{
+    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, Block, BuiltinKernel, DType, bf16_to_f32, f32_to_bf16,
+};
 
 type KResult<T> = Result<T, String>;
 
@@ -60,12 +62,12 @@ impl<'a> Launch<'a> {
         if rt.len() < k.rt_words() {
             return Err(format!("{} needs {} runtime words, got {}", k.name(), k.rt_words(), rt.len()));
         }
-        let block = Block::from_words(&rt[0..4]);
+        let block = Block::from_words(&rt[..BLOCK_WORDS]);
         if block.is_empty() {
             return Ok(Work::default());
         }
-        let acc_words = |i: usize| &rt[4 + i * ACCESSOR_WORDS..4 + (i + 1) * ACCESSOR_WORDS];
-        let param = |i: usize| f32::from_bits(rt[4 + i * ACCESSOR_WORDS]);
+        let acc_words = |i: usize| &rt[BLOCK_WORDS + i * ACCESSOR_WORDS..BLOCK_WORDS + (i + 1) * ACCESSOR_WORDS];
+        let param = |i: usize| f32::from_bits(rt[BLOCK_WORDS + i * ACCESSOR_WORDS]);
         match k {
             BuiltinKernel::Copy => {
                 let (s, d) = (self.accessor(acc_words(0))?, self.accessor(acc_words(1))?);
