@@ -6,8 +6,12 @@
  * before outputs, every buffer is followed by its length; outputs are written only on success; after a failure,
  * ttdrv_last_error() describes what was wrong and what to do (per thread). Handles are opaque and checked: a freed
  * or forged handle gives TTDRV_STATUS_INVALID_HANDLE, never a crash. Releasing NULL is a no-op.
+ * Host data is const void * / void * (no cast for float *); read-only queries take const handles.
  * Thread safety: every function may be called from any thread; each command queue may be driven by its own thread.
- * ABI policy: docs/abi.md.
+ * Logging: ttdrv writes nothing anywhere by default. ttdrv_set_log_callback() receives its log records (see
+ * ttdrv_log_callback for the threads the callback runs on); with no callback, TTDRV_LOG=warn (or error, info, debug,
+ * trace) in the environment prints them to stderr.
+ * ABI policy: docs/abi.md (structs that grow: struct_size and the frozen TTDRV_*_SIZE_V* constants).
  */
 
 #ifndef TTDRV_H
@@ -957,7 +961,7 @@ ttdrv_status ttdrv_device_open(const char *selector,
 /**
  * Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
  * non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
- * in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+ * in time is abandoned (the device is reset and a warning is logged); the call still returns OK. NULL is a no-op.
  *
  * Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
  * Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with

@@ -225,7 +225,7 @@ pub unsafe extern "C" fn ttdrv_device_open(
 
 /// Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
 /// non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
-/// in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+/// in time is abandoned (the device is reset and a warning is logged); the call still returns OK. NULL is a no-op.
 ///
 /// Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
 /// Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
