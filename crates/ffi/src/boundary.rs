@@ -1,10 +1,10 @@
-//! The boundary every entry point runs inside ([`guard`]): panics are caught and become `TTDRV_STATUS_PANIC`, errors
+//! The boundary every entry point runs inside (`guard`): panics are caught and become `TTDRV_STATUS_PANIC`, errors
 //! become a status and the thread's message, and log records the call produced are delivered to the log callback
 //! before it returns (crate::logging).
 //!
 //! A caught panic is an error like any other: its message goes to the log (error level) and to the last error, never
 //! to stderr. Rust's default panic hook would print it with a backtrace, so the first call installs a hook that stays
-//! silent for panics raised inside a ttdrv C call on the panicking thread (the thread-local depth [`guard`] keeps)
+//! silent for panics raised inside a ttdrv C call on the panicking thread (the thread-local depth `guard` keeps)
 //! and hands every other panic — in the host program, or on a thread of ttdrv's that no call is waiting for — to the
 //! hook that was installed before.
 

@@ -6,7 +6,7 @@
 //! call leaves a per-thread message ([`ttdrv_last_error_message`]); no panic crosses the boundary, and none is
 //! printed ([`boundary`]). Handles are checked, not trusted: a stale or forged handle is
 //! `TTDRV_STATUS_INVALID_HANDLE`. Read-only queries take `const` handles. Structs that may grow carry their size
-//! ([`versioned`]). The driver's log records reach a C callback ([`logging`]).
+//! (`versioned.rs`). The driver's log records reach a C callback ([`logging`]).
 //!
 //! Driver errors become statuses through their kind only (`ttdrv::Error::kind`), and messages through their text.
 

@@ -1,9 +1,9 @@
 //! The log callback: where the driver's `log` records go when ttdrv is used from C (rustls-ffi's model, with a
 //! delivery rule that makes re-entry safe).
 //!
-//! The C library installs [`Logger`] as the process's `log` logger on its first call. A record is delivered:
+//! The C library installs `Logger` as the process's `log` logger on its first call. A record is delivered:
 //! - to the callback installed with `ttdrv_set_log_callback`, at or above the level of `ttdrv_set_log_level`:
-//!   - logged on a thread inside a ttdrv C call: queued on that thread and delivered by [`deliver_pending`] at the
+//!   - logged on a thread inside a ttdrv C call: queued on that thread and delivered by `deliver_pending` at the
 //!     end of the call, on the calling thread, before the call returns — after every lock the call took is released,
 //!     so the callback may call into ttdrv;
 //!   - logged anywhere else (the emulator's engine threads, cleanup that runs on a thread no call is on): queued
