@@ -16,9 +16,9 @@ int main(void) {
   for (uint32_t it = 0; it < 10; it++) {
     make_input(x, n_in, it);
     ttdrv_buffer *input = NULL, *output = NULL;
-    CHECK(ttdrv_buffer_from_host(dev, &in_spec, 0, (const uint8_t *)x, sizeof x, &input));
+    CHECK(ttdrv_buffer_from_host(dev, &in_spec, 0, x, sizeof x, &input));
     CHECK(ttdrv_mlp_run(mlp, 0, input, &output)); /* consumes input */
-    CHECK(ttdrv_buffer_read(output, 0, true, (uint8_t *)got, sizeof got));
+    CHECK(ttdrv_buffer_read(output, 0, true, got, sizeof got));
     CHECK(ttdrv_buffer_free(output));
     mlp_host_forward(&host, x, want);
     size_t bad = count_mismatches(got, want, n_out);

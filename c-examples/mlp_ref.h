@@ -181,7 +181,7 @@ static inline size_t verify_outputs(const mlp_host *m, const float *inputs, cons
   return checked;
 }
 
-/* What every seed example sets up: the reference MLP, the device, the MLP on it, and ITERATIONS distinct inputs
+/* What every example of the guide sets up: the reference MLP, the device, the MLP on it, and ITERATIONS distinct inputs
  * with room for their outputs. */
 typedef struct {
   mlp_host host;
@@ -203,12 +203,12 @@ static inline void example_open(example *ex, uint32_t seed, uint32_t queues, uin
   for (uint32_t it = 0; it < ITERATIONS; it++) make_input(ex->inputs + it * ex->n_in, ex->n_in, it);
 }
 
-/* Iteration `it`'s input and output as the byte pointers the buffer calls take. */
-static inline const uint8_t *example_input(const example *ex, uint32_t it) {
-  return (const uint8_t *)(ex->inputs + (size_t)it * ex->n_in);
+/* Iteration `it`'s input and output (the buffer calls take any host pointer: `const void *` / `void *`). */
+static inline const float *example_input(const example *ex, uint32_t it) {
+  return ex->inputs + (size_t)it * ex->n_in;
 }
-static inline uint8_t *example_output(const example *ex, uint32_t it) {
-  return (uint8_t *)(ex->outputs + (size_t)it * ex->n_out);
+static inline float *example_output(const example *ex, uint32_t it) {
+  return ex->outputs + (size_t)it * ex->n_out;
 }
 
 /* Checks every output against the reference; see verify_outputs. */

@@ -1,6 +1,7 @@
-/* trace_dram_input (seed §1.3.1): trace with a persistent DRAM input. Compile the model once, capture it (the
- * to_memory_config into L1 included) into the trace region, then per iteration write a new input and replay the
- * trace with one command. ITERATIONS distinct inputs under jitter; every output checked against plain C. */
+/* trace_dram_input: "Trace with Persistent DRAM Input" (section "Metal Trace" of tt-metal's guide "Advanced
+ * Performance Optimizations for Models"): trace with a persistent DRAM input. Compile the model once, capture it (the
+ * to_memory_config into L1 included) into the trace region, then per iteration write a new input and replay the trace
+ * with one command. ITERATIONS distinct inputs under jitter; every output checked against plain C. */
 #include "mlp_ref.h"
 
 int main(void) {

@@ -1,5 +1,6 @@
-/* trace_l1_input (seed §1.3.2): trace with a non-persistent L1 input. The model frees its input, so the input is
- * re-allocated at the end of capture and must land at the address the trace captured (asserted). Then per
+/* trace_l1_input: "Trace with Non-Persistent L1 Input" (section "Metal Trace" of tt-metal's guide "Advanced
+ * Performance Optimizations for Models"): trace with a non-persistent L1 input. The model frees its input, so the
+ * input is re-allocated at the end of capture and must land at the address the trace captured (asserted). Then per
  * iteration: write the input in place and replay. ITERATIONS distinct inputs under jitter, checked in plain C. */
 #include "mlp_ref.h"
 

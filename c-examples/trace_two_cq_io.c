@@ -1,7 +1,9 @@
-/* trace_two_cq_io (seed §3.3.2): trace with a non-persistent L1 input, ops on CQ 0, input writes and output reads
- * on CQ 1, four events, persistent DRAM input and output. (Where the seed's capture block says `op_event` it means
- * `first_op_event`, and `sharded_l1_mem_config` means `input_sharded_l1_mem_config`.) ITERATIONS distinct inputs
- * under jitter, checked in plain C. `--drop-wait NAME` removes one wait. */
+/* trace_two_cq_io: "Ops on CQ0, Input Writes and Output Readback on CQ1" in section "Combining Trace and Multiple
+ * Command Queues" of tt-metal's guide "Advanced Performance Optimizations for Models": trace with a non-persistent L1
+ * input, ops on CQ 0, input writes and output reads on CQ 1, four events, persistent DRAM input and output. (Where the
+ * guide's capture block says `op_event` it means `first_op_event`, and `sharded_l1_mem_config` means
+ * `input_sharded_l1_mem_config`.) ITERATIONS distinct inputs under jitter, checked in plain C. `--drop-wait NAME`
+ * removes one wait. */
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {

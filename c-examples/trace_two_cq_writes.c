@@ -1,7 +1,9 @@
-/* trace_two_cq_writes (seed §3.3.1): trace with a non-persistent L1 input, ops and output readback on CQ 0, input
- * writes on CQ 1. The trace's input is the output of the first op (a reshard from the persistent DRAM input into the
- * L1 input in place), which is not captured because events must follow it. ITERATIONS distinct inputs under
- * jitter, checked in plain C. `--drop-wait write_event|op_event` removes one wait. */
+/* trace_two_cq_writes: "Ops and Output Readback on CQ0, Input Writes on CQ1" in section "Combining Trace and Multiple
+ * Command Queues" of tt-metal's guide "Advanced Performance Optimizations for Models": trace with a non-persistent L1
+ * input, ops and output readback on CQ 0, input writes on CQ 1. The trace's input is the output of the first op (a
+ * reshard from the persistent DRAM input into the L1 input in place), which is not captured because events must follow
+ * it. ITERATIONS distinct inputs under jitter, checked in plain C. `--drop-wait write_event|op_event` removes one
+ * wait. */
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {

@@ -1,7 +1,9 @@
-/* two_cq_io (seed §2.3.2): ops on CQ 0, input writes and output reads on CQ 1, four events, persistent input and
- * output buffers in DRAM. The next input is written before the current output is read, so CQ 1's reads overlap the
- * next run of the model. ITERATIONS distinct inputs under jitter, every output checked against the plain-C
- * reference. `--drop-wait NAME` (write_event, first_op_event, last_op_event, read_event) removes one wait. */
+/* two_cq_io: "Ops on CQ0, Input Writes and Output Readback on CQ1" in section "Multiple Command Queues" of tt-metal's
+ * guide "Advanced Performance Optimizations for Models": ops on CQ 0, input writes and output reads on CQ 1, four
+ * events, persistent input and output buffers in DRAM. The next input is written before the current output is read, so
+ * CQ 1's reads overlap the next run of the model. ITERATIONS distinct inputs under jitter, every output checked
+ * against the plain-C reference. `--drop-wait NAME` (write_event, first_op_event, last_op_event, read_event) removes
+ * one wait. */
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {

@@ -1,6 +1,8 @@
-/* two_cq_writes (seed §2.3.1): ops and output readback on CQ 0, input writes on CQ 1, ordered by two events.
- * Runs ITERATIONS distinct inputs under emulator jitter and checks every output against the plain-C reference.
- * `--drop-wait write_event` or `--drop-wait op_event` removes a wait, which must then produce wrong outputs. */
+/* two_cq_writes: "Ops and Output Readback on CQ0, Input Writes on CQ1" in section "Multiple Command Queues" of tt-
+ * metal's guide "Advanced Performance Optimizations for Models": ops and output readback on CQ 0, input writes on CQ
+ * 1, ordered by two events. Runs ITERATIONS distinct inputs under emulator jitter and checks every output against the
+ * plain-C reference. `--drop-wait write_event` or `--drop-wait op_event` removes a wait, which must then produce wrong
+ * outputs. */
 #include "mlp_ref.h"
 
 int main(int argc, char **argv) {

@@ -1,5 +1,6 @@
 // cxx_smoke: a C++17 program that uses the C header and links the library (scripts/test.d/10-header.sh).
-// RAII wrappers as a C++ user would write them; checks a round trip, an element-wise op and an error path.
+// RAII wrappers as a C++ user would write them; checks a round trip, an element-wise op and an error path. Host data
+// goes in and out as `float *` without casts (the data pointers are `const void *` / `void *`).
 #include <ttdrv.h>
 
 #include <cmath>
@@ -59,15 +60,15 @@ int main() try {
   }
   ttdrv_tensor_spec s = spec(rows, cols);
   ttdrv_buffer *pa = nullptr, *pb = nullptr, *pc = nullptr;
-  check(ttdrv_buffer_from_host(dev.get(), &s, 0, reinterpret_cast<const uint8_t *>(a.data()), a.size() * 4, &pa),
+  check(ttdrv_buffer_from_host(dev.get(), &s, 0, a.data(), a.size() * 4, &pa),
         "ttdrv_buffer_from_host(a)");
   Buffer ba(pa);
-  check(ttdrv_buffer_from_host(dev.get(), &s, 0, reinterpret_cast<const uint8_t *>(b.data()), b.size() * 4, &pb),
+  check(ttdrv_buffer_from_host(dev.get(), &s, 0, b.data(), b.size() * 4, &pb),
         "ttdrv_buffer_from_host(b)");
   Buffer bb(pb);
   check(ttdrv_eltwise_binary(ba.get(), bb.get(), TTDRV_BINARY_ADD, 0, &s.mem, &pc), "ttdrv_eltwise_binary");
   Buffer bc(pc);
-  check(ttdrv_buffer_read(bc.get(), 0, true, reinterpret_cast<uint8_t *>(got.data()), got.size() * 4),
+  check(ttdrv_buffer_read(bc.get(), 0, true, got.data(), got.size() * 4),
         "ttdrv_buffer_read");
   for (size_t i = 0; i < got.size(); i++) {
     if (std::fabs(got[i] - (a[i] + b[i])) > 1e-5f) {
@@ -76,7 +77,7 @@ int main() try {
     }
   }
   // An error comes back as a status with a message, not an exception or a crash.
-  ttdrv_status st = ttdrv_buffer_read(bc.get(), 0, true, reinterpret_cast<uint8_t *>(got.data()), 3);
+  ttdrv_status st = ttdrv_buffer_read(bc.get(), 0, true, got.data(), 3);
   if (st != TTDRV_STATUS_INVALID_ARGUMENT || std::strlen(ttdrv_last_error()) == 0) {
     std::fprintf(stderr, "short read gave %s, '%s'\n", ttdrv_status_name(st), ttdrv_last_error());
     return 1;

@@ -6,8 +6,12 @@
  * before outputs, every buffer is followed by its length; outputs are written only on success; after a failure,
  * ttdrv_last_error() describes what was wrong and what to do (per thread). Handles are opaque and checked: a freed
  * or forged handle gives TTDRV_STATUS_INVALID_HANDLE, never a crash. Releasing NULL is a no-op.
+ * Host data is const void * / void * (no cast for float *); read-only queries take const handles.
  * Thread safety: every function may be called from any thread; each command queue may be driven by its own thread.
- * ABI policy: docs/abi.md.
+ * Logging: ttdrv writes nothing anywhere by default. ttdrv_set_log_callback() receives its log records (see
+ * ttdrv_log_callback for the threads the callback runs on); with no callback, TTDRV_LOG=warn (or error, info, debug,
+ * trace) in the environment prints them to stderr.
+ * ABI policy: docs/abi.md (structs that grow: struct_size and the frozen TTDRV_*_SIZE_V* constants).
  */
 
 #ifndef TTDRV_H
@@ -85,6 +89,11 @@
 #define TTDRV_SHARD_COL_MAJOR 1
 
 /**
+ * `sizeof(ttdrv_tensor_spec)` in release 0.1 (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_TENSOR_SPEC_SIZE_V0_1 64
+
+/**
  * `ttdrv_device_params.flags`: allocate trace buffers from ordinary DRAM (top-down) instead of a reserved
  * trace region.
  */
@@ -99,6 +108,21 @@
  * `ttdrv_device_params.flags`: record host and device spans for timelines.
  */
 #define TTDRV_DEVICE_FLAG_PROFILING 4
+
+/**
+ * `sizeof(ttdrv_device_params)` in release 0.1 (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_DEVICE_PARAMS_SIZE_V0_1 40
+
+/**
+ * `sizeof(ttdrv_device_info)` in release 0.1 (frozen).
+ */
+#define TTDRV_DEVICE_INFO_SIZE_V0_1 128
+
+/**
+ * `sizeof(ttdrv_mlp_desc)` in release 0.1 (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_MLP_DESC_SIZE_V0_1 184
 
 /**
  * `ttdrv_eltwise_binary` op: a + b.
@@ -134,6 +158,16 @@
  * `ttdrv_eltwise_unary` op: x * param.
  */
 #define TTDRV_UNARY_SCALE 3
+
+/**
+ * `sizeof(ttdrv_program_desc)` in release 0.1 (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_PROGRAM_DESC_SIZE_V0_1 96
+
+/**
+ * `sizeof(ttdrv_trace_info)` in release 0.1 (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_TRACE_INFO_SIZE_V0_1 32
 
 /**
  * Result of every ttdrv call. Values are stable across releases; new values may be added.
@@ -229,6 +263,49 @@ typedef uint32_t ttdrv_status;
 #endif // __cplusplus
 
 /**
+ * Severity of a log record, and the threshold of `ttdrv_set_log_level`. The values are those of Rust's `log`
+ * crate; `TTDRV_LOG_LEVEL_OFF` is a threshold only (no record has it).
+ */
+enum ttdrv_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No records (threshold only).
+   */
+  TTDRV_LOG_LEVEL_OFF = 0,
+  /**
+   * A failure ttdrv could not handle, including a caught panic.
+   */
+  TTDRV_LOG_LEVEL_ERROR = 1,
+  /**
+   * Something the user should know and probably fix: a fallback was taken (no hugepages, no interrupts), work
+   * was abandoned at close.
+   */
+  TTDRV_LOG_LEVEL_WARN = 2,
+  /**
+   * Progress worth a line in a log.
+   */
+  TTDRV_LOG_LEVEL_INFO = 3,
+  /**
+   * Details for diagnosing a problem.
+   */
+  TTDRV_LOG_LEVEL_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  TTDRV_LOG_LEVEL_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ttdrv_log_level ttdrv_log_level;
+#else
+typedef uint32_t ttdrv_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A buffer in device memory (opaque). Free it with `ttdrv_buffer_free` (`deallocate(force=True)`).
  */
 typedef struct ttdrv_buffer ttdrv_buffer;
@@ -319,7 +396,7 @@ typedef struct ttdrv_memory_config {
  */
 typedef struct ttdrv_tensor_spec {
   /**
-   * `sizeof(ttdrv_tensor_spec)`.
+   * `sizeof(ttdrv_tensor_spec)` of the caller's header, set by `ttdrv_tensor_spec_init`.
    */
   uint32_t struct_size;
   /**
@@ -346,11 +423,12 @@ typedef struct ttdrv_tensor_spec {
 
 /**
  * Parameters of `ttdrv_device_open`. Fill with `ttdrv_device_params_init`, then change fields. `struct_size`
- * lets the struct grow in later releases without breaking callers built against this header.
+ * lets the struct grow in later releases without breaking callers built against this header: the library reads the
+ * fields of the caller's release and gives later ones their defaults.
  */
 typedef struct ttdrv_device_params {
   /**
-   * `sizeof(ttdrv_device_params)`, set by `ttdrv_device_params_init`.
+   * `sizeof(ttdrv_device_params)` of the caller's header, set by `ttdrv_device_params_init`.
    */
   uint32_t struct_size;
   /**
@@ -392,7 +470,7 @@ typedef struct ttdrv_device_params {
  */
 typedef struct ttdrv_device_info {
   /**
-   * `sizeof(ttdrv_device_info)`, set by the caller.
+   * `sizeof(ttdrv_device_info)`, set by the caller; the library sets it to the size it wrote.
    */
   uint32_t struct_size;
   /**
@@ -454,11 +532,28 @@ typedef struct ttdrv_device_info {
 } ttdrv_device_info;
 
 /**
+ * Receives ttdrv's log records (`ttdrv_set_log_callback`). `userdata` is the pointer given with the callback;
+ * `level` the record's severity; `message` the text, UTF-8, `message_len` bytes long and also NUL-terminated
+ * (`message[message_len] == '\0'`), valid only until the callback returns.
+ *
+ * Threads: the callback runs on the thread that made a ttdrv call, just before that call returns, for the records
+ * the call logged; and on ttdrv's log delivery thread (named `ttdrv-log`) for records logged on threads that are not
+ * inside a ttdrv call (the emulated device's engine threads, cleanup on a driver thread). It may therefore run on
+ * several threads at once and must be thread-safe. It is never called while ttdrv holds a lock, and it may call any
+ * ttdrv function (the records of such a call are delivered, nested, before that call returns). It must return
+ * normally: no C++ exception or `longjmp` may leave it.
+ */
+typedef void (*ttdrv_log_callback)(void *userdata,
+                                   ttdrv_log_level level,
+                                   const char *message,
+                                   size_t message_len);
+
+/**
  * Describes an MLP: `num_dims - 1` layers of matmul + bias (+ relu). Fill with `ttdrv_mlp_desc_init`.
  */
 typedef struct ttdrv_mlp_desc {
   /**
-   * `sizeof(ttdrv_mlp_desc)`.
+   * `sizeof(ttdrv_mlp_desc)` of the caller's header, set by `ttdrv_mlp_desc_init`.
    */
   uint32_t struct_size;
   /**
@@ -553,7 +648,7 @@ typedef struct ttdrv_cb_config {
  */
 typedef struct ttdrv_program_desc {
   /**
-   * `sizeof(ttdrv_program_desc)`.
+   * `sizeof(ttdrv_program_desc)` of the caller's header, set by `ttdrv_program_desc_init`.
    */
   uint32_t struct_size;
   /**
@@ -562,7 +657,8 @@ typedef struct ttdrv_program_desc {
   uint32_t rt_words_per_core;
   /**
    * Kernel name: a built-in (`"ttdrv.copy"`, `"ttdrv.eltwise_binary"`, `"ttdrv.eltwise_unary"`,
-   * `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image.
+   * `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image. Names starting with `ttdrv.` are
+   * reserved for built-ins.
    */
   const char *kernel_name;
   /**
@@ -626,7 +722,7 @@ typedef struct ttdrv_program_cache_stats {
  */
 typedef struct ttdrv_trace_info {
   /**
-   * `sizeof(ttdrv_trace_info)`, set by the caller.
+   * `sizeof(ttdrv_trace_info)`, set by the caller; the library sets it to the size it wrote.
    */
   uint32_t struct_size;
   /**
@@ -656,39 +752,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to fit `len` bytes) and writes
- * the message's full length (without the NUL) to `*out_len` when `out_len` is not NULL. Call it with `buf = NULL, len
- * = 0` to learn the length first. The message describes the most recent failed ttdrv call on this thread; a successful
- * call clears it. This call does not change it.
- *
- * Ownership: `buf` stays the caller's; nothing is allocated. Thread: any; each thread has its own message.
- * Returns: OK (the whole message, possibly empty, was copied), BUFFER_TOO_SMALL (it was truncated, or `buf` is NULL /
- * `len` is 0 and the message is not empty).
- *
- * # Safety
- * `buf` must be NULL or point to `len` writable bytes; `out_len` must be NULL or point to a writable `size_t`.
- */
-ttdrv_status ttdrv_last_error_message(char *buf,
-                                      size_t len,
-                                      size_t *out_len);
-
-/**
- * The calling thread's last error message as a NUL-terminated string: what the most recent failed ttdrv call on this
- * thread found wrong and what to do about it; "" after a successful call. Never NULL.
- *
- * Ownership: the string belongs to ttdrv; it stays valid until the next ttdrv call on this thread (copy it with
- * `ttdrv_last_error_message` to keep it). Thread: any; each thread has its own message. Messages are for people: match
- * on the returned status, never on the text (docs/abi.md).
- */
-const char *ttdrv_last_error(void);
-
-/**
- * The name of a status value as a static NUL-terminated string, e.g. "TTDRV_STATUS_TIMEOUT"; values this library does
- * not know give "TTDRV_STATUS_UNKNOWN". Never NULL; never freed. Thread: any.
- */
-const char *ttdrv_status_name(uint32_t status);
-
-/**
  * The library's version as a static NUL-terminated string, e.g. "0.1.0". Compare it with `TTDRV_VERSION_STRING` (or
  * `ttdrv_version_number()` with `TTDRV_VERSION_NUMBER`) to detect a program built against another header than the
  * library it runs with. Never NULL; never freed. Thread: any.
@@ -704,7 +767,8 @@ uint32_t ttdrv_version_number(void);
 
 /**
  * Panics inside an entry point on purpose, to prove the panic boundary: returns TTDRV_STATUS_PANIC with a message
- * naming the panic, and ttdrv stays usable. For tests; it changes nothing else. Thread: any.
+ * naming the panic and where it was raised, which also goes to the log at error level (nothing is printed to stderr),
+ * and ttdrv stays usable. For tests; it changes nothing else. Thread: any.
  */
 ttdrv_status ttdrv_debug_panic(void);
 
@@ -724,8 +788,8 @@ ttdrv_status ttdrv_tensor_spec_init(struct ttdrv_tensor_spec *spec);
  * until written. Placement is deterministic: the same sequence of allocations and frees gives the same addresses.
  *
  * Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. `spec` is only read.
- * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too
- * small; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size`
+ * not the size of any release's struct (docs/abi.md); a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
  * divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
  * banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
  * OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
@@ -740,12 +804,13 @@ ttdrv_status ttdrv_buffer_allocate(struct ttdrv_device *device,
 
 /**
  * Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
- * dense row-major tensor, exactly rows x cols x element size bytes; it is copied before the call returns and may be
- * reused at once. On failure nothing stays allocated.
+ * dense row-major tensor (a `float *` for float32, a `uint16_t *` for bfloat16, or any bytes), exactly rows x cols x
+ * element size bytes; it is copied before the call returns and may be reused at once. On failure nothing stays
+ * allocated.
  *
  * Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
- * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too small; a zero
- * or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` not the size of
+ * any release's struct; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
  * shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
  * on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
  * (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
@@ -757,13 +822,13 @@ ttdrv_status ttdrv_buffer_allocate(struct ttdrv_device *device,
 ttdrv_status ttdrv_buffer_from_host(struct ttdrv_device *device,
                                     const struct ttdrv_tensor_spec *spec,
                                     uint16_t cq,
-                                    const uint8_t *data,
+                                    const void *data,
                                     size_t len,
                                     struct ttdrv_buffer **out);
 
 /**
- * Writes `data` — the dense row-major tensor, exactly the buffer's host size (`ttdrv_buffer_host_size`) — into the
- * buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
+ * Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
+ * (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
  * reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
  * sees the new contents; other queues must order themselves with events.
  *
@@ -777,12 +842,13 @@ ttdrv_status ttdrv_buffer_from_host(struct ttdrv_device *device,
  */
 ttdrv_status ttdrv_buffer_write(struct ttdrv_buffer *buffer,
                                 uint16_t cq,
-                                const uint8_t *data,
+                                const void *data,
                                 size_t len,
                                 bool blocking);
 
 /**
- * Reads the buffer into `out` (dense row-major, exactly the buffer's host size) on queue `cq`. With `blocking` it
+ * Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
+ * bytes) on queue `cq`. With `blocking` it
  * returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
  * in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
  * device is closed.
@@ -798,7 +864,7 @@ ttdrv_status ttdrv_buffer_write(struct ttdrv_buffer *buffer,
 ttdrv_status ttdrv_buffer_read(struct ttdrv_buffer *buffer,
                                uint16_t cq,
                                bool blocking,
-                               uint8_t *out,
+                               void *out,
                                size_t len);
 
 /**
@@ -823,19 +889,23 @@ ttdrv_status ttdrv_buffer_free(struct ttdrv_buffer *buffer);
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_buffer_address(struct ttdrv_buffer *buffer,
+ttdrv_status ttdrv_buffer_address(const struct ttdrv_buffer *buffer,
                                   uint64_t *out);
 
 /**
  * Writes the buffer's spec — shape, dtype, tensor layout and memory configuration (`.shape`, `.dtype`, `.layout`,
  * `.memory_config()`) — to `*out`, with `struct_size` set. Answers after its device is closed too.
  *
+ * Callers of release 0.1 did not set `out->struct_size` before this call, so it is not read: this function writes
+ * the 0.1 struct (`TTDRV_TENSOR_SPEC_SIZE_V0_1` bytes) in every 0.x release; if the spec grows, a new function will
+ * return the larger one (docs/abi.md, "Versions").
+ *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
  * # Safety
  * `out` must point to a writable `ttdrv_tensor_spec`.
  */
-ttdrv_status ttdrv_buffer_get_spec(struct ttdrv_buffer *buffer,
+ttdrv_status ttdrv_buffer_get_spec(const struct ttdrv_buffer *buffer,
                                    struct ttdrv_tensor_spec *out);
 
 /**
@@ -847,12 +917,13 @@ ttdrv_status ttdrv_buffer_get_spec(struct ttdrv_buffer *buffer,
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_buffer_host_size(struct ttdrv_buffer *buffer,
+ttdrv_status ttdrv_buffer_host_size(const struct ttdrv_buffer *buffer,
                                     size_t *out);
 
 /**
- * Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 16 MiB issue and 8 MiB
- * completion rings, a 30 s timeout, no flags — and sets `struct_size`. Change fields afterwards.
+ * Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 32 MiB issue and 8 MiB
+ * completion rings, a 30 s timeout, no flags (so DMA memory uses hugepages when there are free ones) — and sets
+ * `struct_size`. Change fields afterwards.
  *
  * Thread: any. Errors: NULL_PARAMETER.
  *
@@ -864,13 +935,15 @@ ttdrv_status ttdrv_device_params_init(struct ttdrv_device_params *params);
 /**
  * Opens a device. `selector` is `"auto"` (a bound VFIO device with ttdrv's PCI identity if there is one, else the
  * emulator; the `TTDRV_DEVICE` environment variable overrides it), `"emu"` or `"emu:OPTIONS"` (the emulated device;
- * `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the defaults
- * (`ttdrv_device_params_init`). Several devices may be open at once.
+ * `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. The empty string is not a selector (pass
+ * `"auto"`). `params` may be NULL for the defaults (`ttdrv_device_params_init`). Several devices may be open at once.
+ * With hugepages requested (the default) and none free, DMA memory falls back to 4 KiB pages and a warning is logged
+ * once per process (see `ttdrv_set_log_callback`).
  *
  * Ownership: on success `*out` receives a new handle; the caller releases it with `ttdrv_device_close`. `selector` and
  * `params` are only read during the call. Thread: any; the handle may then be used from any thread.
- * Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (unknown selector or emulator option, selector not
- * UTF-8, `params->struct_size` smaller than this version's struct, unknown flag bits, `reserved` not 0, `timeout_ms`
+ * Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (empty or unknown selector, unknown emulator option,
+ * selector not UTF-8, `params->struct_size` not the size of any release's struct (docs/abi.md), unknown flag bits, `reserved` not 0, `timeout_ms`
  * 0, a queue count the device does not have, ring sizes that are not powers of two from 64 KiB to 1 GiB, a trace
  * region that leaves no ordinary DRAM, `l1_small_size` above half of L1); NOT_FOUND (no device at the address);
  * UNSUPPORTED (device contract or transport this build lacks); HOST_MEMORY (DMA memory could not be allocated or
@@ -888,7 +961,7 @@ ttdrv_status ttdrv_device_open(const char *selector,
 /**
  * Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
  * non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
- * in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+ * in time is abandoned (the device is reset and a warning is logged); the call still returns OK. NULL is a no-op.
  *
  * Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
  * Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
@@ -906,16 +979,16 @@ ttdrv_status ttdrv_device_close(struct ttdrv_device *device);
 /**
  * Writes what the device reports — contract version, queues, DRAM banks and sizes, grid, L1, alignments, capabilities,
  * the trace region reserved and the device's name — to `*out`. Set `out->struct_size = sizeof(ttdrv_device_info)`
- * first: a larger struct (from a newer header) is accepted and only this version's fields are written;
- * `out->struct_size` is then set to the size written.
+ * first: the fields of the caller's release are written (a struct from a newer header gets this release's fields)
+ * and `out->struct_size` is set to the size written.
  *
- * Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` too small), INVALID_HANDLE (`device` freed,
- * closed or never returned by ttdrv), FORKED (opened by the parent of this process).
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` smaller than any release's struct),
+ * INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the parent of this process).
  *
  * # Safety
  * `out` must be NULL or point to at least `out->struct_size` writable bytes.
  */
-ttdrv_status ttdrv_device_get_info(struct ttdrv_device *device,
+ttdrv_status ttdrv_device_get_info(const struct ttdrv_device *device,
                                    struct ttdrv_device_info *out);
 
 /**
@@ -949,6 +1022,39 @@ ttdrv_status ttdrv_device_synchronize(struct ttdrv_device *device);
  * back; it may need a host reboot), TRANSPORT.
  */
 ttdrv_status ttdrv_device_reset(struct ttdrv_device *device);
+
+/**
+ * Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to fit `len` bytes) and writes
+ * the message's full length (without the NUL) to `*out_len` when `out_len` is not NULL. Call it with `buf = NULL, len
+ * = 0` to learn the length first. The message describes the most recent failed ttdrv call on this thread; a successful
+ * call clears it. This call does not change it.
+ *
+ * Ownership: `buf` stays the caller's; nothing is allocated. Thread: any; each thread has its own message.
+ * Returns: OK (the whole message, possibly empty, was copied), BUFFER_TOO_SMALL (it was truncated, or `buf` is NULL /
+ * `len` is 0 and the message is not empty).
+ *
+ * # Safety
+ * `buf` must be NULL or point to `len` writable bytes; `out_len` must be NULL or point to a writable `size_t`.
+ */
+ttdrv_status ttdrv_last_error_message(char *buf,
+                                      size_t len,
+                                      size_t *out_len);
+
+/**
+ * The calling thread's last error message as a NUL-terminated string: what the most recent failed ttdrv call on this
+ * thread found wrong and what to do about it; "" after a successful call. Never NULL.
+ *
+ * Ownership: the string belongs to ttdrv; it stays valid until the next ttdrv call on this thread (copy it with
+ * `ttdrv_last_error_message` to keep it). Thread: any; each thread has its own message. Messages are for people: match
+ * on the returned status, never on the text (docs/abi.md).
+ */
+const char *ttdrv_last_error(void);
+
+/**
+ * The name of a status value as a static NUL-terminated string, e.g. "TTDRV_STATUS_TIMEOUT"; values this library does
+ * not know give "TTDRV_STATUS_UNKNOWN". Never NULL; never freed. Thread: any.
+ */
+const char *ttdrv_status_name(uint32_t status);
 
 /**
  * Creates an event on the device (`create_event`). It must be recorded (`ttdrv_event_record`) before anything waits
@@ -1032,8 +1138,37 @@ ttdrv_status ttdrv_event_synchronize_timeout(struct ttdrv_event *event,
  * # Safety
  * `out_done` must be writable.
  */
-ttdrv_status ttdrv_event_query(struct ttdrv_event *event,
+ttdrv_status ttdrv_event_query(const struct ttdrv_event *event,
                                bool *out_done);
+
+/**
+ * Installs `callback` to receive ttdrv's log records, with `userdata` passed back on every invocation, replacing the
+ * previous callback; NULL removes it. Records at or above the level of `ttdrv_set_log_level` (default
+ * `TTDRV_LOG_LEVEL_WARN`) are delivered: those logged during a ttdrv call on the calling thread just before that call
+ * returns, the others on ttdrv's log delivery thread (see `ttdrv_log_callback` for the threads and what the callback
+ * may do). A caught panic is logged at `TTDRV_LOG_LEVEL_ERROR`.
+ *
+ * Without a callback, ttdrv writes nothing anywhere, unless the environment variable `TTDRV_LOG` is set to a level
+ * (`error`, `warn`, `info`, `debug`, `trace`): then records at or above it go to stderr. An installed callback
+ * replaces that.
+ *
+ * Ownership: ttdrv keeps `userdata` but never dereferences it. When this call returns, no other thread is running the
+ * previous callback and it will not be called again, so its userdata may be freed — except when this is called from
+ * inside the callback, which cannot wait for the other threads' invocations. Thread: any.
+ * Errors: INVALID_STATE (the process already has another Rust `log` logger: possible only when ttdrv is linked into a
+ * Rust program as a Rust library, never for a C program).
+ */
+ttdrv_status ttdrv_set_log_callback(ttdrv_log_callback callback,
+                                    void *userdata);
+
+/**
+ * Sets the lowest severity delivered to the log callback: a `TTDRV_LOG_LEVEL_*` value (`TTDRV_LOG_LEVEL_OFF`
+ * delivers nothing). The default is `TTDRV_LOG_LEVEL_WARN`. It may be set before or after the callback is installed;
+ * it does not change what `TTDRV_LOG` sends to stderr when no callback is installed.
+ *
+ * Thread: any. Errors: INVALID_ARGUMENT (not a `TTDRV_LOG_LEVEL_*` value).
+ */
+ttdrv_status ttdrv_set_log_level(uint32_t level);
 
 /**
  * Fills `*desc` with its `struct_size`, float32, relu after hidden layers only, and interleaved DRAM for weights,
@@ -1053,7 +1188,7 @@ ttdrv_status ttdrv_mlp_desc_init(struct ttdrv_mlp_desc *desc);
  * Ownership: the weights and biases are copied; `desc` and its arrays are only read during the call. On success `*out`
  * receives a new handle; release it with `ttdrv_mlp_free`. Thread: any.
  * Errors: NULL_PARAMETER (`desc`, `out`, `desc->dims`, `desc->weights`, `desc->biases` or one of their entries),
- * INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; `num_dims` outside 2..64; a
+ * INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` not the size of any release's struct; `num_dims` outside 2..64; a
  * batch or width of 0 or a layer above 2^28 elements; an unknown dtype; a memory config as in `ttdrv_buffer_allocate`;
  * no such queue), INVALID_STATE (trace capture in progress on `cq`), OUT_OF_DEVICE_MEMORY, TIMEOUT, DEVICE_FAULT.
  *
@@ -1109,7 +1244,7 @@ ttdrv_status ttdrv_mlp_free(struct ttdrv_mlp *mlp);
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_mlp_ops_per_run(struct ttdrv_mlp *mlp,
+ttdrv_status ttdrv_mlp_ops_per_run(const struct ttdrv_mlp *mlp,
                                    uint32_t *out);
 
 /**
@@ -1156,8 +1291,9 @@ ttdrv_status ttdrv_reshard(struct ttdrv_buffer *input,
 
 /**
  * Reshards `input` into the existing buffer `output`, which keeps its address and memory configuration
- * (`reshard(input, mem_config, output_tensor)`), on queue `cq`: how the seed feeds a trace's persistent input in
- * place. The shapes and element types must match.
+ * (`reshard(input, mem_config, output_tensor)`), on queue `cq`: how the programs of tt-metal's guide "Advanced
+ * Performance Optimizations for Models" feed a trace's persistent input in place (c-examples/trace_l1_input.c). The
+ * shapes must match; the element types may differ (the copy kernel converts float32 and bfloat16 either way).
  *
  * Ownership: both buffers stay the caller's. Returns once enqueued. Thread: any.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
@@ -1267,16 +1403,17 @@ ttdrv_status ttdrv_program_desc_init(struct ttdrv_program_desc *desc);
  * Creates a program — a kernel on a rectangle of cores with its compile-time arguments, circular buffers and
  * semaphores — looking it up in (or adding it to) the device's program cache; everything in `*desc` is the cache key.
  * The first run uploads the kernel image; later runs with any runtime arguments reuse it. A built-in kernel is named
- * `ttdrv.*` with no code; any other name is a custom image of `code` (the emulated device runs custom images by name,
- * so a name it does not implement faults with DEVICE_FAULT when the program runs).
+ * `ttdrv.*` with no code; names starting with `ttdrv.` are reserved for built-ins, so an unknown one (or one with
+ * code) fails here, at creation, with UNSUPPORTED. Any other name is a custom image of `code` (the emulated device
+ * runs custom images by name, so a name it does not implement faults with DEVICE_FAULT when the program runs).
  *
  * Ownership: `desc` and its arrays are copied; on success `*out` receives a new handle to release with
  * `ttdrv_program_free` (the program stays cached). Thread: any.
  * Errors: NULL_PARAMETER (`desc`, `out`, `desc->kernel_name`, or an array with a non-zero count), INVALID_HANDLE
- * (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; kernel name empty, too long or not UTF-8;
+ * (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` not the size of any release's struct (docs/abi.md); kernel name empty, too long or not UTF-8;
  * cores outside the grid or coordinates above 255; argument counts that do not match a built-in kernel; a count too
- * large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (the device's
- * catalog lacks the built-in kernel).
+ * large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (an unknown
+ * `ttdrv.` name; the device's catalog lacks the built-in kernel).
  *
  * # Safety
  * `desc` must be initialised, `kernel_name` a NUL-terminated string, and `code`, `ct_args`, `cbs` and `sems` readable
@@ -1330,7 +1467,7 @@ ttdrv_status ttdrv_program_free(struct ttdrv_program *program);
  * # Safety
  * `out` must be writable for `len` words.
  */
-ttdrv_status ttdrv_buffer_accessor(struct ttdrv_buffer *buffer,
+ttdrv_status ttdrv_buffer_accessor(const struct ttdrv_buffer *buffer,
                                    uint32_t *out,
                                    size_t len);
 
@@ -1343,7 +1480,7 @@ ttdrv_status ttdrv_buffer_accessor(struct ttdrv_buffer *buffer,
  * # Safety
  * `out` must be writable.
  */
-ttdrv_status ttdrv_device_program_cache_stats(struct ttdrv_device *device,
+ttdrv_status ttdrv_device_program_cache_stats(const struct ttdrv_device *device,
                                               struct ttdrv_program_cache_stats *out);
 
 /**
@@ -1409,16 +1546,17 @@ ttdrv_status ttdrv_trace_release(struct ttdrv_device *device,
 
 /**
  * Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, and the
- * `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first; a larger struct
- * is accepted and `struct_size` is set to the size written.
+ * `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
+ * the caller's release are written (a struct from a newer header gets this release's fields) and `struct_size` is set
+ * to the size written.
  *
- * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too
- * small), INVALID_STATE (unknown or released trace; still being captured).
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size`
+ * smaller than any release's struct), INVALID_STATE (unknown or released trace; still being captured).
  *
  * # Safety
  * `out` must point to at least `out->struct_size` writable bytes.
  */
-ttdrv_status ttdrv_trace_get_info(struct ttdrv_device *device,
+ttdrv_status ttdrv_trace_get_info(const struct ttdrv_device *device,
                                   uint32_t id,
                                   struct ttdrv_trace_info *out);
 

@@ -2,11 +2,12 @@
 
 use super::device::{device_checked, ttdrv_device};
 use super::handles;
-use super::{FfiError, FfiResult, bytes, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use super::versioned::{self, versioned};
+use super::{FfiError, FfiResult, bytes, guard, out_ptr, ttdrv_status, write_out};
+use std::ffi::c_void;
 use std::sync::Arc;
 use ttdrv::contract::kernel::{DType, Layout, ShardGrid};
 use ttdrv::device::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec, buffer::TensorLayout};
-use ttdrv::error::Error;
 
 /// A buffer in device memory (opaque). Free it with `ttdrv_buffer_free` (`deallocate(force=True)`).
 pub struct ttdrv_buffer {
@@ -74,12 +75,15 @@ pub struct ttdrv_memory_config {
     pub shard: ttdrv_shard_spec,
 }
 
+/// `sizeof(ttdrv_tensor_spec)` in release 0.1 (frozen: docs/abi.md, "Versions").
+pub const TTDRV_TENSOR_SPEC_SIZE_V0_1: u32 = 64;
+
 /// A tensor spec: 2-D shape, element type, tensor layout and memory configuration. Fill with
 /// `ttdrv_tensor_spec_init`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ttdrv_tensor_spec {
-    /// `sizeof(ttdrv_tensor_spec)`.
+    /// `sizeof(ttdrv_tensor_spec)` of the caller's header, set by `ttdrv_tensor_spec_init`.
     pub struct_size: u32,
     /// Rows.
     pub rows: u32,
@@ -93,10 +97,36 @@ pub struct ttdrv_tensor_spec {
     pub mem: ttdrv_memory_config,
 }
 
-const SPEC_V1: u32 = std::mem::size_of::<ttdrv_tensor_spec>() as u32;
+versioned!(
+    ttdrv_tensor_spec,
+    "ttdrv_tensor_spec_init()",
+    [("0.1", TTDRV_TENSOR_SPEC_SIZE_V0_1)],
+    ttdrv_tensor_spec {
+        struct_size: versioned::today::<ttdrv_tensor_spec>(),
+        rows: 1,
+        cols: 1,
+        dtype: TTDRV_DTYPE_FLOAT32,
+        tensor_layout: TTDRV_TENSOR_ROW_MAJOR,
+        mem: ttdrv_memory_config {
+            buffer_type: TTDRV_BUFFER_DRAM,
+            layout: TTDRV_LAYOUT_INTERLEAVED,
+            shard: ttdrv_shard_spec {
+                core_x0: 0,
+                core_y0: 0,
+                core_x1: 0,
+                core_y1: 0,
+                bank_first: 0,
+                bank_last: 0,
+                shard_rows: 0,
+                shard_cols: 0,
+                orientation: TTDRV_SHARD_ROW_MAJOR,
+            },
+        },
+    }
+);
 
 fn bad(msg: String) -> FfiError {
-    FfiError::Driver(Error::InvalidArgument(msg))
+    FfiError::invalid(msg)
 }
 
 pub(crate) fn memory_config_from_c(m: &ttdrv_memory_config) -> FfiResult<MemoryConfig> {
@@ -172,23 +202,14 @@ pub(crate) fn memory_config_to_c(m: &MemoryConfig) -> ttdrv_memory_config {
 }
 
 pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> {
-    nonnull(p, "spec")?;
-    // SAFETY: non-NULL; the size field comes first in every version.
-    let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() };
-    if size < SPEC_V1 {
-        return Err(bad(format!(
-            "spec->struct_size is {size}, expected at least {SPEC_V1}; initialise the spec with ttdrv_tensor_spec_init()"
-        )));
-    }
-    // SAFETY: the caller's struct is at least as large as ours.
-    let s = unsafe { p.read_unaligned() };
+    let s = versioned::read(p, "spec")?;
     let dtype =
         DType::from_u32(s.dtype).ok_or_else(|| bad(format!("dtype {} is not a TTDRV_DTYPE_* value", s.dtype)))?;
     if s.tensor_layout != TTDRV_TENSOR_ROW_MAJOR {
-        return Err(FfiError::Driver(Error::Unsupported(format!(
-            "tensor_layout {} is not supported; only TTDRV_TENSOR_ROW_MAJOR is",
-            s.tensor_layout
-        ))));
+        return Err(FfiError::Status(
+            ttdrv_status::Unsupported,
+            format!("tensor_layout {} is not supported; use TTDRV_TENSOR_ROW_MAJOR", s.tensor_layout),
+        ));
     }
     Ok(BufferSpec {
         rows: s.rows,
@@ -200,7 +221,7 @@ pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> 
 }
 
 /// The buffer behind handle argument `name`.
-pub(crate) fn buffer_arc(h: *mut ttdrv_buffer, name: &'static str) -> FfiResult<Arc<Buffer>> {
+pub(crate) fn buffer_arc(h: *const ttdrv_buffer, name: &'static str) -> FfiResult<Arc<Buffer>> {
     handles::lookup(h, name)
 }
 
@@ -218,8 +239,7 @@ pub(crate) fn insert_buffer(b: Buffer) -> *mut ttdrv_buffer {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) -> ttdrv_status {
     guard("ttdrv_tensor_spec_init", || {
-        let s = ttdrv_tensor_spec { struct_size: SPEC_V1, rows: 1, cols: 1, ..Default::default() };
-        write_out(out_ptr(spec, "spec")?, s);
+        write_out(out_ptr(spec, "spec")?, <ttdrv_tensor_spec as versioned::Versioned>::defaults());
         Ok(())
     })
 }
@@ -228,8 +248,8 @@ pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) ->
 /// until written. Placement is deterministic: the same sequence of allocations and frees gives the same addresses.
 ///
 /// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. `spec` is only read.
-/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too
-/// small; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size`
+/// not the size of any release's struct (docs/abi.md); a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
 /// divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
 /// banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
 /// OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
@@ -254,12 +274,13 @@ pub unsafe extern "C" fn ttdrv_buffer_allocate(
 }
 
 /// Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
-/// dense row-major tensor, exactly rows x cols x element size bytes; it is copied before the call returns and may be
-/// reused at once. On failure nothing stays allocated.
+/// dense row-major tensor (a `float *` for float32, a `uint16_t *` for bfloat16, or any bytes), exactly rows x cols x
+/// element size bytes; it is copied before the call returns and may be reused at once. On failure nothing stays
+/// allocated.
 ///
 /// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
-/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` too small; a zero
-/// or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` not the size of
+/// any release's struct; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
 /// shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
 /// on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
 /// (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
@@ -272,7 +293,7 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
     device: *mut ttdrv_device,
     spec: *const ttdrv_tensor_spec,
     cq: u16,
-    data: *const u8,
+    data: *const c_void,
     len: usize,
     out: *mut *mut ttdrv_buffer,
 ) -> ttdrv_status {
@@ -290,8 +311,8 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
     })
 }
 
-/// Writes `data` — the dense row-major tensor, exactly the buffer's host size (`ttdrv_buffer_host_size`) — into the
-/// buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
+/// Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
+/// (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
 /// reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
 /// sees the new contents; other queues must order themselves with events.
 ///
@@ -306,7 +327,7 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
 pub unsafe extern "C" fn ttdrv_buffer_write(
     buffer: *mut ttdrv_buffer,
     cq: u16,
-    data: *const u8,
+    data: *const c_void,
     len: usize,
     blocking: bool,
 ) -> ttdrv_status {
@@ -319,7 +340,8 @@ pub unsafe extern "C" fn ttdrv_buffer_write(
     })
 }
 
-/// Reads the buffer into `out` (dense row-major, exactly the buffer's host size) on queue `cq`. With `blocking` it
+/// Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
+/// bytes) on queue `cq`. With `blocking` it
 /// returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
 /// in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
 /// device is closed.
@@ -336,7 +358,7 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
     buffer: *mut ttdrv_buffer,
     cq: u16,
     blocking: bool,
-    out: *mut u8,
+    out: *mut c_void,
     len: usize,
 ) -> ttdrv_status {
     guard("ttdrv_buffer_read", || {
@@ -348,7 +370,7 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
                 b.spec()
             )));
         }
-        let out = out_ptr(out, "out")?;
+        let out = out_ptr(out as *mut u8, "out")?;
         // SAFETY: `out` holds `len` == host size bytes and stays valid until delivery (caller contract).
         let pending = unsafe { b.read_nonblocking(cq, out)? };
         if blocking {
@@ -383,7 +405,7 @@ pub unsafe extern "C" fn ttdrv_buffer_free(buffer: *mut ttdrv_buffer) -> ttdrv_s
 /// # Safety
 /// `out` must be writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *mut u64) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *const ttdrv_buffer, out: *mut u64) -> ttdrv_status {
     guard("ttdrv_buffer_address", || {
         let b = buffer_arc(buffer, "buffer")?;
         write_out(out_ptr(out, "out")?, b.address());
@@ -394,20 +416,29 @@ pub unsafe extern "C" fn ttdrv_buffer_address(buffer: *mut ttdrv_buffer, out: *m
 /// Writes the buffer's spec — shape, dtype, tensor layout and memory configuration (`.shape`, `.dtype`, `.layout`,
 /// `.memory_config()`) — to `*out`, with `struct_size` set. Answers after its device is closed too.
 ///
+/// Callers of release 0.1 did not set `out->struct_size` before this call, so it is not read: this function writes
+/// the 0.1 struct (`TTDRV_TENSOR_SPEC_SIZE_V0_1` bytes) in every 0.x release; if the spec grows, a new function will
+/// return the larger one (docs/abi.md, "Versions").
+///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
 ///
 /// # Safety
 /// `out` must point to a writable `ttdrv_tensor_spec`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *mut ttdrv_tensor_spec) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_buffer_get_spec(
+    buffer: *const ttdrv_buffer,
+    out: *mut ttdrv_tensor_spec,
+) -> ttdrv_status {
     guard("ttdrv_buffer_get_spec", || {
         let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
         let s = b.spec();
+        // Frozen at the 0.1 layout (above): the compile-time check in `versioned!` fails if the struct grows, and
+        // this write must then become a copy of TTDRV_TENSOR_SPEC_SIZE_V0_1 bytes.
         write_out(
             out,
             ttdrv_tensor_spec {
-                struct_size: SPEC_V1,
+                struct_size: TTDRV_TENSOR_SPEC_SIZE_V0_1,
                 rows: s.rows,
                 cols: s.cols,
                 dtype: s.dtype as u32,
@@ -427,7 +458,7 @@ pub unsafe extern "C" fn ttdrv_buffer_get_spec(buffer: *mut ttdrv_buffer, out: *
 /// # Safety
 /// `out` must be writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_buffer_host_size(buffer: *mut ttdrv_buffer, out: *mut usize) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_buffer_host_size(buffer: *const ttdrv_buffer, out: *mut usize) -> ttdrv_status {
     guard("ttdrv_buffer_host_size", || {
         let b = buffer_arc(buffer, "buffer")?;
         write_out(out_ptr(out, "out")?, b.spec().host_bytes() as usize);

@@ -1,12 +1,12 @@
 //! Devices: open, close, info, finish, synchronize, reset.
 
 use super::handles;
-use super::{FfiResult, c_str, guard, out_ptr, ttdrv_status, write_out};
+use super::versioned::{self, versioned};
+use super::{FfiError, FfiResult, c_str, guard, out_ptr, ttdrv_status, write_out};
 use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 use ttdrv::device::{Device, DeviceParams};
-use ttdrv::error::Error;
 
 /// An open device (opaque). Any thread may use it; each command queue may be driven by its own thread.
 pub struct ttdrv_device {
@@ -21,12 +21,18 @@ pub const TTDRV_DEVICE_FLAG_NO_HUGEPAGES: u32 = 2;
 /// `ttdrv_device_params.flags`: record host and device spans for timelines.
 pub const TTDRV_DEVICE_FLAG_PROFILING: u32 = 4;
 
+/// `sizeof(ttdrv_device_params)` in release 0.1 (frozen: docs/abi.md, "Versions").
+pub const TTDRV_DEVICE_PARAMS_SIZE_V0_1: u32 = 40;
+/// `sizeof(ttdrv_device_info)` in release 0.1 (frozen).
+pub const TTDRV_DEVICE_INFO_SIZE_V0_1: u32 = 128;
+
 /// Parameters of `ttdrv_device_open`. Fill with `ttdrv_device_params_init`, then change fields. `struct_size`
-/// lets the struct grow in later releases without breaking callers built against this header.
+/// lets the struct grow in later releases without breaking callers built against this header: the library reads the
+/// fields of the caller's release and gives later ones their defaults.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ttdrv_device_params {
-    /// `sizeof(ttdrv_device_params)`, set by `ttdrv_device_params_init`.
+    /// `sizeof(ttdrv_device_params)` of the caller's header, set by `ttdrv_device_params_init`.
     pub struct_size: u32,
     /// Command queues: 1 (default) up to what the device reports.
     pub num_command_queues: u32,
@@ -46,14 +52,18 @@ pub struct ttdrv_device_params {
     pub reserved: u32,
 }
 
-/// Oldest `struct_size` this library accepts (release 0.1).
-const PARAMS_V1: u32 = std::mem::size_of::<ttdrv_device_params>() as u32;
+versioned!(
+    ttdrv_device_params,
+    "ttdrv_device_params_init()",
+    [("0.1", TTDRV_DEVICE_PARAMS_SIZE_V0_1)],
+    ttdrv_device_params::defaults()
+);
 
 impl ttdrv_device_params {
     fn defaults() -> ttdrv_device_params {
         let d = DeviceParams::default();
         ttdrv_device_params {
-            struct_size: PARAMS_V1,
+            struct_size: versioned::today::<ttdrv_device_params>(),
             num_command_queues: d.num_command_queues as u32,
             trace_region_size: d.trace_region_size,
             l1_small_size: d.l1_small_size,
@@ -65,26 +75,20 @@ impl ttdrv_device_params {
         }
     }
 
-    fn to_params(self) -> Result<DeviceParams, Error> {
-        if self.struct_size < PARAMS_V1 {
-            return Err(Error::InvalidArgument(format!(
-                "params->struct_size is {}, expected at least {PARAMS_V1}; initialise the struct with \
-                 ttdrv_device_params_init()",
-                self.struct_size
-            )));
-        }
+    fn to_params(self) -> FfiResult<DeviceParams> {
         let known = TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND | TTDRV_DEVICE_FLAG_NO_HUGEPAGES | TTDRV_DEVICE_FLAG_PROFILING;
         if self.flags & !known != 0 || self.reserved != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "params->flags {:#x} has unknown bits (or reserved is not 0); known flags are {known:#x}",
+            return Err(FfiError::invalid(format!(
+                "params->flags {:#x} has unknown bits (or reserved is not 0); known flags are {known:#x} \
+                 (TTDRV_DEVICE_FLAG_*), and reserved must be 0",
                 self.flags
             )));
         }
         if self.timeout_ms == 0 {
-            return Err(Error::InvalidArgument("params->timeout_ms is 0; use at least 1".into()));
+            return Err(FfiError::invalid("params->timeout_ms is 0; use at least 1"));
         }
         let num_command_queues = u16::try_from(self.num_command_queues).map_err(|_| {
-            Error::InvalidArgument(format!(
+            FfiError::invalid(format!(
                 "params->num_command_queues={} is not a possible queue count; ask for 1 to what the device reports",
                 self.num_command_queues
             ))
@@ -107,7 +111,7 @@ impl ttdrv_device_params {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ttdrv_device_info {
-    /// `sizeof(ttdrv_device_info)`, set by the caller.
+    /// `sizeof(ttdrv_device_info)`, set by the caller; the library sets it to the size it wrote.
     pub struct_size: u32,
     /// Contract major version the device speaks.
     pub contract_major: u32,
@@ -139,12 +143,36 @@ pub struct ttdrv_device_info {
     pub name: [c_char; 64],
 }
 
-pub(crate) fn device(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
+versioned!(
+    ttdrv_device_info,
+    "sizeof(ttdrv_device_info)",
+    [("0.1", TTDRV_DEVICE_INFO_SIZE_V0_1)],
+    ttdrv_device_info {
+        struct_size: versioned::today::<ttdrv_device_info>(),
+        contract_major: 0,
+        contract_minor: 0,
+        device_queues: 0,
+        open_queues: 0,
+        dram_banks: 0,
+        dram_bank_size: 0,
+        grid_x: 0,
+        grid_y: 0,
+        l1_size: 0,
+        dram_alignment: 0,
+        l1_alignment: 0,
+        caps: 0,
+        trace_region_size: 0,
+        name: [0; 64],
+    }
+);
+
+pub(crate) fn device(h: *const ttdrv_device) -> FfiResult<Arc<Device>> {
     handles::lookup(h, "device")
 }
 
-/// Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 16 MiB issue and 8 MiB
-/// completion rings, a 30 s timeout, no flags — and sets `struct_size`. Change fields afterwards.
+/// Fills `*params` with the defaults — one command queue, no trace region, no L1_SMALL region, 32 MiB issue and 8 MiB
+/// completion rings, a 30 s timeout, no flags (so DMA memory uses hugepages when there are free ones) — and sets
+/// `struct_size`. Change fields afterwards.
 ///
 /// Thread: any. Errors: NULL_PARAMETER.
 ///
@@ -160,13 +188,15 @@ pub unsafe extern "C" fn ttdrv_device_params_init(params: *mut ttdrv_device_para
 
 /// Opens a device. `selector` is `"auto"` (a bound VFIO device with ttdrv's PCI identity if there is one, else the
 /// emulator; the `TTDRV_DEVICE` environment variable overrides it), `"emu"` or `"emu:OPTIONS"` (the emulated device;
-/// `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. `params` may be NULL for the defaults
-/// (`ttdrv_device_params_init`). Several devices may be open at once.
+/// `ttdrv help devices` lists the options), or `"vfio:DDDD:BB:DD.F"`. The empty string is not a selector (pass
+/// `"auto"`). `params` may be NULL for the defaults (`ttdrv_device_params_init`). Several devices may be open at once.
+/// With hugepages requested (the default) and none free, DMA memory falls back to 4 KiB pages and a warning is logged
+/// once per process (see `ttdrv_set_log_callback`).
 ///
 /// Ownership: on success `*out` receives a new handle; the caller releases it with `ttdrv_device_close`. `selector` and
 /// `params` are only read during the call. Thread: any; the handle may then be used from any thread.
-/// Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (unknown selector or emulator option, selector not
-/// UTF-8, `params->struct_size` smaller than this version's struct, unknown flag bits, `reserved` not 0, `timeout_ms`
+/// Errors: NULL_PARAMETER (`selector`, `out`); INVALID_ARGUMENT (empty or unknown selector, unknown emulator option,
+/// selector not UTF-8, `params->struct_size` not the size of any release's struct (docs/abi.md), unknown flag bits, `reserved` not 0, `timeout_ms`
 /// 0, a queue count the device does not have, ring sizes that are not powers of two from 64 KiB to 1 GiB, a trace
 /// region that leaves no ordinary DRAM, `l1_small_size` above half of L1); NOT_FOUND (no device at the address);
 /// UNSUPPORTED (device contract or transport this build lacks); HOST_MEMORY (DMA memory could not be allocated or
@@ -185,22 +215,8 @@ pub unsafe extern "C" fn ttdrv_device_open(
     guard("ttdrv_device_open", || {
         let sel = c_str(selector, "selector")?;
         let out = out_ptr(out, "out")?;
-        let p = if params.is_null() {
-            DeviceParams::default()
-        } else {
-            // SAFETY: non-NULL and readable per the contract; only the first `struct_size` bytes matter, and we
-            // read our own (smaller or equal) struct after checking the size field first.
-            let size = unsafe { std::ptr::addr_of!((*params).struct_size).read_unaligned() };
-            if size < PARAMS_V1 {
-                return Err(Error::InvalidArgument(format!(
-                    "params->struct_size is {size}, expected at least {PARAMS_V1}; initialise the struct with \
-                     ttdrv_device_params_init()"
-                ))
-                .into());
-            }
-            // SAFETY: the caller's struct is at least as large as ours.
-            unsafe { params.read_unaligned() }.to_params()?
-        };
+        let p =
+            if params.is_null() { DeviceParams::default() } else { versioned::read(params, "params")?.to_params()? };
         let dev = Device::open(sel, &p)?;
         write_out(out, handles::register::<Device, _>(dev));
         Ok(())
@@ -209,7 +225,7 @@ pub unsafe extern "C" fn ttdrv_device_open(
 
 /// Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
 /// non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
-/// in time is abandoned (the device is reset and a warning is printed); the call still returns OK. NULL is a no-op.
+/// in time is abandoned (the device is reset and a warning is logged); the call still returns OK. NULL is a no-op.
 ///
 /// Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
 /// Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
@@ -231,35 +247,29 @@ pub unsafe extern "C" fn ttdrv_device_close(device: *mut ttdrv_device) -> ttdrv_
 
 /// Writes what the device reports — contract version, queues, DRAM banks and sizes, grid, L1, alignments, capabilities,
 /// the trace region reserved and the device's name — to `*out`. Set `out->struct_size = sizeof(ttdrv_device_info)`
-/// first: a larger struct (from a newer header) is accepted and only this version's fields are written;
-/// `out->struct_size` is then set to the size written.
+/// first: the fields of the caller's release are written (a struct from a newer header gets this release's fields)
+/// and `out->struct_size` is set to the size written.
 ///
-/// Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` too small), INVALID_HANDLE (`device` freed,
-/// closed or never returned by ttdrv), FORKED (opened by the parent of this process).
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_ARGUMENT (`struct_size` smaller than any release's struct),
+/// INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the parent of this process).
 ///
 /// # Safety
 /// `out` must be NULL or point to at least `out->struct_size` writable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_device_get_info(device: *mut ttdrv_device, out: *mut ttdrv_device_info) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_device_get_info(
+    device: *const ttdrv_device,
+    out: *mut ttdrv_device_info,
+) -> ttdrv_status {
     guard("ttdrv_device_get_info", || {
         let d = device_checked(device)?;
-        let out = out_ptr(out, "out")?;
-        // SAFETY: non-NULL and readable.
-        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
-        let ours = std::mem::size_of::<ttdrv_device_info>() as u32;
-        if size < ours {
-            return Err(Error::InvalidArgument(format!(
-                "out->struct_size is {size}; set it to sizeof(ttdrv_device_info) ({ours}) before the call"
-            ))
-            .into());
-        }
+        versioned::check_output(out, "out")?;
         let i = d.info();
         let mut name = [0 as c_char; 64];
         for (dst, b) in name.iter_mut().zip(i.name.bytes().take(63)) {
             *dst = b as c_char;
         }
         let info = ttdrv_device_info {
-            struct_size: ours,
+            struct_size: versioned::today::<ttdrv_device_info>(),
             contract_major: i.version_major as u32,
             contract_minor: i.version_minor as u32,
             device_queues: i.num_queues as u32,
@@ -275,13 +285,12 @@ pub unsafe extern "C" fn ttdrv_device_get_info(device: *mut ttdrv_device, out: *
             trace_region_size: d.trace_region_bytes(),
             name,
         };
-        write_out(out, info);
-        Ok(())
+        versioned::write(out, "out", info)
     })
 }
 
 /// A device handle that is usable (not closed, not from a parent process).
-pub(crate) fn device_checked(h: *mut ttdrv_device) -> FfiResult<Arc<Device>> {
+pub(crate) fn device_checked(h: *const ttdrv_device) -> FfiResult<Arc<Device>> {
     let d = device(h)?;
     d.check_usable()?;
     Ok(d)

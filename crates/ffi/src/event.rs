@@ -12,7 +12,7 @@ pub struct ttdrv_event {
     _private: [u8; 0],
 }
 
-fn event(h: *mut ttdrv_event) -> FfiResult<Arc<Event>> {
+fn event(h: *const ttdrv_event) -> FfiResult<Arc<Event>> {
     handles::lookup(h, "event")
 }
 
@@ -108,7 +108,13 @@ pub extern "C" fn ttdrv_event_synchronize_timeout(event: *mut ttdrv_event, timeo
         if e.synchronize_timeout(Duration::from_micros(timeout_us))? {
             Ok(())
         } else {
-            Err(FfiError::Driver(ttdrv::Error::Timeout(format!("the event did not complete within {timeout_us} us"))))
+            Err(FfiError::Status(
+                ttdrv_status::Timeout,
+                format!(
+                    "the event did not complete within {timeout_us} us; wait longer, or check the queue it was \
+                     recorded on"
+                ),
+            ))
         }
     })
 }
@@ -122,7 +128,7 @@ pub extern "C" fn ttdrv_event_synchronize_timeout(event: *mut ttdrv_event, timeo
 /// # Safety
 /// `out_done` must be writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_event_query(event: *mut ttdrv_event, out_done: *mut bool) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_event_query(event: *const ttdrv_event, out_done: *mut bool) -> ttdrv_status {
     guard("ttdrv_event_query", || {
         let e = self::event(event)?;
         let out = out_ptr(out_done, "out_done")?;

@@ -3,9 +3,11 @@
 
 use super::{FfiError, FfiResult};
 use std::sync::{Arc, RwLock};
+use strum::{EnumIter, FromRepr};
 
-/// The kind bits of a handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kind bits of a handle: declared once, here; decoding derives from this list (`FromRepr`), and the tests
+/// iterate it (`EnumIter`). 0 is never a kind, so a NULL-ish or zeroed value never decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, FromRepr)]
 #[repr(u8)]
 pub(crate) enum Kind {
     Device = 1,
@@ -86,11 +88,13 @@ pub(crate) fn register<T: Handled, C>(obj: T) -> *mut C {
 
 /// The object behind handle argument `name`: NULL, and anything but a live handle of `T`'s kind, is an error that
 /// says which.
-pub(crate) fn lookup<T: Handled, C>(h: *mut C, name: &'static str) -> FfiResult<Arc<T>> {
+pub(crate) fn lookup<T: Handled, C>(h: *const C, name: &'static str) -> FfiResult<Arc<T>> {
     if h.is_null() {
         return Err(FfiError::Null(name));
     }
-    get(h as usize, T::KIND).and_then(T::from_obj).ok_or_else(|| FfiError::BadHandle(describe_bad(h as usize, T::KIND)))
+    get(h as usize, T::KIND)
+        .and_then(T::from_obj)
+        .ok_or_else(|| FfiError::Status(crate::ttdrv_status::InvalidHandle, describe_bad(h as usize, T::KIND)))
 }
 
 /// Releases handle `h` for a `_free`/`_close` call: NULL is a no-op (`None`); a stale, forged or wrong-kind handle is
@@ -102,7 +106,7 @@ pub(crate) fn release<T: Handled, C>(h: *mut C) -> FfiResult<Option<Arc<T>>> {
     remove(h as usize, T::KIND)
         .and_then(T::from_obj)
         .map(Some)
-        .ok_or_else(|| FfiError::BadHandle(describe_bad(h as usize, T::KIND)))
+        .ok_or_else(|| FfiError::Status(crate::ttdrv_status::InvalidHandle, describe_bad(h as usize, T::KIND)))
 }
 
 struct Slot {
@@ -127,14 +131,7 @@ fn encode(kind: Kind, index: u32, generation: u32) -> usize {
 
 fn decode(h: usize) -> Option<(Kind, u32, u32)> {
     let h = h as u64;
-    let kind = match h & ((1 << KIND_BITS) - 1) {
-        1 => Kind::Device,
-        2 => Kind::Buffer,
-        3 => Kind::Event,
-        4 => Kind::Program,
-        5 => Kind::Model,
-        _ => return None,
-    };
+    let kind = Kind::from_repr((h & ((1 << KIND_BITS) - 1)) as u8)?;
     let index = ((h >> KIND_BITS) & ((1 << INDEX_BITS) - 1)).checked_sub(1)? as u32;
     Some((kind, index, (h >> 32) as u32))
 }
@@ -205,12 +202,36 @@ pub(crate) fn remove(h: usize, want: Kind) -> Option<Obj> {
 mod tests {
     use super::*;
 
+    use std::collections::HashSet;
+    use strum::IntoEnumIterator;
+
     #[test]
-    fn encode_round_trips_and_rejects_junk() {
-        let h = encode(Kind::Buffer, 12345, 77);
-        assert_eq!(decode(h), Some((Kind::Buffer, 12345, 77)));
+    fn every_kind_round_trips_with_a_distinct_value_and_name() {
+        let (mut values, mut names) = (HashSet::new(), HashSet::new());
+        for kind in Kind::iter() {
+            let v = kind as u8;
+            assert!(v != 0 && u64::from(v) < 1 << KIND_BITS, "{kind:?} = {v} does not fit the kind bits");
+            assert!(values.insert(v), "{kind:?} repeats the value {v}");
+            assert!(names.insert(kind.name()), "{kind:?} repeats the name {}", kind.name());
+            for (index, generation) in [(0, 1), (12345, 77), ((1 << INDEX_BITS) - 2, u32::MAX)] {
+                let h = encode(kind, index, generation);
+                assert_eq!(decode(h), Some((kind, index, generation)), "{kind:?} handle {h:#x}");
+                assert!(describe_bad(h, kind).contains("stale"), "{}", describe_bad(h, kind));
+            }
+            // The same slot read as every other kind is refused, naming both kinds.
+            for other in Kind::iter().filter(|&o| o != kind) {
+                let msg = describe_bad(encode(kind, 3, 1), other);
+                assert!(msg.contains(kind.name()) && msg.contains(other.name()), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn junk_does_not_decode() {
         assert_eq!(decode(0), None);
-        assert_eq!(decode(0xdead_beef_0000_0000), None);
-        assert_eq!(decode(0x16), None, "kind 6 does not exist");
+        assert_eq!(decode(0xdead_beef_0000_0000), None, "no kind bits");
+        let unused = (1..1u64 << KIND_BITS).find(|&k| Kind::from_repr(k as u8).is_none()).unwrap_or(0);
+        assert_eq!(decode(((1 << KIND_BITS) | unused) as usize), None, "kind {unused} does not exist");
+        assert_eq!(decode(Kind::Device as usize), None, "slot 0 is never used (index + 1 is encoded)");
     }
 }

@@ -1,24 +1,29 @@
-//! The MLP model (`run_model` in the seed).
+//! The MLP model: `run_model` of the programming examples in tt-metal's guide "Advanced Performance Optimizations
+//! for Models" (c-examples/mlp_ref.h builds the same model in plain C).
 
 use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
 use super::device::{device_checked, ttdrv_device};
 use super::handles::{self, Kind};
-use super::{FfiResult, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
+use super::versioned::{self, versioned};
+use super::{FfiError, FfiResult, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
 use std::sync::Arc;
 use ttdrv::contract::kernel::DType;
 use ttdrv::device::model::{Mlp, MlpConfig};
-use ttdrv::error::Error;
+use ttdrv::error::ErrorKind;
 
 /// An MLP model on a device (opaque).
 pub struct ttdrv_mlp {
     _private: [u8; 0],
 }
 
+/// `sizeof(ttdrv_mlp_desc)` in release 0.1 (frozen: docs/abi.md, "Versions").
+pub const TTDRV_MLP_DESC_SIZE_V0_1: u32 = 184;
+
 /// Describes an MLP: `num_dims - 1` layers of matmul + bias (+ relu). Fill with `ttdrv_mlp_desc_init`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ttdrv_mlp_desc {
-    /// `sizeof(ttdrv_mlp_desc)`.
+    /// `sizeof(ttdrv_mlp_desc)` of the caller's header, set by `ttdrv_mlp_desc_init`.
     pub struct_size: u32,
     /// Rows of every activation.
     pub batch: u32,
@@ -42,9 +47,26 @@ pub struct ttdrv_mlp_desc {
     pub biases: *const *const f32,
 }
 
-const DESC_V1: u32 = std::mem::size_of::<ttdrv_mlp_desc>() as u32;
+versioned!(
+    ttdrv_mlp_desc,
+    "ttdrv_mlp_desc_init()",
+    [("0.1", TTDRV_MLP_DESC_SIZE_V0_1)],
+    ttdrv_mlp_desc {
+        struct_size: versioned::today::<ttdrv_mlp_desc>(),
+        batch: 0,
+        dims: std::ptr::null(),
+        num_dims: 0,
+        dtype: 0,
+        relu_last: false,
+        weights_mem: ttdrv_memory_config::default(),
+        act_mem: ttdrv_memory_config::default(),
+        out_mem: ttdrv_memory_config::default(),
+        weights: std::ptr::null(),
+        biases: std::ptr::null(),
+    }
+);
 
-fn mlp(h: *mut ttdrv_mlp) -> FfiResult<Arc<Mlp>> {
+fn mlp(h: *const ttdrv_mlp) -> FfiResult<Arc<Mlp>> {
     handles::lookup(h, "mlp")
 }
 
@@ -58,20 +80,7 @@ fn mlp(h: *mut ttdrv_mlp) -> FfiResult<Arc<Mlp>> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_mlp_desc_init(desc: *mut ttdrv_mlp_desc) -> ttdrv_status {
     guard("ttdrv_mlp_desc_init", || {
-        let d = ttdrv_mlp_desc {
-            struct_size: DESC_V1,
-            batch: 0,
-            dims: std::ptr::null(),
-            num_dims: 0,
-            dtype: 0,
-            relu_last: false,
-            weights_mem: ttdrv_memory_config::default(),
-            act_mem: ttdrv_memory_config::default(),
-            out_mem: ttdrv_memory_config::default(),
-            weights: std::ptr::null(),
-            biases: std::ptr::null(),
-        };
-        write_out(out_ptr(desc, "desc")?, d);
+        write_out(out_ptr(desc, "desc")?, <ttdrv_mlp_desc as versioned::Versioned>::defaults());
         Ok(())
     })
 }
@@ -82,7 +91,7 @@ pub unsafe extern "C" fn ttdrv_mlp_desc_init(desc: *mut ttdrv_mlp_desc) -> ttdrv
 /// Ownership: the weights and biases are copied; `desc` and its arrays are only read during the call. On success `*out`
 /// receives a new handle; release it with `ttdrv_mlp_free`. Thread: any.
 /// Errors: NULL_PARAMETER (`desc`, `out`, `desc->dims`, `desc->weights`, `desc->biases` or one of their entries),
-/// INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; `num_dims` outside 2..64; a
+/// INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` not the size of any release's struct; `num_dims` outside 2..64; a
 /// batch or width of 0 or a layer above 2^28 elements; an unknown dtype; a memory config as in `ttdrv_buffer_allocate`;
 /// no such queue), INVALID_STATE (trace capture in progress on `cq`), OUT_OF_DEVICE_MEMORY, TIMEOUT, DEVICE_FAULT.
 ///
@@ -99,20 +108,13 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
 ) -> ttdrv_status {
     guard("ttdrv_mlp_new", || {
         let d = device_checked(device)?;
-        nonnull(desc, "desc")?;
+        let c = versioned::read(desc, "desc")?;
         let out = out_ptr(out, "out")?;
-        // SAFETY: non-NULL; the size field comes first.
-        let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read_unaligned() };
-        if size < DESC_V1 {
-            return Err(Error::InvalidArgument(format!(
-                "desc->struct_size is {size}; initialise the description with ttdrv_mlp_desc_init()"
-            ))
-            .into());
-        }
-        // SAFETY: at least as large as ours.
-        let c = unsafe { desc.read_unaligned() };
         if c.num_dims < 2 || c.num_dims > 64 {
-            return Err(Error::InvalidArgument(format!("num_dims is {}; an MLP has 2 to 64 widths", c.num_dims)).into());
+            return Err(FfiError::invalid(format!(
+                "num_dims is {}; an MLP has 2 to 64 widths (layers + 1)",
+                c.num_dims
+            )));
         }
         let dims = slice(c.dims, c.num_dims, "desc->dims")?.to_vec();
         let layers = c.num_dims - 1;
@@ -125,7 +127,7 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
             nonnull(bp[i], "desc->biases[i]")?;
             let (k, m) = (dims[i] as usize, dims[i + 1] as usize);
             if k == 0 || m == 0 || k.checked_mul(m).is_none_or(|n| n > 1 << 28) {
-                return Err(Error::InvalidArgument(format!("layer {i} is {k} x {m}; widths must be 1 to 16384")).into());
+                return Err(FfiError::invalid(format!("layer {i} is {k} x {m}; widths must be 1 to 16384")));
             }
             // The C contract makes layer i's arrays k*m and m floats long.
             ws.push(slice(wp[i], k * m, "desc->weights[i]")?);
@@ -135,7 +137,7 @@ pub unsafe extern "C" fn ttdrv_mlp_new(
             batch: c.batch,
             dims,
             dtype: DType::from_u32(c.dtype)
-                .ok_or_else(|| Error::InvalidArgument(format!("dtype {} is not a TTDRV_DTYPE_* value", c.dtype)))?,
+                .ok_or_else(|| FfiError::invalid(format!("dtype {} is not a TTDRV_DTYPE_* value", c.dtype)))?,
             weights_mem: memory_config_from_c(&c.weights_mem)?,
             act_mem: memory_config_from_c(&c.act_mem)?,
             out_mem: memory_config_from_c(&c.out_mem)?,
@@ -173,9 +175,9 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
         let m = self::mlp(mlp)?;
         let out = out_ptr(out, "out")?;
         let inp = buffer_arc(input, "input")?;
-        m.check_input(cq, &inp).map_err(|e| match e {
-            Error::InvalidArgument(msg) => Error::InvalidArgument(format!("{msg}; the input handle is still yours")),
-            e => e,
+        m.check_input(cq, &inp).map_err(|e| match e.kind() {
+            ErrorKind::InvalidArgument => FfiError::invalid(format!("{e}; the input handle is still yours")),
+            _ => FfiError::Driver(e),
         })?;
         // Accepted: the model owns the input from here on.
         handles::remove(input as usize, Kind::Buffer);
@@ -208,7 +210,7 @@ pub unsafe extern "C" fn ttdrv_mlp_free(mlp: *mut ttdrv_mlp) -> ttdrv_status {
 /// # Safety
 /// `out` must be writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_mlp_ops_per_run(mlp: *mut ttdrv_mlp, out: *mut u32) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_mlp_ops_per_run(mlp: *const ttdrv_mlp, out: *mut u32) -> ttdrv_status {
     guard("ttdrv_mlp_ops_per_run", || {
         let m = self::mlp(mlp)?;
         write_out(out_ptr(out, "out")?, m.ops_per_run() as u32);

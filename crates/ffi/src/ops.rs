@@ -1,11 +1,10 @@
 //! Operations: to_memory_config, reshard, matmul, element-wise, fill — each enqueues a program on a queue.
 
 use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
-use super::{FfiResult, guard, nonnull, out_ptr, ttdrv_status, write_out};
+use super::{FfiError, FfiResult, guard, nonnull, out_ptr, ttdrv_status, write_out};
 use ttdrv::MemoryConfig;
 use ttdrv::device::Device;
 use ttdrv::device::ops::{BinaryOp, UnaryOp};
-use ttdrv::error::Error;
 
 /// `ttdrv_eltwise_binary` op: a + b.
 pub const TTDRV_BINARY_ADD: u32 = 0;
@@ -96,8 +95,9 @@ pub unsafe extern "C" fn ttdrv_reshard(
 }
 
 /// Reshards `input` into the existing buffer `output`, which keeps its address and memory configuration
-/// (`reshard(input, mem_config, output_tensor)`), on queue `cq`: how the seed feeds a trace's persistent input in
-/// place. The shapes and element types must match.
+/// (`reshard(input, mem_config, output_tensor)`), on queue `cq`: how the programs of tt-metal's guide "Advanced
+/// Performance Optimizations for Models" feed a trace's persistent input in place (c-examples/trace_l1_input.c). The
+/// shapes must match; the element types may differ (the copy kernel converts float32 and bfloat16 either way).
 ///
 /// Ownership: both buffers stay the caller's. Returns once enqueued. Thread: any.
 /// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
@@ -175,7 +175,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_binary(
             TTDRV_BINARY_ADD => BinaryOp::Add,
             TTDRV_BINARY_SUB => BinaryOp::Sub,
             TTDRV_BINARY_MUL => BinaryOp::Mul,
-            v => return Err(Error::InvalidArgument(format!("binary op {v} is not a TTDRV_BINARY_* value")).into()),
+            v => return Err(FfiError::invalid(format!("binary op {v} is not a TTDRV_BINARY_* value"))),
         };
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;
@@ -215,7 +215,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
             TTDRV_UNARY_GELU => UnaryOp::Gelu,
             TTDRV_UNARY_EXP => UnaryOp::Exp,
             TTDRV_UNARY_SCALE => UnaryOp::Scale(param),
-            v => return Err(Error::InvalidArgument(format!("unary op {v} is not a TTDRV_UNARY_* value")).into()),
+            v => return Err(FfiError::invalid(format!("unary op {v} is not a TTDRV_UNARY_* value"))),
         };
         let m = self::mem(mem)?;
         let out = out_ptr(out, "out")?;

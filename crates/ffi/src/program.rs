@@ -3,13 +3,13 @@
 use super::buffer::{buffer_arc, ttdrv_buffer};
 use super::device::{device, device_checked, ttdrv_device};
 use super::handles;
-use super::{FfiResult, bytes, c_str, guard, nonnull, out_ptr, slice, ttdrv_status, write_out};
+use super::versioned::{self, Versioned, versioned};
+use super::{FfiError, FfiResult, c_str, guard, out_ptr, slice, ttdrv_status, write_out};
 use std::ffi::c_char;
 use std::sync::Arc;
 use ttdrv::contract::kernel::{ACCESSOR_WORDS, BuiltinKernel};
 use ttdrv::contract::records::{CbConfig, CoreRect};
 use ttdrv::device::program::{KernelSource, Program, ProgramDesc};
-use ttdrv::error::Error;
 
 /// A program (opaque): a kernel, its cores and configuration, bound to the device's program cache.
 pub struct ttdrv_program {
@@ -44,17 +44,21 @@ pub struct ttdrv_cb_config {
     pub data_format: u32,
 }
 
+/// `sizeof(ttdrv_program_desc)` in release 0.1 (frozen: docs/abi.md, "Versions").
+pub const TTDRV_PROGRAM_DESC_SIZE_V0_1: u32 = 96;
+
 /// Describes a program. Fill with `ttdrv_program_desc_init`. Everything here is the program-cache key; buffer
 /// addresses are runtime arguments and are not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ttdrv_program_desc {
-    /// `sizeof(ttdrv_program_desc)`.
+    /// `sizeof(ttdrv_program_desc)` of the caller's header, set by `ttdrv_program_desc_init`.
     pub struct_size: u32,
     /// Runtime argument words each core receives.
     pub rt_words_per_core: u32,
     /// Kernel name: a built-in (`"ttdrv.copy"`, `"ttdrv.eltwise_binary"`, `"ttdrv.eltwise_unary"`,
-    /// `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image.
+    /// `"ttdrv.matmul"`, `"ttdrv.fill"`) or the name stored in a custom image. Names starting with `ttdrv.` are
+    /// reserved for built-ins.
     pub kernel_name: *const c_char,
     /// Code of a custom kernel image (NULL with `code_len == 0` for a built-in).
     pub code: *const u8,
@@ -76,7 +80,25 @@ pub struct ttdrv_program_desc {
     pub num_sems: usize,
 }
 
-const DESC_V1: u32 = std::mem::size_of::<ttdrv_program_desc>() as u32;
+versioned!(
+    ttdrv_program_desc,
+    "ttdrv_program_desc_init()",
+    [("0.1", TTDRV_PROGRAM_DESC_SIZE_V0_1)],
+    ttdrv_program_desc {
+        struct_size: versioned::today::<ttdrv_program_desc>(),
+        rt_words_per_core: 0,
+        kernel_name: std::ptr::null(),
+        code: std::ptr::null(),
+        code_len: 0,
+        cores: ttdrv_core_rect { x0: 0, y0: 0, x1: 0, y1: 0 },
+        ct_args: std::ptr::null(),
+        num_ct_args: 0,
+        cbs: std::ptr::null(),
+        num_cbs: 0,
+        sems: std::ptr::null(),
+        num_sems: 0,
+    }
+);
 
 /// Program cache statistics (`ttdrv_device_program_cache_stats`).
 #[repr(C)]
@@ -94,7 +116,7 @@ fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]
     slice(p, n, name)
 }
 
-fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
+fn program(h: *const ttdrv_program) -> FfiResult<Arc<Program>> {
     handles::lookup(h, "program")
 }
 
@@ -108,21 +130,7 @@ fn program(h: *mut ttdrv_program) -> FfiResult<Arc<Program>> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_program_desc_init(desc: *mut ttdrv_program_desc) -> ttdrv_status {
     guard("ttdrv_program_desc_init", || {
-        let d = ttdrv_program_desc {
-            struct_size: DESC_V1,
-            rt_words_per_core: 0,
-            kernel_name: std::ptr::null(),
-            code: std::ptr::null(),
-            code_len: 0,
-            cores: ttdrv_core_rect::default(),
-            ct_args: std::ptr::null(),
-            num_ct_args: 0,
-            cbs: std::ptr::null(),
-            num_cbs: 0,
-            sems: std::ptr::null(),
-            num_sems: 0,
-        };
-        write_out(out_ptr(desc, "desc")?, d);
+        write_out(out_ptr(desc, "desc")?, ttdrv_program_desc::defaults());
         Ok(())
     })
 }
@@ -130,16 +138,17 @@ pub unsafe extern "C" fn ttdrv_program_desc_init(desc: *mut ttdrv_program_desc) 
 /// Creates a program — a kernel on a rectangle of cores with its compile-time arguments, circular buffers and
 /// semaphores — looking it up in (or adding it to) the device's program cache; everything in `*desc` is the cache key.
 /// The first run uploads the kernel image; later runs with any runtime arguments reuse it. A built-in kernel is named
-/// `ttdrv.*` with no code; any other name is a custom image of `code` (the emulated device runs custom images by name,
-/// so a name it does not implement faults with DEVICE_FAULT when the program runs).
+/// `ttdrv.*` with no code; names starting with `ttdrv.` are reserved for built-ins, so an unknown one (or one with
+/// code) fails here, at creation, with UNSUPPORTED. Any other name is a custom image of `code` (the emulated device
+/// runs custom images by name, so a name it does not implement faults with DEVICE_FAULT when the program runs).
 ///
 /// Ownership: `desc` and its arrays are copied; on success `*out` receives a new handle to release with
 /// `ttdrv_program_free` (the program stays cached). Thread: any.
 /// Errors: NULL_PARAMETER (`desc`, `out`, `desc->kernel_name`, or an array with a non-zero count), INVALID_HANDLE
-/// (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too small; kernel name empty, too long or not UTF-8;
+/// (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` not the size of any release's struct (docs/abi.md); kernel name empty, too long or not UTF-8;
 /// cores outside the grid or coordinates above 255; argument counts that do not match a built-in kernel; a count too
-/// large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (the device's
-/// catalog lacks the built-in kernel).
+/// large for memory; circular buffers larger than L1; a launch too large for the issue ring), UNSUPPORTED (an unknown
+/// `ttdrv.` name; the device's catalog lacks the built-in kernel).
 ///
 /// # Safety
 /// `desc` must be initialised, `kernel_name` a NUL-terminated string, and `code`, `ct_args`, `cbs` and `sems` readable
@@ -152,26 +161,21 @@ pub unsafe extern "C" fn ttdrv_program_new(
 ) -> ttdrv_status {
     guard("ttdrv_program_new", || {
         let d = device_checked(device)?;
-        nonnull(desc, "desc")?;
+        let c = versioned::read(desc, "desc")?;
         let out = out_ptr(out, "out")?;
-        // SAFETY: non-NULL; the size field comes first in every version.
-        let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read_unaligned() };
-        if size < DESC_V1 {
-            return Err(Error::InvalidArgument(format!(
-                "desc->struct_size is {size}; initialise the description with ttdrv_program_desc_init()"
-            ))
-            .into());
-        }
-        // SAFETY: at least as large as ours.
-        let c = unsafe { desc.read_unaligned() };
         let name = c_str(c.kernel_name, "desc->kernel_name")?;
-        let code = bytes(c.code, c.code_len, "desc->code")?;
+        let code = slice(c.code, c.code_len, "desc->code")?;
         let kernel = match BuiltinKernel::from_name(name) {
             Some(k) if code.is_empty() => KernelSource::Builtin(k),
             _ => KernelSource::Image { name: name.to_string(), code: code.to_vec() },
         };
         let coord = |v: u32| {
-            u8::try_from(v).map_err(|_| Error::InvalidArgument(format!("core coordinate {v} is out of range; use coordinates inside the device's core grid (ttdrv_device_get_info reports grid_x and grid_y)")))
+            u8::try_from(v).map_err(|_| {
+                FfiError::invalid(format!(
+                    "core coordinate {v} is out of range; use coordinates inside the device's core grid \
+                     (ttdrv_device_get_info reports grid_x and grid_y)"
+                ))
+            })
         };
         let cores =
             CoreRect { x0: coord(c.cores.x0)?, y0: coord(c.cores.y0)?, x1: coord(c.cores.x1)?, y1: coord(c.cores.y1)? };
@@ -185,7 +189,7 @@ pub unsafe extern "C" fn ttdrv_program_new(
             })
             .collect();
         let rt_words = u16::try_from(c.rt_words_per_core).map_err(|_| {
-            Error::InvalidArgument(format!(
+            FfiError::invalid(format!(
                 "rt_words_per_core {} is too large; a launch carries at most 65535 words per core",
                 c.rt_words_per_core
             ))
@@ -260,15 +264,14 @@ pub unsafe extern "C" fn ttdrv_program_free(program: *mut ttdrv_program) -> ttdr
 /// # Safety
 /// `out` must be writable for `len` words.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *mut u32, len: usize) -> ttdrv_status {
+pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *const ttdrv_buffer, out: *mut u32, len: usize) -> ttdrv_status {
     guard("ttdrv_buffer_accessor", || {
         let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
         if len < ACCESSOR_WORDS {
-            return Err(Error::InvalidArgument(format!(
-                "an accessor is {ACCESSOR_WORDS} words; `out` holds only {len}"
-            ))
-            .into());
+            return Err(FfiError::invalid(format!(
+                "an accessor is {ACCESSOR_WORDS} words; `out` holds only {len}: pass an array of {ACCESSOR_WORDS}"
+            )));
         }
         let w = b.accessor().to_words();
         // SAFETY: `out` holds at least 12 writable words.
@@ -286,7 +289,7 @@ pub unsafe extern "C" fn ttdrv_buffer_accessor(buffer: *mut ttdrv_buffer, out: *
 /// `out` must be writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_device_program_cache_stats(
-    device: *mut ttdrv_device,
+    device: *const ttdrv_device,
     out: *mut ttdrv_program_cache_stats,
 ) -> ttdrv_status {
     guard("ttdrv_device_program_cache_stats", || {

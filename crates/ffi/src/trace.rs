@@ -1,13 +1,17 @@
 //! Metal Trace: capture, replay, release, query.
 
 use super::device::{device_checked, ttdrv_device};
+use super::versioned::{self, versioned};
 use super::{guard, out_ptr, ttdrv_status, write_out};
+
+/// `sizeof(ttdrv_trace_info)` in release 0.1 (frozen: docs/abi.md, "Versions").
+pub const TTDRV_TRACE_INFO_SIZE_V0_1: u32 = 32;
 
 /// What is known about a captured trace (`ttdrv_trace_get_info`). Set `struct_size` first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ttdrv_trace_info {
-    /// `sizeof(ttdrv_trace_info)`, set by the caller.
+    /// `sizeof(ttdrv_trace_info)`, set by the caller; the library sets it to the size it wrote.
     pub struct_size: u32,
     /// Queue it was captured on.
     pub queue: u32,
@@ -20,6 +24,13 @@ pub struct ttdrv_trace_info {
     /// Whether it is stored in device DRAM (false if the trace region was too small at end of capture).
     pub stored: bool,
 }
+
+versioned!(
+    ttdrv_trace_info,
+    "sizeof(ttdrv_trace_info)",
+    [("0.1", TTDRV_TRACE_INFO_SIZE_V0_1)],
+    ttdrv_trace_info { struct_size: versioned::today::<ttdrv_trace_info>(), ..Default::default() }
+);
 
 /// Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the new trace's id to
 /// `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq` are recorded instead of sent; host
@@ -88,44 +99,36 @@ pub extern "C" fn ttdrv_trace_release(device: *mut ttdrv_device, id: u32) -> ttd
 }
 
 /// Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, and the
-/// `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first; a larger struct
-/// is accepted and `struct_size` is set to the size written.
+/// `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
+/// the caller's release are written (a struct from a newer header gets this release's fields) and `struct_size` is set
+/// to the size written.
 ///
-/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size` too
-/// small), INVALID_STATE (unknown or released trace; still being captured).
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size`
+/// smaller than any release's struct), INVALID_STATE (unknown or released trace; still being captured).
 ///
 /// # Safety
 /// `out` must point to at least `out->struct_size` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_trace_get_info(
-    device: *mut ttdrv_device,
+    device: *const ttdrv_device,
     id: u32,
     out: *mut ttdrv_trace_info,
 ) -> ttdrv_status {
     guard("ttdrv_trace_get_info", || {
         let d = device_checked(device)?;
-        let out = out_ptr(out, "out")?;
-        // SAFETY: non-NULL and readable.
-        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
-        let ours = std::mem::size_of::<ttdrv_trace_info>() as u32;
-        if size < ours {
-            return Err(ttdrv::Error::InvalidArgument(format!(
-                "out->struct_size is {size}; set it to sizeof(ttdrv_trace_info) ({ours}) before the call"
-            ))
-            .into());
-        }
+        versioned::check_output(out, "out")?;
         let i = d.trace_info(id)?;
-        write_out(
+        versioned::write(
             out,
+            "out",
             ttdrv_trace_info {
-                struct_size: ours,
+                struct_size: versioned::today::<ttdrv_trace_info>(),
                 queue: i.queue as u32,
                 bytes: i.bytes,
                 region_bytes: i.region_bytes,
                 launches: i.launches,
                 stored: i.stored,
             },
-        );
-        Ok(())
+        )
     })
 }

@@ -83,8 +83,8 @@ fn live_handles_work() {
     let mut size = 0usize;
     // SAFETY: valid handles, buffers of the stated lengths.
     unsafe {
-        ok(ttdrv_buffer_write(b, 0, data.as_ptr(), data.len(), true));
-        ok(ttdrv_buffer_read(b, 0, true, out.as_mut_ptr(), out.len()));
+        ok(ttdrv_buffer_write(b, 0, data.as_ptr().cast(), data.len(), true));
+        ok(ttdrv_buffer_read(b, 0, true, out.as_mut_ptr().cast(), out.len()));
         ok(ttdrv_buffer_host_size(b, &mut size));
     }
     assert_eq!(out, data);
@@ -112,7 +112,7 @@ fn freed_and_forged_handles_are_invalid() {
     unsafe {
         ok(ttdrv_buffer_free(b));
         expect(
-            ttdrv_buffer_write(b, 0, data.as_ptr(), 8, false),
+            ttdrv_buffer_write(b, 0, data.as_ptr().cast(), 8, false),
             ttdrv_status::InvalidHandle,
             &["ttdrv_buffer_write", "stale"],
         );
@@ -120,8 +120,8 @@ fn freed_and_forged_handles_are_invalid() {
         // A new buffer may take the freed slot: the old handle must stay dead (generation check).
         let b2 = allocate(dev, &s);
         assert_ne!(b2, b);
-        expect(ttdrv_buffer_write(b, 0, data.as_ptr(), 8, false), ttdrv_status::InvalidHandle, &["stale"]);
-        ok(ttdrv_buffer_write(b2, 0, data.as_ptr(), 8, true));
+        expect(ttdrv_buffer_write(b, 0, data.as_ptr().cast(), 8, false), ttdrv_status::InvalidHandle, &["stale"]);
+        ok(ttdrv_buffer_write(b2, 0, data.as_ptr().cast(), 8, true));
         ok(ttdrv_buffer_free(b2));
 
         ok(ttdrv_event_free(e));
@@ -132,7 +132,7 @@ fn freed_and_forged_handles_are_invalid() {
         // Forged values: junk, a never-issued slot, and handles of the wrong kind.
         let junk = 0x1234_5670 as *mut ttdrv_buffer;
         expect(
-            ttdrv_buffer_write(junk, 0, data.as_ptr(), 8, false),
+            ttdrv_buffer_write(junk, 0, data.as_ptr().cast(), 8, false),
             ttdrv_status::InvalidHandle,
             &["0x12345670", "not a ttdrv_buffer handle"],
         );
@@ -173,7 +173,7 @@ fn null_arguments_are_null_parameter() {
     // SAFETY: NULL where the ABI must check for it; everything else valid.
     unsafe {
         expect(
-            ttdrv_buffer_write(null_mut(), 0, data.as_ptr(), 8, false),
+            ttdrv_buffer_write(null_mut(), 0, data.as_ptr().cast(), 8, false),
             ttdrv_status::NullParameter,
             &["ttdrv_buffer_write", "`buffer` is NULL"],
         );
@@ -214,8 +214,8 @@ fn objects_of_a_closed_device_report_closed() {
     // SAFETY: live handles of a closed device, valid buffers.
     unsafe {
         ok(ttdrv_device_close(dev));
-        expect(ttdrv_buffer_write(b, 0, data.as_ptr(), 32, false), ttdrv_status::Closed, &["closed"]);
-        expect(ttdrv_buffer_read(b, 0, true, out.as_mut_ptr(), 32), ttdrv_status::Closed, &["closed"]);
+        expect(ttdrv_buffer_write(b, 0, data.as_ptr().cast(), 32, false), ttdrv_status::Closed, &["closed"]);
+        expect(ttdrv_buffer_read(b, 0, true, out.as_mut_ptr().cast(), 32), ttdrv_status::Closed, &["closed"]);
         expect(ttdrv_event_record(e, 0), ttdrv_status::Closed, &["closed"]);
         expect(ttdrv_event_synchronize(e), ttdrv_status::Closed, &["closed"]);
         // Their handles are still released normally.

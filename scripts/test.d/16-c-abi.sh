@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# step: log callback from C (hugepage-fallback warning on the calling thread, re-entry, silent stderr) and the README's C snippet
+# c-tests/log_callback.c takes every free hugepage, installs a callback and opens a device with hugepages requested:
+# the fallback warning must reach the callback on the calling thread before ttdrv_device_open returns, and the
+# callback calls back into ttdrv. Child processes check that without a callback nothing reaches stderr (a panic
+# inside a call included) and that TTDRV_LOG=warn prints there. Then README.md's "Using ttdrv from C" snippet is
+# extracted exactly as written, compiled as C11 and C++17 with -Werror, and run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+make --no-print-directory -C c-tests log-callback readme BUILD=build/abi
