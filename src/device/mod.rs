@@ -241,6 +241,7 @@ impl Device {
             hugepages: p.hugepages,
             numa_node: t.numa_node(),
             lock: if t.needs_pinned_memory() { LockPolicy::Required } else { LockPolicy::BestEffort },
+            hugepages_wanted: Some(p.hugepages_needed()),
         };
         let iovas = Arc::new(Mutex::new(IovaAllocator::new(&t.iova_ranges(), info.dma_bits)));
         let mut queues = Vec::new();
