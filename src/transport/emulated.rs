@@ -24,7 +24,7 @@ pub struct EmulatedTransport {
 impl EmulatedTransport {
     /// Builds an emulated device from `cfg`.
     pub fn new(cfg: EmuConfig) -> Result<EmulatedTransport, TransportError> {
-        let dev = Emulator::new(cfg).map_err(TransportError::Open)?;
+        let dev = Emulator::new(cfg).map_err(|reason| TransportError::Open { device: "emu".into(), reason })?;
         let name = format!("emu#{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         Ok(EmulatedTransport { dev, name })
     }

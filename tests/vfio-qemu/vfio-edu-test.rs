@@ -203,7 +203,7 @@ fn run(c: &mut Checks) -> Result<(), String> {
     // Unbound, the transport must refuse with the commands that fix it.
     if !edu.bound_to_vfio() {
         match VfioTransport::open(&addr) {
-            Err(TransportError::Open(msg)) => {
+            Err(TransportError::Open { reason: msg, .. }) => {
                 let ok = msg.contains(&format!("echo vfio-pci > /sys/bus/pci/devices/{addr}/driver_override"))
                     && msg.contains(&format!("echo {addr} > /sys/bus/pci/drivers/vfio-pci/bind"));
                 c.check("unbound device: actionable error", ok, msg.lines().next().unwrap_or(""));

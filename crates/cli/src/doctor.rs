@@ -186,7 +186,7 @@ fn check_device(r: &mut Report<'_>, env: &DoctorEnv, d: &PciDeviceInfo, hugepage
         }
     }
     // DMA memory is placed on the device's node; without free hugepages there it falls back to 4 KiB pages.
-    let need_pages = advice::default_pinned_bytes().div_ceil(2 << 20);
+    let need_pages = ttdrv::DeviceParams::default().hugepages_needed();
     let free: u64 = hugepages
         .iter()
         .filter(|h| h.size_kib == 2048 && (d.numa_node.is_none() || h.node.is_none() || h.node == d.numa_node))
@@ -235,7 +235,7 @@ fn check_hugepages(r: &mut Report<'_>, hugepages: &[HugepageCount]) {
 }
 
 fn check_memlock(r: &mut Report<'_>, host: &HostFacts) {
-    let needed = advice::default_pinned_bytes();
+    let needed = ttdrv::DeviceParams::default().pinned_bytes();
     match (host.memlock, host.cap_ipc_lock) {
         (_, true) => r.line(Level::Ok, "RLIMIT_MEMLOCK: this process holds CAP_IPC_LOCK, no limit applies", None),
         (None, false) => r.line(Level::Ok, "RLIMIT_MEMLOCK: unlimited", None),

@@ -173,9 +173,11 @@ pub unsafe extern "C" fn ttdrv_mlp_run(
         let m = self::mlp(mlp)?;
         let out = out_ptr(out, "out")?;
         let inp = buffer_arc(input, "input")?;
-        m.check_input(cq, &inp).map_err(|e| match e {
-            Error::InvalidArgument(msg) => Error::InvalidArgument(format!("{msg}; the input handle is still yours")),
-            e => e,
+        m.check_input(cq, &inp).map_err(|e| match e.kind() {
+            ttdrv::ErrorKind::InvalidArgument => {
+                Error::InvalidArgument(format!("{e}; the input handle is still yours"))
+            }
+            _ => e,
         })?;
         // Accepted: the model owns the input from here on.
         handles::remove(input as usize, Kind::Buffer);
