@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 use ttdrv::*;
+use ttdrv_testkit::expect_err;
 
 /// Threads that have been joined may linger in `/proc/self/task` for a moment (the kernel wakes the joiner before
 /// it has released the task); wait a bounded time for the count to settle.
@@ -148,6 +149,37 @@ fn close_drains_work_in_flight() {
     for (i, (got, want)) in dsts.iter().zip(&datas).enumerate() {
         assert_bytes_eq(got, want, &format!("read {i} after close"));
     }
+}
+
+/// Selectors that name no device are refused with what to pass instead: an empty one is not taken for `auto`, an
+/// unknown kind lists the kinds, and a bad emulator option says what the option takes.
+#[test]
+fn bad_selectors_say_what_to_pass() {
+    let p = DeviceParams { hugepages: false, ..DeviceParams::default() };
+    for sel in ["", "   "] {
+        expect_err!(
+            Device::open(sel, &p),
+            Error::InvalidSelector { selector, .. } if selector == sel,
+            ["the selector is empty", "pass \"auto\""]
+        );
+    }
+    expect_err!(
+        Device::open("pcie:0", &p),
+        Error::InvalidSelector { .. },
+        ["device selector `pcie:0`", "use `auto`, `emu[:options]` or `vfio:DDDD:BB:DD.F`"]
+    );
+    expect_err!(
+        Device::open("emu:queues=99", &p),
+        Error::InvalidSelector { .. },
+        ["emu:queues=99", "1 to 16 command queues", "e.g. queues=4"]
+    );
+    expect_err!(
+        Device::open("emu:dram=lots", &p),
+        Error::InvalidSelector { .. },
+        ["dram=lots", "K, M or G", "e.g. dram=2G"]
+    );
+    let e = Device::open("vfio:0000:01:00", &p).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
 
 #[track_caller]
