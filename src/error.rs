@@ -718,10 +718,11 @@ fn trace_region_text(device: &str, trace: u32, needed: u64, free: u64, region: u
     } else {
         format!("only {free}B of the {region}B trace region is free ({owned}B of it owned by live traces)")
     };
+    let release = if owned > 0 { ", or release other traces" } else { "" };
     format!(
         "Creating trace buffers of size {needed}B on device {device}, but {have} (trace_region_size={region}B). Open \
-         the device with trace_region_size of at least {}B, or release other traces. Trace {trace} stays captured: \
-         query its size, or release it",
+         the device with trace_region_size of at least {}B{release}. Trace {trace} stays captured: query its size, \
+         or release it",
         region - free + needed
     )
 }

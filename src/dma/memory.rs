@@ -83,8 +83,8 @@ fn fallback_warning(len: usize, wanted: Option<u64>) -> String {
     let pages = wanted.unwrap_or(len.div_ceil(2 * MIB) as u64);
     format!(
         "no free 2 MiB hugepages for {} MiB of DMA memory; using locked 4 KiB pages, which cost IOMMU entries and \
-         page faults. This device needs {pages} hugepages: reserve them with `echo {pages} | sudo tee \
-         /proc/sys/vm/nr_hugepages` (plus what other programs use), or install udev/ttdrv-hugepages.conf",
+         page faults. Reserve the {pages} hugepages needed with `echo {pages} | sudo tee /proc/sys/vm/nr_hugepages` \
+         (plus what other programs use), or install udev/ttdrv-hugepages.conf",
         len.div_ceil(MIB),
     )
 }
