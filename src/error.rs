@@ -444,6 +444,7 @@ pub enum TraceProblem {
 
 /// A device fault, decoded from the `FAULT_*` registers (docs/device-interface.md §7.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FaultReport {
     /// The device.
     pub device: String,
