@@ -923,12 +923,12 @@ static void test_ranges(fixture *f) {
   alloc_fails(__LINE__, "core 2^32-1", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "core coordinate 4294967295");
   s = spec_f32(32, 64, mc_l1_height(4, 32, 64));
   s.mem.shard.core_x0 = 3, s.mem.shard.core_x1 = 0;
-  alloc_fails(__LINE__, "cores 3..0", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "outside device");
+  alloc_fails(__LINE__, "cores 3..0", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "cores (3,0)-(0,0): the rectangle is reversed");
   s = spec_f32(32, 64, mc_dram_height(4, 32, 64));
   s.mem.shard.bank_last = 8;
   alloc_fails(__LINE__, "banks 0..8", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "outside device");
   s.mem.shard.bank_first = 5, s.mem.shard.bank_last = 2;
-  alloc_fails(__LINE__, "banks 5..2", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "outside device");
+  alloc_fails(__LINE__, "banks 5..2", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "banks 5-2: the range is reversed");
   s.mem.shard.bank_first = 0, s.mem.shard.bank_last = 70000;
   alloc_fails(__LINE__, "bank 70000", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "bank range");
   s = spec_f32(32, 64, mc_l1_height(2, 32, 64));

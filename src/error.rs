@@ -1,56 +1,507 @@
-//! The driver's error type. Every message says what was wrong and, where there is one, what to do.
+//! The driver's error type: one variant per thing that can go wrong, carrying what failed (which queue, device,
+//! memory, sizes), so a caller can branch on it; every message states the cause once and says what to do.
+//!
+//! This is the error of the device layer and the public API. The layers below have their own —
+//! [`TransportError`], [`DmaError`], [`ProtocolError`] (the completion ring's) — and never see this one; they are
+//! converted here, upward only.
 
-use crate::dma::DmaError;
-use crate::transport::TransportError;
+use crate::device::{BufferSpec, BufferType};
+use std::fmt;
+use std::time::Duration;
+use ttdrv_contract::kernel::{DType, ShardGrid};
+use ttdrv_contract::records::CoreRect;
+use ttdrv_contract::regs::FaultCode;
 
-/// Errors returned by ttdrv.
+pub use crate::dma::DmaError;
+pub use crate::queue::ProtocolError;
+pub use crate::transport::TransportError;
+
+/// Errors returned by ttdrv. [`Error::kind`] gives the class of failure (one per C status code).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// An argument is out of range or inconsistent.
+    // ---- ErrorKind::InvalidArgument ----------------------------------------------------------------------------
+    /// An argument failed a check that has no variant of its own; the message names it and what is accepted.
     #[error("{0}")]
     InvalidArgument(String),
-    /// A handle is stale (freed, closed, reset) or was never valid.
+    /// A command queue id the device was not opened with.
+    #[error("{}", queue_out_of_range(*.queue, *.queues, *.device_queues, .device))]
+    QueueOutOfRange {
+        /// The queue asked for.
+        queue: u16,
+        /// Queues the device was opened with (`DeviceParams::num_command_queues`): valid ids are `0..queues`.
+        queues: u16,
+        /// Queues the device has (`DeviceInfo::num_queues`): the most it can be opened with.
+        device_queues: u16,
+        /// The device.
+        device: String,
+    },
+    /// A field of [`crate::DeviceParams`] the device cannot honour.
+    #[error("{parameter}={value}: {reason}")]
+    InvalidParameter {
+        /// The field (`num_command_queues`, `issue_ring_size`, ...).
+        parameter: &'static str,
+        /// Its value.
+        value: u64,
+        /// Why it cannot be used on this device, and what to pass instead.
+        reason: String,
+    },
+    /// The device selector is malformed or names nothing ttdrv knows.
+    #[error("device selector `{selector}`: {reason}")]
+    InvalidSelector {
+        /// The selector as given.
+        selector: String,
+        /// What is wrong with it, and what to pass instead.
+        reason: String,
+    },
+    /// An object of one device was passed to a call on another.
+    #[error(
+        "{object} belongs to device {object_device}, not {device}; objects work on their own device only: create \
+         the {object} on {device}"
+    )]
+    WrongDevice {
+        /// What was passed (`buffer`, `event`).
+        object: &'static str,
+        /// The device it belongs to.
+        object_device: String,
+        /// The device of the call.
+        device: String,
+    },
+    /// A buffer spec the device cannot place (zero dimension, shard shape that does not divide the shape, ...).
+    #[error("buffer {spec}: {reason}")]
+    InvalidBufferSpec {
+        /// The spec.
+        spec: BufferSpec,
+        /// What is wrong, and what to change.
+        reason: String,
+    },
+    /// A core rectangle or bank range that is reversed, outside the device, or of the wrong kind.
+    #[error("{what} {}: {reason}", GridText(.grid))]
+    InvalidGrid {
+        /// What the grid is for (`shard grid`, `program`).
+        what: &'static str,
+        /// The grid, as given.
+        grid: ShardGrid,
+        /// What is wrong with it (reversed, outside the device's grid of so many cores or banks, ...).
+        reason: String,
+    },
+    /// Operand shapes that do not agree.
+    #[error("{op}: {} {rule}", ShapesText(.shapes))]
+    ShapeMismatch {
+        /// The operation (`matmul`, `copy`, `Add`, ...).
+        op: String,
+        /// The shapes involved, in argument order (inputs, then the output).
+        shapes: Vec<[u32; 2]>,
+        /// The rule they break.
+        rule: String,
+    },
+    /// Operands of different element types for an op that computes in one.
+    #[error(
+        "{op}: element types differ ({expected:?} and {found:?}); it takes every operand and its output in one \
+         element type. Convert one operand first by copying it into a buffer of the other element type — \
+         Device::typecast, or reshard_into (ttdrv_reshard_into) an existing one; the copy converts"
+    )]
+    DTypeMismatch {
+        /// The operation.
+        op: String,
+        /// The first operand's element type.
+        expected: DType,
+        /// The element type that differs from it.
+        found: DType,
+    },
+    /// Host data whose length is not the buffer's size.
+    #[error(
+        "{call} of {given} bytes, but buffer {spec} holds {} bytes ({} x {} elements of {} bytes); pass exactly {} \
+         bytes", .spec.host_bytes(), .spec.rows, .spec.cols, .spec.dtype.size(), .spec.host_bytes()
+    )]
+    HostLength {
+        /// The transfer (`write`, `read`).
+        call: &'static str,
+        /// Bytes given.
+        given: usize,
+        /// The buffer.
+        spec: BufferSpec,
+    },
+    /// A program description or dispatch the kernel or the device cannot take (argument counts, circular buffers
+    /// larger than L1, a launch larger than the issue ring, ...).
+    #[error("program {kernel}: {reason}")]
+    InvalidProgram {
+        /// The kernel's name.
+        kernel: String,
+        /// What is wrong, and what to change.
+        reason: String,
+    },
+
+    // ---- ErrorKind::InvalidHandle ------------------------------------------------------------------------------
+    /// A handle is stale (freed, closed, reset) or was never valid (the C ABI's handles; a Rust object cannot be).
     #[error("{0}")]
     InvalidHandle(String),
-    /// The call is not allowed in the current state (capture active, event never recorded, ...).
-    #[error("{0}")]
-    InvalidState(String),
-    /// No device matched the selector.
-    #[error("{0}")]
-    NotFound(String),
-    /// The device lacks a feature the call needs.
+
+    // ---- ErrorKind::InvalidState -------------------------------------------------------------------------------
+    /// A call a trace cannot hold, made on a queue while a trace is being captured there.
+    #[error(
+        "{call} on queue {queue} during trace capture (trace {trace} is already being captured there): a trace \
+         holds only program dispatches, not host writes, reads, event records or waits, blocking calls, replays of \
+         other traces or another capture. Call it before begin_trace_capture or after end_trace_capture"
+    )]
+    CaptureActive {
+        /// The queue.
+        queue: u16,
+        /// The trace being captured there.
+        trace: u32,
+        /// The call refused (`host write (copy_host_to_device_tensor)`, `finish`, `execute_trace(3)`, ...).
+        call: String,
+    },
+    /// An event waited on or queried before it was ever recorded.
+    #[error(
+        "{call} on an event that was never recorded: record it (record_event) on some queue first; waiting for it \
+         could never finish"
+    )]
+    EventNotRecorded {
+        /// The call.
+        call: &'static str,
+    },
+    /// The work a call refers to (an event's record, a read) was enqueued before a device reset, which dropped it.
+    #[error(
+        "{call}: the work it refers to was enqueued on device {device} before the device was reset, and the reset \
+         dropped it; enqueue it (record the event) again"
+    )]
+    DroppedByReset {
+        /// The call.
+        call: &'static str,
+        /// The device.
+        device: String,
+    },
+    /// A trace that does not exist or is not in a state that allows the call.
+    #[error("{call}: {}", TraceText(*.trace, .problem, .device))]
+    Trace {
+        /// The trace id.
+        trace: u32,
+        /// The call (`execute_trace(3)`, `release_trace(3)`, ...).
+        call: String,
+        /// What is wrong.
+        problem: TraceProblem,
+        /// The device.
+        device: String,
+    },
+
+    // ---- ErrorKind::NotFound -----------------------------------------------------------------------------------
+    /// Nothing at the selector's address is a device ttdrv can drive.
+    #[error("{reason}")]
+    NotFound {
+        /// Where ttdrv looked (`vfio:0000:01:00.0`).
+        device: String,
+        /// What was found there, and how to find ttdrv devices (names the device).
+        reason: String,
+    },
+
+    // ---- ErrorKind::Unsupported --------------------------------------------------------------------------------
+    /// The device or this build lacks a feature that has no variant of its own.
     #[error("{0}")]
     Unsupported(String),
-    /// Device memory (DRAM, L1, trace region) is exhausted.
-    #[error("{0}")]
-    OutOfDeviceMemory(String),
-    /// The trace region cannot hold a trace.
-    #[error("{0}")]
-    TraceRegion(String),
-    /// A program dispatched during capture has never run (it is not in the program cache).
-    #[error("{0}")]
-    ProgramNotCached(String),
+    /// The device speaks a contract major version this driver does not.
+    #[error(
+        "{device} speaks device contract {major}.{minor}; this ttdrv speaks {}.{}. Install a ttdrv release for \
+         contract {major}.x",
+        ttdrv_contract::CONTRACT_MAJOR,
+        ttdrv_contract::CONTRACT_MINOR
+    )]
+    ContractVersion {
+        /// The device.
+        device: String,
+        /// Its contract major version.
+        major: u16,
+        /// Its contract minor version.
+        minor: u16,
+    },
+    /// A built-in kernel (`ttdrv.` name) the device's catalog lacks, or that no device has.
+    #[error("{}", kernel_unavailable(.kernel, .device, *.catalog, *.known))]
+    KernelUnavailable {
+        /// The kernel name.
+        kernel: String,
+        /// The device.
+        device: String,
+        /// The device's built-in kernel mask (`KERNELS`, docs/device-interface.md §8.2).
+        catalog: u32,
+        /// False when no ttdrv device has a built-in kernel of that name.
+        known: bool,
+    },
+
+    // ---- ErrorKind::OutOfDeviceMemory --------------------------------------------------------------------------
+    /// A device memory has no free range large enough.
+    #[error(
+        "cannot allocate {purpose} on {device}: out of {}: asked {requested} bytes per {unit}; {free} bytes free, \
+         largest free block {largest_free} bytes, {owned_by_traces} bytes owned by live traces. Free buffers or \
+         release traces first, or allocate less", .memory.name(),
+        unit = if *.memory == BufferType::Dram { "bank" } else { "core" }
+    )]
+    OutOfDeviceMemory {
+        /// What was being allocated (a buffer's spec, `trace 3's buffer`).
+        purpose: String,
+        /// The memory.
+        memory: BufferType,
+        /// Bytes asked, per bank (DRAM) or per core (L1).
+        requested: u64,
+        /// Bytes free, per bank or core.
+        free: u64,
+        /// The largest free block, per bank or core.
+        largest_free: u64,
+        /// Bytes owned by live traces (released with them), per bank or core.
+        owned_by_traces: u64,
+        /// The device.
+        device: String,
+    },
+    /// The device DRAM region for kernel images is full.
+    #[error(
+        "the kernel image region of {device} ({region} bytes) is full: a {requested}-byte image does not fit in the \
+         {free} bytes left. Use fewer distinct programs, or reset the device (which empties the region)"
+    )]
+    KernelRegionFull {
+        /// Bytes of the image.
+        requested: u64,
+        /// Bytes left.
+        free: u64,
+        /// Bytes of the region.
+        region: u64,
+        /// The device.
+        device: String,
+    },
+
+    // ---- ErrorKind::TraceRegion --------------------------------------------------------------------------------
+    /// The reserved trace region cannot hold a trace's buffer.
+    #[error("{}", trace_region_text(.device, *.trace, *.needed, *.free, *.region, *.owned_by_traces))]
+    TraceRegionTooSmall {
+        /// The trace.
+        trace: u32,
+        /// Bytes its buffer needs, device total ([`crate::device::trace::TraceInfo::region_bytes`]).
+        needed: u64,
+        /// Bytes of the region free, device total.
+        free: u64,
+        /// Bytes of the region (`trace_region_size`, rounded down to whole pages per bank).
+        region: u64,
+        /// Bytes of the region owned by other live traces.
+        owned_by_traces: u64,
+        /// The device.
+        device: String,
+    },
+    /// A replay of a trace that was captured but never stored, because the region was too small.
+    #[error(
+        "execute_trace({trace}): the trace was captured but never stored, because the trace region was too small \
+         ({needed}B needed); release it, and open the device with trace_region_size of at least {needed}B"
+    )]
+    TraceNotStored {
+        /// The trace.
+        trace: u32,
+        /// Bytes its buffer needs, device total.
+        needed: u64,
+    },
+
+    // ---- ErrorKind::ProgramNotCached ---------------------------------------------------------------------------
+    /// A program dispatched during capture has never run, so its kernel would have to be uploaded in the trace.
+    #[error(
+        "program {kernel} on cores {} is not in the program cache, so it cannot be captured on queue {queue}: its \
+         kernel must be uploaded, which a trace cannot hold. Run it once before begin_trace_capture (the \
+         \"compile\" run of tt-metal's guide \"Advanced Performance Optimizations for Models\"), then capture",
+        GridText(&cores_grid(*.cores))
+    )]
+    ProgramNotCached {
+        /// The kernel's name.
+        kernel: String,
+        /// Its cores.
+        cores: CoreRect,
+        /// The capturing queue.
+        queue: u16,
+    },
+
+    // ---- ErrorKind::HostMemory ---------------------------------------------------------------------------------
     /// Host (DMA) memory could not be set up.
     #[error(transparent)]
     Dma(#[from] DmaError),
-    /// The bus refused an operation.
+
+    // ---- ErrorKind::Transport ----------------------------------------------------------------------------------
+    /// The bus refused an operation, or the device could not be opened on it.
     #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// A wait did not complete in time; the message holds the queue state.
+    Transport(TransportError),
+
+    // ---- ErrorKind::Timeout ------------------------------------------------------------------------------------
+    /// A wait did not complete within the device's timeout.
+    #[error("{}", timeout_text(.waiting_for, .device, *.after, *.device_busy, .report))]
+    Timeout {
+        /// What was awaited (`finish (queue 0 event 3)`, `blocking read on queue 1`, ...).
+        waiting_for: String,
+        /// The queue the wait watched.
+        queue: u16,
+        /// How long it waited (`DeviceParams::timeout`, or the caller's).
+        after: Duration,
+        /// Whether the device made progress during the wait (a queue retired records or is executing one): then
+        /// the work is slow and a longer timeout helps; if not, the wait waits for something that never happens.
+        device_busy: bool,
+        /// The host and device state of every queue, one line each.
+        report: String,
+        /// The device.
+        device: String,
+    },
+    /// The device did not come back from a reset.
+    #[error(
+        "{device} did not become ready within {after:?} of a reset (STATUS {status:#x}; the contract allows 100 ms, \
+         docs/device-interface.md §7.2); the device may need a host reboot"
+    )]
+    NotReady {
+        /// The device.
+        device: String,
+        /// Its `STATUS` register.
+        status: u32,
+        /// How long the driver waited.
+        after: Duration,
+    },
+
+    // ---- ErrorKind::DeviceFault --------------------------------------------------------------------------------
+    /// The device reported a fault and stopped.
     #[error("{0}")]
-    Timeout(String),
-    /// The device reported a fault; the message holds its registers.
-    #[error("{0}")]
-    DeviceFault(String),
-    /// The device broke the contract.
-    #[error("{0}")]
-    Protocol(String),
-    /// The device was opened in a parent process.
-    #[error("{0}")]
-    Forked(String),
+    DeviceFault(FaultReport),
+
+    // ---- ErrorKind::Protocol -----------------------------------------------------------------------------------
+    /// The device wrote a completion entry the contract does not allow.
+    #[error("device {device} broke the contract: {violation}. Reset the device; report it if it happens again")]
+    Protocol {
+        /// The device.
+        device: String,
+        /// What it wrote, where.
+        violation: ProtocolError,
+    },
+    /// A register reads a value the contract does not allow.
+    #[error(
+        "device {device} broke the contract: register {register} reads {value:#x}, but {rule} \
+         (docs/device-interface.md §2). Check the device is a ttdrv device in working order"
+    )]
+    BadRegister {
+        /// The device.
+        device: String,
+        /// The register (`NUM_QUEUES`, `DRAM_ALIGN`, ...).
+        register: &'static str,
+        /// What it reads.
+        value: u32,
+        /// What the contract requires.
+        rule: &'static str,
+    },
+
+    // ---- ErrorKind::Forked -------------------------------------------------------------------------------------
+    /// The device was opened by the parent of this (forked) process.
+    #[error(
+        "device {device} belongs to the parent process that opened it: a forked child cannot use it (its DMA memory \
+         and device threads are the parent's){}. Open the device again in the child",
+        if *.released { "; this handle was released in the child without touching the hardware" } else { "" }
+    )]
+    Forked {
+        /// The device.
+        device: String,
+        /// The call was a close: the child's handle is gone, the device untouched.
+        released: bool,
+    },
+
+    // ---- ErrorKind::Closed -------------------------------------------------------------------------------------
     /// The device has been closed.
-    #[error("{0}")]
-    Closed(String),
+    #[error("device {device} is closed; open it again to use it")]
+    Closed {
+        /// The device.
+        device: String,
+    },
+}
+
+/// What is wrong with a trace in [`Error::Trace`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TraceProblem {
+    /// No such trace: never captured, already released, or its capture was dropped by a device reset.
+    NotFound,
+    /// It is still being captured on `queue`.
+    Capturing {
+        /// The capturing queue.
+        queue: u16,
+    },
+    /// Its capture already ended.
+    AlreadyEnded,
+    /// The queue is capturing another trace (`end_trace_capture` with the wrong id).
+    OtherCapture {
+        /// The queue.
+        queue: u16,
+        /// The trace being captured there.
+        capturing: u32,
+    },
+    /// The device was reset since the capture, which erased the trace from device memory.
+    LostInReset,
+    /// A range the trace reads or writes lay inside a live buffer when the capture ended, and no live buffer holds
+    /// it now.
+    RangeFreed {
+        /// The memory.
+        memory: BufferType,
+        /// Start of the range (unit offset).
+        start: u64,
+        /// End of the range (exclusive).
+        end: u64,
+    },
+}
+
+/// A device fault, decoded from the `FAULT_*` registers (docs/device-interface.md §7.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FaultReport {
+    /// The device.
+    pub device: String,
+    /// `FAULT_CODE`, raw.
+    pub code: u32,
+    /// `FAULT_ADDR`: the faulting IOVA or device address, or the core for a kernel-argument fault.
+    pub address: u64,
+    /// `FAULT_QUEUE`.
+    pub queue: u32,
+    /// `FAULT_TAG`: the tag of the record that faulted.
+    pub tag: u32,
+    /// `FAULT_OPCODE`: the opcode of the record that faulted.
+    pub opcode: u32,
+}
+
+impl FaultReport {
+    /// The fault code, if this driver knows it.
+    pub fn fault_code(&self) -> Option<FaultCode> {
+        FaultCode::from_u32(self.code)
+    }
+}
+
+impl fmt::Display for FaultReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.address;
+        let (what, hint) = match self.fault_code() {
+            Some(FaultCode::Iommu) => (
+                format!("IOMMU fault: the device accessed IOVA {addr:#x}, which is not mapped"),
+                "DMA memory was unmapped while the device still used it",
+            ),
+            Some(FaultCode::Address) => (
+                format!("device address {addr:#x} is out of range"),
+                "a buffer or kernel argument points outside device memory",
+            ),
+            Some(FaultCode::BadKernel) => (
+                format!("invalid kernel image at DRAM offset {addr:#x}"),
+                "the kernel image is corrupt or names a kernel this device does not implement",
+            ),
+            Some(FaultCode::KernelArgs) => (
+                format!("a kernel rejected its arguments (core #{addr} of the launch)"),
+                "a program's runtime arguments do not match its kernel",
+            ),
+            Some(c) => (format!("{} (address {addr:#x})", c.describe()), "a driver or device bug; please report it"),
+            None => {
+                (format!("unknown fault code {} (address {addr:#x})", self.code), "a device newer than this driver")
+            }
+        };
+        write!(
+            f,
+            "device {} faulted: {what}; queue {}, record tag {} ({}). Likely cause: {hint}. The device has stopped: \
+             reset it (Device::reset, ttdrv_device_reset() in C) to recover it, or close it",
+            self.device,
+            self.queue,
+            self.tag,
+            ttdrv_contract::records::Opcode::name_of(self.opcode)
+        )
+    }
 }
 
 /// What kind of failure an [`Error`] is: one value per C status code (`ttdrv_status` in `include/ttdrv.h` maps
@@ -94,22 +545,48 @@ pub enum ErrorKind {
 impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
         match self {
-            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            Error::InvalidHandle(_) => ErrorKind::InvalidHandle,
-            Error::InvalidState(_) => ErrorKind::InvalidState,
-            Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Unsupported(_) => ErrorKind::Unsupported,
-            Error::OutOfDeviceMemory(_) => ErrorKind::OutOfDeviceMemory,
-            Error::TraceRegion(_) => ErrorKind::TraceRegion,
-            Error::ProgramNotCached(_) => ErrorKind::ProgramNotCached,
-            Error::Dma(_) => ErrorKind::HostMemory,
-            Error::Transport(_) => ErrorKind::Transport,
-            Error::Timeout(_) => ErrorKind::Timeout,
-            Error::DeviceFault(_) => ErrorKind::DeviceFault,
-            Error::Protocol(_) => ErrorKind::Protocol,
-            Error::Forked(_) => ErrorKind::Forked,
-            Error::Closed(_) => ErrorKind::Closed,
+            Error::InvalidArgument(_)
+            | Error::QueueOutOfRange { .. }
+            | Error::InvalidParameter { .. }
+            | Error::InvalidSelector { .. }
+            | Error::WrongDevice { .. }
+            | Error::InvalidBufferSpec { .. }
+            | Error::InvalidGrid { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::DTypeMismatch { .. }
+            | Error::HostLength { .. }
+            | Error::InvalidProgram { .. } => K::InvalidArgument,
+            Error::InvalidHandle(_) => K::InvalidHandle,
+            Error::CaptureActive { .. }
+            | Error::EventNotRecorded { .. }
+            | Error::DroppedByReset { .. }
+            | Error::Trace { .. } => K::InvalidState,
+            Error::NotFound { .. } => K::NotFound,
+            Error::Unsupported(_) | Error::ContractVersion { .. } | Error::KernelUnavailable { .. } => K::Unsupported,
+            Error::OutOfDeviceMemory { .. } | Error::KernelRegionFull { .. } => K::OutOfDeviceMemory,
+            Error::TraceRegionTooSmall { .. } | Error::TraceNotStored { .. } => K::TraceRegion,
+            Error::ProgramNotCached { .. } => K::ProgramNotCached,
+            Error::Dma(_) => K::HostMemory,
+            Error::Transport(_) => K::Transport,
+            Error::Timeout { .. } | Error::NotReady { .. } => K::Timeout,
+            Error::DeviceFault(_) => K::DeviceFault,
+            Error::Protocol { .. } | Error::BadRegister { .. } => K::Protocol,
+            Error::Forked { .. } => K::Forked,
+            Error::Closed { .. } => K::Closed,
+        }
+    }
+}
+
+impl From<TransportError> for Error {
+    /// A malformed selector is the caller's argument and nothing at an address is "not found"; everything else the
+    /// bus refused stays a transport error.
+    fn from(e: TransportError) -> Error {
+        match e {
+            TransportError::Selector { selector, reason } => Error::InvalidSelector { selector, reason },
+            TransportError::NotFound { device, reason } => Error::NotFound { device, reason },
+            e => Error::Transport(e),
         }
     }
 }
@@ -117,13 +594,153 @@ impl Error {
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<crate::queue::ProtocolError> for Error {
-    fn from(e: crate::queue::ProtocolError) -> Error {
-        Error::Protocol(e.to_string())
+/// Shorthand for the generic invalid-argument error.
+pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::InvalidArgument(msg.into()))
+}
+
+/// A grid as a user writes it: `cores (0,0)-(3,1)`, `banks 2-5`.
+pub(crate) struct GridText<'a>(pub &'a ShardGrid);
+
+impl fmt::Display for GridText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self.0 {
+            ShardGrid::Cores { x0, y0, x1, y1 } => write!(f, "cores ({x0},{y0})-({x1},{y1})"),
+            ShardGrid::Banks { first, last } => write!(f, "banks {first}-{last}"),
+        }
     }
 }
 
-/// Shorthand for an invalid-argument error.
-pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T> {
-    Err(Error::InvalidArgument(msg.into()))
+/// A core rectangle as a grid of cores.
+pub(crate) fn cores_grid(r: CoreRect) -> ShardGrid {
+    ShardGrid::Cores { x0: r.x0, y0: r.y0, x1: r.x1, y1: r.y1 }
+}
+
+struct ShapesText<'a>(&'a [[u32; 2]]);
+
+impl fmt::Display for ShapesText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.len() == 1 { "shape " } else { "shapes " })?;
+        for (i, [r, c]) in self.0.iter().enumerate() {
+            write!(f, "{}[{r}, {c}]", if i == 0 { "" } else { ", " })?;
+        }
+        f.write_str(if self.0.len() == 1 { " is not allowed:" } else { " do not agree:" })
+    }
+}
+
+struct TraceText<'a>(u32, &'a TraceProblem, &'a str);
+
+impl fmt::Display for TraceText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let TraceText(tid, problem, device) = *self;
+        match problem {
+            TraceProblem::NotFound => write!(
+                f,
+                "trace {tid} does not exist on device {device} (never captured, already released, or its capture \
+                 was dropped by a device reset); capture it first"
+            ),
+            TraceProblem::Capturing { queue } => write!(
+                f,
+                "trace {tid} is still being captured on queue {queue}; end the capture (end_trace_capture on queue \
+                 {queue}) first"
+            ),
+            TraceProblem::AlreadyEnded => write!(f, "the capture of trace {tid} already ended; replay or release it"),
+            TraceProblem::OtherCapture { queue, capturing } => write!(
+                f,
+                "the capture in progress there is trace {capturing}, not {tid}; end trace {capturing} on queue \
+                 {queue}"
+            ),
+            TraceProblem::LostInReset => write!(
+                f,
+                "the trace was lost when device {device} was reset (the reset erases device memory); release it and \
+                 capture again"
+            ),
+            TraceProblem::RangeFreed { memory, start, end } => write!(
+                f,
+                "the trace uses {} range [{start:#x}, {end:#x}), which lay inside a live buffer when the capture \
+                 ended but no live buffer holds now. Replaying would read or write memory that may belong to \
+                 something else. Keep that buffer alive (or allocate its replacement at the same address) before \
+                 execute_trace",
+                memory.name()
+            ),
+        }
+    }
+}
+
+fn queue_out_of_range(queue: u16, queues: u16, device_queues: u16, device: &str) -> String {
+    let ids = match queues {
+        0 => "no queue ids".to_string(),
+        1 => "id 0".to_string(),
+        n => format!("ids 0 to {}", n - 1),
+    };
+    let mut s = format!(
+        "command queue {queue} does not exist: device {device} was opened with {queues} queue(s) ({ids}); pass one \
+         of those"
+    );
+    if queue < device_queues {
+        s.push_str(&format!(
+            ", or open the device with num_command_queues={} or more (it has {device_queues})",
+            queue as u32 + 1
+        ));
+    } else if device_queues > queues {
+        s.push_str(&format!(
+            ", or open the device with up to num_command_queues={device_queues} (all it has) for more"
+        ));
+    }
+    s
+}
+
+fn kernel_unavailable(kernel: &str, device: &str, catalog: u32, known: bool) -> String {
+    use ttdrv_contract::kernel::BuiltinKernel;
+    let names = |mask: u32| -> String {
+        let v: Vec<&str> = BuiltinKernel::ALL.iter().filter(|k| mask & k.bit() != 0).map(|k| k.name()).collect();
+        if v.is_empty() { "none".into() } else { v.join(", ") }
+    };
+    if known {
+        format!(
+            "device {device} has no built-in kernel {kernel} (its catalog mask is {catalog:#x}: {}); this operation \
+             needs it: use a device whose catalog has it",
+            names(catalog)
+        )
+    } else {
+        format!(
+            "{kernel} is not a built-in kernel: the built-in kernels are {} (device {device} has {}). Names outside \
+             the `ttdrv.` prefix are custom kernel images",
+            names(u32::MAX),
+            names(catalog)
+        )
+    }
+}
+
+fn trace_region_text(device: &str, trace: u32, needed: u64, free: u64, region: u64, owned: u64) -> String {
+    // The first sentence is tt-metal's, so users searching for it find the same advice.
+    let have = if region == 0 {
+        "the device was opened without a trace region".to_string()
+    } else {
+        format!("only {free}B of the {region}B trace region is free ({owned}B of it owned by live traces)")
+    };
+    let release = if owned > 0 { ", or release other traces" } else { "" };
+    format!(
+        "Creating trace buffers of size {needed}B on device {device}, but {have} (trace_region_size={region}B). Open \
+         the device with trace_region_size of at least {}B{release}. Trace {trace} stays captured: query its size, \
+         or release it",
+        region - free + needed
+    )
+}
+
+fn timeout_text(waiting_for: &str, device: &str, after: Duration, busy: bool, report: &str) -> String {
+    let why = if busy {
+        "The device was busy: queues retired records during the wait or are executing one, so the work is \
+         progressing but slowly. Raise DeviceParams::timeout (timeout_ms in C) if it needs longer"
+    } else {
+        "The device was idle: no queue retired a record during the wait, so the wait waits for something that \
+         never happens (an event recorded after the wait, a queue nobody drives, a queue stalled in an EVENT_WAIT \
+         below); raising DeviceParams::timeout (timeout_ms in C) will not help until that is fixed"
+    };
+    let mut s = format!("{waiting_for} on device {device} did not complete within {after:?}. {why}.");
+    for line in report.lines() {
+        s.push_str("\n  ");
+        s.push_str(line);
+    }
+    s
 }

@@ -23,12 +23,18 @@ use ttdrv_contract::{Iova, Memory};
 
 /// Errors of a raw queue: what went wrong, in words (a raw queue is a test and benchmark tool).
 #[derive(Debug, thiserror::Error)]
-#[error("raw queue {queue}: {what}")]
+#[error("{what}")]
 pub struct RawError {
     /// The queue.
     pub queue: u16,
-    /// What went wrong.
+    /// What went wrong, naming the queue.
     pub what: String,
+}
+
+impl RawError {
+    fn new(queue: u16, what: impl std::fmt::Display) -> RawError {
+        RawError { queue, what: format!("raw queue {queue}: {what}") }
+    }
 }
 
 /// One queue's rings, producer and consumer, on a transport, with no device layer above them.
@@ -64,12 +70,11 @@ impl RawQueue {
         completion: u32,
         opts: &MemoryOptions,
     ) -> Result<RawQueue, RawError> {
-        let err = |what: String| RawError { queue: id, what };
         let sizes = RingSizes { issue, completion, profile_slots: 0 };
-        sizes.validate().map_err(err)?;
+        sizes.validate().map_err(|e| RawError::new(id, e))?;
         let dma_bits = t.read32(global::DMA_BITS).min(64);
         let iovas = Arc::new(Mutex::new(IovaAllocator::new(&[iova_window], dma_bits)));
-        let rings = Arc::new(Rings::new(id, t, &iovas, sizes, opts).map_err(|e| err(e.to_string()))?);
+        let rings = Arc::new(Rings::new(id, t, &iovas, sizes, opts).map_err(|e| RawError::new(id, e))?);
         rings.enable(t.as_ref());
         Ok(RawQueue {
             t: t.clone(),
@@ -159,6 +164,7 @@ impl RawQueue {
 
     /// Consumes completion entries, delivering read data. Errors are completion-ring protocol violations.
     pub fn drain_completions(&mut self) -> Result<usize, RawError> {
+        // The protocol error names the queue itself.
         self.completer.drain(self.t.as_ref()).map_err(|e| RawError { queue: self.id, what: e.to_string() })
     }
 
@@ -172,13 +178,10 @@ impl RawQueue {
                 return Ok(());
             }
             if let Some(f) = self.device_fault() {
-                return Err(RawError { queue: self.id, what: format!("{f} while waiting for {what}") });
+                return Err(RawError::new(self.id, format!("{f} while waiting for {what}")));
             }
             if t0.elapsed() > self.patience {
-                return Err(RawError {
-                    queue: self.id,
-                    what: format!("timed out after {:?} waiting for {what}", self.patience),
-                });
+                return Err(RawError::new(self.id, format!("timed out after {:?} waiting for {what}", self.patience)));
             }
             std::thread::yield_now();
         }
@@ -189,10 +192,10 @@ impl RawQueue {
     /// after the next [`RawQueue::publish`].
     pub fn push(&mut self, len: usize, encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta)) -> Result<u32, RawError> {
         if len % FIXED_LEN != 0 || len == 0 || len > self.rings.sizes().max_record() {
-            return Err(RawError {
-                queue: self.id,
-                what: format!("a {len}-byte record is not a multiple of 64 between 64 and a quarter of the ring"),
-            });
+            return Err(RawError::new(
+                self.id,
+                format!("a {len}-byte record is not a multiple of 64 between 64 and a quarter of the ring"),
+            ));
         }
         if !self.issuer.has_room(len) {
             self.publish();
@@ -243,10 +246,10 @@ impl RawQueue {
         len: usize,
     ) -> Result<u64, RawError> {
         if len > self.max_read() {
-            return Err(RawError {
-                queue: self.id,
-                what: format!("a {len}-byte read exceeds the {} bytes one record may ask for", self.max_read()),
-            });
+            return Err(RawError::new(
+                self.id,
+                format!("a {len}-byte read exceeds the {} bytes one record may ask for", self.max_read()),
+            ));
         }
         let x = Linear { mem, unit, offset, len: len as u64 };
         let tag = self.push(FIXED_LEN, |slot, m| records::encode_read_linear(slot, m, &x))?;

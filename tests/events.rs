@@ -75,7 +75,7 @@ fn the_number_of_queues_is_checked_and_four_queues_all_work() {
     for n in [0u16, 5, 16] {
         expect_err!(
             Device::open("emu:queues=4", &params(n)),
-            Error::InvalidArgument,
+            Error::InvalidParameter { parameter: "num_command_queues", value, .. } if *value == n as u64,
             [&format!("num_command_queues={n}"), "has 4 command queue(s)", "ask for 1 to 4"]
         );
     }
@@ -84,7 +84,11 @@ fn the_number_of_queues_is_checked_and_four_queues_all_work() {
     for q in 0..4 {
         round_trip(&dev, q, q as u64 + 1);
     }
-    expect_err!(dev.finish(4), Error::InvalidArgument, ["command queue 4 does not exist", "4 queue(s)"]);
+    expect_err!(
+        dev.finish(4),
+        Error::QueueOutOfRange { queue: 4, queues: 4, device_queues: 4, .. },
+        ["command queue 4 does not exist", "4 queue(s) (ids 0 to 3)", "pass one of those"]
+    );
 
     // A chain: written on queue 0, copied by 1 into L1, by 2 into DRAM, by 3 into L1 again, read on 3.
     let s = f32_spec(64, 96, MemoryConfig::DRAM);
@@ -229,14 +233,26 @@ fn a_never_recorded_event_is_invalid_state_not_a_hang() {
     let dev = open("emu", &params(2));
     let never = dev.create_event().unwrap();
     assert_eq!(never.last_record(), None);
-    expect_err!(dev.wait_for_event(0, &never), Error::InvalidState, ["wait_for_event", "never recorded"]);
-    expect_err!(never.synchronize(), Error::InvalidState, ["event_synchronize", "never recorded"]);
-    expect_err!(never.synchronize_timeout(Duration::from_secs(60)), Error::InvalidState, ["never recorded"]);
-    expect_err!(never.query(), Error::InvalidState, ["event_query", "never recorded"]);
+    expect_err!(
+        dev.wait_for_event(0, &never),
+        Error::EventNotRecorded { call: "wait_for_event" },
+        ["wait_for_event", "never recorded"]
+    );
+    expect_err!(
+        never.synchronize(),
+        Error::EventNotRecorded { call: "event_synchronize" },
+        ["event_synchronize", "never recorded"]
+    );
+    expect_err!(never.synchronize_timeout(Duration::from_secs(60)), Error::EventNotRecorded { .. }, ["never recorded"]);
+    expect_err!(never.query(), Error::EventNotRecorded { call: "event_query" }, ["event_query", "never recorded"]);
     let other = open("emu", &params(1));
     let theirs = other.create_event().unwrap();
     theirs.record(0).unwrap();
-    expect_err!(dev.wait_for_event(0, &theirs), Error::InvalidArgument, ["belongs to device", &other.info().name]);
+    expect_err!(
+        dev.wait_for_event(0, &theirs),
+        Error::WrongDevice { object: "event", object_device, device } if *object_device == other.info().name && *device == dev.info().name,
+        ["event belongs to device", &other.info().name]
+    );
     round_trip(&dev, 0, 1);
     round_trip(&dev, 1, 2);
 }
@@ -548,12 +564,16 @@ fn a_wait_that_can_never_complete_times_out_with_the_queue_state_then_reset_reco
         dev.wait_for_event(0, &a).unwrap();
         b.record(0).unwrap();
         let (_, b_id) = b.last_record().unwrap();
+        // Nothing retires while queue 0 waits for an event queue 1 will never record: the device is idle, and
+        // the message says so rather than only advising a longer timeout.
         let msg = expect_err!(
             b.synchronize(),
-            Error::Timeout,
+            Error::Timeout { queue: 0, device_busy: false, after, .. } if *after == Duration::from_millis(300),
             [
                 &format!("event_synchronize (queue 0 event {b_id})"),
                 "did not complete within 300ms",
+                "The device was idle",
+                "raising DeviceParams::timeout (timeout_ms in C) will not help",
                 "queue 0: issue ring host wr=",
                 "device ISSUE_RD=",
                 "records retired",
@@ -573,16 +593,24 @@ fn a_wait_that_can_never_complete_times_out_with_the_queue_state_then_reset_reco
             u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
         };
         assert!(hex("device ISSUE_RD=") < hex("issue ring host wr="), "{q0}");
-        expect_err!(dev.finish(0), Error::Timeout, ["finish", "did not complete within 300ms"]);
+        expect_err!(
+            dev.finish(0),
+            Error::Timeout { queue: 0, device_busy: false, .. },
+            ["finish", "did not complete within 300ms"]
+        );
         assert!(!a.query().unwrap());
         if recover == "close" {
             dev.close().unwrap();
-            expect_err!(dev.finish(0), Error::Closed, ["closed"]);
+            expect_err!(dev.finish(0), Error::Closed { device } if *device == dev.info().name, ["is closed"]);
             continue;
         }
         dev.reset().unwrap();
         // Records from before the reset were dropped: their events must be recorded again.
-        expect_err!(b.synchronize(), Error::InvalidState, ["before the device was reset"]);
+        expect_err!(
+            b.synchronize(),
+            Error::DroppedByReset { call: "event_synchronize", .. },
+            ["before the device was reset"]
+        );
         for q in 0..2 {
             round_trip(&dev, q, 10 + q as u64);
         }
@@ -594,4 +622,31 @@ fn a_wait_that_can_never_complete_times_out_with_the_queue_state_then_reset_reco
         dev.fill(0, &x, 3.0).unwrap();
         assert_eq!(decode(&x.read_to_vec(0).unwrap(), DType::Float32), vec![3.0; 64]);
     }
+}
+
+/// A wait that times out while the device works through a long queue (each launch takes 40 ms of modelled time)
+/// says the device was busy and advises a longer timeout; the work was only slow, and completes given time.
+#[test]
+fn a_timeout_while_the_device_is_busy_says_so_and_advises_a_longer_timeout() {
+    let p = DeviceParams { timeout: Duration::from_millis(200), ..params(1) };
+    let dev = open("emu:paced,launch_ns=40000000", &p);
+    let x = dev.allocate(&f32_spec(8, 8, MemoryConfig::L1)).unwrap();
+    for i in 0..20 {
+        dev.fill(0, &x, i as f32).unwrap();
+    }
+    expect_err!(
+        dev.finish(0),
+        Error::Timeout { queue: 0, device_busy: true, .. },
+        [
+            "finish (queue 0 event",
+            "did not complete within 200ms",
+            "The device was busy",
+            "Raise DeviceParams::timeout (timeout_ms in C)",
+            "queue 0: issue ring host wr=",
+        ]
+    );
+    let done = dev.create_event().unwrap();
+    done.record(0).unwrap();
+    done.synchronize_within(Duration::from_secs(30)).unwrap();
+    assert_eq!(decode(&x.read_to_vec(0).unwrap(), DType::Float32), vec![19.0; 64]);
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use ttdrv::contract::records::{self, FIXED_LEN, RecordMeta, RecordSlot};
-use ttdrv::contract::regs::{self, host, queue as qreg};
+use ttdrv::contract::regs::{self, FaultCode, host, queue as qreg};
 use ttdrv::contract::{Iova, RING_OFFSET};
 use ttdrv::raw::{HostMemory, MemoryOptions};
 use ttdrv::transport::emulated::EmuConfig;
@@ -54,7 +54,8 @@ fn wait_for_fault(t: &dyn Transport) {
 #[track_caller]
 fn expect_fault<T: std::fmt::Debug>(r: Result<T>, needles: &[&str]) -> String {
     match r {
-        Err(Error::DeviceFault(msg)) => {
+        Err(Error::DeviceFault(report)) => {
+            let msg = report.to_string();
             for n in needles {
                 assert!(msg.contains(n), "fault message {msg:?} does not mention {n:?}");
             }
@@ -83,7 +84,17 @@ fn unmapped_ring_faults_with_its_iova_and_nothing_crashes() {
     // The write only touches host memory; the device faults when it fetches from the unmapped ring.
     b.write(0, &data, false).unwrap();
     let iova_text = format!("{iova:#x}");
-    expect_fault(dev.finish(0), &["IOMMU", &iova_text, "queue 0", "reset"]);
+    let report = match dev.finish(0) {
+        Err(Error::DeviceFault(f)) => f,
+        other => panic!("expected a device fault, got {other:?}"),
+    };
+    assert_eq!((report.fault_code(), report.queue), (Some(FaultCode::Iommu), 0), "{report:?}");
+    assert!((iova..iova + len).contains(&report.address), "{report:?}");
+    assert_eq!(report.device, dev.info().name);
+    let msg = report.to_string();
+    for n in ["IOMMU", &iova_text, "queue 0", "Device::reset", "ttdrv_device_reset"] {
+        assert!(msg.contains(n), "fault message {msg:?} does not mention {n:?}");
+    }
     // Later calls fail the same way instead of hanging.
     expect_fault(b.read_to_vec(0), &[&iova_text]);
     let ev = dev.create_event().unwrap();
@@ -96,7 +107,7 @@ fn unmapped_ring_faults_with_its_iova_and_nothing_crashes() {
     // Close gives up draining, resets the device and releases everything (it warns that it leaks the ring pages
     // it cannot unmap, rather than crash).
     dev.close().unwrap();
-    assert!(matches!(dev.finish(0), Err(Error::Closed(_))));
+    assert!(matches!(dev.finish(0), Err(Error::Closed { device }) if device == dev.info().name));
 }
 
 /// A queue the test drives by hand, on host memory the test owns, so that it can unmap and re-map it.
@@ -219,7 +230,7 @@ fn iommu_fault_then_remap_and_reset_recovers() {
     assert_bytes_eq(&b.read_to_vec(0).unwrap(), &data, "after reset");
     dev.finish(0).unwrap();
     // An event recorded before the reset is refused, not waited for forever.
-    assert!(matches!(ev.synchronize(), Err(Error::InvalidState(_))));
+    assert!(matches!(ev.synchronize(), Err(Error::DroppedByReset { call: "event_synchronize", .. })));
     // And the re-mapped queue works again once re-enabled.
     mq.enable();
     mq.event_record(7);

@@ -113,7 +113,7 @@ fn dma_memory_is_hugetlb_backed_when_hugepages_are_reserved() {
     }
 
     let (_e, t) = emulator(EmuConfig::default());
-    let opts = MemoryOptions { hugepages: true, numa_node: None, lock: LockPolicy::BestEffort };
+    let opts = MemoryOptions { hugepages: true, lock: LockPolicy::BestEffort, ..MemoryOptions::default() };
     let rings = RawQueue::with_memory(&t, high_iovas(0), 0, 64 << 10, 64 << 10, &opts).unwrap();
     assert_eq!(rings.backing(), Backing::Huge2M);
     assert_eq!(rings.region_len(), 2 << 20, "a 132 KiB region takes one 2 MiB page");
@@ -233,8 +233,11 @@ fn fallback_child() {
         .filter(|r| r.message.contains(FALLBACK_WARNING))
         .collect();
     assert_eq!(warnings.len(), 1, "expected exactly one hugepage fallback warning in the log: {warnings:?}");
+    // The number to reserve is what the first device asked for (DeviceParams::hugepages_needed), as `ttdrv doctor`
+    // and docs/host-setup.md quote it.
+    let need = hugepage_params(2).hugepages_needed();
     assert!(
-        warnings[0].message.contains("nr_hugepages"),
+        warnings[0].message.contains(&format!("echo {need} | sudo tee /proc/sys/vm/nr_hugepages")),
         "the warning must say how to reserve hugepages: {warnings:?}"
     );
     println!("fallback checked");

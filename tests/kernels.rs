@@ -379,17 +379,35 @@ fn fill_desc(cores: CoreRect, rt_words: u16, ct_args: Vec<u32>) -> ProgramDesc {
 fn programs_over_missing_cores_or_with_wrong_argument_counts_are_refused() {
     let dev = open("emu");
     let words = BuiltinKernel::Fill.rt_words() as u16;
-    expect_err!(dev.program(fill_desc(rect(0, 0, 8, 0), words, vec![])), Error::InvalidArgument, ["0..=8", "8x8 grid"]);
-    expect_err!(dev.program(fill_desc(rect(2, 5, 3, 8), words, vec![])), Error::InvalidArgument, ["5..=8", "8x8 grid"]);
-    expect_err!(dev.program(fill_desc(rect(3, 0, 2, 0), words, vec![])), Error::InvalidArgument, ["not a rectangle"]);
+    let cores_err = |x0, y0, x1, y1| {
+        move |e: &Error| {
+            matches!(e, Error::InvalidGrid { what: "program", grid, .. }
+                if *grid == ShardGrid::Cores { x0, y0, x1, y1 })
+        }
+    };
+    expect_err!(
+        dev.program(fill_desc(rect(0, 0, 8, 0), words, vec![])),
+        e if cores_err(0, 0, 8, 0)(e),
+        ["program cores (0,0)-(8,0)", "not a rectangle inside", "(0,0)-(7,7)", "8x8 grid"]
+    );
+    expect_err!(
+        dev.program(fill_desc(rect(2, 5, 3, 8), words, vec![])),
+        e if cores_err(2, 5, 3, 8)(e),
+        ["cores (2,5)-(3,8)", "8x8 grid"]
+    );
+    expect_err!(
+        dev.program(fill_desc(rect(3, 0, 2, 0), words, vec![])),
+        e if cores_err(3, 0, 2, 0)(e),
+        ["cores (3,0)-(2,0)", "reversed", "(2,0)-(3,0)"]
+    );
     expect_err!(
         dev.program(fill_desc(rect(0, 0, 0, 0), words + 1, vec![])),
-        Error::InvalidArgument,
+        Error::InvalidProgram { kernel, .. } if kernel == "ttdrv.fill",
         ["ttdrv.fill", &format!("takes {words} runtime"), &format!("not {}", words + 1)]
     );
     expect_err!(
         dev.program(fill_desc(rect(0, 0, 0, 0), words, vec![7])),
-        Error::InvalidArgument,
+        Error::InvalidProgram { kernel, .. } if kernel == "ttdrv.fill",
         ["ttdrv.fill", "0 compile-time", "and 1"]
     );
 
@@ -406,7 +424,7 @@ fn programs_over_missing_cores_or_with_wrong_argument_counts_are_refused() {
     let one_core = core_args(0, 4, 1.5);
     expect_err!(
         prog.run(0, &one_core, &[&out]),
-        Error::InvalidArgument,
+        Error::InvalidProgram { .. },
         [&format!("{words} runtime words given"), &format!("{words} per core on 2 cores")]
     );
     let mut both = one_core.clone();
@@ -414,7 +432,7 @@ fn programs_over_missing_cores_or_with_wrong_argument_counts_are_refused() {
     both.push(0);
     expect_err!(
         prog.run(0, &both, &[&out]),
-        Error::InvalidArgument,
+        Error::InvalidProgram { .. },
         [&format!("{} runtime words given", 2 * words + 1)]
     );
     both.pop();
@@ -434,9 +452,14 @@ fn an_op_whose_kernel_the_device_lacks_is_unsupported() {
     let a = upload(&dev, &x, 8, 8, Float32, MemoryConfig::L1);
     let b = upload(&dev, &x, 8, 8, Float32, MemoryConfig::DRAM);
     let l1 = MemoryConfig::L1;
-    expect_err!(dev.matmul(0, &a, &b, &l1), Error::Unsupported, ["ttdrv.matmul", &name, "0x11"]);
-    expect_err!(dev.binary(0, BinaryOp::Add, &a, &b, &l1), Error::Unsupported, ["ttdrv.eltwise_binary", &name]);
-    expect_err!(dev.unary(0, UnaryOp::Relu, &a, &l1), Error::Unsupported, ["ttdrv.eltwise_unary", &name]);
+    let lacks = |k: &'static str| move |e: &Error| matches!(e, Error::KernelUnavailable { kernel, catalog: 0x11, known: true, .. } if kernel == k);
+    expect_err!(
+        dev.matmul(0, &a, &b, &l1),
+        e if lacks("ttdrv.matmul")(e),
+        ["ttdrv.matmul", &name, "0x11", "ttdrv.copy, ttdrv.fill"]
+    );
+    expect_err!(dev.binary(0, BinaryOp::Add, &a, &b, &l1), e if lacks("ttdrv.eltwise_binary")(e), ["ttdrv.eltwise_binary", &name]);
+    expect_err!(dev.unary(0, UnaryOp::Relu, &a, &l1), e if lacks("ttdrv.eltwise_unary")(e), ["ttdrv.eltwise_unary", &name]);
     // The kernels it has still work.
     let c = dev.to_memory_config(0, &b, &l1).unwrap();
     assert_exact(&download(&c), &x, 8, "copy on a copy+fill device");
@@ -456,18 +479,19 @@ fn buffers_of_another_device_are_refused() {
     let a2 = upload(&d2, &x, 8, 8, Float32, MemoryConfig::L1);
     let l1 = MemoryConfig::L1;
     let needles = ["belongs to device", n2.as_str(), n1.as_str()];
-    expect_err!(d1.binary(0, BinaryOp::Add, &a1, &a2, &l1), Error::InvalidArgument, needles);
-    expect_err!(d1.binary(0, BinaryOp::Add, &a2, &a1, &l1), Error::InvalidArgument, needles);
-    expect_err!(d1.matmul(0, &a1, &a2, &l1), Error::InvalidArgument, needles);
-    expect_err!(d1.unary(0, UnaryOp::Exp, &a2, &l1), Error::InvalidArgument, needles);
-    expect_err!(d1.to_memory_config(0, &a2, &l1), Error::InvalidArgument, needles);
-    expect_err!(d1.reshard_into(0, &a1, &a2), Error::InvalidArgument, needles);
-    expect_err!(d1.fill(0, &a2, 1.0), Error::InvalidArgument, needles);
+    let foreign = |e: &Error| matches!(e, Error::WrongDevice { object: "buffer", object_device, device } if *object_device == n2 && *device == n1);
+    expect_err!(d1.binary(0, BinaryOp::Add, &a1, &a2, &l1), e if foreign(e), needles);
+    expect_err!(d1.binary(0, BinaryOp::Add, &a2, &a1, &l1), e if foreign(e), needles);
+    expect_err!(d1.matmul(0, &a1, &a2, &l1), e if foreign(e), needles);
+    expect_err!(d1.unary(0, UnaryOp::Exp, &a2, &l1), e if foreign(e), needles);
+    expect_err!(d1.to_memory_config(0, &a2, &l1), e if foreign(e), needles);
+    expect_err!(d1.reshard_into(0, &a1, &a2), e if foreign(e), needles);
+    expect_err!(d1.fill(0, &a2, 1.0), e if foreign(e), needles);
     let prog = d1.program(fill_desc(rect(0, 0, 0, 0), BuiltinKernel::Fill.rt_words() as u16, vec![])).unwrap();
     let mut rt = vec![0, 8, 0, 8];
     rt.extend_from_slice(&a2.accessor().to_words());
     rt.push(9f32.to_bits());
-    expect_err!(prog.run(0, &rt, &[&a2]), Error::InvalidArgument, needles);
+    expect_err!(prog.run(0, &rt, &[&a2]), e if foreign(e), needles);
     // Neither device's data was touched.
     assert_exact(&download(&a1), &x, 8, "d1's buffer");
     assert_exact(&download(&a2), &x, 8, "d2's buffer");
@@ -481,26 +505,113 @@ fn ops_on_disagreeing_shapes_or_types_are_refused() {
     let l1 = MemoryConfig::L1;
     let mk = |r, c, dtype| dev.allocate(&spec(r, c, dtype, l1)).unwrap();
     let (a, t) = (mk(32, 40, Float32), mk(40, 32, Float32));
-    expect_err!(dev.reshard_into(0, &a, &t), Error::InvalidArgument, ["[32, 40]", "[40, 32]", "shapes differ"]);
+    let shapes = |op: &'static str, want: Vec<[u32; 2]>| move |e: &Error| matches!(e, Error::ShapeMismatch { op: o, shapes, .. } if o == op && *shapes == want);
+    expect_err!(
+        dev.reshard_into(0, &a, &t),
+        e if shapes("copy", vec![[32, 40], [40, 32]])(e),
+        ["[32, 40]", "[40, 32]", "shapes differ"]
+    );
     let b = mk(48, 40, Float32);
-    expect_err!(dev.matmul(0, &a, &b, &l1), Error::InvalidArgument, ["do not agree", "[32, 40]", "[48, 40]"]);
+    expect_err!(
+        dev.matmul(0, &a, &b, &l1),
+        e if shapes("matmul", vec![[32, 40], [48, 40], [32, 40]])(e),
+        ["do not agree", "[32, 40]", "[48, 40]", "[M, K] x [K, N] product is [M, N]"]
+    );
     let (w, o) = (mk(40, 8, Float32), mk(32, 9, Float32));
-    expect_err!(dev.matmul_into(0, &a, &w, &o), Error::InvalidArgument, ["do not agree", "[32, 9]"]);
+    expect_err!(
+        dev.matmul_into(0, &a, &w, &o),
+        e if shapes("matmul", vec![[32, 40], [40, 8], [32, 9]])(e),
+        ["do not agree", "[32, 9]"]
+    );
     expect_err!(
         dev.binary(0, BinaryOp::Mul, &a, &mk(2, 40, Float32), &l1),
-        Error::InvalidArgument,
+        e if shapes("Mul", vec![[32, 40], [2, 40]])(e),
         ["[32, 40]", "[2, 40]", "not one row"]
     );
     expect_err!(
         dev.binary(0, BinaryOp::Add, &a, &mk(32, 40, BFloat16), &l1),
-        Error::InvalidArgument,
-        ["element types differ", "BFloat16"]
+        Error::DTypeMismatch { op, expected: Float32, found: BFloat16 } if op == "Add",
+        ["element types differ", "BFloat16", "typecast", "reshard_into", "converts"]
     );
-    expect_err!(dev.binary_into(0, BinaryOp::Sub, &a, &a, &t), Error::InvalidArgument, ["output shape [40, 32]"]);
-    expect_err!(dev.unary_into(0, UnaryOp::Relu, &a, &t), Error::InvalidArgument, ["output shape [40, 32]"]);
+    expect_err!(
+        dev.binary_into(0, BinaryOp::Sub, &a, &a, &t),
+        e if shapes("Sub", vec![[32, 40], [32, 40], [40, 32]])(e),
+        ["output shape [40, 32]"]
+    );
+    expect_err!(
+        dev.unary_into(0, UnaryOp::Relu, &a, &t),
+        e if shapes("Relu", vec![[32, 40], [40, 32]])(e),
+        ["output shape [40, 32]"]
+    );
     expect_err!(
         dev.unary_into(0, UnaryOp::Relu, &a, &mk(32, 40, BFloat16)),
-        Error::InvalidArgument,
+        Error::DTypeMismatch { expected: Float32, found: BFloat16, .. },
         ["element types differ"]
     );
+}
+
+/// A copy converts element types (contract §8.2): `reshard_into` a buffer of the other type and `typecast` both
+/// accept operands of different types, round float32 to the nearest bfloat16 (ties to even) and widen bfloat16
+/// exactly, whatever the layouts on each side.
+#[test]
+fn copies_between_element_types_convert() {
+    let dev = open("emu");
+    // Values that need rounding, ties included, and some that bfloat16 holds exactly.
+    let x: Vec<f32> = (0..32 * 40).map(|i| (i as f32 - 600.0) * 1.003_906_3 + 1.0 / 3.0).collect();
+    let want_bf16: Vec<f32> = x.iter().map(|&v| round_bf16(v)).collect();
+    let src = upload(&dev, &x, 32, 40, Float32, MemoryConfig::DRAM);
+    let l1_sharded = sharded(BufferType::L1, Layout::HeightSharded, cores(0, 0, 3, 0), [8, 40], false);
+    for mem in [MemoryConfig::L1, MemoryConfig::DRAM, l1_sharded] {
+        let narrow = dev.allocate(&spec(32, 40, BFloat16, mem)).unwrap();
+        dev.reshard_into(0, &src, &narrow).unwrap();
+        assert_exact(&download(&narrow), &want_bf16, 40, "float32 -> bfloat16 by reshard_into");
+        let wide = dev.allocate(&spec(32, 40, Float32, MemoryConfig::L1)).unwrap();
+        dev.reshard_into(0, &narrow, &wide).unwrap();
+        assert_exact(&download(&wide), &want_bf16, 40, "bfloat16 -> float32 by reshard_into");
+        let t = dev.typecast(0, &src, BFloat16, &mem).unwrap();
+        assert_eq!((t.dtype(), t.spec().mem), (BFloat16, mem));
+        assert_exact(&download(&t), &want_bf16, 40, "typecast to bfloat16");
+    }
+    // The shapes still have to agree.
+    let other = dev.allocate(&spec(40, 32, BFloat16, MemoryConfig::L1)).unwrap();
+    expect_err!(dev.reshard_into(0, &src, &other), Error::ShapeMismatch { .. }, ["shapes differ"]);
+}
+
+/// A kernel name in the built-in namespace (`ttdrv.`) that is no built-in kernel is refused when the program is
+/// created, naming the built-in kernels, instead of faulting the device when it runs; names outside the namespace
+/// stay custom images, which this device cannot run (it faults, and a reset recovers it).
+#[test]
+fn an_unknown_built_in_kernel_name_is_refused_at_creation() {
+    let dev = open("emu:kernels=copy+fill");
+    let image = |name: &str| ProgramDesc {
+        kernel: KernelSource::Image { name: name.into(), code: vec![] },
+        cores: rect(0, 0, 0, 0),
+        ct_args: vec![],
+        cbs: vec![],
+        sems: vec![],
+        rt_words: 0,
+    };
+    expect_err!(
+        dev.program(image("ttdrv.conv2d")),
+        Error::KernelUnavailable { kernel, known: false, .. } if kernel == "ttdrv.conv2d",
+        [
+            "ttdrv.conv2d is not a built-in kernel",
+            "ttdrv.copy, ttdrv.eltwise_binary, ttdrv.eltwise_unary, ttdrv.matmul, ttdrv.fill",
+            "has ttdrv.copy, ttdrv.fill",
+        ]
+    );
+    // A built-in name the catalog lacks is refused as the built-in itself would be.
+    expect_err!(
+        dev.program(image("ttdrv.matmul")),
+        Error::KernelUnavailable { kernel, known: true, catalog: 0x11, .. } if kernel == "ttdrv.matmul",
+        ["has no built-in kernel ttdrv.matmul"]
+    );
+    // A built-in name carries the built-in's argument counts.
+    expect_err!(dev.program(image("ttdrv.fill")), Error::InvalidProgram { .. }, ["ttdrv.fill takes"]);
+    // A custom image is the device's business: created, then refused by the device when it runs.
+    let p = dev.program(image("my.kernel")).unwrap();
+    p.run(0, &[], &[]).unwrap();
+    expect_err!(dev.finish(0), Error::DeviceFault(f) if f.fault_code() == Some(ttdrv::contract::regs::FaultCode::BadKernel), ["invalid kernel image"]);
+    dev.reset().unwrap();
+    dev.finish(0).unwrap();
 }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 use ttdrv::*;
+use ttdrv_testkit::expect_err;
 
 /// Threads that have been joined may linger in `/proc/self/task` for a moment (the kernel wakes the joiner before
 /// it has released the task); wait a bounded time for the count to settle.
@@ -100,15 +101,22 @@ fn two_devices_stay_independent() {
     assert_bytes_eq(&ba.read_to_vec(1).unwrap(), &pa2, "device a after rewriting it");
 
     // Queue 2 exists on b only.
-    assert!(matches!(ba.write(2, &pa, false), Err(Error::InvalidArgument(m)) if m.contains("command queue 2")));
+    assert!(matches!(
+        ba.write(2, &pa, false),
+        Err(Error::QueueOutOfRange { queue: 2, queues: 2, device, .. }) if device == a.info().name
+    ));
     // An event of one device cannot be waited for on the other.
     let ev = a.create_event().unwrap();
     ev.record(0).unwrap();
-    assert!(matches!(b.wait_for_event(0, &ev), Err(Error::InvalidArgument(m)) if m.contains("belongs to device")));
+    assert!(matches!(
+        b.wait_for_event(0, &ev),
+        Err(Error::WrongDevice { object: "event", object_device, device })
+            if object_device == a.info().name && device == b.info().name
+    ));
 
     // Closing one leaves the other working.
     a.close().unwrap();
-    assert!(matches!(ba.read_to_vec(0), Err(Error::Closed(_))));
+    assert!(matches!(ba.read_to_vec(0), Err(Error::Closed { device }) if device == a.info().name));
     assert_bytes_eq(&bb.read_to_vec(0).unwrap(), &pb, "device b after closing a");
 }
 
@@ -143,10 +151,41 @@ fn close_drains_work_in_flight() {
     }
 }
 
+/// Selectors that name no device are refused with what to pass instead: an empty one is not taken for `auto`, an
+/// unknown kind lists the kinds, and a bad emulator option says what the option takes.
+#[test]
+fn bad_selectors_say_what_to_pass() {
+    let p = DeviceParams { hugepages: false, ..DeviceParams::default() };
+    for sel in ["", "   "] {
+        expect_err!(
+            Device::open(sel, &p),
+            Error::InvalidSelector { selector, .. } if selector == sel,
+            ["the selector is empty", "pass \"auto\""]
+        );
+    }
+    expect_err!(
+        Device::open("pcie:0", &p),
+        Error::InvalidSelector { .. },
+        ["device selector `pcie:0`", "use `auto`, `emu[:options]` or `vfio:DDDD:BB:DD.F`"]
+    );
+    expect_err!(
+        Device::open("emu:queues=99", &p),
+        Error::InvalidSelector { .. },
+        ["emu:queues=99", "1 to 16 command queues", "e.g. queues=4"]
+    );
+    expect_err!(
+        Device::open("emu:dram=lots", &p),
+        Error::InvalidSelector { .. },
+        ["dram=lots", "K, M or G", "e.g. dram=2G"]
+    );
+    let e = Device::open("vfio:0000:01:00", &p).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+}
+
 #[track_caller]
 fn expect_closed<T: std::fmt::Debug>(r: Result<T>, what: &str) {
     match r {
-        Err(Error::Closed(m)) => assert!(m.contains("closed"), "{what}: {m}"),
+        Err(e @ Error::Closed { .. }) => assert!(e.to_string().contains("is closed"), "{what}: {e}"),
         other => panic!("{what}: expected Error::Closed, got {other:?}"),
     }
 }

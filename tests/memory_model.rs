@@ -189,13 +189,15 @@ fn allocation_failure_names_asked_free_largest_and_traced_bytes() {
     let too_big = spec(64 * pages as u32, 1024, Float32, l1);
     let msg = expect_err!(
         dev.allocate(&too_big),
-        Error::OutOfDeviceMemory,
+        Error::OutOfDeviceMemory { memory: BufferType::L1, requested, free: f, largest_free, owned_by_traces, device, .. }
+            if *requested == pages * page && *f == free && *largest_free == largest && *owned_by_traces == footprint
+                && *device == info.name,
         [
             "cannot allocate",
             &too_big.to_string(),
             "out of L1",
             &info.name,
-            &format!("asked {} bytes per unit", pages * page),
+            &format!("asked {} bytes per core", pages * page),
             &format!("{free} bytes free"),
             &format!("largest free block {largest} bytes"),
             &format!("{footprint} bytes owned by live traces"),
@@ -206,7 +208,7 @@ fn allocation_failure_names_asked_free_largest_and_traced_bytes() {
     dev.release_trace(tid).unwrap();
     expect_err!(
         dev.allocate(&spec(64 * (pages as u32 + 20), 1024, Float32, l1)),
-        Error::OutOfDeviceMemory,
+        Error::OutOfDeviceMemory { owned_by_traces: 0, .. },
         [&format!("{} bytes free", free + footprint), "0 bytes owned by live traces"]
     );
     drop((x, z));
@@ -223,17 +225,33 @@ fn buffer_specs_that_do_not_fit_the_device_are_refused() {
     let name = dev.info().name.clone();
     // 4 GiB of DRAM on a 1 GiB device.
     let s = spec(1 << 20, 1024, Float32, MemoryConfig::DRAM);
-    expect_err!(dev.allocate(&s), Error::OutOfDeviceMemory, ["cannot allocate", &s.to_string(), "out of DRAM", &name]);
+    expect_err!(
+        dev.allocate(&s),
+        Error::OutOfDeviceMemory { memory: BufferType::Dram, .. },
+        ["cannot allocate", &s.to_string(), "out of DRAM", &name, "per bank"]
+    );
     // One 4 MiB shard on a 1 MiB core.
     let one_core = sharded(BufferType::L1, Layout::HeightSharded, cores(2, 2, 2, 2), [4096, 256], false);
     let s = spec(4096, 256, Float32, one_core);
-    expect_err!(dev.allocate(&s), Error::OutOfDeviceMemory, ["out of L1", &format!("asked {} bytes", 4 << 20)]);
+    expect_err!(
+        dev.allocate(&s),
+        Error::OutOfDeviceMemory { memory: BufferType::L1, requested, .. } if *requested == 4 << 20,
+        ["out of L1", &format!("asked {} bytes", 4 << 20)]
+    );
     // 128 KiB per core of interleaved L1_SMALL in a 64 KiB region.
     let s = spec(64 * 32, 1024, Float32, L1_SMALL);
-    expect_err!(dev.allocate(&s), Error::OutOfDeviceMemory, ["out of L1_SMALL", "asked 131072 bytes"]);
+    expect_err!(
+        dev.allocate(&s),
+        Error::OutOfDeviceMemory { memory: BufferType::L1Small, requested: 131072, .. },
+        ["out of L1_SMALL", "asked 131072 bytes"]
+    );
     // A row of 16 GiB.
     let s = spec(1, u32::MAX, Float32, MemoryConfig::DRAM);
-    expect_err!(dev.allocate(&s), Error::InvalidArgument, ["too long", &(u32::MAX as u64 * 4).to_string()]);
+    expect_err!(
+        dev.allocate(&s),
+        Error::InvalidBufferSpec { spec: bad, .. } if *bad == s,
+        ["too long", &(u32::MAX as u64 * 4).to_string()]
+    );
     // Models with no batch or a zero width, or weights of the wrong length, are refused before anything is
     // allocated.
     let cfg = |batch: u32, dims: Vec<u32>| MlpConfig {
@@ -248,16 +266,26 @@ fn buffer_specs_that_do_not_fit_the_device_are_refused() {
     let (w, b) = (vec![0.5f32; 8 * 4], vec![0.0f32; 4]);
     let ok = dev.mlp(0, &cfg(2, vec![8, 4]), &[&w], &[&b]).unwrap();
     assert_eq!(ok.ops_per_run(), 2);
-    expect_err!(dev.mlp(0, &cfg(0, vec![8, 4]), &[&w], &[&b]), Error::InvalidArgument, ["batch 0"]);
-    expect_err!(dev.mlp(0, &cfg(2, vec![8, 0]), &[&w], &[&b]), Error::InvalidArgument, ["[8, 0]"]);
-    expect_err!(dev.mlp(0, &cfg(2, vec![8]), &[], &[]), Error::InvalidArgument, ["two non-zero widths"]);
+    expect_err!(dev.mlp(0, &cfg(0, vec![8, 4]), &[&w], &[&b]), Error::InvalidArgument(_), ["batch 0"]);
+    expect_err!(dev.mlp(0, &cfg(2, vec![8, 0]), &[&w], &[&b]), Error::InvalidArgument(_), ["[8, 0]"]);
+    expect_err!(dev.mlp(0, &cfg(2, vec![8]), &[], &[]), Error::InvalidArgument(_), ["two non-zero widths"]);
     expect_err!(
         dev.mlp(0, &cfg(2, vec![8, 4]), &[&w[1..]], &[&b]),
-        Error::InvalidArgument,
+        Error::InvalidArgument(_),
         ["layer 0", "32 values (8 x 4)", "got 31"]
     );
     let wrong_input = dev.allocate(&spec(2, 9, Float32, MemoryConfig::L1)).unwrap();
-    expect_err!(ok.run(0, wrong_input), Error::InvalidArgument, ["MLP input must be [2, 8]", "[2, 9]"]);
+    expect_err!(
+        ok.run(0, wrong_input),
+        Error::ShapeMismatch { shapes, .. } if *shapes == [[2, 9]],
+        ["MLP input must be [2, 8]", "[2, 9]"]
+    );
+    let wrong_type = dev.allocate(&spec(2, 8, BFloat16, MemoryConfig::L1)).unwrap();
+    expect_err!(
+        ok.run(0, wrong_type),
+        Error::DTypeMismatch { expected: Float32, found: BFloat16, .. },
+        ["MLP input", "Float32 and BFloat16", "typecast"]
+    );
     // Nothing refused left anything allocated.
     drop(ok);
     assert_eq!(free(&dev), before);

@@ -68,8 +68,8 @@ impl Relu {
     }
 }
 
-/// No trace region (`trace_region_size: 0`): ending the capture fails with `Error::TraceRegion` and the seed's
-/// message; the trace stays captured, so `trace_info` reports the size to configure, replaying it says it was never
+/// No trace region (`trace_region_size: 0`): ending the capture fails with `Error::TraceRegionTooSmall` and
+/// tt-metal's message; the trace stays captured, so `trace_info` reports the size to configure, replaying it says it was never
 /// stored, and it can be released. The device keeps working throughout.
 #[test]
 fn without_a_trace_region_end_of_capture_reports_the_size_needed() {
@@ -79,20 +79,32 @@ fn without_a_trace_region_end_of_capture_reports_the_size_needed() {
     let tid = dev.begin_trace_capture(0).unwrap();
     w.dispatch(&dev, 0).unwrap();
     w.dispatch(&dev, 0).unwrap();
-    let msg = expect_err!(dev.end_trace_capture(tid, 0), Error::TraceRegion, ["Creating trace buffers of size"]);
+    let r = dev.end_trace_capture(tid, 0);
     let info = dev.trace_info(tid).unwrap();
     assert!(!info.stored && info.launches == 2 && info.region_bytes >= info.bytes && info.bytes > 0, "{info:?}");
-    let seed_msg = format!(
-        "Creating trace buffers of size {}B on device {}, but only 0B is allocated for trace region",
+    let msg = expect_err!(
+        r,
+        Error::TraceRegionTooSmall { trace, needed, free: 0, region: 0, owned_by_traces: 0, .. }
+            if *trace == tid && *needed == info.region_bytes,
+        ["Creating trace buffers of size", "trace_region_size=0B"]
+    );
+    // tt-metal's first words, then what is true here: there is no region at all.
+    let tt_metal = format!(
+        "Creating trace buffers of size {}B on device {}, but the device was opened without a trace region",
         info.region_bytes,
         dev.info().name
     );
-    assert!(msg.starts_with(&seed_msg), "{msg:?} does not start with {seed_msg:?}");
+    assert!(msg.starts_with(&tt_metal), "{msg:?} does not start with {tt_metal:?}");
+    assert!(msg.contains(&format!("at least {}B", info.region_bytes)), "{msg}");
     round_trip(&dev, 0, 1);
-    expect_err!(dev.execute_trace(tid, 0, false), Error::TraceRegion, ["never stored", &info.region_bytes.to_string()]);
+    expect_err!(
+        dev.execute_trace(tid, 0, false),
+        Error::TraceNotStored { trace, needed } if *trace == tid && *needed == info.region_bytes,
+        ["never stored", &format!("trace_region_size of at least {}B", info.region_bytes)]
+    );
     round_trip(&dev, 0, 2);
     dev.release_trace(tid).unwrap();
-    expect_err!(dev.trace_info(tid), Error::InvalidState, ["does not exist"]);
+    expect_err!(dev.trace_info(tid), Error::Trace { problem: TraceProblem::NotFound, .. }, ["does not exist"]);
     round_trip(&dev, 0, 3);
     w.dispatch(&dev, 0).unwrap();
     w.check(0, "eager run after the failed capture");
@@ -119,10 +131,11 @@ fn a_trace_region_too_small_reports_needed_and_available_sizes() {
     assert!(info.region_bytes > small && !info.stored, "{info:?}");
     let msg = expect_err!(
         r,
-        Error::TraceRegion,
+        Error::TraceRegionTooSmall { needed, free, region, owned_by_traces: 0, .. }
+            if *needed == info.region_bytes && *free == small && *region == small,
         [
             &format!("Creating trace buffers of size {}B on device {}", info.region_bytes, dev.info().name),
-            &format!("but only {small}B is allocated for trace region"),
+            &format!("but only {small}B of the {small}B trace region is free"),
             &format!("trace_region_size={small}B"),
             &format!("at least {}B", info.region_bytes),
         ]
@@ -139,8 +152,8 @@ fn a_trace_region_too_small_reports_needed_and_available_sizes() {
     let (big, r) = capture(200);
     expect_err!(
         r,
-        Error::TraceRegion,
-        [&format!("but only {}B is allocated", small - used), &format!("{used}B of it owned by live traces")]
+        Error::TraceRegionTooSmall { free, owned_by_traces, .. } if *free == small - used && *owned_by_traces == used,
+        [&format!("but only {}B of the {small}B trace region is free", small - used), &format!("{used}B of it owned by live traces")]
     );
     dev.release_trace(big).unwrap();
     dev.execute_trace(fits, 0, true).unwrap();
@@ -178,6 +191,8 @@ fn calls_a_trace_cannot_hold_fail_during_capture_and_leave_the_device_usable() {
     let tid = dev.begin_trace_capture(0).unwrap();
     w.dispatch(&dev, 0).unwrap();
     let capture_err = ["on queue 0 during trace capture", "end_trace_capture"];
+    // Every refusal names the queue and the trace being captured there.
+    let capturing = |e: &Error| matches!(e, Error::CaptureActive { queue: 0, trace, .. } if *trace == tid);
     let mut k = 10;
     let mut after = |what: &str, msg: String| {
         for n in capture_err {
@@ -186,28 +201,48 @@ fn calls_a_trace_cannot_hold_fail_during_capture_and_leave_the_device_usable() {
         k += 1;
         round_trip(&dev, 1, k);
     };
-    after("write", expect_err!(b.write(0, &bytes, false), Error::InvalidState, ["host write"]));
-    after("blocking write", expect_err!(b.write(0, &bytes, true), Error::InvalidState, ["host write"]));
+    after("write", expect_err!(b.write(0, &bytes, false), e if capturing(e), ["host write"]));
+    after("blocking write", expect_err!(b.write(0, &bytes, true), e if capturing(e), ["host write"]));
     let s = *b.spec();
-    after("from_host", expect_err!(dev.buffer_from_host(&s, 0, &bytes), Error::InvalidState, ["host write"]));
-    after("read", expect_err!(b.read_to_vec(0), Error::InvalidState, ["host read"]));
+    after("from_host", expect_err!(dev.buffer_from_host(&s, 0, &bytes), e if capturing(e), ["host write"]));
+    after("read", expect_err!(b.read_to_vec(0), e if capturing(e), ["host read"]));
     let mut dst = vec![0u8; 64];
     // SAFETY: the call fails before anything is enqueued, so nothing writes to `dst`.
     let r = unsafe { b.read_nonblocking(0, dst.as_mut_ptr()) }.map(|_| ());
-    after("non-blocking read", expect_err!(r, Error::InvalidState, ["host read"]));
-    after("record", expect_err!(dev.create_event().unwrap().record(0), Error::InvalidState, ["record_event"]));
-    after("wait", expect_err!(dev.wait_for_event(0, &ev1), Error::InvalidState, ["wait_for_event"]));
-    after("finish", expect_err!(dev.finish(0), Error::InvalidState, ["finish"]));
-    expect_err!(dev.synchronize(), Error::InvalidState, ["device synchronize", "queue 0", "end the capture"]);
+    after("non-blocking read", expect_err!(r, e if capturing(e), ["host read"]));
+    after("record", expect_err!(dev.create_event().unwrap().record(0), e if capturing(e), ["record_event"]));
+    after("wait", expect_err!(dev.wait_for_event(0, &ev1), e if capturing(e), ["wait_for_event"]));
+    after("finish", expect_err!(dev.finish(0), e if capturing(e), ["finish"]));
+    expect_err!(
+        dev.synchronize(),
+        Error::CaptureActive { call, .. } if call == "device synchronize",
+        ["device synchronize", "queue 0", "after end_trace_capture"]
+    );
     round_trip(&dev, 1, 30);
-    expect_err!(dev.execute_trace(other, 0, false), Error::InvalidState, ["cannot be nested", "queue 0"]);
+    expect_err!(
+        dev.execute_trace(other, 0, false),
+        Error::CaptureActive { call, .. } if *call == format!("execute_trace({other})"),
+        ["replays of other traces", "queue 0"]
+    );
     round_trip(&dev, 1, 31);
-    expect_err!(dev.begin_trace_capture(0), Error::InvalidState, ["already being captured", "queue 0"]);
+    expect_err!(dev.begin_trace_capture(0), e if capturing(e), ["already being captured", "queue 0"]);
     round_trip(&dev, 1, 32);
-    expect_err!(dev.end_trace_capture(tid, 1), Error::InvalidState, ["being captured on queue 0"]);
+    expect_err!(
+        dev.end_trace_capture(tid, 1),
+        Error::Trace { problem: TraceProblem::Capturing { queue: 0 }, .. },
+        ["being captured on queue 0"]
+    );
     round_trip(&dev, 1, 33);
-    expect_err!(dev.trace_info(tid), Error::InvalidState, ["still being captured"]);
-    expect_err!(dev.release_trace(tid), Error::InvalidState, ["still being captured"]);
+    expect_err!(
+        dev.trace_info(tid),
+        Error::Trace { problem: TraceProblem::Capturing { queue: 0 }, .. },
+        ["still being captured"]
+    );
+    expect_err!(
+        dev.release_trace(tid),
+        Error::Trace { problem: TraceProblem::Capturing { queue: 0 }, .. },
+        ["still being captured"]
+    );
     // Replaying another trace on the other queue is fine.
     dev.execute_trace(other, 1, true).unwrap();
 
@@ -215,7 +250,7 @@ fn calls_a_trace_cannot_hold_fail_during_capture_and_leave_the_device_usable() {
     let z = dev.allocate(&f32_spec(32, 64, MemoryConfig::L1)).unwrap();
     expect_err!(
         dev.unary_into(0, UnaryOp::Exp, &w.x, &z),
-        Error::ProgramNotCached,
+        Error::ProgramNotCached { kernel, queue: 0, .. } if kernel == "ttdrv.eltwise_unary",
         ["eltwise_unary", "not in the program cache", "Run it once before begin_trace_capture"]
     );
     dev.unary_into(1, UnaryOp::Gelu, &w.x, &z).unwrap();
@@ -240,19 +275,39 @@ fn calls_a_trace_cannot_hold_fail_during_capture_and_leave_the_device_usable() {
 fn unknown_released_or_ended_traces_are_refused() {
     let dev = open("emu", &params(1 << 20));
     let w = Relu::new(&dev, 4);
-    expect_err!(dev.execute_trace(999, 0, false), Error::InvalidState, ["trace 999 does not exist"]);
-    expect_err!(dev.release_trace(999), Error::InvalidState, ["trace 999 does not exist"]);
-    expect_err!(dev.end_trace_capture(999, 0), Error::InvalidState, ["trace 999 does not exist"]);
+    let unknown = |call: &str| {
+        let call = call.to_string();
+        move |e: &Error| matches!(e, Error::Trace { trace: 999, call: c, problem: TraceProblem::NotFound, .. } if *c == call)
+    };
+    expect_err!(dev.execute_trace(999, 0, false), e if unknown("execute_trace(999)")(e), ["trace 999 does not exist"]);
+    expect_err!(dev.release_trace(999), e if unknown("release_trace(999)")(e), ["trace 999 does not exist"]);
+    expect_err!(
+        dev.end_trace_capture(999, 0),
+        e if unknown("end_trace_capture(999) on queue 0")(e),
+        ["trace 999 does not exist"]
+    );
     round_trip(&dev, 0, 1);
     let tid = dev.begin_trace_capture(0).unwrap();
     w.dispatch(&dev, 0).unwrap();
     dev.end_trace_capture(tid, 0).unwrap();
-    expect_err!(dev.end_trace_capture(tid, 0), Error::InvalidState, ["already ended"]);
-    expect_err!(dev.end_trace_capture(tid, 1), Error::InvalidState, ["already ended"]);
+    expect_err!(
+        dev.end_trace_capture(tid, 0),
+        Error::Trace { problem: TraceProblem::AlreadyEnded, .. },
+        ["already ended"]
+    );
+    expect_err!(
+        dev.end_trace_capture(tid, 1),
+        Error::Trace { problem: TraceProblem::AlreadyEnded, .. },
+        ["already ended"]
+    );
     dev.execute_trace(tid, 0, true).unwrap();
     dev.release_trace(tid).unwrap();
     for r in [dev.execute_trace(tid, 0, false), dev.release_trace(tid), dev.trace_info(tid).map(|_| ())] {
-        expect_err!(r, Error::InvalidState, [&format!("trace {tid} does not exist"), "released"]);
+        expect_err!(
+            r,
+            Error::Trace { trace, problem: TraceProblem::NotFound, .. } if *trace == tid,
+            [&format!("trace {tid} does not exist"), "released"]
+        );
     }
     round_trip(&dev, 0, 2);
     round_trip(&dev, 1, 3);
@@ -551,7 +606,8 @@ fn freeing_what_a_trace_uses_blocks_replay_and_release_frees_what_it_owns() {
         b.deallocate();
         expect_err!(
             dev.execute_trace(tid, 0, false),
-            Error::InvalidState,
+            Error::Trace { problem: TraceProblem::RangeFreed { memory: BufferType::L1, start, end: e }, .. }
+                if *start == addr && *e == end,
             [&format!("L1 range [{addr:#x}, {end:#x})"), "no live buffer holds", "execute_trace"]
         );
         round_trip(&dev, 0, 1);
@@ -568,7 +624,11 @@ fn freeing_what_a_trace_uses_blocks_replay_and_release_frees_what_it_owns() {
     let one_core = sharded(BufferType::L1, Layout::HeightSharded, cores(0, 0, 0, 0), [largest as u32 / 16, 4], false);
     let filler = dev.allocate(&f32_spec(largest as u32 / 16, 4, one_core)).unwrap();
     assert_eq!(dev.largest_free(BufferType::L1), 0);
-    expect_err!(dev.allocate(&s), Error::OutOfDeviceMemory, [&format!("{y_len} bytes owned by live traces")]);
+    expect_err!(
+        dev.allocate(&s),
+        Error::OutOfDeviceMemory { memory: BufferType::L1, owned_by_traces, .. } if *owned_by_traces == y_len,
+        [&format!("{y_len} bytes owned by live traces")]
+    );
     dev.release_trace(tid).unwrap();
     let b = dev.allocate(&s).expect("the range the trace owned is free after release");
     assert_eq!(b.address(), y_addr);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ttdrv::transport::Transport;
 use ttdrv::transport::emulated::EmuConfig;
 use ttdrv::*;
+use ttdrv_testkit::expect_err;
 
 const RING: u32 = 64 * 1024;
 
@@ -243,17 +244,17 @@ fn l1_small_works_when_reserved() {
     rig.roundtrip(&BufferSpec::new(32, 20, DType::Float32, sh), 11);
 }
 
-/// The error of `r`, which must be `InvalidArgument` and mention every one of `needles`.
+/// The error of `r`, which must be an invalid buffer spec whose message mentions every one of `needles`.
 #[track_caller]
-fn expect_invalid<T: std::fmt::Debug>(r: Result<T>, needles: &[&str]) {
-    match r {
-        Err(Error::InvalidArgument(msg)) => {
-            for n in needles {
-                assert!(msg.contains(n), "message {msg:?} does not mention {n:?}");
-            }
-        }
-        other => panic!("expected InvalidArgument mentioning {needles:?}, got {other:?}"),
-    }
+fn expect_bad_spec<T: std::fmt::Debug>(r: Result<T>, needles: &[&str]) {
+    expect_err!(r, Error::InvalidBufferSpec { .. }, needles);
+}
+
+/// The error of `r`, which must be an invalid shard grid whose message mentions every one of `needles`.
+#[track_caller]
+fn expect_bad_grid<T: std::fmt::Debug>(r: Result<T>, needles: &[&str]) {
+    let msg = expect_err!(r, Error::InvalidGrid { what: "shard grid", .. }, needles);
+    assert!(!msg.contains("x0:") && !msg.contains("first:"), "a grid printed in Rust syntax: {msg}");
 }
 
 #[test]
@@ -263,24 +264,38 @@ fn misuse_is_rejected_with_a_message_naming_the_problem() {
     let b = dev.allocate(&spec).unwrap();
 
     // Wrong lengths.
-    expect_invalid(b.write(0, &[0u8; 29], false), &["29 bytes", "30 bytes", "pass exactly 30"]);
-    expect_invalid(b.write(0, &[0u8; 31], true), &["31 bytes", "pass exactly 30"]);
-    expect_invalid(b.write(0, &[], false), &["0 bytes"]);
-    expect_invalid(b.read(0, &mut [0u8; 28]), &["28 bytes", "30 bytes"]);
+    let len = |call: &'static str, given: usize| move |e: &Error| matches!(e, Error::HostLength { call: c, given: g, spec: s } if *c == call && *g == given && *s == spec);
+    expect_err!(b.write(0, &[0u8; 29], false), e if len("write", 29)(e), ["29 bytes", "30 bytes", "pass exactly 30"]);
+    expect_err!(b.write(0, &[0u8; 31], true), e if len("write", 31)(e), ["31 bytes", "pass exactly 30"]);
+    expect_err!(b.write(0, &[], false), e if len("write", 0)(e), ["0 bytes"]);
+    expect_err!(b.read(0, &mut [0u8; 28]), e if len("read", 28)(e), ["28 bytes", "30 bytes"]);
 
-    // Bad queue ids.
-    expect_invalid(b.write(1, &[0u8; 30], false), &["command queue 1 does not exist", "1 queue"]);
-    expect_invalid(b.read_to_vec(7), &["command queue 7 does not exist"]);
-    expect_invalid(dev.finish(9), &["command queue 9"]);
-    expect_invalid(dev.create_event().unwrap().record(3), &["command queue 3"]);
-    expect_invalid(
+    // Bad queue ids: the message says which ids exist, and how to get more when the device has them.
+    expect_err!(
+        b.write(1, &[0u8; 30], false),
+        Error::QueueOutOfRange { queue: 1, queues: 1, device_queues: 2, .. },
+        ["command queue 1 does not exist", "1 queue(s) (id 0)", "num_command_queues=2 or more (it has 2)"]
+    );
+    let msg = expect_err!(
+        b.read_to_vec(7),
+        Error::QueueOutOfRange { queue: 7, queues: 1, device_queues: 2, .. },
+        ["command queue 7 does not exist", "pass one of those", "up to num_command_queues=2 (all it has)"]
+    );
+    assert!(!msg.contains("num_command_queues=8"), "a queue the device does not have: {msg}");
+    // Ids no device has are not met with advice to open more queues than exist.
+    let msg = expect_err!(b.read_to_vec(65535), Error::QueueOutOfRange { queue: 65535, .. }, ["queue 65535"]);
+    assert!(!msg.contains("65535 or more") && !msg.contains("num_command_queues=65536"), "{msg}");
+    expect_err!(dev.finish(9), Error::QueueOutOfRange { queue: 9, .. }, ["command queue 9"]);
+    expect_err!(dev.create_event().unwrap().record(3), Error::QueueOutOfRange { queue: 3, .. }, ["command queue 3"]);
+    expect_err!(
         Device::open("emu", &DeviceParams { num_command_queues: 3, ..params(RING, RING) }),
-        &["num_command_queues=3", "2 command queue"],
+        Error::InvalidParameter { parameter: "num_command_queues", value: 3, .. },
+        ["num_command_queues=3", "2 command queue"]
     );
 
     // Zero dimensions.
     for (r, c) in [(0, 5), (5, 0), (0, 0)] {
-        expect_invalid(
+        expect_bad_spec(
             dev.allocate(&BufferSpec::new(r, c, DType::Float32, MemoryConfig::L1)),
             &["zero dimension", &format!("[{r}, {c}]")],
         );
@@ -290,49 +305,56 @@ fn misuse_is_rejected_with_a_message_naming_the_problem() {
         BufferSpec::new(16, 16, DType::Float32, sharded(BufferType::L1, layout, grid, shape, false))
     };
     // Shard shapes that do not divide the tensor.
-    expect_invalid(
+    expect_bad_spec(
         dev.allocate(&l1(Layout::BlockSharded, cores(0, 0, 3, 3), [3, 4])),
         &["[3, 4]", "does not divide", "[16, 16]"],
     );
-    expect_invalid(dev.allocate(&l1(Layout::HeightSharded, cores(0, 0, 3, 3), [5, 16])), &["does not divide"]);
-    expect_invalid(dev.allocate(&l1(Layout::BlockSharded, cores(0, 0, 3, 3), [0, 4])), &["zero dimension"]);
+    expect_bad_spec(dev.allocate(&l1(Layout::HeightSharded, cores(0, 0, 3, 3), [5, 16])), &["does not divide"]);
+    expect_bad_spec(dev.allocate(&l1(Layout::BlockSharded, cores(0, 0, 3, 3), [0, 4])), &["zero dimension"]);
     // Shapes that contradict the layout.
-    expect_invalid(
+    expect_bad_spec(
         dev.allocate(&l1(Layout::HeightSharded, cores(0, 0, 3, 3), [4, 8])),
         &["height sharding", "16 columns"],
     );
-    expect_invalid(dev.allocate(&l1(Layout::WidthSharded, cores(0, 0, 3, 3), [8, 4])), &["width sharding", "16 rows"]);
-    // Grids outside the device (8x8 cores, 8 banks), malformed, or too small.
-    expect_invalid(dev.allocate(&l1(Layout::BlockSharded, cores(0, 0, 8, 0), [4, 4])), &["outside device", "8x8"]);
-    expect_invalid(dev.allocate(&l1(Layout::BlockSharded, cores(0, 5, 0, 9), [4, 4])), &["outside device"]);
-    expect_invalid(dev.allocate(&l1(Layout::BlockSharded, cores(3, 0, 2, 0), [4, 4])), &["outside device"]);
-    expect_invalid(
+    expect_bad_spec(dev.allocate(&l1(Layout::WidthSharded, cores(0, 0, 3, 3), [8, 4])), &["width sharding", "16 rows"]);
+    // Grids outside the device (8x8 cores, 8 banks), reversed, or too small; printed as a user writes them.
+    expect_bad_grid(
+        dev.allocate(&l1(Layout::BlockSharded, cores(0, 0, 8, 0), [4, 4])),
+        &["shard grid cores (0,0)-(8,0)", "outside device", "(0,0)-(7,7)", "8x8"],
+    );
+    expect_bad_grid(dev.allocate(&l1(Layout::BlockSharded, cores(0, 5, 0, 9), [4, 4])), &["outside device"]);
+    expect_bad_grid(
+        dev.allocate(&l1(Layout::BlockSharded, cores(3, 0, 2, 0), [4, 4])),
+        &["cores (3,0)-(2,0)", "reversed", "(2,0)-(3,0)"],
+    );
+    expect_bad_grid(
         dev.allocate(&l1(Layout::BlockSharded, cores(0, 0, 1, 1), [4, 4])),
-        &["16 shards", "do not fit", "4 units"],
+        &["16 shards", "do not fit", "its 4 cores"],
     );
     let dram = |grid, shape| {
         BufferSpec::new(16, 16, DType::Float32, sharded(BufferType::Dram, Layout::HeightSharded, grid, shape, false))
     };
-    expect_invalid(dev.allocate(&dram(banks(0, 8), [2, 16])), &["outside device", "8 DRAM banks"]);
-    expect_invalid(dev.allocate(&dram(banks(0, 1), [2, 16])), &["8 shards", "do not fit"]);
+    expect_bad_grid(dev.allocate(&dram(banks(0, 8), [2, 16])), &["banks 0-8", "outside device", "DRAM banks are 0-7"]);
+    expect_bad_grid(dev.allocate(&dram(banks(5, 2), [2, 16])), &["banks 5-2", "reversed", "(banks 2-5)"]);
+    expect_bad_grid(dev.allocate(&dram(banks(0, 1), [2, 16])), &["8 shards", "do not fit", "its 2 banks"]);
     // A grid of the wrong kind.
-    expect_invalid(dev.allocate(&dram(cores(0, 0, 7, 0), [2, 16])), &["DRAM", "bank range"]);
-    expect_invalid(dev.allocate(&l1(Layout::HeightSharded, banks(0, 3), [4, 16])), &["L1", "core rectangle"]);
+    expect_bad_grid(dev.allocate(&dram(cores(0, 0, 7, 0), [2, 16])), &["DRAM", "range of banks"]);
+    expect_bad_grid(dev.allocate(&l1(Layout::HeightSharded, banks(0, 3), [4, 16])), &["L1", "rectangle of cores"]);
     // Layout and shard spec that do not go together.
     let interleaved_with_spec = sharded(BufferType::L1, Layout::Interleaved, cores(0, 0, 0, 0), [1, 1], false);
-    expect_invalid(
+    expect_bad_spec(
         dev.allocate(&BufferSpec::new(4, 4, DType::Float32, interleaved_with_spec)),
         &["must not carry a shard spec"],
     );
     let sharded_without_spec = MemoryConfig { buffer_type: BufferType::L1, layout: Layout::BlockSharded, shard: None };
-    expect_invalid(
+    expect_bad_spec(
         dev.allocate(&BufferSpec::new(4, 4, DType::Float32, sharded_without_spec)),
         &["BlockSharded", "needs a shard spec"],
     );
 
     // L1_SMALL without l1_small_size.
     let small = MemoryConfig { buffer_type: BufferType::L1Small, layout: Layout::Interleaved, shard: None };
-    expect_invalid(dev.allocate(&BufferSpec::new(4, 4, DType::Float32, small)), &["L1_SMALL", "l1_small_size=0"]);
+    expect_bad_spec(dev.allocate(&BufferSpec::new(4, 4, DType::Float32, small)), &["L1_SMALL", "l1_small_size=0"]);
 
     // None of this broke the device.
     let data = pattern(30, 8);

@@ -2,7 +2,7 @@
 
 use super::alloc::{Direction, Owner};
 use super::{Device, DeviceInner};
-use crate::error::{Error, Result, invalid};
+use crate::error::{Error, GridText, Result};
 use std::fmt;
 use std::sync::Arc;
 use ttdrv_contract::kernel::{Accessor, DType, Layout, ShardGrid};
@@ -74,7 +74,7 @@ impl MemoryConfig {
 }
 
 /// Element arrangement in host and device memory. Only row-major pages exist today; the field is queryable so
-/// callers can check it, as the seed does with `.layout`.
+/// callers can check it, as ttnn code does with `tensor.layout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TensorLayout {
     /// Rows are pages.
@@ -107,17 +107,10 @@ impl BufferSpec {
         self.rows as u64 * self.cols as u64 * self.dtype.size() as u64
     }
 
-    /// Fails unless `len` is [`BufferSpec::host_bytes`]; `what` names the transfer in the message.
-    pub fn check_host_len(&self, len: usize, what: &str) -> Result<()> {
-        let want = self.host_bytes();
-        if len as u64 != want {
-            return invalid(format!(
-                "{what} of {len} bytes, but buffer {self} holds {want} bytes ({} x {} elements of {} bytes); pass \
-                 exactly {want} bytes",
-                self.rows,
-                self.cols,
-                self.dtype.size()
-            ));
+    /// Fails with [`Error::HostLength`] unless `len` is [`BufferSpec::host_bytes`]; `what` names the transfer.
+    pub fn check_host_len(&self, len: usize, what: &'static str) -> Result<()> {
+        if len as u64 != self.host_bytes() {
+            return Err(Error::HostLength { call: what, given: len, spec: *self });
         }
         Ok(())
     }
@@ -164,21 +157,20 @@ impl DeviceInner {
     /// Checks a spec against the device and computes its placement.
     pub(crate) fn place(&self, s: &BufferSpec) -> Result<Placement> {
         let info = &self.info;
+        let bad = |reason: String| Err(Error::InvalidBufferSpec { spec: *s, reason });
         if s.rows == 0 || s.cols == 0 {
-            return invalid(format!(
-                "buffer shape [{}, {}] has a zero dimension; both must be at least 1",
-                s.rows, s.cols
-            ));
+            return bad("the shape has a zero dimension; both must be at least 1".into());
         }
         let align = match s.mem.buffer_type.memory() {
             Memory::Dram => info.dram_align as u64,
             Memory::L1 => info.l1_align as u64,
         };
         if s.mem.buffer_type == BufferType::L1Small && self.params.l1_small_size == 0 {
-            return invalid(
-                "L1_SMALL buffer requested, but the device was opened with l1_small_size=0; open it with \
+            return bad(format!(
+                "device {} was opened with l1_small_size=0, so it has no L1_SMALL region; open it with \
                  l1_small_size set to the per-core bytes you need",
-            );
+                info.name
+            ));
         }
         let es = s.dtype.size() as u64;
         let units = info.geometry().units(s.mem.buffer_type.memory()) as u64;
@@ -187,28 +179,33 @@ impl DeviceInner {
                 let stride = align_up(s.cols as u64 * es, align);
                 let footprint = (s.rows as u64).div_ceil(units) * stride;
                 if stride > u32::MAX as u64 {
-                    return invalid(format!("rows of {} bytes are too long", s.cols as u64 * es));
+                    return bad(format!(
+                        "rows of {} bytes are too long: a page (one row) holds at most {} bytes; use fewer columns",
+                        s.cols as u64 * es,
+                        u32::MAX
+                    ));
                 }
                 Ok(Placement { page_stride: stride as u32, footprint, align })
             }
-            (Layout::Interleaved, Some(_)) => invalid(
-                "an interleaved memory config must not carry a shard spec; use a sharded layout or drop the spec",
-            ),
-            (_, None) => invalid(format!("{:?} needs a shard spec (grid and shard shape)", s.mem.layout)),
+            (Layout::Interleaved, Some(_)) => {
+                bad("an interleaved memory config must not carry a shard spec; use a sharded layout or drop the spec"
+                    .into())
+            }
+            (_, None) => bad(format!("{:?} needs a shard spec (grid and shard shape)", s.mem.layout)),
             (layout, Some(sh)) => {
                 let [sr, sc] = sh.shape;
                 if sr == 0 || sc == 0 {
-                    return invalid(format!("shard shape [{sr}, {sc}] has a zero dimension"));
+                    return bad(format!("shard shape [{sr}, {sc}] has a zero dimension; both must be at least 1"));
                 }
                 match layout {
                     Layout::HeightSharded if sc != s.cols => {
-                        return invalid(format!(
+                        return bad(format!(
                             "height sharding keeps whole rows: shard width {sc} must equal the {} columns",
                             s.cols
                         ));
                     }
                     Layout::WidthSharded if sr != s.rows => {
-                        return invalid(format!(
+                        return bad(format!(
                             "width sharding keeps whole columns: shard height {sr} must equal the {} rows",
                             s.rows
                         ));
@@ -216,45 +213,74 @@ impl DeviceInner {
                     _ => {}
                 }
                 if s.rows % sr != 0 || s.cols % sc != 0 {
-                    return invalid(format!(
+                    return bad(format!(
                         "shard shape [{sr}, {sc}] does not divide the buffer shape [{}, {}]; choose a shard shape \
                          whose sides divide the buffer's",
                         s.rows, s.cols
                     ));
                 }
                 let shards = (s.rows / sr) as usize * (s.cols / sc) as usize;
-                let (grid_ok, grid_fits) = match (s.mem.buffer_type.memory(), sh.grid) {
-                    (Memory::L1, ShardGrid::Cores { x1, y1, .. }) => {
-                        (true, (x1 as u32) < info.grid_x && (y1 as u32) < info.grid_y)
-                    }
-                    (Memory::Dram, ShardGrid::Banks { last, .. }) => (true, (last as u32) < info.dram_banks),
-                    _ => (false, false),
-                };
-                if !grid_ok {
-                    return invalid(format!(
-                        "a {} buffer must be sharded over {}, not {:?}",
-                        s.mem.buffer_type.name(),
-                        if s.mem.buffer_type.memory() == Memory::L1 { "a core rectangle" } else { "a bank range" },
-                        sh.grid
-                    ));
-                }
-                if sh.grid.is_empty() || !grid_fits {
-                    return invalid(format!(
-                        "shard grid {:?} is outside device {} (grid {}x{}, {} DRAM banks)",
-                        sh.grid, info.name, info.grid_x, info.grid_y, info.dram_banks
-                    ));
-                }
+                self.check_shard_grid(s.mem.buffer_type, &sh.grid)?;
                 if shards > sh.grid.len() {
-                    return invalid(format!(
-                        "{shards} shards of [{sr}, {sc}] do not fit the {} units of grid {:?}; use larger shards or a \
-                         larger grid",
-                        sh.grid.len(),
-                        sh.grid
-                    ));
+                    return Err(Error::InvalidGrid {
+                        what: "shard grid",
+                        grid: sh.grid,
+                        reason: format!(
+                            "{shards} shards of [{sr}, {sc}] do not fit its {} {}; use larger shards or a larger grid",
+                            sh.grid.len(),
+                            if s.mem.buffer_type.memory() == Memory::L1 { "cores" } else { "banks" }
+                        ),
+                    });
                 }
                 let stride = align_up(sc as u64 * es, align);
                 Ok(Placement { page_stride: stride as u32, footprint: sr as u64 * stride, align })
             }
+        }
+    }
+
+    /// Checks that a shard grid is of the kind the memory needs (cores for L1, banks for DRAM), runs forwards and
+    /// lies inside the device.
+    fn check_shard_grid(&self, t: BufferType, grid: &ShardGrid) -> Result<()> {
+        let info = &self.info;
+        let bad = |reason: String| Err(Error::InvalidGrid { what: "shard grid", grid: *grid, reason });
+        match (t.memory(), *grid) {
+            (Memory::L1, ShardGrid::Cores { x0, y0, x1, y1 }) => {
+                if x1 < x0 || y1 < y0 {
+                    let fixed = ShardGrid::Cores { x0: x0.min(x1), y0: y0.min(y1), x1: x0.max(x1), y1: y0.max(y1) };
+                    return bad(format!(
+                        "the rectangle is reversed: give the top-left core first, then the bottom-right one ({})",
+                        GridText(&fixed)
+                    ));
+                }
+                if x1 as u32 >= info.grid_x || y1 as u32 >= info.grid_y {
+                    return bad(format!(
+                        "it is outside device {}, whose cores are (0,0)-({},{}) ({}x{})",
+                        info.name,
+                        info.grid_x - 1,
+                        info.grid_y - 1,
+                        info.grid_x,
+                        info.grid_y
+                    ));
+                }
+                Ok(())
+            }
+            (Memory::Dram, ShardGrid::Banks { first, last }) => {
+                if last < first {
+                    return bad(format!(
+                        "the range is reversed: give the first bank, then the last one (banks {last}-{first})"
+                    ));
+                }
+                if last as u32 >= info.dram_banks {
+                    return bad(format!(
+                        "it is outside device {}, whose DRAM banks are 0-{}",
+                        info.name,
+                        info.dram_banks - 1
+                    ));
+                }
+                Ok(())
+            }
+            (Memory::L1, _) => bad(format!("{} buffers are sharded over a rectangle of cores, not banks", t.name())),
+            (Memory::Dram, _) => bad("DRAM buffers are sharded over a range of banks, not cores".into()),
         }
     }
 
@@ -263,10 +289,7 @@ impl DeviceInner {
         let p = self.place(spec)?;
         let id = self.next_buffer_id();
         let addr =
-            self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id).map_err(|e| match e {
-                Error::OutOfDeviceMemory(m) => Error::OutOfDeviceMemory(format!("cannot allocate {spec}: {m}")),
-                e => e,
-            })?;
+            self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id, &|| format!("buffer {spec}"))?;
         Ok(Buffer { dev: self.clone(), id, spec: *spec, addr, page_stride: p.page_stride, footprint: p.footprint })
     }
 }
@@ -367,7 +390,11 @@ impl Buffer {
     /// The device the buffer belongs to, if it is the same as `dev`.
     pub(crate) fn check_device(&self, dev: &Arc<DeviceInner>) -> Result<()> {
         if !Arc::ptr_eq(&self.dev, dev) {
-            return invalid(format!("buffer {self:?} belongs to device {}, not {}", self.dev.info.name, dev.info.name));
+            return Err(Error::WrongDevice {
+                object: "buffer",
+                object_device: self.dev.info.name.clone(),
+                device: dev.info.name.clone(),
+            });
         }
         Ok(())
     }

@@ -31,14 +31,14 @@ impl Device {
     /// Returns at once; later work on `cq` does not start before the event.
     pub fn wait_for_event(&self, cq: u16, ev: &Event) -> Result<()> {
         if !Arc::ptr_eq(&self.inner, &ev.dev) {
-            return Err(Error::InvalidArgument(format!(
-                "event belongs to device {}, not {}; an event orders work on its own device only: create it on the \
-                 device that waits",
-                ev.dev.info.name, self.inner.info.name
-            )));
+            return Err(Error::WrongDevice {
+                object: "event",
+                object_device: ev.dev.info.name.clone(),
+                device: self.inner.info.name.clone(),
+            });
         }
         let m = ev.recorded("wait_for_event")?;
-        self.inner.check_epoch_pub(m.epoch, "wait_for_event")?;
+        self.inner.check_epoch(m.epoch, "wait_for_event")?;
         let dev = &self.inner;
         let _s = dev.span("wait_for_event", "api");
         let mut st = dev.lock_queue(cq)?;
@@ -53,26 +53,9 @@ impl Device {
     }
 }
 
-impl DeviceInner {
-    pub(crate) fn check_epoch_pub(&self, epoch: u32, what: &str) -> Result<()> {
-        if epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Error::InvalidState(format!(
-                "{what}: the event was recorded before the device was reset, and that record was dropped; record it \
-                 again"
-            )));
-        }
-        Ok(())
-    }
-}
-
 impl Event {
-    fn recorded(&self, what: &str) -> Result<EventMark> {
-        self.mark.lock().unwrap_or_else(|e| e.into_inner()).ok_or_else(|| {
-            Error::InvalidState(format!(
-                "{what} on an event that was never recorded: record it (record_event) on some queue first; waiting \
-                 for it could never finish"
-            ))
-        })
+    fn recorded(&self, what: &'static str) -> Result<EventMark> {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).ok_or(Error::EventNotRecorded { call: what })
     }
 
     /// Records the event on queue `cq` (`record_event`): it completes when all work enqueued on `cq` before it is
@@ -102,19 +85,25 @@ impl Event {
 
     /// As [`Event::synchronize`] with a timeout: `Ok(false)` if it passed first.
     pub fn synchronize_timeout(&self, timeout: Duration) -> Result<bool> {
-        let m = self.recorded("event_synchronize")?;
-        match self.dev.wait_event(&m, timeout, "event_synchronize") {
+        match self.synchronize_within(timeout) {
             Ok(()) => Ok(true),
-            Err(Error::Timeout(_)) => Ok(false),
+            Err(Error::Timeout { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// As [`Event::synchronize`], failing with [`Error::Timeout`] (which holds the queues' state) after `timeout`
+    /// instead of the device's.
+    pub fn synchronize_within(&self, timeout: Duration) -> Result<()> {
+        let m = self.recorded("event_synchronize")?;
+        self.dev.wait_event(&m, timeout, "event_synchronize")
     }
 
     /// True if the event's most recent record has completed (non-blocking).
     pub fn query(&self) -> Result<bool> {
         let m = self.recorded("event_query")?;
         self.dev.check_usable()?;
-        self.dev.check_epoch_pub(m.epoch, "event_query")?;
+        self.dev.check_epoch(m.epoch, "event_query")?;
         let t = self.dev.transport()?;
         self.dev.progress(t.as_ref())?;
         if self.dev.event_done(&m)? {

@@ -19,7 +19,7 @@ pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES};
 pub use transfer::PendingRead;
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
-use crate::error::{Error, Result, invalid};
+use crate::error::{Error, Result};
 use crate::queue::{Completer, Issuer, RingSizes, Rings};
 use crate::transport::{self, Transport};
 use alloc::{Direction, Owner, RangeAllocator};
@@ -27,8 +27,8 @@ use queue::{QueueSlot, QueueState};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
+use ttdrv_contract::CONTRACT_MAJOR;
 use ttdrv_contract::regs::{self, Caps, Status, global};
-use ttdrv_contract::{CONTRACT_MAJOR, CONTRACT_MINOR};
 
 /// Reserved at the bottom of every DRAM bank: keeps offset 0 (which looks like a null address) out of use.
 const DRAM_RESERVED_LOW: u64 = 0x1000;
@@ -114,28 +114,30 @@ impl std::fmt::Debug for Device {
 fn read_info(t: &dyn Transport) -> Result<DeviceInfo> {
     let id = t.read32(global::ID);
     if id != regs::ID_VALUE {
-        return Err(Error::NotFound(format!(
-            "{} is not a ttdrv device: its ID register reads {id:#010x}, expected {:#010x}",
-            t.name(),
-            regs::ID_VALUE
-        )));
+        return Err(Error::NotFound {
+            device: t.name().to_string(),
+            reason: format!(
+                "{} is not a ttdrv device: its ID register reads {id:#010x}, not {:#010x}; `ttdrv list` shows the \
+                 ttdrv devices of this host",
+                t.name(),
+                regs::ID_VALUE
+            ),
+        });
     }
     let v = t.read32(global::VERSION);
     let (major, minor) = ((v >> 16) as u16, v as u16);
     if major != CONTRACT_MAJOR {
-        return Err(Error::Unsupported(format!(
-            "{} speaks device contract {major}.{minor}; this ttdrv speaks {CONTRACT_MAJOR}.{CONTRACT_MINOR}. Install \
-             a ttdrv release for contract {major}.x",
-            t.name()
-        )));
+        return Err(Error::ContractVersion { device: t.name().to_string(), major, minor });
     }
     let grid = t.read32(global::GRID);
+    // Checked as read, before it is narrowed to the u16 DeviceInfo keeps.
+    let num_queues = t.read32(global::NUM_QUEUES);
     let info = DeviceInfo {
         name: t.name().to_string(),
         version_major: major,
         version_minor: minor,
         caps: Caps::from_bits_truncate(t.read32(global::CAPS)),
-        num_queues: t.read32(global::NUM_QUEUES) as u16,
+        num_queues: num_queues.min(u16::MAX as u32) as u16,
         dram_banks: t.read32(global::DRAM_BANKS),
         bank_size: t.read32(global::DRAM_BANK_SIZE_LO) as u64 | (t.read32(global::DRAM_BANK_SIZE_HI) as u64) << 32,
         dram_align: t.read32(global::DRAM_ALIGN),
@@ -147,16 +149,17 @@ fn read_info(t: &dyn Transport) -> Result<DeviceInfo> {
         dma_bits: t.read32(global::DMA_BITS),
         kernels: t.read32(global::KERNELS),
     };
-    let sane = info.num_queues >= 1
-        && info.num_queues as usize <= ttdrv_contract::MAX_QUEUES
-        && info.dram_banks >= 1
-        && info.dram_align.is_power_of_two()
-        && info.l1_align.is_power_of_two()
-        && info.grid_x >= 1
-        && info.grid_y >= 1
-        && info.l1_base < info.l1_size;
-    if !sane {
-        return Err(Error::Protocol(format!("{} reports an impossible configuration: {info:?}", t.name())));
+    let max_queues = ttdrv_contract::MAX_QUEUES as u32;
+    let checks: [(&'static str, u32, bool, &'static str); 6] = [
+        ("NUM_QUEUES", num_queues, (1..=max_queues).contains(&num_queues), "it must be 1 to 16"),
+        ("DRAM_BANKS", info.dram_banks, info.dram_banks >= 1, "a device has at least one DRAM bank"),
+        ("DRAM_ALIGN", info.dram_align, info.dram_align.is_power_of_two(), "it must be a power of two"),
+        ("L1_ALIGN", info.l1_align, info.l1_align.is_power_of_two(), "it must be a power of two"),
+        ("GRID", grid, info.grid_x >= 1 && info.grid_y >= 1, "both dimensions must be at least 1"),
+        ("L1_BASE", info.l1_base, info.l1_base < info.l1_size, "it must be below L1_SIZE"),
+    ];
+    if let Some(&(register, value, _, rule)) = checks.iter().find(|c| !c.2) {
+        return Err(Error::BadRegister { device: t.name().to_string(), register, value, rule });
     }
     Ok(info)
 }
@@ -169,12 +172,9 @@ fn wait_ready(t: &dyn Transport) -> Result<()> {
         if s.contains(Status::READY) && !s.contains(Status::RESETTING) {
             return Ok(());
         }
-        if t0.elapsed() > Duration::from_secs(1) {
-            return Err(Error::Timeout(format!(
-                "{} did not become ready within 1 s of a reset (STATUS {:#x}); the device may need a host reboot",
-                t.name(),
-                s.bits()
-            )));
+        let after = t0.elapsed();
+        if after > Duration::from_secs(1) {
+            return Err(Error::NotReady { device: t.name().to_string(), status: s.bits(), after });
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -183,7 +183,7 @@ fn wait_ready(t: &dyn Transport) -> Result<()> {
 impl Device {
     /// Opens the device named by `selector` (`auto`, `emu[:options]`, `vfio:DDDD:BB:DD.F`).
     pub fn open(selector: &str, params: &DeviceParams) -> Result<Device> {
-        let t = transport::open(selector)?;
+        let t = transport::open(selector, params.pinned_bytes())?;
         Device::open_transport(t, params)
     }
 
@@ -192,10 +192,14 @@ impl Device {
         let info = read_info(t.as_ref())?;
         let p = params;
         if p.num_command_queues == 0 || p.num_command_queues > info.num_queues {
-            return invalid(format!(
-                "num_command_queues={} but device {} has {} command queue(s); ask for 1 to {}",
-                p.num_command_queues, info.name, info.num_queues, info.num_queues
-            ));
+            return Err(Error::InvalidParameter {
+                parameter: "num_command_queues",
+                value: p.num_command_queues as u64,
+                reason: format!(
+                    "device {} has {} command queue(s); ask for 1 to {}",
+                    info.name, info.num_queues, info.num_queues
+                ),
+            });
         }
         let profile_path =
             std::env::var_os(crate::profile::PROFILE_ENV).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
@@ -205,26 +209,41 @@ impl Device {
             completion: p.completion_ring_size,
             profile_slots: if profiling { crate::profile::PROFILE_SLOTS } else { 0 },
         };
-        sizes.validate().map_err(Error::InvalidArgument)?;
+        sizes.validate().map_err(|e| Error::InvalidParameter {
+            parameter: e.parameter,
+            value: e.value as u64,
+            reason: format!("the size {}", e.rule),
+        })?;
         let usable_l1 = (info.l1_size - info.l1_base) as u64;
         if p.l1_small_size as u64 > usable_l1 / 2 {
-            return invalid(format!(
-                "l1_small_size={} bytes per core is more than half of the {usable_l1} usable L1 bytes per core on {}",
-                p.l1_small_size, info.name
-            ));
+            return Err(Error::InvalidParameter {
+                parameter: "l1_small_size",
+                value: p.l1_small_size as u64,
+                reason: format!(
+                    "bytes per core is more than half of the {usable_l1} usable L1 bytes per core on {}; ask for at \
+                     most {}",
+                    info.name,
+                    usable_l1 / 2
+                ),
+            });
         }
         let banks = info.dram_banks as u64;
         let trace_per_bank =
             if p.trace_buffers_on_demand { 0 } else { p.trace_region_size / banks / TRACE_PAGE * TRACE_PAGE };
         let dram_top = info.bank_size.saturating_sub(trace_per_bank + KERNEL_REGION_PER_BANK);
         if dram_top <= DRAM_RESERVED_LOW + (1 << 20) {
-            return invalid(format!(
-                "trace_region_size={} leaves no ordinary DRAM on {} ({} bytes in {} banks)",
-                p.trace_region_size,
-                info.name,
-                info.dram_size(),
-                banks
-            ));
+            return Err(Error::InvalidParameter {
+                parameter: "trace_region_size",
+                value: p.trace_region_size,
+                reason: format!(
+                    "leaves no ordinary DRAM on {} ({} bytes in {} banks, of which the driver keeps {} per bank); \
+                     reserve less",
+                    info.name,
+                    info.dram_size(),
+                    banks,
+                    DRAM_RESERVED_LOW + (1 << 20) + KERNEL_REGION_PER_BANK
+                ),
+            });
         }
 
         // Put the device in a known state: a previous user may have left it faulted or running.
@@ -241,13 +260,14 @@ impl Device {
             hugepages: p.hugepages,
             numa_node: t.numa_node(),
             lock: if t.needs_pinned_memory() { LockPolicy::Required } else { LockPolicy::BestEffort },
+            hugepages_wanted: Some(p.hugepages_needed()),
         };
         let iovas = Arc::new(Mutex::new(IovaAllocator::new(&t.iova_ranges(), info.dma_bits)));
         let mut queues = Vec::new();
         for q in 0..p.num_command_queues {
             let rings = Arc::new(Rings::new(q, &t, &iovas, sizes, &mem_opts)?);
             rings.enable(t.as_ref());
-            queues.push(QueueSlot::new(q, rings, t.clone()));
+            queues.push(QueueSlot::new(q, rings, t.clone(), &info.name));
         }
         let l1_lo = info.l1_base as u64;
         let mem = Memories {
@@ -308,12 +328,8 @@ impl Device {
     pub fn synchronize(&self) -> Result<()> {
         self.inner.check_usable()?;
         for q in 0..self.num_queues() {
-            if self.inner.queues[q as usize].state.lock().unwrap_or_else(|e| e.into_inner()).capture.is_some() {
-                return Err(Error::InvalidState(format!(
-                    "device synchronize during trace capture on queue {q}: blocking calls cannot be captured; end \
-                     the capture first"
-                )));
-            }
+            let st = self.inner.queues[q as usize].state.lock().unwrap_or_else(|e| e.into_inner());
+            st.forbid_capture("device synchronize")?;
         }
         for q in 0..self.num_queues() {
             self.finish(q)?;
@@ -385,10 +401,7 @@ impl Device {
     #[doc(hidden)]
     pub fn debug_issue_wr(&self, cq: u16) -> Result<u32> {
         let st = self.inner.lock_queue(cq)?;
-        st.issuer
-            .as_ref()
-            .map(|i| i.wr())
-            .ok_or_else(|| Error::Closed(format!("device {} is closed", self.inner.info.name)))
+        st.issuer.as_ref().map(|i| i.wr()).ok_or_else(|| self.inner.closed_error())
     }
 }
 
@@ -419,25 +432,22 @@ impl DeviceInner {
     }
 
     pub(crate) fn transport(&self) -> Result<Arc<dyn Transport>> {
-        self.transport
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| Error::Closed(format!("device {} is closed", self.info.name)))
+        self.transport.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| self.closed_error())
+    }
+
+    /// The error of a call on the closed device.
+    pub(crate) fn closed_error(&self) -> Error {
+        Error::Closed { device: self.info.name.clone() }
     }
 
     /// Fails if the device is closed or this is a forked child.
     #[inline]
     pub(crate) fn check_usable(&self) -> Result<()> {
         if FORK_GEN.load(Ordering::Relaxed) != self.fork_gen {
-            return Err(Error::Forked(format!(
-                "device {} was opened by the parent process; a forked child cannot use it (the DMA memory and \
-                 device threads belong to the parent). Open the device again in the child",
-                self.info.name
-            )));
+            return Err(Error::Forked { device: self.info.name.clone(), released: false });
         }
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed(format!("device {} is closed", self.info.name)));
+            return Err(self.closed_error());
         }
         Ok(())
     }
@@ -451,13 +461,12 @@ impl DeviceInner {
     pub(crate) fn check_queue(&self, cq: u16) -> Result<()> {
         self.check_usable()?;
         if cq as usize >= self.queues.len() {
-            return invalid(format!(
-                "command queue {cq} does not exist: device {} was opened with {} queue(s) (ids 0 to {}); open it \
-                 with num_command_queues > {cq}",
-                self.info.name,
-                self.queues.len(),
-                self.queues.len() - 1
-            ));
+            return Err(Error::QueueOutOfRange {
+                queue: cq,
+                queues: self.queues.len() as u16,
+                device_queues: self.info.num_queues,
+                device: self.info.name.clone(),
+            });
         }
         Ok(())
     }
@@ -470,7 +479,7 @@ impl DeviceInner {
         self.check_queue(cq)?;
         let g = self.queues[cq as usize].state.lock().unwrap_or_else(|e| e.into_inner());
         if g.issuer.is_none() {
-            return Err(Error::Closed(format!("device {} is closed", self.info.name)));
+            return Err(self.closed_error());
         }
         Ok(g)
     }
@@ -481,10 +490,12 @@ impl DeviceInner {
         let align = self.info.dram_align as u64;
         let at = ttdrv_contract::align_up(m.kernel_next, align);
         if at + len > m.kernel_end {
-            return Err(Error::OutOfDeviceMemory(format!(
-                "the kernel image region of {} ({} bytes) is full; fewer distinct programs, or a newer ttdrv",
-                self.info.name, KERNEL_REGION_PER_BANK
-            )));
+            return Err(Error::KernelRegionFull {
+                requested: len,
+                free: m.kernel_end.saturating_sub(at),
+                region: KERNEL_REGION_PER_BANK,
+                device: self.info.name.clone(),
+            });
         }
         m.kernel_next = at + len;
         Ok(at)
@@ -577,14 +588,10 @@ impl DeviceInner {
     }
 
     fn check_usable_for_fork_message(&self) -> Result<()> {
-        Err(Error::Forked(format!(
-            "device {} belongs to the parent process; it was released in this child without touching the \
-             hardware",
-            self.info.name
-        )))
+        Err(Error::Forked { device: self.info.name.clone(), released: true })
     }
 
-    /// Direction for a buffer allocation.
+    /// Allocates `size` bytes per unit of memory `t` for buffer `id` (whose spec `purpose` describes).
     pub(crate) fn alloc_buffer_range(
         &self,
         t: BufferType,
@@ -592,11 +599,18 @@ impl DeviceInner {
         align: u64,
         dir: Direction,
         id: u64,
+        purpose: &dyn Fn() -> String,
     ) -> Result<u64> {
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-        m.for_type(t)
-            .alloc(size, align, dir, Owner::Buffer(id))
-            .map_err(|f| Error::OutOfDeviceMemory(format!("out of {} on {}: {f}", t.name(), self.info.name)))
+        m.for_type(t).alloc(size, align, dir, Owner::Buffer(id)).map_err(|f| Error::OutOfDeviceMemory {
+            purpose: purpose(),
+            memory: t,
+            requested: f.asked,
+            free: f.free,
+            largest_free: f.largest,
+            owned_by_traces: f.traced,
+            device: self.info.name.clone(),
+        })
     }
 }
 

@@ -1,14 +1,16 @@
-//! A small model for examples and benchmarks: an MLP of matmul + bias (+ relu) layers (`run_model` in the seed).
+//! A small model for examples and benchmarks: an MLP of matmul + bias (+ relu) layers, the `run_model` of tt-metal's
+//! guide "Advanced Performance Optimizations for Models".
 //!
 //! Like a ttnn model it **consumes its input** (frees it right after the first op) and frees every intermediate,
 //! returning a new output buffer. Its weights are uploaded when it is created; the buffer it returns is allocated
 //! top-down and everything else first-fit bottom-up, so a capture run allocates exactly as the compile run did and
-//! an input re-allocated at the end of capture lands where the captured input was (the seed's §1.3.2 pattern).
+//! an input re-allocated at the end of capture lands where the captured input was (the pattern of the guide's
+//! section 1.3.2, "Trace with Non-Persistent L1 Input").
 
 use super::buffer::{Buffer, BufferSpec, MemoryConfig};
 use super::ops::{BinaryOp, UnaryOp};
 use super::{Device, DeviceInner};
-use crate::error::{Result, invalid};
+use crate::error::{Error, Result, invalid};
 use std::sync::Arc;
 use ttdrv_contract::kernel::{DType, f32_to_bf16};
 
@@ -112,15 +114,15 @@ impl Mlp {
         let c = &self.cfg;
         self.dev.check_queue(cq)?;
         input.check_device(&self.dev)?;
-        if input.shape() != [c.batch, c.dims[0]] || input.dtype() != c.dtype {
-            return invalid(format!(
-                "MLP input must be [{}, {}] {:?}, got {:?} {:?}",
-                c.batch,
-                c.dims[0],
-                c.dtype,
-                input.shape(),
-                input.dtype()
-            ));
+        if input.shape() != [c.batch, c.dims[0]] {
+            return Err(Error::ShapeMismatch {
+                op: "MLP input".into(),
+                shapes: vec![input.shape()],
+                rule: format!("the MLP input must be [{}, {}] (batch x dims[0])", c.batch, c.dims[0]),
+            });
+        }
+        if input.dtype() != c.dtype {
+            return Err(Error::DTypeMismatch { op: "MLP input".into(), expected: c.dtype, found: input.dtype() });
         }
         Ok(())
     }

@@ -5,9 +5,9 @@
 use super::buffer::{Buffer, MemoryConfig};
 use super::program::{KernelSource, ProgramDesc};
 use super::{Device, DeviceInner};
-use crate::error::{Result, invalid};
+use crate::error::{Error, Result};
 use std::sync::Arc;
-use ttdrv_contract::kernel::{Block, BuiltinKernel, Layout, ShardGrid};
+use ttdrv_contract::kernel::{Block, BuiltinKernel, DType, Layout, ShardGrid};
 use ttdrv_contract::records::{CbConfig, CoreRect};
 
 /// Element-wise binary operations.
@@ -145,13 +145,16 @@ impl DeviceInner {
         prog.run(cq, &rt, &all)
     }
 
+    /// Copies `input` into `out`, converting the element type if they differ (the copy kernel converts, contract
+    /// §8.2).
     pub(crate) fn copy_into(self: &Arc<Self>, cq: u16, input: &Buffer, out: &Buffer) -> Result<()> {
         if input.shape() != out.shape() {
-            return invalid(format!(
-                "cannot copy a {:?} tensor into a {:?} one: shapes differ",
-                input.shape(),
-                out.shape()
-            ));
+            return Err(Error::ShapeMismatch {
+                op: "copy".into(),
+                shapes: vec![input.shape(), out.shape()],
+                rule: "a copy (to_memory_config, reshard, typecast) keeps the shape: input and output shapes differ"
+                    .into(),
+            });
         }
         let (a, o) = (input.accessor().to_words(), out.accessor().to_words());
         self.launch_op(cq, BuiltinKernel::Copy, vec![], out, &[input], |rt| {
@@ -163,14 +166,13 @@ impl DeviceInner {
     pub(crate) fn matmul_into(self: &Arc<Self>, cq: u16, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
         let ([m, k], [k2, n]) = (a.shape(), b.shape());
         if k != k2 || out.shape() != [m, n] {
-            return invalid(format!(
-                "matmul shapes do not agree: {:?} x {:?} -> {:?} (need [M, K] x [K, N] -> [M, N])",
-                a.shape(),
-                b.shape(),
-                out.shape()
-            ));
+            return Err(Error::ShapeMismatch {
+                op: "matmul".into(),
+                shapes: vec![a.shape(), b.shape(), out.shape()],
+                rule: "a [M, K] x [K, N] product is [M, N]".into(),
+            });
         }
-        same_dtype(&[a, b, out])?;
+        same_dtype("matmul", &[a, b, out])?;
         let (wa, wb, wo) = (a.accessor().to_words(), b.accessor().to_words(), out.accessor().to_words());
         self.launch_op(cq, BuiltinKernel::Matmul, vec![], out, &[a, b], |rt| {
             rt.extend_from_slice(&wa);
@@ -192,16 +194,23 @@ impl DeviceInner {
         } else if b.shape() == [1, a.shape()[1]] {
             1
         } else {
-            return invalid(format!(
-                "{op:?}: operand shapes {:?} and {:?} do not match, and b is not one row to broadcast",
-                a.shape(),
-                b.shape()
-            ));
+            return Err(Error::ShapeMismatch {
+                op: format!("{op:?}"),
+                shapes: vec![a.shape(), b.shape()],
+                rule: format!(
+                    "b must have a's shape, or be one row [1, {}] to broadcast over a's rows; it is not one row",
+                    a.shape()[1]
+                ),
+            });
         };
         if out.shape() != a.shape() {
-            return invalid(format!("{op:?}: output shape {:?} differs from input {:?}", out.shape(), a.shape()));
+            return Err(Error::ShapeMismatch {
+                op: format!("{op:?}"),
+                shapes: vec![a.shape(), b.shape(), out.shape()],
+                rule: format!("the output shape {:?} must be a's", out.shape()),
+            });
         }
-        same_dtype(&[a, b, out])?;
+        same_dtype(&format!("{op:?}"), &[a, b, out])?;
         let (wa, wb, wo) = (a.accessor().to_words(), b.accessor().to_words(), out.accessor().to_words());
         self.launch_op(cq, BuiltinKernel::EltwiseBinary, vec![op as u32, bcast], out, &[a, b], |rt| {
             rt.extend_from_slice(&wa);
@@ -212,9 +221,13 @@ impl DeviceInner {
 
     pub(crate) fn unary_into(self: &Arc<Self>, cq: u16, op: UnaryOp, a: &Buffer, out: &Buffer) -> Result<()> {
         if out.shape() != a.shape() {
-            return invalid(format!("{op:?}: output shape {:?} differs from input {:?}", out.shape(), a.shape()));
+            return Err(Error::ShapeMismatch {
+                op: format!("{op:?}"),
+                shapes: vec![a.shape(), out.shape()],
+                rule: format!("the output shape {:?} must be the input's", out.shape()),
+            });
         }
-        same_dtype(&[a, out])?;
+        same_dtype(&format!("{op:?}"), &[a, out])?;
         let (code, param) = op.code();
         let (wa, wo) = (a.accessor().to_words(), out.accessor().to_words());
         self.launch_op(cq, BuiltinKernel::EltwiseUnary, vec![code], out, &[a], |rt| {
@@ -259,13 +272,11 @@ fn interleaved_split(rows: u32, cols: u32, cores: u32, square: bool) -> (u32, u3
     best
 }
 
-fn same_dtype(bs: &[&Buffer]) -> Result<()> {
+/// Fails unless every buffer has the first one's element type (every kernel but copy computes in one).
+fn same_dtype(op: &str, bs: &[&Buffer]) -> Result<()> {
     let d = bs[0].dtype();
     if let Some(b) = bs.iter().find(|b| b.dtype() != d) {
-        return invalid(format!(
-            "element types differ ({d:?} and {:?}); convert with to_memory_config first",
-            b.dtype()
-        ));
+        return Err(Error::DTypeMismatch { op: op.to_string(), expected: d, found: b.dtype() });
     }
     Ok(())
 }
@@ -285,8 +296,20 @@ impl Device {
         self.to_memory_config(cq, input, mem)
     }
 
+    /// Copies `input` into a new buffer of element type `dtype` with memory config `mem` (`typecast`): the copy
+    /// kernel converts (float32 to bfloat16 rounds to nearest even; bfloat16 to float32 is exact).
+    pub fn typecast(&self, cq: u16, input: &Buffer, dtype: DType, mem: &MemoryConfig) -> Result<Buffer> {
+        let mut spec = *input.spec();
+        spec.dtype = dtype;
+        spec.mem = *mem;
+        let out = self.allocate(&spec)?;
+        self.inner.copy_into(cq, input, &out)?;
+        Ok(out)
+    }
+
     /// Reshards `input` into the existing buffer `output` (`reshard(input, mem_config, output_tensor)`), which keeps
-    /// its address: the pattern the seed uses to feed a trace's input in place.
+    /// its address: the pattern tt-metal's guide "Advanced Performance Optimizations for Models" uses to feed a
+    /// trace's input in place. The shapes must agree; the element types may differ, and the copy converts them.
     pub fn reshard_into(&self, cq: u16, input: &Buffer, output: &Buffer) -> Result<()> {
         self.inner.copy_into(cq, input, output)
     }

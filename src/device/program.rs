@@ -11,13 +11,16 @@ use super::buffer::{Buffer, BufferType};
 use super::queue::{QueueState, push_capture};
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
-use crate::error::{Error, Result, invalid};
+use crate::error::{Error, GridText, Result, cores_grid};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use ttdrv_contract::Memory;
 use ttdrv_contract::kernel::{self, BuiltinKernel};
 use ttdrv_contract::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordFlags, RecordMeta};
+
+/// Kernel names starting with this are the built-in catalog's (contract §8.2); any other name is a custom image.
+pub const BUILTIN_PREFIX: &str = "ttdrv.";
 
 /// The kernel a program runs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -34,7 +37,8 @@ pub enum KernelSource {
 }
 
 impl KernelSource {
-    fn name(&self) -> &str {
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
         match self {
             KernelSource::Builtin(k) => k.name(),
             KernelSource::Image { name, .. } => name,
@@ -136,23 +140,66 @@ impl DeviceInner {
         self.check_usable()?;
         let info = &self.info;
         let r = desc.cores;
-        if r.count() == 0 || r.x1 as u32 >= info.grid_x || r.y1 as u32 >= info.grid_y {
-            return invalid(format!(
-                "program cores {}..={} x {}..={} are not a rectangle inside the {}x{} grid of {}",
-                r.x0, r.x1, r.y0, r.y1, info.grid_x, info.grid_y, info.name
-            ));
+        let label = match desc.kernel.name() {
+            "" => "(unnamed)".to_string(),
+            n => n.to_string(),
+        };
+        let bad = |reason: String| Err(Error::InvalidProgram { kernel: label.clone(), reason });
+        if r.x1 < r.x0 || r.y1 < r.y0 {
+            let fixed = CoreRect { x0: r.x0.min(r.x1), y0: r.y0.min(r.y1), x1: r.x0.max(r.x1), y1: r.y0.max(r.y1) };
+            return Err(Error::InvalidGrid {
+                what: "program",
+                grid: cores_grid(r),
+                reason: format!(
+                    "the rectangle is reversed: give the top-left core first, then the bottom-right one ({})",
+                    GridText(&cores_grid(fixed))
+                ),
+            });
         }
-        if let KernelSource::Builtin(k) = desc.kernel {
-            if info.kernels & k.bit() == 0 {
-                return Err(Error::Unsupported(format!(
-                    "device {} has no built-in kernel {} (its catalog mask is {:#x}); this operation needs it",
+        if r.x1 as u32 >= info.grid_x || r.y1 as u32 >= info.grid_y {
+            return Err(Error::InvalidGrid {
+                what: "program",
+                grid: cores_grid(r),
+                reason: format!(
+                    "they are not a rectangle inside device {}, whose cores are (0,0)-({},{}) ({}x{} grid)",
                     info.name,
-                    k.name(),
-                    info.kernels
-                )));
+                    info.grid_x - 1,
+                    info.grid_y - 1,
+                    info.grid_x,
+                    info.grid_y
+                ),
+            });
+        }
+        // A name in the built-in namespace must be a built-in kernel, checked as one: otherwise the device would
+        // only fault when the program runs.
+        let builtin = match &desc.kernel {
+            KernelSource::Builtin(k) => Some(*k),
+            KernelSource::Image { name, .. } if name.starts_with(BUILTIN_PREFIX) => {
+                match BuiltinKernel::from_name(name) {
+                    Some(k) => Some(k),
+                    None => {
+                        return Err(Error::KernelUnavailable {
+                            kernel: name.clone(),
+                            device: info.name.clone(),
+                            catalog: info.kernels,
+                            known: false,
+                        });
+                    }
+                }
+            }
+            KernelSource::Image { .. } => None,
+        };
+        if let Some(k) = builtin {
+            if info.kernels & k.bit() == 0 {
+                return Err(Error::KernelUnavailable {
+                    kernel: k.name().to_string(),
+                    device: info.name.clone(),
+                    catalog: info.kernels,
+                    known: true,
+                });
             }
             if desc.rt_words as usize != k.rt_words() || desc.ct_args.len() != k.ct_words() {
-                return invalid(format!(
+                return bad(format!(
                     "{} takes {} runtime and {} compile-time words, not {} and {}",
                     k.name(),
                     k.rt_words(),
@@ -165,12 +212,12 @@ impl DeviceInner {
         if let KernelSource::Image { name, .. } = &desc.kernel
             && (name.is_empty() || name.len() >= kernel::NAME_LEN)
         {
-            return invalid(format!("kernel name `{name}` must be 1 to {} bytes", kernel::NAME_LEN - 1));
+            return bad(format!("the kernel name must be 1 to {} bytes, not {}", kernel::NAME_LEN - 1, name.len()));
         }
         let cb_bytes: u64 = desc.cbs.iter().map(|c| c.page_size as u64 * c.num_pages as u64).sum();
         if cb_bytes > (info.l1_size - info.l1_base) as u64 {
-            return invalid(format!(
-                "circular buffers need {cb_bytes} bytes of L1 per core; {} has {}",
+            return bad(format!(
+                "circular buffers need {cb_bytes} bytes of L1 per core; {} has {}: use fewer or smaller pages",
                 info.name,
                 info.l1_size - info.l1_base
             ));
@@ -188,15 +235,15 @@ impl DeviceInner {
                     .as_ref()
                     .map_or(0, |i| i.rings().sizes().max_record());
                 if records::FIXED_LEN + words * 4 > max {
-                    return invalid(format!(
-                        "the launch record of this program ({} bytes) exceeds the issue ring's record limit ({max} \
-                         bytes); use fewer cores or arguments, or a larger issue_ring_size",
+                    return bad(format!(
+                        "its launch record ({} bytes) exceeds the issue ring's record limit ({max} bytes, a quarter \
+                         of issue_ring_size); use fewer cores or arguments, or a larger issue_ring_size",
                         records::FIXED_LEN + words * 4
                     ));
                 }
                 let image = desc.kernel.image();
                 let e = Arc::new(CacheEntry {
-                    label: desc.kernel.name().trim_start_matches("ttdrv.").into(),
+                    label: desc.kernel.name().trim_start_matches(BUILTIN_PREFIX).into(),
                     desc: desc.clone(),
                     image,
                     upload: Mutex::new(None),
@@ -248,13 +295,11 @@ impl DeviceInner {
             return Ok(u.offset);
         }
         if capturing {
-            return Err(Error::ProgramNotCached(format!(
-                "program {} on cores {:?} is not in the program cache, so it cannot be captured: its kernel must be \
-                 uploaded, which a trace cannot hold. Run it once before begin_trace_capture (the seed's \"compile\" \
-                 run), then capture",
-                entry.desc.kernel.name(),
-                entry.desc.cores
-            )));
+            return Err(Error::ProgramNotCached {
+                kernel: entry.desc.kernel.name().to_string(),
+                cores: entry.desc.cores,
+                queue: st.id,
+            });
         }
         entry.misses.fetch_add(1, Ordering::Relaxed);
         let len = entry.image.len();
@@ -305,13 +350,16 @@ impl Program {
         let dev = &self.dev;
         let d = &self.entry.desc;
         if rt_args.len() != d.rt_words as usize * d.cores.count() {
-            return invalid(format!(
-                "{} runtime words given; the program takes {} per core on {} cores ({} in all)",
-                rt_args.len(),
-                d.rt_words,
-                d.cores.count(),
-                d.rt_words as usize * d.cores.count()
-            ));
+            return Err(Error::InvalidProgram {
+                kernel: d.kernel.name().to_string(),
+                reason: format!(
+                    "{} runtime words given; the program takes {} per core on {} cores ({} in all)",
+                    rt_args.len(),
+                    d.rt_words,
+                    d.cores.count(),
+                    d.rt_words as usize * d.cores.count()
+                ),
+            });
         }
         for b in buffers {
             b.check_device(dev)?;

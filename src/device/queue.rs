@@ -14,10 +14,11 @@ pub(crate) struct QueueSlot {
 }
 
 impl QueueSlot {
-    pub fn new(id: u16, rings: Arc<Rings>, t: Arc<dyn Transport>) -> QueueSlot {
+    pub fn new(id: u16, rings: Arc<Rings>, t: Arc<dyn Transport>, device: &str) -> QueueSlot {
         QueueSlot {
             state: Mutex::new(QueueState {
                 id,
+                device: device.into(),
                 issuer: Some(Issuer::new(rings.clone())),
                 transport: Some(t),
                 next_event: 0,
@@ -32,6 +33,8 @@ impl QueueSlot {
 /// Host state of one queue's issue side.
 pub(crate) struct QueueState {
     pub id: u16,
+    /// The device's name, for errors.
+    pub device: Arc<str>,
     /// `None` once the device is closed.
     pub issuer: Option<Issuer>,
     pub transport: Option<Arc<dyn Transport>>,
@@ -55,21 +58,16 @@ impl QueueState {
     pub fn live(&mut self) -> Result<(&mut Issuer, &Arc<dyn Transport>)> {
         match (self.issuer.as_mut(), self.transport.as_ref()) {
             (Some(i), Some(t)) => Ok((i, t)),
-            _ => Err(Error::Closed("device is closed".into())),
+            _ => Err(Error::Closed { device: self.device.to_string() }),
         }
     }
 
     /// Fails when a trace is being captured on this queue: `what` cannot be captured.
     pub fn forbid_capture(&self, what: &str) -> Result<()> {
-        if self.capture.is_some() {
-            return Err(Error::InvalidState(format!(
-                "{what} on queue {} during trace capture: a trace can only hold program dispatches, not host \
-                 writes, reads, event records or waits, or blocking calls. Do it before begin_trace_capture or \
-                 after end_trace_capture",
-                self.id
-            )));
+        match &self.capture {
+            Some(c) => Err(Error::CaptureActive { queue: self.id, trace: c.trace_id, call: what.to_string() }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -152,9 +150,14 @@ pub(crate) struct ReadTicket {
     pub epoch: u32,
 }
 
-/// Registers `scatter` for the read record `tag` on queue `q`'s completer.
-pub(crate) fn expect_read(compl: &Mutex<Option<Completer>>, tag: u32, scatter: Scatter) -> Result<u64> {
+/// Registers `scatter` for the read record `tag` on the completer of the (locked) queue `st`.
+pub(crate) fn expect_read(
+    st: &QueueState,
+    compl: &Mutex<Option<Completer>>,
+    tag: u32,
+    scatter: Scatter,
+) -> Result<u64> {
     let mut c = compl.lock().unwrap_or_else(|e| e.into_inner());
-    let c = c.as_mut().ok_or_else(|| Error::Closed("device is closed".into()))?;
+    let c = c.as_mut().ok_or_else(|| Error::Closed { device: st.device.to_string() })?;
     Ok(c.expect(tag, scatter))
 }

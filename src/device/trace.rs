@@ -13,7 +13,7 @@ use super::program::Touched;
 use super::queue::{Capture, push_live};
 use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TraceProblem};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use ttdrv_contract::Memory;
@@ -109,23 +109,17 @@ fn gens(m: &Memories) -> [u64; 3] {
 }
 
 impl DeviceInner {
-    fn trace_unknown(&self, tid: u32, what: &str) -> Error {
-        Error::InvalidState(format!(
-            "{what}: trace {tid} does not exist on device {} (never captured, already released, or its capture was \
-             dropped by a device reset)",
-            self.info.name
-        ))
+    fn trace_error(&self, tid: u32, call: impl Into<String>, problem: TraceProblem) -> Error {
+        Error::Trace { trace: tid, call: call.into(), problem, device: self.info.name.clone() }
+    }
+
+    fn trace_unknown(&self, tid: u32, call: impl Into<String>) -> Error {
+        self.trace_error(tid, call, TraceProblem::NotFound)
     }
 
     pub(crate) fn begin_trace_capture(&self, cq: u16) -> Result<u32> {
         let mut st = self.lock_queue(cq)?;
-        if let Some(c) = &st.capture {
-            return Err(Error::InvalidState(format!(
-                "begin_trace_capture on queue {cq}: trace {} is already being captured there; end it with \
-                 end_trace_capture first",
-                c.trace_id
-            )));
-        }
+        st.forbid_capture("begin_trace_capture")?;
         let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
         t.next_id = t.next_id.wrapping_add(1).max(1);
         while t.traces.contains_key(&t.next_id) {
@@ -142,21 +136,18 @@ impl DeviceInner {
         match &st.capture {
             Some(c) if c.trace_id == tid => {}
             Some(c) => {
-                return Err(Error::InvalidState(format!(
-                    "end_trace_capture({tid}) on queue {cq}: the capture in progress there is trace {}",
-                    c.trace_id
-                )));
+                let problem = TraceProblem::OtherCapture { queue: cq, capturing: c.trace_id };
+                return Err(self.trace_error(tid, format!("end_trace_capture({tid}) on queue {cq}"), problem));
             }
             None => {
+                let call = format!("end_trace_capture({tid}) on queue {cq}");
                 let t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
                 return Err(match t.traces.get(&tid) {
-                    Some(State::Capturing { queue }) => Error::InvalidState(format!(
-                        "end_trace_capture({tid}) on queue {cq}: trace {tid} is being captured on queue {queue}"
-                    )),
-                    Some(State::Captured(_)) => Error::InvalidState(format!(
-                        "end_trace_capture({tid}): the capture of trace {tid} already ended"
-                    )),
-                    None => self.trace_unknown(tid, "end_trace_capture"),
+                    Some(State::Capturing { queue }) => {
+                        self.trace_error(tid, call, TraceProblem::Capturing { queue: *queue })
+                    }
+                    Some(State::Captured(_)) => self.trace_error(tid, call, TraceProblem::AlreadyEnded),
+                    None => self.trace_unknown(tid, call),
                 });
             }
         }
@@ -186,11 +177,18 @@ impl DeviceInner {
                     Ok(base) => (Some(TraceBuffer { base }), None),
                     Err(f) => (
                         None,
-                        Some(Error::OutOfDeviceMemory(format!(
-                            "trace {tid} needs a {buffer_bytes}B trace buffer ({per_bank}B in each of {banks} banks) on \
-                             device {}, but ordinary DRAM cannot hold it: {f}",
-                            self.info.name
-                        ))),
+                        Some(Error::OutOfDeviceMemory {
+                            purpose: format!(
+                                "trace {tid}'s {buffer_bytes}B buffer (trace_buffers_on_demand; the trace stays \
+                                 captured: query its size, or release it)"
+                            ),
+                            memory: BufferType::Dram,
+                            requested: f.asked,
+                            free: f.free,
+                            largest_free: f.largest,
+                            owned_by_traces: f.traced,
+                            device: self.info.name.clone(),
+                        }),
                     ),
                 }
             } else {
@@ -198,19 +196,18 @@ impl DeviceInner {
                     Ok(base) => (Some(TraceBuffer { base }), None),
                     Err(f) => {
                         let region = self.trace_per_bank * banks;
+                        // The free space in whole per-bank blocks: what one more buffer could use.
                         let free = f.largest * banks;
                         (
                             None,
-                            Some(Error::TraceRegion(format!(
-                                "Creating trace buffers of size {buffer_bytes}B on device {}, but only {free}B is \
-                                 allocated for trace region (trace_region_size={}B, {}B of it owned by live \
-                                 traces). Open the device with trace_region_size of at least {}B, or release \
-                                 other traces. The trace stays captured: query its size, or release it",
-                                self.info.name,
+                            Some(Error::TraceRegionTooSmall {
+                                trace: tid,
+                                needed: buffer_bytes,
+                                free,
                                 region,
-                                region - f.free * banks,
-                                region - free + buffer_bytes,
-                            ))),
+                                owned_by_traces: region - f.free * banks,
+                                device: self.info.name.clone(),
+                            }),
                         )
                     }
                 }
@@ -280,35 +277,24 @@ impl DeviceInner {
     pub(crate) fn execute_trace(&self, tid: u32, cq: u16, blocking: bool) -> Result<()> {
         let _s = self.span("execute_trace", "api");
         let mut st = self.lock_queue(cq)?;
-        if let Some(c) = &st.capture {
-            return Err(Error::InvalidState(format!(
-                "execute_trace({tid}) on queue {cq} while trace {} is being captured there: traces cannot be nested",
-                c.trace_id
-            )));
+        if st.capture.is_some() {
+            st.forbid_capture(&format!("execute_trace({tid})"))?;
         }
         let (x, inner_names, wait) = {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
             let c = match t.traces.get_mut(&tid) {
                 Some(State::Captured(c)) => c,
                 Some(State::Capturing { queue }) => {
-                    return Err(Error::InvalidState(format!(
-                        "execute_trace({tid}): trace {tid} is still being captured on queue {queue}; end the capture first"
-                    )));
+                    let problem = TraceProblem::Capturing { queue: *queue };
+                    return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
                 }
-                None => return Err(self.trace_unknown(tid, "execute_trace")),
+                None => return Err(self.trace_unknown(tid, format!("execute_trace({tid})"))),
             };
             if c.epoch != self.epoch.load(Ordering::Acquire) {
-                return Err(Error::InvalidState(format!(
-                    "execute_trace({tid}): the trace was lost when device {} was reset; release it and capture again",
-                    self.info.name
-                )));
+                return Err(self.trace_error(tid, format!("execute_trace({tid})"), TraceProblem::LostInReset));
             }
             let Some(b) = c.buffer else {
-                return Err(Error::TraceRegion(format!(
-                    "execute_trace({tid}): the trace was captured but never stored, because the trace region was too \
-                     small ({}B needed); release it, and open the device with a larger trace_region_size",
-                    c.buffer_bytes
-                )));
+                return Err(Error::TraceNotStored { trace: tid, needed: c.buffer_bytes });
             };
             // Re-check the trace's dependencies only when allocations changed since the last check: replay stays
             // O(1) in the common case.
@@ -323,14 +309,9 @@ impl DeviceInner {
                         .into_iter()
                         .filter(|p| !matches!(p.2, Some(Owner::Buffer(_))))
                         .collect();
-                    if let Some((hs, he, _)) = holes.first() {
-                        return Err(Error::InvalidState(format!(
-                            "execute_trace({tid}): the trace uses {} range [{hs:#x}, {he:#x}), which lay inside a live \
-                             buffer when the capture ended but no live buffer holds now. Replaying would read or \
-                             write memory that may belong to something else. Keep that buffer alive (or allocate \
-                             its replacement at the same address) before execute_trace",
-                            ty.name()
-                        )));
+                    if let Some(&(start, end, _)) = holes.first() {
+                        let problem = TraceProblem::RangeFreed { memory: ty, start, end };
+                        return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
                     }
                 }
                 c.checked = Some(now);
@@ -380,11 +361,10 @@ impl DeviceInner {
         match t.traces.get(&tid) {
             Some(State::Captured(_)) => {}
             Some(State::Capturing { queue }) => {
-                return Err(Error::InvalidState(format!(
-                    "release_trace({tid}): trace {tid} is still being captured on queue {queue}; end the capture first"
-                )));
+                let problem = TraceProblem::Capturing { queue: *queue };
+                return Err(self.trace_error(tid, format!("release_trace({tid})"), problem));
             }
-            None => return Err(self.trace_unknown(tid, "release_trace")),
+            None => return Err(self.trace_unknown(tid, format!("release_trace({tid})"))),
         }
         t.traces.remove(&tid);
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
@@ -405,10 +385,10 @@ impl DeviceInner {
                 queue: c.queue,
                 stored: c.buffer.is_some(),
             }),
-            Some(State::Capturing { queue }) => Err(Error::InvalidState(format!(
-                "trace {tid} is still being captured on queue {queue}; its size is known once the capture ends"
-            ))),
-            None => Err(self.trace_unknown(tid, "trace size query")),
+            Some(State::Capturing { queue }) => {
+                Err(self.trace_error(tid, format!("trace_info({tid})"), TraceProblem::Capturing { queue: *queue }))
+            }
+            None => Err(self.trace_unknown(tid, format!("trace_info({tid})"))),
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::buffer::Buffer;
 use super::queue::{ReadTicket, expect_read};
 use crate::dma::copy::copy_to_dma;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::queue::Scatter;
 use std::sync::atomic::Ordering;
 use ttdrv_contract::kernel::Layout;
@@ -98,7 +98,7 @@ fn plan(b: &Buffer, max_bytes: usize) -> Vec<Piece> {
 }
 
 impl Buffer {
-    fn check_len(&self, len: usize, what: &str) -> Result<()> {
+    fn check_len(&self, len: usize, what: &'static str) -> Result<()> {
         self.spec.check_host_len(len, what)
     }
 
@@ -265,7 +265,7 @@ impl Buffer {
                 }
             };
             // Registered before the doorbell, so the completion can never arrive unexpected.
-            seq = expect_read(compl, tag, scatter)?;
+            seq = expect_read(&st, compl, tag, scatter)?;
             let (issuer, t) = st.live()?;
             issuer.publish(t.as_ref());
         }
@@ -291,6 +291,6 @@ impl PendingRead {
         let t = self.dev.transport()?;
         self.dev.progress(t.as_ref())?;
         let c = self.dev.queues[self.ticket.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-        c.as_ref().map(|c| c.delivered() >= self.ticket.seq).ok_or_else(|| Error::Closed("device is closed".into()))
+        c.as_ref().map(|c| c.delivered() >= self.ticket.seq).ok_or_else(|| self.dev.closed_error())
     }
 }

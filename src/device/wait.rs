@@ -4,15 +4,15 @@
 
 use super::DeviceInner;
 use super::queue::ReadTicket;
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultReport, Result};
 use crate::queue::Issuer;
 use crate::transport::Transport;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use ttdrv_contract::records::{self, Opcode, RecordMeta};
-use ttdrv_contract::regs::{self, FaultCode, QueueStatus, Status, global, host};
+use ttdrv_contract::records::{self, RecordMeta};
+use ttdrv_contract::regs::{self, QueueStatus, Status, global, host};
 use ttdrv_contract::seq_reached;
 
 /// Spin this long before sleeping: a sleeping thread costs ~20-40 µs to wake on this kind of machine, a spin-wait
@@ -46,7 +46,7 @@ impl DeviceInner {
             if let Ok(mut g) = slot.compl.try_lock()
                 && let Some(c) = g.as_mut()
             {
-                c.drain(t)?;
+                c.drain(t).map_err(|violation| Error::Protocol { device: self.info.name.clone(), violation })?;
             }
         }
         Ok(())
@@ -58,37 +58,54 @@ impl DeviceInner {
         if !s.contains(Status::FAULT) {
             return Ok(());
         }
-        let code = t.read32(global::FAULT_CODE);
-        let addr = t.read32(global::FAULT_ADDR_LO) as u64 | (t.read32(global::FAULT_ADDR_HI) as u64) << 32;
-        let q = t.read32(global::FAULT_QUEUE);
-        let tag = t.read32(global::FAULT_TAG);
-        let op = t.read32(global::FAULT_OPCODE);
-        let (what, hint) = match FaultCode::from_u32(code) {
-            Some(FaultCode::Iommu) => (
-                format!("IOMMU fault: the device accessed IOVA {addr:#x}, which is not mapped"),
-                "DMA memory was unmapped while the device still used it",
-            ),
-            Some(FaultCode::Address) => (
-                format!("device address {addr:#x} is out of range"),
-                "a buffer or kernel argument points outside device memory",
-            ),
-            Some(FaultCode::BadKernel) => (
-                format!("invalid kernel image at DRAM offset {addr:#x}"),
-                "the kernel image is corrupt or names a kernel this device does not implement",
-            ),
-            Some(FaultCode::KernelArgs) => (
-                format!("a kernel rejected its arguments (core #{addr} of the launch)"),
-                "a program's runtime arguments do not match its kernel",
-            ),
-            Some(c) => (format!("{} (address {addr:#x})", c.describe()), "a driver or device bug; please report it"),
-            None => (format!("unknown fault code {code} (address {addr:#x})"), "a device newer than this driver"),
-        };
-        Err(Error::DeviceFault(format!(
-            "device {} faulted: {what}; queue {q}, record tag {tag} ({}). Likely cause: {hint}. The device has \
-             stopped: call ttdrv_device_reset() to recover it, or close it",
-            self.info.name,
-            Opcode::name_of(op)
-        )))
+        Err(Error::DeviceFault(FaultReport {
+            device: self.info.name.clone(),
+            code: t.read32(global::FAULT_CODE),
+            address: t.read32(global::FAULT_ADDR_LO) as u64 | (t.read32(global::FAULT_ADDR_HI) as u64) << 32,
+            queue: t.read32(global::FAULT_QUEUE),
+            tag: t.read32(global::FAULT_TAG),
+            opcode: t.read32(global::FAULT_OPCODE),
+        }))
+    }
+
+    /// Records retired so far by each open queue (`RETIRED`, contract §3): two readings tell whether the device
+    /// made progress in between.
+    fn retired_counts(&self, t: &dyn Transport) -> Vec<u32> {
+        (0..self.queues.len() as u16).map(|q| t.read32(regs::queue_reg(q, regs::queue::RETIRED))).collect()
+    }
+
+    /// Whether the device is working: a queue retired records since `before` was read, or is executing one now
+    /// (a queue stalled in an `EVENT_WAIT` is `BUSY` too, but waits rather than works).
+    fn device_busy(&self, t: &dyn Transport, before: &[u32]) -> bool {
+        let after = self.retired_counts(t);
+        after.iter().zip(before).any(|(a, b)| a != b)
+            || (0..self.queues.len() as u16).any(|q| {
+                let s = QueueStatus::from_bits_truncate(t.read32(regs::queue_reg(q, regs::queue::STATUS)));
+                s.contains(QueueStatus::BUSY) && !s.contains(QueueStatus::WAITING_EVENT)
+            })
+    }
+
+    /// The timeout error of a wait on `cq` for `what`, after `after`; `retired` is [`Self::retired_counts`] from
+    /// early in the wait, `awaited` the event waited for, if any.
+    fn timeout_error(
+        &self,
+        t: &dyn Transport,
+        cq: u16,
+        what: String,
+        after: Duration,
+        retired: &[u32],
+        awaited: Option<(u16, u32)>,
+    ) -> Error {
+        let report: Vec<String> =
+            (0..self.queues.len() as u16).map(|q| self.queue_report(q, awaited.filter(|a| a.0 == q))).collect();
+        Error::Timeout {
+            waiting_for: what,
+            queue: cq,
+            after,
+            device_busy: self.device_busy(t, retired),
+            report: report.join("\n"),
+            device: self.info.name.clone(),
+        }
     }
 
     /// The state of queue `cq`, for hang reports.
@@ -151,21 +168,26 @@ impl DeviceInner {
         what: &dyn Fn() -> String,
         cond: impl FnMut() -> Result<bool>,
     ) -> Result<()> {
-        self.wait_until_with(cq, t, timeout, true, what, cond)
+        self.wait_until_with(cq, t, timeout, true, None, what, cond)
     }
 
     /// As [`DeviceInner::wait_until`]; with `arm` false the caller knows the device will raise `cq`'s vector by
-    /// itself (a `NOTIFY` record), so the wait does not arm it and is not woken by unrelated progress.
+    /// itself (a `NOTIFY` record), so the wait does not arm it and is not woken by unrelated progress. `awaited`
+    /// (queue, event id) is marked in the hang report.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn wait_until_with(
         &self,
         cq: u16,
         t: &Arc<dyn Transport>,
         timeout: Duration,
         arm: bool,
+        awaited: Option<(u16, u32)>,
         what: &dyn Fn() -> String,
         mut cond: impl FnMut() -> Result<bool>,
     ) -> Result<()> {
         let start = Instant::now();
+        // Read once the wait outlasts the spin (off the fast path), to tell a slow device from an idle one.
+        let mut retired: Option<Vec<u32>> = None;
         loop {
             self.progress(t.as_ref())?;
             if cond()? {
@@ -182,20 +204,10 @@ impl DeviceInner {
             }
             self.check_usable()?;
             self.check_fault(t.as_ref())?;
+            let retired = retired.get_or_insert_with(|| self.retired_counts(t.as_ref()));
             let elapsed = start.elapsed();
             if elapsed >= timeout {
-                let mut msg = format!(
-                    "{} on device {} did not complete within {:?}; the device is stuck or waits for something \
-                     that never happens (an event recorded after the wait, or on a queue nobody drives).",
-                    what(),
-                    self.info.name,
-                    timeout
-                );
-                for q in 0..self.queues.len() as u16 {
-                    msg.push_str("\n  ");
-                    msg.push_str(&self.queue_report(q, None));
-                }
-                return Err(Error::Timeout(msg));
+                return Err(self.timeout_error(t.as_ref(), cq, what(), timeout, retired, awaited));
             }
             if arm {
                 t.write32(regs::queue_reg(cq, regs::queue::IRQ_ARM), 1);
@@ -231,31 +243,27 @@ impl DeviceInner {
     /// True once the event has completed and every read enqueued before it has been delivered.
     pub(crate) fn event_done(&self, m: &EventMark) -> Result<bool> {
         let c = self.queues[m.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-        let c = c.as_ref().ok_or_else(|| Error::Closed(format!("device {} is closed", self.info.name)))?;
+        let c = c.as_ref().ok_or_else(|| self.closed_error())?;
         Ok(seq_reached(c.rings().device_word(host::EVENT_DONE), m.id) && c.delivered() >= m.reads)
     }
 
-    fn check_epoch(&self, epoch: u32, what: &str) -> Result<()> {
+    /// Fails if the work recorded in `epoch` was dropped by a reset since.
+    pub(crate) fn check_epoch(&self, epoch: u32, what: &'static str) -> Result<()> {
         if epoch != self.epoch.load(Ordering::Acquire) {
-            return Err(Error::InvalidState(format!(
-                "{what} refers to work enqueued before the device was reset; that work was dropped. Enqueue it again"
-            )));
+            return Err(Error::DroppedByReset { call: what, device: self.info.name.clone() });
         }
         Ok(())
     }
 
     /// Blocks until the event completes.
-    pub(crate) fn wait_event(&self, m: &EventMark, timeout: Duration, what: &str) -> Result<()> {
+    pub(crate) fn wait_event(&self, m: &EventMark, timeout: Duration, what: &'static str) -> Result<()> {
         // A forked child must not wait on the parent's device: its DMA memory is still mapped here, but the work
         // and the device threads belong to the parent.
         self.check_usable()?;
         self.check_epoch(m.epoch, what)?;
         let t = self.transport()?;
         let desc = || format!("{what} (queue {} event {})", m.queue, m.id);
-        self.wait_until_with(m.queue, &t, timeout, !m.notify, &desc, || self.event_done(m)).map_err(|e| match e {
-            Error::Timeout(msg) => Error::Timeout(format!("{msg}\n  awaited: queue {} event {}", m.queue, m.id)),
-            e => e,
-        })
+        self.wait_until_with(m.queue, &t, timeout, !m.notify, Some((m.queue, m.id)), &desc, || self.event_done(m))
     }
 
     /// Blocks until a read's data is in place.
@@ -281,8 +289,8 @@ impl DeviceInner {
             self.record_event_unchecked(q)?
         };
         let t = self.transport()?;
-        let desc = || format!("closing: draining queue {q}");
         let start = Instant::now();
+        let retired = self.retired_counts(t.as_ref());
         loop {
             self.progress(t.as_ref())?;
             if self.event_done(&m)? {
@@ -290,11 +298,8 @@ impl DeviceInner {
             }
             self.check_fault(t.as_ref())?;
             if start.elapsed() > budget {
-                return Err(Error::Timeout(format!(
-                    "{} timed out after {budget:?}: {}",
-                    desc(),
-                    self.queue_report(q, None)
-                )));
+                let what = format!("closing: draining queue {q}");
+                return Err(self.timeout_error(t.as_ref(), q, what, budget, &retired, Some((q, m.id))));
             }
             t.write32(regs::queue_reg(q, regs::queue::IRQ_ARM), 1);
             t.wait_irq(q as u32, SLICE)?;
@@ -305,15 +310,18 @@ impl DeviceInner {
         let mut st = self.queues[cq as usize].state.lock().unwrap_or_else(|e| e.into_inner());
         st.next_event = st.next_event.wrapping_add(1);
         let id = st.next_event;
-        let t = st.transport.clone().ok_or_else(|| Error::Closed("closed".into()))?;
-        let issuer = st.issuer.as_mut().ok_or_else(|| Error::Closed("closed".into()))?;
+        let t = st.transport.clone().ok_or_else(|| self.closed_error())?;
+        let issuer = st.issuer.as_mut().ok_or_else(|| self.closed_error())?;
         let start = Instant::now();
+        let retired = self.retired_counts(t.as_ref());
         while !issuer.has_room(records::FIXED_LEN) {
             issuer.publish(t.as_ref());
             self.progress(t.as_ref())?;
             self.check_fault(t.as_ref())?;
-            if start.elapsed() > self.params.timeout.min(Duration::from_secs(5)) {
-                return Err(Error::Timeout(format!("closing: queue {cq}'s issue ring stayed full")));
+            let budget = self.params.timeout.min(Duration::from_secs(5));
+            if start.elapsed() > budget {
+                let what = format!("closing: room for an event record in queue {cq}'s full issue ring");
+                return Err(self.timeout_error(t.as_ref(), cq, what, budget, &retired, None));
             }
             std::thread::sleep(Duration::from_micros(100));
         }

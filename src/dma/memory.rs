@@ -1,10 +1,14 @@
 //! Host memory for DMA: memfd-backed, hugepages when available, pre-faulted and locked.
+//!
+//! The system calls go through `nix` (memfd_create, ftruncate, getrlimit) and `memmap2` (mmap, mlock), which
+//! own the descriptors and check the results; the one call neither wraps, `mbind`, stays a raw system call.
 
 use super::DmaError;
 use memmap2::{MmapOptions, MmapRaw};
-use std::ffi::CStr;
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::resource::{Resource, getrlimit};
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const MIB: usize = 1 << 20;
@@ -50,11 +54,14 @@ pub struct MemoryOptions {
     pub numa_node: Option<u32>,
     /// Locking policy.
     pub lock: LockPolicy,
+    /// 2 MiB hugepages the caller needs in all (a device passes `DeviceParams::hugepages_needed()`), quoted by the
+    /// warning when hugepages run out; `None` quotes what the failing allocation itself needed.
+    pub hugepages_wanted: Option<u64>,
 }
 
 impl Default for MemoryOptions {
     fn default() -> Self {
-        MemoryOptions { hugepages: true, numa_node: None, lock: LockPolicy::BestEffort }
+        MemoryOptions { hugepages: true, numa_node: None, lock: LockPolicy::BestEffort, hugepages_wanted: None }
     }
 }
 
@@ -70,17 +77,41 @@ pub struct HostMemory {
 static FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
 static LOCK_WARNED: AtomicBool = AtomicBool::new(false);
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+/// The warning logged (once per process) when hugepages run out: `len` bytes were asked, `wanted` 2 MiB pages are
+/// what the caller needs in all, if it said.
+fn fallback_warning(len: usize, wanted: Option<u64>) -> String {
+    let pages = wanted.unwrap_or(len.div_ceil(2 * MIB) as u64);
+    format!(
+        "no free 2 MiB hugepages for {} MiB of DMA memory; using locked 4 KiB pages, which cost IOMMU entries and \
+         page faults. Reserve the {pages} hugepages needed with `echo {pages} | sudo tee /proc/sys/vm/nr_hugepages` \
+         (plus what other programs use), or install udev/ttdrv-hugepages.conf",
+        len.div_ceil(MIB),
+    )
+}
+
+/// Why one way of allocating failed, for the message of [`DmaError::Alloc`] once every way has.
+enum AttemptError {
+    /// This backing could not be had; the text says which call failed and why.
+    Failed(String),
+    /// The memory was allocated but could not be locked, and the policy requires it: nothing else will do better.
+    Lock(DmaError),
 }
 
 impl HostMemory {
     /// Allocates at least `len` bytes.
     pub fn allocate(len: usize, opts: &MemoryOptions) -> Result<HostMemory, DmaError> {
         if len == 0 {
-            return Err(DmaError::Alloc { len, reason: "zero bytes requested".into() });
+            return Err(DmaError::Alloc { len, reason: "zero bytes requested; ask for at least one byte".into() });
         }
         let mut tried = Vec::new();
+        let attempt = |backing: Backing, tried: &mut Vec<String>| match Self::try_allocate(len, backing, opts) {
+            Ok(m) => Ok(Some(m)),
+            Err(AttemptError::Failed(why)) => {
+                tried.push(why);
+                Ok(None)
+            }
+            Err(AttemptError::Lock(e)) => Err(e),
+        };
         if opts.hugepages {
             let mut kinds = Vec::new();
             if len >= GIB {
@@ -88,54 +119,47 @@ impl HostMemory {
             }
             kinds.push(Backing::Huge2M);
             for kind in kinds {
-                match Self::try_allocate(len, kind, opts) {
-                    Ok(m) => return Ok(m),
-                    Err(e) => tried.push(e),
+                if let Some(m) = attempt(kind, &mut tried)? {
+                    return Ok(m);
                 }
             }
+            log::debug!("no hugepage backing for {len} bytes of DMA memory: {}", tried.join("; "));
             if !FALLBACK_WARNED.swap(true, Ordering::Relaxed) {
-                let pages = len.div_ceil(2 * MIB);
-                log::warn!(
-                    "no free 2 MiB hugepages for {} MiB of DMA memory; using locked 4 KiB pages, which cost \
-                     IOMMU entries and page faults. Reserve hugepages with `echo {pages} | sudo tee \
-                     /proc/sys/vm/nr_hugepages` (or install udev/ttdrv-hugepages.conf)",
-                    len.div_ceil(MIB),
-                );
+                log::warn!("{}", fallback_warning(len, opts.hugepages_wanted));
             }
         }
-        Self::try_allocate(len, Backing::Small, opts).map_err(|reason| {
-            tried.push(reason);
-            DmaError::Alloc { len, reason: tried.join("; ") }
-        })
+        match attempt(Backing::Small, &mut tried)? {
+            Some(m) => Ok(m),
+            None => Err(DmaError::Alloc {
+                len,
+                reason: format!(
+                    "{}. The host is short of memory: free some, or open the device with smaller rings \
+                     (issue_ring_size, completion_ring_size)",
+                    tried.join("; ")
+                ),
+            }),
+        }
     }
 
-    fn try_allocate(len: usize, backing: Backing, opts: &MemoryOptions) -> Result<HostMemory, String> {
+    fn try_allocate(len: usize, backing: Backing, opts: &MemoryOptions) -> Result<HostMemory, AttemptError> {
         let page = backing.page_size();
         let len = len.div_ceil(page) * page;
-        let flags = libc::MFD_CLOEXEC
+        let flags = MFdFlags::MFD_CLOEXEC
             | match backing {
-                Backing::Huge1G => libc::MFD_HUGETLB | libc::MFD_HUGE_1GB,
-                Backing::Huge2M => libc::MFD_HUGETLB | libc::MFD_HUGE_2MB,
-                Backing::Small => 0,
+                Backing::Huge1G => MFdFlags::MFD_HUGETLB | MFdFlags::MFD_HUGE_1GB,
+                Backing::Huge2M => MFdFlags::MFD_HUGETLB | MFdFlags::MFD_HUGE_2MB,
+                Backing::Small => MFdFlags::empty(),
             };
-        const NAME: &CStr = c"ttdrv-dma";
-        // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-        let raw = unsafe { libc::memfd_create(NAME.as_ptr(), flags) };
-        if raw < 0 {
-            return Err(os_err(&format!("memfd_create({backing:?})")));
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ftruncate on the descriptor we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(os_err(&format!("ftruncate({backing:?}, {len})")));
-        }
+        let failed = |call: String, e: &dyn std::fmt::Display| AttemptError::Failed(format!("{call}: {e}"));
+        let fd = memfd_create(c"ttdrv-dma", flags).map_err(|e| failed(format!("memfd_create({backing:?})"), &e))?;
+        let size = libc::off_t::try_from(len).map_err(|e| failed(format!("ftruncate({backing:?}, {len})"), &e))?;
+        nix::unistd::ftruncate(&fd, size).map_err(|e| failed(format!("ftruncate({backing:?}, {len})"), &e))?;
         // A shared hugetlb mapping reserves its pages at mmap time, so a shortage fails here rather than with
         // SIGBUS on first touch.
         let map = MmapOptions::new()
             .len(len)
             .map_raw(fd.as_raw_fd())
-            .map_err(|e| format!("mmap({backing:?}, {len}): {e}"))?;
+            .map_err(|e| failed(format!("mmap({backing:?}, {len})"), &e))?;
         let mem = HostMemory { map: ManuallyDrop::new(map), leaked: false, fd, backing };
         if let Some(node) = opts.numa_node {
             mem.bind_to_node(node);
@@ -150,7 +174,8 @@ impl HostMemory {
         }
         let mask: u64 = 1 << node;
         const MPOL_PREFERRED: libc::c_long = 1;
-        // SAFETY: mbind on our own mapping with a one-word node mask; failure only loses locality.
+        // SAFETY: mbind (which neither nix nor libc wraps) on our own live mapping, with a one-word node mask that
+        // outlives the call; it changes only where pages are placed, and failure only loses locality.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_mbind,
@@ -167,20 +192,14 @@ impl HostMemory {
         }
     }
 
-    fn lock_and_fault(&self, policy: LockPolicy) -> Result<(), String> {
-        // SAFETY: mlock on our own mapping; faults every page in.
-        if unsafe { libc::mlock(self.as_ptr() as *const libc::c_void, self.len()) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
+    fn lock_and_fault(&self, policy: LockPolicy) -> Result<(), AttemptError> {
+        // mlock faults every page in.
+        let err = match self.map.lock() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
         if policy == LockPolicy::Required {
-            let e = DmaError::Lock {
-                len: self.len(),
-                limit: memlock_limit_text(),
-                need_kib: self.len().div_ceil(1024),
-                source: err,
-            };
-            return Err(e.to_string());
+            return Err(AttemptError::Lock(DmaError::Lock { len: self.len(), limit: memlock_limit(), source: err }));
         }
         if !LOCK_WARNED.swap(true, Ordering::Relaxed) {
             log::warn!(
@@ -245,14 +264,17 @@ impl Drop for HostMemory {
     }
 }
 
+/// The soft RLIMIT_MEMLOCK in bytes; `None` when unlimited or unreadable.
+pub fn memlock_limit() -> Option<u64> {
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => Some(soft),
+        _ => None,
+    }
+}
+
 /// The soft RLIMIT_MEMLOCK as text ("unlimited" or bytes).
 pub fn memlock_limit_text() -> String {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return "unknown".into();
-    }
-    if lim.rlim_cur == libc::RLIM_INFINITY { "unlimited".into() } else { format!("{} bytes", lim.rlim_cur) }
+    memlock_limit().map_or_else(|| "unlimited".into(), |l| format!("{l} bytes"))
 }
 
 #[cfg(test)]
@@ -271,6 +293,17 @@ mod tests {
         }
         // SAFETY: inside the mapping.
         unsafe { std::ptr::write_volatile(m.as_ptr().add(m.len() - 1), 7) };
+    }
+
+    #[test]
+    fn the_fallback_warning_quotes_what_the_caller_needs() {
+        let w = fallback_warning(5 << 20, Some(42));
+        assert!(
+            w.contains("for 5 MiB of DMA memory") && w.contains("echo 42 | sudo tee /proc/sys/vm/nr_hugepages"),
+            "{w}"
+        );
+        // Without the caller's number, the allocation's own pages.
+        assert!(fallback_warning(5 << 20, None).contains("echo 3 | sudo tee"));
     }
 
     #[test]

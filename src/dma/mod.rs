@@ -18,6 +18,7 @@ use ttdrv_contract::Iova;
 
 /// Errors of the DMA layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DmaError {
     /// Host memory could not be allocated.
     #[error("cannot allocate {len} bytes of DMA memory: {reason}")]
@@ -27,20 +28,20 @@ pub enum DmaError {
         /// Why, and what to do.
         reason: String,
     },
-    /// Host memory could not be locked.
+    /// Host memory could not be locked (pinned) although the device needs it pinned.
     #[error(
-        "cannot lock {len} bytes of DMA memory ({source}); RLIMIT_MEMLOCK allows {limit}. Raise it to at least \
-         {len} bytes (`ulimit -l {need_kib}`, or the memlock line of udev/99-ttdrv-memlock.conf in \
-         /etc/security/limits.d/)"
+        "cannot lock {len} bytes of DMA memory ({source}); RLIMIT_MEMLOCK allows {allowed}. Raise it to at least \
+         {need_kib} KiB (`ulimit -l {need_kib}`, or the memlock line of udev/99-ttdrv-memlock.conf in \
+         /etc/security/limits.d/)",
+        allowed = .limit.map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes")),
+        need_kib = .len.div_ceil(1024)
     )]
     Lock {
-        /// Bytes.
+        /// Bytes that could not be locked.
         len: usize,
-        /// The limit in force, as text.
-        limit: String,
-        /// KiB needed.
-        need_kib: usize,
-        /// errno.
+        /// The soft RLIMIT_MEMLOCK in bytes when the lock failed; `None` when unlimited.
+        limit: Option<u64>,
+        /// What mlock reported.
         source: std::io::Error,
     },
     /// No IOVA window can hold the mapping.

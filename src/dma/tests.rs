@@ -4,7 +4,7 @@ use super::*;
 use crate::transport::emulated::{EmuConfig, EmulatedTransport};
 
 fn small_pages() -> MemoryOptions {
-    MemoryOptions { hugepages: false, numa_node: None, lock: LockPolicy::BestEffort }
+    MemoryOptions { hugepages: false, numa_node: None, lock: LockPolicy::BestEffort, hugepages_wanted: None }
 }
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {

@@ -28,14 +28,22 @@ pub struct RingSizes {
 
 impl RingSizes {
     /// Checks the sizes against contract §3.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("issue ring", self.issue), ("completion ring", self.completion)] {
+    pub fn validate(&self) -> Result<(), RingSizeError> {
+        for (parameter, v) in [("issue_ring_size", self.issue), ("completion_ring_size", self.completion)] {
             if !v.is_power_of_two() || (v as usize) < MIN_RING || v as usize > MAX_RING {
-                return Err(format!("{name} size {v} must be a power of two between {MIN_RING} and {MAX_RING} bytes"));
+                return Err(RingSizeError {
+                    parameter,
+                    value: v,
+                    rule: format!("must be a power of two between {MIN_RING} and {MAX_RING} bytes"),
+                });
             }
         }
         if self.profile_slots != 0 && !self.profile_slots.is_power_of_two() {
-            return Err(format!("profile slot count {} must be a power of two", self.profile_slots));
+            return Err(RingSizeError {
+                parameter: "profile slots",
+                value: self.profile_slots,
+                rule: "must be a power of two".into(),
+            });
         }
         Ok(())
     }
@@ -54,6 +62,18 @@ impl RingSizes {
     pub fn max_read(&self) -> usize {
         self.completion as usize / 4 - PAYLOAD_OFFSET
     }
+}
+
+/// A ring size contract §3 does not allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{parameter} {value} {rule}")]
+pub struct RingSizeError {
+    /// The size (`issue_ring_size`, `completion_ring_size`, `profile slots`).
+    pub parameter: &'static str,
+    /// Its value.
+    pub value: u32,
+    /// What the contract requires.
+    pub rule: String,
 }
 
 /// One queue's DMA memory and its device-written words.
@@ -307,14 +327,79 @@ pub struct Completer {
     expected: u64,
 }
 
-/// The completion ring held something the protocol does not allow.
-#[derive(Debug, thiserror::Error)]
-#[error("queue {queue}: completion ring protocol violation: {what}")]
-pub struct ProtocolError {
-    /// Queue.
-    pub queue: u16,
-    /// What was found.
-    pub what: String,
+/// The completion ring held an entry the contract does not allow (docs/device-interface.md §5.2); each variant
+/// names the queue, where in the ring the entry is, and what it held.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// An entry's length is zero, not a multiple of 64, past the bytes written, or past the end of the ring.
+    #[error(
+        "queue {queue}'s completion entry at ring offset {offset:#x} has length {length}, which is not a non-zero \
+         multiple of 64 inside the ring and the {written} bytes written"
+    )]
+    EntryLength {
+        /// The queue.
+        queue: u16,
+        /// Ring offset of the entry.
+        offset: u32,
+        /// Its length field.
+        length: u32,
+        /// Bytes the device had written past the host's read pointer.
+        written: u32,
+    },
+    /// Read data arrived while no read was pending.
+    #[error(
+        "queue {queue}'s completion entry at ring offset {offset:#x} carries read data for tag {tag}, but no read is pending"
+    )]
+    UnexpectedReadData {
+        /// The queue.
+        queue: u16,
+        /// Ring offset of the entry.
+        offset: u32,
+        /// Its tag.
+        tag: u32,
+    },
+    /// Read data for another read than the oldest pending one, or shorter than it asked for.
+    #[error(
+        "queue {queue}'s completion entry at ring offset {offset:#x} carries read data for tag {tag} ({len} bytes), \
+         but the oldest pending read is tag {expected_tag} ({expected_len} bytes)"
+    )]
+    ReadMismatch {
+        /// The queue.
+        queue: u16,
+        /// Ring offset of the entry.
+        offset: u32,
+        /// Its tag.
+        tag: u32,
+        /// Its data length.
+        len: u32,
+        /// The tag of the oldest pending read.
+        expected_tag: u32,
+        /// Bytes that read needs.
+        expected_len: u64,
+    },
+    /// An entry of a kind the contract does not define.
+    #[error("queue {queue}'s completion entry at ring offset {offset:#x} has unknown kind {kind}")]
+    UnknownEntryKind {
+        /// The queue.
+        queue: u16,
+        /// Ring offset of the entry.
+        offset: u32,
+        /// Its kind field.
+        kind: u8,
+    },
+}
+
+impl ProtocolError {
+    /// The queue whose completion ring held the entry.
+    pub fn queue(&self) -> u16 {
+        match *self {
+            ProtocolError::EntryLength { queue, .. }
+            | ProtocolError::UnexpectedReadData { queue, .. }
+            | ProtocolError::ReadMismatch { queue, .. }
+            | ProtocolError::UnknownEntryKind { queue, .. } => queue,
+        }
+    }
 }
 
 impl Completer {
@@ -364,24 +449,30 @@ impl Completer {
             // SAFETY: the entry is below COMPL_WR (loaded with acquire), inside the completion ring.
             unsafe { std::ptr::copy_nonoverlapping(p, h.as_mut_ptr(), 16) };
             let e = records::decode_compl(&h);
-            let bad = |what: String| ProtocolError { queue: self.rings.id, what };
-            if e.length == 0 || e.length % 64 != 0 || e.length > wr.wrapping_sub(self.rd) || off + e.length > size {
-                return Err(bad(format!("entry at {off:#x} has length {}", e.length)));
+            let queue = self.rings.id;
+            let written = wr.wrapping_sub(self.rd);
+            if e.length == 0 || e.length % 64 != 0 || e.length > written || off + e.length > size {
+                return Err(ProtocolError::EntryLength { queue, offset: off, length: e.length, written });
             }
             match ComplKind::from_u8(e.kind) {
                 Some(ComplKind::Pad) => {}
                 Some(ComplKind::ReadData) => {
-                    let r = self
-                        .pending
-                        .pop_front()
-                        .ok_or_else(|| bad(format!("read data for tag {} with no read pending", e.tag)))?;
+                    let r = self.pending.pop_front().ok_or(ProtocolError::UnexpectedReadData {
+                        queue,
+                        offset: off,
+                        tag: e.tag,
+                    })?;
                     let s = r.scatter;
                     let need = (s.count.saturating_sub(1) as u64 * s.src_stride as u64) + s.piece as u64;
                     if r.tag != e.tag || (s.count > 0 && need > e.data_len as u64) {
-                        return Err(bad(format!(
-                            "read data for tag {} ({} bytes), expected tag {} ({need} bytes)",
-                            e.tag, e.data_len, r.tag
-                        )));
+                        return Err(ProtocolError::ReadMismatch {
+                            queue,
+                            offset: off,
+                            tag: e.tag,
+                            len: e.data_len,
+                            expected_tag: r.tag,
+                            expected_len: need,
+                        });
                     }
                     for i in 0..s.count as usize {
                         // SAFETY: the source piece is inside the payload (checked against data_len above); the
@@ -398,7 +489,7 @@ impl Completer {
                     self.delivered += 1;
                     n += 1;
                 }
-                None => return Err(bad(format!("unknown entry kind {} at {off:#x}", e.kind))),
+                None => return Err(ProtocolError::UnknownEntryKind { queue, offset: off, kind: e.kind }),
             }
             self.rd = self.rd.wrapping_add(e.length);
         }

@@ -2,6 +2,7 @@
 
 use super::{DmaMemory, Transport, TransportError};
 use std::ops::Range;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use ttdrv_contract::Iova;
@@ -23,7 +24,7 @@ pub struct EmulatedTransport {
 impl EmulatedTransport {
     /// Builds an emulated device from `cfg`.
     pub fn new(cfg: EmuConfig) -> Result<EmulatedTransport, TransportError> {
-        let dev = Emulator::new(cfg).map_err(TransportError::Open)?;
+        let dev = Emulator::new(cfg).map_err(|reason| TransportError::Open { device: "emu".into(), reason })?;
         let name = format!("emu#{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         Ok(EmulatedTransport { dev, name })
     }
@@ -78,6 +79,9 @@ impl Transport for EmulatedTransport {
             std::thread::sleep(timeout.min(Duration::from_millis(1)));
             return Ok(false);
         };
+        // SAFETY: the emulator owns the eventfd and keeps it open for its whole life, which spans this call (it is
+        // borrowed through `self`).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         wait_eventfd(fd, timeout)
     }
 
@@ -88,23 +92,18 @@ impl Transport for EmulatedTransport {
 
 /// Waits for an eventfd to become readable, then drains it. Shared with the VFIO transport, whose MSI vectors are
 /// eventfds too.
-pub fn wait_eventfd(fd: std::os::fd::RawFd, timeout: Duration) -> Result<bool, TransportError> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
-    // SAFETY: poll on one valid pollfd we own.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
+pub fn wait_eventfd(fd: BorrowedFd<'_>, timeout: Duration) -> Result<bool, TransportError> {
+    use nix::errno::Errno;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], ms) {
+        Ok(0) | Err(Errno::EINTR) => return Ok(false),
+        Ok(_) => {}
+        Err(e) => {
+            return Err(TransportError::Os { what: "poll(interrupt eventfd)".into(), source: std::io::Error::from(e) });
         }
-        return Err(TransportError::Os { what: "poll(interrupt eventfd)".into(), source: e });
     }
-    if rc == 0 {
-        return Ok(false);
-    }
-    let mut v: u64 = 0;
-    // SAFETY: reading 8 bytes into a local from a non-blocking eventfd; EAGAIN (another waiter drained it) is fine.
-    unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+    // The eventfd is non-blocking: EAGAIN means another waiter drained it first, which is fine.
+    let _ = nix::unistd::read(fd, &mut [0u8; 8]);
     Ok(true)
 }

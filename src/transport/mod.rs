@@ -12,9 +12,34 @@ use std::time::Duration;
 use ttdrv_contract::Iova;
 use ttdrv_contract::regs::BarOffset;
 
-/// Errors of the transport layer.
+/// Errors of the transport layer. Each names the device (or selector) and says what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
+    /// The device selector is malformed or names no kind of device ttdrv knows.
+    #[error("device selector `{selector}`: {reason}")]
+    Selector {
+        /// The selector as given.
+        selector: String,
+        /// What is wrong with it, and what to pass instead.
+        reason: String,
+    },
+    /// Nothing at the address is a device ttdrv can drive: no PCI device there, or one of another kind.
+    #[error("{reason}")]
+    NotFound {
+        /// Where ttdrv looked (`vfio:0000:01:00.0`).
+        device: String,
+        /// What was found there, and how to find ttdrv devices (names the device).
+        reason: String,
+    },
+    /// The device exists but could not be opened: the host is not set up for it, or another process holds it.
+    #[error("cannot open {device}: {reason}")]
+    Open {
+        /// The device (`vfio:0000:01:00.0`, `emu`).
+        device: String,
+        /// Why, and what to do (names the device).
+        reason: String,
+    },
     /// A DMA mapping request was refused.
     #[error("DMA map of {len:#x} bytes at IOVA {iova} failed: {reason}")]
     DmaMap {
@@ -35,9 +60,14 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
-    /// Reset failed.
-    #[error("device reset failed: {0}")]
-    Reset(String),
+    /// The bus-level reset failed or is not available.
+    #[error("{device}: bus-level reset failed: {reason}")]
+    Reset {
+        /// The device.
+        device: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// An operating-system call failed.
     #[error("{what}: {source}")]
     Os {
@@ -46,9 +76,6 @@ pub enum TransportError {
         /// errno.
         source: std::io::Error,
     },
-    /// The device could not be opened; the message says what to do.
-    #[error("{0}")]
-    Open(String),
 }
 
 /// Host memory to be made visible to a device.
@@ -119,38 +146,50 @@ pub const DEVICE_ENV: &str = "TTDRV_DEVICE";
 ///
 /// - `emu` or `emu:OPTIONS`: a new emulated device (options: [`EMU_OPTIONS_HELP`]);
 /// - `vfio:DDDD:BB:DD.F`: the device at that PCI address, bound to vfio-pci;
-/// - `auto` (or empty): `$TTDRV_DEVICE` if set, else the first bound VFIO device with ttdrv's PCI identity,
-///   else the emulated device. A bound device that fails to open is reported, not silently replaced by the
-///   emulator.
-pub fn open(selector: &str) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
-    use crate::error::Error;
+/// - `auto`: `$TTDRV_DEVICE` if set, else the first bound VFIO device with ttdrv's PCI identity, else the emulated
+///   device. A bound device that fails to open is reported, not silently replaced by the emulator.
+///
+/// `pinned_bytes` is the host memory the caller will pin for DMA once the device is open (a device passes
+/// `DeviceParams::pinned_bytes()`): a VFIO device is refused before it is touched when `RLIMIT_MEMLOCK` cannot
+/// cover it. An empty selector is refused: pass `auto` to let ttdrv choose.
+pub fn open(selector: &str, pinned_bytes: u64) -> Result<std::sync::Arc<dyn Transport>, TransportError> {
     let sel = selector.trim();
-    if sel.is_empty() || sel == "auto" {
+    let bad = |reason: String| TransportError::Selector { selector: selector.to_string(), reason };
+    if sel.is_empty() {
+        return Err(bad("the selector is empty; pass \"auto\" to let ttdrv choose a device, \"emu\" for the \
+                        emulated device or \"vfio:DDDD:BB:DD.F\" for a bound one"
+            .into()));
+    }
+    if sel == "auto" {
         if let Ok(env) = std::env::var(DEVICE_ENV)
             && !env.trim().is_empty()
             && env.trim() != "auto"
         {
-            return open(&env);
+            return open(&env, pinned_bytes).map_err(|e| match e {
+                TransportError::Selector { selector, reason } => TransportError::Selector {
+                    selector,
+                    reason: format!("{reason} (the selector comes from ${DEVICE_ENV})"),
+                },
+                e => e,
+            });
         }
         let root = std::path::Path::new(vfio::sysfs::SYSFS_ROOT);
         if let Some(addr) = auto_device(root) {
-            return Ok(std::sync::Arc::new(vfio::open_ttdrv(root, &addr)?));
+            return Ok(std::sync::Arc::new(vfio::open_ttdrv(root, &addr, pinned_bytes)?));
         }
-        return open("emu");
+        return open("emu", pinned_bytes);
     }
     if sel == "emu" || sel.starts_with("emu:") {
         let opts = sel.strip_prefix("emu").unwrap_or("").trim_start_matches(':');
-        let cfg = ttdrv_emu::EmuConfig::parse(opts).map_err(Error::InvalidArgument)?;
+        let cfg = ttdrv_emu::EmuConfig::parse(opts).map_err(bad)?;
         return Ok(std::sync::Arc::new(emulated::EmulatedTransport::new(cfg)?));
     }
     if let Some(addr) = sel.strip_prefix("vfio:") {
-        let addr: vfio::PciAddress = addr.parse().map_err(Error::InvalidArgument)?;
+        let addr: vfio::PciAddress = addr.parse().map_err(bad)?;
         let root = std::path::Path::new(vfio::sysfs::SYSFS_ROOT);
-        return Ok(std::sync::Arc::new(vfio::open_ttdrv(root, &addr)?));
+        return Ok(std::sync::Arc::new(vfio::open_ttdrv(root, &addr, pinned_bytes)?));
     }
-    Err(Error::InvalidArgument(format!(
-        "unknown device selector `{sel}`: use `auto`, `emu[:options]` or `vfio:DDDD:BB:DD.F`"
-    )))
+    Err(bad("unknown kind of device; use `auto`, `emu[:options]` or `vfio:DDDD:BB:DD.F`".into()))
 }
 
 /// The PCI devices with ttdrv's identity (contract §1) that sysfs at `sysfs_root` (`/sys` on a host) lists, sorted
@@ -187,10 +226,36 @@ mod tests {
 
     #[test]
     fn vfio_selectors_are_checked() {
-        let e = open("vfio:0000:01:00").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("DDDD:BB:DD.F"), "{e}");
+        let e = open("vfio:0000:01:00", 0).err();
+        assert!(
+            matches!(&e, Some(TransportError::Selector { selector, .. }) if selector == "vfio:0000:01:00"),
+            "{e:?}"
+        );
+        assert!(e.is_some_and(|e| e.to_string().contains("DDDD:BB:DD.F")));
         // This machine has no such device: the error says how to find one.
-        let e = open("vfio:0000:7f:1f.7").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("no PCI device at 0000:7f:1f.7") || e.contains("not a ttdrv device"), "{e}");
+        match open("vfio:0000:7f:1f.7", 0).err() {
+            Some(e @ TransportError::NotFound { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains("no PCI device at 0000:7f:1f.7") || m.contains("not a ttdrv device"), "{m}");
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_and_unknown_selectors_are_refused_with_what_to_pass() {
+        for sel in ["", "  "] {
+            match open(sel, 0).err() {
+                Some(e @ TransportError::Selector { .. }) => assert!(e.to_string().contains("pass \"auto\""), "{e}"),
+                other => panic!("{sel:?}: expected a selector error, got {other:?}"),
+            }
+        }
+        match open("pcie:3", 0).err() {
+            Some(e @ TransportError::Selector { .. }) => {
+                let m = e.to_string();
+                assert!(m.starts_with("device selector `pcie:3`: unknown kind of device; use `auto`"), "{m}");
+            }
+            other => panic!("expected a selector error, got {other:?}"),
+        }
     }
 }

@@ -203,7 +203,7 @@ fn run(c: &mut Checks) -> Result<(), String> {
     // Unbound, the transport must refuse with the commands that fix it.
     if !edu.bound_to_vfio() {
         match VfioTransport::open(&addr) {
-            Err(TransportError::Open(msg)) => {
+            Err(TransportError::Open { reason: msg, .. }) => {
                 let ok = msg.contains(&format!("echo vfio-pci > /sys/bus/pci/devices/{addr}/driver_override"))
                     && msg.contains(&format!("echo {addr} > /sys/bus/pci/drivers/vfio-pci/bind"));
                 c.check("unbound device: actionable error", ok, msg.lines().next().unwrap_or(""));
@@ -259,8 +259,8 @@ fn run(c: &mut Checks) -> Result<(), String> {
     c.check("factorial register", f == 3_628_800, format!("10! = {f}"));
 
     let mut iovas = IovaAllocator::new(&ranges, EDU_DMA_BITS);
-    let huge_opts = MemoryOptions { hugepages: true, numa_node: None, lock: LockPolicy::Required };
-    let small_opts = MemoryOptions { hugepages: false, numa_node: None, lock: LockPolicy::Required };
+    let huge_opts = MemoryOptions { hugepages: true, lock: LockPolicy::Required, ..MemoryOptions::default() };
+    let small_opts = MemoryOptions { hugepages: false, lock: LockPolicy::Required, ..MemoryOptions::default() };
 
     // 2 MiB hugepage buffer.
     let huge = HostMemory::allocate(2 << 20, &huge_opts).map_err(|e| e.to_string())?;

@@ -81,6 +81,25 @@ emu options (comma separated, e.g. emu:queues=4,dram=2G,paced,jitter=7):
   jitter_pct=N        jitter: percentage of records delayed (default 30)
   jitter_queues=a+b   jitter: delay only these queues (default all), to provoke one specific race";
 
+/// Why `item` (`key=value`) is not a valid value for option `key`: what the option takes, with an example.
+fn bad_value(item: &str, key: &str) -> String {
+    let takes = match key {
+        "queues" => "a number of command queues, 1 to 16; e.g. queues=4",
+        "banks" => "a number of DRAM banks, 1 to 64; e.g. banks=8",
+        "dram" | "l1" | "prefetch" => "a size: bytes, or a number with K, M or G; e.g. dram=2G, l1=1M, prefetch=64K",
+        "grid" => "columns x rows; e.g. grid=8x8",
+        "dma_bits" => "a number of address bits, 20 to 64; e.g. dma_bits=32",
+        "kernels" => {
+            "built-in kernel names joined by +, from copy, eltwise_binary, eltwise_unary, matmul and fill; \
+                      e.g. kernels=copy+fill"
+        }
+        "pcie_gbps" | "dram_gbps" | "core_gflops" | "core_gbps" => "a number above 0; e.g. pcie_gbps=12",
+        "jitter_queues" => "queue numbers below 16 joined by +; e.g. jitter_queues=0+2",
+        _ => "a whole number; e.g. launch_ns=2000",
+    };
+    format!("emu option `{item}`: {key} takes {takes}")
+}
+
 /// Parses `1G`, `512M`, `64K` or a plain byte count.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -107,7 +126,8 @@ impl EmuConfig {
                 Some((k, v)) => (k.trim(), Some(v.trim())),
                 None => (item, None),
             };
-            let bad = || format!("bad emu option `{item}`\n{OPTIONS_HELP}");
+            // What a value of this option looks like, for the message when it is not one.
+            let bad = || bad_value(item, key);
             let num = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
             let float = |v: Option<&str>| v.and_then(|v| v.parse::<f64>().ok()).filter(|f| *f > 0.0).ok_or_else(bad);
             let size = |v: Option<&str>| v.and_then(parse_size).ok_or_else(bad);
@@ -158,7 +178,7 @@ impl EmuConfig {
                     }
                     jitter.queues = mask;
                 }
-                _ => return Err(bad()),
+                _ => return Err(format!("unknown emu option `{key}` (in `{item}`)\n{OPTIONS_HELP}")),
             }
         }
         if let Some(total) = dram_total {
@@ -170,26 +190,47 @@ impl EmuConfig {
         Ok(c)
     }
 
-    /// Checks the configuration describes a device the contract allows.
+    /// Checks the configuration describes a device the contract allows. Each message names the option, the range
+    /// it takes and an example.
     pub fn validate(&self) -> Result<(), String> {
-        let err = |m: String| Err(format!("{m}\n{OPTIONS_HELP}"));
         if self.queues == 0 || self.queues as usize > ttdrv_contract::MAX_QUEUES {
-            return err(format!("queues={} is outside 1..=16", self.queues));
+            return Err(format!(
+                "emu option queues={}: the emulated device has 1 to {} command queues; e.g. queues=4",
+                self.queues,
+                ttdrv_contract::MAX_QUEUES
+            ));
         }
         if self.dram_banks == 0 || self.dram_banks > 64 {
-            return err(format!("banks={} is outside 1..=64", self.dram_banks));
+            return Err(format!(
+                "emu option banks={}: the emulated device has 1 to 64 DRAM banks; e.g. banks=8",
+                self.dram_banks
+            ));
         }
         if self.bank_size < 1 << 20 || self.bank_size > 1 << 32 || self.bank_size % self.dram_align as u64 != 0 {
-            return err(format!("DRAM bank size {} must be 1 MiB to 4 GiB and aligned", self.bank_size));
+            return Err(format!(
+                "emu DRAM of {} bytes per bank ({} banks): each bank must hold 1M to 4G, a multiple of {} bytes; set \
+                 dram= to the total, e.g. dram=1G with {} banks",
+                self.bank_size, self.dram_banks, self.dram_align, self.dram_banks
+            ));
         }
         if self.grid_x == 0 || self.grid_y == 0 || self.grid_x > 16 || self.grid_y > 16 {
-            return err(format!("grid {}x{} is outside 1x1..16x16", self.grid_x, self.grid_y));
+            return Err(format!(
+                "emu option grid={}x{}: each side of the core grid is 1 to 16; e.g. grid=8x8",
+                self.grid_x, self.grid_y
+            ));
         }
         if self.l1_size < 2 * self.l1_base || self.l1_size > 16 << 20 {
-            return err(format!("l1={} must be between {} and 16M", self.l1_size, 2 * self.l1_base));
+            return Err(format!(
+                "emu option l1={}: L1 per core is {} to 16M bytes; e.g. l1=1M",
+                self.l1_size,
+                2 * self.l1_base
+            ));
         }
         if !(20..=64).contains(&self.dma_bits) {
-            return err(format!("dma_bits={} is outside 20..=64", self.dma_bits));
+            return Err(format!(
+                "emu option dma_bits={}: the DMA address width is 20 to 64 bits; e.g. dma_bits=32",
+                self.dma_bits
+            ));
         }
         Ok(())
     }
@@ -213,10 +254,28 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_options_with_help() {
-        for bad in ["queues=0", "queues=17", "grid=3", "bogus", "dram=lots", "kernels=conv", "pcie_gbps=-1"] {
+    fn rejects_bad_options_saying_what_they_take() {
+        // Each message names the option, says what it takes in words (no Rust range syntax) and shows an example.
+        for (bad, needles) in [
+            ("queues=0", &["queues=0", "1 to 16 command queues", "e.g. queues=4"][..]),
+            ("queues=99", &["queues=99", "1 to 16 command queues", "e.g. queues=4"]),
+            ("queues=70000", &["queues=70000", "1 to 16", "e.g. queues=4"]),
+            ("grid=3", &["grid=3", "columns x rows", "e.g. grid=8x8"]),
+            ("grid=17x2", &["grid=17x2", "1 to 16", "e.g. grid=8x8"]),
+            ("dram=lots", &["dram=lots", "a size", "K, M or G", "e.g. dram=2G"]),
+            ("dram=1K", &["128 bytes per bank (8 banks)", "1M to 4G", "e.g. dram=1G"]),
+            ("kernels=conv", &["kernels=conv", "copy, eltwise_binary", "e.g. kernels=copy+fill"]),
+            ("pcie_gbps=-1", &["pcie_gbps=-1", "above 0"]),
+            ("dma_bits=8", &["dma_bits=8", "20 to 64 bits"]),
+        ] {
             let e = EmuConfig::parse(bad).unwrap_err();
-            assert!(e.contains("emu options"), "{bad}: {e}");
+            for n in needles {
+                assert!(e.contains(n), "{bad}: {e:?} does not mention {n:?}");
+            }
+            assert!(!e.contains("..="), "{bad}: Rust range syntax in {e:?}");
         }
+        // An unknown option lists them all.
+        let e = EmuConfig::parse("bogus").unwrap_err();
+        assert!(e.starts_with("unknown emu option `bogus`") && e.contains("emu options"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 
 use super::device::{device_checked, ttdrv_device};
 use super::handles;
-use super::{FfiError, FfiResult, guard, out_ptr, ttdrv_status, write_out};
+use super::{FfiResult, guard, out_ptr, ttdrv_status, write_out};
 use std::sync::Arc;
 use std::time::Duration;
 use ttdrv::device::Event;
@@ -104,18 +104,7 @@ pub extern "C" fn ttdrv_event_synchronize(event: *mut ttdrv_event) -> ttdrv_stat
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_event_synchronize_timeout(event: *mut ttdrv_event, timeout_us: u64) -> ttdrv_status {
     guard("ttdrv_event_synchronize_timeout", || {
-        let e = self::event(event)?;
-        if e.synchronize_timeout(Duration::from_micros(timeout_us))? {
-            Ok(())
-        } else {
-            Err(FfiError::Status(
-                ttdrv_status::Timeout,
-                format!(
-                    "the event did not complete within {timeout_us} us; wait longer, or check the queue it was \
-                     recorded on"
-                ),
-            ))
-        }
+        Ok(self::event(event)?.synchronize_within(Duration::from_micros(timeout_us))?)
     })
 }
 

@@ -202,26 +202,33 @@ pub fn mlp_reference(cfg: &ttdrv::device::model::MlpConfig, w: &[Vec<f32>], b: &
     a
 }
 
-/// Matches `$r` against `Err($variant(msg))` and checks that `msg` mentions every needle (a bracketed list of
-/// string expressions, or an expression that iterates over `&str`s); evaluates to `msg`.
+/// Checks that `$r` is an `Err` whose error matches the pattern `$p` (a structured variant, e.g.
+/// `Error::QueueOutOfRange { queue: 4, queues: 2, .. }`, optionally with an `if` guard over its bindings) and whose
+/// message mentions every needle (a bracketed list of string expressions, or an expression that iterates over
+/// `&str`s); evaluates to the message.
 #[macro_export]
 macro_rules! expect_err {
-    ($r:expr, $variant:path, [$($needle:expr),* $(,)?]) => {
-        expect_err!($r, $variant, @list vec![$(String::from(&*$needle)),*])
+    ($r:expr, $p:pat $(if $guard:expr)?, [$($needle:expr),* $(,)?]) => {
+        expect_err!($r, $p $(if $guard)?, @list vec![$(String::from(&*$needle)),*])
     };
-    ($r:expr, $variant:path, @list $needles:expr) => {{
+    ($r:expr, $p:pat $(if $guard:expr)?, @list $needles:expr) => {{
         let needles: Vec<String> = $needles;
+        let what = concat!(stringify!($p) $(, " if ", stringify!($guard))?);
         match $r {
-            Err($variant(msg)) => {
+            Err(e) => {
+                #[allow(unused_variables)]
+                let matched = matches!(&e, $p $(if $guard)?);
+                assert!(matched, "expected {what}, got {e:?}: {e}");
+                let msg = e.to_string();
                 for n in &needles {
-                    assert!(msg.contains(n.as_str()), "{} message {msg:?} does not mention {n:?}", stringify!($variant));
+                    assert!(msg.contains(n.as_str()), "{what}: message {msg:?} does not mention {n:?}");
                 }
                 msg
             }
-            other => panic!("expected {} mentioning {needles:?}, got {other:?}", stringify!($variant)),
+            Ok(v) => panic!("expected {what} mentioning {needles:?}, got Ok({v:?})"),
         }
     }};
-    ($r:expr, $variant:path, $needles:expr) => {
-        expect_err!($r, $variant, @list $needles.iter().map(|s| s.to_string()).collect())
+    ($r:expr, $p:pat $(if $guard:expr)?, $needles:expr) => {
+        expect_err!($r, $p $(if $guard)?, @list $needles.iter().map(|s| s.to_string()).collect())
     };
 }

@@ -26,7 +26,7 @@ impl BareRing {
     /// Opens an emulated device and enables queue 0's rings on it (16 MiB issue ring), bypassing everything above
     /// the ring.
     pub fn open() -> Result<BareRing, String> {
-        let t: Arc<dyn Transport> = ttdrv::transport::open("emu").map_err(|e| e.to_string())?;
+        let t: Arc<dyn Transport> = ttdrv::transport::open("emu", 0).map_err(|e| e.to_string())?;
         let queue = RawQueue::new(&t, (1 << 20)..(1 << 31), 0, 16 << 20, 1 << 20).map_err(|e| e.to_string())?;
         Ok(BareRing { queue })
     }

@@ -181,14 +181,6 @@ pub fn memlock_too_low(limit: Option<u64>, needed: u64) -> String {
     )
 }
 
-/// Bytes a device opened with default parameters pins: one command queue's host region (contract §5), rounded up
-/// to whole 2 MiB hugepages.
-pub fn default_pinned_bytes() -> u64 {
-    let p = crate::device::DeviceParams::default();
-    let region = ttdrv_contract::RING_OFFSET as u64 + p.issue_ring_size as u64 + p.completion_ring_size as u64;
-    region.div_ceil(2 << 20) * (2 << 20)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,13 +239,5 @@ mod tests {
         assert!(no_vfio_dev().contains("modprobe vfio-pci"));
         assert!(group_busy("/dev/vfio/3", &addr("0000:01:00.0")).contains("fuser -v /dev/vfio/3"));
         assert!(no_such_device(&addr("0000:05:00.0")).contains("lspci -Dnn -d 1234:7454"));
-    }
-
-    #[test]
-    fn default_pin_covers_one_default_queue() {
-        // 4 KiB of pointers + the default issue (32 MiB) and completion (8 MiB) rings, in whole 2 MiB pages.
-        let p = crate::device::DeviceParams::default();
-        assert_eq!((p.issue_ring_size, p.completion_ring_size), (32 << 20, 8 << 20));
-        assert_eq!(default_pinned_bytes(), 42 << 20);
     }
 }

@@ -41,12 +41,11 @@ impl HostFacts {
 
 /// The soft RLIMIT_MEMLOCK; `None` when unlimited (or unreadable, which never happens on Linux).
 pub fn memlock_limit() -> Option<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes the struct we pass, which lives across the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-        return None;
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
+        _ => None,
     }
-    Some(lim.rlim_cur)
 }
 
 /// CPU vendor and whether the `hypervisor` flag is set, from `/proc/cpuinfo` text.

@@ -5,6 +5,12 @@
 //! are built here with the kernel's `_IO(VFIO_TYPE, VFIO_BASE + n)` encoding. Variable-length replies (region info
 //! and IOMMU info with capability chains) are read into an 8-byte aligned buffer and their capabilities are parsed
 //! from bytes with bounds checks, never by casting into the buffer.
+//!
+//! # Why not `nix`'s ioctl macros
+//! The rest of the transport uses `nix` where it removes `unsafe` (eventfd, poll, read). Its `ioctl_*!` macros would
+//! not: the functions they generate are `unsafe` to call all the same, and VFIO's requests are `_IO` numbers that
+//! nevertheless pass pointers to variable-length structs, which only the untyped `ioctl_*_bad!` forms can express.
+//! Calling `libc::ioctl` directly keeps one `unsafe` block per ioctl, each next to the struct it passes.
 
 use std::ffi::CStr;
 use std::io;

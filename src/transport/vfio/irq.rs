@@ -1,8 +1,8 @@
 //! Interrupt vectors: MSI-X (or MSI) wired to one eventfd per vector with `VFIO_DEVICE_SET_IRQS`.
 
 use super::ioctl;
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use vfio_bindings::bindings::vfio as sys;
 
 /// Most vectors ttdrv wires: one per command queue (contract §6).
@@ -12,17 +12,11 @@ const MAX_VECTORS: u32 = ttdrv_contract::MAX_QUEUES as u32;
 pub struct Vectors {
     /// `VFIO_PCI_MSIX_IRQ_INDEX` or `VFIO_PCI_MSI_IRQ_INDEX`; meaningless when `fds` is empty.
     index: u32,
-    fds: Vec<OwnedFd>,
+    fds: Vec<EventFd>,
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd with valid flags; the result is checked.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn eventfd() -> nix::Result<EventFd> {
+    EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
 }
 
 impl Vectors {
@@ -52,7 +46,7 @@ impl Vectors {
             // MSI allocates vectors in powers of two.
             n = 1 << (31 - n.leading_zeros());
         }
-        let fds = (0..n).map(|_| eventfd()).collect::<io::Result<Vec<_>>>().map_err(|e| format!("eventfd: {e}"))?;
+        let fds = (0..n).map(|_| eventfd()).collect::<nix::Result<Vec<_>>>().map_err(|e| format!("eventfd: {e}"))?;
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         ioctl::set_irq_eventfds(device, index, &raw).map_err(|e| format!("enabling {n} {kind} vector(s): {e}"))?;
         log::debug!("wired {n} {kind} vector(s) of {count}");
@@ -70,8 +64,8 @@ impl Vectors {
     }
 
     /// The eventfd of vector `v`.
-    pub fn fd(&self, v: u32) -> Option<RawFd> {
-        self.fds.get(v as usize).map(|f| f.as_raw_fd())
+    pub fn fd(&self, v: u32) -> Option<BorrowedFd<'_>> {
+        self.fds.get(v as usize).map(|f| f.as_fd())
     }
 
     /// Unwires every vector (the eventfds stay open until `self` drops).

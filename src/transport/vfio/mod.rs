@@ -56,8 +56,12 @@ const CONTAINER_PATH: &str = "/dev/vfio/vfio";
 /// below 2^48 except the x86 MSI window, which the IOMMU reserves for interrupt messages.
 const LEGACY_IOVA_WINDOWS: [Range<u64>; 2] = [0..0xfee0_0000, 0xff00_0000..1 << 48];
 
-fn open_err(msg: impl Into<String>) -> TransportError {
-    TransportError::Open(msg.into())
+fn open_err(addr: &PciAddress, reason: impl Into<String>) -> TransportError {
+    TransportError::Open { device: format!("vfio:{addr}"), reason: reason.into() }
+}
+
+fn not_found(addr: &PciAddress, reason: impl Into<String>) -> TransportError {
+    TransportError::NotFound { device: format!("vfio:{addr}"), reason: reason.into() }
 }
 
 fn os_err(what: String, source: io::Error) -> TransportError {
@@ -106,20 +110,21 @@ fn open_dev_node(path: &str) -> io::Result<File> {
 /// Checks what sysfs can tell before any descriptor is opened; returns the IOMMU group.
 fn precheck(root: &Path, addr: &PciAddress, host: &HostFacts) -> Result<u32, TransportError> {
     if !sysfs::exists(root, addr) {
-        return Err(open_err(advice::no_such_device(addr)));
+        return Err(not_found(addr, advice::no_such_device(addr)));
     }
     if sysfs::iommu_group_count(root) == 0 {
-        return Err(open_err(advice::iommu_off(host.cpu_vendor.as_deref(), host.in_vm)));
+        return Err(open_err(addr, advice::iommu_off(host.cpu_vendor.as_deref(), host.in_vm)));
     }
     let driver = sysfs::driver(root, addr);
     if driver.as_deref() != Some(sysfs::VFIO_PCI_DRIVER) {
-        return Err(open_err(advice::not_bound(addr, sysfs::ids(root, addr), driver.as_deref())));
+        return Err(open_err(addr, advice::not_bound(addr, sysfs::ids(root, addr), driver.as_deref())));
     }
-    sysfs::iommu_group(root, addr).ok_or_else(|| open_err(advice::no_group(addr)))
+    sysfs::iommu_group(root, addr).ok_or_else(|| open_err(addr, advice::no_group(addr)))
 }
 
 /// Opens the container and picks the IOMMU type (type1v2, else type1).
-fn open_container() -> Result<(OwnedFd, u32), TransportError> {
+fn open_container(addr: &PciAddress) -> Result<(OwnedFd, u32), TransportError> {
+    let open_err = |reason: String| open_err(addr, reason);
     let file = open_dev_node(CONTAINER_PATH).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => open_err(advice::no_vfio_dev()),
         io::ErrorKind::PermissionDenied => open_err(advice::no_permission(CONTAINER_PATH)),
@@ -140,13 +145,15 @@ fn open_container() -> Result<(OwnedFd, u32), TransportError> {
     }
     Err(open_err(
         "the kernel's VFIO has no type1 IOMMU driver: load it with `modprobe vfio_iommu_type1` (as root); \
-         ttdrv needs an x86-style IOMMU (Intel VT-d or AMD-Vi)",
+         ttdrv needs an x86-style IOMMU (Intel VT-d or AMD-Vi)"
+            .into(),
     ))
 }
 
 /// Opens the group and checks it is viable.
 fn open_group(root: &Path, addr: &PciAddress, group: u32) -> Result<OwnedFd, TransportError> {
     let path = format!("/dev/vfio/{group}");
+    let open_err = |reason: String| open_err(addr, reason);
     let file = open_dev_node(&path).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => open_err(format!(
             "{path} does not exist although {addr} is bound to vfio-pci: the VFIO group device was not created. Is \
@@ -166,8 +173,8 @@ fn open_group(root: &Path, addr: &PciAddress, group: u32) -> Result<OwnedFd, Tra
 }
 
 /// The IOMMU's usable IOVA windows and its smallest page size.
-fn iommu_windows(container: &OwnedFd) -> Result<(Vec<Range<u64>>, u64), TransportError> {
-    let r = ioctl::iommu_info(container.as_fd()).map_err(|e| open_err(format!("{CONTAINER_PATH}: {e}")))?;
+fn iommu_windows(addr: &PciAddress, container: &OwnedFd) -> Result<(Vec<Range<u64>>, u64), TransportError> {
+    let r = ioctl::iommu_info(container.as_fd()).map_err(|e| open_err(addr, format!("{CONTAINER_PATH}: {e}")))?;
     let page = if r.info.flags & sys::VFIO_IOMMU_INFO_PGSIZES != 0 && r.info.iova_pgsizes != 0 {
         1u64 << r.info.iova_pgsizes.trailing_zeros()
     } else {
@@ -200,31 +207,30 @@ impl VfioTransport {
         let host = HostFacts::current();
         let group_no = precheck(sysfs_root, address, &host)?;
         // Locals drop in reverse order on any error below: device, then group, then container.
-        let (container, iommu_type) = open_container()?;
+        let (container, iommu_type) = open_container(address)?;
+        let open_err = |reason: String| open_err(address, reason);
         let group = open_group(sysfs_root, address, group_no)?;
         ioctl::group_set_container(group.as_fd(), container.as_fd())
-            .map_err(|e| open_err(format!("attaching IOMMU group {group_no} of {address} to a container: {e}")))?;
+            .map_err(|e| open_err(format!("attaching IOMMU group {group_no} to a container: {e}")))?;
         ioctl::set_iommu(container.as_fd(), iommu_type)
-            .map_err(|e| open_err(format!("selecting the type1 IOMMU for {address}: {e}")))?;
-        let (iova_windows, iommu_page) = iommu_windows(&container)?;
+            .map_err(|e| open_err(format!("selecting the type1 IOMMU: {e}")))?;
+        let (iova_windows, iommu_page) = iommu_windows(address, &container)?;
 
         let name = CString::new(address.to_string()).map_err(|e| open_err(e.to_string()))?;
         let device = ioctl::group_device_fd(group.as_fd(), &name).map_err(|e| match e.errno() {
             Some(libc::EBUSY) => open_err(advice::group_busy(&format!("/dev/vfio/{group_no}"), address)),
-            _ => open_err(format!("getting a VFIO descriptor for {address}: {e}")),
+            _ => open_err(format!("getting a VFIO descriptor for the device: {e}")),
         })?;
         let device = Arc::new(File::from(device));
-        let info = ioctl::device_info(device.as_fd()).map_err(|e| open_err(format!("{address}: {e}")))?;
+        let info = ioctl::device_info(device.as_fd()).map_err(|e| open_err(e.to_string()))?;
         if info.flags & sys::VFIO_DEVICE_FLAGS_PCI == 0 || info.num_regions <= sys::VFIO_PCI_CONFIG_REGION_INDEX {
             return Err(open_err(format!(
-                "{address} is not presented as a PCI device by VFIO (flags {:#x}, {} regions)",
+                "VFIO does not present it as a PCI device (flags {:#x}, {} regions)",
                 info.flags, info.num_regions
             )));
         }
-        let bar0 = Bar::new(&device, sys::VFIO_PCI_BAR0_REGION_INDEX)
-            .map_err(|e| open_err(format!("BAR0 of {address}: {e}")))?;
-        let config =
-            ConfigSpace::new(&device).map_err(|e| open_err(format!("configuration space of {address}: {e}")))?;
+        let bar0 = Bar::new(&device, sys::VFIO_PCI_BAR0_REGION_INDEX).map_err(|e| open_err(format!("BAR0: {e}")))?;
+        let config = ConfigSpace::new(&device).map_err(|e| open_err(format!("configuration space: {e}")))?;
         let vectors = match irq::Vectors::enable(device.as_fd()) {
             Ok(v) => v,
             Err(e) => {
@@ -326,24 +332,28 @@ impl VfioTransport {
     }
 }
 
-/// Opens a ttdrv device at `address`: checks its PCI identity and that this process may pin the DMA memory a
-/// device opened with default parameters needs, then opens it. Used by the `vfio:` and `auto` selectors.
-pub fn open_ttdrv(sysfs_root: &Path, address: &PciAddress) -> Result<VfioTransport, TransportError> {
+/// Opens a ttdrv device at `address`: checks its PCI identity and that this process may pin `pinned_bytes` of DMA
+/// memory (what the caller's device parameters need, `DeviceParams::pinned_bytes()`), then opens it. Used by the
+/// `vfio:` and `auto` selectors.
+pub fn open_ttdrv(sysfs_root: &Path, address: &PciAddress, pinned_bytes: u64) -> Result<VfioTransport, TransportError> {
     if !sysfs::exists(sysfs_root, address) {
-        return Err(open_err(advice::no_such_device(address)));
+        return Err(not_found(address, advice::no_such_device(address)));
     }
     if let Some((v, d)) = sysfs::ids(sysfs_root, address)
         && (v, d) != (ttdrv_contract::PCI_VENDOR, ttdrv_contract::PCI_DEVICE)
     {
-        return Err(open_err(format!(
-            "PCI device {address} is {v:04x}:{d:04x}, not a ttdrv device ({:04x}:{:04x}); `ttdrv list` shows the \
-             ttdrv devices of this host",
-            ttdrv_contract::PCI_VENDOR,
-            ttdrv_contract::PCI_DEVICE
-        )));
+        return Err(not_found(
+            address,
+            format!(
+                "PCI device {address} is {v:04x}:{d:04x}, not a ttdrv device ({:04x}:{:04x}); `ttdrv list` shows the \
+                 ttdrv devices of this host",
+                ttdrv_contract::PCI_VENDOR,
+                ttdrv_contract::PCI_DEVICE
+            ),
+        ));
     }
-    if let Some(msg) = HostFacts::current().memlock_shortfall(advice::default_pinned_bytes()) {
-        return Err(open_err(format!("{address} (one command queue with the default ring sizes): {msg}")));
+    if let Some(msg) = HostFacts::current().memlock_shortfall(pinned_bytes) {
+        return Err(open_err(address, msg));
     }
     VfioTransport::open_at(sysfs_root, address)
 }
@@ -408,16 +418,18 @@ impl Transport for VfioTransport {
 
     fn reset(&self) -> Result<(), TransportError> {
         if !self.can_reset {
-            return Err(TransportError::Reset(format!(
-                "{}: the kernel offers no reset for this device (no function-level, power-management or bus reset \
-                 is available in its slot); reset it through its own RESET register, or put it in a slot below a \
-                 bridge port",
-                self.name
-            )));
+            return Err(TransportError::Reset {
+                device: self.name.clone(),
+                reason: "the kernel offers no reset for this device (no function-level, power-management or bus \
+                         reset is available in its slot); reset it through its own RESET register, or put it in a \
+                         slot below a bridge port"
+                    .into(),
+            });
         }
         let before =
             self.config.command().map_err(|e| os_err(format!("{}: reading the command register", self.name), e))?;
-        ioctl::reset(self.device.as_fd()).map_err(|e| TransportError::Reset(format!("{}: {e}", self.name)))?;
+        ioctl::reset(self.device.as_fd())
+            .map_err(|e| TransportError::Reset { device: self.name.clone(), reason: e.to_string() })?;
         // The kernel saves and restores the configuration around the reset; put back memory space and bus
         // mastering if the restore did not.
         let keep = before & (CMD_MEMORY | CMD_BUS_MASTER);
