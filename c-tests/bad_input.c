@@ -311,6 +311,9 @@ static void test_open(void) {
   open_fails(__LINE__, "emu option", "emu:warp_drive=1", NULL, TTDRV_STATUS_INVALID_ARGUMENT, "warp_drive");
   open_fails(__LINE__, "emu queues", "emu:queues=99", NULL, TTDRV_STATUS_INVALID_ARGUMENT, "queues");
   open_fails(__LINE__, "non-UTF-8 selector", "emu\xff", NULL, TTDRV_STATUS_INVALID_ARGUMENT, "UTF-8");
+  /* An empty selector is refused rather than silently taken as `auto` (the header documents it). */
+  open_fails(__LINE__, "empty selector", "", NULL, TTDRV_STATUS_INVALID_ARGUMENT, "auto");
+  open_fails(__LINE__, "blank selector", "  ", NULL, TTDRV_STATUS_INVALID_ARGUMENT, "auto");
 
 #define PARAM_CASE(field, value, needle)                                                               \
   do {                                                                                                 \
@@ -1018,6 +1021,11 @@ static void test_ranges(fixture *f) {
   pd.cores.x1 = 0;
   pd.cores.y0 = 2, pd.cores.y1 = 1;
   ST(INVALID_ARGUMENT, ttdrv_program_new(dev, &pd, &op), "ttdrv_program_new");
+  /* A name in the built-in namespace that names no built-in kernel fails at creation, naming the known ones. */
+  CHECK(ttdrv_program_desc_init(&pd));
+  pd.kernel_name = "ttdrv.no_such_kernel";
+  ST(UNSUPPORTED, ttdrv_program_new(dev, &pd, &op), "ttdrv.no_such_kernel", "ttdrv.matmul");
+  UNCHANGED(op);
   CHECK(ttdrv_program_desc_init(&pd));
   pd.kernel_name = "";
   ST(INVALID_ARGUMENT, ttdrv_program_new(dev, &pd, &op), "kernel name");

@@ -12,7 +12,7 @@
 
 #![allow(non_camel_case_types)]
 
-mod args;
+mod argcheck;
 pub mod boundary;
 pub mod buffer;
 pub mod device;
@@ -26,7 +26,7 @@ pub mod program;
 pub mod trace;
 pub(crate) mod versioned;
 
-pub(crate) use args::{bytes, c_str, nonnull, out_ptr, slice, write_out};
+pub(crate) use argcheck::{bytes, c_str, nonnull, out_ptr, slice, write_out};
 pub(crate) use boundary::guard;
 pub use boundary::ttdrv_debug_panic;
 pub(crate) use error::{FfiError, FfiResult};

@@ -149,6 +149,12 @@ fn sink() -> MutexGuard<'static, Sink> {
     SINK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Writes one line to stderr. Only ever called for output the user asked for by setting `TTDRV_LOG`.
+fn write_stderr(line: std::fmt::Arguments<'_>) {
+    // TTDRV_LOG asked for this output: the only place the library writes to the host application's stderr.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// The level `TTDRV_LOG` asks for on stderr, read once; `Off` when unset.
 fn env_level() -> LevelFilter {
     static ENV: OnceLock<LevelFilter> = OnceLock::new();
@@ -156,10 +162,9 @@ fn env_level() -> LevelFilter {
         Err(_) => LevelFilter::Off,
         Ok(v) => v.trim().parse().unwrap_or_else(|_| {
             // The user asked for logs on stderr, so this note goes there too.
-            let _ = writeln!(
-                std::io::stderr(),
+            write_stderr(format_args!(
                 "ttdrv: TTDRV_LOG={v:?} is not a level (off, error, warn, info, debug, trace); using warn"
-            );
+            ));
             LevelFilter::Warn
         }),
     })
@@ -330,8 +335,7 @@ fn to_stderr(p: &Pending) {
     if p.level.filter() <= env_level() {
         let text = String::from_utf8_lossy(&p.text[..p.text.len() - 1]);
         let name = ttdrv_log_level_name(p.level);
-        // The user asked for this output by setting TTDRV_LOG; it is the only place the library writes to stderr.
-        let _ = writeln!(std::io::stderr().lock(), "ttdrv {name}: {text}");
+        write_stderr(format_args!("ttdrv {name}: {text}"));
     }
 }
 

@@ -109,7 +109,7 @@ fn input_size<T: Versioned>(size: u32, arg: &str) -> FfiResult<usize> {
 
 /// Reads input struct argument `arg`: `struct_size` bytes from the caller, every later field at its default.
 pub(crate) fn read<T: Versioned>(p: *const T, arg: &'static str) -> FfiResult<T> {
-    super::args::nonnull(p, arg)?;
+    super::argcheck::nonnull(p, arg)?;
     let n = input_size::<T>(caller_size(p), arg)?;
     let mut v = T::defaults();
     // SAFETY: the caller's struct holds `struct_size` = n readable bytes (C contract), n <= size_of::<T>() (checked:
@@ -134,14 +134,14 @@ fn output_size<T: Versioned>(size: u32, arg: &str) -> FfiResult<u32> {
 /// Checks output struct argument `arg` before the call does anything: non-NULL, with a `struct_size` some release's
 /// struct fits in.
 pub(crate) fn check_output<T: Versioned>(p: *mut T, arg: &'static str) -> FfiResult {
-    let p = super::args::out_ptr(p, arg)?;
+    let p = super::argcheck::out_ptr(p, arg)?;
     output_size::<T>(caller_size(p), arg).map(drop)
 }
 
 /// Writes `v` into output struct argument `arg`: as many bytes as the largest release's struct that fits the caller's
 /// `struct_size`, which is then set to that size. Fields beyond it stay the caller's.
 pub(crate) fn write<T: Versioned>(p: *mut T, arg: &'static str, v: T) -> FfiResult {
-    let p = super::args::out_ptr(p, arg)?;
+    let p = super::argcheck::out_ptr(p, arg)?;
     let n = output_size::<T>(caller_size(p), arg)?;
     // SAFETY: the caller's struct holds at least `struct_size` >= n writable bytes (C contract), n <= size_of::<T>()
     // (a listed size), and the copy is byte-wise, so it needs no alignment.
