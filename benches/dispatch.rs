@@ -20,7 +20,7 @@ fn dispatch(c: &mut Criterion) {
 
     // Reference: the bare ring, on an emulated device of its own.
     let mut ring = ttdrv_testkit::BareRing::open().unwrap();
-    g.bench_function("bare 64-byte ring write", |b| b.iter_custom(|n| ring.write(n)));
+    g.bench_function("bare 64-byte ring write", |b| b.iter_custom(|n| ring.write(n).unwrap()));
 
     let dev = Device::open("emu", &DeviceParams::default()).unwrap();
     let buf = dev.allocate(&BufferSpec::new(16, 32, DType::Float32, MemoryConfig::L1)).unwrap();

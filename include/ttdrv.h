@@ -89,6 +89,25 @@
 #define TTDRV_SHARD_COL_MAJOR 1
 
 /**
+ * `ttdrv_buffer_contents`: the buffer holds what was last written to it whole (or, never written since it was
+ * allocated, whatever device memory held).
+ */
+#define TTDRV_CONTENTS_DEFINED 0
+
+/**
+ * `ttdrv_buffer_contents`: a write to the buffer stopped part-way (its TIMEOUT or DEVICE_FAULT message said how much
+ * was enqueued); reads fail with CONTENTS_UNDEFINED until it is written whole again.
+ */
+#define TTDRV_CONTENTS_PARTIAL_WRITE 1
+
+/**
+ * `ttdrv_buffer_contents`: the device was reset since the buffer was last written (a reset erases device memory,
+ * including writes still in flight when it faulted); reads fail with CONTENTS_UNDEFINED until it is written whole
+ * again.
+ */
+#define TTDRV_CONTENTS_LOST_IN_RESET 2
+
+/**
  * `sizeof(ttdrv_tensor_spec)` in release 0.1 (frozen: docs/abi.md, "Versions").
  */
 #define TTDRV_TENSOR_SPEC_SIZE_V0_1 64
@@ -249,6 +268,11 @@ enum ttdrv_status
    * An output buffer is too small.
    */
   TTDRV_STATUS_BUFFER_TOO_SMALL = 7017,
+  /**
+   * A buffer's contents are undefined: a write to it stopped part-way, or the device was reset since it was last
+   * written (`ttdrv_buffer_contents` says which). Write it whole again before reading it.
+   */
+  TTDRV_STATUS_CONTENTS_UNDEFINED = 7018,
   /**
    * A bug inside ttdrv (a caught panic).
    */
@@ -828,14 +852,21 @@ ttdrv_status ttdrv_buffer_from_host(struct ttdrv_device *device,
 
 /**
  * Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
- * (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
- * reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
- * sees the new contents; other queues must order themselves with events.
+ * (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied
+ * before the call returns, so `data` may be reused at once; with `blocking` the call also waits until the device has
+ * written them. Work enqueued later on `cq` sees the new contents; other queues must order themselves with events.
+ *
+ * A write that fails either was not started (the buffer is as it was), or its message says exactly how many of its
+ * records and bytes were enqueued — those land unless the device is reset — and, if only some were, that the buffer's
+ * contents are now undefined: `ttdrv_buffer_contents` then reports `TTDRV_CONTENTS_PARTIAL_WRITE` and reads fail with
+ * CONTENTS_UNDEFINED until the buffer is written whole again. A write that returned OK but had not landed when the
+ * device faulted is dropped by the reset that follows; the buffer then reports `TTDRV_CONTENTS_LOST_IN_RESET`.
  *
  * Thread: any; concurrent writes to one buffer on different queues land in an unspecified order.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its device was closed),
  * FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace
- * capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT.
+ * capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT,
+ * PROTOCOL.
  *
  * # Safety
  * `data` must be readable for `len` bytes.
@@ -848,24 +879,47 @@ ttdrv_status ttdrv_buffer_write(struct ttdrv_buffer *buffer,
 
 /**
  * Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
- * bytes) on queue `cq`. With `blocking` it
- * returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
- * in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
- * device is closed.
+ * bytes) on queue `cq`. With `blocking` it returns when the data is in `out`. Without (`cpu(blocking=False)`) it
+ * returns once the read is enqueued; the data is in place after `ttdrv_device_finish(cq)`, after an event recorded on
+ * `cq` behind the read completes, or after the device is closed.
  *
- * Ownership: `out` stays the caller's, but until the data is in place ttdrv writes it: keep it valid and do not touch
- * it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its
- * device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue),
- * INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
+ * A call that fails leaves nothing behind: a blocking read that times out (or fails part-way through being
+ * enqueued) is cancelled before it returns, so `out` is the caller's again at once — data arriving later goes
+ * nowhere. A non-blocking read stays pending until its data is delivered, even when a `ttdrv_device_finish` or event
+ * wait for it times out (wait again); `ttdrv_device_reset` and `ttdrv_device_close` end every pending read: once they
+ * return, no destination is ever written again.
+ *
+ * Ownership: `out` stays the caller's, but until the data is in place (or the read ends as above) ttdrv writes it:
+ * keep it valid and do not touch it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never
+ * returned by ttdrv), CLOSED (its device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size),
+ * INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), CONTENTS_UNDEFINED (a write to
+ * the buffer stopped part-way, or the device was reset since it was written: see `ttdrv_buffer_contents`; nothing is
+ * read), TIMEOUT, DEVICE_FAULT, PROTOCOL.
  *
  * # Safety
- * `out` must be writable for `len` bytes until the data is in place.
+ * `out` must be writable for `len` bytes until the data is in place (blocking: until the call returns).
  */
 ttdrv_status ttdrv_buffer_read(struct ttdrv_buffer *buffer,
                                uint16_t cq,
                                bool blocking,
                                void *out,
                                size_t len);
+
+/**
+ * Writes what the driver knows of the buffer's contents to `*out`: `TTDRV_CONTENTS_DEFINED`,
+ * `TTDRV_CONTENTS_PARTIAL_WRITE` (a write stopped part-way) or `TTDRV_CONTENTS_LOST_IN_RESET` (the device was reset
+ * since the buffer was last written; per docs/device-interface.md §7.2 a reset erases every buffer in DRAM and L1).
+ * A whole write (`ttdrv_buffer_write`, `ttdrv_buffer_from_host`) or a built-in operation that writes the whole buffer
+ * as its output (`ttdrv_fill`, the copies, element-wise ops, matmul, the model) makes it DEFINED again; a custom
+ * program run or a trace replay leaves the state as it was. Answers after its device is closed too.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+ttdrv_status ttdrv_buffer_contents(const struct ttdrv_buffer *buffer,
+                                   uint32_t *out);
 
 /**
  * Frees the buffer now (`deallocate(force=True)`): its device range can be reused at once. Work already enqueued on a
@@ -959,14 +1013,17 @@ ttdrv_status ttdrv_device_open(const char *selector,
                                struct ttdrv_device **out);
 
 /**
- * Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
- * non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
- * in time is abandoned (the device is reset and a warning is logged); the call still returns OK. NULL is a no-op.
+ * Closes a device: drains every queue (all together, waiting at most the device's timeout and at most 5 s in all),
+ * delivers the data of non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work
+ * that does not finish in time is abandoned: the device is reset (waiting at most a further 1 s for it), reads not yet
+ * delivered are dropped, and a warning naming each queue's state is logged (see `ttdrv_set_log_callback`; nothing is
+ * printed). The call still returns OK. Whatever the device is doing, close returns within those bounds; once it
+ * returns, the device writes no host memory and no read destination is written again. NULL is a no-op.
  *
  * Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
  * Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
  * TTDRV_STATUS_CLOSED, queries of what the handle itself knows (`ttdrv_buffer_address`, `_get_spec`, `_host_size`,
- * `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
+ * `_contents`, `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
  * Thread: any, but not while another thread is using the device (its calls would fail with CLOSED).
  * Errors: INVALID_HANDLE; FORKED (in a forked child: the child's handle is released without touching the parent's
  * device).
@@ -993,13 +1050,17 @@ ttdrv_status ttdrv_device_get_info(const struct ttdrv_device *device,
 
 /**
  * Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of non-blocking
- * reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal).
+ * reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal). If it times out, the work and the non-blocking
+ * reads stay pending (their destinations stay registered): wait again, or end them with `ttdrv_device_reset` or
+ * `ttdrv_device_close`.
  *
  * Thread: any; other threads may keep enqueuing meanwhile (their work is not waited for).
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the
  * parent of this process), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`),
  * TIMEOUT (after the device's timeout; the message dumps the queue's state), DEVICE_FAULT (the message gives the fault
- * and its cause; recover with `ttdrv_device_reset`), PROTOCOL.
+ * and its cause, or says the device was reset behind the driver; recover with `ttdrv_device_reset`), PROTOCOL (the
+ * device wrote a word or completion entry the contract does not allow; the message names it and its value; every
+ * later call fails the same way until `ttdrv_device_reset`).
  */
 ttdrv_status ttdrv_device_finish(struct ttdrv_device *device,
                                  uint16_t cq);
@@ -1012,14 +1073,18 @@ ttdrv_status ttdrv_device_finish(struct ttdrv_device *device,
 ttdrv_status ttdrv_device_synchronize(struct ttdrv_device *device);
 
 /**
- * Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped, buffer
- * contents, kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be
- * captured again, and captures in progress are dropped), and events recorded before the reset can no longer be waited
- * for. The device is usable again afterwards.
+ * Resets the device (after a DEVICE_FAULT or PROTOCOL error, or to abandon work): pending work and undelivered reads
+ * are dropped — once this returns, no read destination is ever written again, whatever the result — buffer contents,
+ * kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be captured
+ * again, and captures in progress are dropped), and events recorded before the reset can no longer be waited for.
+ * Per docs/device-interface.md §7.2 no buffer's contents survive a reset: every buffer allocated before it reports
+ * `TTDRV_CONTENTS_LOST_IN_RESET` (`ttdrv_buffer_contents`) and cannot be read until written whole again, including
+ * buffers whose writes returned OK but had not landed. The device is usable again afterwards.
  *
  * Thread: any, but while no other thread uses the device. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed,
- * closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not come
- * back; it may need a host reboot), TRANSPORT.
+ * closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not
+ * come back within 1 s: call it again; the message says whether a host-level reset could help — never for the
+ * emulated device), TRANSPORT.
  */
 ttdrv_status ttdrv_device_reset(struct ttdrv_device *device);
 

@@ -5,7 +5,7 @@
 //! [`TransportError`], [`DmaError`], [`ProtocolError`] (the completion ring's) — and never see this one; they are
 //! converted here, upward only.
 
-use crate::device::{BufferSpec, BufferType};
+use crate::device::{BufferSpec, BufferType, Contents};
 use std::fmt;
 use std::time::Duration;
 use ttdrv_contract::kernel::{DType, ShardGrid};
@@ -342,10 +342,7 @@ pub enum Error {
         device: String,
     },
     /// The device did not come back from a reset.
-    #[error(
-        "{device} did not become ready within {after:?} of a reset (STATUS {status:#x}; the contract allows 100 ms, \
-         docs/device-interface.md §7.2); the device may need a host reboot"
-    )]
+    #[error("{}", not_ready_text(.device, *.status, *.after, *.emulated))]
     NotReady {
         /// The device.
         device: String,
@@ -353,12 +350,34 @@ pub enum Error {
         status: u32,
         /// How long the driver waited.
         after: Duration,
+        /// The device is the emulator (a software device in this process), not hardware.
+        emulated: bool,
     },
 
     // ---- ErrorKind::DeviceFault --------------------------------------------------------------------------------
     /// The device reported a fault and stopped.
     #[error("{0}")]
     DeviceFault(FaultReport),
+    /// A queue's registers no longer hold what the driver programmed: the device was reset (or the queue
+    /// reprogrammed) by something other than this driver, and dropped the work enqueued.
+    #[error(
+        "device {device} was reset behind the driver: queue {queue}'s {register} register reads {value:#x}, not the \
+         {expected:#x} the driver programmed. The work enqueued on the device was dropped and every buffer's \
+         contents are lost (docs/device-interface.md §7.2); reads not yet delivered never will be. Reset it \
+         (Device::reset, ttdrv_device_reset() in C) to use it again, then write the buffers again"
+    )]
+    ResetBehindDriver {
+        /// The device.
+        device: String,
+        /// The queue whose register was found changed.
+        queue: u16,
+        /// The register (`Q_ISSUE_SIZE`).
+        register: &'static str,
+        /// What it reads.
+        value: u32,
+        /// What the driver wrote there.
+        expected: u32,
+    },
 
     // ---- ErrorKind::Protocol -----------------------------------------------------------------------------------
     /// The device wrote a completion entry the contract does not allow.
@@ -377,12 +396,49 @@ pub enum Error {
     BadRegister {
         /// The device.
         device: String,
-        /// The register (`NUM_QUEUES`, `DRAM_ALIGN`, ...).
+        /// The register (`NUM_QUEUES`, `DRAM_ALIGN`, `DRAM_BANK_SIZE` for the two halves together, ...).
         register: &'static str,
         /// What it reads.
-        value: u32,
+        value: u64,
         /// What the contract requires.
         rule: &'static str,
+    },
+
+    // ---- ErrorKind::ContentsUndefined ----------------------------------------------------------------------------
+    /// A read of a buffer whose contents are undefined ([`crate::Buffer::contents`]): a write to it stopped
+    /// part-way, or the device was reset since it was last written.
+    #[error("{}", contents_text(.call, .spec, .contents, .device))]
+    ContentsUndefined {
+        /// The refused call (`read`).
+        call: &'static str,
+        /// The buffer.
+        spec: BufferSpec,
+        /// Why its contents are undefined.
+        contents: Contents,
+        /// The device.
+        device: String,
+    },
+
+    // ---- the kind of its cause ---------------------------------------------------------------------------------
+    /// A host write that stopped before it was complete or confirmed: `cause` says why (its kind is this error's),
+    /// the rest says exactly what was enqueued. Records enqueued land unless the device is reset; when only some
+    /// were, the buffer's contents are undefined until it is written whole again.
+    #[error("{cause}\n{}", write_stopped_text(.spec, *.queue, *.records_enqueued, *.records_total, *.bytes_enqueued, *.bytes_total))]
+    WriteStopped {
+        /// The buffer written.
+        spec: BufferSpec,
+        /// The queue.
+        queue: u16,
+        /// Records of the write enqueued.
+        records_enqueued: u32,
+        /// Records the whole write takes.
+        records_total: u32,
+        /// Bytes of the tensor in the records enqueued.
+        bytes_enqueued: u64,
+        /// Bytes of the whole tensor.
+        bytes_total: u64,
+        /// Why it stopped (a timeout, a fault, a protocol violation...).
+        cause: Box<Error>,
     },
 
     // ---- ErrorKind::Forked -------------------------------------------------------------------------------------
@@ -538,6 +594,8 @@ pub enum ErrorKind {
     Protocol,
     /// The device was opened in a parent process.
     Forked,
+    /// A buffer's contents are undefined (a write stopped part-way, or a reset erased them).
+    ContentsUndefined,
     /// The device has been closed.
     Closed,
 }
@@ -571,9 +629,11 @@ impl Error {
             Error::Dma(_) => K::HostMemory,
             Error::Transport(_) => K::Transport,
             Error::Timeout { .. } | Error::NotReady { .. } => K::Timeout,
-            Error::DeviceFault(_) => K::DeviceFault,
+            Error::DeviceFault(_) | Error::ResetBehindDriver { .. } => K::DeviceFault,
             Error::Protocol { .. } | Error::BadRegister { .. } => K::Protocol,
             Error::Forked { .. } => K::Forked,
+            Error::ContentsUndefined { .. } => K::ContentsUndefined,
+            Error::WriteStopped { cause, .. } => cause.kind(),
             Error::Closed { .. } => K::Closed,
         }
     }
@@ -726,6 +786,68 @@ fn trace_region_text(device: &str, trace: u32, needed: u64, free: u64, region: u
          or release it",
         region - free + needed
     )
+}
+
+fn contents_text(call: &str, spec: &BufferSpec, contents: &Contents, device: &str) -> String {
+    let why = match *contents {
+        Contents::PartialWrite { queue, bytes_enqueued, bytes_total } => format!(
+            "a write to it on queue {queue} stopped part-way ({bytes_enqueued} of its {bytes_total} bytes were \
+             enqueued, the rest never will be)"
+        ),
+        Contents::LostInReset => format!(
+            "device {device} was reset since it was last written, and a reset erases device memory \
+             (docs/device-interface.md §7.2); writes still in flight when the device faulted or was reset were \
+             dropped with it"
+        ),
+        Contents::Defined => "they are defined".to_string(),
+    };
+    format!(
+        "{call} of buffer {spec}: its contents are undefined: {why}. Write the whole buffer again \
+         (copy_host_to_device_tensor: Buffer::write, ttdrv_buffer_write) before reading it"
+    )
+}
+
+fn write_stopped_text(
+    spec: &BufferSpec,
+    queue: u16,
+    records_enqueued: u32,
+    records_total: u32,
+    bytes_enqueued: u64,
+    bytes_total: u64,
+) -> String {
+    if records_enqueued == records_total {
+        format!(
+            "The write to buffer {spec} on queue {queue} was enqueued whole ({records_total} records, {bytes_total} \
+             bytes) and lands unless the device is reset; only the wait for it failed, so the buffer's contents are \
+             what was written once queue {queue} reaches those records."
+        )
+    } else {
+        format!(
+            "The write to buffer {spec} on queue {queue} stopped part-way: {records_enqueued} of its \
+             {records_total} records ({bytes_enqueued} of {bytes_total} bytes) were enqueued and land unless the \
+             device is reset; the rest never will. The buffer's contents are now undefined: reads of it fail with \
+             CONTENTS_UNDEFINED (Buffer::contents, ttdrv_buffer_contents) until it is written whole again."
+        )
+    }
+}
+
+fn not_ready_text(device: &str, status: u32, after: Duration, emulated: bool) -> String {
+    let what = format!(
+        "did not become ready within {after:?} of a reset (STATUS {status:#x}; the contract allows 100 ms, \
+         docs/device-interface.md §7.2)"
+    );
+    if emulated {
+        format!(
+            "the emulated device {device} {what}: one of its queue threads is still finishing modelled work. No host \
+             action is needed: reset it again (Device::reset, ttdrv_device_reset() in C), or close it and open a new \
+             emulated device"
+        )
+    } else {
+        format!(
+            "{device} {what}. Reset it again; if it stays unready, reset it at the bus (a PCI function-level reset, \
+             echo 1 > /sys/bus/pci/devices/<address>/reset) and, failing that, the device may need a host reboot"
+        )
+    }
 }
 
 fn timeout_text(waiting_for: &str, device: &str, after: Duration, busy: bool, report: &str) -> String {

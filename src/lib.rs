@@ -24,7 +24,10 @@ pub mod transport;
 /// The hardware contract this driver speaks (the `ttdrv-contract` crate).
 pub use ttdrv_contract as contract;
 
-pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};
+pub use device::{
+    Buffer, BufferSpec, BufferType, Contents, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, OwnedRead,
+    ShardSpec,
+};
 pub use error::{Error, ErrorKind, FaultReport, Result, TraceProblem};
 pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid};
 

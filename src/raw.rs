@@ -147,9 +147,10 @@ impl RawQueue {
         self.issuer.wr()
     }
 
-    /// True if a record of `len` bytes fits in the issue ring now.
-    pub fn has_room(&mut self, len: usize) -> bool {
-        self.issuer.has_room(len)
+    /// True if a record of `len` bytes fits in the issue ring now; fails if the device wrote an `ISSUE_RD` the
+    /// contract does not allow.
+    pub fn has_room(&mut self, len: usize) -> Result<bool, RawError> {
+        self.issuer.has_room(len).map_err(|e| RawError::new(self.id, e))
     }
 
     /// Reads delivered into their destinations so far.
@@ -197,22 +198,29 @@ impl RawQueue {
                 format!("a {len}-byte record is not a multiple of 64 between 64 and a quarter of the ring"),
             ));
         }
-        if !self.issuer.has_room(len) {
+        if !self.has_room(len)? {
             self.publish();
-            self.wait("issue ring room", |q| q.issuer.has_room(len))?;
+            let mut violation = None;
+            self.wait("issue ring room", |q| match q.has_room(len) {
+                Ok(room) => room,
+                Err(e) => violation.replace(e).is_none(),
+            })?;
+            if let Some(e) = violation {
+                return Err(e);
+            }
         }
         Ok(self.issuer.push(len, RecordMeta::default(), encode))
     }
 
     /// Writes one 64-byte `PAD` record if it fits now, without waiting: the cheapest record, for measuring the
-    /// ring itself. Returns false when the ring is full.
+    /// ring itself. Returns false when the ring is full; fails as [`RawQueue::has_room`].
     #[inline]
-    pub fn try_push_pad(&mut self) -> bool {
-        if !self.issuer.has_room(FIXED_LEN) {
-            return false;
+    pub fn try_push_pad(&mut self) -> Result<bool, RawError> {
+        if !self.has_room(FIXED_LEN)? {
+            return Ok(false);
         }
         self.issuer.push(FIXED_LEN, RecordMeta::default(), records::encode_pad);
-        true
+        Ok(true)
     }
 
     /// Rings the doorbell for everything written so far.
@@ -295,9 +303,10 @@ impl RawQueue {
         self.wait("the issue ring to drain", |q| q.issue_rd() == wr)
     }
 
-    /// True once the device has consumed everything written (refreshes the device's read pointer).
-    pub fn drained(&mut self) -> bool {
-        self.issuer.drained()
+    /// True once the device has consumed everything published (refreshes the device's read pointer); fails as
+    /// [`RawQueue::has_room`].
+    pub fn drained(&mut self) -> Result<bool, RawError> {
+        self.issuer.drained().map_err(|e| RawError::new(self.id, e))
     }
 }
 

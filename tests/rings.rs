@@ -376,7 +376,7 @@ fn issue_ring_fills_to_the_device_read_pointer_and_no_further() {
     q0.publish();
     q1.event_record(1);
     q1.publish();
-    q0.wait("room after the device moved", |q| q.has_room(len));
+    q0.wait("room after the device moved", |q| q.has_room(len).unwrap());
     q0.drain();
     assert_bytes_eq(&q0.read(Memory::Dram, 1, 0x1000, MAX_PAYLOAD), &data, "first large record");
 }

@@ -130,6 +130,67 @@ impl fmt::Display for BufferSpec {
     }
 }
 
+/// What a buffer holds, as far as the driver knows ([`Buffer::contents`]; `ttdrv_buffer_contents` in C).
+///
+/// Only what the driver can know is tracked: host writes and the built-in operations that write a whole output
+/// (copies, element-wise, matmul, fill, the model) make a buffer [`Contents::Defined`]; a custom program's dispatch
+/// and a trace replay leave its state as it was (the driver does not know what a kernel writes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Contents {
+    /// The buffer holds what was last written to it whole — or, if nothing wrote it since it was allocated,
+    /// whatever the device memory held (`allocate_tensor_on_device` leaves that to the caller).
+    Defined,
+    /// A host write on `queue` stopped part-way: `bytes_enqueued` of its `bytes_total` bytes were enqueued and
+    /// land, the rest never will. Reads fail with [`crate::Error::ContentsUndefined`] until the buffer is written
+    /// whole again.
+    PartialWrite {
+        /// The queue of the write.
+        queue: u16,
+        /// Bytes of the write that were enqueued.
+        bytes_enqueued: u64,
+        /// Bytes of the whole write.
+        bytes_total: u64,
+    },
+    /// The device was reset after the buffer was last written, and a reset erases DRAM and L1 (docs/device-
+    /// interface.md §7.2): no buffer's contents survive it, whatever the emulator happens to keep. This includes
+    /// writes that were enqueued (and returned OK) but had not landed when the device faulted or was reset. Reads
+    /// fail with [`crate::Error::ContentsUndefined`] until the buffer is written whole again.
+    LostInReset,
+}
+
+/// The driver's record of what wrote a buffer last.
+#[derive(Debug)]
+pub(crate) struct ContentsState {
+    inner: std::sync::Mutex<(u32, Option<Contents>)>,
+}
+
+impl ContentsState {
+    fn new(epoch: u32) -> ContentsState {
+        ContentsState { inner: std::sync::Mutex::new((epoch, None)) }
+    }
+
+    /// A whole write (or an op writing the whole buffer) enqueued in device epoch `epoch`.
+    pub(crate) fn mark_written(&self, epoch: u32) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (epoch, None);
+    }
+
+    /// A write on `queue` that stopped after enqueueing `enqueued` of `total` bytes, in epoch `epoch`.
+    pub(crate) fn mark_partial(&self, epoch: u32, queue: u16, enqueued: u64, total: u64) {
+        let c = Contents::PartialWrite { queue, bytes_enqueued: enqueued, bytes_total: total };
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (epoch, Some(c));
+    }
+
+    /// The contents, given the device's current epoch (resets so far).
+    fn get(&self, epoch_now: u32) -> Contents {
+        let (epoch, c) = *self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch != epoch_now {
+            return Contents::LostInReset;
+        }
+        c.unwrap_or(Contents::Defined)
+    }
+}
+
 /// A buffer in device memory. Dropping it (or [`Buffer::deallocate`]) frees its range at once.
 pub struct Buffer {
     pub(crate) dev: Arc<DeviceInner>,
@@ -138,6 +199,7 @@ pub struct Buffer {
     pub(crate) addr: u64,
     pub(crate) page_stride: u32,
     pub(crate) footprint: u64,
+    pub(crate) contents: ContentsState,
 }
 
 impl fmt::Debug for Buffer {
@@ -290,7 +352,16 @@ impl DeviceInner {
         let id = self.next_buffer_id();
         let addr =
             self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id, &|| format!("buffer {spec}"))?;
-        Ok(Buffer { dev: self.clone(), id, spec: *spec, addr, page_stride: p.page_stride, footprint: p.footprint })
+        let contents = ContentsState::new(self.epoch.load(std::sync::atomic::Ordering::Acquire));
+        Ok(Buffer {
+            dev: self.clone(),
+            id,
+            spec: *spec,
+            addr,
+            page_stride: p.page_stride,
+            footprint: p.footprint,
+            contents,
+        })
     }
 }
 
@@ -318,6 +389,23 @@ impl Buffer {
     /// Its spec.
     pub fn spec(&self) -> &BufferSpec {
         &self.spec
+    }
+
+    /// What the buffer holds, as far as the driver knows: [`Contents::Defined`] unless a write stopped part-way or
+    /// the device was reset since it was last written whole.
+    pub fn contents(&self) -> Contents {
+        self.contents.get(self.dev.epoch.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Fails with [`Error::ContentsUndefined`] unless [`Buffer::contents`] is [`Contents::Defined`]; `call` names
+    /// the refused call.
+    pub(crate) fn check_contents(&self, call: &'static str) -> Result<()> {
+        match self.contents() {
+            Contents::Defined => Ok(()),
+            contents => {
+                Err(Error::ContentsUndefined { call, spec: self.spec, contents, device: self.dev.info.name.clone() })
+            }
+        }
     }
 
     /// The address: the same offset in every bank or core it uses (`buffer_address()`).

@@ -13,10 +13,10 @@ pub mod trace;
 mod transfer;
 mod wait;
 
-pub use buffer::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec};
+pub use buffer::{Buffer, BufferSpec, BufferType, Contents, MemoryConfig, ShardSpec};
 pub use event::Event;
 pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES};
-pub use transfer::PendingRead;
+pub use transfer::{OwnedRead, PendingRead};
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
 use crate::error::{Error, Result};
@@ -27,8 +27,8 @@ use queue::{QueueSlot, QueueState};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
-use ttdrv_contract::CONTRACT_MAJOR;
 use ttdrv_contract::regs::{self, Caps, Status, global};
+use ttdrv_contract::{CONTRACT_MAJOR, MAX_QUEUES, RECORD_ALIGN};
 
 /// Reserved at the bottom of every DRAM bank: keeps offset 0 (which looks like a null address) out of use.
 const DRAM_RESERVED_LOW: u64 = 0x1000;
@@ -96,6 +96,57 @@ pub(crate) struct DeviceInner {
     pub traces: Mutex<trace::TraceTable>,
     /// Spans of host calls and device records, when profiling.
     pub profiler: Option<crate::profile::Profiler>,
+    /// Set when the device broke the contract or was reset behind the driver: every call that needs the device
+    /// fails with this until [`Device::reset`].
+    pub health: Arc<Health>,
+    /// Driver-initiated resets in progress: queues are legitimately unprogrammed meanwhile.
+    resetting: AtomicU32,
+}
+
+/// Whether the device is usable: shared by the device and its queues' issue side, which meets a bad `ISSUE_RD`.
+#[derive(Default)]
+pub(crate) struct Health {
+    broken: Mutex<Option<Broken>>,
+    /// The fast check.
+    flag: AtomicBool,
+}
+
+impl Health {
+    /// Marks the device unusable until reset (`Some`), or usable again (`None`). The first cause is kept: later
+    /// ones are usually its consequences.
+    pub fn set(&self, b: Option<Broken>) {
+        let mut g = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if b.is_none() || g.is_none() {
+            self.flag.store(b.is_some(), Ordering::Release);
+            *g = b;
+        }
+    }
+
+    /// Why the device is unusable, if it is.
+    #[inline]
+    pub fn get(&self) -> Option<Broken> {
+        if !self.flag.load(Ordering::Acquire) {
+            return None;
+        }
+        self.broken.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A protocol violation of device `device`: marks it unusable and returns the error.
+    pub fn protocol(&self, device: &str, violation: crate::queue::ProtocolError) -> Error {
+        self.set(Some(Broken::Protocol(violation.clone())));
+        Error::Protocol { device: device.to_string(), violation }
+    }
+}
+
+/// Why a device is unusable until reset.
+#[derive(Clone, Debug)]
+pub(crate) enum Broken {
+    /// It wrote a word or entry the contract does not allow.
+    Protocol(crate::queue::ProtocolError),
+    /// A queue's registers no longer hold what the driver programmed.
+    ResetBehind { queue: u16, register: &'static str, value: u32, expected: u32 },
+    /// A reset did not complete.
+    NotReady { status: u32, emulated: bool },
 }
 
 /// An open device. Cloning gives another handle to the same device; it closes when [`Device::close`] is called
@@ -130,8 +181,10 @@ fn read_info(t: &dyn Transport) -> Result<DeviceInfo> {
         return Err(Error::ContractVersion { device: t.name().to_string(), major, minor });
     }
     let grid = t.read32(global::GRID);
-    // Checked as read, before it is narrowed to the u16 DeviceInfo keeps.
+    // Checked as read, before anything is narrowed or computed from them.
     let num_queues = t.read32(global::NUM_QUEUES);
+    let bank_size = t.read32(global::DRAM_BANK_SIZE_LO) as u64 | (t.read32(global::DRAM_BANK_SIZE_HI) as u64) << 32;
+    let record_align = t.read32(global::RECORD_ALIGN);
     let info = DeviceInfo {
         name: t.name().to_string(),
         version_major: major,
@@ -139,7 +192,7 @@ fn read_info(t: &dyn Transport) -> Result<DeviceInfo> {
         caps: Caps::from_bits_truncate(t.read32(global::CAPS)),
         num_queues: num_queues.min(u16::MAX as u32) as u16,
         dram_banks: t.read32(global::DRAM_BANKS),
-        bank_size: t.read32(global::DRAM_BANK_SIZE_LO) as u64 | (t.read32(global::DRAM_BANK_SIZE_HI) as u64) << 32,
+        bank_size,
         dram_align: t.read32(global::DRAM_ALIGN),
         grid_x: grid & 0xFF,
         grid_y: (grid >> 16) & 0xFF,
@@ -149,23 +202,87 @@ fn read_info(t: &dyn Transport) -> Result<DeviceInfo> {
         dma_bits: t.read32(global::DMA_BITS),
         kernels: t.read32(global::KERNELS),
     };
-    let max_queues = ttdrv_contract::MAX_QUEUES as u32;
-    let checks: [(&'static str, u32, bool, &'static str); 6] = [
-        ("NUM_QUEUES", num_queues, (1..=max_queues).contains(&num_queues), "it must be 1 to 16"),
-        ("DRAM_BANKS", info.dram_banks, info.dram_banks >= 1, "a device has at least one DRAM bank"),
-        ("DRAM_ALIGN", info.dram_align, info.dram_align.is_power_of_two(), "it must be a power of two"),
-        ("L1_ALIGN", info.l1_align, info.l1_align.is_power_of_two(), "it must be a power of two"),
-        ("GRID", grid, info.grid_x >= 1 && info.grid_y >= 1, "both dimensions must be at least 1"),
-        ("L1_BASE", info.l1_base, info.l1_base < info.l1_size, "it must be below L1_SIZE"),
-    ];
-    if let Some(&(register, value, _, rule)) = checks.iter().find(|c| !c.2) {
-        return Err(Error::BadRegister { device: t.name().to_string(), register, value, rule });
-    }
+    check_probe(&info, num_queues, grid, record_align).map_err(|(register, value, rule)| Error::BadRegister {
+        device: t.name().to_string(),
+        register,
+        value,
+        rule,
+    })?;
     Ok(info)
 }
 
-/// Waits for `STATUS.READY` after a reset (contract §7.2: within 100 ms).
-fn wait_ready(t: &dyn Transport) -> Result<()> {
+/// Checks what the device reports against the ranges of docs/device-interface.md §2, in register order, so that
+/// nothing later computes with an impossible value (a bank size of 0 would otherwise surface as "the trace region
+/// leaves no DRAM", blaming the caller). Returns the first register out of range, its value and the rule.
+fn check_probe(
+    info: &DeviceInfo,
+    num_queues: u32,
+    grid: u32,
+    record_align: u32,
+) -> std::result::Result<(), (&'static str, u64, &'static str)> {
+    let pow2_in = |v: u32, lo: u32, hi: u32| v.is_power_of_two() && (lo..=hi).contains(&v);
+    let bank = info.bank_size;
+    let dram_align = info.dram_align as u64;
+    let l1_align = info.l1_align;
+    let checks: [(&'static str, u64, bool, &'static str); 11] = [
+        ("NUM_QUEUES", num_queues as u64, (1..=MAX_QUEUES as u32).contains(&num_queues), "it must be 1 to 16"),
+        ("DRAM_BANKS", info.dram_banks as u64, (1..=64).contains(&info.dram_banks), "it must be 1 to 64"),
+        ("DRAM_ALIGN", dram_align, pow2_in(info.dram_align, 32, 4096), "it must be a power of two from 32 to 4096"),
+        (
+            "DRAM_BANK_SIZE",
+            bank,
+            (MIN_BANK..=MAX_BANK).contains(&bank) && bank % dram_align == 0,
+            "it must be 1 MiB to 4 GiB, a multiple of DRAM_ALIGN",
+        ),
+        (
+            "GRID",
+            grid as u64,
+            info.grid_x >= 1 && info.grid_y >= 1 && grid & !0x00FF_00FF == 0,
+            "x (bits 0-7) and y (bits 16-23) must each be at least 1, other bits 0",
+        ),
+        ("L1_ALIGN", l1_align as u64, pow2_in(l1_align, 16, 4096), "it must be a power of two from 16 to 4096"),
+        (
+            "L1_SIZE",
+            info.l1_size as u64,
+            info.l1_size <= MAX_L1 && info.l1_size % l1_align == 0,
+            "it must be at most 16 MiB, a multiple of L1_ALIGN",
+        ),
+        (
+            "L1_BASE",
+            info.l1_base as u64,
+            info.l1_base < info.l1_size && info.l1_base % l1_align == 0,
+            "it must be below L1_SIZE, a multiple of L1_ALIGN",
+        ),
+        (
+            "L1_SIZE - L1_BASE",
+            (info.l1_size - info.l1_base.min(info.l1_size)) as u64,
+            info.l1_size - info.l1_base.min(info.l1_size) >= MIN_L1_USABLE,
+            "at least 16 KiB of L1 per core must be available to software",
+        ),
+        ("RECORD_ALIGN", record_align as u64, record_align as usize == RECORD_ALIGN, "it must be 64"),
+        ("DMA_BITS", info.dma_bits as u64, (32..=64).contains(&info.dma_bits), "it must be 32 to 64"),
+    ];
+    match checks.iter().find(|c| !c.2) {
+        Some(&(register, value, _, rule)) => Err((register, value, rule)),
+        None => Ok(()),
+    }
+}
+
+/// Bytes per DRAM bank the contract allows (docs/device-interface.md §2).
+const MIN_BANK: u64 = 1 << 20;
+const MAX_BANK: u64 = 1 << 32;
+/// Largest L1 per core the contract allows.
+const MAX_L1: u32 = 16 << 20;
+/// Least L1 per core above `L1_BASE` the contract allows.
+const MIN_L1_USABLE: u32 = 16 << 10;
+
+/// How long the driver waits for `STATUS.READY` after a reset: ten times what the contract allows (§7.2).
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(1);
+/// The longest close drains before abandoning work (also bounded by the device's timeout).
+const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Waits for `STATUS.READY` after a reset (contract §7.2: within 100 ms); `emulated` words the error.
+fn wait_ready(t: &dyn Transport, emulated: bool) -> Result<()> {
     let t0 = Instant::now();
     loop {
         let s = Status::from_bits_truncate(t.read32(global::STATUS));
@@ -173,8 +290,8 @@ fn wait_ready(t: &dyn Transport) -> Result<()> {
             return Ok(());
         }
         let after = t0.elapsed();
-        if after > Duration::from_secs(1) {
-            return Err(Error::NotReady { device: t.name().to_string(), status: s.bits(), after });
+        if after > READY_WAIT {
+            return Err(Error::NotReady { device: t.name().to_string(), status: s.bits(), after, emulated });
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -228,20 +345,31 @@ impl Device {
             });
         }
         let banks = info.dram_banks as u64;
+        // What the driver keeps in every bank whatever the parameters: a device whose banks cannot hold it is
+        // unusable, and saying so must not blame trace_region_size.
+        let fixed = DRAM_RESERVED_LOW + (1 << 20) + KERNEL_REGION_PER_BANK;
+        if info.bank_size <= fixed {
+            return Err(Error::Unsupported(format!(
+                "{}'s DRAM banks hold {} bytes each, but ttdrv keeps {} bytes of every bank for itself (kernel \
+                 images, a guard page and at least 1 MiB of buffers); use a device with larger banks",
+                info.name, info.bank_size, fixed
+            )));
+        }
         let trace_per_bank =
             if p.trace_buffers_on_demand { 0 } else { p.trace_region_size / banks / TRACE_PAGE * TRACE_PAGE };
-        let dram_top = info.bank_size.saturating_sub(trace_per_bank + KERNEL_REGION_PER_BANK);
+        let dram_top = info.bank_size.saturating_sub(trace_per_bank.saturating_add(KERNEL_REGION_PER_BANK));
         if dram_top <= DRAM_RESERVED_LOW + (1 << 20) {
             return Err(Error::InvalidParameter {
                 parameter: "trace_region_size",
                 value: p.trace_region_size,
                 reason: format!(
                     "leaves no ordinary DRAM on {} ({} bytes in {} banks, of which the driver keeps {} per bank); \
-                     reserve less",
+                     reserve at most {} bytes",
                     info.name,
                     info.dram_size(),
                     banks,
-                    DRAM_RESERVED_LOW + (1 << 20) + KERNEL_REGION_PER_BANK
+                    fixed,
+                    (info.bank_size - fixed - 1) / TRACE_PAGE * TRACE_PAGE * banks
                 ),
             });
         }
@@ -253,7 +381,7 @@ impl Device {
             || (0..info.num_queues).any(|q| t.read32(regs::queue_reg(q, regs::queue::CTRL)) & 1 != 0)
         {
             t.write32(global::RESET, regs::RESET_MAGIC);
-            wait_ready(t.as_ref())?;
+            wait_ready(t.as_ref(), t.emulated())?;
         }
 
         let mem_opts = MemoryOptions {
@@ -264,10 +392,11 @@ impl Device {
         };
         let iovas = Arc::new(Mutex::new(IovaAllocator::new(&t.iova_ranges(), info.dma_bits)));
         let mut queues = Vec::new();
+        let health = Arc::new(Health::default());
         for q in 0..p.num_command_queues {
             let rings = Arc::new(Rings::new(q, &t, &iovas, sizes, &mem_opts)?);
             rings.enable(t.as_ref());
-            queues.push(QueueSlot::new(q, rings, t.clone(), &info.name));
+            queues.push(QueueSlot::new(q, rings, t.clone(), &info.name, health.clone()));
         }
         let l1_lo = info.l1_base as u64;
         let mem = Memories {
@@ -293,6 +422,8 @@ impl Device {
             programs: Mutex::new(program::ProgramCache::default()),
             traces: Mutex::new(trace::TraceTable::default()),
             profiler: profiling.then(|| crate::profile::Profiler::new(p.num_command_queues, profile_path)),
+            health,
+            resetting: AtomicU32::new(0),
         });
         inner.correlate_clocks();
         Ok(Device { inner })
@@ -412,12 +543,16 @@ impl DeviceInner {
         self.profiler.as_ref().map(|p| p.host_span(name, cat))
     }
 
-    /// Reads device timestamps of queue `cq`'s retired records into the profiler.
+    /// Reads device timestamps of queue `cq`'s retired records into the profiler. A `RETIRED` word that breaks the
+    /// contract marks the device unusable (the next call reports it) and harvests nothing.
     pub(crate) fn harvest_profile(&self, cq: u16) {
         if let Some(p) = &self.profiler {
-            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = c.as_ref() {
-                p.harvest(cq, c.rings());
+            let mut c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = c.as_mut() {
+                match c.retired() {
+                    Ok(retired) => p.harvest(cq, c.rings(), retired),
+                    Err(v) => drop(self.protocol(v)),
+                }
             }
         }
     }
@@ -477,6 +612,7 @@ impl DeviceInner {
 
     pub(crate) fn lock_queue(&self, cq: u16) -> Result<std::sync::MutexGuard<'_, QueueState>> {
         self.check_queue(cq)?;
+        self.check_broken()?;
         let g = self.queues[cq as usize].state.lock().unwrap_or_else(|e| e.into_inner());
         if g.issuer.is_none() {
             return Err(self.closed_error());
@@ -506,32 +642,87 @@ impl DeviceInner {
             return self.check_usable();
         }
         let t = self.transport()?;
-        // Hold every queue so no thread enqueues while the device restarts.
+        // Hold every queue so no thread enqueues or delivers while the device restarts.
         let mut guards: Vec<_> =
             self.queues.iter().map(|q| q.state.lock().unwrap_or_else(|e| e.into_inner())).collect();
         let mut compl: Vec<_> = self.queues.iter().map(|q| q.compl.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        self.resetting.fetch_add(1, Ordering::SeqCst);
         t.write32(global::RESET, regs::RESET_MAGIC);
-        wait_ready(t.as_ref())?;
+        // Everything enqueued before is dropped, whatever the reset's outcome: no read in flight is delivered from
+        // here on (a fresh completer has none pending), and buffers written before report their contents lost.
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        for (i, g) in guards.iter_mut().enumerate() {
-            let Some(rings) = g.issuer.as_ref().map(|is| is.rings().clone()) else {
-                continue;
-            };
-            rings.enable(t.as_ref());
-            g.reset_after_device_reset(Issuer::new(rings.clone()));
-            *compl[i] = Some(Completer::new(rings));
+        let rings: Vec<_> = guards.iter().map(|g| g.issuer.as_ref().map(|is| is.rings().clone())).collect();
+        for (c, r) in compl.iter_mut().zip(&rings) {
+            if let Some(r) = r {
+                **c = Some(Completer::new(r.clone()));
+            }
+        }
+        for g in guards.iter_mut() {
+            g.reset_after_device_reset();
         }
         self.programs.lock().unwrap_or_else(|e| e.into_inner()).forget_uploads();
         self.traces.lock().unwrap_or_else(|e| e.into_inner()).invalidate_all();
         if let Some(p) = &self.profiler {
             p.drop_pending();
         }
+        let ready = wait_ready(t.as_ref(), t.emulated());
+        if ready.is_ok() {
+            for (g, r) in guards.iter_mut().zip(&rings) {
+                if let Some(rings) = r {
+                    rings.enable(t.as_ref());
+                    g.issuer = Some(Issuer::new(rings.clone()));
+                }
+            }
+            self.set_broken(None);
+        } else {
+            // The queues stay unprogrammed; every call fails until a reset succeeds.
+            let status = t.read32(global::STATUS);
+            self.set_broken(Some(Broken::NotReady { status, emulated: t.emulated() }));
+        }
+        self.resetting.fetch_sub(1, Ordering::SeqCst);
         drop(guards);
         drop(compl);
+        ready?;
         self.correlate_clocks();
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
         m.kernel_next = m.kernel_end - KERNEL_REGION_PER_BANK;
         Ok(())
+    }
+
+    /// Marks the device unusable until reset (`Some`), or usable again (`None`).
+    pub(crate) fn set_broken(&self, b: Option<Broken>) {
+        self.health.set(b);
+    }
+
+    /// The error of a call on a device marked unusable, if it is.
+    #[inline]
+    pub(crate) fn check_broken(&self) -> Result<()> {
+        match self.health.get() {
+            None => Ok(()),
+            Some(b) => Err(self.broken_error(b)),
+        }
+    }
+
+    fn broken_error(&self, b: Broken) -> Error {
+        let device = self.info.name.clone();
+        match b {
+            Broken::Protocol(violation) => Error::Protocol { device, violation },
+            Broken::ResetBehind { queue, register, value, expected } => {
+                Error::ResetBehindDriver { device, queue, register, value, expected }
+            }
+            Broken::NotReady { status, emulated } => Error::NotReady { device, status, after: READY_WAIT, emulated },
+        }
+    }
+
+    /// A protocol violation: marks the device unusable until reset and returns the error.
+    pub(crate) fn protocol(&self, violation: crate::queue::ProtocolError) -> Error {
+        self.health.protocol(&self.info.name, violation)
+    }
+
+    /// Whether the driver is resetting the device now, or did since `epoch` was read: a queue found unprogrammed
+    /// meanwhile is the driver's own doing.
+    pub(crate) fn reset_since(&self, epoch: u32) -> bool {
+        self.resetting.load(Ordering::SeqCst) != 0 || self.epoch.load(Ordering::SeqCst) != epoch
     }
 
     fn close(&self) -> Result<()> {
@@ -547,15 +738,19 @@ impl DeviceInner {
         let Ok(t) = self.transport() else {
             return Ok(());
         };
-        let budget = self.params.timeout.min(Duration::from_secs(5));
-        let mut drained = true;
-        for q in 0..self.queues.len() as u16 {
-            if let Err(e) = self.drain_for_close(q, budget) {
-                log::warn!("closing {} with work in flight: {e}", self.info.name);
-                drained = false;
-                break;
+        // One deadline for the whole drain, every queue together: close's bound does not grow with the queues.
+        let budget = self.params.timeout.min(CLOSE_DRAIN_LIMIT);
+        let drained = match self.drain_for_close(&t, budget) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "closing {}: abandoning the work still in flight after {budget:?} (the device is reset; reads \
+                     not yet delivered never will be): {e}",
+                    self.info.name
+                );
+                false
             }
-        }
+        };
         if let Some(p) = &self.profiler {
             for q in 0..self.queues.len() as u16 {
                 self.harvest_profile(q);
@@ -569,17 +764,21 @@ impl DeviceInner {
         }
         if !drained {
             t.write32(global::RESET, regs::RESET_MAGIC);
-            let _ = wait_ready(t.as_ref());
+            if let Err(e) = wait_ready(t.as_ref(), t.emulated()) {
+                log::warn!("closing {}: {e}; releasing it anyway", self.info.name);
+            }
         }
         for q in 0..self.queues.len() as u16 {
             t.write32(regs::queue_reg(q, regs::queue::CTRL), 0);
         }
+        // Bus mastering off before any DMA memory goes: the device can no longer write the rings.
         t.quiesce();
         for slot in &self.queues {
+            // Pending reads go with the completer, under its lock: once this returns nothing is delivered.
+            *slot.compl.lock().unwrap_or_else(|e| e.into_inner()) = None;
             let mut g = slot.state.lock().unwrap_or_else(|e| e.into_inner());
             g.issuer = None;
             g.transport = None;
-            *slot.compl.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         // Rings (DMA memory) are unmapped when the last reference goes: the queue slots' own references are
         // dropped with the device object; the transport goes with this one.

@@ -142,7 +142,13 @@ impl DeviceInner {
         }
         let mut all: Vec<&Buffer> = inputs.to_vec();
         all.push(out);
-        prog.run(cq, &rt, &all)
+        // Read before the dispatch: if a reset slips in between, the output is reported lost (a false alarm at
+        // worst), never defined when it is not.
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        prog.run(cq, &rt, &all)?;
+        // The blocks cover the whole output: it is written whole (at replay, when this dispatch was captured).
+        out.contents.mark_written(epoch);
+        Ok(())
     }
 
     /// Copies `input` into `out`, converting the element type if they differ (the copy kernel converts, contract

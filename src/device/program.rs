@@ -427,6 +427,8 @@ impl DeviceInner {
             c.as_ref().map_or(0, |c| c.expected())
         };
         let (issuer, t) = st.live()?;
+        // Before the doorbell: the device may report this id as soon as it has it (EVENT_DONE is checked against it).
+        issuer.rings().note_event_issued(id);
         issuer.publish(t.as_ref());
         Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire), notify })
     }

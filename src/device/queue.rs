@@ -1,6 +1,7 @@
 //! Per-queue host state: the producer (under the queue lock), the completion consumer (under its own lock, so any
 //! waiting thread can drain it), event ids, and where records go (the ring, or a trace being captured).
 
+use super::Health;
 use crate::error::{Error, Result};
 use crate::queue::{Completer, Issuer, Rings, Scatter};
 use crate::transport::Transport;
@@ -14,11 +15,12 @@ pub(crate) struct QueueSlot {
 }
 
 impl QueueSlot {
-    pub fn new(id: u16, rings: Arc<Rings>, t: Arc<dyn Transport>, device: &str) -> QueueSlot {
+    pub fn new(id: u16, rings: Arc<Rings>, t: Arc<dyn Transport>, device: &str, health: Arc<Health>) -> QueueSlot {
         QueueSlot {
             state: Mutex::new(QueueState {
                 id,
                 device: device.into(),
+                health,
                 issuer: Some(Issuer::new(rings.clone())),
                 transport: Some(t),
                 next_event: 0,
@@ -35,6 +37,8 @@ pub(crate) struct QueueState {
     pub id: u16,
     /// The device's name, for errors.
     pub device: Arc<str>,
+    /// The device's health: a bad `ISSUE_RD` met while enqueueing marks it unusable.
+    pub health: Arc<Health>,
     /// `None` once the device is closed.
     pub issuer: Option<Issuer>,
     pub transport: Option<Arc<dyn Transport>>,
@@ -47,8 +51,8 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
-    pub fn reset_after_device_reset(&mut self, issuer: Issuer) {
-        self.issuer = Some(issuer);
+    /// Forgets what the device dropped in a reset (the caller replaces the issuer once the device is ready).
+    pub fn reset_after_device_reset(&mut self) {
         self.next_event = 0;
         self.capture = None;
         self.last_wait = None;
@@ -85,7 +89,8 @@ pub(crate) struct Capture {
 /// Waits until the issuer has room for a record of the given length (the device's wait loop).
 pub(crate) type WaitRoom<'a> = dyn Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()> + 'a;
 
-/// Pushes one record into the live ring, waiting for room; `wait_room` is the device's wait loop.
+/// Pushes one record into the live ring, waiting for room; `wait_room` is the device's wait loop. A device-written
+/// `ISSUE_RD` that breaks the contract marks the device unusable and is returned.
 pub(crate) fn push_live(
     st: &mut QueueState,
     len: usize,
@@ -93,8 +98,10 @@ pub(crate) fn push_live(
     wait_room: &WaitRoom<'_>,
     encode: impl FnOnce(&mut RecordSlot<'_>, RecordMeta),
 ) -> Result<u32> {
+    let health = st.health.clone();
+    let device = st.device.clone();
     let (issuer, t) = st.live()?;
-    if !issuer.has_room(len) {
+    if !issuer.has_room(len).map_err(|v| health.protocol(&device, v))? {
         // Let the device see what is already written before waiting for it to make room.
         issuer.publish(t.as_ref());
         wait_room(issuer, t, len)?;
@@ -116,7 +123,8 @@ impl super::DeviceInner {
     ) -> Result<u32> {
         let cq = st.id;
         let Some(p) = &self.profiler else {
-            return push_live(st, len, RecordMeta { flags, ..Default::default() }, &self.wait_room(cq), encode);
+            let meta = RecordMeta { flags, ..Default::default() };
+            return push_live(st, len, meta, &self.wait_room(cq), encode);
         };
         let slot = p.reserve_slots(cq, 1);
         let meta = RecordMeta { flags: flags | RecordFlags::PROFILE, tag: 0, profile_slot: slot };
@@ -146,7 +154,9 @@ pub(crate) fn push_capture(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReadTicket {
     pub queue: u16,
-    pub seq: u64,
+    /// Sequence numbers of its records on the queue's completer, first to last.
+    pub first: u64,
+    pub last: u64,
     pub epoch: u32,
 }
 

@@ -105,6 +105,13 @@ impl Buffer {
     /// Writes the dense row-major tensor `data` into the buffer on queue `cq` (`copy_host_to_device_tensor`).
     /// The data is copied into the ring before this returns, so `data` may be reused at once; with `blocking`
     /// the call also waits until the device has written it.
+    ///
+    /// A write is split into records the ring can hold. If one cannot be enqueued (the ring stayed full for the
+    /// device's timeout, the device faulted or broke the contract), the write stops: when nothing was enqueued the
+    /// error is the cause itself and the buffer is untouched; otherwise it is [`crate::Error::WriteStopped`],
+    /// which says how many records and bytes were enqueued (they will land unless the device is reset), and the
+    /// buffer's contents are undefined ([`Buffer::contents`] is [`super::Contents::PartialWrite`], reads fail with
+    /// [`crate::Error::ContentsUndefined`]) until it is written whole again.
     pub fn write(&self, cq: u16, data: &[u8], blocking: bool) -> Result<()> {
         self.check_len(data.len(), "write")?;
         // SAFETY: `data` is a live slice of exactly the buffer's size.
@@ -120,12 +127,17 @@ impl Buffer {
         let _s = dev.span("write", "api");
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("host write (copy_host_to_device_tensor)")?;
+        // The epoch the records belong to: a reset (which takes every queue lock) cannot slip in while we hold it.
+        let epoch = dev.epoch.load(Ordering::Acquire);
         let max_payload = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET;
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
-        for piece in plan(self, max_payload) {
-            match piece {
+        let pieces = plan(self, max_payload);
+        let total = s.host_bytes();
+        let mut enqueued = Progress { records: 0, bytes: 0 };
+        for piece in &pieces {
+            let r = match *piece {
                 Piece::Paged { start, n } => {
                     let x = Paged {
                         mem,
@@ -150,7 +162,8 @@ impl Buffer {
                             unsafe { copy_to_dma(dst, src.add(start as usize * row_bytes), bytes) };
                             records::pad_payload(slot, bytes);
                         },
-                    )?;
+                    )
+                    .map(|_| bytes as u64)
                 }
                 Piece::Linear { unit, offset, rows, piece, host_off } => {
                     let stride = self.page_stride as usize;
@@ -176,48 +189,119 @@ impl Buffer {
                             }
                             records::pad_payload(slot, len);
                         },
-                    )?;
+                    )
+                    .map(|_| rows as u64 * piece as u64)
+                }
+            };
+            match r {
+                Ok(bytes) => {
+                    enqueued.records += 1;
+                    enqueued.bytes += bytes;
+                    let (issuer, t) = st.live()?;
+                    issuer.publish(t.as_ref());
+                }
+                // Nothing enqueued: the buffer is as it was.
+                Err(e) if enqueued.records == 0 => return Err(e),
+                Err(e) => {
+                    self.contents.mark_partial(epoch, cq, enqueued.bytes, total);
+                    return Err(self.write_stopped(cq, enqueued, pieces.len(), e));
                 }
             }
-            let (issuer, t) = st.live()?;
-            issuer.publish(t.as_ref());
         }
+        self.contents.mark_written(epoch);
         drop(st);
         if blocking {
-            let ev = dev.record_internal(cq, "blocking write")?;
-            dev.wait_event(&ev, dev.params.timeout, "blocking write")?;
+            let r = dev
+                .record_internal(cq, "blocking write")
+                .and_then(|ev| dev.wait_event(&ev, dev.params.timeout, "blocking write"));
+            if let Err(e) = r {
+                return Err(self.write_stopped(cq, enqueued, pieces.len(), e));
+            }
         }
         Ok(())
     }
 
-    /// Reads the buffer into `out` (dense row-major) on queue `cq`, blocking until the data is there.
-    pub fn read(&self, cq: u16, out: &mut [u8]) -> Result<()> {
-        self.check_len(out.len(), "read")?;
-        // SAFETY: `out` is exclusively borrowed for the whole call, and the call waits for delivery.
-        let t = unsafe { self.read_raw(cq, out.as_mut_ptr())? };
-        self.dev.wait_read(&t)
+    fn write_stopped(&self, cq: u16, done: Progress, records: usize, cause: crate::Error) -> crate::Error {
+        crate::Error::WriteStopped {
+            spec: self.spec,
+            queue: cq,
+            records_enqueued: done.records,
+            records_total: records as u32,
+            bytes_enqueued: done.bytes,
+            bytes_total: self.spec.host_bytes(),
+            cause: Box::new(cause),
+        }
     }
 
-    /// Reads the buffer into a new vector, blocking.
+    /// Reads the buffer into `out` (dense row-major) on queue `cq`, blocking until the data is there.
+    ///
+    /// If the read fails — it cannot be enqueued whole, or its data does not arrive within the device's timeout —
+    /// it is cancelled before this returns: data arriving later goes nowhere, so `out` is the caller's again
+    /// whatever the result. A buffer whose contents are undefined ([`Buffer::contents`]) is not read: the call
+    /// fails with [`crate::Error::ContentsUndefined`].
+    pub fn read(&self, cq: u16, out: &mut [u8]) -> Result<()> {
+        self.check_len(out.len(), "read")?;
+        self.check_contents("read")?;
+        // SAFETY: `out` is exclusively borrowed for the whole call; the guard cancels the read before the borrow
+        // ends unless the data has been delivered, so nothing writes `out` after this returns.
+        let t = unsafe { self.read_raw(cq, out.as_mut_ptr())? };
+        let guard = CancelOnDrop { dev: &self.dev, ticket: t };
+        self.dev.wait_read(&guard.ticket, self.dev.params.timeout)?;
+        std::mem::forget(guard);
+        Ok(())
+    }
+
+    /// Reads the buffer into a new vector, blocking (as [`Buffer::read`]).
     pub fn read_to_vec(&self, cq: u16) -> Result<Vec<u8>> {
         let mut v = vec![0u8; self.spec.host_bytes() as usize];
         self.read(cq, &mut v)?;
         Ok(v)
     }
 
+    /// Enqueues a read into `dst` and returns at once (`cpu(blocking=False)`), safely: the read owns `dst` until
+    /// the data is in place. [`OwnedRead::wait`] gives it back filled; dropping the [`OwnedRead`] cancels the read
+    /// and frees `dst` (after the cancellation, so nothing writes it once freed); leaking it (`mem::forget`) leaks
+    /// `dst` too, which the device may still write. `dst` must be the buffer's host size.
+    pub fn read_owned(&self, cq: u16, mut dst: Vec<u8>) -> Result<OwnedRead> {
+        self.check_len(dst.len(), "read")?;
+        self.check_contents("read")?;
+        // The vector's storage stays where it is while the read owns it: its parts are kept raw (not as a Vec,
+        // whose uniqueness a move would assert) and rebuilt once nothing can write them.
+        let ptr = dst.as_mut_ptr();
+        let (len, cap) = (dst.len(), dst.capacity());
+        std::mem::forget(dst);
+        // SAFETY: `ptr` holds `len` == host size bytes, owned by the OwnedRead built below, which frees them only
+        // after the read is delivered or cancelled.
+        match unsafe { self.read_raw(cq, ptr) } {
+            Ok(ticket) => Ok(OwnedRead { dev: self.dev.clone(), ticket, ptr, len, cap, done: false }),
+            Err(e) => {
+                // SAFETY: read_raw cancelled whatever it enqueued before failing; the parts are the vector's.
+                drop(unsafe { Vec::from_raw_parts(ptr, len, cap) });
+                Err(e)
+            }
+        }
+    }
+
     /// Enqueues a read into `dst` and returns at once (`cpu(blocking=False)`). The data is in place after
     /// [`super::Device::finish`] on `cq`, after an event recorded on `cq` behind the read completes, or after
-    /// [`PendingRead::wait`].
+    /// [`PendingRead::wait`]. A wait that times out leaves the read pending. Dropping the [`PendingRead`] does not
+    /// cancel it (the C ABI's non-blocking reads work this way); [`PendingRead::cancel`] does.
     ///
     /// # Safety
     /// `dst` must be valid for writes of the buffer's host size and must not be read or written by anyone else
-    /// until the data is in place.
+    /// until the data is in place, the read is cancelled ([`PendingRead::cancel`]), or the device is reset or
+    /// closed: until one of those returns, the driver may write `dst` at any time, from any thread that waits on
+    /// the device. [`Buffer::read_owned`] is the safe form.
     pub unsafe fn read_nonblocking(&self, cq: u16, dst: *mut u8) -> Result<PendingRead> {
+        self.check_contents("read")?;
         // SAFETY: forwarded contract.
         let t = unsafe { self.read_raw(cq, dst)? };
         Ok(PendingRead { dev: self.dev.clone(), ticket: t })
     }
 
+    /// Enqueues the records of a read into `dst`. If it fails part-way, the records already enqueued are
+    /// cancelled before it returns, so `dst` is never written.
+    ///
     /// # Safety
     /// As [`Buffer::read_nonblocking`].
     unsafe fn read_raw(&self, cq: u16, dst: *mut u8) -> Result<ReadTicket> {
@@ -225,14 +309,15 @@ impl Buffer {
         let _s = dev.span("read", "api");
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("host read (cpu)")?;
+        let epoch = dev.epoch.load(Ordering::Acquire);
         let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read());
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
         let compl = &dev.queues[cq as usize].compl;
-        let mut seq = 0;
+        let mut seqs: Option<(u64, u64)> = None;
         for piece in plan(self, max_read) {
-            let (tag, scatter) = match piece {
+            let r = match piece {
                 Piece::Paged { start, n } => {
                     let x = Paged {
                         mem,
@@ -242,55 +327,165 @@ impl Buffer {
                         start_page: start,
                         num_pages: n,
                     };
-                    let tag =
-                        dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
-                            records::encode_read_paged(slot, m, &x)
-                        })?;
                     let bytes = (n as usize * row_bytes) as u32;
                     // SAFETY: the offset stays inside the caller's destination (plan() derives it from the shape).
                     let dst = unsafe { dst.add(start as usize * row_bytes) };
-                    (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 })
+                    dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
+                        records::encode_read_paged(slot, m, &x)
+                    })
+                    .map(|tag| (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 }))
                 }
                 Piece::Linear { unit, offset, rows, piece, host_off } => {
                     let stride = self.page_stride as usize;
                     let len = (rows as usize - 1) * stride + piece as usize;
                     let x = Linear { mem, unit, offset, len: len as u64 };
-                    let tag =
-                        dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
-                            records::encode_read_linear(slot, m, &x)
-                        })?;
                     // SAFETY: the offset stays inside the caller's destination (plan() derives it from the shape).
                     let dst = unsafe { dst.add(host_off as usize) };
-                    (tag, Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes })
+                    dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
+                        records::encode_read_linear(slot, m, &x)
+                    })
+                    .map(|tag| {
+                        (tag, Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes })
+                    })
                 }
             };
             // Registered before the doorbell, so the completion can never arrive unexpected.
-            seq = expect_read(&st, compl, tag, scatter)?;
-            let (issuer, t) = st.live()?;
-            issuer.publish(t.as_ref());
+            let r = r.and_then(|(tag, scatter)| expect_read(&st, compl, tag, scatter));
+            match r {
+                Ok(seq) => {
+                    seqs = Some((seqs.map_or(seq, |s| s.0), seq));
+                    let (issuer, t) = st.live()?;
+                    issuer.publish(t.as_ref());
+                }
+                Err(e) => {
+                    if let Some((first, last)) = seqs {
+                        // We hold the queue lock, so no reset ran since `epoch`: these are this read's records.
+                        dev.cancel_read(&ReadTicket { queue: cq, first, last, epoch });
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(ReadTicket { queue: cq, seq, epoch: dev.epoch.load(Ordering::Acquire) })
+        // plan() gives at least one piece for every (non-empty) buffer.
+        let (first, last) = seqs.unwrap_or((0, 0));
+        Ok(ReadTicket { queue: cq, first, last, epoch })
     }
 }
 
-/// A read in flight. Dropping it does not cancel the read.
+/// Records and bytes of a write enqueued so far.
+#[derive(Clone, Copy)]
+struct Progress {
+    records: u32,
+    bytes: u64,
+}
+
+/// Cancels a read when dropped (on an error or an unwind out of a blocking read).
+struct CancelOnDrop<'a> {
+    dev: &'a std::sync::Arc<super::DeviceInner>,
+    ticket: ReadTicket,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.dev.cancel_read(&self.ticket);
+    }
+}
+
+/// A read in flight into memory the caller keeps valid ([`Buffer::read_nonblocking`]). Dropping it does not
+/// cancel the read.
 pub struct PendingRead {
     dev: std::sync::Arc<super::DeviceInner>,
     ticket: ReadTicket,
 }
 
 impl PendingRead {
-    /// Blocks until the data is in place.
+    /// Blocks until the data is in place, for at most the device's timeout. A timeout leaves the read pending
+    /// (the destination stays registered): wait again, [`PendingRead::cancel`] it, or reset or close the device.
     pub fn wait(&self) -> Result<()> {
         let _s = self.dev.span("read wait", "wait");
-        self.dev.wait_read(&self.ticket)
+        self.dev.wait_read(&self.ticket, self.dev.params.timeout)
     }
 
     /// True once the data is in place (non-blocking).
     pub fn is_done(&self) -> Result<bool> {
-        let t = self.dev.transport()?;
-        self.dev.progress(t.as_ref())?;
-        let c = self.dev.queues[self.ticket.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-        c.as_ref().map(|c| c.delivered() >= self.ticket.seq).ok_or_else(|| self.dev.closed_error())
+        self.dev.read_done(&self.ticket)
+    }
+
+    /// Cancels the read if it is not delivered yet: once this returns, nothing is written to its destination
+    /// (its completion entries are still consumed when the device writes them).
+    pub fn cancel(&self) {
+        self.dev.cancel_read(&self.ticket);
+    }
+}
+
+/// A read in flight that owns its destination ([`Buffer::read_owned`]): safe to drop or leak at any time.
+pub struct OwnedRead {
+    dev: std::sync::Arc<super::DeviceInner>,
+    ticket: ReadTicket,
+    // The destination vector's raw parts; rebuilt and freed (or returned) only once nothing can write them.
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
+    /// Delivered (so dropping needs no cancellation).
+    done: bool,
+}
+
+// SAFETY: the destination is owned heap memory; the only other writer is the completer, which writes it under the
+// completion lock and never after cancellation, so moving the owner to another thread is sound.
+unsafe impl Send for OwnedRead {}
+
+impl std::fmt::Debug for OwnedRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnedRead(queue {}, {} bytes)", self.ticket.queue, self.len)
+    }
+}
+
+impl OwnedRead {
+    /// Blocks until the data is in place (at most the device's timeout) and returns the destination, filled. On
+    /// failure the read is cancelled and its destination freed.
+    pub fn wait(mut self) -> Result<Vec<u8>> {
+        {
+            let _s = self.dev.span("read wait", "wait");
+            self.dev.wait_read(&self.ticket, self.dev.params.timeout)?;
+        }
+        self.done = true;
+        Ok(self.take())
+    }
+
+    /// True once the data is in place (non-blocking).
+    pub fn is_done(&mut self) -> Result<bool> {
+        let d = self.dev.read_done(&self.ticket)?;
+        self.done |= d;
+        Ok(d)
+    }
+
+    /// Cancels the read and returns the destination, whose contents are unspecified (partly delivered, perhaps).
+    pub fn cancel(mut self) -> Vec<u8> {
+        self.dev.cancel_read(&self.ticket);
+        self.done = true;
+        self.take()
+    }
+
+    /// The destination, once nothing can write it; leaves `self` empty.
+    fn take(&mut self) -> Vec<u8> {
+        let (ptr, len, cap) = (self.ptr, self.len, self.cap);
+        self.len = 0;
+        self.cap = 0;
+        self.ptr = std::ptr::null_mut();
+        // SAFETY: the parts came from a Vec<u8> (read_owned) and are taken once (`ptr` is nulled); the caller
+        // established that the read is delivered or cancelled.
+        unsafe { Vec::from_raw_parts(ptr, len, cap) }
+    }
+}
+
+impl Drop for OwnedRead {
+    fn drop(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
+        if !self.done {
+            self.dev.cancel_read(&self.ticket);
+        }
+        drop(self.take());
     }
 }

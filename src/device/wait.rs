@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use ttdrv_contract::records::{self, RecordMeta};
 use ttdrv_contract::regs::{self, QueueStatus, Status, global, host};
 use ttdrv_contract::seq_reached;
 
@@ -40,23 +39,27 @@ pub(crate) struct EventMark {
 }
 
 impl DeviceInner {
-    /// Drains every queue's completion ring that no other thread is draining.
+    /// Drains every queue's completion ring that no other thread is draining. On a device marked unusable it
+    /// drains nothing and returns why: nothing it wrote is trusted any more.
     pub(crate) fn progress(&self, t: &dyn Transport) -> Result<()> {
+        self.check_broken()?;
         for slot in &self.queues {
             if let Ok(mut g) = slot.compl.try_lock()
                 && let Some(c) = g.as_mut()
             {
-                c.drain(t).map_err(|violation| Error::Protocol { device: self.info.name.clone(), violation })?;
+                c.drain(t).map_err(|violation| self.protocol(violation))?;
             }
         }
         Ok(())
     }
 
-    /// The fault error, if the device has faulted.
+    /// The fault error, if the device has faulted or was reset behind the driver (a queue's registers no longer
+    /// hold what the driver programmed, contract §7.2).
     pub(crate) fn check_fault(&self, t: &dyn Transport) -> Result<()> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let s = Status::from_bits_truncate(t.read32(global::STATUS));
         if !s.contains(Status::FAULT) {
-            return Ok(());
+            return self.check_programmed(t, epoch);
         }
         Err(Error::DeviceFault(FaultReport {
             device: self.info.name.clone(),
@@ -66,6 +69,27 @@ impl DeviceInner {
             tag: t.read32(global::FAULT_TAG),
             opcode: t.read32(global::FAULT_OPCODE),
         }))
+    }
+
+    /// Fails if a queue's `Q_ISSUE_SIZE` no longer reads what the driver programmed, unless the driver itself reset
+    /// the device since `epoch` was read; marks the device unusable until reset.
+    fn check_programmed(&self, t: &dyn Transport, epoch: u32) -> Result<()> {
+        // A device already marked unusable (a reset that did not complete leaves queues unprogrammed) says why.
+        self.check_broken()?;
+        if self.reset_since(epoch) {
+            return Ok(());
+        }
+        for q in 0..self.queues.len() as u16 {
+            let expected = self.params.issue_ring_size;
+            let value = t.read32(regs::queue_reg(q, regs::queue::ISSUE_SIZE));
+            // Re-checked after the read: a reset by this driver that began meanwhile explains the value.
+            if value != expected && !self.reset_since(epoch) {
+                let b = super::Broken::ResetBehind { queue: q, register: "Q_ISSUE_SIZE", value, expected };
+                self.set_broken(Some(b));
+                return self.check_broken();
+            }
+        }
+        Ok(())
     }
 
     /// Records retired so far by each open queue (`RETIRED`, contract §3): two readings tell whether the device
@@ -224,7 +248,7 @@ impl DeviceInner {
     pub(crate) fn wait_room(&self, cq: u16) -> impl Fn(&mut Issuer, &Arc<dyn Transport>, usize) -> Result<()> + '_ {
         move |issuer, t, len| {
             let what = || format!("waiting for {len} bytes of room in queue {cq}'s issue ring");
-            self.wait_until(cq, t, self.params.timeout, &what, || Ok(issuer.has_room(len)))
+            self.wait_until(cq, t, self.params.timeout, &what, || issuer.has_room(len).map_err(|v| self.protocol(v)))
         }
     }
 
@@ -240,11 +264,14 @@ impl DeviceInner {
         self.record_event(cq, true, what)
     }
 
-    /// True once the event has completed and every read enqueued before it has been delivered.
+    /// True once the event has completed and every read enqueued before it has been delivered. `EVENT_DONE` is
+    /// checked before use.
     pub(crate) fn event_done(&self, m: &EventMark) -> Result<bool> {
-        let c = self.queues[m.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-        let c = c.as_ref().ok_or_else(|| self.closed_error())?;
-        Ok(seq_reached(c.rings().device_word(host::EVENT_DONE), m.id) && c.delivered() >= m.reads)
+        self.check_broken()?;
+        let mut c = self.queues[m.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+        let c = c.as_mut().ok_or_else(|| self.closed_error())?;
+        let done = c.event_done().map_err(|v| self.protocol(v))?;
+        Ok(seq_reached(done, m.id) && c.delivered() >= m.reads)
     }
 
     /// Fails if the work recorded in `epoch` was dropped by a reset since.
@@ -266,71 +293,97 @@ impl DeviceInner {
         self.wait_until_with(m.queue, &t, timeout, !m.notify, Some((m.queue, m.id)), &desc, || self.event_done(m))
     }
 
-    /// Blocks until a read's data is in place.
-    pub(crate) fn wait_read(&self, r: &ReadTicket) -> Result<()> {
+    /// Blocks until a read's data is in place, for at most `timeout`.
+    pub(crate) fn wait_read(&self, r: &ReadTicket, timeout: Duration) -> Result<()> {
         self.check_usable()?;
         self.check_epoch(r.epoch, "read")?;
         let t = self.transport()?;
         let slot = &self.queues[r.queue as usize];
-        let desc = || format!("blocking read on queue {}", r.queue);
-        self.wait_until(r.queue, &t, self.params.timeout, &desc, || {
+        let desc = || format!("read on queue {}", r.queue);
+        self.wait_until(r.queue, &t, timeout, &desc, || {
             let c = slot.compl.lock().unwrap_or_else(|e| e.into_inner());
-            Ok(c.as_ref().is_some_and(|c| c.delivered() >= r.seq))
+            let c = c.as_ref().ok_or_else(|| self.closed_error())?;
+            // A reset since the read was enqueued dropped it.
+            self.check_epoch(r.epoch, "read")?;
+            Ok(c.delivered() >= r.last)
         })
     }
 
-    /// Close path: waits for queue `q`'s enqueued work to finish.
-    pub(crate) fn drain_for_close(&self, q: u16, budget: Duration) -> Result<()> {
-        let m = {
-            let mut st = self.queues[q as usize].state.lock().unwrap_or_else(|e| e.into_inner());
-            st.capture = None;
-            drop(st);
-            // Bypass the "closed" check: the flag is already set so no new work arrives.
-            self.record_event_unchecked(q)?
-        };
+    /// True once a read's data is in place (drains completions first, non-blocking).
+    pub(crate) fn read_done(&self, r: &ReadTicket) -> Result<bool> {
+        self.check_usable()?;
+        self.check_epoch(r.epoch, "read")?;
         let t = self.transport()?;
-        let start = Instant::now();
-        let retired = self.retired_counts(t.as_ref());
-        loop {
-            self.progress(t.as_ref())?;
-            if self.event_done(&m)? {
-                return Ok(());
-            }
-            self.check_fault(t.as_ref())?;
-            if start.elapsed() > budget {
-                let what = format!("closing: draining queue {q}");
-                return Err(self.timeout_error(t.as_ref(), q, what, budget, &retired, Some((q, m.id))));
-            }
-            t.write32(regs::queue_reg(q, regs::queue::IRQ_ARM), 1);
-            t.wait_irq(q as u32, SLICE)?;
+        self.progress(t.as_ref())?;
+        let delivered = {
+            let c = self.queues[r.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+            let c = c.as_ref().ok_or_else(|| self.closed_error())?;
+            self.check_epoch(r.epoch, "read")?;
+            c.delivered() >= r.last
+        };
+        if delivered {
+            return Ok(true);
+        }
+        self.check_fault(t.as_ref())?;
+        Ok(false)
+    }
+
+    /// Cancels a read that is not delivered yet: once this returns, nothing is written to its destination. The
+    /// completion entries are still consumed when they arrive (their ring space returned). A read dropped by a
+    /// reset or a close since is already gone.
+    pub(crate) fn cancel_read(&self, r: &ReadTicket) {
+        let mut c = self.queues[r.queue as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the completion lock, which a reset holds while it bumps the epoch and replaces the completer: a
+        // completer of the read's epoch is the one it was registered with.
+        if let Some(c) = c.as_mut()
+            && self.epoch.load(Ordering::Acquire) == r.epoch
+        {
+            c.cancel(r.first, r.last);
         }
     }
 
-    fn record_event_unchecked(&self, cq: u16) -> Result<EventMark> {
-        let mut st = self.queues[cq as usize].state.lock().unwrap_or_else(|e| e.into_inner());
-        st.next_event = st.next_event.wrapping_add(1);
-        let id = st.next_event;
-        let t = st.transport.clone().ok_or_else(|| self.closed_error())?;
-        let issuer = st.issuer.as_mut().ok_or_else(|| self.closed_error())?;
+    /// Close path: waits until every queue's device has consumed all it was given and every read has been
+    /// delivered, within one `budget` for all queues. Takes no lock it could wait on for long: a queue another
+    /// thread is holding counts as not drained yet.
+    pub(crate) fn drain_for_close(&self, t: &Arc<dyn Transport>, budget: Duration) -> Result<()> {
         let start = Instant::now();
         let retired = self.retired_counts(t.as_ref());
-        while !issuer.has_room(records::FIXED_LEN) {
-            issuer.publish(t.as_ref());
-            self.progress(t.as_ref())?;
-            self.check_fault(t.as_ref())?;
-            let budget = self.params.timeout.min(Duration::from_secs(5));
-            if start.elapsed() > budget {
-                let what = format!("closing: room for an event record in queue {cq}'s full issue ring");
-                return Err(self.timeout_error(t.as_ref(), cq, what, budget, &retired, None));
+        for slot in &self.queues {
+            // A capture in progress is dropped: its records never reach the ring.
+            if let Ok(mut st) = slot.state.try_lock() {
+                st.capture = None;
             }
-            std::thread::sleep(Duration::from_micros(100));
         }
-        issuer.push(records::FIXED_LEN, RecordMeta::default(), |slot, m| records::encode_event_record(slot, m, id));
-        issuer.publish(t.as_ref());
-        let reads = {
-            let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
-            c.as_ref().map_or(0, |c| c.expected())
-        };
-        Ok(EventMark { queue: cq, id, reads, epoch: self.epoch.load(Ordering::Acquire), notify: false })
+        loop {
+            self.progress(t.as_ref())?;
+            let mut pending = None;
+            for (q, slot) in self.queues.iter().enumerate() {
+                let issue_done = match slot.state.try_lock() {
+                    Ok(mut st) => match st.issuer.as_mut() {
+                        Some(i) => i.drained().map_err(|v| self.protocol(v))?,
+                        None => true,
+                    },
+                    Err(_) => false,
+                };
+                let reads_done = match slot.compl.try_lock() {
+                    Ok(c) => c.as_ref().is_none_or(|c| c.delivered() >= c.expected()),
+                    Err(_) => false,
+                };
+                if !(issue_done && reads_done) {
+                    pending.get_or_insert(q as u16);
+                }
+            }
+            let Some(q) = pending else {
+                return Ok(());
+            };
+            self.check_fault(t.as_ref())?;
+            let elapsed = start.elapsed();
+            if elapsed >= budget {
+                let what = "closing: draining every queue".to_string();
+                return Err(self.timeout_error(t.as_ref(), q, what, budget, &retired, None));
+            }
+            t.write32(regs::queue_reg(q, regs::queue::IRQ_ARM), 1);
+            t.wait_irq(q as u32, SLICE.min(budget - elapsed))?;
+        }
     }
 }

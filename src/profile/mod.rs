@@ -13,7 +13,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use ttdrv_contract::regs::host;
 use ttdrv_contract::seq_reached;
 
 /// Profile slots per queue (16 bytes each): a power of two.
@@ -173,9 +172,8 @@ impl Profiler {
         p.entries.push_back(PendingRecord { tag, slot, names });
     }
 
-    /// Reads the slots of every retired record of queue `q`.
-    pub(crate) fn harvest(&self, q: u16, rings: &Rings) {
-        let retired = rings.device_word(host::RETIRED);
+    /// Reads the slots of every retired record of queue `q`, given its (checked) `RETIRED` count.
+    pub(crate) fn harvest(&self, q: u16, rings: &Rings, retired: u32) {
         let offset = self.offset.load(Ordering::Relaxed);
         let mut out = Vec::new();
         {

@@ -77,10 +77,17 @@ pub struct RingSizeError {
 }
 
 /// One queue's DMA memory and its device-written words.
+///
+/// Besides the memory it holds what the host has issued so far, which bounds what the device may report: the
+/// device-written words are checked against it before use ([`Issuer`], [`Completer`]).
 pub struct Rings {
     id: u16,
     region: DmaBuffer,
     sizes: RingSizes,
+    /// The tag of the last record the host published (rung the doorbell for): `RETIRED` never passes it.
+    published_tag: AtomicU32,
+    /// The id of the last `EVENT_RECORD` the host published: `EVENT_DONE` never passes it.
+    published_event: AtomicU32,
 }
 
 impl Rings {
@@ -93,7 +100,7 @@ impl Rings {
         mem: &MemoryOptions,
     ) -> Result<Rings, DmaError> {
         let region = DmaBuffer::new(transport, iovas, sizes.region_len(), mem)?;
-        Ok(Rings { id, region, sizes })
+        Ok(Rings { id, region, sizes, published_tag: AtomicU32::new(0), published_event: AtomicU32::new(0) })
     }
 
     /// Programs the queue registers and enables the queue (contract §3). The device zeroes its words.
@@ -113,6 +120,9 @@ impl Rings {
         for off in [host::ISSUE_RD, host::COMPL_WR, host::EVENT_DONE, host::RETIRED, host::LAST_TAG] {
             self.word(off).store(0, Ordering::Relaxed);
         }
+        // A new issuer starts at tag 1 and event id 1: nothing is issued yet.
+        self.published_tag.store(0, Ordering::Relaxed);
+        self.published_event.store(0, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         t.write32(regs::queue_reg(q, qreg::CTRL), 1);
     }
@@ -139,9 +149,22 @@ impl Rings {
         unsafe { AtomicU32::from_ptr(self.region.ptr().add(off) as *mut u32) }
     }
 
-    /// Reads a device-written word with acquire ordering: everything the device wrote before it is visible.
+    /// Reads a device-written word with acquire ordering: everything the device wrote before it is visible. The
+    /// value is unchecked: use it for diagnostics only; [`Issuer`] and [`Completer`] check the words they act on.
     pub fn device_word(&self, off: usize) -> u32 {
         self.word(off).load(Ordering::Acquire)
+    }
+
+    /// Notes that an `EVENT_RECORD` of `id` is about to be published: call it before the doorbell that covers the
+    /// record, so that a reader who sees the device report `id` also sees this (the device's write of `EVENT_DONE`
+    /// follows the doorbell).
+    pub fn note_event_issued(&self, id: u32) {
+        self.published_event.store(id, Ordering::Release);
+    }
+
+    /// The id of the last event record noted with [`Rings::note_event_issued`].
+    pub fn event_issued(&self) -> u32 {
+        self.published_event.load(Ordering::Acquire)
     }
 
     fn issue_ptr(&self, off: u32) -> *mut u8 {
@@ -180,6 +203,7 @@ impl Rings {
 pub struct Issuer {
     rings: Arc<Rings>,
     wr: u32,
+    /// The last `ISSUE_RD` accepted: checked, so `wr - rd_cache` never exceeds the ring.
     rd_cache: u32,
     published: u32,
     next_tag: u32,
@@ -189,6 +213,26 @@ impl Issuer {
     /// A producer at the start of an enabled ring.
     pub fn new(rings: Arc<Rings>) -> Issuer {
         Issuer { rings, wr: 0, rd_cache: 0, published: 0, next_tag: 1 }
+    }
+
+    /// Reads `ISSUE_RD` and checks it (docs/device-interface.md §5.1): 64-byte aligned, not behind what the device
+    /// reported before, and not ahead of the doorbell the host rang (the device only consumes published records).
+    fn refresh_rd(&mut self) -> Result<u32, ProtocolError> {
+        let rd = self.rings.device_word(host::ISSUE_RD);
+        // Distances back from the doorbell: the device may only shrink it. A value ahead of the doorbell, or behind
+        // the previous one, makes it larger (free-running arithmetic wraps).
+        let outstanding = self.published.wrapping_sub(rd);
+        let before = self.published.wrapping_sub(self.rd_cache);
+        if rd as usize % RECORD_ALIGN != 0 || outstanding > before {
+            return Err(ProtocolError::IssueRd {
+                queue: self.rings.id,
+                value: rd,
+                previous: self.rd_cache,
+                published: self.published,
+            });
+        }
+        self.rd_cache = rd;
+        Ok(rd)
     }
 
     /// The host's write pointer.
@@ -209,21 +253,26 @@ impl Issuer {
         pad + len as u32
     }
 
-    /// True if a record of `len` bytes fits now; refreshes the device's read pointer when it seems not to.
-    pub fn has_room(&mut self, len: usize) -> bool {
-        let need = self.needed(len);
-        let size = self.rings.sizes.issue;
-        if size - self.wr.wrapping_sub(self.rd_cache) >= need {
-            return true;
-        }
-        self.rd_cache = self.rings.device_word(host::ISSUE_RD);
-        size - self.wr.wrapping_sub(self.rd_cache) >= need
+    /// Free bytes against the last checked read pointer. `wr - rd_cache` is at most the ring's size: the host
+    /// writes only into free space and `rd_cache` only ever holds a checked value at or behind the doorbell.
+    fn free(&self) -> u32 {
+        self.rings.sizes.issue.saturating_sub(self.wr.wrapping_sub(self.rd_cache))
     }
 
-    /// True once the device has consumed everything written.
-    pub fn drained(&mut self) -> bool {
-        self.rd_cache = self.rings.device_word(host::ISSUE_RD);
-        self.rd_cache == self.wr
+    /// True if a record of `len` bytes fits now; refreshes the device's read pointer when it seems not to. Fails if
+    /// the device wrote an `ISSUE_RD` the contract does not allow.
+    pub fn has_room(&mut self, len: usize) -> Result<bool, ProtocolError> {
+        let need = self.needed(len);
+        if self.free() >= need {
+            return Ok(true);
+        }
+        self.refresh_rd()?;
+        Ok(self.free() >= need)
+    }
+
+    /// True once the device has consumed (and retired) every record published. Fails as [`Issuer::has_room`].
+    pub fn drained(&mut self) -> Result<bool, ProtocolError> {
+        Ok(self.refresh_rd()? == self.published)
     }
 
     /// Writes one record of `len` bytes (a multiple of 64, at most [`RingSizes::max_record`]) whose bytes `encode`
@@ -276,6 +325,7 @@ impl Issuer {
     /// Rings the doorbell if anything was written since the last one.
     pub fn publish(&mut self, t: &dyn Transport) {
         if self.published != self.wr {
+            self.rings.published_tag.store(self.next_tag.wrapping_sub(1), Ordering::Release);
             // Record bytes (including streamed copies, which end with a store fence) before the doorbell.
             fence(Ordering::Release);
             t.write32(regs::queue_reg(self.rings.id, qreg::ISSUE_WR), self.wr);
@@ -312,7 +362,10 @@ unsafe impl Send for Scatter {}
 /// A read whose completion entry has not been consumed.
 struct PendingRead {
     tag: u32,
-    scatter: Scatter,
+    /// Its sequence number ([`Completer::expect`]).
+    seq: u64,
+    /// Where its data goes; `None` once cancelled: the entry is still consumed, its data dropped.
+    scatter: Option<Scatter>,
 }
 
 /// Consumer state of the completion ring.
@@ -320,22 +373,28 @@ pub struct Completer {
     rings: Arc<Rings>,
     rd: u32,
     published: u32,
+    /// The last `COMPL_WR` accepted: the device may only move it forward, at most a ring ahead of `rd`.
+    wr_seen: u32,
+    /// The last `EVENT_DONE` accepted.
+    event_seen: u32,
+    /// The last `RETIRED` accepted.
+    retired_seen: u32,
     pending: VecDeque<PendingRead>,
-    /// Reads whose data has been delivered (free-running).
+    /// Reads whose entry has been consumed, delivered or (cancelled) dropped (free-running).
     delivered: u64,
     /// Reads enqueued (free-running).
     expected: u64,
 }
 
-/// The completion ring held an entry the contract does not allow (docs/device-interface.md §5.2); each variant
-/// names the queue, where in the ring the entry is, and what it held.
+/// A device-written word or completion entry the contract does not allow (docs/device-interface.md §5); each
+/// variant names the queue, the word or where in the ring the entry is, and what it held.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
     /// An entry's length is zero, not a multiple of 64, past the bytes written, or past the end of the ring.
     #[error(
         "queue {queue}'s completion entry at ring offset {offset:#x} has length {length}, which is not a non-zero \
-         multiple of 64 inside the ring and the {written} bytes written"
+         multiple of 64 inside the ring and the {written} bytes written (docs/device-interface.md §5.2)"
     )]
     EntryLength {
         /// The queue.
@@ -346,6 +405,24 @@ pub enum ProtocolError {
         length: u32,
         /// Bytes the device had written past the host's read pointer.
         written: u32,
+    },
+    /// A `READ_DATA` entry claims more payload than the entry holds.
+    #[error(
+        "queue {queue}'s completion entry at ring offset {offset:#x} (tag {tag}) has data_len {data_len}, more \
+         than the {} payload bytes its length {length} leaves (docs/device-interface.md §5.2)",
+        length.saturating_sub(PAYLOAD_OFFSET as u32)
+    )]
+    EntryData {
+        /// The queue.
+        queue: u16,
+        /// Ring offset of the entry.
+        offset: u32,
+        /// Its tag.
+        tag: u32,
+        /// Its data_len field.
+        data_len: u32,
+        /// Its length field.
+        length: u32,
     },
     /// Read data arrived while no read was pending.
     #[error(
@@ -388,35 +465,134 @@ pub enum ProtocolError {
         /// Its kind field.
         kind: u8,
     },
+    /// `ISSUE_RD` is misaligned, behind what the device reported before, or ahead of the host's doorbell.
+    #[error(
+        "queue {queue}'s device-written ISSUE_RD reads {value:#x}, which is not a 64-byte aligned pointer between \
+         the {previous:#x} the device reported before and the {published:#x} the host published \
+         (docs/device-interface.md §5.1)"
+    )]
+    IssueRd {
+        /// The queue.
+        queue: u16,
+        /// What the word held.
+        value: u32,
+        /// The last value accepted.
+        previous: u32,
+        /// The host's doorbell value.
+        published: u32,
+    },
+    /// `COMPL_WR` is misaligned, behind what the device reported before, or more than a ring ahead of the host.
+    #[error(
+        "queue {queue}'s device-written COMPL_WR reads {value:#x}, which is not a 64-byte aligned pointer between \
+         the {previous:#x} the device reported before and one ring ({size:#x} bytes) past the host's read pointer \
+         {host_rd:#x} (docs/device-interface.md §5.2)"
+    )]
+    ComplWr {
+        /// The queue.
+        queue: u16,
+        /// What the word held.
+        value: u32,
+        /// The last value accepted.
+        previous: u32,
+        /// The host's read pointer.
+        host_rd: u32,
+        /// Bytes of the completion ring.
+        size: u32,
+    },
+    /// `EVENT_DONE` went backwards or names an event the host never issued.
+    #[error(
+        "queue {queue}'s device-written EVENT_DONE reads {value}, which is not an event id between the {previous} \
+         the device reported before and the {issued} the host issued last (docs/device-interface.md §4.2.7)"
+    )]
+    EventDone {
+        /// The queue.
+        queue: u16,
+        /// What the word held.
+        value: u32,
+        /// The last value accepted.
+        previous: u32,
+        /// The last event id the host published.
+        issued: u32,
+    },
+    /// `RETIRED` went backwards or counts more records than the host published.
+    #[error(
+        "queue {queue}'s device-written RETIRED reads {value}, which is not a record count between the {previous} \
+         the device reported before and the {published} records the host published (docs/device-interface.md §5)"
+    )]
+    Retired {
+        /// The queue.
+        queue: u16,
+        /// What the word held.
+        value: u32,
+        /// The last value accepted.
+        previous: u32,
+        /// Records published.
+        published: u32,
+    },
 }
 
 impl ProtocolError {
-    /// The queue whose completion ring held the entry.
+    /// The queue whose ring or word broke the contract.
     pub fn queue(&self) -> u16 {
         match *self {
             ProtocolError::EntryLength { queue, .. }
+            | ProtocolError::EntryData { queue, .. }
             | ProtocolError::UnexpectedReadData { queue, .. }
             | ProtocolError::ReadMismatch { queue, .. }
-            | ProtocolError::UnknownEntryKind { queue, .. } => queue,
+            | ProtocolError::UnknownEntryKind { queue, .. }
+            | ProtocolError::IssueRd { queue, .. }
+            | ProtocolError::ComplWr { queue, .. }
+            | ProtocolError::EventDone { queue, .. }
+            | ProtocolError::Retired { queue, .. } => queue,
         }
     }
+}
+
+/// Whether free-running `value` lies in `[previous, limit]` (wrapping): it moved forward from `previous` and did
+/// not pass `limit`. `previous` itself must lie at or behind `limit`.
+fn between(previous: u32, value: u32, limit: u32) -> bool {
+    limit.wrapping_sub(value) <= limit.wrapping_sub(previous)
 }
 
 impl Completer {
     /// A consumer at the start of an enabled ring.
     pub fn new(rings: Arc<Rings>) -> Completer {
-        Completer { rings, rd: 0, published: 0, pending: VecDeque::new(), delivered: 0, expected: 0 }
+        Completer {
+            rings,
+            rd: 0,
+            published: 0,
+            wr_seen: 0,
+            event_seen: 0,
+            retired_seen: 0,
+            pending: VecDeque::new(),
+            delivered: 0,
+            expected: 0,
+        }
     }
 
     /// Registers the read record `tag` and where its data goes. Returns the read's sequence number, which
-    /// [`Completer::delivered`] reaches once the data is in place.
+    /// [`Completer::delivered`] reaches once the data is in place (or dropped, if cancelled).
     pub fn expect(&mut self, tag: u32, scatter: Scatter) -> u64 {
-        self.pending.push_back(PendingRead { tag, scatter });
         self.expected += 1;
+        self.pending.push_back(PendingRead { tag, seq: self.expected, scatter: Some(scatter) });
         self.expected
     }
 
-    /// Reads delivered so far.
+    /// Cancels the pending reads with sequence numbers `first..=last`: their entries are still consumed (and their
+    /// ring space returned), but their data goes nowhere. Once this returns, nothing is written to their
+    /// destinations: delivery happens only under the caller's `&mut`, i.e. the completion lock. Returns how many
+    /// were still pending.
+    pub fn cancel(&mut self, first: u64, last: u64) -> usize {
+        let mut n = 0;
+        for r in self.pending.iter_mut().filter(|r| (first..=last).contains(&r.seq)) {
+            if r.scatter.take().is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Reads whose entries have been consumed so far (delivered, or dropped if cancelled).
     pub fn delivered(&self) -> u64 {
         self.delivered
     }
@@ -436,56 +612,135 @@ impl Completer {
         &self.rings
     }
 
-    /// Consumes every complete entry, delivering read data, then returns the space to the device. Returns the
-    /// number of reads delivered.
-    pub fn drain(&mut self, t: &dyn Transport) -> Result<usize, ProtocolError> {
+    /// Reads `EVENT_DONE` and checks it (docs/device-interface.md §4.2.7): event ids grow (wrapping), so the word
+    /// may only move forward from what it reported before, and never past the last id the host published.
+    pub fn event_done(&mut self) -> Result<u32, ProtocolError> {
+        let v = self.rings.device_word(host::EVENT_DONE);
+        // Loaded after the word: the device writes an id only after its record's doorbell, which follows the note.
+        let issued = self.rings.event_issued();
+        if !between(self.event_seen, v, issued) {
+            return Err(ProtocolError::EventDone { queue: self.rings.id, value: v, previous: self.event_seen, issued });
+        }
+        self.event_seen = v;
+        Ok(v)
+    }
+
+    /// Reads `RETIRED` and checks it: a count of retired records only grows, and never past the records published
+    /// (tags count records from 1, so the last published tag is the count).
+    pub fn retired(&mut self) -> Result<u32, ProtocolError> {
+        let v = self.rings.device_word(host::RETIRED);
+        let published = self.rings.published_tag.load(Ordering::Acquire);
+        if !between(self.retired_seen, v, published) {
+            return Err(ProtocolError::Retired {
+                queue: self.rings.id,
+                value: v,
+                previous: self.retired_seen,
+                published,
+            });
+        }
+        self.retired_seen = v;
+        Ok(v)
+    }
+
+    /// Reads `COMPL_WR` and checks it (docs/device-interface.md §5.2): 64-byte aligned, not behind what the device
+    /// reported before, at most one ring ahead of the host's read pointer.
+    fn compl_wr(&mut self) -> Result<u32, ProtocolError> {
         let size = self.rings.sizes.completion;
         let wr = self.rings.device_word(host::COMPL_WR);
+        let written = wr.wrapping_sub(self.rd);
+        let before = self.wr_seen.wrapping_sub(self.rd);
+        if wr as usize % RECORD_ALIGN != 0 || written > size || written < before {
+            return Err(ProtocolError::ComplWr {
+                queue: self.rings.id,
+                value: wr,
+                previous: self.wr_seen,
+                host_rd: self.rd,
+                size,
+            });
+        }
+        self.wr_seen = wr;
+        Ok(wr)
+    }
+
+    /// Consumes every complete entry, delivering read data, then returns the space to the device. Returns the
+    /// number of reads delivered (cancelled ones included). Every word and entry field is checked before it is
+    /// used: a violation is returned and nothing outside the ring and the pending reads' destinations is touched.
+    pub fn drain(&mut self, t: &dyn Transport) -> Result<usize, ProtocolError> {
+        let size = self.rings.sizes.completion;
+        let wr = self.compl_wr()?;
+        let queue = self.rings.id;
         let mut n = 0;
         while self.rd != wr {
+            // 64-byte aligned (every accepted length is a multiple of 64), so the 64-byte header fits in the ring.
             let off = self.rd & (size - 1);
             let p = self.rings.compl_ptr(off);
             let mut h = [0u8; 16];
             // SAFETY: the entry is below COMPL_WR (loaded with acquire), inside the completion ring.
             unsafe { std::ptr::copy_nonoverlapping(p, h.as_mut_ptr(), 16) };
             let e = records::decode_compl(&h);
-            let queue = self.rings.id;
             let written = wr.wrapping_sub(self.rd);
-            if e.length == 0 || e.length % 64 != 0 || e.length > written || off + e.length > size {
+            // In u64: `off + length` must not wrap.
+            if e.length == 0
+                || e.length as usize % RECORD_ALIGN != 0
+                || e.length > written
+                || off as u64 + e.length as u64 > size as u64
+            {
                 return Err(ProtocolError::EntryLength { queue, offset: off, length: e.length, written });
             }
             match ComplKind::from_u8(e.kind) {
                 Some(ComplKind::Pad) => {}
                 Some(ComplKind::ReadData) => {
-                    let r = self.pending.pop_front().ok_or(ProtocolError::UnexpectedReadData {
+                    if PAYLOAD_OFFSET as u64 + e.data_len as u64 > e.length as u64 {
+                        return Err(ProtocolError::EntryData {
+                            queue,
+                            offset: off,
+                            tag: e.tag,
+                            data_len: e.data_len,
+                            length: e.length,
+                        });
+                    }
+                    let r = self.pending.front().ok_or(ProtocolError::UnexpectedReadData {
                         queue,
                         offset: off,
                         tag: e.tag,
                     })?;
-                    let s = r.scatter;
-                    let need = (s.count.saturating_sub(1) as u64 * s.src_stride as u64) + s.piece as u64;
-                    if r.tag != e.tag || (s.count > 0 && need > e.data_len as u64) {
+                    if let Some(s) = r.scatter {
+                        let need = (s.count.saturating_sub(1) as u64 * s.src_stride as u64) + s.piece as u64;
+                        if r.tag != e.tag || (s.count > 0 && need > e.data_len as u64) {
+                            return Err(ProtocolError::ReadMismatch {
+                                queue,
+                                offset: off,
+                                tag: e.tag,
+                                len: e.data_len,
+                                expected_tag: r.tag,
+                                expected_len: need,
+                            });
+                        }
+                        for i in 0..s.count as usize {
+                            // SAFETY: the source piece is inside the payload, which is inside the entry (both
+                            // checked above against data_len and length), inside the ring; the destination is the
+                            // caller's buffer, which the read API requires to be valid for the pattern and
+                            // untouched until delivery or cancellation (which takes this completer's lock).
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    p.add(PAYLOAD_OFFSET + i * s.src_stride as usize),
+                                    s.dst.add(i * s.dst_stride),
+                                    s.piece as usize,
+                                )
+                            };
+                        }
+                    } else if r.tag != e.tag {
+                        // A cancelled read's entry: its data is dropped, but it must still be the entry expected.
                         return Err(ProtocolError::ReadMismatch {
                             queue,
                             offset: off,
                             tag: e.tag,
                             len: e.data_len,
                             expected_tag: r.tag,
-                            expected_len: need,
+                            expected_len: 0,
                         });
                     }
-                    for i in 0..s.count as usize {
-                        // SAFETY: the source piece is inside the payload (checked against data_len above); the
-                        // destination is the caller's buffer, which the read API requires to be valid for the
-                        // pattern and untouched until delivery.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                p.add(PAYLOAD_OFFSET + i * s.src_stride as usize),
-                                s.dst.add(i * s.dst_stride),
-                                s.piece as usize,
-                            )
-                        };
-                    }
+                    self.pending.pop_front();
                     self.delivered += 1;
                     n += 1;
                 }

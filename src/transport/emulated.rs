@@ -88,6 +88,10 @@ impl Transport for EmulatedTransport {
     fn needs_pinned_memory(&self) -> bool {
         false
     }
+
+    fn emulated(&self) -> bool {
+        true
+    }
 }
 
 /// Waits for an eventfd to become readable, then drains it. Shared with the VFIO transport, whose MSI vectors are

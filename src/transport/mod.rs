@@ -134,6 +134,12 @@ pub trait Transport: Send + Sync {
 
     /// Stops the device from issuing DMA (bus mastering off). Called before DMA memory is unmapped at teardown.
     fn quiesce(&self) {}
+
+    /// True for a device implemented in software in this process (the emulator): messages then name it as such
+    /// and never advise host-level recovery (rebooting, re-binding).
+    fn emulated(&self) -> bool {
+        false
+    }
 }
 
 /// The options of the `emu:OPTIONS` selector, for help texts.

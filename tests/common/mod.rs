@@ -75,7 +75,7 @@ impl RawQueue {
     }
 
     pub fn has_room(&mut self, len: usize) -> bool {
-        self.0.has_room(len)
+        self.0.has_room(len).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn delivered(&self) -> u64 {

@@ -158,7 +158,8 @@ fn to_json(ms: &[Measurement]) -> serde_json::Result<String> {
 /// ns per bare 64-byte record: the median over `reps` runs of `n` records.
 fn bare_ring_write(n: u64, reps: usize) -> Result<f64, String> {
     let mut ring = BareRing::open()?;
-    let mut samples: Vec<f64> = (0..reps).map(|_| ring.write(n).as_nanos() as f64 / n as f64).collect();
+    let mut samples: Vec<f64> =
+        (0..reps).map(|_| ring.write(n).map(|d| d.as_nanos() as f64 / n as f64)).collect::<Result<_, _>>()?;
     Ok(median(&mut samples))
 }
 

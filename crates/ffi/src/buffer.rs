@@ -7,7 +7,7 @@ use super::{FfiError, FfiResult, bytes, guard, out_ptr, ttdrv_status, write_out}
 use std::ffi::c_void;
 use std::sync::Arc;
 use ttdrv::contract::kernel::{DType, Layout, ShardGrid};
-use ttdrv::device::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec, buffer::TensorLayout};
+use ttdrv::device::{Buffer, BufferSpec, BufferType, Contents, MemoryConfig, ShardSpec, buffer::TensorLayout};
 
 /// A buffer in device memory (opaque). Free it with `ttdrv_buffer_free` (`deallocate(force=True)`).
 pub struct ttdrv_buffer {
@@ -38,6 +38,16 @@ pub const TTDRV_TENSOR_ROW_MAJOR: u32 = 0;
 pub const TTDRV_SHARD_ROW_MAJOR: u32 = 0;
 /// Shard orientation: shards assigned to the grid column by column.
 pub const TTDRV_SHARD_COL_MAJOR: u32 = 1;
+/// `ttdrv_buffer_contents`: the buffer holds what was last written to it whole (or, never written since it was
+/// allocated, whatever device memory held).
+pub const TTDRV_CONTENTS_DEFINED: u32 = 0;
+/// `ttdrv_buffer_contents`: a write to the buffer stopped part-way (its TIMEOUT or DEVICE_FAULT message said how much
+/// was enqueued); reads fail with CONTENTS_UNDEFINED until it is written whole again.
+pub const TTDRV_CONTENTS_PARTIAL_WRITE: u32 = 1;
+/// `ttdrv_buffer_contents`: the device was reset since the buffer was last written (a reset erases device memory,
+/// including writes still in flight when it faulted); reads fail with CONTENTS_UNDEFINED until it is written whole
+/// again.
+pub const TTDRV_CONTENTS_LOST_IN_RESET: u32 = 2;
 
 /// The units holding shards: a core rectangle (L1) or a bank range (DRAM), and the shard shape.
 #[repr(C)]
@@ -312,14 +322,21 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
 }
 
 /// Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
-/// (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
-/// reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
-/// sees the new contents; other queues must order themselves with events.
+/// (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied
+/// before the call returns, so `data` may be reused at once; with `blocking` the call also waits until the device has
+/// written them. Work enqueued later on `cq` sees the new contents; other queues must order themselves with events.
+///
+/// A write that fails either was not started (the buffer is as it was), or its message says exactly how many of its
+/// records and bytes were enqueued — those land unless the device is reset — and, if only some were, that the buffer's
+/// contents are now undefined: `ttdrv_buffer_contents` then reports `TTDRV_CONTENTS_PARTIAL_WRITE` and reads fail with
+/// CONTENTS_UNDEFINED until the buffer is written whole again. A write that returned OK but had not landed when the
+/// device faulted is dropped by the reset that follows; the buffer then reports `TTDRV_CONTENTS_LOST_IN_RESET`.
 ///
 /// Thread: any; concurrent writes to one buffer on different queues land in an unspecified order.
 /// Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its device was closed),
 /// FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace
-/// capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT.
+/// capture in progress on `cq`), TIMEOUT (waiting for ring space or, with `blocking`, for the device), DEVICE_FAULT,
+/// PROTOCOL.
 ///
 /// # Safety
 /// `data` must be readable for `len` bytes.
@@ -341,18 +358,25 @@ pub unsafe extern "C" fn ttdrv_buffer_write(
 }
 
 /// Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
-/// bytes) on queue `cq`. With `blocking` it
-/// returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
-/// in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
-/// device is closed.
+/// bytes) on queue `cq`. With `blocking` it returns when the data is in `out`. Without (`cpu(blocking=False)`) it
+/// returns once the read is enqueued; the data is in place after `ttdrv_device_finish(cq)`, after an event recorded on
+/// `cq` behind the read completes, or after the device is closed.
 ///
-/// Ownership: `out` stays the caller's, but until the data is in place ttdrv writes it: keep it valid and do not touch
-/// it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its
-/// device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size), INVALID_ARGUMENT (no such queue),
-/// INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
+/// A call that fails leaves nothing behind: a blocking read that times out (or fails part-way through being
+/// enqueued) is cancelled before it returns, so `out` is the caller's again at once — data arriving later goes
+/// nowhere. A non-blocking read stays pending until its data is delivered, even when a `ttdrv_device_finish` or event
+/// wait for it times out (wait again); `ttdrv_device_reset` and `ttdrv_device_close` end every pending read: once they
+/// return, no destination is ever written again.
+///
+/// Ownership: `out` stays the caller's, but until the data is in place (or the read ends as above) ttdrv writes it:
+/// keep it valid and do not touch it. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never
+/// returned by ttdrv), CLOSED (its device was closed), FORKED, INVALID_ARGUMENT (`len` is not the buffer's size),
+/// INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), CONTENTS_UNDEFINED (a write to
+/// the buffer stopped part-way, or the device was reset since it was written: see `ttdrv_buffer_contents`; nothing is
+/// read), TIMEOUT, DEVICE_FAULT, PROTOCOL.
 ///
 /// # Safety
-/// `out` must be writable for `len` bytes until the data is in place.
+/// `out` must be writable for `len` bytes until the data is in place (blocking: until the call returns).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ttdrv_buffer_read(
     buffer: *mut ttdrv_buffer,
@@ -371,11 +395,41 @@ pub unsafe extern "C" fn ttdrv_buffer_read(
             )));
         }
         let out = out_ptr(out as *mut u8, "out")?;
-        // SAFETY: `out` holds `len` == host size bytes and stays valid until delivery (caller contract).
+        // SAFETY: `out` holds `len` == host size bytes and stays valid until delivery (caller contract); a blocking
+        // read that fails is cancelled below before the caller gets `out` back.
         let pending = unsafe { b.read_nonblocking(cq, out)? };
-        if blocking {
-            pending.wait()?;
+        if blocking && let Err(e) = pending.wait() {
+            pending.cancel();
+            return Err(e.into());
         }
+        Ok(())
+    })
+}
+
+/// Writes what the driver knows of the buffer's contents to `*out`: `TTDRV_CONTENTS_DEFINED`,
+/// `TTDRV_CONTENTS_PARTIAL_WRITE` (a write stopped part-way) or `TTDRV_CONTENTS_LOST_IN_RESET` (the device was reset
+/// since the buffer was last written; per docs/device-interface.md §7.2 a reset erases every buffer in DRAM and L1).
+/// A whole write (`ttdrv_buffer_write`, `ttdrv_buffer_from_host`) or a built-in operation that writes the whole buffer
+/// as its output (`ttdrv_fill`, the copies, element-wise ops, matmul, the model) makes it DEFINED again; a custom
+/// program run or a trace replay leaves the state as it was. Answers after its device is closed too.
+///
+/// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_buffer_contents(buffer: *const ttdrv_buffer, out: *mut u32) -> ttdrv_status {
+    guard("ttdrv_buffer_contents", || {
+        let b = buffer_arc(buffer, "buffer")?;
+        let out = out_ptr(out, "out")?;
+        let v = match b.contents() {
+            Contents::Defined => TTDRV_CONTENTS_DEFINED,
+            Contents::PartialWrite { .. } => TTDRV_CONTENTS_PARTIAL_WRITE,
+            Contents::LostInReset => TTDRV_CONTENTS_LOST_IN_RESET,
+            // A state added to the driver before the C ABI learns it is at least not defined.
+            _ => TTDRV_CONTENTS_PARTIAL_WRITE,
+        };
+        write_out(out, v);
         Ok(())
     })
 }

@@ -223,14 +223,17 @@ pub unsafe extern "C" fn ttdrv_device_open(
     })
 }
 
-/// Closes a device: drains every queue (waiting at most the device's timeout, and at most 5 s), delivers the data of
-/// non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work that does not finish
-/// in time is abandoned (the device is reset and a warning is logged); the call still returns OK. NULL is a no-op.
+/// Closes a device: drains every queue (all together, waiting at most the device's timeout and at most 5 s in all),
+/// delivers the data of non-blocking reads enqueued before, then releases the queues, DMA memory and the device. Work
+/// that does not finish in time is abandoned: the device is reset (waiting at most a further 1 s for it), reads not yet
+/// delivered are dropped, and a warning naming each queue's state is logged (see `ttdrv_set_log_callback`; nothing is
+/// printed). The call still returns OK. Whatever the device is doing, close returns within those bounds; once it
+/// returns, the device writes no host memory and no read destination is written again. NULL is a no-op.
 ///
 /// Ownership: `device` is released whatever the result; do not use it again (a second close is INVALID_HANDLE).
 /// Buffers, events, programs and models of the device stay valid handles: calls that need the device fail with
 /// TTDRV_STATUS_CLOSED, queries of what the handle itself knows (`ttdrv_buffer_address`, `_get_spec`, `_host_size`,
-/// `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
+/// `_contents`, `ttdrv_mlp_ops_per_run`) still answer, and each must still be freed.
 /// Thread: any, but not while another thread is using the device (its calls would fail with CLOSED).
 /// Errors: INVALID_HANDLE; FORKED (in a forked child: the child's handle is released without touching the parent's
 /// device).
@@ -297,13 +300,17 @@ pub(crate) fn device_checked(h: *const ttdrv_device) -> FfiResult<Arc<Device>> {
 }
 
 /// Blocks until command queue `cq` has finished all work enqueued so far, including delivering the data of non-blocking
-/// reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal).
+/// reads (`ttnn.synchronize_device` for one queue, `Finish` in tt-metal). If it times out, the work and the non-blocking
+/// reads stay pending (their destinations stay registered): wait again, or end them with `ttdrv_device_reset` or
+/// `ttdrv_device_close`.
 ///
 /// Thread: any; other threads may keep enqueuing meanwhile (their work is not waited for).
 /// Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed, closed or never returned by ttdrv), FORKED (opened by the
 /// parent of this process), INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`),
 /// TIMEOUT (after the device's timeout; the message dumps the queue's state), DEVICE_FAULT (the message gives the fault
-/// and its cause; recover with `ttdrv_device_reset`), PROTOCOL.
+/// and its cause, or says the device was reset behind the driver; recover with `ttdrv_device_reset`), PROTOCOL (the
+/// device wrote a word or completion entry the contract does not allow; the message names it and its value; every
+/// later call fails the same way until `ttdrv_device_reset`).
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_device_finish(device: *mut ttdrv_device, cq: u16) -> ttdrv_status {
     guard("ttdrv_device_finish", || Ok(device_checked(device)?.finish(cq)?))
@@ -317,14 +324,18 @@ pub extern "C" fn ttdrv_device_synchronize(device: *mut ttdrv_device) -> ttdrv_s
     guard("ttdrv_device_synchronize", || Ok(device_checked(device)?.synchronize()?))
 }
 
-/// Resets the device (after a DEVICE_FAULT, or to abandon work): pending work and undelivered reads are dropped, buffer
-/// contents, kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be
-/// captured again, and captures in progress are dropped), and events recorded before the reset can no longer be waited
-/// for. The device is usable again afterwards.
+/// Resets the device (after a DEVICE_FAULT or PROTOCOL error, or to abandon work): pending work and undelivered reads
+/// are dropped — once this returns, no read destination is ever written again, whatever the result — buffer contents,
+/// kernel images and captured traces are lost (buffers keep their addresses and handles; traces must be captured
+/// again, and captures in progress are dropped), and events recorded before the reset can no longer be waited for.
+/// Per docs/device-interface.md §7.2 no buffer's contents survive a reset: every buffer allocated before it reports
+/// `TTDRV_CONTENTS_LOST_IN_RESET` (`ttdrv_buffer_contents`) and cannot be read until written whole again, including
+/// buffers whose writes returned OK but had not landed. The device is usable again afterwards.
 ///
 /// Thread: any, but while no other thread uses the device. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` freed,
-/// closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not come
-/// back; it may need a host reboot), TRANSPORT.
+/// closed or never returned by ttdrv), FORKED (opened by the parent of this process), TIMEOUT (the device did not
+/// come back within 1 s: call it again; the message says whether a host-level reset could help — never for the
+/// emulated device), TRANSPORT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_device_reset(device: *mut ttdrv_device) -> ttdrv_status {
     guard("ttdrv_device_reset", || Ok(device_checked(device)?.reset()?))

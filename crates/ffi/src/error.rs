@@ -52,6 +52,9 @@ pub enum ttdrv_status {
     Closed = 7016,
     /// An output buffer is too small.
     BufferTooSmall = 7017,
+    /// A buffer's contents are undefined: a write to it stopped part-way, or the device was reset since it was last
+    /// written (`ttdrv_buffer_contents` says which). Write it whole again before reading it.
+    ContentsUndefined = 7018,
     /// A bug inside ttdrv (a caught panic).
     Panic = 7099,
 }
@@ -88,6 +91,7 @@ pub(crate) fn status_of(e: &ttdrv::Error) -> ttdrv_status {
         K::Protocol => ttdrv_status::Protocol,
         K::Forked => ttdrv_status::Forked,
         K::Closed => ttdrv_status::Closed,
+        K::ContentsUndefined => ttdrv_status::ContentsUndefined,
         // A kind added to the driver before the C ABI learns it: the closest general status.
         _ => ttdrv_status::InvalidState,
     }
@@ -246,7 +250,7 @@ mod tests {
 
     #[test]
     fn unknown_values_have_the_unknown_name() {
-        for v in [1, 7000, 7018, 7098, 7100, u32::MAX] {
+        for v in [1, 7000, 7019, 7098, 7100, u32::MAX] {
             assert!(ttdrv_status::from_repr(v).is_none(), "{v} should not be a status");
             // SAFETY: as above.
             assert_eq!(unsafe { CStr::from_ptr(ttdrv_status_name(v)) }, UNKNOWN_STATUS);

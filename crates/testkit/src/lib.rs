@@ -33,20 +33,21 @@ impl BareRing {
 
     /// Writes `n` 64-byte records, each with its room check, encoding and doorbell, and returns the time that took;
     /// then waits, untimed, until the device has consumed them. Keep `n` below what the ring holds (262 144 records
-    /// of 16 MiB) to measure the host's cost rather than the device's consumption rate.
-    pub fn write(&mut self, n: u64) -> Duration {
+    /// of 16 MiB) to measure the host's cost rather than the device's consumption rate. Fails if the device breaks
+    /// the ring protocol (a bad `ISSUE_RD`).
+    pub fn write(&mut self, n: u64) -> Result<Duration, String> {
         let t0 = Instant::now();
         for _ in 0..n {
-            while !self.queue.try_push_pad() {
+            while !self.queue.try_push_pad().map_err(|e| e.to_string())? {
                 std::hint::spin_loop();
             }
             self.queue.publish();
         }
         let d = t0.elapsed();
-        while !self.queue.drained() {
+        while !self.queue.drained().map_err(|e| e.to_string())? {
             std::thread::yield_now();
         }
-        d
+        Ok(d)
     }
 }
 
