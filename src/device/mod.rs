@@ -231,7 +231,7 @@ fn check_probe(
         (
             "DRAM_BANK_SIZE",
             bank,
-            (MIN_BANK..=MAX_BANK).contains(&bank) && bank % dram_align == 0,
+            (MIN_BANK..=MAX_BANK).contains(&bank) && bank.checked_rem(dram_align) == Some(0),
             "it must be 1 MiB to 4 GiB, a multiple of DRAM_ALIGN",
         ),
         (
@@ -244,13 +244,13 @@ fn check_probe(
         (
             "L1_SIZE",
             info.l1_size as u64,
-            info.l1_size <= MAX_L1 && info.l1_size % l1_align == 0,
+            info.l1_size <= MAX_L1 && info.l1_size.checked_rem(l1_align) == Some(0),
             "it must be at most 16 MiB, a multiple of L1_ALIGN",
         ),
         (
             "L1_BASE",
             info.l1_base as u64,
-            info.l1_base < info.l1_size && info.l1_base % l1_align == 0,
+            info.l1_base < info.l1_size && info.l1_base.checked_rem(l1_align) == Some(0),
             "it must be below L1_SIZE, a multiple of L1_ALIGN",
         ),
         (

@@ -34,6 +34,58 @@ pub struct EmuConfig {
     pub pace: Option<PaceParams>,
     /// Seeded jitter, if on.
     pub jitter: Option<JitterParams>,
+    /// Faults injected on purpose, to test a driver against a misbehaving device.
+    pub inject: Inject,
+}
+
+/// A field of a completion entry (docs/device-interface.md §5.2) the device can be told to corrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryField {
+    /// `kind`.
+    Kind,
+    /// `length`.
+    Length,
+    /// `tag`.
+    Tag,
+    /// `data_len`.
+    DataLen,
+}
+
+/// A device-written word of a queue's host region (docs/device-interface.md §5) the device can be told to corrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostWord {
+    /// `ISSUE_RD`.
+    IssueRd,
+    /// `COMPL_WR`.
+    ComplWr,
+    /// `EVENT_DONE`.
+    EventDone,
+    /// `RETIRED`.
+    Retired,
+}
+
+/// Faults the device injects on purpose. Counts run from the device's creation over all its queues, not from
+/// the last reset, so each fault happens once and a reset afterwards brings back a healthy device.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inject {
+    /// `hang=Q`, `hang_after=N`: queue `Q` stops consuming records once it has executed `N`, until the next reset.
+    pub hang: Option<(u16, u64)>,
+    /// `iommu_fault=N`: the `N`th DMA (a record fetched from an issue ring, or a completion entry written) faults
+    /// with `IOMMU` at the IOVA it accesses, as if the mapping were gone.
+    pub iommu_fault_at: Option<u64>,
+    /// `bad_entry=FIELD@N`: the `N`th completion entry written has `FIELD` replaced (by `bad_value`, or a value
+    /// chosen to break the contract).
+    pub bad_entry: Option<(EntryField, u64)>,
+    /// `bad_word=WORD@N`: when the `N`th record retires, its queue's `WORD` is written garbage (`bad_value`, or a
+    /// value chosen to break the contract) instead of the true value.
+    pub bad_word: Option<(HostWord, u64)>,
+    /// `bad_value=V`: the garbage `bad_entry` and `bad_word` write.
+    pub bad_value: Option<u32>,
+    /// `surprise_reset=N`: the device resets itself (as a function-level reset by someone else would) right after
+    /// the `N`th record retires.
+    pub surprise_reset_at: Option<u64>,
+    /// `slow_us=N`: every record takes `N` µs more before it retires.
+    pub slow_ns: u64,
 }
 
 impl Default for EmuConfig {
@@ -53,6 +105,7 @@ impl Default for EmuConfig {
             msi: true,
             pace: None,
             jitter: None,
+            inject: Inject::default(),
         }
     }
 }
@@ -79,7 +132,19 @@ emu options (comma separated, e.g. emu:queues=4,dram=2G,paced,jitter=7):
   jitter[=SEED]       random per-queue delays before records (seed default 1)
   jitter_us=N         jitter: largest delay in microseconds (default 200)
   jitter_pct=N        jitter: percentage of records delayed (default 30)
-  jitter_queues=a+b   jitter: delay only these queues (default all), to provoke one specific race";
+  jitter_queues=a+b   jitter: delay only these queues (default all), to provoke one specific race
+fault injection (each fault happens once; counts run over all queues from the device's creation, so a reset
+afterwards brings back a healthy device):
+  hang=Q              queue Q stops consuming records (a hung queue) until the next reset
+  hang_after=N        hang: after queue Q has executed N records (default 0)
+  iommu_fault=N       the Nth DMA (record fetch or completion entry write) faults with IOMMU
+  bad_entry=FIELD@N   the Nth completion entry has FIELD (kind, length, tag, data_len) corrupted; e.g. data_len@1
+  bad_word=WORD@N     when the Nth record retires, WORD (issue_rd, compl_wr, event_done, retired) is written as
+                      garbage instead; e.g. issue_rd@3
+  bad_value=V         the garbage bad_entry and bad_word write (default: a value chosen to break the contract)
+  surprise_reset=N    the device resets itself right after the Nth record retires
+  slow_us=N           every record takes N microseconds more before it retires (a device slow enough to time out;
+                      or paced with a tiny pcie_gbps)";
 
 /// Why `item` (`key=value`) is not a valid value for option `key`: what the option takes, with an example.
 fn bad_value(item: &str, key: &str) -> String {
@@ -95,6 +160,13 @@ fn bad_value(item: &str, key: &str) -> String {
         }
         "pcie_gbps" | "dram_gbps" | "core_gflops" | "core_gbps" => "a number above 0; e.g. pcie_gbps=12",
         "jitter_queues" => "queue numbers below 16 joined by +; e.g. jitter_queues=0+2",
+        "hang" => "a queue number below 16; e.g. hang=1",
+        "iommu_fault" | "surprise_reset" => "a count from 1; e.g. iommu_fault=3",
+        "bad_entry" => "a field (kind, length, tag, data_len), @ and a count from 1; e.g. bad_entry=data_len@1",
+        "bad_word" => {
+            "a word (issue_rd, compl_wr, event_done, retired), @ and a count from 1; e.g. bad_word=issue_rd@3"
+        }
+        "bad_value" => "a 32-bit value, decimal or 0x hex; e.g. bad_value=0xdeadbeef",
         _ => "a whole number; e.g. launch_ns=2000",
     };
     format!("emu option `{item}`: {key} takes {takes}")
@@ -121,6 +193,7 @@ impl EmuConfig {
         let mut paced = false;
         let mut jitter = JitterParams { seed: 1, max_ns: 200_000, percent: 30, queues: u32::MAX };
         let mut jittered = false;
+        let (mut hang_queue, mut hang_after) = (None, None);
         for item in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, val) = match item.split_once('=') {
                 Some((k, v)) => (k.trim(), Some(v.trim())),
@@ -131,6 +204,7 @@ impl EmuConfig {
             let num = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
             let float = |v: Option<&str>| v.and_then(|v| v.parse::<f64>().ok()).filter(|f| *f > 0.0).ok_or_else(bad);
             let size = |v: Option<&str>| v.and_then(parse_size).ok_or_else(bad);
+            let count = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0).ok_or_else(bad);
             match key {
                 "queues" => c.queues = u16::try_from(num(val)?).map_err(|_| bad())?,
                 "banks" => c.dram_banks = u32::try_from(num(val)?).map_err(|_| bad())?,
@@ -178,9 +252,56 @@ impl EmuConfig {
                     }
                     jitter.queues = mask;
                 }
+                "hang" => {
+                    let q = u16::try_from(num(val)?).ok().filter(|q| (*q as usize) < ttdrv_contract::MAX_QUEUES);
+                    hang_queue = Some(q.ok_or_else(bad)?);
+                }
+                "hang_after" => hang_after = Some(num(val)?),
+                "iommu_fault" => c.inject.iommu_fault_at = Some(count(val)?),
+                "surprise_reset" => c.inject.surprise_reset_at = Some(count(val)?),
+                "bad_entry" => {
+                    let (f, n) = val.and_then(|v| v.split_once('@')).ok_or_else(bad)?;
+                    let field = match f.trim() {
+                        "kind" => EntryField::Kind,
+                        "length" => EntryField::Length,
+                        "tag" => EntryField::Tag,
+                        "data_len" => EntryField::DataLen,
+                        _ => return Err(bad()),
+                    };
+                    let n = n.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+                    c.inject.bad_entry = Some((field, n));
+                }
+                "bad_word" => {
+                    let (w, n) = val.and_then(|v| v.split_once('@')).ok_or_else(bad)?;
+                    let word = match w.trim() {
+                        "issue_rd" => HostWord::IssueRd,
+                        "compl_wr" => HostWord::ComplWr,
+                        "event_done" => HostWord::EventDone,
+                        "retired" => HostWord::Retired,
+                        _ => return Err(bad()),
+                    };
+                    let n = n.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+                    c.inject.bad_word = Some((word, n));
+                }
+                "bad_value" => {
+                    let v = val.ok_or_else(bad)?;
+                    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                        None => v.parse::<u32>().ok(),
+                    };
+                    c.inject.bad_value = Some(parsed.ok_or_else(bad)?);
+                }
+                "slow_us" => c.inject.slow_ns = num(val)?.saturating_mul(1000),
                 _ => return Err(format!("unknown emu option `{key}` (in `{item}`)\n{OPTIONS_HELP}")),
             }
         }
+        c.inject.hang = match (hang_queue, hang_after) {
+            (Some(q), after) => Some((q, after.unwrap_or(0))),
+            (None, Some(_)) => {
+                return Err("emu option hang_after needs hang=Q (the queue that hangs); e.g. hang=1,hang_after=5".into());
+            }
+            (None, None) => None,
+        };
         if let Some(total) = dram_total {
             c.bank_size = total / c.dram_banks.max(1) as u64;
         }
@@ -226,9 +347,10 @@ impl EmuConfig {
                 2 * self.l1_base
             ));
         }
-        if !(20..=64).contains(&self.dma_bits) {
+        // docs/device-interface.md §2: DMA_BITS is 32 to 64.
+        if !(32..=64).contains(&self.dma_bits) {
             return Err(format!(
-                "emu option dma_bits={}: the DMA address width is 20 to 64 bits; e.g. dma_bits=32",
+                "emu option dma_bits={}: the DMA address width is 32 to 64 bits; e.g. dma_bits=32",
                 self.dma_bits
             ));
         }
@@ -251,6 +373,14 @@ mod tests {
         assert_eq!(EmuConfig::parse("jitter,jitter_queues=1").unwrap().jitter.unwrap().queues, 0b10);
         assert_eq!(EmuConfig::parse("").unwrap(), EmuConfig::default());
         assert_eq!(EmuConfig::parse("kernels=copy+fill").unwrap().kernels, 0b10001);
+        let i = EmuConfig::parse("hang=1,hang_after=5,iommu_fault=3,bad_entry=data_len@2,bad_word=issue_rd@7").unwrap();
+        assert_eq!(i.inject.hang, Some((1, 5)));
+        assert_eq!(i.inject.iommu_fault_at, Some(3));
+        assert_eq!(i.inject.bad_entry, Some((EntryField::DataLen, 2)));
+        assert_eq!(i.inject.bad_word, Some((HostWord::IssueRd, 7)));
+        let i = EmuConfig::parse("surprise_reset=4,slow_us=250,bad_value=0x41,bad_word=event_done@1").unwrap();
+        assert_eq!((i.inject.surprise_reset_at, i.inject.slow_ns, i.inject.bad_value), (Some(4), 250_000, Some(0x41)));
+        assert_eq!(EmuConfig::parse("hang=0").unwrap().inject.hang, Some((0, 0)));
     }
 
     #[test]
@@ -266,7 +396,13 @@ mod tests {
             ("dram=1K", &["128 bytes per bank (8 banks)", "1M to 4G", "e.g. dram=1G"]),
             ("kernels=conv", &["kernels=conv", "copy, eltwise_binary", "e.g. kernels=copy+fill"]),
             ("pcie_gbps=-1", &["pcie_gbps=-1", "above 0"]),
-            ("dma_bits=8", &["dma_bits=8", "20 to 64 bits"]),
+            ("dma_bits=8", &["dma_bits=8", "32 to 64 bits"]),
+            ("hang=16", &["hang=16", "a queue number below 16", "e.g. hang=1"]),
+            ("hang_after=3", &["hang_after needs hang=Q", "e.g. hang=1,hang_after=5"]),
+            ("iommu_fault=0", &["iommu_fault=0", "a count from 1"]),
+            ("bad_entry=size@1", &["bad_entry=size@1", "kind, length, tag, data_len", "e.g. bad_entry=data_len@1"]),
+            ("bad_word=issue_rd", &["bad_word=issue_rd", "@ and a count from 1"]),
+            ("bad_value=0xfffffffff", &["bad_value=0xfffffffff", "a 32-bit value"]),
         ] {
             let e = EmuConfig::parse(bad).unwrap_err();
             for n in needles {

@@ -1,6 +1,7 @@
 //! One command queue of the emulated device: fetch records from the issue ring, execute them, write completions
 //! and the device-written words, exactly as contract §4-§6 describe.
 
+use super::config::{EntryField, HostWord};
 use super::iommu::Window;
 use super::kernels;
 use super::timing::{Rng, Work};
@@ -74,6 +75,10 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         words: Vec::new(),
         free_at: 0,
         trace: None,
+        executed: 0,
+        hanging: false,
+        hang_over: false,
+        garbage: None,
     };
     e.main_loop();
 }
@@ -93,6 +98,12 @@ struct Engine<'a> {
     free_at: u64,
     /// The trace being executed, if any.
     trace: Option<TraceCursor>,
+    /// Injected faults (config.rs `Inject`): records this queue executed since creation; whether its injected hang
+    /// began and whether a reset ended it; a device-written word this queue reports as garbage until the next reset.
+    executed: u64,
+    hanging: bool,
+    hang_over: bool,
+    garbage: Option<(HostWord, u32)>,
 }
 
 impl Engine<'_> {
@@ -145,6 +156,8 @@ impl Engine<'_> {
                 self.reset_seen = g;
                 self.active = None;
                 self.free_at = 0;
+                self.hang_over |= self.hanging;
+                self.garbage = None;
                 self.enable_seq = self.qs.enable_seq.load(Ordering::Acquire);
                 self.qs.ack_gen.store(g, Ordering::Release);
             }
@@ -169,6 +182,11 @@ impl Engine<'_> {
                     }
                 }
             }
+            if self.hung() {
+                // An injected hang: consume nothing until a reset (or shutdown, or a fault elsewhere).
+                self.idle_wait(|| false);
+                continue;
+            }
             let rd = self.active.as_ref().map_or(0, |a| a.rd);
             let wr = self.qs.doorbell.load(Ordering::Acquire);
             if wr == rd {
@@ -187,6 +205,44 @@ impl Engine<'_> {
             }
             self.qs.status.fetch_and(!QueueStatus::BUSY.bits(), Ordering::AcqRel);
         }
+    }
+
+    /// Whether the injected hang (`hang=Q`) holds this queue now.
+    fn hung(&mut self) -> bool {
+        match self.sh.cfg.inject.hang {
+            Some((q, after)) if q as usize == self.q && !self.hang_over && self.executed >= after => {
+                self.hanging = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts one DMA access at `iova`: the injected IOMMU fault (`iommu_fault=N`) fires on the `N`th.
+    fn dma(&self, iova: u64) -> Result<(), Fault> {
+        if let Some(n) = self.sh.cfg.inject.iommu_fault_at
+            && self.sh.injected.dma.fetch_add(1, Ordering::AcqRel) + 1 == n
+        {
+            return Err(Fault::new(FaultCode::Iommu, iova));
+        }
+        Ok(())
+    }
+
+    /// The injected slowness (`slow_us=N`): waits, but not past a reset or shutdown. False if one came.
+    fn slow_down(&self) -> bool {
+        let ns = self.sh.cfg.inject.slow_ns;
+        if ns == 0 {
+            return true;
+        }
+        let until = Instant::now() + Duration::from_nanos(ns);
+        while !self.stopped() {
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(1)));
+        }
+        false
     }
 
     fn fault(&mut self, f: Fault, tag: u32, opcode: u32) {
@@ -264,6 +320,8 @@ impl Engine<'_> {
             return Err(bad(&hdr));
         }
         let rec_ptr = a.window.at(rec_iova, len as u64).map_err(|f| (f, hdr.tag, hdr.opcode as u32))?;
+        self.dma(rec_iova).map_err(|f| (f, hdr.tag, hdr.opcode as u32))?;
+        self.executed += 1;
         self.jitter();
         let arrival = self.arrival(rd.wrapping_add(len));
         let span = match self.execute(&hdr, &body, RecordBytes::Ring(rec_ptr), arrival) {
@@ -512,13 +570,30 @@ impl Engine<'_> {
             a.compl_wr = a.compl_wr.wrapping_add(pad as u32);
         }
         let off = a.compl_wr as u64 & (size - 1);
+        self.dma(compl_base + off)?;
+        let a = self.active.as_ref().expect("active queue");
         let p = a.window.at(compl_base + off, entry)?;
         // SAFETY: as above, for the entry's range.
         let mut slot = unsafe { RecordSlot::from_raw(p, entry as usize) };
         records::encode_compl(&mut slot, ComplKind::ReadData, tag, data_len as u32);
+        if let Some((field, n)) = self.sh.cfg.inject.bad_entry
+            && self.sh.injected.entries.fetch_add(1, Ordering::AcqRel) + 1 == n
+        {
+            // An injected corrupt entry: by default a value that breaks the contract in the way the field can.
+            let v = self.sh.cfg.inject.bad_value;
+            match field {
+                EntryField::Kind => slot.put_u8(0, v.map_or(0x7f, |v| v as u8)),
+                // A multiple of 64 that wraps `offset + length` in 32 bits.
+                EntryField::Length => slot.put_u32(4, v.unwrap_or(0xFFFF_FFC0)),
+                EntryField::Tag => slot.put_u32(8, v.unwrap_or(tag ^ 0x8000_0000)),
+                // A page more than the entry holds: a driver that trusts it copies past the entry.
+                EntryField::DataLen => slot.put_u32(12, v.unwrap_or((data_len as u32).wrapping_add(4096))),
+            }
+        }
         // SAFETY: the payload starts inside the checked entry range.
         fill(unsafe { p.add(PAYLOAD_OFFSET) })?;
         // COMPL_WR is published when the record retires: in paced mode, not before its modelled end.
+        let a = self.active.as_mut().expect("active queue");
         a.compl_wr = a.compl_wr.wrapping_add(entry as u32);
         Ok(())
     }
@@ -617,34 +692,67 @@ impl Engine<'_> {
             self.sh.clock.wait_until(span.end);
             self.free_at = span.end;
         }
+        if !self.slow_down() {
+            // Reset or shut down while held back: the record never retires.
+            return Ok(());
+        }
         if hdr.flags.contains(RecordFlags::PROFILE) {
             self.write_profile(hdr.profile_slot, span)?;
         }
+        let inject = &self.sh.cfg.inject;
+        let nth = if inject.bad_word.is_some() || inject.surprise_reset_at.is_some() {
+            self.sh.injected.retired.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            0
+        };
         let a = self.active.as_mut().expect("active queue");
         a.rd = a.rd.wrapping_add(len);
         a.retired = a.retired.wrapping_add(1);
-        put_word(a, host::COMPL_WR, a.compl_wr)?;
-        put_word(a, host::ISSUE_RD, a.rd)?;
+        if let Some((word, n)) = inject.bad_word
+            && n == nth
+        {
+            // An injected garbage word, reported until the next reset: by default far ahead of the true value
+            // (aligned, so only the bounds a driver checks can catch it).
+            let truth = match word {
+                HostWord::IssueRd => a.rd,
+                HostWord::ComplWr => a.compl_wr,
+                HostWord::EventDone => self.qs.event.load(Ordering::Acquire),
+                HostWord::Retired => a.retired,
+            };
+            self.garbage = Some((word, inject.bad_value.unwrap_or(truth.wrapping_add(0x1000_0000))));
+        }
+        let shown = |w: HostWord, v: u32| match self.garbage {
+            Some((g, bad)) if g == w => bad,
+            _ => v,
+        };
+        put_word(a, host::COMPL_WR, shown(HostWord::ComplWr, a.compl_wr))?;
+        put_word(a, host::ISSUE_RD, shown(HostWord::IssueRd, a.rd))?;
         if let Some(id) = event {
             if self.sh.cfg.pace.is_some() {
                 self.qs.note_event(id, span.end);
             }
             self.qs.event.store(id, Ordering::Release);
-            put_word(a, host::EVENT_DONE, id)?;
+            put_word(a, host::EVENT_DONE, shown(HostWord::EventDone, id))?;
             // Other queues may be stalled in EVENT_WAIT on us.
             for (i, other) in self.sh.queues.iter().enumerate() {
                 if i != self.q {
                     other.wake();
                 }
             }
+        } else if let Some((HostWord::EventDone, bad)) = self.garbage {
+            put_word(a, host::EVENT_DONE, bad)?;
         }
         put_word(a, host::LAST_TAG, hdr.tag)?;
-        put_word(a, host::RETIRED, a.retired)?;
+        put_word(a, host::RETIRED, shown(HostWord::Retired, a.retired))?;
         self.qs.retired.store(a.retired, Ordering::Release);
         if hdr.flags.contains(RecordFlags::NOTIFY) {
             self.sh.raise_irq(self.q);
         }
         self.sh.progress_irq(self.q);
+        if inject.surprise_reset_at == Some(nth) {
+            // An injected surprise reset: as if someone else reset the function (contract §7.2).
+            self.sh.reset();
+        }
         Ok(())
     }
 

@@ -150,6 +150,19 @@ struct Shared {
     clock: Clock,
     pacer: Pacer,
     irqs: Vec<OwnedFd>,
+    /// Events counted for injected faults (`EmuConfig::inject`), over all queues since creation.
+    injected: InjectCounts,
+}
+
+/// What the injected faults count (config.rs, `Inject`): each fires once, when its count reaches the option's.
+#[derive(Default)]
+struct InjectCounts {
+    /// DMA accesses: records fetched, completion entries written.
+    dma: AtomicU64,
+    /// Completion entries written.
+    entries: AtomicU64,
+    /// Records retired.
+    retired: AtomicU64,
 }
 
 impl Shared {
@@ -281,6 +294,7 @@ impl Emulator {
             clock: Clock::default(),
             pacer: Pacer::default(),
             irqs,
+            injected: InjectCounts::default(),
         });
         let mut threads = Vec::new();
         for q in 0..shared.queues.len() {
