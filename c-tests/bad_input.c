@@ -420,6 +420,8 @@ static void test_nulls(fixture *f) {
   NUL(ttdrv_buffer_get_spec, "out", ttdrv_buffer_get_spec(f->buf, NULL));
   NUL(ttdrv_buffer_host_size, "buffer", ttdrv_buffer_host_size(NULL, NULL));
   NUL(ttdrv_buffer_host_size, "out", ttdrv_buffer_host_size(f->buf, NULL));
+  NUL(ttdrv_buffer_contents, "buffer", ttdrv_buffer_contents(NULL, NULL));
+  NUL(ttdrv_buffer_contents, "out", ttdrv_buffer_contents(f->buf, NULL));
   uint32_t words[12];
   NUL(ttdrv_buffer_accessor, "buffer", ttdrv_buffer_accessor(NULL, words, 12));
   NUL(ttdrv_buffer_accessor, "out", ttdrv_buffer_accessor(f->buf, NULL, 12));
@@ -616,6 +618,9 @@ static void bad_buffer_everywhere(fixture *f, ttdrv_buffer *b, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_buffer_address(b, &addr));
   STV(INVALID_HANDLE, needles, ttdrv_buffer_get_spec(b, &s));
   STV(INVALID_HANDLE, needles, ttdrv_buffer_host_size(b, &hs));
+  uint32_t contents = SENT32;
+  STV(INVALID_HANDLE, needles, ttdrv_buffer_contents(b, &contents));
+  TRUE_(contents == SENT32, "ttdrv_buffer_contents wrote its output on failure");
   STV(INVALID_HANDLE, needles, ttdrv_buffer_accessor(b, words, 12));
   STV(INVALID_HANDLE, needles, ttdrv_to_memory_config(b, 0, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_reshard(b, 0, &mem, &ob));
@@ -1431,6 +1436,9 @@ static void test_closed(void) {
   /* What the handle itself knows still answers; releasing works. */
   uint64_t addr = 0;
   OK(ttdrv_buffer_address(b, &addr));
+  uint32_t contents = SENT32;
+  OK(ttdrv_buffer_contents(b, &contents));
+  TRUE_(contents == TTDRV_CONTENTS_DEFINED, "contents %u of a written buffer after close", contents);
   uint32_t ops = 0;
   OK(ttdrv_mlp_ops_per_run(m, &ops));
   OK(ttdrv_buffer_free(input));

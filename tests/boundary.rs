@@ -171,8 +171,10 @@ fn a_non_blocking_read_whose_wait_times_out_stays_pending() {
 /// which must reach no destination. On one that honours the reset at once, the reset succeeds.
 #[test]
 fn a_reset_ends_every_pending_read() {
-    let dev = open("emu:paced,pcie_gbps=0.0001", &params(Duration::from_secs(20)));
-    let s = spec(64, 1024);
+    // A 1 MiB completion ring takes the whole 250 KB read in one record, which the paced device spends 2.6 s on.
+    let p = DeviceParams { completion_ring_size: 1 << 20, ..params(Duration::from_secs(20)) };
+    let dev = open("emu:paced,pcie_gbps=0.0001", &p);
+    let s = spec(64, 1000);
     let b = dev.allocate(&s).unwrap();
     let mut out = vec![0u8; s.host_bytes() as usize];
     // SAFETY: `out` lives to the end of the test; the reset below ends the read before `out` is touched.

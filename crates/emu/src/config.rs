@@ -298,7 +298,9 @@ impl EmuConfig {
         c.inject.hang = match (hang_queue, hang_after) {
             (Some(q), after) => Some((q, after.unwrap_or(0))),
             (None, Some(_)) => {
-                return Err("emu option hang_after needs hang=Q (the queue that hangs); e.g. hang=1,hang_after=5".into());
+                return Err(
+                    "emu option hang_after needs hang=Q (the queue that hangs); e.g. hang=1,hang_after=5".into()
+                );
             }
             (None, None) => None,
         };
