@@ -5,7 +5,9 @@
 //! - the emulated IOMMU: mappings of the driver's memfd, translation, device-side writes, faults outside a window,
 //!   windows that outlive an unmap;
 //! - the rings: a device with the smallest rings, so records wrap the issue ring many times, read data is
-//!   scattered from a wrapping completion ring, and events cross queues.
+//!   scattered from a wrapping completion ring, and events cross queues;
+//! - reads that own their destination (returned, cancelled, dropped and leaked in flight) and cancelled raw reads,
+//!   whose entries are consumed into nothing after the destination is freed.
 //!
 //! Miri and Rust's sanitizers need a nightly toolchain, which this project cannot install; memcheck sees the same
 //! class of bug (reads of freed or unmapped memory, uninitialised bytes reaching a branch or a syscall, overruns
@@ -189,4 +191,30 @@ fn closing_with_reads_in_flight_delivers_them() {
     dev.close().unwrap();
     assert_eq!(out, data);
     drop(b);
+}
+
+/// The owned read's raw parts and the cancellation of reads in flight: a destination freed after its read was
+/// cancelled (or dropped) is never written, which memcheck would report as an invalid write.
+#[test]
+fn owned_and_cancelled_reads_never_touch_freed_destinations() {
+    let dev = small_ring_device(1);
+    let spec = BufferSpec::new(48, 256, DType::Float32, MemoryConfig::DRAM);
+    let b = dev.allocate(&spec).unwrap();
+    let data = pattern(spec.host_bytes() as usize, 7);
+    b.write(0, &data, false).unwrap();
+    let r = b.read_owned(0, vec![0; data.len()]).unwrap();
+    assert_eq!(r.wait().unwrap(), data);
+    // Dropped in flight: cancelled, then freed; the completion entries arrive afterwards.
+    drop(b.read_owned(0, vec![0; data.len()]).unwrap());
+    let v = b.read_owned(0, vec![0; data.len()]).unwrap().cancel();
+    drop(v);
+    // A raw read cancelled, then its destination freed.
+    let mut out = vec![0u8; data.len()];
+    // SAFETY: `out` is freed only after the read is cancelled, which ends every write to it.
+    let pending = unsafe { b.read_nonblocking(0, out.as_mut_ptr()) }.unwrap();
+    pending.cancel();
+    drop(out);
+    dev.finish(0).unwrap();
+    assert_eq!(b.read_to_vec(0).unwrap(), data);
+    dev.close().unwrap();
 }

@@ -132,7 +132,8 @@ impl Profiler {
 
     /// Maps device time onto the profiler's clock: `dev_now` was read from the device's `TIME` register now.
     pub fn correlate(&self, dev_now: u64) {
-        self.offset.store(self.now_ns() as i64 - dev_now as i64, Ordering::Relaxed);
+        // Device time is device data: a garbage clock gives garbage timestamps, never an overflow.
+        self.offset.store((self.now_ns() as i64).wrapping_sub(dev_now as i64), Ordering::Relaxed);
     }
 
     fn push(&self, s: Span) {
@@ -189,7 +190,8 @@ impl Profiler {
                         self.lost.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let map = |d: u64| (d as i64 + offset).max(0) as u64;
+                    // Slots are device-written: saturating, so a garbage timestamp cannot overflow.
+                    let map = |d: u64| (d as i64).saturating_add(offset).max(0) as u64;
                     out.push(Span { lane: Lane::Queue(q), name, cat, start_ns: map(s), end_ns: map(t) });
                 }
             }

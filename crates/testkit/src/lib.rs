@@ -1,11 +1,13 @@
 //! Fixtures shared by ttdrv's tests, its benchmarks and the `ttdrv` command's `demo` and `bench`: host references
-//! computed independently of the device ([`hostref`]) and the bare-ring reference measurement ([`BareRing`]).
+//! computed independently of the device ([`hostref`]), the bare-ring reference measurement ([`BareRing`]), and a
+//! device that lies about everything it reports, for the fuzz target ([`lying`]).
 //!
 //! Not shipped as part of the driver: nothing here is API a model runtime needs.
 
 pub mod fakesys;
 pub mod hostref;
 pub mod logcapture;
+pub mod lying;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
