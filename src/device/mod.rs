@@ -490,16 +490,22 @@ impl Device {
         self.inner.profiler.as_ref().map_or_else(Vec::new, |p| p.spans())
     }
 
-    /// Resets the device after a fault (or at any time): pending work is dropped, reads in flight are never
-    /// delivered, buffer contents, kernel images and traces are lost (buffers keep their addresses). The queues
-    /// are re-initialised and the device is usable again.
+    /// Resets the device after a fault or a protocol violation (or at any time): pending work is dropped and reads
+    /// in flight are never delivered — once this returns, whatever its result, no read destination is written
+    /// again. Buffer contents, kernel images and traces are lost (buffers keep their addresses): per
+    /// docs/device-interface.md §7.2 no buffer survives a reset, so every buffer allocated before it reports
+    /// [`Contents::LostInReset`] until written whole again. The queues are re-initialised and the device is usable
+    /// again. If the device does not come back within 1 s the error says so ([`Error::NotReady`]) and every call
+    /// fails until a reset succeeds.
     pub fn reset(&self) -> Result<()> {
         self.inner.reset()
     }
 
-    /// Drains every queue (up to the timeout, or 5 s if shorter), then releases the device. Work that does not
-    /// finish in time is abandoned by resetting the device first. Later calls on any object of this device fail
-    /// with a "closed" error.
+    /// Drains every queue (all together, up to the timeout or 5 s, whichever is shorter), then releases the
+    /// device. Work that does not finish in time is abandoned by resetting the device (waiting at most a further
+    /// 1 s for it), and a warning with each queue's state is logged. Whatever the device is doing, close returns
+    /// within those bounds, and once it returns no read destination is written again. Later calls on any object of
+    /// this device fail with a "closed" error.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
     }

@@ -76,8 +76,8 @@ pub struct Inject {
     /// `bad_entry=FIELD@N`: the `N`th completion entry written has `FIELD` replaced (by `bad_value`, or a value
     /// chosen to break the contract).
     pub bad_entry: Option<(EntryField, u64)>,
-    /// `bad_word=WORD@N`: when the `N`th record retires, its queue's `WORD` is written garbage (`bad_value`, or a
-    /// value chosen to break the contract) instead of the true value.
+    /// `bad_word=WORD@N`: from the `N`th record retired until the next reset, its queue's `WORD` is written as
+    /// garbage (`bad_value`, or a value chosen to break the contract) instead of the true value.
     pub bad_word: Option<(HostWord, u64)>,
     /// `bad_value=V`: the garbage `bad_entry` and `bad_word` write.
     pub bad_value: Option<u32>,
@@ -139,8 +139,8 @@ afterwards brings back a healthy device):
   hang_after=N        hang: after queue Q has executed N records (default 0)
   iommu_fault=N       the Nth DMA (record fetch or completion entry write) faults with IOMMU
   bad_entry=FIELD@N   the Nth completion entry has FIELD (kind, length, tag, data_len) corrupted; e.g. data_len@1
-  bad_word=WORD@N     when the Nth record retires, WORD (issue_rd, compl_wr, event_done, retired) is written as
-                      garbage instead; e.g. issue_rd@3
+  bad_word=WORD@N     from the Nth record retired until the next reset, its queue's WORD (issue_rd, compl_wr,
+                      event_done, retired) is written as garbage instead; e.g. issue_rd@3
   bad_value=V         the garbage bad_entry and bad_word write (default: a value chosen to break the contract)
   surprise_reset=N    the device resets itself right after the Nth record retires
   slow_us=N           every record takes N microseconds more before it retires (a device slow enough to time out;
