@@ -123,6 +123,12 @@ impl Rings {
         // A new issuer starts at tag 1 and event id 1: nothing is issued yet.
         self.published_tag.store(0, Ordering::Relaxed);
         self.published_event.store(0, Ordering::Relaxed);
+        // Tags restart at 1 with the new issuer, so an entry left in the completion ring from before a reset would
+        // carry a tag the next reads use: cleared, such an entry (which a device claiming more than it wrote would
+        // expose) has length 0 and is refused instead of being taken for new read data.
+        // SAFETY: the completion ring is inside our live mapping; the queue is disabled (CTRL = 0 above), so the
+        // device does not access it, and the host reads it only below COMPL_WR, which is 0.
+        unsafe { std::ptr::write_bytes(self.compl_ptr(0), 0, self.sizes.completion as usize) };
         fence(Ordering::SeqCst);
         t.write32(regs::queue_reg(q, qreg::CTRL), 1);
     }

@@ -76,3 +76,36 @@ fn completer_reads_only_below_compl_wr() {
     assert_eq!(outs[2], p3);
     assert_eq!(c.rd(), RING + e3);
 }
+
+/// Enabling a queue clears its completion ring: tags restart at 1 after a reset, so an entry left from before it
+/// would carry a tag the next reads use. A device that then claims more than it wrote (COMPL_WR ahead of its
+/// entries) exposes only zeroes, which are refused, never old read data.
+#[test]
+fn enable_clears_entries_left_from_before() {
+    use std::sync::atomic::AtomicU32;
+    use ttdrv_contract::records::{ComplKind, encode_compl};
+
+    let t: Arc<dyn Transport> =
+        Arc::new(crate::transport::emulated::EmulatedTransport::new(Default::default()).unwrap());
+    let sizes = RingSizes { issue: RING, completion: RING, profile_slots: 0 };
+    let opts = MemoryOptions { hugepages: false, ..MemoryOptions::default() };
+    let rings = Arc::new(Rings::new(0, &t, &high_iovas(), sizes, &opts).unwrap());
+    let base = rings.region().ptr();
+    // An entry for tag 1 from "before the reset".
+    let old = pattern(64, 9);
+    // SAFETY: the first 128 bytes of the completion ring, which nothing else accesses (queue not enabled yet).
+    let mut slot = unsafe { RecordSlot::from_raw(base.add(RING_OFFSET + RING as usize), 128) };
+    encode_compl(&mut slot, ComplKind::ReadData, 1, 64);
+    slot.put_bytes(PAYLOAD_OFFSET, &old);
+    rings.enable(t.as_ref());
+    t.write32(regs::queue_reg(0, qreg::CTRL), 0);
+    let mut c = Completer::new(rings.clone());
+    let mut out = vec![0u8; 64];
+    c.expect(1, Scatter { dst: out.as_mut_ptr(), count: 1, piece: 64, src_stride: 64, dst_stride: 0 });
+    // The device claims the entry is there.
+    // SAFETY: the COMPL_WR word of the region, 4-byte aligned; the queue is disabled, so only this test writes it.
+    unsafe { AtomicU32::from_ptr(base.add(host::COMPL_WR) as *mut u32) }.store(128, Ordering::Release);
+    let err = c.drain(t.as_ref()).unwrap_err();
+    assert!(matches!(err, ProtocolError::EntryLength { length: 0, .. }), "{err}");
+    assert!(out.iter().all(|&b| b == 0), "an entry from before the enable was delivered");
+}

@@ -8,7 +8,10 @@
 //! registers the driver reads back, every device-written word of a queue's host region (`ISSUE_RD`, `COMPL_WR`,
 //! `EVENT_DONE`, `RETIRED`, `LAST_TAG`) and every field of every completion entry header. It can also stop
 //! consuming a queue (a hang). It never writes outside the memory the driver mapped for it, and only where the
-//! contract lets it (the completion ring's free space, the words): what it lies about is values.
+//! contract lets it (the completion ring's free space, the words): what it lies about is values. It behaves as
+//! the geometry it reported (banks, grid, memory sizes), and the one lie it does not tell is an `ISSUE_RD` between
+//! its true read pointer and the doorbell: no host can tell either from the truth, and they only corrupt the
+//! device's own results.
 //!
 //! [`run`] opens a [`Device`] on one, then lets the same script choose a sequence of calls (writes, blocking and
 //! owned reads, finishes, events, fills, resets) and checks the driver's promises: no panic (the fuzzer's check),
@@ -346,26 +349,37 @@ impl Model {
         Ok(true)
     }
 
-    /// The unit and offset of interleaved page `page` (contract §4.2).
+    /// A probe register as the device reported it (its lie, if it told one): the device behaves as it claims to
+    /// be — a device that reports one geometry and uses another computes wrong addresses, which no host can see.
+    fn reported(&self, off: BarOffset) -> u32 {
+        self.probe.get(&off.0).copied().unwrap_or_else(|| Model::honest_probe(off))
+    }
+
+    /// The unit and offset of interleaved page `page` (contract §4.2), in the geometry the device reported.
     fn page(&self, mem: Memory, base: u64, stride: u32, page: u32) -> (u16, u64) {
+        let grid = self.reported(global::GRID);
         let units = match mem {
-            Memory::Dram => BANKS,
-            Memory::L1 => (GRID & 0xFF) * (GRID >> 16),
-        };
+            Memory::Dram => self.reported(global::DRAM_BANKS),
+            Memory::L1 => (grid & 0xFF) * ((grid >> 16) & 0xFF),
+        }
+        .max(1);
         ((page % units) as u16, base.wrapping_add((page / units) as u64 * stride as u64))
     }
 
-    /// Bytes of one unit of `mem` (what the honest probe reports).
-    fn unit_size(mem: Memory) -> u64 {
+    /// Bytes of one unit of `mem`, as the device reported.
+    fn unit_size(&self, mem: Memory) -> u64 {
         match mem {
-            Memory::Dram => BANK_SIZE,
-            Memory::L1 => 1 << 20,
+            Memory::Dram => {
+                self.reported(global::DRAM_BANK_SIZE_LO) as u64
+                    | (self.reported(global::DRAM_BANK_SIZE_HI) as u64) << 32
+            }
+            Memory::L1 => self.reported(global::L1_SIZE) as u64,
         }
     }
 
     /// Writes `data` at `at` in a unit; `Err(at)` (an `ADDRESS` fault) if it leaves the unit.
     fn mem_write(&mut self, mem: Memory, unit: u16, at: u64, data: &[u8]) -> Result<(), u64> {
-        at.checked_add(data.len() as u64).filter(|e| *e <= Self::unit_size(mem)).ok_or(at)?;
+        at.checked_add(data.len() as u64).filter(|e| *e <= self.unit_size(mem)).ok_or(at)?;
         let mut done = 0;
         while done < data.len() {
             let a = at + done as u64;
@@ -380,7 +394,7 @@ impl Model {
 
     /// Reads `len` bytes at `at` in a unit (never-written bytes are 0); `Err(at)` if they leave the unit.
     fn mem_read(&self, mem: Memory, unit: u16, at: u64, len: u64) -> Result<Vec<u8>, u64> {
-        at.checked_add(len).filter(|e| *e <= Self::unit_size(mem)).ok_or(at)?;
+        at.checked_add(len).filter(|e| *e <= self.unit_size(mem)).ok_or(at)?;
         let mut out = vec![0u8; len as usize];
         let mut done = 0;
         while done < out.len() {
@@ -440,11 +454,17 @@ impl Model {
         let qs = &mut self.queues[q];
         qs.rd = qs.rd.wrapping_add(len);
         qs.retired = qs.retired.wrapping_add(1);
-        let (rd, compl_wr, retired, ev) = (qs.rd, qs.compl_wr, qs.retired, qs.event);
+        let (rd, compl_wr, retired, ev, doorbell) = (qs.rd, qs.compl_wr, qs.retired, qs.event, qs.doorbell);
         let words = [(host::COMPL_WR, compl_wr), (host::ISSUE_RD, rd), (host::LAST_TAG, tag), (host::RETIRED, retired)];
         for (off, v) in words {
-            let v = self.script.word(v);
-            self.put_word(q, off, v);
+            let mut shown = self.script.word(v);
+            // Never claim records consumed that are not: a read pointer between the truth and the doorbell is a lie
+            // no host can tell from the truth, and it only corrupts the device's own input (the host may then
+            // overwrite records the device has yet to read). Every other value is fair game.
+            if off == host::ISSUE_RD && shown != rd && doorbell.wrapping_sub(shown) < doorbell.wrapping_sub(rd) {
+                shown = rd;
+            }
+            self.put_word(q, off, shown);
         }
         if event {
             let v = self.script.word(ev);
