@@ -437,15 +437,21 @@ impl Model {
             self.queues[q].compl_wr = self.queues[q].compl_wr.wrapping_add(pad as u32);
         }
         let off = self.queues[q].compl_wr as u64 & (size - 1);
-        // SAFETY: the entry is inside the completion ring (no wrap, after the pad) and free (checked above).
-        let mut slot = unsafe { RecordSlot::from_raw((ring + off as usize) as *mut u8, entry as usize) };
-        records::encode_compl(&mut slot, ComplKind::ReadData, tag, data.len() as u32);
-        slot.put_bytes(PAYLOAD_OFFSET, data);
-        slot.put_u8(0, self.script.word(ComplKind::ReadData as u32) as u8);
-        slot.put_u32(4, self.script.word(entry as u32));
-        slot.put_u32(8, self.script.word(tag));
-        slot.put_u32(12, self.script.word(data.len() as u32));
-        self.queues[q].compl_wr = self.queues[q].compl_wr.wrapping_add(entry as u32);
+        let (kind, length) = (self.script.word(ComplKind::ReadData as u32), self.script.word(entry as u32));
+        let (tag, data_len) = (self.script.word(tag), self.script.word(data.len() as u32));
+        // A shorter length that is a whole number of 64-byte lines is a real short entry: the device writes only
+        // that much (the data truncated) and the next entry follows it. Any other length is a lie in the header of
+        // an entry of the true size.
+        let short = length as u64 >= FIXED_LEN as u64 && (length as u64) < entry && length as usize % RECORD_ALIGN == 0;
+        let phys = if short { length as u64 } else { entry };
+        // SAFETY: the entry is inside the completion ring (no wrap, after the pad; `phys` <= `entry`) and free.
+        let mut slot = unsafe { RecordSlot::from_raw((ring + off as usize) as *mut u8, phys as usize) };
+        records::encode_compl(&mut slot, ComplKind::ReadData, tag, data_len);
+        let keep = data.len().min(phys as usize - PAYLOAD_OFFSET);
+        slot.put_bytes(PAYLOAD_OFFSET, &data[..keep]);
+        slot.put_u8(0, kind as u8);
+        slot.put_u32(4, length);
+        self.queues[q].compl_wr = self.queues[q].compl_wr.wrapping_add(phys as u32);
         Ok(true)
     }
 
