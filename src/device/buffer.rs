@@ -73,13 +73,10 @@ impl MemoryConfig {
     }
 }
 
-/// Element arrangement in host and device memory. Only row-major pages exist today; the field is queryable so
-/// callers can check it, as ttnn code does with `tensor.layout`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TensorLayout {
-    /// Rows are pages.
-    RowMajor,
-}
+/// How a tensor's elements are arranged in its pages (`ttnn.ROW_MAJOR_LAYOUT`, `ttnn.TILE_LAYOUT`): row-major, or
+/// 32×32 tiles of four 16×16 faces with the shape padded up to whole tiles (docs/device-interface.md §8.3.2). Host
+/// data is dense row-major of the logical shape either way; transfers tilize and untilize.
+pub use ttdrv_contract::kernel::TensorLayout;
 
 /// Everything that defines a buffer except its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -367,6 +364,7 @@ impl Buffer {
             shard_cols,
             grid,
             col_major,
+            tensor_layout: self.spec.layout,
         }
     }
 
