@@ -476,3 +476,63 @@ fn matmul_on_tiled_and_mixed_operands_matches_the_host() {
         }
     }
 }
+
+/// A device of contract 1.0: the emulator with its `VERSION` register reading 1.0, everything else passed through.
+struct Contract10(Arc<dyn Transport>);
+
+impl Transport for Contract10 {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn read32(&self, off: ttdrv::contract::regs::BarOffset) -> u32 {
+        if off == ttdrv::contract::regs::global::VERSION { 1 << 16 } else { self.0.read32(off) }
+    }
+    fn write32(&self, off: ttdrv::contract::regs::BarOffset, val: u32) {
+        self.0.write32(off, val)
+    }
+    fn iova_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        self.0.iova_ranges()
+    }
+    fn dma_map(
+        &self,
+        mem: &ttdrv::transport::DmaMemory,
+        iova: ttdrv::contract::Iova,
+    ) -> Result<(), ttdrv::transport::TransportError> {
+        self.0.dma_map(mem, iova)
+    }
+    fn dma_unmap(&self, iova: ttdrv::contract::Iova, len: u64) -> Result<(), ttdrv::transport::TransportError> {
+        self.0.dma_unmap(iova, len)
+    }
+    fn reset(&self) -> Result<(), ttdrv::transport::TransportError> {
+        self.0.reset()
+    }
+    fn irq_vectors(&self) -> u32 {
+        self.0.irq_vectors()
+    }
+    fn wait_irq(&self, vector: u32, timeout: std::time::Duration) -> Result<bool, ttdrv::transport::TransportError> {
+        self.0.wait_irq(vector, timeout)
+    }
+    fn needs_pinned_memory(&self) -> bool {
+        self.0.needs_pinned_memory()
+    }
+}
+
+/// A device of contract 1.0 reads accessor word 11 as reserved and would place a tiled tensor's elements row-major:
+/// the driver refuses tiled buffers on it, naming the contract versions and §8.3.2, and row-major ones still work.
+#[test]
+fn a_contract_1_0_device_refuses_tiled_buffers() {
+    let (_e, t) = emulator(EmuConfig::default());
+    let t: Arc<dyn Transport> = Arc::new(Contract10(t));
+    let dev = Device::open_transport(t, &DeviceParams { hugepages: false, ..DeviceParams::default() }).unwrap();
+    assert_eq!((dev.info().version_major, dev.info().version_minor), (1, 0));
+    let spec = BufferSpec::tiled(32, 32, DType::Float32, MemoryConfig::DRAM);
+    expect_err!(
+        dev.allocate(&spec),
+        Error::Unsupported(_),
+        ["device contract 1.0", "no tiled tensors", "they need 1.1", "§8.3.2", "row-major"]
+    );
+    let data = pattern(32 * 32 * 4, 1);
+    let b = dev.buffer_from_host(&BufferSpec::new(32, 32, DType::Float32, MemoryConfig::DRAM), 0, &data).unwrap();
+    expect_err!(dev.to_layout(0, &b, TensorLayout::Tile, &MemoryConfig::DRAM), Error::Unsupported(_), ["no tiled"]);
+    assert_eq!(b.read_to_vec(0).unwrap(), data);
+}
