@@ -251,6 +251,16 @@ fn tiled_specs_the_device_cannot_place_are_refused() {
         l1(Layout::BlockSharded, cores(0, 0, 7, 7), [64, 64]),
         &["[64, 64] does not divide", "[64, 96] (the shape [50, 70] padded to whole tiles)"],
     );
+    // Shapes whose padding overflows, or that no device memory holds, fail cleanly.
+    bad(
+        BufferSpec::tiled(u32::MAX, 1, DType::Float32, MemoryConfig::DRAM),
+        &["padded up to whole tiles", "4294967296"],
+    );
+    expect_err!(
+        dev.allocate(&BufferSpec::tiled(1 << 30, 1 << 30, DType::Float32, MemoryConfig::L1)),
+        Error::OutOfDeviceMemory { .. },
+        ["L1"]
+    );
     // Host data is the logical shape, not the padded one.
     let b = dev.allocate(&BufferSpec::tiled(50, 70, DType::Float32, MemoryConfig::DRAM)).unwrap();
     expect_err!(b.write(0, &vec![0u8; 64 * 96 * 4], false), Error::HostLength { .. }, ["pass exactly 14000 bytes"]);

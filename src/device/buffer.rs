@@ -224,7 +224,7 @@ impl DeviceInner {
                 let page = if tiled { tile_bytes } else { s.cols as u64 * es };
                 let stride = align_up(page, align);
                 let pages = if tiled { (prows / TILE_DIM as u64) * (pcols / TILE_DIM as u64) } else { s.rows as u64 };
-                let footprint = pages.div_ceil(units) * stride;
+                let footprint = pages.div_ceil(units).saturating_mul(stride);
                 if stride > u32::MAX as u64 {
                     return bad(format!(
                         "rows of {} bytes are too long: a page (one row) holds at most {} bytes; use fewer columns",
@@ -309,7 +309,7 @@ impl DeviceInner {
                         u32::MAX
                     ));
                 }
-                Ok(Placement { page_stride: stride as u32, footprint: pages * stride, align })
+                Ok(Placement { page_stride: stride as u32, footprint: pages.saturating_mul(stride), align })
             }
         }
     }
