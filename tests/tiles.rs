@@ -546,3 +546,41 @@ fn a_contract_1_0_device_refuses_tiled_buffers() {
     expect_err!(dev.to_layout(0, &b, TensorLayout::Tile, &MemoryConfig::DRAM), Error::Unsupported(_), ["no tiled"]);
     assert_eq!(b.read_to_vec(0).unwrap(), data);
 }
+
+/// The padding rule holds for any blocks, not only the tile-aligned ones the ops use: a hand-built fill over four
+/// cores whose blocks cut tiles ([0, 20) and [20, 50) rows by [0, 33) and [33, 70) columns) leaves every padding
+/// element zero, whichever core's block borders it (contract §8.3.2).
+#[test]
+fn padding_is_zeroed_whatever_the_blocks() {
+    use ttdrv::contract::kernel::{Block, BuiltinKernel};
+    use ttdrv::contract::records::CoreRect;
+    use ttdrv::device::program::{KernelSource, ProgramDesc};
+    let mut rig = Rig::new(RING, RING);
+    for dtype in [DType::Float32, DType::BFloat16] {
+        let out = rig.dev.allocate(&BufferSpec::tiled(50, 70, dtype, MemoryConfig::L1)).unwrap();
+        rig.scribble(&out, 3);
+        let k = BuiltinKernel::Fill;
+        let prog = rig
+            .dev
+            .program(ProgramDesc {
+                kernel: KernelSource::Builtin(k),
+                cores: CoreRect { x0: 0, y0: 0, x1: 1, y1: 1 },
+                ct_args: vec![],
+                cbs: vec![],
+                sems: vec![],
+                rt_words: k.rt_words() as u16,
+            })
+            .unwrap();
+        let acc = out.accessor().to_words();
+        let mut rt = Vec::new();
+        for (r0, r1, c0, c1) in [(0, 20, 0, 33), (0, 20, 33, 70), (20, 50, 0, 33), (20, 50, 33, 70)] {
+            rt.extend_from_slice(&Block { r0, r1, c0, c1 }.to_words());
+            rt.extend_from_slice(&acc);
+            rt.push(1.5f32.to_bits());
+        }
+        prog.run(0, &rt, &[&out]).unwrap();
+        let want = encode(&[1.5; 50 * 70], dtype);
+        assert_bytes_eq(&out.read_to_vec(0).unwrap(), &want, &format!("{dtype:?} fill"));
+        rig.check_tiles(&out, &want, &format!("{dtype:?} fill over tile-cutting blocks"));
+    }
+}
