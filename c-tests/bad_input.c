@@ -443,6 +443,9 @@ static void test_nulls(fixture *f) {
   NUL(ttdrv_reshard, "input", ttdrv_reshard(NULL, 0, &mem, &ob));
   NUL(ttdrv_reshard, "mem", ttdrv_reshard(f->buf, 0, NULL, &ob));
   NUL(ttdrv_reshard, "out", ttdrv_reshard(f->buf, 0, &mem, NULL));
+  NUL(ttdrv_to_layout, "input", ttdrv_to_layout(NULL, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob));
+  NUL(ttdrv_to_layout, "mem", ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, NULL, &ob));
+  NUL(ttdrv_to_layout, "out", ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, NULL));
   NUL(ttdrv_reshard_into, "input", ttdrv_reshard_into(NULL, 0, f->buf2));
   NUL(ttdrv_reshard_into, "output", ttdrv_reshard_into(f->buf, 0, NULL));
   NUL(ttdrv_matmul, "a", ttdrv_matmul(NULL, f->buf2, 0, &mem, &ob));
@@ -619,6 +622,7 @@ static void bad_buffer_everywhere(fixture *f, ttdrv_buffer *b, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_buffer_accessor(b, words, 12));
   STV(INVALID_HANDLE, needles, ttdrv_to_memory_config(b, 0, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_reshard(b, 0, &mem, &ob));
+  STV(INVALID_HANDLE, needles, ttdrv_to_layout(b, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_reshard_into(b, 0, f->buf2));
   STV(INVALID_HANDLE, needles, ttdrv_reshard_into(f->buf2, 0, b));
   STV(INVALID_HANDLE, needles, ttdrv_matmul(b, f->buf2, 0, &mem, &ob));
@@ -963,15 +967,24 @@ static void test_ranges(fixture *f) {
   s.mem.shard.orientation = 2;
   alloc_fails(__LINE__, "orientation 2", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "orientation 2");
   s = dram_spec(32, 64);
-  s.tensor_layout = 1;
-  alloc_fails(__LINE__, "tensor_layout 1", dev, &s, TTDRV_STATUS_UNSUPPORTED, "tensor_layout 1");
+  s.tensor_layout = 2;
+  alloc_fails(__LINE__, "tensor_layout 2", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "tensor_layout 2");
+  s.tensor_layout = UINT32_MAX;
+  alloc_fails(__LINE__, "tensor_layout max", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "TTDRV_TENSOR_LAYOUT_TILE");
+  /* Tiled shards hold whole 32x32 tiles. */
+  s = spec_f32(32, 64, mc_l1_height(2, 32, 64)); /* shards of 16 rows */
+  s.tensor_layout = TTDRV_TENSOR_LAYOUT_TILE;
+  alloc_fails(__LINE__, "tiled shard rows 16", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "whole 32x32 tiles");
   ttdrv_memory_config mem = mc_interleaved(TTDRV_BUFFER_DRAM);
   ttdrv_buffer *ob = SENTINEL;
   ST(INVALID_ARGUMENT, ttdrv_eltwise_binary(f->buf, f->buf2, 3, 0, &mem, &ob), "binary op 3");
   ST(INVALID_ARGUMENT, ttdrv_eltwise_unary(f->buf, 4, 0, 0, &mem, &ob), "unary op 4");
   mem.buffer_type = 7;
   ST(INVALID_ARGUMENT, ttdrv_to_memory_config(f->buf, 0, &mem, &ob), "buffer_type 7");
+  ST(INVALID_ARGUMENT, ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob), "buffer_type 7");
   ST(INVALID_ARGUMENT, ttdrv_eltwise_unary(f->buf, TTDRV_UNARY_RELU, 0, 0, &mem, &ob), "buffer_type 7");
+  mem = mc_interleaved(TTDRV_BUFFER_DRAM);
+  ST(INVALID_ARGUMENT, ttdrv_to_layout(f->buf, 0, 2, &mem, &ob), "tensor_layout 2", "TTDRV_TENSOR_LAYOUT_TILE");
   UNCHANGED(ob);
 
   /* struct_size too small; larger is accepted and what lies beyond our struct is left alone. */
@@ -1102,6 +1115,7 @@ static void bad_queue_everywhere(fixture *f, ttdrv_device *dev, ttdrv_buffer *bu
   STV(INVALID_ARGUMENT, n, ttdrv_trace_execute(dev, 1, cq, false));
   STV(INVALID_ARGUMENT, n, ttdrv_to_memory_config(buf, cq, &mem, &ob));
   STV(INVALID_ARGUMENT, n, ttdrv_reshard(buf, cq, &mem, &ob));
+  STV(INVALID_ARGUMENT, n, ttdrv_to_layout(buf, cq, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob));
   STV(INVALID_ARGUMENT, n, ttdrv_eltwise_unary(buf, TTDRV_UNARY_RELU, 0, cq, &mem, &ob));
   STV(INVALID_ARGUMENT, n, ttdrv_fill(buf, cq, 1.0f));
   (void)f;
@@ -1422,6 +1436,7 @@ static void test_closed(void) {
   ST(CLOSED, ttdrv_buffer_read(b, 0, true, (uint8_t *)data, sizeof data), "closed");
   ST(CLOSED, ttdrv_fill(b, 0, 1.0f), "closed");
   ST(CLOSED, ttdrv_to_memory_config(b, 0, &mem, &ob), "closed");
+  ST(CLOSED, ttdrv_to_layout(b, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob), "closed");
   ST(CLOSED, ttdrv_event_record(e, 0), "closed");
   ST(CLOSED, ttdrv_event_synchronize(e), "closed");
   bool done = false;

@@ -74,9 +74,22 @@
 #define TTDRV_LAYOUT_BLOCK_SHARDED 3
 
 /**
- * Tensor layout: row-major pages.
+ * Tensor layout (`ttnn.ROW_MAJOR_LAYOUT`): a page is a row (interleaved) or a shard row (sharded). The default.
  */
-#define TTDRV_TENSOR_ROW_MAJOR 0
+#define TTDRV_TENSOR_LAYOUT_ROW_MAJOR 0
+
+/**
+ * Tensor layout (`ttnn.TILE_LAYOUT`): a page is a 32x32 tile of four 16x16 faces, each face row-major; the shape is
+ * padded up to whole tiles on the device, the padding zero (device contract §8.3.2, docs/device-interface.md). Host
+ * data stays dense row-major of `rows x cols`: writes tilize it, reads untilize it. Needs a device of contract 1.1 or
+ * later (`ttdrv_device_info.contract_minor >= 1`).
+ */
+#define TTDRV_TENSOR_LAYOUT_TILE 1
+
+/**
+ * Release 0.1's name of `TTDRV_TENSOR_LAYOUT_ROW_MAJOR`, kept for programs written against it.
+ */
+#define TTDRV_TENSOR_ROW_MAJOR TTDRV_TENSOR_LAYOUT_ROW_MAJOR
 
 /**
  * Shard orientation: shards assigned to the grid row by row.
@@ -391,7 +404,7 @@ typedef struct ttdrv_memory_config {
 } ttdrv_memory_config;
 
 /**
- * A tensor spec: 2-D shape, element type, tensor layout and memory configuration. Fill with
+ * A tensor spec: 2-D shape, element type, tensor layout (row-major or tiled) and memory configuration. Fill with
  * `ttdrv_tensor_spec_init`.
  */
 typedef struct ttdrv_tensor_spec {
@@ -412,7 +425,9 @@ typedef struct ttdrv_tensor_spec {
    */
   uint32_t dtype;
   /**
-   * `TTDRV_TENSOR_ROW_MAJOR`.
+   * `TTDRV_TENSOR_LAYOUT_ROW_MAJOR` (the default) or `TTDRV_TENSOR_LAYOUT_TILE`. A tiled buffer's shard shapes are
+   * multiples of 32 that divide the shape padded up to whole tiles (a height shard spans the padded width, a width
+   * shard the padded height).
    */
   uint32_t tensor_layout;
   /**
@@ -773,8 +788,8 @@ uint32_t ttdrv_version_number(void);
 ttdrv_status ttdrv_debug_panic(void);
 
 /**
- * Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
- * afterwards.
+ * Fills `*spec` with a `[1, 1]` float32, row-major (`TTDRV_TENSOR_LAYOUT_ROW_MAJOR`), interleaved-DRAM tensor and sets
+ * `struct_size`. Change fields afterwards.
  *
  * Thread: any. Errors: NULL_PARAMETER.
  *
@@ -791,8 +806,9 @@ ttdrv_status ttdrv_tensor_spec_init(struct ttdrv_tensor_spec *spec);
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size`
  * not the size of any release's struct (docs/abi.md); a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
  * divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
- * banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
- * OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
+ * banks; L1_SMALL on a device opened with `l1_small_size` 0; an unknown tensor layout; tiled shards that are not whole
+ * tiles), UNSUPPORTED (`TTDRV_TENSOR_LAYOUT_TILE` on a device of contract 1.0), OUT_OF_DEVICE_MEMORY (the message
+ * gives the free bytes and the largest free block).
  *
  * # Safety
  * `spec` must point to an initialised `ttdrv_tensor_spec` (at least `spec->struct_size` readable bytes); `out` must be
@@ -805,14 +821,15 @@ ttdrv_status ttdrv_buffer_allocate(struct ttdrv_device *device,
 /**
  * Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
  * dense row-major tensor (a `float *` for float32, a `uint16_t *` for bfloat16, or any bytes), exactly rows x cols x
- * element size bytes; it is copied before the call returns and may be reused at once. On failure nothing stays
- * allocated.
+ * element size bytes (tiled or not: a tiled buffer is tilized on the way, its padding written as zeros); it is copied
+ * before the call returns and may be reused at once. On failure nothing stays allocated.
  *
  * Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` not the size of
  * any release's struct; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
  * shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
- * on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
+ * on a device opened with `l1_small_size` 0; an unknown tensor layout; tiled shards that are not whole tiles),
+ * UNSUPPORTED (`TTDRV_TENSOR_LAYOUT_TILE` on a device of contract 1.0), OUT_OF_DEVICE_MEMORY
  * (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
  * INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
  *
@@ -830,7 +847,8 @@ ttdrv_status ttdrv_buffer_from_host(struct ttdrv_device *device,
  * Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
  * (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied before the call returns, so `data` may be
  * reused at once; with `blocking` the call also waits until the device has written them. Work enqueued later on `cq`
- * sees the new contents; other queues must order themselves with events.
+ * sees the new contents; other queues must order themselves with events. A tiled buffer's data is tilized into the
+ * records as it is copied, its padding written as zeros (device contract §8.3.2).
  *
  * Thread: any; concurrent writes to one buffer on different queues land in an unspecified order.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` freed or never returned by ttdrv), CLOSED (its device was closed),
@@ -848,7 +866,7 @@ ttdrv_status ttdrv_buffer_write(struct ttdrv_buffer *buffer,
 
 /**
  * Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
- * bytes) on queue `cq`. With `blocking` it
+ * bytes; a tiled buffer is untilized as its data arrives, its padding left out) on queue `cq`. With `blocking` it
  * returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
  * in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
  * device is closed.
@@ -910,7 +928,8 @@ ttdrv_status ttdrv_buffer_get_spec(const struct ttdrv_buffer *buffer,
 
 /**
  * Writes the buffer's size in host memory (rows x cols x element size: what `ttdrv_buffer_write` and
- * `ttdrv_buffer_read` take) to `*out`. Answers after its device is closed too.
+ * `ttdrv_buffer_read` take; for a tiled buffer too, whose padding stays on the device) to `*out`. Answers after its
+ * device is closed too.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
@@ -1249,7 +1268,7 @@ ttdrv_status ttdrv_mlp_ops_per_run(const struct ttdrv_mlp *mlp,
 
 /**
  * Copies `input` into a new buffer with memory configuration `*mem` (`to_memory_config`), on queue `cq`: any layout to
- * any layout (interleaved or sharded, DRAM or L1); shape and element type are kept.
+ * any layout (interleaved or sharded, DRAM or L1); shape, element type and tensor layout are kept.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1307,8 +1326,32 @@ ttdrv_status ttdrv_reshard_into(struct ttdrv_buffer *input,
                                 struct ttdrv_buffer *output);
 
 /**
+ * Copies `input` into a new buffer of tensor layout `tensor_layout` (a `TTDRV_TENSOR_LAYOUT_*` value) with memory
+ * configuration `*mem` (`ttnn.to_layout`), on queue `cq`: tilize (row-major to tiled) or untilize on the device, by
+ * the copy kernel; shape and element type are kept. A tiled output's shard shapes must be whole tiles (see
+ * `ttdrv_tensor_spec.tensor_layout`).
+ *
+ * Ownership: the input stays the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * an unknown `tensor_layout`; a memory config as in `ttdrv_buffer_allocate`, tiled shards that are not whole tiles
+ * included), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the copy kernel; `TTDRV_TENSOR_LAYOUT_TILE` on a
+ * device of contract 1.0), PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on
+ * `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
+ *
+ * # Safety
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
+ */
+ttdrv_status ttdrv_to_layout(struct ttdrv_buffer *input,
+                             uint16_t cq,
+                             uint32_t tensor_layout,
+                             const struct ttdrv_memory_config *mem,
+                             struct ttdrv_buffer **out);
+
+/**
  * `a @ b` into a new buffer with memory configuration `*mem`, on queue `cq`. `a` is [M, K] and `b` [K, N], both
- * float32, or both bfloat16 (accumulated in float32, rounded once).
+ * float32, or both bfloat16 (accumulated in float32, rounded once). The output has `a`'s tensor layout.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1330,7 +1373,8 @@ ttdrv_status ttdrv_matmul(struct ttdrv_buffer *a,
 
 /**
  * Element-wise `a op b` (`op` is a `TTDRV_BINARY_*` value) into a new buffer with memory configuration `*mem`, on
- * queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type.
+ * queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type. The output has
+ * `a`'s tensor layout.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1353,7 +1397,7 @@ ttdrv_status ttdrv_eltwise_binary(struct ttdrv_buffer *a,
 
 /**
  * Element-wise `op(a)` (`op` is a `TTDRV_UNARY_*` value; `param` is the factor of `TTDRV_UNARY_SCALE`, ignored
- * otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`.
+ * otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`. The output has `a`'s tensor layout.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1375,8 +1419,8 @@ ttdrv_status ttdrv_eltwise_unary(struct ttdrv_buffer *a,
                                  struct ttdrv_buffer **out);
 
 /**
- * Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type). Returns once
- * enqueued.
+ * Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type; a tiled
+ * buffer's padding stays zero). Returns once enqueued.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no
  * such queue; buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in

@@ -26,7 +26,7 @@ pub use ttdrv_contract as contract;
 
 pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};
 pub use error::{Error, ErrorKind, FaultReport, Result, TraceProblem};
-pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid};
+pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid, TensorLayout};
 
 /// The crate version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

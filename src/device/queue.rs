@@ -2,7 +2,7 @@
 //! waiting thread can drain it), event ids, and where records go (the ring, or a trace being captured).
 
 use crate::error::{Error, Result};
-use crate::queue::{Completer, Issuer, Rings, Scatter};
+use crate::queue::{Completer, Delivery, Issuer, Rings};
 use crate::transport::Transport;
 use std::sync::{Arc, Mutex};
 use ttdrv_contract::records::{Opcode, RecordFlags, RecordMeta, RecordSlot};
@@ -150,12 +150,13 @@ pub(crate) struct ReadTicket {
     pub epoch: u32,
 }
 
-/// Registers `scatter` for the read record `tag` on the completer of the (locked) queue `st`.
+/// Registers `scatter` (strided pieces or tiles) for the read record `tag` on the completer of the (locked) queue
+/// `st`.
 pub(crate) fn expect_read(
     st: &QueueState,
     compl: &Mutex<Option<Completer>>,
     tag: u32,
-    scatter: Scatter,
+    scatter: impl Into<Delivery>,
 ) -> Result<u64> {
     let mut c = compl.lock().unwrap_or_else(|e| e.into_inner());
     let c = c.as_mut().ok_or_else(|| Error::Closed { device: st.device.to_string() })?;
