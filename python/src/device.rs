@@ -316,7 +316,9 @@ impl Event {
 #[pyfunction]
 #[pyo3(signature = (device))]
 pub fn create_event(device: &Bound<'_, Device>) -> PyResult<Event> {
-    let ev = device.get().dev.create_event().py_err()?;
+    let ev = device.get().dev.create_event();
+    logging::flush(device.py());
+    let ev = ev.py_err()?;
     Ok(Event { ev, device: device.clone().unbind() })
 }
 

@@ -242,7 +242,9 @@ impl Tensor {
         let d = device.get();
         let q = d.queue(cq_id)?;
         let spec = buffer_spec(&this.shape, this.dtype, this.layout, &mem)?;
-        let buf = d.dev.allocate(&spec).py_err()?;
+        let buf = d.dev.allocate(&spec);
+        crate::logging::flush(py);
+        let buf = buf.py_err()?;
         write_host(py, &buf, q, &data)?;
         Py::new(py, Tensor::on_device(this.shape, this.dtype, buf, device.clone().unbind()))
     }
@@ -479,9 +481,9 @@ pub fn allocate_tensor_on_device(
     let shape = Shape::from_py(shape)?;
     let mem = memory_config.unwrap_or_else(|| MemoryConfig::from_dev(ttdrv::MemoryConfig::DRAM));
     let spec = buffer_spec(&shape, dtype, layout, &mem)?;
-    let buf = device.get().dev.allocate(&spec).py_err()?;
-    let _ = py;
-    Ok(Tensor::on_device(shape, dtype, buf, device.clone().unbind()))
+    let buf = device.get().dev.allocate(&spec);
+    crate::logging::flush(py);
+    Ok(Tensor::on_device(shape, dtype, buf.py_err()?, device.clone().unbind()))
 }
 
 /// Writes `host_tensor` into `device_tensor` on queue `cq_id` (`ttnn.copy_host_to_device_tensor`). The data is
