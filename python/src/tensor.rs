@@ -123,7 +123,8 @@ fn numpy_attr<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, name: 
     Ok(cell.get_or_try_init(py, || py.import("numpy")?.getattr(name).map(Bound::unbind))?.bind(py).clone())
 }
 
-/// Writes `src` (dense host data of `buf`'s size) into `buf` on `cq`. Large copies run without the GIL.
+/// Writes `src` (dense host data of `buf`'s size) into `buf` on `cq`, without the GIL (the copy into the ring
+/// may be long, and a full ring makes the driver wait for the device).
 pub fn write_host(py: Python<'_>, buf: &Buffer, cq: u16, src: &HostStorage) -> PyResult<()> {
     let p = SendPtr(src.ptr() as *mut u8);
     let len = src.len();
@@ -132,12 +133,8 @@ pub fn write_host(py: Python<'_>, buf: &Buffer, cq: u16, src: &HostStorage) -> P
     }
     // SAFETY: `src` is alive for the whole call (borrowed by the caller) and holds `len` bytes, the buffer's host
     // size (checked above); the driver only reads it.
-    let write = move || unsafe { buf.write_raw(cq, p.get(), false) };
-    if len >= RELEASE_GIL_BYTES { released(py, write) } else { write() }.py_err()
+    released(py, move || unsafe { buf.write_raw(cq, p.get(), false) }).py_err()
 }
-
-/// Copies at least this large run without the GIL; below it releasing and re-taking the GIL costs more than the copy.
-const RELEASE_GIL_BYTES: usize = 256 << 10;
 
 #[pymethods]
 impl Tensor {

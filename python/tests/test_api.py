@@ -415,7 +415,7 @@ def test_blocking_waits_release_the_gil(open_device):
         stop.set()
         th.join()
     assert waited > 0.02
-    assert during > 1000, f"the other thread ran only {during} times in {waited * 1e3:.0f} ms of waiting"
+    assert during > 100, f"the other thread ran only {during} times in {waited * 1e3:.0f} ms of waiting"
 
 
 def test_driver_logs_reach_python_logging(open_device, caplog):
