@@ -14,6 +14,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod device;
+mod dlpack;
 mod errors;
 mod host;
 mod logging;

@@ -355,6 +355,39 @@ impl Tensor {
         crate::ops::mul(slf, other, None, None, 0)
     }
 
+    /// DLPack export (`numpy.from_dlpack(t)`, `torch.from_dlpack(t)`): a host tensor's memory, shaped, no copy
+    /// (with `copy=True`, a copy). float32 and bfloat16 (DLPack's `kDLBfloat`) on the CPU device. Waits for a
+    /// non-blocking read first; a device tensor must be brought to the host with `cpu()`.
+    #[pyo3(signature = (*, stream = None, max_version = None, dl_device = None, copy = None))]
+    fn __dlpack__(
+        &self,
+        py: Python<'_>,
+        stream: Option<&Bound<'_, PyAny>>,
+        max_version: Option<&Bound<'_, PyAny>>,
+        dl_device: Option<(i32, i32)>,
+        copy: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = (stream, max_version);
+        if let Some(d) = dl_device
+            && d != (1, 0)
+        {
+            return Err(PyBufferError::new_err(format!("dl_device={d:?}: ttdrv host tensors are on the CPU, (1, 0)")));
+        }
+        let mut data = self.host_data(py, "the tensor").map_err(|e| PyBufferError::new_err(e.value(py).to_string()))?;
+        if copy == Some(true) {
+            let mut out = HostBytes::zeroed(data.len());
+            // SAFETY: the data has arrived (host_data waited) and nobody writes it while we copy.
+            out.as_mut_slice().copy_from_slice(unsafe { data.bytes() });
+            data = Arc::new(HostStorage::Owned(out));
+        }
+        crate::dlpack::capsule(py, data, self.shape.dims(), self.dtype)
+    }
+
+    /// `(kDLCPU, 0)`: host tensors live in CPU memory.
+    fn __dlpack_device__(&self) -> (i32, i32) {
+        (1, 0)
+    }
+
     /// The buffer protocol: a host tensor's memory, shaped, without a copy (float32 as `f`, bfloat16 bits as `H`).
     unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
         let py = slf.py();

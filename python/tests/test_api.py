@@ -478,3 +478,19 @@ def test_errors_are_a_hierarchy_with_the_drivers_kinds():
 def test_out_of_device_memory(device):
     with pytest.raises(ttnn.OutOfDeviceMemoryError, match="out of L1"):
         ttnn.allocate_tensor_on_device((64 * 2048, 1024), ttnn.float32, ttnn.ROW_MAJOR_LAYOUT, device, ttnn.L1_MEMORY_CONFIG)
+
+
+def test_dlpack_export_shares_the_host_tensors_memory(device):
+    x = rand(2, 8, 16)
+    host = ttnn.from_numpy(x, device=device).cpu()
+    a = np.from_dlpack(host)
+    assert a.shape == x.shape and np.array_equal(a, x)
+    assert np.shares_memory(a, np.asarray(host))
+    del host
+    gc.collect()
+    assert np.array_equal(a, x)  # the capsule keeps the memory alive
+    b = np.from_dlpack(ttnn.from_numpy(x), copy=True)
+    assert not np.shares_memory(b, x) and np.array_equal(b, x)
+    assert ttnn.from_numpy(x).__dlpack_device__() == (1, 0)
+    with pytest.raises(BufferError, match="cpu"):
+        ttnn.from_numpy(x, device=device).__dlpack__()
