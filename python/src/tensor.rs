@@ -39,7 +39,8 @@ pub enum Storage {
 ///
 /// A host tensor supports the buffer protocol (`numpy.asarray(t)` is a view of it, no copy); for bfloat16 the
 /// view holds the raw bits as uint16, while `to_numpy()` converts to float32.
-#[pyclass(frozen, module = "ttdrv")]
+// A freelist: op calls make a tensor each, and most die soon after (intermediates of a model).
+#[pyclass(frozen, freelist = 64, module = "ttdrv")]
 pub struct Tensor {
     pub(crate) shape: Shape,
     pub(crate) dtype: DataType,
