@@ -265,6 +265,8 @@ fn a_second_device_opens_on_the_same_transport_after_a_clean_close() {
     let (_emu, t) = common::emulator(EmuConfig::default());
     for round in 0..3 {
         let dev = Device::open_transport(t.clone(), &small_params()).unwrap();
+        // Give the queue threads time to act on the enable before the first doorbell of this device.
+        std::thread::sleep(Duration::from_millis(100));
         let spec = BufferSpec::new(16, 64, DType::Float32, MemoryConfig::DRAM);
         let data = pattern(spec.host_bytes() as usize, round);
         let b = dev.buffer_from_host(&spec, 0, &data).unwrap();
