@@ -15,7 +15,7 @@ mod wait;
 
 pub use buffer::{Buffer, BufferSpec, BufferType, MemoryConfig, ShardSpec};
 pub use event::Event;
-pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES};
+pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES, REGISTERED_HOST_ALLOWANCE, memlock_budget};
 pub use transfer::PendingRead;
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
