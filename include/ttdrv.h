@@ -1470,8 +1470,13 @@ ttdrv_status ttdrv_program_new(struct ttdrv_device *device,
 /**
  * Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the rectangle, row
  * by row. `buffers` lists every buffer the arguments refer to (their words come from `ttdrv_buffer_accessor`): each
- * must be alive, and during a trace capture their ranges are what the trace depends on. Returns once the launch is
- * enqueued (or captured, during a capture on `cq`).
+ * must be alive. Returns once the launch is enqueued (or captured, during a capture on `cq`).
+ *
+ * During a trace capture every buffer listed here counts as read by the launch (ttdrv cannot see which ones a kernel
+ * writes): the trace does not own its range, so a buffer passed here and freed before the capture ends makes
+ * `ttdrv_trace_execute` fail (naming the range and the buffer) until a buffer of its spec is allocated at its address
+ * again. To let the trace own an intermediate, dispatch with `ttdrv_program_run_io` and list it as an output
+ * (`ttdrv_trace_begin_capture` states the rule).
  *
  * Ownership: `rt_args` and `buffers` are only read during the call; the buffers stay the caller's. Thread: any.
  * Errors: NULL_PARAMETER (`program`, or an array with a non-zero count, or a NULL entry of `buffers`), INVALID_HANDLE
@@ -1489,6 +1494,33 @@ ttdrv_status ttdrv_program_run(struct ttdrv_program *program,
                                size_t num_rt_args,
                                struct ttdrv_buffer *const *buffers,
                                size_t num_buffers);
+
+/**
+ * As `ttdrv_program_run`, with the buffers the launch may read (`inputs`) apart from the buffers it overwrites
+ * (`outputs`): the launch writes every byte that any later launch reads from an output, without reading it first. A
+ * buffer in both lists counts as an input. Outside a trace capture this is exactly `ttdrv_program_run` with both lists.
+ *
+ * During a trace capture on `cq`, a range the trace first touches as an output is one of its intermediates: freed
+ * before the capture ends, it belongs to the trace from that moment until `ttdrv_trace_release`, and no buffer can be
+ * allocated over it; still alive at the end (the trace's output), it stays the caller's and must be held by a buffer
+ * of the same spec at the same address at each replay (`ttdrv_trace_begin_capture` states the rule). Naming a buffer
+ * the kernel also reads as an output makes replays read whatever the trace left there last.
+ *
+ * Ownership: `rt_args`, `inputs` and `outputs` are only read during the call; the buffers stay the caller's.
+ * Thread: any. Errors: as `ttdrv_program_run`, with `inputs`, `outputs`, `inputs[i]` and `outputs[i]` named.
+ *
+ * # Safety
+ * `rt_args` must be readable for `num_rt_args` words, `inputs` for `num_inputs` handles and `outputs` for
+ * `num_outputs` handles.
+ */
+ttdrv_status ttdrv_program_run_io(struct ttdrv_program *program,
+                                  uint16_t cq,
+                                  const uint32_t *rt_args,
+                                  size_t num_rt_args,
+                                  struct ttdrv_buffer *const *inputs,
+                                  size_t num_inputs,
+                                  struct ttdrv_buffer *const *outputs,
+                                  size_t num_outputs);
 
 /**
  * Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
@@ -1534,6 +1566,17 @@ ttdrv_status ttdrv_device_program_cache_stats(const struct ttdrv_device *device,
  * naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
  * as usual.
  *
+ * Which device memory a trace owns: each buffer a captured launch touches is read (an input: every buffer of
+ * `ttdrv_program_run`, and the inputs of ops and of `ttdrv_program_run_io`) or overwritten (an output of an op, or of
+ * `ttdrv_program_run_io`); inputs count first. A range the trace first touches as an output is an intermediate: freed
+ * during the capture (`ttdrv_buffer_free`, or an MLP run freeing its activations), it belongs to the trace from that
+ * moment until `ttdrv_trace_release`, so no buffer allocated during or after the capture, on any queue, lands there,
+ * and two captures in progress at once never share one. Every other range the trace touches stays the caller's: a
+ * range it reads first (its input) may be freed and allocated again during the capture (the guide's "deallocate,
+ * re-allocate at the same address" pattern), and an intermediate still alive at the end (its output) stays where it
+ * is; at each replay every such range must be held by a live buffer with the spec (`ttdrv_tensor_spec`) and address
+ * of the buffer it was captured with, which `ttdrv_trace_execute` checks.
+ *
  * Ownership: the trace lives on the device until `ttdrv_trace_release` or a reset. Thread: any; dispatches from
  * several threads onto `cq` are captured in the order they are enqueued.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE
@@ -1548,8 +1591,9 @@ ttdrv_status ttdrv_trace_begin_capture(struct ttdrv_device *device,
 
 /**
  * Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores the trace in the trace region (or,
- * with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). Device ranges the trace uses that no live buffer holds
- * any more (intermediates freed during the capture) become the trace's until it is released.
+ * with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). The intermediates freed during the capture stay the
+ * trace's until it is released; the other ranges it touches are checked at each replay (`ttdrv_trace_begin_capture`
+ * states the rule).
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
  * INVALID_STATE (no capture of `id` in progress on `cq`: never begun, begun on another queue, already ended, or
@@ -1564,14 +1608,17 @@ ttdrv_status ttdrv_trace_end_capture(struct ttdrv_device *device,
 
 /**
  * Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it to finish.
- * Replays write their outputs to the buffers the capture wrote, so keep those (and the inputs the capture read) alive;
- * any device range the trace uses that lay inside a live buffer at the end of the capture must lie inside one again at
- * each replay.
+ * Replays read the inputs and write the outputs the capture used, at the same addresses: every device range the trace
+ * touches and does not own (`ttdrv_trace_begin_capture`) must be held, when this is called, by a live buffer with the
+ * spec and address of the buffer it was captured with — the same buffer, or one allocated again with the same spec
+ * that landed at the same address. Otherwise nothing is enqueued and the call fails, naming the range, the buffer
+ * expected and what holds the range instead; the buffers there keep their data.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
  * INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
- * range the trace uses is no longer held by a live buffer — the message names it), TRACE_REGION (the trace was never
- * stored), TIMEOUT, DEVICE_FAULT.
+ * range the trace does not own is held by no buffer, or by a buffer of another spec or address, or by another trace —
+ * the message names the range and the buffer expected), TRACE_REGION (the trace was never stored), TIMEOUT,
+ * DEVICE_FAULT.
  */
 ttdrv_status ttdrv_trace_execute(struct ttdrv_device *device,
                                  uint32_t id,

@@ -25,7 +25,7 @@ pub mod transport;
 pub use ttdrv_contract as contract;
 
 pub use device::{Buffer, BufferSpec, BufferType, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, ShardSpec};
-pub use error::{Error, ErrorKind, FaultReport, Result, TraceProblem};
+pub use error::{Error, ErrorKind, FaultReport, RangeOccupant, Result, TraceProblem};
 pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid, TensorLayout};
 
 /// The crate version, as in Cargo.toml.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# step: C examples, bad-input suite, log callback test, tiles test, README snippet and C++ program under ASan + UBSan + LeakSanitizer (gcc), against the library
+# step: C examples, bad-input suite, log callback, tiles and trace ownership tests, README snippet and C++ program under ASan + UBSan + LeakSanitizer (gcc), against the library
 # The C side is instrumented (-fsanitize=address,undefined); the Rust library is not (that needs nightly), but its
 # heap goes through the sanitizer's malloc, so a leak, double free or overrun of a block the library allocated is
 # caught too. First a canary with deliberate bugs proves each checker reports in this environment.
@@ -26,5 +26,5 @@ for case in leak:LeakSanitizer overflow:heap-buffer-overflow use-after-free:heap
   echo "ok: canary $mode reported ($want)"
 done
 
-make --no-print-directory -C c-tests header bad-input log-callback tiles readme BUILD=$B SAN="$SAN"
+make --no-print-directory -C c-tests header bad-input log-callback tiles trace-ownership readme BUILD=$B SAN="$SAN"
 make --no-print-directory -C c-examples run BUILD=$B EXTRA_CFLAGS="$SAN" EXTRA_LDFLAGS="$SAN"

@@ -1,6 +1,6 @@
 //! Device buffers: 2-D tensors in DRAM, L1 or L1_SMALL, interleaved or sharded.
 
-use super::alloc::{Direction, Owner};
+use super::alloc::Direction;
 use super::{Device, DeviceInner};
 use crate::error::{Error, GridText, Result};
 use std::fmt;
@@ -20,6 +20,9 @@ pub enum BufferType {
 }
 
 impl BufferType {
+    /// Every buffer type.
+    pub const ALL: [BufferType; 3] = [BufferType::Dram, BufferType::L1, BufferType::L1Small];
+
     /// The memory the type lives in.
     pub fn memory(self) -> Memory {
         match self {
@@ -364,8 +367,7 @@ impl DeviceInner {
         self.check_usable()?;
         let p = self.place(spec)?;
         let id = self.next_buffer_id();
-        let addr =
-            self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id, &|| format!("buffer {spec}"))?;
+        let addr = self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id, spec)?;
         Ok(Buffer { dev: self.clone(), id, spec: *spec, addr, page_stride: p.page_stride, footprint: p.footprint })
     }
 }
@@ -478,8 +480,11 @@ impl Buffer {
 }
 
 impl Drop for Buffer {
+    /// Frees the range; what a trace capture in progress wrote there before reading it becomes the trace's
+    /// (device/trace.rs).
     fn drop(&mut self) {
         let mut m = self.dev.mem.lock().unwrap_or_else(|e| e.into_inner());
-        m.for_type(self.spec.mem.buffer_type).free(self.addr, Owner::Buffer(self.id));
+        let (ty, s, e) = self.range();
+        m.free_buffer(ty, s, e, self.id);
     }
 }

@@ -151,9 +151,9 @@ impl DeviceInner {
             rt.extend_from_slice(&blk.to_words());
             per_core(&mut rt);
         }
-        let mut all: Vec<&Buffer> = inputs.to_vec();
-        all.push(out);
-        prog.run(cq, &rt, &all)
+        // Every op writes each byte of its output it computes, block by block over the whole output, without
+        // reading it first (an in-place op lists the buffer as an input too, and then it counts as one).
+        prog.run_io(cq, &rt, inputs, &[out])
     }
 
     /// Copies `input` into `out`, converting the element type if they differ (the copy kernel converts, contract

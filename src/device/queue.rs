@@ -71,13 +71,12 @@ impl QueueState {
     }
 }
 
-/// A trace being captured: the records live dispatch would have sent, and what they touch.
+/// A trace being captured: the records live dispatch would have sent (what they touch is in its ledger, trace.rs).
 #[derive(Default)]
 pub(crate) struct Capture {
     pub trace_id: u32,
     pub bytes: Vec<u8>,
     pub launches: u32,
-    pub touched: Vec<super::program::Touched>,
     /// Profile names of the captured launches (profiling only).
     pub names: Vec<crate::profile::SpanLabel>,
 }

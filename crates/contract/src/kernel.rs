@@ -351,14 +351,15 @@ impl ShardGrid {
                 if x1 < x0 || y1 < y0 {
                     0
                 } else {
-                    (x1 - x0 + 1) as usize * (y1 - y0 + 1) as usize
+                    // In usize: a grid ending at core 255 (or bank 65535) does not fit its own type.
+                    (x1 as usize - x0 as usize + 1) * (y1 as usize - y0 as usize + 1)
                 }
             }
             ShardGrid::Banks { first, last } => {
                 if last < first {
                     0
                 } else {
-                    (last - first + 1) as usize
+                    last as usize - first as usize + 1
                 }
             }
         }
@@ -373,11 +374,11 @@ impl ShardGrid {
     pub fn unit(&self, pos: usize, grid_x: usize) -> u16 {
         match *self {
             ShardGrid::Cores { x0, x1, y0, .. } => {
-                let w = (x1 - x0 + 1) as usize;
+                let w = (x1 as usize + 1).saturating_sub(x0 as usize).max(1);
                 let (x, y) = (x0 as usize + pos % w, y0 as usize + pos / w);
                 (y * grid_x + x) as u16
             }
-            ShardGrid::Banks { first, .. } => first + pos as u16,
+            ShardGrid::Banks { first, .. } => (first as usize + pos) as u16,
         }
     }
 
@@ -686,7 +687,9 @@ impl Accessor {
                 let (k, cc) = (r % self.shard_rows, c % self.shard_cols);
                 match layout {
                     TensorLayout::RowMajor => {
-                        let shard_end = ((j + 1) * self.shard_cols).min(self.cols);
+                        // In u64: the end of the last shard may lie past u32 when the shard width does not divide
+                        // `cols`.
+                        let shard_end = ((j as u64 + 1) * self.shard_cols as u64).min(self.cols as u64) as u32;
                         Run { unit, offset: self.addr as u64 + k as u64 * stride + cc as u64 * es, len: shard_end - c }
                     }
                     TensorLayout::Tile => {
