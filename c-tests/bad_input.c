@@ -445,6 +445,9 @@ static void test_nulls(fixture *f) {
   NUL(ttdrv_reshard, "input", ttdrv_reshard(NULL, 0, &mem, &ob));
   NUL(ttdrv_reshard, "mem", ttdrv_reshard(f->buf, 0, NULL, &ob));
   NUL(ttdrv_reshard, "out", ttdrv_reshard(f->buf, 0, &mem, NULL));
+  NUL(ttdrv_to_layout, "input", ttdrv_to_layout(NULL, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob));
+  NUL(ttdrv_to_layout, "mem", ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, NULL, &ob));
+  NUL(ttdrv_to_layout, "out", ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, NULL));
   NUL(ttdrv_reshard_into, "input", ttdrv_reshard_into(NULL, 0, f->buf2));
   NUL(ttdrv_reshard_into, "output", ttdrv_reshard_into(f->buf, 0, NULL));
   NUL(ttdrv_matmul, "a", ttdrv_matmul(NULL, f->buf2, 0, &mem, &ob));
@@ -490,6 +493,12 @@ static void test_nulls(fixture *f) {
   NUL(ttdrv_program_run, "buffers", ttdrv_program_run(f->prog, 0, rt, 0, NULL, 2));
   ttdrv_buffer *with_null[2] = {f->buf, NULL};
   NUL(ttdrv_program_run, "buffers[i]", ttdrv_program_run(f->prog, 0, rt, 0, with_null, 2));
+  NUL(ttdrv_program_run_io, "program", ttdrv_program_run_io(NULL, 0, rt, 0, NULL, 0, NULL, 0));
+  NUL(ttdrv_program_run_io, "rt_args", ttdrv_program_run_io(f->prog, 0, NULL, 4, NULL, 0, NULL, 0));
+  NUL(ttdrv_program_run_io, "inputs", ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 2, NULL, 0));
+  NUL(ttdrv_program_run_io, "outputs", ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, NULL, 1));
+  NUL(ttdrv_program_run_io, "inputs[i]", ttdrv_program_run_io(f->prog, 0, rt, 0, with_null, 2, NULL, 0));
+  NUL(ttdrv_program_run_io, "outputs[i]", ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, with_null, 2));
   OK(ttdrv_program_free(NULL));
   ttdrv_program_cache_stats cs;
   NUL(ttdrv_device_program_cache_stats, "device", ttdrv_device_program_cache_stats(NULL, &cs));
@@ -624,6 +633,7 @@ static void bad_buffer_everywhere(fixture *f, ttdrv_buffer *b, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_buffer_accessor(b, words, 12));
   STV(INVALID_HANDLE, needles, ttdrv_to_memory_config(b, 0, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_reshard(b, 0, &mem, &ob));
+  STV(INVALID_HANDLE, needles, ttdrv_to_layout(b, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_reshard_into(b, 0, f->buf2));
   STV(INVALID_HANDLE, needles, ttdrv_reshard_into(f->buf2, 0, b));
   STV(INVALID_HANDLE, needles, ttdrv_matmul(b, f->buf2, 0, &mem, &ob));
@@ -635,6 +645,8 @@ static void bad_buffer_everywhere(fixture *f, ttdrv_buffer *b, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_mlp_run(f->mlp, 0, b, &ob));
   ttdrv_buffer *list[2] = {f->buf2, b};
   STV(INVALID_HANDLE, needles, ttdrv_program_run(f->prog, 0, rt, 0, list, 2));
+  STV(INVALID_HANDLE, needles, ttdrv_program_run_io(f->prog, 0, rt, 0, list, 2, NULL, 0));
+  STV(INVALID_HANDLE, needles, ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, list, 2));
   STV(INVALID_HANDLE, needles, ttdrv_buffer_free(b));
   UNCHANGED(ob);
   TRUE_(addr == SENT32 && hs == SENT32, "address or size written by a failing call");
@@ -654,6 +666,7 @@ static void bad_event_everywhere(fixture *f, ttdrv_event *e, const char *const *
 
 static void bad_program_everywhere(ttdrv_program *p, const char *const *needles) {
   STV(INVALID_HANDLE, needles, ttdrv_program_run(p, 0, NULL, 0, NULL, 0));
+  STV(INVALID_HANDLE, needles, ttdrv_program_run_io(p, 0, NULL, 0, NULL, 0, NULL, 0));
   STV(INVALID_HANDLE, needles, ttdrv_program_free(p));
 }
 
@@ -807,6 +820,10 @@ static void test_sizes(fixture *f) {
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 0, list, SIZE_MAX), "buffers");
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 0, list, ((size_t)1 << 61) + 1), "buffers");
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 3, NULL, 0), "runtime words");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, SIZE_MAX, NULL, 0, NULL, 0), "rt_args");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 0, list, SIZE_MAX, NULL, 0), "inputs");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, list, ((size_t)1 << 61) + 1), "outputs");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 3, NULL, 0, list, 1), "runtime words");
   uint32_t words[12];
   ST(INVALID_ARGUMENT, ttdrv_buffer_accessor(f->buf, words, 11), "12 words");
   ST(INVALID_ARGUMENT, ttdrv_buffer_accessor(f->buf, words, 0), "12 words");
@@ -878,6 +895,7 @@ static void test_sizes(fixture *f) {
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, odd_words, 17, NULL, 0), "rt_args", "aligned");
   ttdrv_buffer *const *odd_list = (ttdrv_buffer *const *)(const void *)((const uint8_t *)list + 4);
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 0, odd_list, 1), "buffers", "aligned");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, odd_list, 1), "outputs", "aligned");
   CHECK(ttdrv_program_desc_init(&pd));
   pd.kernel_name = "ttdrv.fill";
   pd.ct_args = odd_words;
@@ -968,15 +986,24 @@ static void test_ranges(fixture *f) {
   s.mem.shard.orientation = 2;
   alloc_fails(__LINE__, "orientation 2", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "orientation 2");
   s = dram_spec(32, 64);
-  s.tensor_layout = 1;
-  alloc_fails(__LINE__, "tensor_layout 1", dev, &s, TTDRV_STATUS_UNSUPPORTED, "tensor_layout 1");
+  s.tensor_layout = 2;
+  alloc_fails(__LINE__, "tensor_layout 2", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "tensor_layout 2");
+  s.tensor_layout = UINT32_MAX;
+  alloc_fails(__LINE__, "tensor_layout max", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "TTDRV_TENSOR_LAYOUT_TILE");
+  /* Tiled shards hold whole 32x32 tiles. */
+  s = spec_f32(32, 64, mc_l1_height(2, 32, 64)); /* shards of 16 rows */
+  s.tensor_layout = TTDRV_TENSOR_LAYOUT_TILE;
+  alloc_fails(__LINE__, "tiled shard rows 16", dev, &s, TTDRV_STATUS_INVALID_ARGUMENT, "whole 32x32 tiles");
   ttdrv_memory_config mem = mc_interleaved(TTDRV_BUFFER_DRAM);
   ttdrv_buffer *ob = SENTINEL;
   ST(INVALID_ARGUMENT, ttdrv_eltwise_binary(f->buf, f->buf2, 3, 0, &mem, &ob), "binary op 3");
   ST(INVALID_ARGUMENT, ttdrv_eltwise_unary(f->buf, 4, 0, 0, &mem, &ob), "unary op 4");
   mem.buffer_type = 7;
   ST(INVALID_ARGUMENT, ttdrv_to_memory_config(f->buf, 0, &mem, &ob), "buffer_type 7");
+  ST(INVALID_ARGUMENT, ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob), "buffer_type 7");
   ST(INVALID_ARGUMENT, ttdrv_eltwise_unary(f->buf, TTDRV_UNARY_RELU, 0, 0, &mem, &ob), "buffer_type 7");
+  mem = mc_interleaved(TTDRV_BUFFER_DRAM);
+  ST(INVALID_ARGUMENT, ttdrv_to_layout(f->buf, 0, 2, &mem, &ob), "tensor_layout 2", "TTDRV_TENSOR_LAYOUT_TILE");
   UNCHANGED(ob);
 
   /* struct_size too small; larger is accepted and what lies beyond our struct is left alone. */
@@ -1071,6 +1098,7 @@ static void test_ranges(fixture *f) {
   uint32_t rt[17] = {0};
   ttdrv_buffer *list[1] = {foreign};
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 17, list, 1), "belongs to device");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 17, NULL, 0, list, 1), "belongs to device");
   /* An MLP input on another device (of the right shape) is refused and stays the caller's. */
   ttdrv_buffer *fin = NULL;
   ttdrv_tensor_spec in = spec_f32(MLP_BATCH, MLP_IN, mc_l1_height(4, MLP_BATCH, MLP_IN));
@@ -1107,6 +1135,7 @@ static void bad_queue_everywhere(fixture *f, ttdrv_device *dev, ttdrv_buffer *bu
   STV(INVALID_ARGUMENT, n, ttdrv_trace_execute(dev, 1, cq, false));
   STV(INVALID_ARGUMENT, n, ttdrv_to_memory_config(buf, cq, &mem, &ob));
   STV(INVALID_ARGUMENT, n, ttdrv_reshard(buf, cq, &mem, &ob));
+  STV(INVALID_ARGUMENT, n, ttdrv_to_layout(buf, cq, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob));
   STV(INVALID_ARGUMENT, n, ttdrv_eltwise_unary(buf, TTDRV_UNARY_RELU, 0, cq, &mem, &ob));
   STV(INVALID_ARGUMENT, n, ttdrv_fill(buf, cq, 1.0f));
   (void)f;
@@ -1131,6 +1160,7 @@ static void test_queues(fixture *f, devctx *one) {
   /* Programs, the MLP: creation and runs on a missing queue. */
   uint32_t rt[17] = {0};
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 2, rt, 17, NULL, 0), "queue 2");
+  ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 2, rt, 17, NULL, 0, NULL, 0), "queue 2");
   ttdrv_mlp_desc md;
   ttdrv_mlp *om = SENTINEL;
   CHECK(ttdrv_mlp_desc_init(&md));
@@ -1232,7 +1262,11 @@ static void test_order(fixture *f) {
   OK(ttdrv_mlp_run(f->mlp, 0, input, &output));
   OK(ttdrv_trace_end_capture(dev, tid, 0));
   ST(INVALID_STATE, ttdrv_trace_end_capture(dev, tid, 0), "already ended");
-  /* Replay: the output must be the reference of the input the capture saw. */
+  /* The MLP freed its input, which the trace reads first: that range is not the trace's, so a replay with no input
+   * there is refused, naming it. Allocated again (same spec, same address) and written, the replay's output must be
+   * the reference of that input. */
+  ST(INVALID_STATE, ttdrv_trace_execute(dev, tid, 0, false), "no live buffer holds", "reads (its input");
+  CHECK(ttdrv_buffer_from_host(dev, &ins, 0, (const uint8_t *)in, sizeof in, &input));
   OK(ttdrv_trace_execute(dev, tid, 0, false));
   OK(ttdrv_buffer_read(output, 0, true, (uint8_t *)got, sizeof got));
   mlp_host_forward(&host, in, want);
@@ -1248,6 +1282,7 @@ static void test_order(fixture *f) {
   ST(INVALID_STATE, ttdrv_trace_get_info(dev, tid, &ti), "does not exist");
   ST(INVALID_STATE, ttdrv_trace_end_capture(dev, tid, 0), "does not exist");
   OK(ttdrv_buffer_free(output));
+  OK(ttdrv_buffer_free(input));
 
   /* Read of a freed buffer. */
   OK(ttdrv_buffer_free(x));
@@ -1364,7 +1399,11 @@ static uint64_t trace_region_case(uint64_t region, int expect_fit) {
   snprintf(region_text, sizeof region_text, "trace_region_size=%lluB", (unsigned long long)region);
   if (expect_fit) {
     OK(ttdrv_trace_end_capture(dev, tid, 0));
+    /* The MLP freed its input; the trace reads it from outside, so it is allocated again (at the same address) and
+     * written before the replay, as tt-metal's guide does for a non-persistent L1 input. */
+    CHECK(ttdrv_buffer_from_host(dev, &ins, 0, (const uint8_t *)in, sizeof in, &input));
     OK(ttdrv_trace_execute(dev, tid, 0, true));
+    OK(ttdrv_buffer_free(input));
   } else {
     ST(TRACE_REGION, ttdrv_trace_end_capture(dev, tid, 0), "ttdrv_trace_end_capture", region_text, "at least");
     const char *p = strstr(ttdrv_last_error(), "at least ");
@@ -1427,6 +1466,7 @@ static void test_closed(void) {
   ST(CLOSED, ttdrv_buffer_read(b, 0, true, (uint8_t *)data, sizeof data), "closed");
   ST(CLOSED, ttdrv_fill(b, 0, 1.0f), "closed");
   ST(CLOSED, ttdrv_to_memory_config(b, 0, &mem, &ob), "closed");
+  ST(CLOSED, ttdrv_to_layout(b, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob), "closed");
   ST(CLOSED, ttdrv_event_record(e, 0), "closed");
   ST(CLOSED, ttdrv_event_synchronize(e), "closed");
   bool done = false;
@@ -1506,6 +1546,7 @@ static void test_fork(fixture *f) {
     ST(FORKED, ttdrv_device_wait_for_event(dev, 0, f->ev), "parent process");
     uint32_t rt[17] = {0};
     ST(FORKED, ttdrv_program_run(f->prog, 0, rt, 17, NULL, 0), "parent process");
+    ST(FORKED, ttdrv_program_run_io(f->prog, 0, rt, 17, NULL, 0, NULL, 0), "parent process");
     ST(FORKED, ttdrv_mlp_run(f->mlp, 0, f->buf, &ob), "parent process");
     ST(FORKED, ttdrv_trace_execute(dev, 1, 0, false), "parent process");
     ttdrv_memory_config mem = mc_interleaved(TTDRV_BUFFER_L1);

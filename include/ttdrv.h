@@ -74,9 +74,22 @@
 #define TTDRV_LAYOUT_BLOCK_SHARDED 3
 
 /**
- * Tensor layout: row-major pages.
+ * Tensor layout (`ttnn.ROW_MAJOR_LAYOUT`): a page is a row (interleaved) or a shard row (sharded). The default.
  */
-#define TTDRV_TENSOR_ROW_MAJOR 0
+#define TTDRV_TENSOR_LAYOUT_ROW_MAJOR 0
+
+/**
+ * Tensor layout (`ttnn.TILE_LAYOUT`): a page is a 32x32 tile of four 16x16 faces, each face row-major; the shape is
+ * padded up to whole tiles on the device, the padding zero (device contract §8.3.2, docs/device-interface.md). Host
+ * data stays dense row-major of `rows x cols`: writes tilize it, reads untilize it. Needs a device of contract 1.1 or
+ * later (`ttdrv_device_info.contract_minor >= 1`).
+ */
+#define TTDRV_TENSOR_LAYOUT_TILE 1
+
+/**
+ * Release 0.1's name of `TTDRV_TENSOR_LAYOUT_ROW_MAJOR`, kept for programs written against it.
+ */
+#define TTDRV_TENSOR_ROW_MAJOR TTDRV_TENSOR_LAYOUT_ROW_MAJOR
 
 /**
  * Shard orientation: shards assigned to the grid row by row.
@@ -415,7 +428,7 @@ typedef struct ttdrv_memory_config {
 } ttdrv_memory_config;
 
 /**
- * A tensor spec: 2-D shape, element type, tensor layout and memory configuration. Fill with
+ * A tensor spec: 2-D shape, element type, tensor layout (row-major or tiled) and memory configuration. Fill with
  * `ttdrv_tensor_spec_init`.
  */
 typedef struct ttdrv_tensor_spec {
@@ -436,7 +449,9 @@ typedef struct ttdrv_tensor_spec {
    */
   uint32_t dtype;
   /**
-   * `TTDRV_TENSOR_ROW_MAJOR`.
+   * `TTDRV_TENSOR_LAYOUT_ROW_MAJOR` (the default) or `TTDRV_TENSOR_LAYOUT_TILE`. A tiled buffer's shard shapes are
+   * multiples of 32 that divide the shape padded up to whole tiles (a height shard spans the padded width, a width
+   * shard the padded height).
    */
   uint32_t tensor_layout;
   /**
@@ -797,8 +812,8 @@ uint32_t ttdrv_version_number(void);
 ttdrv_status ttdrv_debug_panic(void);
 
 /**
- * Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
- * afterwards.
+ * Fills `*spec` with a `[1, 1]` float32, row-major (`TTDRV_TENSOR_LAYOUT_ROW_MAJOR`), interleaved-DRAM tensor and sets
+ * `struct_size`. Change fields afterwards.
  *
  * Thread: any. Errors: NULL_PARAMETER.
  *
@@ -815,8 +830,9 @@ ttdrv_status ttdrv_tensor_spec_init(struct ttdrv_tensor_spec *spec);
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size`
  * not the size of any release's struct (docs/abi.md); a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
  * divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
- * banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
- * OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
+ * banks; L1_SMALL on a device opened with `l1_small_size` 0; an unknown tensor layout; tiled shards that are not whole
+ * tiles), UNSUPPORTED (`TTDRV_TENSOR_LAYOUT_TILE` on a device of contract 1.0), OUT_OF_DEVICE_MEMORY (the message
+ * gives the free bytes and the largest free block).
  *
  * # Safety
  * `spec` must point to an initialised `ttdrv_tensor_spec` (at least `spec->struct_size` readable bytes); `out` must be
@@ -829,14 +845,15 @@ ttdrv_status ttdrv_buffer_allocate(struct ttdrv_device *device,
 /**
  * Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
  * dense row-major tensor (a `float *` for float32, a `uint16_t *` for bfloat16, or any bytes), exactly rows x cols x
- * element size bytes; it is copied before the call returns and may be reused at once. On failure nothing stays
- * allocated.
+ * element size bytes (tiled or not: a tiled buffer is tilized on the way, its padding written as zeros); it is copied
+ * before the call returns and may be reused at once. On failure nothing stays allocated.
  *
  * Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` not the size of
  * any release's struct; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
  * shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
- * on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
+ * on a device opened with `l1_small_size` 0; an unknown tensor layout; tiled shards that are not whole tiles),
+ * UNSUPPORTED (`TTDRV_TENSOR_LAYOUT_TILE` on a device of contract 1.0), OUT_OF_DEVICE_MEMORY
  * (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
  * INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
  *
@@ -854,7 +871,9 @@ ttdrv_status ttdrv_buffer_from_host(struct ttdrv_device *device,
  * Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
  * (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied
  * before the call returns, so `data` may be reused at once; with `blocking` the call also waits until the device has
- * written them. Work enqueued later on `cq` sees the new contents; other queues must order themselves with events.
+ * written them. Work enqueued later on `cq` sees the new contents; other queues must order themselves with events. A
+ * tiled buffer's data is tilized into the records as it is copied, its padding written as zeros (device contract
+ * §8.3.2).
  *
  * A write that fails either was not started (the buffer is as it was), or its message says exactly how many of its
  * records and bytes were enqueued — those land unless the device is reset — and, if only some were, that the buffer's
@@ -879,9 +898,10 @@ ttdrv_status ttdrv_buffer_write(struct ttdrv_buffer *buffer,
 
 /**
  * Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
- * bytes) on queue `cq`. With `blocking` it returns when the data is in `out`. Without (`cpu(blocking=False)`) it
- * returns once the read is enqueued; the data is in place after `ttdrv_device_finish(cq)`, after an event recorded on
- * `cq` behind the read completes, or after the device is closed.
+ * bytes; a tiled buffer is untilized as its data arrives, its padding left out) on queue `cq`. With `blocking` it
+ * returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
+ * in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
+ * device is closed.
  *
  * A call that fails leaves nothing behind: a blocking read that times out (or fails part-way through being
  * enqueued) is cancelled before it returns, so `out` is the caller's again at once — data arriving later goes
@@ -964,7 +984,8 @@ ttdrv_status ttdrv_buffer_get_spec(const struct ttdrv_buffer *buffer,
 
 /**
  * Writes the buffer's size in host memory (rows x cols x element size: what `ttdrv_buffer_write` and
- * `ttdrv_buffer_read` take) to `*out`. Answers after its device is closed too.
+ * `ttdrv_buffer_read` take; for a tiled buffer too, whose padding stays on the device) to `*out`. Answers after its
+ * device is closed too.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
  *
@@ -1314,7 +1335,7 @@ ttdrv_status ttdrv_mlp_ops_per_run(const struct ttdrv_mlp *mlp,
 
 /**
  * Copies `input` into a new buffer with memory configuration `*mem` (`to_memory_config`), on queue `cq`: any layout to
- * any layout (interleaved or sharded, DRAM or L1); shape and element type are kept.
+ * any layout (interleaved or sharded, DRAM or L1); shape, element type and tensor layout are kept.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1372,8 +1393,32 @@ ttdrv_status ttdrv_reshard_into(struct ttdrv_buffer *input,
                                 struct ttdrv_buffer *output);
 
 /**
+ * Copies `input` into a new buffer of tensor layout `tensor_layout` (a `TTDRV_TENSOR_LAYOUT_*` value) with memory
+ * configuration `*mem` (`ttnn.to_layout`), on queue `cq`: tilize (row-major to tiled) or untilize on the device, by
+ * the copy kernel; shape and element type are kept. A tiled output's shard shapes must be whole tiles (see
+ * `ttdrv_tensor_spec.tensor_layout`).
+ *
+ * Ownership: the input stays the caller's; on success `*out` receives a new buffer handle to release with
+ * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+ * on `cq` sees its result. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+ * an unknown `tensor_layout`; a memory config as in `ttdrv_buffer_allocate`, tiled shards that are not whole tiles
+ * included), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the copy kernel; `TTDRV_TENSOR_LAYOUT_TILE` on a
+ * device of contract 1.0), PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on
+ * `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
+ *
+ * # Safety
+ * `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
+ */
+ttdrv_status ttdrv_to_layout(struct ttdrv_buffer *input,
+                             uint16_t cq,
+                             uint32_t tensor_layout,
+                             const struct ttdrv_memory_config *mem,
+                             struct ttdrv_buffer **out);
+
+/**
  * `a @ b` into a new buffer with memory configuration `*mem`, on queue `cq`. `a` is [M, K] and `b` [K, N], both
- * float32, or both bfloat16 (accumulated in float32, rounded once).
+ * float32, or both bfloat16 (accumulated in float32, rounded once). The output has `a`'s tensor layout.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1395,7 +1440,8 @@ ttdrv_status ttdrv_matmul(struct ttdrv_buffer *a,
 
 /**
  * Element-wise `a op b` (`op` is a `TTDRV_BINARY_*` value) into a new buffer with memory configuration `*mem`, on
- * queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type.
+ * queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type. The output has
+ * `a`'s tensor layout.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1418,7 +1464,7 @@ ttdrv_status ttdrv_eltwise_binary(struct ttdrv_buffer *a,
 
 /**
  * Element-wise `op(a)` (`op` is a `TTDRV_UNARY_*` value; `param` is the factor of `TTDRV_UNARY_SCALE`, ignored
- * otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`.
+ * otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`. The output has `a`'s tensor layout.
  *
  * Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
  * `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -1440,8 +1486,8 @@ ttdrv_status ttdrv_eltwise_unary(struct ttdrv_buffer *a,
                                  struct ttdrv_buffer **out);
 
 /**
- * Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type). Returns once
- * enqueued.
+ * Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type; a tiled
+ * buffer's padding stays zero). Returns once enqueued.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no
  * such queue; buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in
@@ -1491,8 +1537,13 @@ ttdrv_status ttdrv_program_new(struct ttdrv_device *device,
 /**
  * Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the rectangle, row
  * by row. `buffers` lists every buffer the arguments refer to (their words come from `ttdrv_buffer_accessor`): each
- * must be alive, and during a trace capture their ranges are what the trace depends on. Returns once the launch is
- * enqueued (or captured, during a capture on `cq`).
+ * must be alive. Returns once the launch is enqueued (or captured, during a capture on `cq`).
+ *
+ * During a trace capture every buffer listed here counts as read by the launch (ttdrv cannot see which ones a kernel
+ * writes): the trace does not own its range, so a buffer passed here and freed before the capture ends makes
+ * `ttdrv_trace_execute` fail (naming the range and the buffer) until a buffer of its spec is allocated at its address
+ * again. To let the trace own an intermediate, dispatch with `ttdrv_program_run_io` and list it as an output
+ * (`ttdrv_trace_begin_capture` states the rule).
  *
  * Ownership: `rt_args` and `buffers` are only read during the call; the buffers stay the caller's. Thread: any.
  * Errors: NULL_PARAMETER (`program`, or an array with a non-zero count, or a NULL entry of `buffers`), INVALID_HANDLE
@@ -1510,6 +1561,33 @@ ttdrv_status ttdrv_program_run(struct ttdrv_program *program,
                                size_t num_rt_args,
                                struct ttdrv_buffer *const *buffers,
                                size_t num_buffers);
+
+/**
+ * As `ttdrv_program_run`, with the buffers the launch may read (`inputs`) apart from the buffers it overwrites
+ * (`outputs`): the launch writes every byte that any later launch reads from an output, without reading it first. A
+ * buffer in both lists counts as an input. Outside a trace capture this is exactly `ttdrv_program_run` with both lists.
+ *
+ * During a trace capture on `cq`, a range the trace first touches as an output is one of its intermediates: freed
+ * before the capture ends, it belongs to the trace from that moment until `ttdrv_trace_release`, and no buffer can be
+ * allocated over it; still alive at the end (the trace's output), it stays the caller's and must be held by a buffer
+ * of the same spec at the same address at each replay (`ttdrv_trace_begin_capture` states the rule). Naming a buffer
+ * the kernel also reads as an output makes replays read whatever the trace left there last.
+ *
+ * Ownership: `rt_args`, `inputs` and `outputs` are only read during the call; the buffers stay the caller's.
+ * Thread: any. Errors: as `ttdrv_program_run`, with `inputs`, `outputs`, `inputs[i]` and `outputs[i]` named.
+ *
+ * # Safety
+ * `rt_args` must be readable for `num_rt_args` words, `inputs` for `num_inputs` handles and `outputs` for
+ * `num_outputs` handles.
+ */
+ttdrv_status ttdrv_program_run_io(struct ttdrv_program *program,
+                                  uint16_t cq,
+                                  const uint32_t *rt_args,
+                                  size_t num_rt_args,
+                                  struct ttdrv_buffer *const *inputs,
+                                  size_t num_inputs,
+                                  struct ttdrv_buffer *const *outputs,
+                                  size_t num_outputs);
 
 /**
  * Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
@@ -1555,6 +1633,17 @@ ttdrv_status ttdrv_device_program_cache_stats(const struct ttdrv_device *device,
  * naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
  * as usual.
  *
+ * Which device memory a trace owns: each buffer a captured launch touches is read (an input: every buffer of
+ * `ttdrv_program_run`, and the inputs of ops and of `ttdrv_program_run_io`) or overwritten (an output of an op, or of
+ * `ttdrv_program_run_io`); inputs count first. A range the trace first touches as an output is an intermediate: freed
+ * during the capture (`ttdrv_buffer_free`, or an MLP run freeing its activations), it belongs to the trace from that
+ * moment until `ttdrv_trace_release`, so no buffer allocated during or after the capture, on any queue, lands there,
+ * and two captures in progress at once never share one. Every other range the trace touches stays the caller's: a
+ * range it reads first (its input) may be freed and allocated again during the capture (the guide's "deallocate,
+ * re-allocate at the same address" pattern), and an intermediate still alive at the end (its output) stays where it
+ * is; at each replay every such range must be held by a live buffer with the spec (`ttdrv_tensor_spec`) and address
+ * of the buffer it was captured with, which `ttdrv_trace_execute` checks.
+ *
  * Ownership: the trace lives on the device until `ttdrv_trace_release` or a reset. Thread: any; dispatches from
  * several threads onto `cq` are captured in the order they are enqueued.
  * Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE
@@ -1569,8 +1658,9 @@ ttdrv_status ttdrv_trace_begin_capture(struct ttdrv_device *device,
 
 /**
  * Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores the trace in the trace region (or,
- * with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). Device ranges the trace uses that no live buffer holds
- * any more (intermediates freed during the capture) become the trace's until it is released.
+ * with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). The intermediates freed during the capture stay the
+ * trace's until it is released; the other ranges it touches are checked at each replay (`ttdrv_trace_begin_capture`
+ * states the rule).
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
  * INVALID_STATE (no capture of `id` in progress on `cq`: never begun, begun on another queue, already ended, or
@@ -1585,14 +1675,17 @@ ttdrv_status ttdrv_trace_end_capture(struct ttdrv_device *device,
 
 /**
  * Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it to finish.
- * Replays write their outputs to the buffers the capture wrote, so keep those (and the inputs the capture read) alive;
- * any device range the trace uses that lay inside a live buffer at the end of the capture must lie inside one again at
- * each replay.
+ * Replays read the inputs and write the outputs the capture used, at the same addresses: every device range the trace
+ * touches and does not own (`ttdrv_trace_begin_capture`) must be held, when this is called, by a live buffer with the
+ * spec and address of the buffer it was captured with — the same buffer, or one allocated again with the same spec
+ * that landed at the same address. Otherwise nothing is enqueued and the call fails, naming the range, the buffer
+ * expected and what holds the range instead; the buffers there keep their data.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
  * INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
- * range the trace uses is no longer held by a live buffer — the message names it), TRACE_REGION (the trace was never
- * stored), TIMEOUT, DEVICE_FAULT.
+ * range the trace does not own is held by no buffer, or by a buffer of another spec or address, or by another trace —
+ * the message names the range and the buffer expected), TRACE_REGION (the trace was never stored), TIMEOUT,
+ * DEVICE_FAULT.
  */
 ttdrv_status ttdrv_trace_execute(struct ttdrv_device *device,
                                  uint32_t id,

@@ -435,7 +435,7 @@ pub enum Error {
         records_total: u32,
         /// Bytes of the tensor in the records enqueued.
         bytes_enqueued: u64,
-        /// Bytes of the whole tensor.
+        /// Bytes of the whole tensor (whole tiles, padding included, for a tiled buffer).
         bytes_total: u64,
         /// Why it stopped (a timeout, a fault, a protocol violation...).
         cause: Box<Error>,
@@ -486,8 +486,9 @@ pub enum TraceProblem {
     },
     /// The device was reset since the capture, which erased the trace from device memory.
     LostInReset,
-    /// A range the trace reads or writes lay inside a live buffer when the capture ended, and no live buffer holds
-    /// it now.
+    /// A range the trace does not own — one it reads first (an input), or writes and leaves to the caller (its
+    /// output, or an intermediate kept alive past the capture) — is held by no live buffer now. At replay each such
+    /// range must be held by a buffer of the spec and address it was captured with (docs/architecture.md, "Trace").
     RangeFreed {
         /// The memory.
         memory: BufferType,
@@ -495,7 +496,58 @@ pub enum TraceProblem {
         start: u64,
         /// End of the range (exclusive).
         end: u64,
+        /// The spec of the buffer the trace was captured with (boxed: errors stay small).
+        expected: Box<BufferSpec>,
+        /// That buffer's address.
+        address: u64,
+        /// The trace writes the range before reading it (its output) rather than reading it first (its input).
+        output: bool,
     },
+    /// As [`TraceProblem::RangeFreed`], but something else holds (part of) the range now: a buffer of another spec
+    /// or address, or another trace.
+    RangeReused {
+        /// The memory.
+        memory: BufferType,
+        /// Start of the range (unit offset).
+        start: u64,
+        /// End of the range (exclusive).
+        end: u64,
+        /// The spec of the buffer the trace was captured with (boxed: errors stay small).
+        expected: Box<BufferSpec>,
+        /// That buffer's address.
+        address: u64,
+        /// The trace writes the range before reading it (its output) rather than reading it first (its input).
+        output: bool,
+        /// What holds the range now (boxed: errors stay small).
+        found: Box<RangeOccupant>,
+    },
+}
+
+/// What holds device memory a trace expected one of its buffers in ([`TraceProblem::RangeReused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RangeOccupant {
+    /// A live buffer of another spec or address.
+    Buffer {
+        /// Its spec.
+        spec: BufferSpec,
+        /// Its address.
+        address: u64,
+    },
+    /// Memory trace `.0` owns (one of its intermediates, or its trace buffer).
+    Trace(u32),
+    /// The driver's own memory (kernel images).
+    Driver,
+}
+
+impl fmt::Display for RangeOccupant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeOccupant::Buffer { spec, address } => write!(f, "a {spec} buffer at {address:#x}"),
+            RangeOccupant::Trace(t) => write!(f, "trace {t} (an intermediate it owns)"),
+            RangeOccupant::Driver => f.write_str("the driver (kernel images)"),
+        }
+    }
 }
 
 /// A device fault, decoded from the `FAULT_*` registers (docs/device-interface.md §7.1).
@@ -715,16 +767,31 @@ impl fmt::Display for TraceText<'_> {
                 "the trace was lost when device {device} was reset (the reset erases device memory); release it and \
                  capture again"
             ),
-            TraceProblem::RangeFreed { memory, start, end } => write!(
+            TraceProblem::RangeFreed { memory, start, end, expected, address, output } => write!(
                 f,
-                "the trace uses {} range [{start:#x}, {end:#x}), which lay inside a live buffer when the capture \
-                 ended but no live buffer holds now. Replaying would read or write memory that may belong to \
-                 something else. Keep that buffer alive (or allocate its replacement at the same address) before \
+                "the trace {} {} range [{start:#x}, {end:#x}) of the {expected} buffer at {address:#x} it was \
+                 captured with, and no live buffer holds that range now. Replaying would read or write memory that \
+                 may belong to something else. Keep that buffer alive, or allocate a buffer of the same spec at \
+                 {address:#x} again, before execute_trace",
+                role(*output),
+                memory.name()
+            ),
+            TraceProblem::RangeReused { memory, start, end, expected, address, output, found } => write!(
+                f,
+                "the trace {} {} range [{start:#x}, {end:#x}) of the {expected} buffer at {address:#x} it was \
+                 captured with, but {found} holds that range now. Replaying would overwrite or misread it. Free that \
+                 and allocate a buffer of the captured spec at {address:#x} (or capture the trace again) before \
                  execute_trace",
+                role(*output),
                 memory.name()
             ),
         }
     }
+}
+
+/// How a trace uses a range it does not own, for messages.
+fn role(output: bool) -> &'static str {
+    if output { "writes (its output, left to the caller)" } else { "reads (its input, from outside the trace)" }
 }
 
 fn queue_out_of_range(queue: u16, queues: u16, device_queues: u16, device: &str) -> String {

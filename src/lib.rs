@@ -28,8 +28,8 @@ pub use device::{
     Buffer, BufferSpec, BufferType, Contents, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, OwnedRead,
     ShardSpec,
 };
-pub use error::{Error, ErrorKind, FaultReport, Result, TraceProblem};
-pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid};
+pub use error::{Error, ErrorKind, FaultReport, RangeOccupant, Result, TraceProblem};
+pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid, TensorLayout};
 
 /// The crate version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

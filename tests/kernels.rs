@@ -172,14 +172,6 @@ fn copy_converts_f32_to_bf16_to_nearest_even_and_back_exactly() {
     }
 }
 
-fn binary_ref(op: BinaryOp, x: f32, y: f32) -> f32 {
-    match op {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-    }
-}
-
 /// add, sub, mul with same-shape operands and with a one-row `[1, W]` operand broadcast over the rows. Every config
 /// appears as `a`, as `b` and as the output. Tolerance: f32 bit-exact; bf16 bit-exact against the f32 result of
 /// the bfloat16 inputs rounded to nearest even.
@@ -222,11 +214,6 @@ fn eltwise_binary_matches_the_host_exactly() {
             }
         }
     }
-}
-
-/// gelu, tanh form, in f64.
-fn gelu_f64(x: f64) -> f64 {
-    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
 }
 
 /// relu, scale, exp, gelu. Tolerances: relu and scale are one f32 operation, so exact (bf16: of the f32 result

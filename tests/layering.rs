@@ -14,6 +14,7 @@ const DRIVER: &str = "ttdrv";
 const FFI: &str = "ttdrv-ffi";
 const CLI: &str = "ttdrv-cli";
 const TESTKIT: &str = "ttdrv-testkit";
+const PYTHON: &str = "ttdrv-python";
 
 /// Which workspace crates each workspace crate declares as dependencies, by kind.
 #[derive(Default, Debug)]
@@ -83,7 +84,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[test]
 fn each_layer_depends_only_on_the_layers_below() {
     let g = workspace_graph();
-    for name in [CONTRACT, EMU, DRIVER, FFI, CLI, TESTKIT] {
+    for name in [CONTRACT, EMU, DRIVER, FFI, CLI, TESTKIT, PYTHON] {
         assert!(
             g.contains_key(name),
             "{name} is no longer a workspace crate; update this test and docs/architecture.md"
@@ -125,6 +126,16 @@ fn each_layer_depends_only_on_the_layers_below() {
     expect(!ffi.all().contains(CLI), format!("{FFI} depends on {CLI}"));
     expect(!ffi.normal.contains(TESTKIT), format!("{FFI} (shipped) depends on {TESTKIT} outside its tests"));
 
+    // The Python package wraps the driver's Rust API, not the C ABI, and nothing builds on it.
+    let python = &g[PYTHON];
+    expect(python.normal.contains(DRIVER), format!("{PYTHON} no longer depends on the driver `{DRIVER}`"));
+    for other in [FFI, CLI, TESTKIT] {
+        expect(!python.all().contains(other), format!("{PYTHON} depends on {other}"));
+    }
+    for (name, deps) in &g {
+        expect(!deps.all().contains(PYTHON), format!("{name} depends on {PYTHON}, the Python extension"));
+    }
+
     // The command is a leaf: nothing builds on it.
     for (name, deps) in &g {
         expect(!deps.all().contains(CLI), format!("{name} depends on {CLI}, the `ttdrv` command"));
@@ -146,11 +157,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The library crates' sources: the driver, the contract, the emulator and the C ABI (not their tests or build
-/// scripts).
+/// The library crates' sources: the driver, the contract, the emulator, the C ABI and the Python extension (not
+/// their tests or build scripts).
 fn library_sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["src", "crates/contract/src", "crates/emu/src", "crates/ffi/src"] {
+    for dir in ["src", "crates/contract/src", "crates/emu/src", "crates/ffi/src", "python/src"] {
         rust_files(&root().join(dir), &mut files);
     }
     assert!(files.len() > 20, "found only {} library source files; has the layout changed?", files.len());

@@ -606,7 +606,7 @@ fn freeing_what_a_trace_uses_blocks_replay_and_release_frees_what_it_owns() {
         b.deallocate();
         expect_err!(
             dev.execute_trace(tid, 0, false),
-            Error::Trace { problem: TraceProblem::RangeFreed { memory: BufferType::L1, start, end: e }, .. }
+            Error::Trace { problem: TraceProblem::RangeFreed { memory: BufferType::L1, start, end: e, .. }, .. }
                 if *start == addr && *e == end,
             [&format!("L1 range [{addr:#x}, {end:#x})"), "no live buffer holds", "execute_trace"]
         );
@@ -817,4 +817,204 @@ fn a_replay_on_another_queue_waits_for_the_trace_buffer_upload() {
     dev.execute_trace(t2, 1, false).unwrap();
     assert_eq!(dev.debug_issue_wr(1).unwrap().wrapping_sub(before), 64);
     assert_eq!(values(&out, 1), vec![2.0; 256]);
+}
+
+/// `y = 2x` into an intermediate, `out = relu(y)`, the intermediate freed: the shape of a model's layer. Returns the
+/// output and the intermediate's range.
+fn scale_relu(dev: &Device, cq: u16, x: &Buffer, factor: f32) -> (Buffer, (u64, u64)) {
+    let l1 = MemoryConfig::L1;
+    let y = dev.unary(cq, UnaryOp::Scale(factor), x, &l1).unwrap();
+    let out = dev.unary(cq, UnaryOp::Relu, &y, &l1).unwrap();
+    let r = (y.address(), y.address() + y.footprint());
+    drop(y);
+    (out, r)
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// Issue 12, item 4: during a capture on queue 0 the model frees an intermediate; a buffer the user allocates then
+/// (first fit would put it exactly there) and writes on queue 1 does not land on it, and no replay overwrites it.
+#[test]
+fn an_intermediate_freed_during_capture_is_the_traces_and_a_buffer_written_on_cq1_keeps_its_data() {
+    let dev = open("emu", &params(1 << 20));
+    let s = f32_spec(64, 256, MemoryConfig::L1);
+    let xv = random_values(&mut Rng::new(41), 64 * 256, -1.0, 1.0, Float32);
+    let x = upload(&dev, 0, &xv, &s);
+    drop(scale_relu(&dev, 0, &x, 2.0));
+    dev.finish(0).unwrap();
+    let tid = dev.begin_trace_capture(0).unwrap();
+    let (out, y) = scale_relu(&dev, 0, &x, 2.0);
+    let user = dev.allocate(&s).unwrap();
+    let mine = (user.address(), user.address() + user.footprint());
+    assert!(!overlaps(mine, y), "the user's buffer {mine:x?} landed on the trace's intermediate {y:x?}");
+    let data = pattern(s.host_bytes() as usize, 44);
+    user.write(1, &data, false).unwrap();
+    dev.finish(1).unwrap();
+    dev.end_trace_capture(tid, 0).unwrap();
+    let want: Vec<f32> = xv.iter().map(|v| (v * 2.0).max(0.0)).collect();
+    for i in 0..5 {
+        dev.execute_trace(tid, 0, false).unwrap();
+        assert_eq!(values(&out, 0), want, "replay {i}");
+        assert_bytes_eq(&user.read_to_vec(1).unwrap(), &data, &format!("the user's buffer after replay {i}"));
+    }
+    // Allocated after the capture, it does not land there either.
+    let later = dev.allocate(&s).unwrap();
+    assert!(!overlaps((later.address(), later.address() + later.footprint()), y));
+    dev.release_trace(tid).unwrap();
+}
+
+/// Issue 12, item 5: two captures in progress at once, one per queue, each with an intermediate freed while the
+/// other is capturing: they never share one, and replaying both at once on their queues, under jitter, gives each
+/// its own right output.
+#[test]
+fn two_captures_in_progress_at_once_never_share_an_intermediate() {
+    let dev = open("emu:jitter=12,jitter_us=100,jitter_pct=40", &params(1 << 20));
+    let s = f32_spec(64, 256, MemoryConfig::L1);
+    let mut rng = Rng::new(55);
+    let x: Vec<Buffer> = (0..2).map(|_| dev.allocate(&s).unwrap()).collect();
+    let factor = [2.0f32, -3.0];
+    for q in 0..2u16 {
+        drop(scale_relu(&dev, q, &x[q as usize], factor[q as usize]));
+        dev.finish(q).unwrap();
+    }
+    let tids = [dev.begin_trace_capture(0).unwrap(), dev.begin_trace_capture(1).unwrap()];
+    // Interleaved: queue 1's intermediate is allocated after queue 0's was freed.
+    let (out0, y0) = scale_relu(&dev, 0, &x[0], factor[0]);
+    let (out1, y1) = scale_relu(&dev, 1, &x[1], factor[1]);
+    assert!(!overlaps(y0, y1), "the two captures share intermediate memory: {y0:x?} and {y1:x?}");
+    for (q, tid) in tids.iter().enumerate() {
+        dev.end_trace_capture(*tid, q as u16).unwrap();
+    }
+    for it in 0..20 {
+        let xv: Vec<Vec<f32>> = (0..2).map(|_| random_values(&mut rng, 64 * 256, -1.0, 1.0, Float32)).collect();
+        for q in 0..2u16 {
+            x[q as usize].write(q, &encode(&xv[q as usize], Float32), false).unwrap();
+            dev.execute_trace(tids[q as usize], q, false).unwrap();
+        }
+        for (q, out) in [&out0, &out1].into_iter().enumerate() {
+            let want: Vec<f32> = xv[q].iter().map(|v| (v * factor[q]).max(0.0)).collect();
+            assert_eq!(values(out, q as u16), want, "iteration {it}, trace on queue {q}");
+        }
+    }
+    for tid in tids {
+        dev.release_trace(tid).unwrap();
+    }
+}
+
+/// Issue 12, item 6: once the traced output (or an intermediate kept past the capture) is freed, a smaller, a
+/// larger or a differently shaped buffer allocated over its range makes the replay fail — naming the range and the
+/// buffer expected — and leaves that buffer's data alone; nothing there at all fails too; the captured spec at the
+/// captured address replays again.
+#[test]
+fn a_buffer_of_another_spec_over_a_freed_output_makes_replay_fail() {
+    let dev = open("emu", &params(1 << 20));
+    let l1 = MemoryConfig::L1;
+    let s = f32_spec(64, 256, l1);
+    let xv = random_values(&mut Rng::new(61), 64 * 256, -1.0, 1.0, Float32);
+    let x = upload(&dev, 0, &xv, &s);
+    // The output at the top of L1 (as the MLP allocates its output), the intermediate right above the input: then
+    // a larger buffer allocated from the same end can cover either range.
+    let run = || {
+        let y = dev.unary(0, UnaryOp::Scale(2.0), &x, &l1).unwrap();
+        let out = dev.allocate_top_down(&s).unwrap();
+        dev.unary_into(0, UnaryOp::Relu, &y, &out).unwrap();
+        (out, y)
+    };
+    drop(run());
+    let tid = dev.begin_trace_capture(0).unwrap();
+    let (out, kept) = run();
+    dev.end_trace_capture(tid, 0).unwrap();
+    dev.execute_trace(tid, 0, true).unwrap();
+    let want: Vec<f32> = xv.iter().map(|v| (v * 2.0).max(0.0)).collect();
+    assert_eq!(values(&out, 0), want);
+
+    let mut slots = [Some(out), Some(kept)];
+    for (which, slot) in ["output", "kept intermediate"].into_iter().zip(slots.iter_mut()) {
+        let alloc = |spec: &BufferSpec| {
+            if which == "output" { dev.allocate_top_down(spec).unwrap() } else { dev.allocate(spec).unwrap() }
+        };
+        let b = slot.take().unwrap();
+        let (addr, end, spec) = (b.address(), b.address() + b.footprint(), *b.spec());
+        b.deallocate();
+        for (name, other) in [
+            ("smaller", f32_spec(32, 256, l1)),
+            ("larger", f32_spec(128, 256, l1)),
+            ("differently shaped", f32_spec(128, 128, l1)),
+            ("bfloat16", BufferSpec::new(64, 512, DType::BFloat16, l1)),
+        ] {
+            let o = alloc(&other);
+            assert!(o.address() < end && addr < o.address() + o.footprint(), "{which}/{name}: {o:?} missed the range");
+            let data = pattern(other.host_bytes() as usize, 7);
+            o.write(0, &data, false).unwrap();
+            expect_err!(
+                dev.execute_trace(tid, 0, false),
+                Error::Trace {
+                    problem: TraceProblem::RangeReused {
+                        memory: BufferType::L1, start, end: e, expected, address, output: true,
+                        found,
+                        ..
+                    },
+                    ..
+                } if *start == addr && *e == end && **expected == spec && *address == addr
+                    && matches!(**found, RangeOccupant::Buffer { spec: f, .. } if f == other),
+                [&format!("L1 range [{addr:#x}, {end:#x})"), &format!("the {spec} buffer at {addr:#x}"),
+                 &format!("a {other} buffer at"), "writes (its output"]
+            );
+            dev.finish(0).unwrap();
+            assert_bytes_eq(&o.read_to_vec(0).unwrap(), &data, &format!("{which}/{name}: its data after the refusal"));
+        }
+        expect_err!(
+            dev.execute_trace(tid, 0, false),
+            Error::Trace { problem: TraceProblem::RangeFreed { start, expected, .. }, .. }
+                if *start == addr && **expected == spec,
+            ["no live buffer holds that range"]
+        );
+        let again = alloc(&spec);
+        assert_eq!(again.address(), addr, "{which}: the captured spec lands at the captured address");
+        *slot = Some(again);
+        dev.execute_trace(tid, 0, true).unwrap();
+    }
+    assert_eq!(values(slots[0].as_ref().unwrap(), 0), want);
+    dev.release_trace(tid).unwrap();
+}
+
+/// The rule for generic programs: `Program::run` reads every buffer it is given, so a buffer it filled and the
+/// model freed during capture stays external — the replay fails, naming it, rather than let anything allocated
+/// there be overwritten — while `Program::run_io` naming it as an output makes it an intermediate the trace owns.
+#[test]
+fn generic_programs_own_intermediates_only_when_outputs_are_named() {
+    let dev = open("emu", &params(1 << 20));
+    let l1 = MemoryConfig::L1;
+    let s = f32_spec(1, 8, l1);
+    for name_outputs in [false, true] {
+        let y = dev.allocate(&s).unwrap();
+        let (prog, rt) = ttdrv_testkit::fill_program(&dev, &y).unwrap();
+        let fill = |y: &Buffer| if name_outputs { prog.run_io(0, &rt, &[], &[y]) } else { prog.run(0, &rt, &[y]) };
+        fill(&y).unwrap();
+        drop(dev.unary(0, UnaryOp::Relu, &y, &l1).unwrap());
+        dev.finish(0).unwrap();
+        let tid = dev.begin_trace_capture(0).unwrap();
+        fill(&y).unwrap();
+        let out = dev.unary(0, UnaryOp::Relu, &y, &l1).unwrap();
+        let (ya, ye) = (y.address(), y.address() + y.footprint());
+        drop(y);
+        let other = dev.allocate(&f32_spec(2, 8, l1)).unwrap();
+        dev.end_trace_capture(tid, 0).unwrap();
+        let landed = other.address() < ye && ya < other.address() + other.footprint();
+        if name_outputs {
+            assert!(!landed, "an intermediate named as an output is the trace's");
+            dev.execute_trace(tid, 0, true).unwrap();
+            assert_eq!(values(&out, 0), vec![1.5; 8]);
+        } else {
+            assert!(landed, "run() keeps the buffer external, so the allocation may land there");
+            expect_err!(
+                dev.execute_trace(tid, 0, false),
+                Error::Trace { problem: TraceProblem::RangeReused { start, output: false, .. }, .. } if *start == ya,
+                ["reads (its input"]
+            );
+        }
+        dev.release_trace(tid).unwrap();
+    }
 }

@@ -5,7 +5,7 @@
 //! - the emulated IOMMU: mappings of the driver's memfd, translation, device-side writes, faults outside a window,
 //!   windows that outlive an unmap;
 //! - the rings: a device with the smallest rings, so records wrap the issue ring many times, read data is
-//!   scattered from a wrapping completion ring, and events cross queues;
+//!   scattered (or untilized, for tiled buffers) from a wrapping completion ring, and events cross queues;
 //! - reads that own their destination (returned, cancelled, dropped and leaked in flight) and cancelled raw reads,
 //!   whose entries are consumed into nothing after the destination is freed.
 //!
@@ -154,8 +154,23 @@ fn rings_wrap_and_scatter_reads_with_the_smallest_rings() {
     );
     let dram_w =
         MemoryConfig::sharded(BufferType::Dram, Layout::WidthSharded, ShardGrid::Banks { first: 0, last: 3 }, [64, 24]);
-    for (i, (rows, cols, mem)) in [(64u32, 96u32, l1), (64, 96, dram_w)].into_iter().enumerate() {
+    // Tiled (tilized into the records, untilized out of the completion ring, dma::tile): interleaved pages, and a
+    // shard's pages with the L1 page stride, both with padding.
+    let l1_tiles = MemoryConfig::sharded(
+        BufferType::L1,
+        Layout::BlockSharded,
+        ShardGrid::Cores { x0: 0, y0: 0, x1: 3, y1: 1 },
+        [32, 32],
+    );
+    let cases = [
+        (64u32, 96u32, l1, false),
+        (64, 96, dram_w, false),
+        (50, 70, MemoryConfig::DRAM, true),
+        (40, 100, l1_tiles, true),
+    ];
+    for (i, (rows, cols, mem, tiled)) in cases.into_iter().enumerate() {
         let s = BufferSpec::new(rows, cols, DType::Float32, mem);
+        let s = if tiled { s.with_layout(ttdrv::TensorLayout::Tile) } else { s };
         let b = dev.allocate(&s).unwrap();
         let data = pattern(s.host_bytes() as usize, 10 + i as u32);
         b.write(0, &data, true).unwrap();

@@ -192,6 +192,11 @@ impl RangeAllocator {
         out
     }
 
+    /// The block holding offset `at`, as (start, end, owner), if one does.
+    pub fn block_at(&self, at: u64) -> Option<(u64, u64, Owner)> {
+        self.blocks.range(..=at).next_back().filter(|(_, b)| b.end > at).map(|(&s, b)| (s, b.end, b.owner))
+    }
+
     /// Marks the free range `[s, e)` as owned by `owner`. The range must be free.
     pub fn claim(&mut self, s: u64, e: u64, owner: Owner) {
         debug_assert!(self.classify(s, e).iter().all(|p| p.2.is_none()));
@@ -246,6 +251,9 @@ mod tests {
         let p = a.classify(0x80, 0x300);
         assert_eq!(p, vec![(0x80, 0x100, Some(Owner::Buffer(1))), (0x100, 0x300, None)]);
         a.claim(0x100, 0x300, Owner::Trace(5));
+        assert_eq!(a.block_at(0x2FF), Some((0x100, 0x300, Owner::Trace(5))));
+        assert_eq!(a.block_at(0x0), Some((0, 0x100, Owner::Buffer(1))));
+        assert_eq!(a.block_at(0x300), None);
         assert_eq!(a.alloc(0x200, 0x100, Direction::BottomUp, Owner::Buffer(2)).unwrap(), 0x300);
         assert_eq!(a.free_owner(Owner::Trace(5)), 0x200);
         assert_eq!(a.alloc(0x200, 0x100, Direction::BottomUp, Owner::Buffer(3)).unwrap(), 0x100);

@@ -1,11 +1,11 @@
 //! Device buffers: 2-D tensors in DRAM, L1 or L1_SMALL, interleaved or sharded.
 
-use super::alloc::{Direction, Owner};
+use super::alloc::Direction;
 use super::{Device, DeviceInner};
 use crate::error::{Error, GridText, Result};
 use std::fmt;
 use std::sync::Arc;
-use ttdrv_contract::kernel::{Accessor, DType, Layout, ShardGrid};
+use ttdrv_contract::kernel::{Accessor, DType, Layout, ShardGrid, TILE_DIM, TILE_ELEMS};
 use ttdrv_contract::{Memory, align_up};
 
 /// Where a buffer lives.
@@ -20,6 +20,9 @@ pub enum BufferType {
 }
 
 impl BufferType {
+    /// Every buffer type.
+    pub const ALL: [BufferType; 3] = [BufferType::Dram, BufferType::L1, BufferType::L1Small];
+
     /// The memory the type lives in.
     pub fn memory(self) -> Memory {
         match self {
@@ -73,13 +76,10 @@ impl MemoryConfig {
     }
 }
 
-/// Element arrangement in host and device memory. Only row-major pages exist today; the field is queryable so
-/// callers can check it, as ttnn code does with `tensor.layout`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TensorLayout {
-    /// Rows are pages.
-    RowMajor,
-}
+/// How a tensor's elements are arranged in its pages (`ttnn.ROW_MAJOR_LAYOUT`, `ttnn.TILE_LAYOUT`): row-major, or
+/// 32×32 tiles of four 16×16 faces with the shape padded up to whole tiles (docs/device-interface.md §8.3.2). Host
+/// data is dense row-major of the logical shape either way; transfers tilize and untilize.
+pub use ttdrv_contract::kernel::TensorLayout;
 
 /// Everything that defines a buffer except its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +102,30 @@ impl BufferSpec {
         BufferSpec { rows, cols, dtype, layout: TensorLayout::RowMajor, mem }
     }
 
+    /// A tiled spec (`ttnn.TILE_LAYOUT`): 32×32 tiles, the shape padded up to whole tiles on the device
+    /// (docs/device-interface.md §8.3.2); host data stays dense row-major of `rows × cols`.
+    pub fn tiled(rows: u32, cols: u32, dtype: DType, mem: MemoryConfig) -> BufferSpec {
+        BufferSpec { rows, cols, dtype, layout: TensorLayout::Tile, mem }
+    }
+
+    /// The same spec with tensor layout `layout`.
+    #[must_use]
+    pub fn with_layout(self, layout: TensorLayout) -> BufferSpec {
+        BufferSpec { layout, ..self }
+    }
+
+    /// Rows and columns as stored on the device: the shape rounded up to whole 32×32 tiles when tiled, else the
+    /// shape (docs/device-interface.md §8.3.2). In u64, so that no shape overflows.
+    pub fn padded_shape(&self) -> [u64; 2] {
+        match self.layout {
+            TensorLayout::RowMajor => [self.rows as u64, self.cols as u64],
+            TensorLayout::Tile => {
+                let t = TILE_DIM as u64;
+                [(self.rows as u64).div_ceil(t) * t, (self.cols as u64).div_ceil(t) * t]
+            }
+        }
+    }
+
     /// Bytes of the tensor in host memory (dense row-major).
     pub fn host_bytes(&self) -> u64 {
         self.rows as u64 * self.cols as u64 * self.dtype.size() as u64
@@ -118,9 +142,10 @@ impl BufferSpec {
 
 impl fmt::Display for BufferSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tiled = if self.layout == TensorLayout::Tile { " tiled" } else { "" };
         write!(
             f,
-            "[{}, {}] {:?} {} {:?}",
+            "[{}, {}] {:?}{tiled} {} {:?}",
             self.rows,
             self.cols,
             self.dtype,
@@ -134,7 +159,8 @@ impl fmt::Display for BufferSpec {
 ///
 /// Only what the driver can know is tracked: host writes and the built-in operations that write a whole output
 /// (copies, element-wise, matmul, fill, the model) make a buffer [`Contents::Defined`]; a custom program's dispatch
-/// and a trace replay leave its state as it was (the driver does not know what a kernel writes).
+/// (`Program::run`, or `run_io`, whose outputs a kernel may write only in part) and a trace replay leave its state
+/// as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Contents {
@@ -234,12 +260,37 @@ impl DeviceInner {
                 info.name
             ));
         }
+        let need = s.layout.info().since_minor;
+        if info.version_minor < need {
+            return Err(Error::Unsupported(format!(
+                "buffer {s}: device {} speaks device contract {}.{}, which has no {} tensors (they need {}.{need}, \
+                 docs/device-interface.md §8.3.2): allocate it row-major on this device, or use a device of a newer \
+                 contract",
+                info.name,
+                info.version_major,
+                info.version_minor,
+                s.layout.name(),
+                info.version_major
+            )));
+        }
         let es = s.dtype.size() as u64;
         let units = info.geometry().units(s.mem.buffer_type.memory()) as u64;
+        let tiled = s.layout == TensorLayout::Tile;
+        let [prows, pcols] = s.padded_shape();
+        if prows > u32::MAX as u64 || pcols > u32::MAX as u64 {
+            return bad(format!(
+                "padded up to whole tiles the shape is [{prows}, {pcols}], beyond the 2^32 - 1 rows and columns a \
+                 tensor may have; use a smaller shape"
+            ));
+        }
+        // A page is a row (row-major interleaved), a shard row (row-major sharded) or a tile (tiled).
+        let tile_bytes = TILE_ELEMS as u64 * es;
         match (s.mem.layout, s.mem.shard) {
             (Layout::Interleaved, None) => {
-                let stride = align_up(s.cols as u64 * es, align);
-                let footprint = (s.rows as u64).div_ceil(units) * stride;
+                let page = if tiled { tile_bytes } else { s.cols as u64 * es };
+                let stride = align_up(page, align);
+                let pages = if tiled { (prows / TILE_DIM as u64) * (pcols / TILE_DIM as u64) } else { s.rows as u64 };
+                let footprint = pages.div_ceil(units).saturating_mul(stride);
                 if stride > u32::MAX as u64 {
                     return bad(format!(
                         "rows of {} bytes are too long: a page (one row) holds at most {} bytes; use fewer columns",
@@ -259,29 +310,47 @@ impl DeviceInner {
                 if sr == 0 || sc == 0 {
                     return bad(format!("shard shape [{sr}, {sc}] has a zero dimension; both must be at least 1"));
                 }
+                if tiled && (sr % TILE_DIM != 0 || sc % TILE_DIM != 0) {
+                    return bad(format!(
+                        "shards of a tiled buffer hold whole {TILE_DIM}x{TILE_DIM} tiles: shard shape [{sr}, {sc}] \
+                         must be a multiple of {TILE_DIM} in both dimensions; round it up to whole tiles"
+                    ));
+                }
+                // Tiled shapes are padded to whole tiles (§8.3.2); say so where the padded shape is the rule.
+                let padded = |v: u64, of: u32, what: &str| {
+                    if v == of as u64 {
+                        format!("{v} {what}")
+                    } else {
+                        format!("{v} {what} ({of} padded to whole tiles)")
+                    }
+                };
                 match layout {
-                    Layout::HeightSharded if sc != s.cols => {
+                    Layout::HeightSharded if sc as u64 != pcols => {
                         return bad(format!(
-                            "height sharding keeps whole rows: shard width {sc} must equal the {} columns",
-                            s.cols
+                            "height sharding keeps whole rows: shard width {sc} must equal the {}",
+                            padded(pcols, s.cols, "columns")
                         ));
                     }
-                    Layout::WidthSharded if sr != s.rows => {
+                    Layout::WidthSharded if sr as u64 != prows => {
                         return bad(format!(
-                            "width sharding keeps whole columns: shard height {sr} must equal the {} rows",
-                            s.rows
+                            "width sharding keeps whole columns: shard height {sr} must equal the {}",
+                            padded(prows, s.rows, "rows")
                         ));
                     }
                     _ => {}
                 }
-                if s.rows % sr != 0 || s.cols % sc != 0 {
+                if prows % sr as u64 != 0 || pcols % sc as u64 != 0 {
+                    let shape = if tiled {
+                        format!("[{prows}, {pcols}] (the shape [{}, {}] padded to whole tiles)", s.rows, s.cols)
+                    } else {
+                        format!("[{}, {}]", s.rows, s.cols)
+                    };
                     return bad(format!(
-                        "shard shape [{sr}, {sc}] does not divide the buffer shape [{}, {}]; choose a shard shape \
-                         whose sides divide the buffer's",
-                        s.rows, s.cols
+                        "shard shape [{sr}, {sc}] does not divide the buffer shape {shape}; choose a shard shape \
+                         whose sides divide the buffer's"
                     ));
                 }
-                let shards = (s.rows / sr) as usize * (s.cols / sc) as usize;
+                let shards = (prows / sr as u64) as usize * (pcols / sc as u64) as usize;
                 self.check_shard_grid(s.mem.buffer_type, &sh.grid)?;
                 if shards > sh.grid.len() {
                     return Err(Error::InvalidGrid {
@@ -294,8 +363,19 @@ impl DeviceInner {
                         ),
                     });
                 }
-                let stride = align_up(sc as u64 * es, align);
-                Ok(Placement { page_stride: stride as u32, footprint: sr as u64 * stride, align })
+                let (stride, pages) = if tiled {
+                    (align_up(tile_bytes, align), (sr / TILE_DIM) as u64 * (sc / TILE_DIM) as u64)
+                } else {
+                    (align_up(sc as u64 * es, align), sr as u64)
+                };
+                if stride > u32::MAX as u64 {
+                    return bad(format!(
+                        "shard rows of {} bytes are too long: a page holds at most {} bytes; use narrower shards",
+                        sc as u64 * es,
+                        u32::MAX
+                    ));
+                }
+                Ok(Placement { page_stride: stride as u32, footprint: pages.saturating_mul(stride), align })
             }
         }
     }
@@ -350,8 +430,7 @@ impl DeviceInner {
         self.check_usable()?;
         let p = self.place(spec)?;
         let id = self.next_buffer_id();
-        let addr =
-            self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id, &|| format!("buffer {spec}"))?;
+        let addr = self.alloc_buffer_range(spec.mem.buffer_type, p.footprint, p.align, dir, id, spec)?;
         let contents = ContentsState::new(self.epoch.load(std::sync::atomic::Ordering::Acquire));
         Ok(Buffer {
             dev: self.clone(),
@@ -455,6 +534,7 @@ impl Buffer {
             shard_cols,
             grid,
             col_major,
+            tensor_layout: self.spec.layout,
         }
     }
 
@@ -489,8 +569,11 @@ impl Buffer {
 }
 
 impl Drop for Buffer {
+    /// Frees the range; what a trace capture in progress wrote there before reading it becomes the trace's
+    /// (device/trace.rs).
     fn drop(&mut self) {
         let mut m = self.dev.mem.lock().unwrap_or_else(|e| e.into_inner());
-        m.for_type(self.spec.mem.buffer_type).free(self.addr, Owner::Buffer(self.id));
+        let (ty, s, e) = self.range();
+        m.free_buffer(ty, s, e, self.id);
     }
 }

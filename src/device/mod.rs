@@ -15,7 +15,7 @@ mod wait;
 
 pub use buffer::{Buffer, BufferSpec, BufferType, Contents, MemoryConfig, ShardSpec};
 pub use event::Event;
-pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES};
+pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES, REGISTERED_HOST_ALLOWANCE, memlock_budget};
 pub use transfer::{OwnedRead, PendingRead};
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
@@ -63,6 +63,11 @@ pub(crate) struct Memories {
     /// Bump pointer into the kernel-image region of bank 0.
     pub kernel_next: u64,
     pub kernel_end: u64,
+    /// What each capture in progress knows about the ranges it touches (trace.rs), by trace id.
+    pub captures: std::collections::BTreeMap<u32, trace::Ledger>,
+    /// The spec of every live buffer, by id: a replay checks its external ranges are held by the buffers it was
+    /// captured with (trace.rs).
+    pub specs: std::collections::HashMap<u64, BufferSpec>,
 }
 
 impl Memories {
@@ -406,6 +411,8 @@ impl Device {
             trace: RangeAllocator::new(info.bank_size - trace_per_bank, info.bank_size),
             kernel_next: dram_top,
             kernel_end: dram_top + KERNEL_REGION_PER_BANK,
+            captures: Default::default(),
+            specs: Default::default(),
         };
         let inner = Arc::new(DeviceInner {
             info,
@@ -667,7 +674,7 @@ impl DeviceInner {
             g.reset_after_device_reset();
         }
         self.programs.lock().unwrap_or_else(|e| e.into_inner()).forget_uploads();
-        self.traces.lock().unwrap_or_else(|e| e.into_inner()).invalidate_all();
+        self.traces.lock().unwrap_or_else(|e| e.into_inner()).invalidate_all(&self.mem);
         if let Some(p) = &self.profiler {
             p.drop_pending();
         }
@@ -796,7 +803,7 @@ impl DeviceInner {
         Err(Error::Forked { device: self.info.name.clone(), released: true })
     }
 
-    /// Allocates `size` bytes per unit of memory `t` for buffer `id` (whose spec `purpose` describes).
+    /// Allocates `size` bytes per unit of memory `t` for buffer `id` of `spec`, and registers the spec.
     pub(crate) fn alloc_buffer_range(
         &self,
         t: BufferType,
@@ -804,18 +811,20 @@ impl DeviceInner {
         align: u64,
         dir: Direction,
         id: u64,
-        purpose: &dyn Fn() -> String,
+        spec: &BufferSpec,
     ) -> Result<u64> {
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-        m.for_type(t).alloc(size, align, dir, Owner::Buffer(id)).map_err(|f| Error::OutOfDeviceMemory {
-            purpose: purpose(),
+        let at = m.for_type(t).alloc(size, align, dir, Owner::Buffer(id)).map_err(|f| Error::OutOfDeviceMemory {
+            purpose: format!("buffer {spec}"),
             memory: t,
             requested: f.asked,
             free: f.free,
             largest_free: f.largest,
             owned_by_traces: f.traced,
             device: self.info.name.clone(),
-        })
+        })?;
+        m.specs.insert(id, *spec);
+        Ok(at)
     }
 }
 

@@ -1,13 +1,14 @@
 //! Operations built from the built-in kernels (contract §8.2): each is a program whose cores split the output
 //! into blocks the way a Tensix op would — a sharded output is computed shard by shard on the cores that hold it,
-//! an interleaved output is split into row bands over the whole grid.
+//! an interleaved output is split into row bands over the whole grid. A tiled output is split on tile boundaries, as
+//! a Tensix core computes whole tiles; operands may be row-major or tiled in any mix (contract §8.2).
 
 use super::buffer::{Buffer, MemoryConfig};
 use super::program::{KernelSource, ProgramDesc};
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use std::sync::Arc;
-use ttdrv_contract::kernel::{Block, BuiltinKernel, DType, Layout, ShardGrid};
+use ttdrv_contract::kernel::{Block, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM, TensorLayout};
 use ttdrv_contract::records::{CbConfig, CoreRect};
 
 /// Element-wise binary operations.
@@ -52,9 +53,17 @@ impl DeviceInner {
         let (gx, gy) = (self.info.grid_x, self.info.grid_y);
         let full = CoreRect { x0: 0, y0: 0, x1: (gx - 1) as u8, y1: (gy - 1) as u8 };
         let s = out.spec();
+        // Blocks are cut in units of `unit` rows and columns (a tile when tiled) and end at the last row or column:
+        // a tiled output's padding is not computed, the kernels zero it (contract §8.3.2).
+        let unit = if s.layout == TensorLayout::Tile { TILE_DIM } else { 1 };
+        let (ur, uc) = (s.rows.div_ceil(unit), s.cols.div_ceil(unit));
+        // The start of part `i` of `parts` over `n` units, in rows or columns (u64: `i × n` may exceed u32).
+        let edge = |i: u32, n: u32, parts: u32, end: u32| {
+            ((i as u64 * n as u64 / parts as u64) * unit as u64).min(end as u64) as u32
+        };
         match (s.mem.layout, s.mem.shard) {
             (Layout::Interleaved, _) | (_, None) => {
-                let (rb, cb) = interleaved_split(s.rows, s.cols, gx * gy, square);
+                let (rb, cb) = interleaved_split(ur, uc, unit * unit, gx * gy, square);
                 let n = rb * cb;
                 // The smallest rectangle of whole grid rows that holds n cores (or one partial row).
                 let (w, h) = if n <= gx { (n, 1) } else { (gx, n.div_ceil(gx)) };
@@ -66,10 +75,10 @@ impl DeviceInner {
                         }
                         let (i, j) = (k / cb, k % cb);
                         Block {
-                            r0: i * s.rows / rb,
-                            r1: (i + 1) * s.rows / rb,
-                            c0: j * s.cols / cb,
-                            c1: (j + 1) * s.cols / cb,
+                            r0: edge(i, ur, rb, s.rows),
+                            r1: edge(i + 1, ur, rb, s.rows),
+                            c0: edge(j, uc, cb, s.cols),
+                            c1: edge(j + 1, uc, cb, s.cols),
                         }
                     })
                     .collect();
@@ -77,13 +86,15 @@ impl DeviceInner {
             }
             (_, Some(sh)) => {
                 let [sr, sc] = sh.shape;
-                let (rb, cb) = (s.rows / sr, s.cols / sc);
+                // Shards divide the padded shape (placement checked it); edge shards of a tiled output hold padding.
+                let [pr, pc] = s.padded_shape();
+                let (rb, cb) = ((pr / sr as u64) as u32, (pc / sc as u64) as u32);
                 let shard_block = |p: u32| -> Block {
                     if p >= rb * cb {
                         return Block::default();
                     }
                     let (i, j) = if sh.col_major { (p % rb, p / rb) } else { (p / cb, p % cb) };
-                    Block { r0: i * sr, r1: (i + 1) * sr, c0: j * sc, c1: (j + 1) * sc }
+                    Block { r0: i * sr, r1: ((i + 1) * sr).min(s.rows), c0: j * sc, c1: ((j + 1) * sc).min(s.cols) }
                 };
                 match sh.grid {
                     ShardGrid::Cores { x0, y0, x1, y1 } => {
@@ -140,12 +151,12 @@ impl DeviceInner {
             rt.extend_from_slice(&blk.to_words());
             per_core(&mut rt);
         }
-        let mut all: Vec<&Buffer> = inputs.to_vec();
-        all.push(out);
         // Read before the dispatch: if a reset slips in between, the output is reported lost (a false alarm at
         // worst), never defined when it is not.
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        prog.run(cq, &rt, &all)?;
+        // Every op writes each byte of its output it computes, block by block over the whole output, without
+        // reading it first (an in-place op lists the buffer as an input too, and then it counts as one).
+        prog.run_io(cq, &rt, inputs, &[out])?;
         // The blocks cover the whole output: it is written whole (at replay, when this dispatch was captured).
         out.contents.mark_written(epoch);
         Ok(())
@@ -255,11 +266,12 @@ impl DeviceInner {
 /// Fewest elements worth a core of its own: below this, launch overhead outweighs the parallelism.
 const MIN_ELEMS_PER_CORE: u32 = 256;
 
-/// Splits a `rows x cols` output into `rb x cb` blocks for at most `cores` cores: as many blocks as the data
-/// warrants, shaped as square as possible when `square` (each core then reads little redundant input), else in
-/// bands of whole rows as far as the rows go.
-fn interleaved_split(rows: u32, cols: u32, cores: u32, square: bool) -> (u32, u32) {
-    let want = (rows.saturating_mul(cols) / MIN_ELEMS_PER_CORE).clamp(1, cores.max(1));
+/// Splits an output of `rows x cols` units (elements, or tiles of `unit_elems` elements) into `rb x cb` blocks for at
+/// most `cores` cores: as many blocks as the data warrants, shaped as square as possible when `square` (each core
+/// then reads little redundant input), else in bands of whole rows as far as the rows go.
+fn interleaved_split(rows: u32, cols: u32, unit_elems: u32, cores: u32, square: bool) -> (u32, u32) {
+    let elems = (rows as u64 * cols as u64).saturating_mul(unit_elems as u64);
+    let want = (elems / MIN_ELEMS_PER_CORE as u64).clamp(1, cores.max(1) as u64) as u32;
     if !square {
         let rb = rows.min(want).max(1);
         return (rb, (want / rb).clamp(1, cols));
@@ -320,9 +332,20 @@ impl Device {
         self.inner.copy_into(cq, input, output)
     }
 
-    /// `a @ b` into a new buffer with memory config `mem`.
+    /// Copies `input` into a new buffer of tensor layout `layout` with memory config `mem` (`ttnn.to_layout`):
+    /// tilize (row-major to tiled) or untilize on the device, by the copy kernel (contract §8.2); shape and element
+    /// type are kept. Pass `&input.spec().mem` to keep the memory configuration; a sharded tiled output needs shard
+    /// shapes of whole tiles.
+    pub fn to_layout(&self, cq: u16, input: &Buffer, layout: TensorLayout, mem: &MemoryConfig) -> Result<Buffer> {
+        let spec = crate::BufferSpec { layout, mem: *mem, ..*input.spec() };
+        let out = self.allocate(&spec)?;
+        self.inner.copy_into(cq, input, &out)?;
+        Ok(out)
+    }
+
+    /// `a @ b` into a new buffer with memory config `mem`; it has `a`'s tensor layout.
     pub fn matmul(&self, cq: u16, a: &Buffer, b: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
-        let spec = crate::BufferSpec::new(a.shape()[0], b.shape()[1], a.dtype(), *mem);
+        let spec = crate::BufferSpec::new(a.shape()[0], b.shape()[1], a.dtype(), *mem).with_layout(a.spec().layout);
         let out = self.allocate(&spec)?;
         self.inner.matmul_into(cq, a, b, &out)?;
         Ok(out)
@@ -333,9 +356,9 @@ impl Device {
         self.inner.matmul_into(cq, a, b, out)
     }
 
-    /// Element-wise `a op b` (b may be one row, broadcast over a's rows) into a new buffer.
+    /// Element-wise `a op b` (b may be one row, broadcast over a's rows) into a new buffer of `a`'s tensor layout.
     pub fn binary(&self, cq: u16, op: BinaryOp, a: &Buffer, b: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
-        let spec = crate::BufferSpec::new(a.shape()[0], a.shape()[1], a.dtype(), *mem);
+        let spec = crate::BufferSpec::new(a.shape()[0], a.shape()[1], a.dtype(), *mem).with_layout(a.spec().layout);
         let out = self.allocate(&spec)?;
         self.inner.binary_into(cq, op, a, b, &out)?;
         Ok(out)
@@ -346,9 +369,9 @@ impl Device {
         self.inner.binary_into(cq, op, a, b, out)
     }
 
-    /// Element-wise unary op into a new buffer.
+    /// Element-wise unary op into a new buffer of `a`'s tensor layout.
     pub fn unary(&self, cq: u16, op: UnaryOp, a: &Buffer, mem: &MemoryConfig) -> Result<Buffer> {
-        let spec = crate::BufferSpec::new(a.shape()[0], a.shape()[1], a.dtype(), *mem);
+        let spec = crate::BufferSpec::new(a.shape()[0], a.shape()[1], a.dtype(), *mem).with_layout(a.spec().layout);
         let out = self.allocate(&spec)?;
         self.inner.unary_into(cq, op, a, &out)?;
         Ok(out)
@@ -371,18 +394,21 @@ mod tests {
 
     #[test]
     fn split_is_bounded_and_square_ish() {
-        assert_eq!(interleaved_split(32, 32, 64, true), (2, 2));
-        assert_eq!(interleaved_split(1, 1, 64, true), (1, 1));
-        let (rb, cb) = interleaved_split(32, 128, 64, true);
+        assert_eq!(interleaved_split(32, 32, 1, 64, true), (2, 2));
+        assert_eq!(interleaved_split(1, 1, 1, 64, true), (1, 1));
+        let (rb, cb) = interleaved_split(32, 128, 1, 64, true);
         assert_eq!(rb * cb, 16);
-        let (rb, cb) = interleaved_split(4096, 4096, 64, true);
+        let (rb, cb) = interleaved_split(4096, 4096, 1, 64, true);
         assert_eq!((rb, cb), (8, 8));
-        let (rb, cb) = interleaved_split(1, 100_000, 64, true);
+        let (rb, cb) = interleaved_split(1, 100_000, 1, 64, true);
         assert_eq!((rb, cb), (1, 64));
         // Element-wise: whole rows first.
-        assert_eq!(interleaved_split(128, 256, 64, false), (64, 1));
-        assert_eq!(interleaved_split(4, 4096, 64, false), (4, 16));
-        let (rb, cb) = interleaved_split(1, 100_000, 64, false);
+        assert_eq!(interleaved_split(128, 256, 1, 64, false), (64, 1));
+        assert_eq!(interleaved_split(4, 4096, 1, 64, false), (4, 16));
+        let (rb, cb) = interleaved_split(1, 100_000, 1, 64, false);
         assert_eq!((rb, cb), (1, 64));
+        // Tiles count their 1024 elements: a [64, 64] tiled output (2 x 2 tiles) is worth 4 cores, not 1.
+        assert_eq!(interleaved_split(2, 2, 1024, 64, true), (2, 2));
+        assert_eq!(interleaved_split(2, 2, 1024, 64, false), (2, 2));
     }
 }

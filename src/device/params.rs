@@ -72,6 +72,23 @@ impl DeviceParams {
     }
 }
 
+/// Host memory besides the command queues that the memlock limit of one process allows for per device: DMA memory a
+/// caller registers or the driver maps for transfers, and the rounding of each mapping to whole pages.
+pub const REGISTERED_HOST_ALLOWANCE: u64 = 256 << 20;
+
+/// The most host memory one process pins for one device opened with the default ring sizes: every command queue a
+/// device may have (`MAX_QUEUES` of docs/device-interface.md §2), each with profiling on, plus
+/// [`REGISTERED_HOST_ALLOWANCE`]. This is the number the memlock limit of `udev/99-ttdrv-memlock.conf` is sized to
+/// (a process that drives several devices needs it once per device); `ttdrv doctor` computes and checks it.
+pub fn memlock_budget() -> u64 {
+    let every_queue = DeviceParams {
+        num_command_queues: ttdrv_contract::MAX_QUEUES as u16,
+        profiling: true,
+        ..DeviceParams::default()
+    };
+    every_queue.pinned_bytes() + REGISTERED_HOST_ALLOWANCE
+}
+
 /// What the device reports about itself (contract §2), read once at open.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceInfo {
@@ -144,5 +161,12 @@ mod tests {
         assert_eq!(two.hugepages_needed(), 42);
         let small = DeviceParams { issue_ring_size: 1 << 20, completion_ring_size: 1 << 20, ..p };
         assert_eq!(small.hugepages_needed(), 2);
+    }
+
+    #[test]
+    fn the_memlock_budget_is_every_queue_plus_the_allowance() {
+        // 16 queues of 21 hugepages (the profile slots fit in the last page), plus 256 MiB.
+        assert_eq!(memlock_budget(), 16 * (42 << 20) + (256 << 20));
+        assert_eq!(memlock_budget() / 1024, 950_272);
     }
 }

@@ -7,7 +7,7 @@
 //! (runtime arguments included), never a diff against what the device last ran, so a captured trace depends on no
 //! state that eager work left behind.
 
-use super::buffer::{Buffer, BufferType};
+use super::buffer::Buffer;
 use super::queue::{QueueState, push_capture};
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
@@ -344,9 +344,32 @@ impl Program {
     }
 
     /// Dispatches the program on queue `cq` with `rt_args` (`rt_words` words for each core, row-major over the core
-    /// rectangle). `buffers` lists every buffer the arguments refer to: they must be alive, and during trace
-    /// capture their ranges are what the trace depends on. Returns once the launch is enqueued.
+    /// rectangle). `buffers` lists every buffer the arguments refer to; they must be alive. Returns once the launch
+    /// is enqueued (or captured).
+    ///
+    /// During a trace capture every buffer listed here counts as read by the launch (the conservative rule: the
+    /// driver cannot see which ones a kernel writes). A range the trace reads first stays the caller's: at each
+    /// replay a live buffer of the same spec must hold it at the same address, so a buffer passed here and freed
+    /// before the capture ends makes replays fail (naming the range and the buffer) until one is allocated there
+    /// again. To let the trace own an intermediate, name the buffers the launch overwrites with
+    /// [`Program::run_io`].
     pub fn run(&self, cq: u16, rt_args: &[u32], buffers: &[&Buffer]) -> Result<()> {
+        self.dispatch(cq, rt_args, buffers, &[])
+    }
+
+    /// As [`Program::run`], with the buffers the launch may read (`inputs`) apart from those it overwrites
+    /// (`outputs`: the launch writes every byte that any later launch reads from them, without reading them first;
+    /// a buffer in both lists counts as an input). The built-in operations dispatch this way.
+    ///
+    /// During a trace capture, a range whose first touch is as an output is an intermediate of the trace: when its
+    /// buffer is freed before the capture ends, the range becomes the trace's at once, and no allocation can land
+    /// there until the trace is released; if the buffer is still alive when the capture ends (the trace's output),
+    /// it stays the caller's and must be held by a buffer of the same spec at the same address at each replay.
+    pub fn run_io(&self, cq: u16, rt_args: &[u32], inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
+        self.dispatch(cq, rt_args, inputs, outputs)
+    }
+
+    fn dispatch(&self, cq: u16, rt_args: &[u32], inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
         let dev = &self.dev;
         let d = &self.entry.desc;
         if rt_args.len() != d.rt_words as usize * d.cores.count() {
@@ -361,7 +384,7 @@ impl Program {
                 ),
             });
         }
-        for b in buffers {
+        for b in inputs.iter().chain(outputs) {
             b.check_device(dev)?;
         }
         let _s = dev.span("dispatch", "api");
@@ -391,9 +414,8 @@ impl Program {
             };
             push_capture(&mut cap.bytes, len, meta, |slot, m| records::encode_launch(slot, m, &l));
             cap.launches += 1;
-            for b in buffers {
-                cap.touched.push(b.range());
-            }
+            let tid = cap.trace_id;
+            dev.mem.lock().unwrap_or_else(|e| e.into_inner()).note_launch(tid, inputs, outputs);
             return Ok(());
         }
         dev.emit(&mut st, len, RecordFlags::empty(), name, "compute", |slot, m| records::encode_launch(slot, m, &l))?;
@@ -402,9 +424,6 @@ impl Program {
         Ok(())
     }
 }
-
-/// A range of device memory a dispatch touches.
-pub(crate) type Touched = (BufferType, u64, u64);
 
 impl DeviceInner {
     /// Records an event on an already locked queue.

@@ -3,7 +3,7 @@
 
 use super::Health;
 use crate::error::{Error, Result};
-use crate::queue::{Completer, Issuer, Rings, Scatter};
+use crate::queue::{Completer, Delivery, Issuer, Rings};
 use crate::transport::Transport;
 use std::sync::{Arc, Mutex};
 use ttdrv_contract::records::{Opcode, RecordFlags, RecordMeta, RecordSlot};
@@ -75,13 +75,12 @@ impl QueueState {
     }
 }
 
-/// A trace being captured: the records live dispatch would have sent, and what they touch.
+/// A trace being captured: the records live dispatch would have sent (what they touch is in its ledger, trace.rs).
 #[derive(Default)]
 pub(crate) struct Capture {
     pub trace_id: u32,
     pub bytes: Vec<u8>,
     pub launches: u32,
-    pub touched: Vec<super::program::Touched>,
     /// Profile names of the captured launches (profiling only).
     pub names: Vec<crate::profile::SpanLabel>,
 }
@@ -160,12 +159,13 @@ pub(crate) struct ReadTicket {
     pub epoch: u32,
 }
 
-/// Registers `scatter` for the read record `tag` on the completer of the (locked) queue `st`.
+/// Registers `scatter` (strided pieces or tiles) for the read record `tag` on the completer of the (locked) queue
+/// `st`.
 pub(crate) fn expect_read(
     st: &QueueState,
     compl: &Mutex<Option<Completer>>,
     tag: u32,
-    scatter: Scatter,
+    scatter: impl Into<Delivery>,
 ) -> Result<u64> {
     let mut c = compl.lock().unwrap_or_else(|e| e.into_inner());
     let c = c.as_mut().ok_or_else(|| Error::Closed { device: st.device.to_string() })?;

@@ -2,19 +2,37 @@
 //! replay them with one `EXEC_TRACE` record (contract §4.2.9).
 //!
 //! Capture uses the same encoders as live dispatch, writing into a host vector instead of the ring, so the trace
-//! holds exactly the bytes live dispatch would have sent. At the end of capture the trace's dependencies are pinned
-//! down (tt-metal users hit silent corruption here): device ranges the trace touches that no live buffer holds —
-//! the model's intermediates, freed during capture — become owned by the trace until it is released, so no later
-//! allocation can land there; every other range it touches must still lie inside a live buffer at each replay.
+//! holds exactly the bytes live dispatch would have sent.
+//!
+//! **Ownership** (tt-metal users hit silent corruption here). While a capture is in progress, a [`Ledger`] records,
+//! for every device byte its launches touch, how the trace first touched it and which buffer held it then. A launch
+//! reads its inputs before it writes its outputs; a generic `Program::run` reads every buffer it is given, and
+//! `Program::run_io` also names the outputs it overwrites. So:
+//!
+//! - a range the trace **writes before it reads** is an intermediate. When the buffer holding it is freed during the
+//!   capture, the range becomes the trace's at that moment (`Owner::Trace`), so no allocation — on any queue,
+//!   during or after the capture — can land there until the trace is released. Concurrent captures (one per queue)
+//!   therefore never share an intermediate: the first to free it owns it, and for any other capture that also wrote
+//!   it first, the range stays external (below), so its replay fails with an error instead of racing;
+//! - a range the trace **reads first** is external (the trace's input): it stays the caller's, and may be freed and
+//!   allocated again during the capture, as tt-metal's guide "Advanced Performance Optimizations for Models" does
+//!   ("Trace with Non-Persistent L1 Input": deallocate the input, re-allocate it at the same address, assert);
+//! - an intermediate still alive when the capture ends (the trace's output, or one the model kept) stays the
+//!   caller's too.
+//!
+//! At every replay each external range must be held by a live buffer with the spec (shape, element type, layout,
+//! memory configuration) and address of the buffer it was captured with; otherwise the replay fails with
+//! [`TraceProblem::RangeFreed`] or [`TraceProblem::RangeReused`], naming the range and the buffer expected. The check
+//! is redone only when allocations changed since the last one, so replay stays O(1) in the common case.
 
-use super::alloc::{Direction, Owner};
-use super::buffer::BufferType;
-use super::program::Touched;
+use super::alloc::{Direction, Owner, RangeAllocator};
+use super::buffer::{Buffer, BufferSpec, BufferType};
 use super::queue::{Capture, push_live};
 use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
-use crate::error::{Error, Result, TraceProblem};
-use std::collections::HashMap;
+use crate::error::{Error, RangeOccupant, Result, TraceProblem};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use ttdrv_contract::Memory;
 use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta};
@@ -35,8 +53,8 @@ struct Captured {
     /// Bytes the trace buffer needs, device total.
     buffer_bytes: u64,
     buffer: Option<TraceBuffer>,
-    /// Ranges that lay inside live buffers at the end of capture: each must still do at replay.
-    must_live: Vec<Touched>,
+    /// The external ranges: each must be held by its buffer (same spec, same address) at replay.
+    must_live: Vec<Requirement>,
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
     /// Profile names of the captured launches, in order (profiling only).
@@ -61,9 +79,19 @@ pub(crate) struct TraceTable {
 
 impl TraceTable {
     /// Device reset: trace buffers in DRAM are gone; replays fail until the traces are captured again. Captures in
-    /// progress are dropped with their queues' state (the reset clears it), so they are forgotten here too: left
-    /// behind, they could be neither ended nor released.
-    pub fn invalidate_all(&mut self) {
+    /// progress are dropped with their queues' state (the reset clears it), so they are forgotten here too, with
+    /// the ranges they had come to own: left behind, they could be neither ended nor released.
+    pub fn invalidate_all(&mut self, mem: &Mutex<Memories>) {
+        let mut m = mem.lock().unwrap_or_else(|e| e.into_inner());
+        for (&tid, s) in &self.traces {
+            if matches!(s, State::Capturing { .. }) {
+                m.captures.remove(&tid);
+                for ty in BufferType::ALL {
+                    m.for_type(ty).free_owner(Owner::Trace(tid));
+                }
+            }
+        }
+        drop(m);
         self.traces.retain(|_, s| matches!(s, State::Captured(_)));
         for s in self.traces.values_mut() {
             if let State::Captured(c) = s {
@@ -88,20 +116,167 @@ pub struct TraceInfo {
     pub stored: bool,
 }
 
-fn merge(mut ranges: Vec<Touched>) -> Vec<Touched> {
-    ranges.sort_by_key(|&(t, s, _)| (t as u8, s));
-    let mut out: Vec<Touched> = Vec::new();
-    for r in ranges {
-        if let Some(last) = out.last_mut()
-            && last.0 == r.0
-            && r.1 <= last.2
-        {
-            last.2 = last.2.max(r.2);
-            continue;
-        }
-        out.push(r);
+/// How a launch touches a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// It may read it (an input; also any buffer of a generic `Program::run`).
+    Read,
+    /// It overwrites what later launches read from it, without reading it first (an output).
+    Write,
+}
+
+/// A buffer as a captured launch used it: what must hold its range at replay if the trace does not own it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BufferRef {
+    id: u64,
+    addr: u64,
+    spec: BufferSpec,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    end: u64,
+    first: Access,
+    buffer: BufferRef,
+}
+
+/// What a capture in progress knows about the device ranges its launches touch, per memory: for each byte, how the
+/// trace first touched it and the buffer that held it then (disjoint ranges, keyed by start).
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    ranges: [BTreeMap<u64, Entry>; 3],
+}
+
+fn slot(ty: BufferType) -> usize {
+    match ty {
+        BufferType::Dram => 0,
+        BufferType::L1 => 1,
+        BufferType::L1Small => 2,
     }
-    out
+}
+
+impl Ledger {
+    /// Records that a launch touches `b` by `access`: the parts of its range the trace has not touched before get
+    /// this as their first access.
+    fn note(&mut self, b: &Buffer, access: Access) {
+        let (ty, s, e) = b.range();
+        let map = &mut self.ranges[slot(ty)];
+        let mut gaps = Vec::new();
+        let mut cur = s;
+        let first = map.range(..=s).next_back().map(|(&k, v)| (k, v.end));
+        let later = map.range(s.saturating_add(1)..e).map(|(&k, v)| (k, v.end));
+        for (ks, ke) in first.into_iter().chain(later) {
+            if ke <= cur || ks >= e {
+                continue;
+            }
+            if ks > cur {
+                gaps.push((cur, ks));
+            }
+            cur = cur.max(ke);
+        }
+        if cur < e {
+            gaps.push((cur, e));
+        }
+        let buffer = BufferRef { id: b.id, addr: b.addr, spec: b.spec };
+        for (gs, ge) in gaps {
+            map.insert(gs, Entry { end: ge, first: access, buffer });
+        }
+    }
+}
+
+/// An external range of a captured trace: at replay, `buffer`'s spec must hold it at `buffer`'s address.
+#[derive(Clone, Copy, Debug)]
+struct Requirement {
+    memory: BufferType,
+    start: u64,
+    end: u64,
+    buffer: BufferRef,
+    /// The trace writes it before reading it (its output, or an intermediate kept alive), rather than reading it.
+    output: bool,
+}
+
+impl Memories {
+    /// The allocator of `ty` and the ledgers of the captures in progress, borrowed together.
+    fn parts(&mut self, ty: BufferType) -> (&mut RangeAllocator, &mut BTreeMap<u32, Ledger>) {
+        let a = match ty {
+            BufferType::Dram => &mut self.dram,
+            BufferType::L1 => &mut self.l1,
+            BufferType::L1Small => &mut self.l1_small,
+        };
+        (a, &mut self.captures)
+    }
+
+    /// Frees buffer `id`'s range `[s, e)` of memory `ty`. The parts a capture in progress wrote before reading (its
+    /// intermediates) become that trace's now, so nothing allocated later can land there.
+    pub(crate) fn free_buffer(&mut self, ty: BufferType, s: u64, e: u64, id: u64) {
+        self.specs.remove(&id);
+        let (alloc, captures) = self.parts(ty);
+        if !alloc.free(s, Owner::Buffer(id)) {
+            return;
+        }
+        for (&tid, ledger) in captures.iter_mut() {
+            let map = &mut ledger.ranges[slot(ty)];
+            for (&k, en) in map.range_mut(s..e) {
+                if en.first != Access::Write || en.buffer.id != id {
+                    continue;
+                }
+                if alloc.classify(k, en.end).iter().all(|p| p.2.is_none()) {
+                    alloc.claim(k, en.end, Owner::Trace(tid));
+                } else {
+                    // Another capture in progress wrote it first too and already owns it: this trace must not share
+                    // it, so for this one it stays external, and its replay fails naming the range and the buffer.
+                    en.first = Access::Read;
+                }
+            }
+        }
+    }
+
+    /// Records a captured launch of trace `tid` that reads `inputs` and overwrites `outputs`.
+    pub(crate) fn note_launch(&mut self, tid: u32, inputs: &[&Buffer], outputs: &[&Buffer]) {
+        if let Some(l) = self.captures.get_mut(&tid) {
+            // A launch reads before it writes: a buffer in both lists is read first.
+            for b in inputs {
+                l.note(b, Access::Read);
+            }
+            for b in outputs {
+                l.note(b, Access::Write);
+            }
+        }
+    }
+
+    /// What holds `r`'s range now, if it is not the buffer the trace was captured with (same spec, same address).
+    fn check(&self, r: &Requirement) -> Option<Option<RangeOccupant>> {
+        let specs = &self.specs;
+        let holds = |bs: u64, id: u64| bs == r.buffer.addr && specs.get(&id) == Some(&r.buffer.spec);
+        let a = match r.memory {
+            BufferType::Dram => &self.dram,
+            BufferType::L1 => &self.l1,
+            BufferType::L1Small => &self.l1_small,
+        };
+        if let Some((bs, be, Owner::Buffer(id))) = a.block_at(r.start)
+            && be >= r.end
+            && holds(bs, id)
+        {
+            return None;
+        }
+        // The first piece of the range held by anything else names the problem; `None` inside is "nothing".
+        for (ps, _, owner) in a.classify(r.start, r.end) {
+            let occupant = match owner {
+                None => None,
+                Some(Owner::Buffer(id)) => {
+                    let (bs, _, _) = a.block_at(ps).unwrap_or((ps, ps, Owner::Buffer(id)));
+                    if holds(bs, id) {
+                        continue;
+                    }
+                    specs.get(&id).map(|spec| RangeOccupant::Buffer { spec: *spec, address: bs })
+                }
+                Some(Owner::Trace(t)) => Some(RangeOccupant::Trace(t)),
+                Some(Owner::Driver) => Some(RangeOccupant::Driver),
+            };
+            return Some(occupant);
+        }
+        Some(None)
+    }
 }
 
 fn gens(m: &Memories) -> [u64; 3] {
@@ -127,6 +302,7 @@ impl DeviceInner {
         }
         let tid = t.next_id;
         t.traces.insert(tid, State::Capturing { queue: cq });
+        self.mem.lock().unwrap_or_else(|e| e.into_inner()).captures.insert(tid, Ledger::default());
         st.capture = Some(Capture { trace_id: tid, ..Default::default() });
         Ok(tid)
     }
@@ -158,17 +334,27 @@ impl DeviceInner {
         let per_bank = pages.div_ceil(banks).max(1) * TRACE_PAGE;
         let buffer_bytes = per_bank * banks;
 
-        // Pin the trace's dependencies and find it a buffer, under the memory lock.
-        let (buffer, must_live, alloc_err, checked) = {
+        // Pin the trace's dependencies and find it a buffer, under the memory lock: the intermediates it owns by
+        // now stay its own; everything else it touched is external and must be there at each replay.
+        let (buffer, must_live, alloc_err) = {
             let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-            let mut must_live = Vec::new();
-            for (ty, s, e) in merge(cap.touched) {
-                let a = m.for_type(ty);
-                for (ps, pe, owner) in a.classify(s, e) {
-                    match owner {
-                        None => a.claim(ps, pe, Owner::Trace(tid)),
-                        Some(Owner::Trace(t)) if t == tid => {}
-                        Some(_) => must_live.push((ty, ps, pe)),
+            let ledger = m.captures.remove(&tid).unwrap_or_default();
+            let mut must_live: Vec<Requirement> = Vec::new();
+            for ty in BufferType::ALL {
+                for (&s, en) in &ledger.ranges[slot(ty)] {
+                    let output = en.first == Access::Write;
+                    if output && m.for_type(ty).classify(s, en.end).iter().all(|p| p.2 == Some(Owner::Trace(tid))) {
+                        continue;
+                    }
+                    match must_live.last_mut() {
+                        Some(l)
+                            if l.memory == ty && l.end == s && l.buffer.id == en.buffer.id && l.output == output =>
+                        {
+                            l.end = en.end
+                        }
+                        _ => {
+                            must_live.push(Requirement { memory: ty, start: s, end: en.end, buffer: en.buffer, output })
+                        }
                     }
                 }
             }
@@ -212,7 +398,7 @@ impl DeviceInner {
                     }
                 }
             };
-            (buffer, must_live, err, gens(&m))
+            (buffer, must_live, err)
         };
 
         let mut uploaded = None;
@@ -263,7 +449,9 @@ impl DeviceInner {
             buffer_bytes,
             buffer,
             must_live,
-            checked: Some(checked),
+            // External ranges may already be held by something else (an input freed during the capture and not
+            // allocated again): the first replay checks.
+            checked: None,
             names: cap.names,
             uploaded,
         };
@@ -301,18 +489,18 @@ impl DeviceInner {
             let m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             let now = gens(&m);
             if c.checked != Some(now) {
-                let mut mm = m;
-                for &(ty, s, e) in &c.must_live {
-                    let holes: Vec<_> = mm
-                        .for_type(ty)
-                        .classify(s, e)
-                        .into_iter()
-                        .filter(|p| !matches!(p.2, Some(Owner::Buffer(_))))
-                        .collect();
-                    if let Some(&(start, end, _)) = holes.first() {
-                        let problem = TraceProblem::RangeFreed { memory: ty, start, end };
-                        return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
-                    }
+                for r in &c.must_live {
+                    let Some(found) = m.check(r) else { continue };
+                    let (memory, start, end, output) = (r.memory, r.start, r.end, r.output);
+                    let (expected, address) = (Box::new(r.buffer.spec), r.buffer.addr);
+                    let problem = match found {
+                        None => TraceProblem::RangeFreed { memory, start, end, expected, address, output },
+                        Some(found) => {
+                            let found = Box::new(found);
+                            TraceProblem::RangeReused { memory, start, end, expected, address, output, found }
+                        }
+                    };
+                    return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
                 }
                 c.checked = Some(now);
             }
@@ -368,7 +556,7 @@ impl DeviceInner {
         }
         t.traces.remove(&tid);
         let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-        for ty in [BufferType::Dram, BufferType::L1, BufferType::L1Small] {
+        for ty in BufferType::ALL {
             m.for_type(ty).free_owner(Owner::Trace(tid));
         }
         m.trace.free_owner(Owner::Trace(tid));

@@ -1,13 +1,17 @@
 //! Host <-> device transfers of buffers: each page goes straight between the caller's memory and the ring, where
-//! the buffer's layout says, split into records the rings can hold.
+//! the buffer's layout says, split into records the rings can hold. Tiled buffers (docs/device-interface.md §8.3.2)
+//! are tilized on the way into the record and untilized on the way out of the completion ring (`dma::tile`), in the
+//! same single copy: the caller's data stays dense row-major of the logical shape.
 
 use super::buffer::Buffer;
+use super::queue::QueueState;
 use super::queue::{ReadTicket, expect_read};
 use crate::dma::copy::copy_to_dma;
+use crate::dma::tile::{HostShape, TileScatter, TileWalk, tilize};
 use crate::error::Result;
-use crate::queue::Scatter;
+use crate::queue::{Delivery, Scatter};
 use std::sync::atomic::Ordering;
-use ttdrv_contract::kernel::Layout;
+use ttdrv_contract::kernel::{Layout, TILE_DIM, TensorLayout};
 use ttdrv_contract::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 
 /// One piece of a transfer, in the device's terms, and where its bytes are in the caller's dense tensor.
@@ -17,10 +21,81 @@ enum Piece {
     Paged { start: u32, n: u32 },
     /// `rows` pieces of `piece` bytes in one unit: device `offset + k × stride`, host `host_off + k × row_bytes`.
     Linear { unit: u16, offset: u64, rows: u32, piece: u32, host_off: u64 },
+    /// Tiles of a tiled buffer.
+    Tiles(TilePiece),
+}
+
+/// One piece of a tiled transfer (contract §8.3.2): the tiles of `walk`, which on the device are either interleaved
+/// pages `walk.first ..` (`shard` is `None`: the walk covers the whole tile grid, so its positions are page numbers)
+/// or consecutive pages of one shard, at `offset + k × page_stride` in `unit`.
+#[derive(Clone, Copy, Debug)]
+struct TilePiece {
+    shard: Option<(u16, u64)>,
+    walk: TileWalk,
+}
+
+impl TilePiece {
+    /// Payload distance between tiles: packed in a paged record, a page stride apart in a shard's linear range.
+    fn stride(&self, b: &Buffer) -> usize {
+        match self.shard {
+            None => b.host_shape().tile_bytes(),
+            Some(_) => b.page_stride as usize,
+        }
+    }
+}
+
+/// The pieces that cover tiled buffer `b`, none with more than `max_bytes` of payload (the smallest rings hold at
+/// least three 4 KiB tiles per record, contract §5.1).
+fn plan_tiles(b: &Buffer, max_bytes: usize) -> Vec<Piece> {
+    let s = &b.spec;
+    let tile = b.host_shape().tile_bytes();
+    let stride = b.page_stride as usize;
+    debug_assert!(tile <= max_bytes, "a {tile}-byte tile does not fit a {max_bytes}-byte record");
+    let [pr, pc] = s.padded_shape();
+    // The buffer was placed, so its tiles fit device memory and count far below 2^32.
+    let (tr, tc) = ((pr / TILE_DIM as u64) as u32, (pc / TILE_DIM as u64) as u32);
+    let mut out = Vec::new();
+    match s.mem.shard {
+        None => {
+            let per = (max_bytes / tile).max(1) as u32;
+            let total = tr * tc;
+            let mut t = 0;
+            while t < total {
+                let n = per.min(total - t);
+                let walk = TileWalk { row0: 0, col0: 0, width: tc, first: t, count: n };
+                out.push(Piece::Tiles(TilePiece { shard: None, walk }));
+                t += n;
+            }
+        }
+        Some(sh) => {
+            let (sr, sc) = (sh.shape[0] / TILE_DIM, sh.shape[1] / TILE_DIM);
+            let (rb, cb) = (tr / sr, tc / sc);
+            let per = (max_bytes.saturating_sub(tile) / stride + 1) as u32;
+            let grid_x = b.dev.info.grid_x as usize;
+            for i in 0..rb {
+                for j in 0..cb {
+                    let pos = if sh.col_major { j * rb + i } else { i * cb + j };
+                    let unit = sh.grid.unit(pos as usize, grid_x);
+                    let mut p = 0;
+                    while p < sr * sc {
+                        let n = per.min(sr * sc - p);
+                        let walk = TileWalk { row0: i * sr, col0: j * sc, width: sc, first: p, count: n };
+                        let offset = b.addr + p as u64 * stride as u64;
+                        out.push(Piece::Tiles(TilePiece { shard: Some((unit, offset)), walk }));
+                        p += n;
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The pieces that cover buffer `b`, none with more than `max_bytes` of payload.
 fn plan(b: &Buffer, max_bytes: usize) -> Vec<Piece> {
+    if b.spec.layout == TensorLayout::Tile {
+        return plan_tiles(b, max_bytes);
+    }
     let s = &b.spec;
     let es = s.dtype.size() as u64;
     let row_bytes = s.cols as u64 * es;
@@ -98,6 +173,61 @@ fn plan(b: &Buffer, max_bytes: usize) -> Vec<Piece> {
 }
 
 impl Buffer {
+    /// The host tensor's shape, as the tile routines take it.
+    fn host_shape(&self) -> HostShape {
+        HostShape { rows: self.spec.rows, cols: self.spec.cols, elem: self.spec.dtype.size() }
+    }
+
+    /// The record that moves tile piece `p`: `write` selects the write or the read form.
+    fn tile_record(&self, p: &TilePiece, write: bool, slot: &mut records::RecordSlot<'_>, m: records::RecordMeta) {
+        let mem = self.spec.mem.buffer_type.memory();
+        match p.shard {
+            None => {
+                let x = Paged {
+                    mem,
+                    page_size: self.host_shape().tile_bytes() as u32,
+                    base: self.addr,
+                    page_stride: self.page_stride,
+                    start_page: p.walk.first,
+                    num_pages: p.walk.count,
+                };
+                if write { records::encode_write_paged(slot, m, &x) } else { records::encode_read_paged(slot, m, &x) }
+            }
+            Some((unit, offset)) => {
+                let len = p.walk.span(p.stride(self), &self.host_shape()) as u64;
+                let x = Linear { mem, unit, offset, len };
+                if write { records::encode_write_linear(slot, m, &x) } else { records::encode_read_linear(slot, m, &x) }
+            }
+        }
+    }
+
+    /// Enqueues the write of tile piece `p`, tilizing the caller's dense tensor at `src` into the record.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of the buffer's host size.
+    unsafe fn write_tiles(&self, st: &mut QueueState, src: *const u8, p: TilePiece) -> Result<()> {
+        let (shape, stride) = (self.host_shape(), p.stride(self));
+        let len = p.walk.span(stride, &shape);
+        self.dev.emit(st, records::write_linear_len(len), RecordFlags::empty(), "write", "transfer", |slot, m| {
+            self.tile_record(&p, true, slot, m);
+            let dst = slot.raw_range(PAYLOAD_OFFSET, len);
+            // SAFETY: `src` holds the whole tensor (caller contract) and plan_tiles() walks only its tiles; `dst` is a
+            // checked range of the record slot of exactly the walk's span, which the caller's memory cannot overlap.
+            unsafe { tilize(dst, stride, src, shape, p.walk) };
+            records::pad_payload(slot, len);
+        })?;
+        Ok(())
+    }
+
+    /// Enqueues the read of tile piece `p`; the returned delivery untilizes its data into the dense tensor at `dst`.
+    fn read_tiles(&self, st: &mut QueueState, dst: *mut u8, p: TilePiece) -> Result<(u32, Delivery)> {
+        let tag = self.dev.emit(st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
+            self.tile_record(&p, false, slot, m)
+        })?;
+        let shape = self.host_shape();
+        Ok((tag, TileScatter { dst, shape, src_stride: p.stride(self) as u32, walk: p.walk }.into()))
+    }
+
     fn check_len(&self, len: usize, what: &'static str) -> Result<()> {
         self.spec.check_host_len(len, what)
     }
@@ -134,7 +264,7 @@ impl Buffer {
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
         let pieces = plan(self, max_payload);
-        let total = s.host_bytes();
+        let total: u64 = pieces.iter().map(|p| self.piece_bytes(p)).sum();
         let mut enqueued = Progress { records: 0, bytes: 0 };
         for piece in &pieces {
             let r = match *piece {
@@ -192,6 +322,8 @@ impl Buffer {
                     )
                     .map(|_| rows as u64 * piece as u64)
                 }
+                // SAFETY: `src` holds the whole tensor (this function's contract).
+                Piece::Tiles(p) => unsafe { self.write_tiles(&mut st, src, p) }.map(|()| self.piece_bytes(piece)),
             };
             match r {
                 Ok(bytes) => {
@@ -204,7 +336,7 @@ impl Buffer {
                 Err(e) if enqueued.records == 0 => return Err(e),
                 Err(e) => {
                     self.contents.mark_partial(epoch, cq, enqueued.bytes, total);
-                    return Err(self.write_stopped(cq, enqueued, pieces.len(), e));
+                    return Err(self.write_stopped(cq, enqueued, pieces.len(), total, e));
                 }
             }
         }
@@ -215,20 +347,31 @@ impl Buffer {
                 .record_internal(cq, "blocking write")
                 .and_then(|ev| dev.wait_event(&ev, dev.params.timeout, "blocking write"));
             if let Err(e) = r {
-                return Err(self.write_stopped(cq, enqueued, pieces.len(), e));
+                return Err(self.write_stopped(cq, enqueued, pieces.len(), total, e));
             }
         }
         Ok(())
     }
 
-    fn write_stopped(&self, cq: u16, done: Progress, records: usize, cause: crate::Error) -> crate::Error {
+    /// Bytes of the tensor a piece carries: rows of a row-major buffer, whole tiles (padding included) of a tiled
+    /// one.
+    fn piece_bytes(&self, p: &Piece) -> u64 {
+        let row_bytes = self.spec.cols as u64 * self.spec.dtype.size() as u64;
+        match *p {
+            Piece::Paged { n, .. } => n as u64 * row_bytes,
+            Piece::Linear { rows, piece, .. } => rows as u64 * piece as u64,
+            Piece::Tiles(t) => t.walk.count as u64 * self.host_shape().tile_bytes() as u64,
+        }
+    }
+
+    fn write_stopped(&self, cq: u16, done: Progress, records: usize, total: u64, cause: crate::Error) -> crate::Error {
         crate::Error::WriteStopped {
             spec: self.spec,
             queue: cq,
             records_enqueued: done.records,
             records_total: records as u32,
             bytes_enqueued: done.bytes,
-            bytes_total: self.spec.host_bytes(),
+            bytes_total: total,
             cause: Box::new(cause),
         }
     }
@@ -333,7 +476,7 @@ impl Buffer {
                     dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "read", "transfer", |slot, m| {
                         records::encode_read_paged(slot, m, &x)
                     })
-                    .map(|tag| (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 }))
+                    .map(|tag| (tag, Scatter { dst, count: 1, piece: bytes, src_stride: bytes, dst_stride: 0 }.into()))
                 }
                 Piece::Linear { unit, offset, rows, piece, host_off } => {
                     let stride = self.page_stride as usize;
@@ -345,9 +488,11 @@ impl Buffer {
                         records::encode_read_linear(slot, m, &x)
                     })
                     .map(|tag| {
-                        (tag, Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes })
+                        let s = Scatter { dst, count: rows, piece, src_stride: stride as u32, dst_stride: row_bytes };
+                        (tag, s.into())
                     })
                 }
+                Piece::Tiles(p) => self.read_tiles(&mut st, dst, p),
             };
             // Registered before the doorbell, so the completion can never arrive unexpected.
             let r = r.and_then(|(tag, scatter)| expect_read(&st, compl, tag, scatter));

@@ -8,6 +8,7 @@
 pub mod copy;
 pub mod iova;
 mod memory;
+pub mod tile;
 
 pub use iova::IovaAllocator;
 pub use memory::{Backing, HostMemory, LockPolicy, MemoryOptions};

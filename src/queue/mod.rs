@@ -6,6 +6,7 @@
 //! completion ring: it copies read data to where the caller asked and returns space to the device. Waiting is the
 //! device layer's business, because a wait must also drain other queues and watch for faults.
 
+use crate::dma::tile::TileScatter;
 use crate::dma::{DmaBuffer, DmaError, IovaAllocator, MemoryOptions};
 use crate::transport::Transport;
 use std::collections::VecDeque;
@@ -365,13 +366,69 @@ pub struct Scatter {
 // until the read completes; the completer is the only writer.
 unsafe impl Send for Scatter {}
 
+/// Where one read's data goes: pieces copied as they are, or tiles untilized into a row-major tensor (contract §8.3.2).
+#[derive(Clone, Copy, Debug)]
+pub enum Delivery {
+    /// Strided pieces.
+    Scatter(Scatter),
+    /// Tiles of a tiled buffer.
+    Tiles(TileScatter),
+}
+
+impl From<Scatter> for Delivery {
+    fn from(s: Scatter) -> Delivery {
+        Delivery::Scatter(s)
+    }
+}
+
+impl From<TileScatter> for Delivery {
+    fn from(s: TileScatter) -> Delivery {
+        Delivery::Tiles(s)
+    }
+}
+
+impl Delivery {
+    /// Payload bytes the delivery reads.
+    fn need(&self) -> u64 {
+        match self {
+            Delivery::Scatter(s) if s.count == 0 => 0,
+            Delivery::Scatter(s) => (s.count - 1) as u64 * s.src_stride as u64 + s.piece as u64,
+            Delivery::Tiles(t) => t.need(),
+        }
+    }
+
+    /// Copies the payload at `src` into place.
+    ///
+    /// # Safety
+    /// `src` must be readable for [`Delivery::need`] bytes; the destination must be valid for the pattern and
+    /// untouched until delivery, as the read API requires.
+    unsafe fn deliver(&self, src: *const u8) {
+        match self {
+            Delivery::Scatter(s) => {
+                for i in 0..s.count as usize {
+                    // SAFETY: the source piece is inside the payload (caller contract); the destination as above.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.add(i * s.src_stride as usize),
+                            s.dst.add(i * s.dst_stride),
+                            s.piece as usize,
+                        )
+                    };
+                }
+            }
+            // SAFETY: forwarded.
+            Delivery::Tiles(t) => unsafe { t.deliver(src) },
+        }
+    }
+}
+
 /// A read whose completion entry has not been consumed.
 struct PendingRead {
     tag: u32,
     /// Its sequence number ([`Completer::expect`]).
     seq: u64,
     /// Where its data goes; `None` once cancelled: the entry is still consumed, its data dropped.
-    scatter: Option<Scatter>,
+    scatter: Option<Delivery>,
 }
 
 /// Consumer state of the completion ring.
@@ -578,9 +635,9 @@ impl Completer {
 
     /// Registers the read record `tag` and where its data goes. Returns the read's sequence number, which
     /// [`Completer::delivered`] reaches once the data is in place (or dropped, if cancelled).
-    pub fn expect(&mut self, tag: u32, scatter: Scatter) -> u64 {
+    pub fn expect(&mut self, tag: u32, scatter: impl Into<Delivery>) -> u64 {
         self.expected += 1;
-        self.pending.push_back(PendingRead { tag, seq: self.expected, scatter: Some(scatter) });
+        self.pending.push_back(PendingRead { tag, seq: self.expected, scatter: Some(scatter.into()) });
         self.expected
     }
 
@@ -710,9 +767,9 @@ impl Completer {
                         offset: off,
                         tag: e.tag,
                     })?;
-                    if let Some(s) = r.scatter {
-                        let need = (s.count.saturating_sub(1) as u64 * s.src_stride as u64) + s.piece as u64;
-                        if r.tag != e.tag || (s.count > 0 && need > e.data_len as u64) {
+                    if let Some(s) = &r.scatter {
+                        let need = s.need();
+                        if r.tag != e.tag || need > e.data_len as u64 {
                             return Err(ProtocolError::ReadMismatch {
                                 queue,
                                 offset: off,
@@ -722,19 +779,11 @@ impl Completer {
                                 expected_len: need,
                             });
                         }
-                        for i in 0..s.count as usize {
-                            // SAFETY: the source piece is inside the payload, which is inside the entry (both
-                            // checked above against data_len and length), inside the ring; the destination is the
-                            // caller's buffer, which the read API requires to be valid for the pattern and
-                            // untouched until delivery or cancellation (which takes this completer's lock).
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    p.add(PAYLOAD_OFFSET + i * s.src_stride as usize),
-                                    s.dst.add(i * s.dst_stride),
-                                    s.piece as usize,
-                                )
-                            };
-                        }
+                        // SAFETY: the bytes delivered are inside the payload, which is inside the entry (both
+                        // checked above against data_len and length), inside the ring; the destination is the
+                        // caller's buffer, which the read API requires to be valid for the pattern and untouched
+                        // until delivery or cancellation (which takes this completer's lock).
+                        unsafe { s.deliver(p.add(PAYLOAD_OFFSET)) };
                     } else if r.tag != e.tag {
                         // A cancelled read's entry: its data is dropped, but it must still be the entry expected.
                         return Err(ProtocolError::ReadMismatch {

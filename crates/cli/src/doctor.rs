@@ -17,6 +17,8 @@ pub struct DoctorEnv {
     pub sys: PathBuf,
     /// devtmpfs root (`/dev`).
     pub dev: PathBuf,
+    /// Configuration root (`/etc`): the installed limits.d drop-in and the IOMMU-group allow list.
+    pub etc: PathBuf,
     /// CPU vendor, VM or not, memlock limit.
     pub host: HostFacts,
 }
@@ -24,7 +26,12 @@ pub struct DoctorEnv {
 impl DoctorEnv {
     /// This host, with sysfs at `sysfs_root`.
     pub fn current(sysfs_root: &Path) -> DoctorEnv {
-        DoctorEnv { sys: sysfs_root.to_path_buf(), dev: PathBuf::from("/dev"), host: HostFacts::current() }
+        DoctorEnv {
+            sys: sysfs_root.to_path_buf(),
+            dev: PathBuf::from("/dev"),
+            etc: PathBuf::from("/etc"),
+            host: HostFacts::current(),
+        }
     }
 }
 
@@ -127,7 +134,7 @@ pub fn doctor_with(env: &DoctorEnv, out: &mut dyn Write) -> bool {
         check_device(&mut r, env, d, &hugepages);
     }
     check_hugepages(&mut r, &hugepages);
-    check_memlock(&mut r, &env.host);
+    check_memlock(&mut r, env);
 
     let verdict = if r.fails > 0 {
         format!(
@@ -165,6 +172,7 @@ fn check_device(r: &mut Report<'_>, env: &DoctorEnv, d: &PciDeviceInfo, hugepage
         let fix = advice::group_not_viable(&a, group, &members);
         r.line(Level::Fail, &format!("{a}: IOMMU group {group} is not viable"), Some(&fix));
     }
+    check_group_access(r, env, &a, group, &members);
     if d.bound_to_vfio() {
         let node = env.dev.join("vfio").join(group.to_string());
         let shown = format!("/dev/vfio/{group}");
@@ -235,21 +243,134 @@ fn check_hugepages(r: &mut Report<'_>, hugepages: &[HugepageCount]) {
     }
 }
 
-fn check_memlock(r: &mut Report<'_>, host: &HostFacts) {
-    let needed = ttdrv::DeviceParams::default().pinned_bytes();
-    match (host.memlock, host.cap_ipc_lock) {
+/// Where an administrator lists the devices that may share an IOMMU group with a ttdrv device (udev/70-ttdrv.rules).
+pub const GROUP_ALLOW_LIST: &str = "ttdrv/iommu-group-allow";
+
+/// The entries of the allow list: PCI addresses and `vendor:device` ids, lowercase, without comments.
+fn allow_list(etc: &Path) -> Vec<String> {
+    std::fs::read_to_string(etc.join(GROUP_ALLOW_LIST))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The udev rule gives the `ttdrv` group `/dev/vfio/N` only when every member of group N is a ttdrv device or on the
+/// administrator's allow list: says which members keep it from doing so.
+fn check_group_access(
+    r: &mut Report<'_>,
+    env: &DoctorEnv,
+    a: &impl std::fmt::Display,
+    group: u32,
+    members: &[sysfs::GroupMember],
+) {
+    let allowed = allow_list(&env.etc);
+    let dir = env.sys.join("kernel/iommu_groups").join(group.to_string()).join("devices");
+    let id = |m: &sysfs::GroupMember, f: &str| {
+        std::fs::read_to_string(dir.join(&m.name).join(f))
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches("0x")
+            .to_string()
+    };
+    let ttdrv_id = format!("{:04x}:{:04x}", ttdrv::contract::PCI_VENDOR, ttdrv::contract::PCI_DEVICE);
+    let others: Vec<String> = members
+        .iter()
+        .filter_map(|m| {
+            let vd = format!("{}:{}", id(m, "vendor"), id(m, "device")).to_ascii_lowercase();
+            let listed = allowed.iter().any(|e| *e == vd || *e == m.name.to_ascii_lowercase());
+            (vd != ttdrv_id && !listed).then(|| format!("{} ({vd})", m.name))
+        })
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    let list = format!("/etc/{GROUP_ALLOW_LIST}");
+    r.line(
+        Level::Warn,
+        &format!(
+            "{a}: IOMMU group {group} also holds {}, not ttdrv devices: {} does not give the `{}` group /dev/vfio/{group}",
+            others.join(", "),
+            advice::UDEV_RULE,
+            advice::ACCESS_GROUP
+        ),
+        Some(&format!(
+            "whoever opens the group can program every device in it; if handing those over with the card is safe (a \
+             bridge without ACS, a function of the card itself), list them in {list}, one PCI address or \
+             vendor:device per line, and run `udevadm trigger --action=add --subsystem-match=vfio`; otherwise move \
+             the card to a slot with an IOMMU group of its own"
+        )),
+    );
+}
+
+fn check_memlock(r: &mut Report<'_>, env: &DoctorEnv) {
+    let one_queue = ttdrv::DeviceParams::default().pinned_bytes();
+    let budget = ttdrv::device::memlock_budget();
+    let kib = budget / 1024;
+    let conf = advice::MEMLOCK_CONF;
+    let why = format!(
+        "{kib} KiB: every command queue a device may have ({}) with the default rings, plus {} MiB of registered \
+         memory",
+        ttdrv::contract::MAX_QUEUES,
+        ttdrv::device::REGISTERED_HOST_ALLOWANCE >> 20
+    );
+    match (env.host.memlock, env.host.cap_ipc_lock) {
         (_, true) => r.line(Level::Ok, "RLIMIT_MEMLOCK: this process holds CAP_IPC_LOCK, no limit applies", None),
-        (None, false) => r.line(Level::Ok, "RLIMIT_MEMLOCK: unlimited", None),
-        (Some(l), false) if l >= needed => r.line(
+        (None, false) => r.line(
+            Level::Warn,
+            "RLIMIT_MEMLOCK: unlimited: a ttdrv program may pin all of this host's memory",
+            Some(&format!("install {conf} into /etc/security/limits.d/: it sizes the limit to {why}")),
+        ),
+        (Some(l), false) if l >= budget => r.line(
             Level::Ok,
-            &format!("RLIMIT_MEMLOCK: {} KiB (one command queue needs {} KiB)", l / 1024, needed / 1024),
+            &format!(
+                "RLIMIT_MEMLOCK: {} KiB (a device needs up to {kib} KiB; one queue {} KiB)",
+                l / 1024,
+                one_queue / 1024
+            ),
             None,
+        ),
+        (Some(l), false) if l >= one_queue => r.line(
+            Level::Warn,
+            &format!(
+                "RLIMIT_MEMLOCK: {} KiB: enough for {} command queue(s) with the default rings, not for every queue a \
+                 device may have",
+                l / 1024,
+                l / one_queue
+            ),
+            Some(&format!(
+                "raise it to {why}: install {conf} into /etc/security/limits.d/ (log in again), or `ulimit -l {kib}`"
+            )),
         ),
         (Some(l), false) => r.line(
             Level::Fail,
             &format!("RLIMIT_MEMLOCK: {} KiB, too low to pin DMA memory", l / 1024),
-            Some(&advice::memlock_too_low(Some(l), needed)),
+            Some(&advice::memlock_too_low(Some(l), one_queue)),
         ),
+    }
+    // The installed drop-in, if any, must carry the computed number.
+    let installed = env.etc.join("security/limits.d/99-ttdrv-memlock.conf");
+    let Ok(text) = std::fs::read_to_string(&installed) else {
+        return;
+    };
+    let values: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[2] == "memlock").then_some(f[3])
+        })
+        .collect();
+    let shown = installed.display();
+    if values.iter().all(|v| v.parse::<u64>() == Ok(kib)) && !values.is_empty() {
+        r.line(Level::Ok, &format!("{shown}: memlock {kib} KiB"), None);
+    } else {
+        r.line(
+            Level::Warn,
+            &format!("{shown}: memlock {} instead of the computed {kib} KiB", values.join("/")),
+            Some(&format!("install this release's {conf} over it: the limit is sized to {why}")),
+        );
     }
 }
 
@@ -259,7 +380,8 @@ mod tests {
     use ttdrv_testkit::fakesys::FakeSys;
 
     fn run(sys: &FakeSys, host: HostFacts) -> (bool, String) {
-        let env = DoctorEnv { sys: sys.path().to_path_buf(), dev: sys.path().join("dev"), host };
+        let env =
+            DoctorEnv { sys: sys.path().to_path_buf(), dev: sys.path().join("dev"), etc: sys.path().join("etc"), host };
         let mut out = Vec::new();
         let ok = doctor_with(&env, &mut out);
         (ok, String::from_utf8(out).unwrap())
@@ -281,7 +403,16 @@ mod tests {
         let d = "devices/system/node/node0/hugepages/hugepages-2048kB";
         sys.write(&format!("{d}/nr_hugepages"), "64\n");
         sys.write(&format!("{d}/free_hugepages"), "64\n");
+        // The root port shares the card's IOMMU group; the administrator allowed it.
+        sys.write(
+            "etc/ttdrv/iommu-group-allow",
+            "# bridges without ACS above ttdrv cards\n0000:00:01.0  # root port\n",
+        );
         sys
+    }
+
+    fn sized() -> HostFacts {
+        HostFacts { memlock: Some(ttdrv::device::memlock_budget()), ..Default::default() }
     }
 
     #[test]
@@ -307,13 +438,18 @@ mod tests {
     #[test]
     fn passes_a_ready_host() {
         let sys = good_host();
-        let (ok, s) = run(&sys, HostFacts { memlock: None, ..Default::default() });
+        sys.write("etc/security/limits.d/99-ttdrv-memlock.conf", &memlock_conf());
+        let (ok, s) = run(&sys, sized());
         assert!(ok, "{s}");
         assert!(!s.contains("[FAIL]") && !s.contains("[warn]"), "{s}");
         assert!(s.contains("[ok]   0000:01:00.0: IOMMU group 7 is viable (0000:00:01.0, 0000:01:00.0)"), "{s}");
         assert!(s.contains("[ok]   0000:01:00.0: /dev/vfio/7 accessible"), "{s}");
         assert!(s.contains("[ok]   0000:01:00.0: 64 free 2 MiB hugepages on NUMA node 0"), "{s}");
-        assert!(s.contains("[ok]   RLIMIT_MEMLOCK: unlimited"), "{s}");
+        assert!(
+            s.contains("[ok]   RLIMIT_MEMLOCK: 950272 KiB (a device needs up to 950272 KiB; one queue 43008 KiB)"),
+            "{s}"
+        );
+        assert!(s.contains("99-ttdrv-memlock.conf: memlock 950272 KiB"), "{s}");
         assert!(s.lines().last().unwrap().starts_with("this host is ready: 1 ttdrv device(s)"), "{s}");
     }
 
@@ -334,5 +470,50 @@ mod tests {
         // One default command queue pins 42 MiB: 21 hugepages, `ulimit -l 43008` (KiB).
         assert!(s.contains("[warn] 0000:02:00.0: 0 free 2 MiB hugepages on NUMA node 1, 21 needed"), "{s}");
         assert!(s.contains("[FAIL] RLIMIT_MEMLOCK: 64 KiB") && s.contains("ulimit -l 43008"), "{s}");
+        // The sound function is no ttdrv device and is not on the allow list: the udev rule keeps the group closed.
+        assert!(
+            s.contains("[warn] 0000:01:00.0: IOMMU group 7 also holds 0000:01:00.1 (10de:10f0), not ttdrv devices"),
+            "{s}"
+        );
+        assert!(s.contains("/etc/ttdrv/iommu-group-allow"), "{s}");
+    }
+
+    /// The shipped limits.d drop-in, as committed.
+    fn memlock_conf() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../udev/99-ttdrv-memlock.conf")).unwrap()
+    }
+
+    /// The memlock limit is a sized number, the one the driver computes: the shipped drop-in carries it, an unlimited
+    /// or smaller limit is reported with the number, and so is an installed drop-in with another value.
+    #[test]
+    fn the_memlock_limit_is_sized_and_checked() {
+        let kib = ttdrv::device::memlock_budget() / 1024;
+        let conf = memlock_conf();
+        let lines: Vec<Vec<&str>> = conf
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines.len(), 2, "{conf}");
+        for l in &lines {
+            assert_eq!((l[0], l[2], l[3]), ("@ttdrv", "memlock", kib.to_string().as_str()), "{conf}");
+        }
+        assert!(!conf.lines().any(|l| !l.starts_with('#') && l.contains("unlimited")), "{conf}");
+
+        let sys = good_host();
+        let (_, s) = run(&sys, HostFacts { memlock: None, ..Default::default() });
+        assert!(
+            s.contains("[warn] RLIMIT_MEMLOCK: unlimited") && s.contains(&format!("{kib} KiB: every command queue")),
+            "{s}"
+        );
+        let (_, s) = run(&sys, HostFacts { memlock: Some(100 << 20), ..Default::default() });
+        assert!(s.contains("[warn] RLIMIT_MEMLOCK: 102400 KiB: enough for 2 command queue(s)"), "{s}");
+        assert!(s.contains(&format!("ulimit -l {kib}")), "{s}");
+        sys.write(
+            "etc/security/limits.d/99-ttdrv-memlock.conf",
+            "@ttdrv soft memlock unlimited\n@ttdrv hard memlock unlimited\n",
+        );
+        let (_, s) = run(&sys, sized());
+        assert!(s.contains(&format!("memlock unlimited/unlimited instead of the computed {kib} KiB")), "{s}");
     }
 }

@@ -1,7 +1,7 @@
 //! Kernel images, the built-in kernel catalog and tensor accessors (contract §8).
 
 use super::Memory;
-use super::wire::{table_enum, wire_struct};
+use super::wire::{Wire, table_enum, wire_struct};
 
 /// Magic of a kernel image, "TTKI" (contract §8.1).
 pub const IMAGE_MAGIC: u32 = 0x494B_5454;
@@ -221,8 +221,104 @@ table_enum! {
     }
 }
 
+/// One row of the tensor-layout table.
+#[derive(Debug)]
+pub struct TensorLayoutInfo {
+    /// How messages name it.
+    pub name: &'static str,
+    /// The contract minor version that introduced it: a device of contract 1.x with a lower x reads the accessor
+    /// word as reserved and would place elements row-major, so the driver refuses the layout on such a device.
+    pub since_minor: u16,
+}
+
+table_enum! {
+    /// How a tensor's elements are arranged in its pages (contract §8.3, §8.3.2): accessor word 11.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum TensorLayout: u32, from_u32, TensorLayoutInfo {
+        /// A page is one row (interleaved) or one shard row (sharded).
+        RowMajor = 0 => { name: "row-major", since_minor: 0 },
+        /// A page is one 32×32 tile of four 16×16 faces; shapes are padded up to whole tiles (contract §8.3.2).
+        Tile = 1 => { name: "tiled", since_minor: 1 },
+    }
+}
+
+impl TensorLayout {
+    /// How messages name it.
+    pub const fn name(self) -> &'static str {
+        self.info().name
+    }
+}
+
+/// Implements [`Wire`] for table enums stored as a little-endian u32 word (the accessor's enum words).
+macro_rules! wire_u32_enum {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            const SIZE: usize = 4;
+            #[inline(always)]
+            fn put(self, b: &mut [u8]) {
+                b.copy_from_slice(&(self as u32).to_le_bytes());
+            }
+            #[inline(always)]
+            fn get(b: &[u8]) -> Option<Self> {
+                <$t>::from_u32(u32::get(b)?)
+            }
+        }
+    )*};
+}
+wire_u32_enum!(DType, Layout, TensorLayout);
+
+/// Rows and columns of a tile (contract §8.3.2).
+pub const TILE_DIM: u32 = 32;
+/// Rows and columns of a face: a tile is four faces, each stored contiguously (contract §8.3.2).
+pub const FACE_DIM: u32 = 16;
+/// Elements of one tile.
+pub const TILE_ELEMS: u32 = TILE_DIM * TILE_DIM;
+
+/// Where element (`y`, `x`) of a tile (`y, x < 32`) is stored, in elements from the tile's first byte (contract
+/// §8.3.2): the faces in the order top-left, top-right, bottom-left, bottom-right, each face row-major.
+#[inline]
+pub const fn tile_index(y: u32, x: u32) -> u32 {
+    let face = (y / FACE_DIM) * 2 + x / FACE_DIM;
+    face * FACE_DIM * FACE_DIM + (y % FACE_DIM) * FACE_DIM + x % FACE_DIM
+}
+
 /// Words of a tensor accessor (contract §8.3).
 pub const ACCESSOR_WORDS: usize = 12;
+
+wire_struct! {
+    /// The accessor words as kernels receive them, word `i` at byte `4 × i` (contract §8.3). [`Accessor`] is the
+    /// typed view; its `to_words` and `from_words` go through this layout, so the document's table and the code
+    /// are checked against each other (`tests/contract_doc.rs`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct AccessorFields {
+        /// 0 DRAM, 1 L1.
+        pub memory: u32 @ 0,
+        /// Interleaved or sharded.
+        pub layout: Layout @ 4,
+        /// Element type.
+        pub dtype: DType @ 8,
+        /// Offset in every unit.
+        pub addr: u32 @ 12,
+        /// Rows.
+        pub rows: u32 @ 16,
+        /// Columns.
+        pub cols: u32 @ 20,
+        /// Bytes between consecutive pages of one unit.
+        pub page_stride: u32 @ 24,
+        /// Sharded: rows per shard.
+        pub shard_rows: u32 @ 28,
+        /// Sharded: columns per shard.
+        pub shard_cols: u32 @ 32,
+        /// Sharded: the units holding shards (§8.3.1).
+        pub grid: u32 @ 36,
+        /// Sharded: 0 row-major, 1 column-major assignment of shards to units.
+        pub orientation: u32 @ 40,
+        /// Row-major or tiled elements (§8.3.2); reserved (0, row-major) before contract 1.1.
+        pub tensor_layout: TensorLayout @ 44,
+    }
+}
+
+const _: () = assert!(AccessorFields::END == ACCESSOR_WORDS * 4);
 
 /// The unit set holding a sharded tensor's shards (contract §8.3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -255,14 +351,15 @@ impl ShardGrid {
                 if x1 < x0 || y1 < y0 {
                     0
                 } else {
-                    (x1 - x0 + 1) as usize * (y1 - y0 + 1) as usize
+                    // In usize: a grid ending at core 255 (or bank 65535) does not fit its own type.
+                    (x1 as usize - x0 as usize + 1) * (y1 as usize - y0 as usize + 1)
                 }
             }
             ShardGrid::Banks { first, last } => {
                 if last < first {
                     0
                 } else {
-                    (last - first + 1) as usize
+                    last as usize - first as usize + 1
                 }
             }
         }
@@ -277,11 +374,11 @@ impl ShardGrid {
     pub fn unit(&self, pos: usize, grid_x: usize) -> u16 {
         match *self {
             ShardGrid::Cores { x0, x1, y0, .. } => {
-                let w = (x1 - x0 + 1) as usize;
+                let w = (x1 as usize + 1).saturating_sub(x0 as usize).max(1);
                 let (x, y) = (x0 as usize + pos % w, y0 as usize + pos / w);
                 (y * grid_x + x) as u16
             }
-            ShardGrid::Banks { first, .. } => first + pos as u16,
+            ShardGrid::Banks { first, .. } => (first as usize + pos) as u16,
         }
     }
 
@@ -303,7 +400,7 @@ impl ShardGrid {
     }
 }
 
-/// A tensor accessor: where a 2-D row-major tensor's elements live (contract §8.3).
+/// A tensor accessor: where a 2-D tensor's elements live, row-major or tiled (contract §8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Accessor {
     /// Memory.
@@ -328,6 +425,8 @@ pub struct Accessor {
     pub grid: ShardGrid,
     /// Column-major assignment of shards to units.
     pub col_major: bool,
+    /// Row-major or tiled elements (contract §8.3.2).
+    pub tensor_layout: TensorLayout,
 }
 
 /// Where a run of consecutive elements of one row lives.
@@ -375,53 +474,85 @@ impl Geometry {
 }
 
 impl Accessor {
-    /// Encodes the 12 accessor words.
+    /// Encodes the accessor words (contract §8.3).
     pub fn to_words(&self) -> [u32; ACCESSOR_WORDS] {
-        [
-            self.mem as u32,
-            self.layout as u32,
-            self.dtype as u32,
-            self.addr,
-            self.rows,
-            self.cols,
-            self.page_stride,
-            self.shard_rows,
-            self.shard_cols,
-            self.grid.encode(),
-            self.col_major as u32,
-            0,
-        ]
+        let f = AccessorFields {
+            memory: self.mem as u32,
+            layout: self.layout,
+            dtype: self.dtype,
+            addr: self.addr,
+            rows: self.rows,
+            cols: self.cols,
+            page_stride: self.page_stride,
+            shard_rows: self.shard_rows,
+            shard_cols: self.shard_cols,
+            grid: self.grid.encode(),
+            orientation: self.col_major as u32,
+            tensor_layout: self.tensor_layout,
+        };
+        let mut b = [0u8; ACCESSOR_WORDS * 4];
+        f.put(&mut b);
+        let mut w = [0u32; ACCESSOR_WORDS];
+        for (w, c) in w.iter_mut().zip(b.chunks_exact(4)) {
+            *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        w
     }
 
-    /// Decodes accessor words; `None` for unknown enum values.
+    /// Decodes accessor words; `None` for fewer than [`ACCESSOR_WORDS`] words or a value outside its table.
     pub fn from_words(w: &[u32]) -> Option<Accessor> {
-        if w.len() < ACCESSOR_WORDS {
-            return None;
+        let w = w.get(..ACCESSOR_WORDS)?;
+        let mut b = [0u8; ACCESSOR_WORDS * 4];
+        for (c, w) in b.chunks_exact_mut(4).zip(w) {
+            c.copy_from_slice(&w.to_le_bytes());
         }
-        let mem = Memory::from_u8(u8::try_from(w[0]).ok()?)?;
+        let f = AccessorFields::get(&b).ok()?;
+        let mem = Memory::from_u8(u8::try_from(f.memory).ok()?)?;
         Some(Accessor {
             mem,
-            layout: Layout::from_u32(w[1])?,
-            dtype: DType::from_u32(w[2])?,
-            addr: w[3],
-            rows: w[4],
-            cols: w[5],
-            page_stride: w[6],
-            shard_rows: w[7],
-            shard_cols: w[8],
-            grid: ShardGrid::decode(mem, w[9]),
-            col_major: match w[10] {
+            layout: f.layout,
+            dtype: f.dtype,
+            addr: f.addr,
+            rows: f.rows,
+            cols: f.cols,
+            page_stride: f.page_stride,
+            shard_rows: f.shard_rows,
+            shard_cols: f.shard_cols,
+            grid: ShardGrid::decode(mem, f.grid),
+            col_major: match f.orientation {
                 0 => false,
                 1 => true,
                 _ => return None,
             },
+            tensor_layout: f.tensor_layout,
         })
     }
 
-    /// Bytes of one page: a row (interleaved) or a shard row (sharded).
+    /// True for a tiled tensor (contract §8.3.2).
+    pub fn is_tiled(&self) -> bool {
+        self.tensor_layout == TensorLayout::Tile
+    }
+
+    /// Rows and columns including padding: the shape rounded up to whole tiles when tiled, else the shape
+    /// (contract §8.3.2). In u64, so that no shape overflows.
+    pub fn padded_shape(&self) -> (u64, u64) {
+        match self.tensor_layout {
+            TensorLayout::RowMajor => (self.rows as u64, self.cols as u64),
+            TensorLayout::Tile => {
+                let t = TILE_DIM as u64;
+                ((self.rows as u64).div_ceil(t) * t, (self.cols as u64).div_ceil(t) * t)
+            }
+        }
+    }
+
+    /// Bytes of one page: a row (interleaved) or a shard row (sharded) when row-major; a tile when tiled.
     pub fn page_bytes(&self) -> u64 {
-        let cols = if self.layout == Layout::Interleaved { self.cols } else { self.shard_cols };
-        cols as u64 * self.dtype.size() as u64
+        let es = self.dtype.size() as u64;
+        match (self.tensor_layout, self.layout) {
+            (TensorLayout::Tile, _) => TILE_ELEMS as u64 * es,
+            (TensorLayout::RowMajor, Layout::Interleaved) => self.cols as u64 * es,
+            (TensorLayout::RowMajor, _) => self.shard_cols as u64 * es,
+        }
     }
 
     /// Row blocks and column blocks of the shard grid.
@@ -429,15 +560,26 @@ impl Accessor {
         (self.rows.div_ceil(self.shard_rows.max(1)), self.cols.div_ceil(self.shard_cols.max(1)))
     }
 
-    /// Bytes the tensor occupies in each unit it uses (its footprint above `addr`).
-    pub fn footprint(&self, geo: &Geometry) -> u64 {
-        match self.layout {
-            Layout::Interleaved => {
-                let units = geo.units(self.mem).max(1);
-                self.rows.div_ceil(units) as u64 * self.page_stride as u64
+    /// Pages one unit holds at most: of an interleaved tensor, its pages (rows or tiles) dealt round-robin over
+    /// `units`; of a sharded one, the pages of one full shard.
+    fn pages_per_unit(&self, units: u64) -> u64 {
+        let t = TILE_DIM as u64;
+        match (self.layout, self.tensor_layout) {
+            (Layout::Interleaved, TensorLayout::RowMajor) => (self.rows as u64).div_ceil(units),
+            (Layout::Interleaved, TensorLayout::Tile) => {
+                let (pr, pc) = self.padded_shape();
+                ((pr / t).saturating_mul(pc / t)).div_ceil(units)
             }
-            _ => self.shard_rows as u64 * self.page_stride as u64,
+            (_, TensorLayout::RowMajor) => self.shard_rows as u64,
+            (_, TensorLayout::Tile) => (self.shard_rows as u64 / t) * (self.shard_cols as u64 / t),
         }
+    }
+
+    /// Bytes the tensor occupies in each unit it uses (its footprint above `addr`), saturating for shapes no
+    /// device can hold.
+    pub fn footprint(&self, geo: &Geometry) -> u64 {
+        let units = geo.units(self.mem).max(1) as u64;
+        self.pages_per_unit(units).saturating_mul(self.page_stride as u64)
     }
 
     /// Checks the accessor is self-consistent and fits the device; the message says what is wrong.
@@ -452,9 +594,18 @@ impl Accessor {
             if self.shard_rows == 0 || self.shard_cols == 0 {
                 return Err("shard shape has a zero dimension".into());
             }
+            if self.is_tiled() && (self.shard_rows % TILE_DIM != 0 || self.shard_cols % TILE_DIM != 0) {
+                return Err(format!(
+                    "shards of a tiled tensor hold whole tiles: shard shape [{}, {}] is not a multiple of \
+                     [{TILE_DIM}, {TILE_DIM}]",
+                    self.shard_rows, self.shard_cols
+                ));
+            }
+            // Height shards hold whole (padded) rows, width shards whole (padded) columns.
+            let (pr, pc) = self.padded_shape();
             let ok_shape = match self.layout {
-                Layout::HeightSharded => self.shard_cols == self.cols,
-                Layout::WidthSharded => self.shard_rows == self.rows,
+                Layout::HeightSharded => self.shard_cols as u64 == pc,
+                Layout::WidthSharded => self.shard_rows as u64 == pr,
                 _ => true,
             };
             if !ok_shape {
@@ -480,7 +631,7 @@ impl Accessor {
                 return Err(format!("shard grid {:?} is outside the device", self.grid));
             }
         }
-        let end = self.addr as u64 + self.footprint(geo);
+        let end = (self.addr as u64).saturating_add(self.footprint(geo));
         if end > geo.unit_size(self.mem) {
             return Err(format!(
                 "tensor ends at offset {end:#x}, beyond the {:#x} bytes of a {} unit",
@@ -491,29 +642,61 @@ impl Accessor {
         Ok(())
     }
 
-    /// Locates element (`r`, `c`) and how many elements of row `r` follow it contiguously. The accessor must be
-    /// valid and the element inside the shape.
+    /// Locates element (`r`, `c`) and how many elements of row `r` follow it contiguously: to the end of its page
+    /// (row-major) or of its face row (tiled), never past the last column. The accessor must be valid and the
+    /// element inside the shape.
     pub fn locate(&self, geo: &Geometry, r: u32, c: u32) -> Run {
+        let mut run = self.locate_padded(geo, r, c);
+        run.len = run.len.min(self.cols - c);
+        run
+    }
+
+    /// As [`Accessor::locate`], for any element of the padded shape ([`Accessor::padded_shape`]): a tiled tensor's
+    /// padding has a place too (contract §8.3.2). The run ends at the end of the page (row-major) or face row
+    /// (tiled), padding included.
+    pub fn locate_padded(&self, geo: &Geometry, r: u32, c: u32) -> Run {
         let es = self.dtype.size() as u64;
-        match self.layout {
-            Layout::Interleaved => {
+        let stride = self.page_stride as u64;
+        let in_tile = |y: u32, x: u32| tile_index(y % TILE_DIM, x % TILE_DIM) as u64 * es;
+        let face_rest = FACE_DIM - c % FACE_DIM;
+        match (self.layout, self.tensor_layout) {
+            (Layout::Interleaved, TensorLayout::RowMajor) => {
                 let units = geo.units(self.mem);
                 Run {
                     unit: (r % units) as u16,
-                    offset: self.addr as u64 + (r / units) as u64 * self.page_stride as u64 + c as u64 * es,
+                    offset: self.addr as u64 + (r / units) as u64 * stride + c as u64 * es,
                     len: self.cols - c,
                 }
             }
-            _ => {
+            (Layout::Interleaved, TensorLayout::Tile) => {
+                // Tile t, row-major over the tile grid, is page t (§4.2).
+                let units = geo.units(self.mem) as u64;
+                let tiles_per_row = self.cols.div_ceil(TILE_DIM) as u64;
+                let t = (r / TILE_DIM) as u64 * tiles_per_row + (c / TILE_DIM) as u64;
+                Run {
+                    unit: (t % units) as u16,
+                    offset: self.addr as u64 + (t / units) * stride + in_tile(r, c),
+                    len: face_rest,
+                }
+            }
+            (_, layout) => {
                 let (rb, cb) = self.shard_blocks();
                 let (i, j) = (r / self.shard_rows, c / self.shard_cols);
                 let pos = if self.col_major { j * rb + i } else { i * cb + j };
+                let unit = self.grid.unit(pos as usize, geo.grid_x as usize);
                 let (k, cc) = (r % self.shard_rows, c % self.shard_cols);
-                let shard_end = ((j + 1) * self.shard_cols).min(self.cols);
-                Run {
-                    unit: self.grid.unit(pos as usize, geo.grid_x as usize),
-                    offset: self.addr as u64 + k as u64 * self.page_stride as u64 + cc as u64 * es,
-                    len: shard_end - c,
+                match layout {
+                    TensorLayout::RowMajor => {
+                        // In u64: the end of the last shard may lie past u32 when the shard width does not divide
+                        // `cols`.
+                        let shard_end = ((j as u64 + 1) * self.shard_cols as u64).min(self.cols as u64) as u32;
+                        Run { unit, offset: self.addr as u64 + k as u64 * stride + cc as u64 * es, len: shard_end - c }
+                    }
+                    TensorLayout::Tile => {
+                        // Inside the shard, its tiles row-major are its pages.
+                        let page = (k / TILE_DIM) as u64 * (self.shard_cols / TILE_DIM) as u64 + (cc / TILE_DIM) as u64;
+                        Run { unit, offset: self.addr as u64 + page * stride + in_tile(k, cc), len: face_rest }
+                    }
                 }
             }
         }
@@ -630,6 +813,7 @@ mod tests {
             shard_cols: 32,
             grid: ShardGrid::Cores { x0: 0, y0: 0, x1: 2, y1: 1 },
             col_major: false,
+            tensor_layout: TensorLayout::RowMajor,
         };
         assert_eq!(Accessor::from_words(&a.to_words()), Some(a));
         a.validate(&GEO).unwrap();
@@ -654,9 +838,136 @@ mod tests {
             shard_cols: 0,
             grid: ShardGrid::Banks { first: 0, last: 0 },
             col_major: false,
+            tensor_layout: TensorLayout::RowMajor,
         };
         a.validate(&GEO).unwrap();
         assert_eq!(a.locate(&GEO, 9, 2), Run { unit: 1, offset: 0x1000 + 64 + 8, len: 8 });
+    }
+
+    #[test]
+    fn accessor_words_round_trip_for_every_table_value() {
+        let base = Accessor {
+            mem: Memory::Dram,
+            layout: Layout::Interleaved,
+            dtype: DType::Float32,
+            addr: 0x40,
+            rows: 3,
+            cols: 5,
+            page_stride: 4096,
+            shard_rows: 0,
+            shard_cols: 0,
+            grid: ShardGrid::Banks { first: 0, last: 0 },
+            col_major: false,
+            tensor_layout: TensorLayout::RowMajor,
+        };
+        for t in TensorLayout::ALL {
+            for l in Layout::ALL {
+                for d in DType::ALL {
+                    let a = Accessor { tensor_layout: t, layout: l, dtype: d, ..base };
+                    let w = a.to_words();
+                    assert_eq!(w[11], t as u32, "tensor layout is word 11");
+                    assert_eq!((w[1], w[2]), (l as u32, d as u32));
+                    assert_eq!(Accessor::from_words(&w), Some(a));
+                }
+            }
+        }
+        // A word outside its table, or too few words, is no accessor.
+        let mut w = base.to_words();
+        w[11] = TensorLayout::ALL.len() as u32;
+        assert_eq!(Accessor::from_words(&w), None);
+        assert_eq!(Accessor::from_words(&base.to_words()[..11]), None);
+        // Before contract 1.1 word 11 was reserved and written as 0: such accessors are row-major.
+        let mut w = base.to_words();
+        w[11] = 0;
+        assert_eq!(Accessor::from_words(&w).map(|a| a.tensor_layout), Some(TensorLayout::RowMajor));
+    }
+
+    /// The in-tile order written out independently of `tile_index`: four 16×16 faces, top-left, top-right,
+    /// bottom-left, bottom-right, each row-major.
+    #[test]
+    fn tile_index_is_four_row_major_faces() {
+        let mut seen = vec![false; TILE_ELEMS as usize];
+        for y in 0..32 {
+            for x in 0..32 {
+                let face = match (y < 16, x < 16) {
+                    (true, true) => 0,
+                    (true, false) => 1,
+                    (false, true) => 2,
+                    (false, false) => 3,
+                };
+                let want = face * 256 + (y % 16) * 16 + x % 16;
+                assert_eq!(tile_index(y, x), want, "element ({y}, {x})");
+                assert!(!std::mem::replace(&mut seen[want as usize], true));
+            }
+        }
+        assert_eq!((tile_index(0, 15), tile_index(0, 16), tile_index(1, 0), tile_index(16, 0)), (15, 256, 16, 512));
+    }
+
+    fn tiled(layout: Layout, rows: u32, cols: u32, dtype: DType) -> Accessor {
+        Accessor {
+            mem: Memory::Dram,
+            layout,
+            dtype,
+            addr: 0x1000,
+            rows,
+            cols,
+            page_stride: TILE_ELEMS * dtype.size() as u32,
+            shard_rows: 0,
+            shard_cols: 0,
+            grid: ShardGrid::Banks { first: 0, last: 7 },
+            col_major: false,
+            tensor_layout: TensorLayout::Tile,
+        }
+    }
+
+    #[test]
+    fn tiled_interleaved_tiles_round_robin_and_pad() {
+        // [50, 70] pads to [64, 96]: 2 x 3 tiles of 4 KiB over 8 banks, one tile per bank.
+        let a = tiled(Layout::Interleaved, 50, 70, DType::Float32);
+        a.validate(&GEO).unwrap();
+        assert_eq!(a.padded_shape(), (64, 96));
+        assert_eq!(a.page_bytes(), 4096);
+        assert_eq!(a.footprint(&GEO), 4096);
+        // (33, 40): tile (1, 1) = tile 4, in-tile (1, 8) = element 24 of face 0; 8 elements to the face row's end.
+        assert_eq!(a.locate(&GEO, 33, 40), Run { unit: 4, offset: 0x1000 + 24 * 4, len: 8 });
+        // (49, 69): tile (1, 2) = tile 5, in-tile (17, 5) = face 2, element 512 + 16 + 5; the last column.
+        assert_eq!(a.locate(&GEO, 49, 69), Run { unit: 5, offset: 0x1000 + 533 * 4, len: 1 });
+        // Padding has a place: (63, 95) is the last element of tile 5.
+        assert_eq!(a.locate_padded(&GEO, 63, 95), Run { unit: 5, offset: 0x1000 + 1023 * 4, len: 1 });
+        assert_eq!(a.locate_padded(&GEO, 49, 70), Run { unit: 5, offset: 0x1000 + 534 * 4, len: 10 });
+        // With more tiles than banks, tile 8 + t is the second page of bank t.
+        let big = tiled(Layout::Interleaved, 64, 320, DType::BFloat16);
+        big.validate(&GEO).unwrap();
+        assert_eq!(big.footprint(&GEO), 3 * 2048);
+        let run = big.locate(&GEO, 32, 64); // tile (1, 2) = tile 12: bank 4, page 1
+        assert_eq!((run.unit, run.offset), (4, 0x1000 + 2048));
+    }
+
+    #[test]
+    fn tiled_shards_hold_whole_tiles_row_major() {
+        // [64, 96] block sharded in [32, 64] shards over banks 0-3: shard (1, 1) holds one column of tiles.
+        let a = Accessor {
+            layout: Layout::BlockSharded,
+            shard_rows: 32,
+            shard_cols: 64,
+            grid: ShardGrid::Banks { first: 0, last: 3 },
+            ..tiled(Layout::BlockSharded, 64, 96, DType::BFloat16)
+        };
+        a.validate(&GEO).unwrap();
+        assert_eq!(a.footprint(&GEO), 2 * 2048);
+        // (10, 40): shard (0, 0) = bank 0, its tile (0, 1) = page 1, in-tile (10, 8).
+        assert_eq!(a.locate(&GEO, 10, 40), Run { unit: 0, offset: 0x1000 + 2048 + (10 * 16 + 8) * 2, len: 8 });
+        // (40, 70): shard (1, 1) = bank 3, its tile (0, 0) = page 0, in-tile (8, 6).
+        assert_eq!(a.locate(&GEO, 40, 70), Run { unit: 3, offset: 0x1000 + (8 * 16 + 6) * 2, len: 10 });
+        // Shards that are not whole tiles, and height shards narrower than the padded width, are refused.
+        let bad = Accessor { shard_rows: 16, ..a };
+        assert!(bad.validate(&GEO).unwrap_err().contains("whole tiles"));
+        let h = Accessor { layout: Layout::HeightSharded, shard_rows: 32, shard_cols: 70, cols: 70, ..a };
+        assert!(h.validate(&GEO).unwrap_err().contains("whole tiles"));
+        let h = Accessor { shard_cols: 96, ..h };
+        h.validate(&GEO).unwrap();
+        let short = Accessor { page_stride: 2047, ..a };
+        assert!(short.validate(&GEO).unwrap_err().contains("below the page size 2048"));
     }
 
     #[test]

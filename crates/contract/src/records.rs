@@ -392,7 +392,8 @@ impl CoreRect {
         if self.x1 < self.x0 || self.y1 < self.y0 {
             return 0;
         }
-        (self.x1 - self.x0 + 1) as usize * (self.y1 - self.y0 + 1) as usize
+        // In usize: a rectangle ending at 255 has 256 columns, which a u8 cannot hold.
+        (self.x1 as usize - self.x0 as usize + 1) * (self.y1 as usize - self.y0 as usize + 1)
     }
 
     /// Width in cores.

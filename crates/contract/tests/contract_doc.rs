@@ -1,9 +1,11 @@
 //! The contract's tables and layouts against the document they mirror, `docs/device-interface.md`: every opcode's
 //! byte, name and body layout, the header layouts, which records a trace may hold, the completion kinds, the fault
-//! codes, the kernel catalog and the version. Each is iterated from its one declaration in the crate, so a new record
+//! codes, the kernel catalog, the tensor accessor's words and enum values, the tile geometry and the version. Each is iterated from its one declaration in the crate, so a new record
 //! type, fault code or kernel is checked here without touching this file, and neither side can drift from the other.
 
-use ttdrv_contract::kernel::{BuiltinKernel, IMAGE_HEADER, ImageFields};
+use ttdrv_contract::kernel::{
+    ACCESSOR_WORDS, AccessorFields, BuiltinKernel, FACE_DIM, IMAGE_HEADER, ImageFields, Layout, TILE_DIM, TensorLayout,
+};
 use ttdrv_contract::records::{ComplHeader, ComplKind, Header, Opcode};
 use ttdrv_contract::regs::FaultCode;
 use ttdrv_contract::wire::FieldLayout;
@@ -154,4 +156,50 @@ fn the_version_is_the_documents() {
     assert!(doc.contains(&format!("**Contract version {version}**")), "the version line of the document");
     let history = section(&doc, "Version history");
     assert!(history.contains(&format!("- {version}:")), "§9 has no entry for {version}");
+}
+
+#[test]
+fn the_accessor_is_the_documents() {
+    let doc = doc();
+    let text = section(&doc, "8.3 Tensor accessor");
+    let heading = doc.lines().find(|l| l.contains("8.3 Tensor accessor")).unwrap_or_default();
+    assert!(heading.contains(&format!("({ACCESSOR_WORDS} words)")), "§8.3 heading: {heading}");
+    let rows = table(text);
+    let documented: Vec<(usize, String)> =
+        rows.iter().map(|r| (r[0].parse().unwrap(), r[1].replace('`', ""))).collect();
+    let declared: Vec<(usize, String)> = AccessorFields::FIELDS
+        .iter()
+        .map(|f| {
+            assert_eq!((f.size, f.offset % 4), (4, 0), "accessor field {} is not one word", f.name);
+            (f.offset / 4, f.name.to_owned())
+        })
+        .collect();
+    assert_eq!(declared, documented, "§8.3 words");
+    // The enum words list every value of their table as "<value> <name>".
+    let meaning = |field: &str| rows.iter().find(|r| r[1] == format!("`{field}`")).map(|r| r[2].clone()).unwrap();
+    for l in Layout::ALL {
+        let want = format!("{} {}", l as u32, l.info().name);
+        assert!(meaning("layout").contains(&want), "§8.3 `layout` does not list {want}");
+    }
+    for t in TensorLayout::ALL {
+        let want = format!("{} {}", t as u32, t.name());
+        assert!(meaning("tensor_layout").contains(&want), "§8.3 `tensor_layout` does not list {want}");
+        // A value added after 1.0 has its version-history entry.
+        if t.info().since_minor > 0 {
+            let history = section(&doc, "Version history");
+            let entry =
+                history.lines().find(|l| l.starts_with(&format!("- {CONTRACT_MAJOR}.{}:", t.info().since_minor)));
+            assert!(entry.is_some_and(|e| e.contains("tensor_layout")), "§9 has no entry introducing {}", t.name());
+        }
+    }
+}
+
+#[test]
+fn the_tile_geometry_is_the_documents() {
+    let doc = doc();
+    let text = section(&doc, "8.3.2 Tiled tensors");
+    assert!(text.contains(&format!("tiles of {TILE_DIM} × {TILE_DIM}")), "§8.3.2 tile size");
+    assert!(text.contains(&format!("four {FACE_DIM} × {FACE_DIM} faces")), "§8.3.2 face size");
+    let order = format!("face × {} + (y mod {FACE_DIM}) × {FACE_DIM} + (x mod {FACE_DIM})", FACE_DIM * FACE_DIM);
+    assert!(text.contains(&order), "§8.3.2 does not give the in-tile order as {order}");
 }

@@ -195,12 +195,13 @@ impl Engine<'_> {
             }
             // The host may have disabled the queue after the check above and then rung this doorbell: no record may
             // start after `Q_CTRL = 0` (contract §3). The Acquire load of the doorbell makes that earlier write
-            // visible here.
-            if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+            // visible here. Likewise a disable → enable since `seq` was read: the doorbell may already be the new
+            // enable's (or its zeroing), which `rd` does not belong to.
+            if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 || self.qs.enable_seq.load(Ordering::Acquire) != seq {
                 continue;
             }
             self.qs.status.fetch_or(QueueStatus::BUSY.bits(), Ordering::AcqRel);
-            if let Err((f, tag, op)) = self.step(wr) {
+            if let Err((f, tag, op)) = self.step_guarded(wr) {
                 self.fault(f, tag, op);
             }
             self.qs.status.fetch_and(!QueueStatus::BUSY.bits(), Ordering::AcqRel);
@@ -243,6 +244,25 @@ impl Engine<'_> {
             std::thread::sleep((until - now).min(Duration::from_millis(1)));
         }
         false
+    }
+
+    /// [`Engine::step`], with a panic (a bug in the emulator: no record bytes may cause one) turned into a
+    /// `BAD_RECORD` fault, so that the queue thread lives on and a reset brings the device back instead of leaving it
+    /// `RESETTING` for good. Fuzzing builds let the panic through, so that the fuzzer reports it.
+    fn step_guarded(&mut self, wr: u32) -> Result<(), (Fault, u32, u32)> {
+        if cfg!(fuzzing) {
+            return self.step(wr);
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(wr))) {
+            Ok(r) => r,
+            Err(_) => {
+                self.sh.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // The record's state is unknown: drop the queue's, as a reset would, once the fault is reported.
+                self.active = None;
+                let off = wr as u64;
+                Err((Fault::new(FaultCode::BadRecord, off), 0, 0))
+            }
+        }
     }
 
     fn fault(&mut self, f: Fault, tag: u32, opcode: u32) {
@@ -322,7 +342,10 @@ impl Engine<'_> {
         let rec_ptr = a.window.at(rec_iova, len as u64).map_err(|f| (f, hdr.tag, hdr.opcode as u32))?;
         self.dma(rec_iova).map_err(|f| (f, hdr.tag, hdr.opcode as u32))?;
         self.executed += 1;
-        self.jitter();
+        if !self.jitter() {
+            // Reset or shutdown during the delay: the record is dropped, as any record in flight at a reset is.
+            return Ok(());
+        }
         let arrival = self.arrival(rd.wrapping_add(len));
         let span = match self.execute(&hdr, &body, RecordBytes::Ring(rec_ptr), arrival) {
             Ok(s) => s,
@@ -340,17 +363,23 @@ impl Engine<'_> {
             | Body::EventWait(_)
             | Body::ExecTrace(_) => None,
         };
-        self.retire(&hdr, span, len, event).map_err(|f| (f, hdr.tag, hdr.opcode as u32))
+        match self.retire(&hdr, span, len, event) {
+            Ok(()) | Err(Stop::Abort) => Ok(()),
+            Err(Stop::Fault(f)) => Err((f, hdr.tag, hdr.opcode as u32)),
+        }
     }
 
-    fn jitter(&mut self) {
+    /// Delays the next record by a seeded random time, if jitter is on. Returns false if a reset or shutdown came
+    /// meanwhile: a modelled delay never holds those up.
+    fn jitter(&mut self) -> bool {
         if let (Some(rng), Some(j)) = (self.rng.as_mut(), self.sh.cfg.jitter) {
             let ns = rng.jitter_ns(&j);
             if ns > 0 {
-                let until = self.sh.clock.now() + ns;
-                self.sh.clock.wait_until(until);
+                let until = self.sh.clock.now().saturating_add(ns);
+                return self.sh.clock.wait_until(until, || self.stopped());
             }
         }
+        true
     }
 
     /// Paced: the device time at which the doorbell covering `end` rang.
@@ -381,12 +410,13 @@ impl Engine<'_> {
         let (ready, stream) = match (pace, bytes) {
             (None, _) => (now, Span { start: now, end: now }),
             (Some(p), RecordBytes::Ring(_)) => {
-                let lat = arrival + p.pcie_latency_ns;
+                // Saturating throughout: the model's parameters are the user's, the lengths the record's.
+                let lat = arrival.saturating_add(p.pcie_latency_ns);
                 // A command (within the prefetch window) is fetched ahead and interleaves with bulk traffic on the
                 // link, as PCIe packets do; a bulk payload streams while its queue executes it and holds the link,
                 // so two bulk transfers in one direction share its bandwidth by taking turns.
                 let (fs, fe) = if len <= p.prefetch_bytes {
-                    (lat, lat + p.pcie_ns(len))
+                    (lat, lat.saturating_add(p.pcie_ns(len)))
                 } else {
                     self.sh.pacer.reserve(|l| &mut l.h2d_free, lat.max(self.free_at), p.pcie_ns(len))
                 };
@@ -418,8 +448,10 @@ impl Engine<'_> {
                 if x.page_size > x.page_stride {
                     return Err(bad_record(0));
                 }
-                for i in 0..x.num_pages {
-                    let at = page_addr(self.sh, x.mem, x.base, x.page_stride, x.start_page.wrapping_add(i));
+                // Pages of no bytes move nothing and touch no memory.
+                let pages = if x.page_size == 0 { 0 } else { x.num_pages };
+                for i in 0..pages {
+                    let at = page_addr(self.sh, &x, i);
                     let dst = self.sh.mem.ptr(at, x.page_size as u64)?;
                     // SAFETY: page `i` of the payload is inside the record (decode checked the total); `dst` is
                     // bounds-checked.
@@ -448,9 +480,10 @@ impl Engine<'_> {
                 }
                 let total = x.bytes();
                 let sh = self.sh;
+                let pages = if x.page_size == 0 { 0 } else { x.num_pages };
                 self.complete_read(hdr.tag, total, |dst| {
-                    for i in 0..x.num_pages {
-                        let at = page_addr(sh, x.mem, x.base, x.page_stride, x.start_page.wrapping_add(i));
+                    for i in 0..pages {
+                        let at = page_addr(sh, &x, i);
                         let src = sh.mem.ptr(at, x.page_size as u64)?;
                         // SAFETY: both ranges are checked: `src` by device memory, `dst` is `total` bytes long.
                         unsafe {
@@ -466,6 +499,12 @@ impl Engine<'_> {
                 span.end = self.model_read(ready, total);
             }
             Body::Launch(l) => {
+                // A core outside the grid faults before anything else (contract §4.2.6); this also bounds the
+                // arguments read below to what the grid's cores can take.
+                let geo = self.sh.geometry();
+                if l.rect.x1 as u32 >= geo.grid_x || l.rect.y1 as u32 >= geo.grid_y {
+                    return Err(bad_record(0));
+                }
                 let nargs = l.args_bytes();
                 self.args.clear();
                 self.args.resize(nargs, 0);
@@ -483,13 +522,14 @@ impl Engine<'_> {
                 }
                 let work = self.launch(&l)?;
                 if let Some(p) = pace {
-                    let (s, e) = self.sh.pacer.reserve(|l| &mut l.grid_free, ready, p.launch_ns + p.kernel_ns(work));
+                    let busy = p.launch_ns.saturating_add(p.kernel_ns(work));
+                    let (s, e) = self.sh.pacer.reserve(|l| &mut l.grid_free, ready, busy);
                     span = Span { start: s, end: e };
                 }
             }
             Body::EventRecord(_) => {
                 if let Some(p) = pace {
-                    span.end = ready + p.event_ns;
+                    span.end = ready.saturating_add(p.event_ns);
                 }
             }
             Body::EventWait(records::EventWait { queue, event_id }) => {
@@ -510,7 +550,7 @@ impl Engine<'_> {
                 }
                 if let Some(p) = pace {
                     let start = ready.max(other.event_time(event_id));
-                    span = Span { start, end: start + p.event_ns };
+                    span = Span { start, end: start.saturating_add(p.event_ns) };
                 }
             }
             Body::ExecTrace(x) => {
@@ -526,7 +566,10 @@ impl Engine<'_> {
             (None, _) => span.end = now,
             // Paced, it is the model's, but never shorter than the work took to emulate: if this machine computes
             // slower than the modelled device, that shows in the timestamps and carries over to later records.
-            (Some(_), ExecTime::Own) => span.end = span.end.max(span.start + (now - exec_start)),
+            // (A reset restarts the clock, so `now` may be below `exec_start`.)
+            (Some(_), ExecTime::Own) => {
+                span.end = span.end.max(span.start.saturating_add(now.saturating_sub(exec_start)))
+            }
             // Time spent waiting (an event wait, a thread woken late) is the emulator's, not the device's, and is
             // not charged. Trace replays account for their records one by one.
             (Some(_), ExecTime::Waits | ExecTime::Contained) => {}
@@ -537,7 +580,9 @@ impl Engine<'_> {
     /// Paced: the end of a read of `bytes` that became ready at `ready`.
     fn model_read(&self, ready: u64, bytes: u64) -> u64 {
         match self.sh.cfg.pace {
-            Some(p) => self.sh.pacer.reserve(|l| &mut l.d2h_free, ready, p.pcie_ns(bytes)).1 + p.pcie_latency_ns,
+            Some(p) => {
+                self.sh.pacer.reserve(|l| &mut l.d2h_free, ready, p.pcie_ns(bytes)).1.saturating_add(p.pcie_latency_ns)
+            }
             None => ready,
         }
     }
@@ -551,8 +596,12 @@ impl Engine<'_> {
     ) -> Result<(), Stop> {
         let a = self.active.as_ref().expect("active queue");
         let size = a.compl_size as u64;
+        // The length check comes first: the entry's size is only computed for a length the format can carry.
+        if data_len > u32::MAX as u64 {
+            return Err(bad_record(0));
+        }
         let entry = records::compl_len(data_len as usize) as u64;
-        if data_len > u32::MAX as u64 || entry > size / 4 {
+        if entry > size / 4 {
             return Err(bad_record(0));
         }
         let compl_base = a.base + RING_OFFSET as u64 + a.issue_size as u64;
@@ -614,9 +663,6 @@ impl Engine<'_> {
     /// Runs a `LAUNCH` whose packed arguments are in `self.args`. Returns the work of the busiest core.
     fn launch(&mut self, l: &records::LaunchFixed) -> Result<Work, Fault> {
         let geo = self.sh.geometry();
-        if l.rect.x1 as u32 >= geo.grid_x || l.rect.y1 as u32 >= geo.grid_y {
-            return Err(Fault::new(FaultCode::BadRecord, 0));
-        }
         let mut hdr = [0u8; IMAGE_HEADER];
         let img_at = DevAddr { mem: Memory::Dram, unit: l.kernel_bank, offset: l.kernel_offset };
         self.sh.mem.read(img_at, &mut hdr).map_err(|_| Fault::new(FaultCode::BadKernel, l.kernel_offset))?;
@@ -629,7 +675,10 @@ impl Engine<'_> {
         self.words.extend(self.args.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
         let args = l.split_words(&self.words).ok_or(Fault::new(FaultCode::BadRecord, 0))?;
         let (ct, rt) = (args.ct_args, args.rt_args);
-        let cb_bytes: u64 = args.cbs.chunks_exact(CbConfig::WORDS).map(|c| CbConfig::from_words(c).bytes()).sum();
+        let cb_bytes = args
+            .cbs
+            .chunks_exact(CbConfig::WORDS)
+            .fold(0u64, |sum, c| sum.saturating_add(CbConfig::from_words(c).bytes()));
         if cb_bytes > geo.l1_size - self.sh.cfg.l1_base as u64 {
             return Err(Fault::new(FaultCode::KernelArgs, 0));
         }
@@ -664,11 +713,11 @@ impl Engine<'_> {
             let bad = Fault::new(FaultCode::BadRecord, toff);
             let (h, body) = records::decode(&fixed).map_err(|_| bad)?;
             // Only the record types the opcode table allows in a trace (contract §4.2.9).
-            if toff + h.length as u64 > x.trace_len || !body.opcode().in_trace() {
+            if toff.saturating_add(h.length as u64) > x.trace_len || !body.opcode().in_trace() {
                 return Err(bad.into());
             }
             if let Some(p) = pace {
-                fetch_at += p.dram_ns(h.length as u64);
+                fetch_at = fetch_at.saturating_add(p.dram_ns(h.length as u64));
             }
             // The trace cursor now points at the arguments that follow the fixed part.
             let span = self.execute(&h, &body, RecordBytes::Trace { ready: fetch_at.max(prev_end) }, 0)?;
@@ -687,9 +736,13 @@ impl Engine<'_> {
     }
 
     /// Completes a record: waits for its modelled end, publishes the device-written words, timestamps, interrupts.
-    fn retire(&mut self, hdr: &Header, span: Span, len: u32, event: Option<u32>) -> Result<(), Fault> {
+    /// A reset or shutdown during the wait for the modelled end drops the record (`Stop::Abort`): the device does not
+    /// make the host wait out modelled time to reset it (contract §7.2).
+    fn retire(&mut self, hdr: &Header, span: Span, len: u32, event: Option<u32>) -> Result<(), Stop> {
         if self.sh.cfg.pace.is_some() {
-            self.sh.clock.wait_until(span.end);
+            if !self.sh.clock.wait_until(span.end, || self.stopped()) {
+                return Err(Stop::Abort);
+            }
             self.free_at = span.end;
         }
         if !self.slow_down() {
@@ -761,7 +814,9 @@ impl Engine<'_> {
         if a.prof_slots == 0 {
             return Ok(());
         }
-        let at = a.prof_base + (slot % a.prof_slots) as u64 * PROFILE_SLOT_BYTES as u64;
+        // `Q_PROF_BASE` is whatever the host wrote: an address past the end of the IOVA space is an IOMMU fault.
+        let at = (slot % a.prof_slots) as u64 * PROFILE_SLOT_BYTES as u64;
+        let at = a.prof_base.checked_add(at).ok_or(Fault::new(FaultCode::Iommu, a.prof_base))?;
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&span.start.to_le_bytes());
         b[8..].copy_from_slice(&span.end.to_le_bytes());
@@ -801,10 +856,11 @@ impl Engine<'_> {
             let page = t.off / t.page_size;
             let within = t.off % t.page_size;
             let n = ((t.page_size - within) as usize).min(out.len() - done);
+            // Saturating: `base` is the record's; an offset past the bank is an ADDRESS fault, never a wrap.
             let at = DevAddr {
                 mem: Memory::Dram,
                 unit: (page % banks) as u16,
-                offset: t.base + (page / banks) * t.page_size + within,
+                offset: t.base.saturating_add((page / banks).saturating_mul(t.page_size)).saturating_add(within),
             };
             self.sh.mem.read(at, &mut out[done..done + n])?;
             done += n;
@@ -814,10 +870,14 @@ impl Engine<'_> {
     }
 }
 
-/// The device address of interleaved page `page` (contract §4.2).
-fn page_addr(sh: &Shared, mem: Memory, base: u64, stride: u32, page: u32) -> DevAddr {
-    let units = sh.geometry().units(mem);
-    DevAddr { mem, unit: (page % units) as u16, offset: base + (page / units) as u64 * stride as u64 }
+/// The device address of page `start_page + i` of a paged transfer (contract §4.2: page `p` in unit `p mod U` at
+/// `base + ⌊p / U⌋ × page_stride`). The page number is not reduced modulo 2³², and the offset saturates instead of
+/// wrapping, so a page beyond the memory is an `ADDRESS` fault when it is accessed, never an access somewhere else.
+fn page_addr(sh: &Shared, x: &records::Paged, i: u32) -> DevAddr {
+    let units = sh.geometry().units(x.mem).max(1) as u64;
+    let page = x.start_page as u64 + i as u64;
+    let offset = x.base.saturating_add((page / units).saturating_mul(x.page_stride as u64));
+    DevAddr { mem: x.mem, unit: (page % units) as u16, offset }
 }
 
 fn bad_record(addr: u64) -> Stop {

@@ -2,14 +2,17 @@
 //!
 //! Each call is one kernel instance on one core: it receives that core's runtime arguments, computes its output
 //! block, and reads whatever input elements the block needs through tensor accessors, wherever they live, as a
-//! Tensix data-movement kernel would through its address generators. A [`Launch`] carries what the instances of one
-//! launch share — scratch memory and the accessors already checked — so per-core overhead stays small.
+//! Tensix data-movement kernel would through its address generators. The accessor hides the element layout: a
+//! row-major tensor yields runs up to a page long, a tiled one runs up to a face row (contract §8.3.2), so every
+//! kernel takes row-major and tiled operands in any mix, and a copy between the two tilizes or untilizes. A
+//! [`Launch`] carries what the instances of one launch share — scratch memory and the accessors already checked — so
+//! per-core overhead stays small.
 
 use super::memory::DeviceMemory;
 use super::timing::Work;
 use ttdrv_contract::DevAddr;
 use ttdrv_contract::kernel::{
-    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, Block, BuiltinKernel, DType, bf16_to_f32, f32_to_bf16,
+    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, Block, BuiltinKernel, DType, FACE_DIM, bf16_to_f32, f32_to_bf16,
 };
 
 type KResult<T> = Result<T, String>;
@@ -110,6 +113,7 @@ impl<'a> Launch<'a> {
             write_block(self.mem, dst, b, &v, &mut self.raw)?;
             self.a = v;
         }
+        zero_padding(self.mem, dst, b, &mut self.raw)?;
         Ok(Work { flops: 0, bytes: n * (src.dtype.size() + dst.dtype.size()) as u64 })
     }
 
@@ -147,6 +151,7 @@ impl<'a> Launch<'a> {
             }
         }
         write_block(self.mem, out, blk, &va, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
         (self.a, self.b) = (va, vb);
         let n = elems(blk);
         Ok(Work { flops: n, bytes: 3 * n * a.dtype.size() as u64 })
@@ -181,6 +186,7 @@ impl<'a> Launch<'a> {
             _ => return Err(format!("unknown unary op {op}")),
         };
         write_block(self.mem, out, blk, &v, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
         self.a = v;
         let n = elems(blk);
         Ok(Work { flops: cost * n, bytes: 2 * n * a.dtype.size() as u64 })
@@ -216,6 +222,7 @@ impl<'a> Launch<'a> {
             }
         }
         write_block(self.mem, out, blk, &acc, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
         (self.a, self.b, self.out) = (va, vb, acc);
         let es = a.dtype.size() as u64;
         Ok(Work { flops: 2 * (m * n * k) as u64, bytes: ((m * k + k * n + m * n) as u64) * es })
@@ -227,6 +234,7 @@ impl<'a> Launch<'a> {
         v.clear();
         v.resize(elems(blk) as usize, value);
         write_block(self.mem, out, blk, &v, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
         self.a = v;
         Ok(Work { flops: 0, bytes: elems(blk) * out.dtype.size() as u64 })
     }
@@ -334,6 +342,35 @@ fn write_block(mem: &DeviceMemory, a: &Accessor, b: Block, vals: &[f32], raw: &m
             let off = (c - b.c0) as usize * es;
             mem.write(DevAddr { mem: a.mem, unit: run.unit, offset: run.offset }, &raw[off..off + n * es])
                 .map_err(fault_msg)?;
+            c += n as u32;
+        }
+    }
+    Ok(())
+}
+
+/// Writes zeros to the padding that block `b` of the tiled output `a` borders (contract §8.3.2): the padding columns
+/// right of the block when it ends at the last column, the padding rows below it when it ends at the last row, and
+/// the corner when both. Every block of a launch does this for its own edge, so each padding element is written once.
+/// A row-major output has no padding.
+fn zero_padding(mem: &DeviceMemory, a: &Accessor, b: Block, raw: &mut Vec<u8>) -> KResult<()> {
+    if !a.is_tiled() {
+        return Ok(());
+    }
+    let geo = *mem.geometry();
+    let es = a.dtype.size();
+    let (pr, pc) = a.padded_shape();
+    let fits = |v: u64| u32::try_from(v).map_err(|_| format!("padded shape {pr} x {pc} is beyond the device"));
+    let r_end = if b.r1 == a.rows { fits(pr)? } else { b.r1 };
+    let c_end = if b.c1 == a.cols { fits(pc)? } else { b.c1 };
+    raw.clear();
+    raw.resize(FACE_DIM as usize * es, 0);
+    for r in b.r0..r_end {
+        // In a row of data the padding starts after the last column; below the data the whole row is padding.
+        let mut c = if r < a.rows { a.cols.max(b.c0) } else { b.c0 };
+        while c < c_end {
+            let run = a.locate_padded(&geo, r, c);
+            let n = run.len.min(c_end - c) as usize;
+            mem.write(DevAddr { mem: a.mem, unit: run.unit, offset: run.offset }, &raw[..n * es]).map_err(fault_msg)?;
             c += n as u32;
         }
     }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use timing::{Clock, Pacer};
 use ttdrv_contract::kernel::Geometry;
-use ttdrv_contract::regs::{self, BarOffset, Caps, FaultCode, QueueStatus, Status, global, queue as qreg};
+use ttdrv_contract::regs::{self, BarOffset, Caps, FaultCode, QueueStatus, Status, global, host, queue as qreg};
 use ttdrv_contract::{CONTRACT_MAJOR, CONTRACT_MINOR, Iova, RECORD_ALIGN};
 
 /// A device fault before it is attributed to a queue and record (contract §7.1).
@@ -147,6 +147,8 @@ struct Shared {
     time_hi_latch: AtomicU32,
     reset_gen: AtomicU32,
     shutdown: AtomicBool,
+    /// Panics a queue thread caught and reported as a fault (an emulator bug; see [`Emulator::engine_panics`]).
+    panics: AtomicU64,
     clock: Clock,
     pacer: Pacer,
     irqs: Vec<OwnedFd>,
@@ -201,6 +203,25 @@ impl Shared {
         for q in 0..self.queues.len() {
             self.progress_irq(q);
             self.queues[q].wake();
+        }
+    }
+
+    /// Writes zero to the device-written words of the host region at `base` (contract §3, §5), as the register
+    /// write that enables a queue returns: the host may read them at once, and must not see the previous enable's
+    /// values. A region the IOMMU cannot reach is left alone; the queue faults when it starts.
+    fn zero_host_words(&self, base: u64) {
+        if base % 4096 != 0 {
+            return;
+        }
+        let Ok(w) = self.iommu.translate(base, host::LAST_TAG as u64 + 4) else {
+            return;
+        };
+        for off in [host::ISSUE_RD, host::COMPL_WR, host::EVENT_DONE, host::RETIRED, host::LAST_TAG] {
+            if let Ok(p) = w.at(base + off as u64, 4) {
+                // SAFETY: the word is inside the mapping and 4-byte aligned (the region is 4 KiB aligned, checked
+                // above, and the contract's offsets are multiples of 64); the host reads it only with atomic loads.
+                unsafe { AtomicU32::from_ptr(p as *mut u32) }.store(0, Ordering::Release);
+            }
         }
     }
 
@@ -291,6 +312,7 @@ impl Emulator {
             time_hi_latch: AtomicU32::new(0),
             reset_gen: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),
+            panics: AtomicU64::new(0),
             clock: Clock::default(),
             pacer: Pacer::default(),
             irqs,
@@ -408,8 +430,25 @@ impl Emulator {
                 qreg::ISSUE_SIZE => qs.issue_size.store(val, Ordering::Release),
                 qreg::COMPL_SIZE => qs.compl_size.store(val, Ordering::Release),
                 qreg::CTRL => {
-                    let was = qs.ctrl.swap(val & 1, Ordering::AcqRel);
-                    if was & 1 == 0 && val & 1 == 1 {
+                    // Every transition bumps `enable_seq`; the queue thread re-checks it after loading a doorbell,
+                    // so a disable → enable it did not see in between can never pair its old pointers with the new
+                    // doorbell values.
+                    if val & 1 == 1 {
+                        if qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+                            // The transition to enabled zeroes the doorbell copies and the event slot (contract §3)
+                            // before the queue can run: nothing rung before the disable is executed again, and the
+                            // first doorbell after this write is the new enable's. The queue thread zeroes its
+                            // internal pointers and the device-written words when it sees `enable_seq` change.
+                            qs.doorbell.store(0, Ordering::Release);
+                            qs.compl_rd.store(0, Ordering::Release);
+                            qs.doorbell_log.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                            qs.event.store(0, Ordering::Release);
+                            qs.event_times.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                            sh.zero_host_words(qs.base.load(Ordering::Acquire));
+                            qs.enable_seq.fetch_add(1, Ordering::AcqRel);
+                        }
+                        qs.ctrl.store(1, Ordering::Release);
+                    } else if qs.ctrl.swap(0, Ordering::AcqRel) & 1 == 1 {
                         qs.enable_seq.fetch_add(1, Ordering::AcqRel);
                     }
                     qs.wake();
@@ -471,6 +510,13 @@ impl Emulator {
     /// The eventfd of interrupt vector `v`, if wired.
     pub fn irq_fd(&self, v: u32) -> Option<RawFd> {
         self.shared.irqs.get(v as usize).map(|f| f.as_raw_fd())
+    }
+
+    /// How many times a queue thread caught a panic while executing a record and reported it as a `BAD_RECORD`
+    /// fault instead. No record bytes may cause one, so this is 0 unless the emulator has a bug; tests and the fuzz
+    /// targets check it.
+    pub fn engine_panics(&self) -> u64 {
+        self.shared.panics.load(Ordering::Relaxed)
     }
 
     /// Function-level reset (same effect as the `RESET` register).

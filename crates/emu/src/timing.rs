@@ -33,17 +33,22 @@ impl Clock {
         self.epoch_ns.store(self.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Waits until device time reaches `t`: sleeps while far away, spins the last stretch, because a sleeping
-    /// thread wakes tens of microseconds late on this kind of machine.
-    pub fn wait_until(&self, t: u64) {
+    /// Waits until device time reaches `t`, or until `stop()` holds; returns false if it stopped early. Sleeps
+    /// while far away, in slices of at most [`STOP_SLICE`] so that a reset or shutdown never waits out modelled
+    /// time (contract §7.2: `READY` within 100 ms), and spins the last stretch, because a sleeping thread wakes tens
+    /// of microseconds late on this kind of machine.
+    pub fn wait_until(&self, t: u64, stop: impl Fn() -> bool) -> bool {
         loop {
+            if stop() {
+                return false;
+            }
             let now = self.now();
             if now >= t {
-                return;
+                return true;
             }
             let left = t - now;
             if left > 2_000_000 {
-                std::thread::sleep(Duration::from_nanos(left - 1_000_000));
+                std::thread::sleep(Duration::from_nanos(left - 1_000_000).min(STOP_SLICE));
             } else if left > 2_000 {
                 // Yield rather than spin: the host or another queue may need this core.
                 std::thread::yield_now();
@@ -53,6 +58,9 @@ impl Clock {
         }
     }
 }
+
+/// The longest a modelled delay sleeps before it looks for a reset or shutdown again.
+pub const STOP_SLICE: Duration = Duration::from_millis(2);
 
 /// Parameters of the paced model. Rates are per direction (PCIe) or per core (compute).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -142,9 +150,10 @@ impl Pacer {
     pub fn reserve(&self, pick: impl FnOnce(&mut SharedLinks) -> &mut u64, at: u64, dur: u64) -> (u64, u64) {
         let mut l = self.links.lock().unwrap_or_else(|e| e.into_inner());
         let slot = pick(&mut l);
+        // Saturating: the model's parameters are the user's (`launch_ns=` may be huge) and work is the record's.
         let start = at.max(*slot);
-        *slot = start + dur;
-        (start, start + dur)
+        *slot = start.saturating_add(dur);
+        (start, *slot)
     }
 
     /// Forgets all reservations (device reset).

@@ -32,8 +32,15 @@ pub const TTDRV_LAYOUT_HEIGHT_SHARDED: u32 = 1;
 pub const TTDRV_LAYOUT_WIDTH_SHARDED: u32 = 2;
 /// Memory layout: shards of row and column blocks.
 pub const TTDRV_LAYOUT_BLOCK_SHARDED: u32 = 3;
-/// Tensor layout: row-major pages.
-pub const TTDRV_TENSOR_ROW_MAJOR: u32 = 0;
+/// Tensor layout (`ttnn.ROW_MAJOR_LAYOUT`): a page is a row (interleaved) or a shard row (sharded). The default.
+pub const TTDRV_TENSOR_LAYOUT_ROW_MAJOR: u32 = 0;
+/// Tensor layout (`ttnn.TILE_LAYOUT`): a page is a 32x32 tile of four 16x16 faces, each face row-major; the shape is
+/// padded up to whole tiles on the device, the padding zero (device contract §8.3.2, docs/device-interface.md). Host
+/// data stays dense row-major of `rows x cols`: writes tilize it, reads untilize it. Needs a device of contract 1.1 or
+/// later (`ttdrv_device_info.contract_minor >= 1`).
+pub const TTDRV_TENSOR_LAYOUT_TILE: u32 = 1;
+/// Release 0.1's name of `TTDRV_TENSOR_LAYOUT_ROW_MAJOR`, kept for programs written against it.
+pub const TTDRV_TENSOR_ROW_MAJOR: u32 = TTDRV_TENSOR_LAYOUT_ROW_MAJOR;
 /// Shard orientation: shards assigned to the grid row by row.
 pub const TTDRV_SHARD_ROW_MAJOR: u32 = 0;
 /// Shard orientation: shards assigned to the grid column by column.
@@ -88,7 +95,7 @@ pub struct ttdrv_memory_config {
 /// `sizeof(ttdrv_tensor_spec)` in release 0.1 (frozen: docs/abi.md, "Versions").
 pub const TTDRV_TENSOR_SPEC_SIZE_V0_1: u32 = 64;
 
-/// A tensor spec: 2-D shape, element type, tensor layout and memory configuration. Fill with
+/// A tensor spec: 2-D shape, element type, tensor layout (row-major or tiled) and memory configuration. Fill with
 /// `ttdrv_tensor_spec_init`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,7 +108,9 @@ pub struct ttdrv_tensor_spec {
     pub cols: u32,
     /// `TTDRV_DTYPE_*`.
     pub dtype: u32,
-    /// `TTDRV_TENSOR_ROW_MAJOR`.
+    /// `TTDRV_TENSOR_LAYOUT_ROW_MAJOR` (the default) or `TTDRV_TENSOR_LAYOUT_TILE`. A tiled buffer's shard shapes are
+    /// multiples of 32 that divide the shape padded up to whole tiles (a height shard spans the padded width, a width
+    /// shard the padded height).
     pub tensor_layout: u32,
     /// Where and how.
     pub mem: ttdrv_memory_config,
@@ -116,7 +125,7 @@ versioned!(
         rows: 1,
         cols: 1,
         dtype: TTDRV_DTYPE_FLOAT32,
-        tensor_layout: TTDRV_TENSOR_ROW_MAJOR,
+        tensor_layout: TTDRV_TENSOR_LAYOUT_ROW_MAJOR,
         mem: ttdrv_memory_config {
             buffer_type: TTDRV_BUFFER_DRAM,
             layout: TTDRV_LAYOUT_INTERLEAVED,
@@ -215,18 +224,21 @@ pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> 
     let s = versioned::read(p, "spec")?;
     let dtype =
         DType::from_u32(s.dtype).ok_or_else(|| bad(format!("dtype {} is not a TTDRV_DTYPE_* value", s.dtype)))?;
-    if s.tensor_layout != TTDRV_TENSOR_ROW_MAJOR {
-        return Err(FfiError::Status(
-            ttdrv_status::Unsupported,
-            format!("tensor_layout {} is not supported; use TTDRV_TENSOR_ROW_MAJOR", s.tensor_layout),
-        ));
-    }
-    Ok(BufferSpec {
-        rows: s.rows,
-        cols: s.cols,
-        dtype,
-        layout: TensorLayout::RowMajor,
-        mem: memory_config_from_c(&s.mem)?,
+    let layout = tensor_layout_from_c(s.tensor_layout)?;
+    Ok(BufferSpec { rows: s.rows, cols: s.cols, dtype, layout, mem: memory_config_from_c(&s.mem)? })
+}
+
+/// A `TTDRV_TENSOR_LAYOUT_*` value; the C values are the contract's (§8.3 word 11).
+pub(crate) fn tensor_layout_from_c(v: u32) -> FfiResult<TensorLayout> {
+    const _: () = assert!(
+        TensorLayout::RowMajor as u32 == TTDRV_TENSOR_LAYOUT_ROW_MAJOR
+            && TensorLayout::Tile as u32 == TTDRV_TENSOR_LAYOUT_TILE
+    );
+    TensorLayout::from_u32(v).ok_or_else(|| {
+        bad(format!(
+            "tensor_layout {v} is not a TTDRV_TENSOR_LAYOUT_* value; use TTDRV_TENSOR_LAYOUT_ROW_MAJOR or \
+             TTDRV_TENSOR_LAYOUT_TILE"
+        ))
     })
 }
 
@@ -239,8 +251,8 @@ pub(crate) fn insert_buffer(b: Buffer) -> *mut ttdrv_buffer {
     handles::register(b)
 }
 
-/// Fills `*spec` with a `[1, 1]` float32, row-major, interleaved-DRAM tensor and sets `struct_size`. Change fields
-/// afterwards.
+/// Fills `*spec` with a `[1, 1]` float32, row-major (`TTDRV_TENSOR_LAYOUT_ROW_MAJOR`), interleaved-DRAM tensor and sets
+/// `struct_size`. Change fields afterwards.
 ///
 /// Thread: any. Errors: NULL_PARAMETER.
 ///
@@ -261,8 +273,9 @@ pub unsafe extern "C" fn ttdrv_tensor_spec_init(spec: *mut ttdrv_tensor_spec) ->
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size`
 /// not the size of any release's struct (docs/abi.md); a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not
 /// divide the shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or
-/// banks; L1_SMALL on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major),
-/// OUT_OF_DEVICE_MEMORY (the message gives the free bytes and the largest free block).
+/// banks; L1_SMALL on a device opened with `l1_small_size` 0; an unknown tensor layout; tiled shards that are not whole
+/// tiles), UNSUPPORTED (`TTDRV_TENSOR_LAYOUT_TILE` on a device of contract 1.0), OUT_OF_DEVICE_MEMORY (the message
+/// gives the free bytes and the largest free block).
 ///
 /// # Safety
 /// `spec` must point to an initialised `ttdrv_tensor_spec` (at least `spec->struct_size` readable bytes); `out` must be
@@ -285,14 +298,15 @@ pub unsafe extern "C" fn ttdrv_buffer_allocate(
 
 /// Allocates a buffer and writes `data` into it on queue `cq` (`host_tensor.to(device, mem_config)`). `data` is the
 /// dense row-major tensor (a `float *` for float32, a `uint16_t *` for bfloat16, or any bytes), exactly rows x cols x
-/// element size bytes; it is copied before the call returns and may be reused at once. On failure nothing stays
-/// allocated.
+/// element size bytes (tiled or not: a tiled buffer is tilized on the way, its padding written as zeros); it is copied
+/// before the call returns and may be reused at once. On failure nothing stays allocated.
 ///
 /// Ownership: on success `*out` receives a new handle; release it with `ttdrv_buffer_free`. Thread: any.
 /// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), FORKED, INVALID_ARGUMENT (`spec->struct_size` not the size of
 /// any release's struct; a zero or too large shape; an unknown dtype, buffer type, layout or orientation; a shard spec that does not divide the
 /// shape, does not fit its grid, or lies outside the device's cores (coordinates above 255 included) or banks; L1_SMALL
-/// on a device opened with `l1_small_size` 0), UNSUPPORTED (a tensor layout other than row-major), OUT_OF_DEVICE_MEMORY
+/// on a device opened with `l1_small_size` 0; an unknown tensor layout; tiled shards that are not whole tiles),
+/// UNSUPPORTED (`TTDRV_TENSOR_LAYOUT_TILE` on a device of contract 1.0), OUT_OF_DEVICE_MEMORY
 /// (the message gives the free bytes and the largest free block), INVALID_ARGUMENT (`len` is not the tensor's size),
 /// INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT.
 ///
@@ -324,7 +338,9 @@ pub unsafe extern "C" fn ttdrv_buffer_from_host(
 /// Writes `data` — the dense row-major tensor (a `float *`, `uint16_t *` or any bytes), exactly the buffer's host size
 /// (`ttdrv_buffer_host_size`) — into the buffer on queue `cq` (`copy_host_to_device_tensor`). The bytes are copied
 /// before the call returns, so `data` may be reused at once; with `blocking` the call also waits until the device has
-/// written them. Work enqueued later on `cq` sees the new contents; other queues must order themselves with events.
+/// written them. Work enqueued later on `cq` sees the new contents; other queues must order themselves with events. A
+/// tiled buffer's data is tilized into the records as it is copied, its padding written as zeros (device contract
+/// §8.3.2).
 ///
 /// A write that fails either was not started (the buffer is as it was), or its message says exactly how many of its
 /// records and bytes were enqueued — those land unless the device is reset — and, if only some were, that the buffer's
@@ -358,9 +374,10 @@ pub unsafe extern "C" fn ttdrv_buffer_write(
 }
 
 /// Reads the buffer into `out` (dense row-major, exactly the buffer's host size; a `float *`, `uint16_t *` or any
-/// bytes) on queue `cq`. With `blocking` it returns when the data is in `out`. Without (`cpu(blocking=False)`) it
-/// returns once the read is enqueued; the data is in place after `ttdrv_device_finish(cq)`, after an event recorded on
-/// `cq` behind the read completes, or after the device is closed.
+/// bytes; a tiled buffer is untilized as its data arrives, its padding left out) on queue `cq`. With `blocking` it
+/// returns when the data is in `out`. Without (`cpu(blocking=False)`) it returns once the read is enqueued; the data is
+/// in place after `ttdrv_device_finish(cq)`, after an event recorded on `cq` behind the read completes, or after the
+/// device is closed.
 ///
 /// A call that fails leaves nothing behind: a blocking read that times out (or fails part-way through being
 /// enqueued) is cancelled before it returns, so `out` is the caller's again at once — data arriving later goes
@@ -496,7 +513,7 @@ pub unsafe extern "C" fn ttdrv_buffer_get_spec(
                 rows: s.rows,
                 cols: s.cols,
                 dtype: s.dtype as u32,
-                tensor_layout: TTDRV_TENSOR_ROW_MAJOR,
+                tensor_layout: s.layout as u32,
                 mem: memory_config_to_c(&s.mem),
             },
         );
@@ -505,7 +522,8 @@ pub unsafe extern "C" fn ttdrv_buffer_get_spec(
 }
 
 /// Writes the buffer's size in host memory (rows x cols x element size: what `ttdrv_buffer_write` and
-/// `ttdrv_buffer_read` take) to `*out`. Answers after its device is closed too.
+/// `ttdrv_buffer_read` take; for a tiled buffer too, whose padding stays on the device) to `*out`. Answers after its
+/// device is closed too.
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
 ///

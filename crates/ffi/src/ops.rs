@@ -1,6 +1,9 @@
-//! Operations: to_memory_config, reshard, matmul, element-wise, fill — each enqueues a program on a queue.
+//! Operations: to_memory_config, reshard, to_layout, matmul, element-wise, fill — each enqueues a program on a queue.
+//! Every op takes row-major and tiled operands in any mix (device contract §8.2).
 
-use super::buffer::{buffer_arc, insert_buffer, memory_config_from_c, ttdrv_buffer, ttdrv_memory_config};
+use super::buffer::{
+    buffer_arc, insert_buffer, memory_config_from_c, tensor_layout_from_c, ttdrv_buffer, ttdrv_memory_config,
+};
 use super::{FfiError, FfiResult, guard, nonnull, out_ptr, ttdrv_status, write_out};
 use ttdrv::MemoryConfig;
 use ttdrv::device::Device;
@@ -33,7 +36,7 @@ fn dev_of(b: &ttdrv::Buffer) -> FfiResult<Device> {
 }
 
 /// Copies `input` into a new buffer with memory configuration `*mem` (`to_memory_config`), on queue `cq`: any layout to
-/// any layout (interleaved or sharded, DRAM or L1); shape and element type are kept.
+/// any layout (interleaved or sharded, DRAM or L1); shape, element type and tensor layout are kept.
 ///
 /// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
 /// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -114,8 +117,43 @@ pub extern "C" fn ttdrv_reshard_into(input: *mut ttdrv_buffer, cq: u16, output: 
     })
 }
 
+/// Copies `input` into a new buffer of tensor layout `tensor_layout` (a `TTDRV_TENSOR_LAYOUT_*` value) with memory
+/// configuration `*mem` (`ttnn.to_layout`), on queue `cq`: tilize (row-major to tiled) or untilize on the device, by
+/// the copy kernel; shape and element type are kept. A tiled output's shard shapes must be whole tiles (see
+/// `ttdrv_tensor_spec.tensor_layout`).
+///
+/// Ownership: the input stays the caller's; on success `*out` receives a new buffer handle to release with
+/// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
+/// on `cq` sees its result. Thread: any.
+/// Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no such queue;
+/// an unknown `tensor_layout`; a memory config as in `ttdrv_buffer_allocate`, tiled shards that are not whole tiles
+/// included), OUT_OF_DEVICE_MEMORY, UNSUPPORTED (the device lacks the copy kernel; `TTDRV_TENSOR_LAYOUT_TILE` on a
+/// device of contract 1.0), PROGRAM_NOT_CACHED (the op's program has not run before and a capture is in progress on
+/// `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
+///
+/// # Safety
+/// `mem` must point to a readable `ttdrv_memory_config`; `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_to_layout(
+    input: *mut ttdrv_buffer,
+    cq: u16,
+    tensor_layout: u32,
+    mem: *const ttdrv_memory_config,
+    out: *mut *mut ttdrv_buffer,
+) -> ttdrv_status {
+    guard("ttdrv_to_layout", || {
+        let a = buffer_arc(input, "input")?;
+        let layout = tensor_layout_from_c(tensor_layout)?;
+        let m = self::mem(mem)?;
+        let out = out_ptr(out, "out")?;
+        let b = dev_of(&a)?.to_layout(cq, &a, layout, &m)?;
+        write_out(out, insert_buffer(b));
+        Ok(())
+    })
+}
+
 /// `a @ b` into a new buffer with memory configuration `*mem`, on queue `cq`. `a` is [M, K] and `b` [K, N], both
-/// float32, or both bfloat16 (accumulated in float32, rounded once).
+/// float32, or both bfloat16 (accumulated in float32, rounded once). The output has `a`'s tensor layout.
 ///
 /// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
 /// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -147,7 +185,8 @@ pub unsafe extern "C" fn ttdrv_matmul(
 }
 
 /// Element-wise `a op b` (`op` is a `TTDRV_BINARY_*` value) into a new buffer with memory configuration `*mem`, on
-/// queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type.
+/// queue `cq`. `b` has `a`'s shape, or is one row [1, N] broadcast over `a`'s rows; same element type. The output has
+/// `a`'s tensor layout.
 ///
 /// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
 /// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -186,7 +225,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_binary(
 }
 
 /// Element-wise `op(a)` (`op` is a `TTDRV_UNARY_*` value; `param` is the factor of `TTDRV_UNARY_SCALE`, ignored
-/// otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`.
+/// otherwise) into a new buffer with memory configuration `*mem`, on queue `cq`. The output has `a`'s tensor layout.
 ///
 /// Ownership: the inputs stay the caller's; on success `*out` receives a new buffer handle to release with
 /// `ttdrv_buffer_free`. Returns once the op is enqueued (captured, during a trace capture on `cq`); work enqueued later
@@ -225,8 +264,8 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
     })
 }
 
-/// Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type). Returns once
-/// enqueued.
+/// Fills every element of the buffer with `value` on queue `cq` (converted to the buffer's element type; a tiled
+/// buffer's padding stays zero). Returns once enqueued.
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED, INVALID_ARGUMENT (no
 /// such queue; buffers of different devices; shapes or dtypes that do not fit the op; a memory config as in

@@ -209,8 +209,13 @@ pub unsafe extern "C" fn ttdrv_program_new(
 
 /// Dispatches the program on queue `cq`. `rt_args` holds `rt_words_per_core` words for each core of the rectangle, row
 /// by row. `buffers` lists every buffer the arguments refer to (their words come from `ttdrv_buffer_accessor`): each
-/// must be alive, and during a trace capture their ranges are what the trace depends on. Returns once the launch is
-/// enqueued (or captured, during a capture on `cq`).
+/// must be alive. Returns once the launch is enqueued (or captured, during a capture on `cq`).
+///
+/// During a trace capture every buffer listed here counts as read by the launch (ttdrv cannot see which ones a kernel
+/// writes): the trace does not own its range, so a buffer passed here and freed before the capture ends makes
+/// `ttdrv_trace_execute` fail (naming the range and the buffer) until a buffer of its spec is allocated at its address
+/// again. To let the trace own an intermediate, dispatch with `ttdrv_program_run_io` and list it as an output
+/// (`ttdrv_trace_begin_capture` states the rule).
 ///
 /// Ownership: `rt_args` and `buffers` are only read during the call; the buffers stay the caller's. Thread: any.
 /// Errors: NULL_PARAMETER (`program`, or an array with a non-zero count, or a NULL entry of `buffers`), INVALID_HANDLE
@@ -237,6 +242,46 @@ pub unsafe extern "C" fn ttdrv_program_run(
         let arcs = handles.iter().map(|&h| buffer_arc(h, "buffers[i]")).collect::<FfiResult<Vec<_>>>()?;
         let refs: Vec<&ttdrv::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
         Ok(p.run(cq, rt, &refs)?)
+    })
+}
+
+/// As `ttdrv_program_run`, with the buffers the launch may read (`inputs`) apart from the buffers it overwrites
+/// (`outputs`): the launch writes every byte that any later launch reads from an output, without reading it first. A
+/// buffer in both lists counts as an input. Outside a trace capture this is exactly `ttdrv_program_run` with both lists.
+///
+/// During a trace capture on `cq`, a range the trace first touches as an output is one of its intermediates: freed
+/// before the capture ends, it belongs to the trace from that moment until `ttdrv_trace_release`, and no buffer can be
+/// allocated over it; still alive at the end (the trace's output), it stays the caller's and must be held by a buffer
+/// of the same spec at the same address at each replay (`ttdrv_trace_begin_capture` states the rule). Naming a buffer
+/// the kernel also reads as an output makes replays read whatever the trace left there last.
+///
+/// Ownership: `rt_args`, `inputs` and `outputs` are only read during the call; the buffers stay the caller's.
+/// Thread: any. Errors: as `ttdrv_program_run`, with `inputs`, `outputs`, `inputs[i]` and `outputs[i]` named.
+///
+/// # Safety
+/// `rt_args` must be readable for `num_rt_args` words, `inputs` for `num_inputs` handles and `outputs` for
+/// `num_outputs` handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_run_io(
+    program: *mut ttdrv_program,
+    cq: u16,
+    rt_args: *const u32,
+    num_rt_args: usize,
+    inputs: *const *mut ttdrv_buffer,
+    num_inputs: usize,
+    outputs: *const *mut ttdrv_buffer,
+    num_outputs: usize,
+) -> ttdrv_status {
+    guard("ttdrv_program_run_io", || {
+        let p = self::program(program)?;
+        let rt = words(rt_args, num_rt_args, "rt_args")?;
+        let ins: &[*mut ttdrv_buffer] = slice(inputs, num_inputs, "inputs")?;
+        let outs: &[*mut ttdrv_buffer] = slice(outputs, num_outputs, "outputs")?;
+        let ins = ins.iter().map(|&h| buffer_arc(h, "inputs[i]")).collect::<FfiResult<Vec<_>>>()?;
+        let outs = outs.iter().map(|&h| buffer_arc(h, "outputs[i]")).collect::<FfiResult<Vec<_>>>()?;
+        let ins: Vec<&ttdrv::Buffer> = ins.iter().map(|a| a.as_ref()).collect();
+        let outs: Vec<&ttdrv::Buffer> = outs.iter().map(|a| a.as_ref()).collect();
+        Ok(p.run_io(cq, rt, &ins, &outs)?)
     })
 }
 

@@ -1,4 +1,8 @@
 //! Metal Trace: capture, replay, release, query.
+//!
+//! The ownership rule (docs/architecture.md, "Trace"), stated once in the header by `ttdrv_trace_begin_capture`:
+//! ranges a trace writes before it reads them are its intermediates, owned by the trace from the moment they are freed
+//! during the capture; everything else it touches stays the caller's and is checked at each replay.
 
 use super::device::{device_checked, ttdrv_device};
 use super::versioned::{self, versioned};
@@ -38,6 +42,17 @@ versioned!(
 /// naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
 /// as usual.
 ///
+/// Which device memory a trace owns: each buffer a captured launch touches is read (an input: every buffer of
+/// `ttdrv_program_run`, and the inputs of ops and of `ttdrv_program_run_io`) or overwritten (an output of an op, or of
+/// `ttdrv_program_run_io`); inputs count first. A range the trace first touches as an output is an intermediate: freed
+/// during the capture (`ttdrv_buffer_free`, or an MLP run freeing its activations), it belongs to the trace from that
+/// moment until `ttdrv_trace_release`, so no buffer allocated during or after the capture, on any queue, lands there,
+/// and two captures in progress at once never share one. Every other range the trace touches stays the caller's: a
+/// range it reads first (its input) may be freed and allocated again during the capture (the guide's "deallocate,
+/// re-allocate at the same address" pattern), and an intermediate still alive at the end (its output) stays where it
+/// is; at each replay every such range must be held by a live buffer with the spec (`ttdrv_tensor_spec`) and address
+/// of the buffer it was captured with, which `ttdrv_trace_execute` checks.
+///
 /// Ownership: the trace lives on the device until `ttdrv_trace_release` or a reset. Thread: any; dispatches from
 /// several threads onto `cq` are captured in the order they are enqueued.
 /// Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE
@@ -60,8 +75,9 @@ pub unsafe extern "C" fn ttdrv_trace_begin_capture(
 }
 
 /// Ends the capture of trace `id` on queue `cq` (`end_trace_capture`) and stores the trace in the trace region (or,
-/// with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). Device ranges the trace uses that no live buffer holds
-/// any more (intermediates freed during the capture) become the trace's until it is released.
+/// with `TTDRV_DEVICE_FLAG_TRACE_ON_DEMAND`, in ordinary DRAM). The intermediates freed during the capture stay the
+/// trace's until it is released; the other ranges it touches are checked at each replay (`ttdrv_trace_begin_capture`
+/// states the rule).
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
 /// INVALID_STATE (no capture of `id` in progress on `cq`: never begun, begun on another queue, already ended, or
@@ -75,14 +91,17 @@ pub extern "C" fn ttdrv_trace_end_capture(device: *mut ttdrv_device, id: u32, cq
 }
 
 /// Replays trace `id` on queue `cq` with one command (`execute_trace`); with `blocking`, waits for it to finish.
-/// Replays write their outputs to the buffers the capture wrote, so keep those (and the inputs the capture read) alive;
-/// any device range the trace uses that lay inside a live buffer at the end of the capture must lie inside one again at
-/// each replay.
+/// Replays read the inputs and write the outputs the capture used, at the same addresses: every device range the trace
+/// touches and does not own (`ttdrv_trace_begin_capture`) must be held, when this is called, by a live buffer with the
+/// spec and address of the buffer it was captured with — the same buffer, or one allocated again with the same spec
+/// that landed at the same address. Otherwise nothing is enqueued and the call fails, naming the range, the buffer
+/// expected and what holds the range instead; the buffers there keep their data.
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
 /// INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
-/// range the trace uses is no longer held by a live buffer — the message names it), TRACE_REGION (the trace was never
-/// stored), TIMEOUT, DEVICE_FAULT.
+/// range the trace does not own is held by no buffer, or by a buffer of another spec or address, or by another trace —
+/// the message names the range and the buffer expected), TRACE_REGION (the trace was never stored), TIMEOUT,
+/// DEVICE_FAULT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_trace_execute(device: *mut ttdrv_device, id: u32, cq: u16, blocking: bool) -> ttdrv_status {
     guard("ttdrv_trace_execute", || Ok(device_checked(device)?.execute_trace(id, cq, blocking)?))

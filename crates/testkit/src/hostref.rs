@@ -180,6 +180,105 @@ pub fn row_configs(cols: u32) -> Vec<(&'static str, MemoryConfig)> {
     ]
 }
 
+/// The memory configurations the tiled sweeps use for a `[rows, cols]` tensor (any shape whose padded tile grid,
+/// `⌈rows / 32⌉ × ⌈cols / 32⌉` tiles, has at most 8 tile rows and 8 tile columns): interleaved DRAM, L1 and
+/// L1_SMALL; height-, width- and block-sharded L1 (shards of whole tiles: a tile row, a tile column, one tile), the
+/// block shards in both orientations on a grid that does not start at core (0, 0); DRAM height-sharded over banks.
+pub fn tile_configs(rows: u32, cols: u32) -> Vec<(&'static str, MemoryConfig)> {
+    use BufferType::{Dram, L1};
+    use Layout::*;
+    let (tr, tc) = (rows.div_ceil(32), cols.div_ceil(32));
+    assert!(tr <= 8 && tc <= 8, "[{rows}, {cols}] has too many tiles for the tiled config sweep");
+    let (pr, pc) = (tr * 32, tc * 32);
+    // `n` units starting at core (x0, y0), as full rows of the 8-wide grid (or one partial row).
+    let rect = |x0: u8, y0: u8, n: u32| {
+        if n <= 8 - x0 as u32 {
+            cores(x0, y0, x0 + n as u8 - 1, y0)
+        } else {
+            cores(0, y0, 7, y0 + (n as u8).div_ceil(8) - 1)
+        }
+    };
+    vec![
+        ("tiled DRAM interleaved", MemoryConfig::DRAM),
+        ("tiled L1 interleaved", MemoryConfig::L1),
+        ("tiled L1_SMALL interleaved", L1_SMALL),
+        ("tiled L1 height", sharded(L1, HeightSharded, rect(0, 6, tr), [32, pc], false)),
+        ("tiled L1 width", sharded(L1, WidthSharded, rect(0, 5, tc), [pr, 32], false)),
+        ("tiled L1 block row-major", sharded(L1, BlockSharded, rect(1, 0, tr * tc), [32, 32], false)),
+        ("tiled L1 block col-major", sharded(L1, BlockSharded, rect(0, 0, tr * tc), [32, 32], true)),
+        ("tiled DRAM height over banks", sharded(Dram, HeightSharded, banks(0, tr as u16 - 1), [32, pc], false)),
+    ]
+}
+
+/// The bytes a tiled tensor holds on the device (docs/device-interface.md §8.3.2), written out from the document
+/// without the driver's or the contract's code: for each tile `(i, j)` in row-major order over the tile grid, 1024
+/// elements of `elem` bytes — the four 16×16 faces top-left, top-right, bottom-left, bottom-right, each row-major —
+/// with zeros where the tile reaches past the `rows × cols` data `host` holds (dense row-major).
+pub fn tiles_of(host: &[u8], rows: u32, cols: u32, elem: usize) -> Vec<Vec<u8>> {
+    let (rows, cols) = (rows as usize, cols as usize);
+    assert_eq!(host.len(), rows * cols * elem);
+    let mut tiles = Vec::new();
+    for i in 0..rows.div_ceil(32) {
+        for j in 0..cols.div_ceil(32) {
+            let mut t = vec![0u8; 1024 * elem];
+            for y in 0..32 {
+                for x in 0..32 {
+                    let (r, c) = (i * 32 + y, j * 32 + x);
+                    if r < rows && c < cols {
+                        let face = 2 * (y / 16) + x / 16;
+                        let at = (face * 256 + (y % 16) * 16 + x % 16) * elem;
+                        t[at..at + elem].copy_from_slice(&host[(r * cols + c) * elem..][..elem]);
+                    }
+                }
+            }
+            tiles.push(t);
+        }
+    }
+    tiles
+}
+
+/// Element-wise binary op on f32: one f32 operation, as the device defines it.
+pub fn binary_ref(op: ttdrv::device::ops::BinaryOp, x: f32, y: f32) -> f32 {
+    use ttdrv::device::ops::BinaryOp;
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+    }
+}
+
+/// gelu, tanh form, in f64.
+pub fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// Checks a `[m, n]` matmul result `got` of `[m, k] × [k, n]` operands against an f64 reference: f32 within
+/// `K × eps_f32 × Σ|a × b|` (any f32 summation order stays inside it); bfloat16 (exact products, f32 accumulation,
+/// one rounding) within 1 bfloat16 ulp of the exact sum plus that accumulation bound. The message names the first
+/// element outside.
+pub fn check_matmul(a: &[f32], b: &[f32], got: &[f32], [m, k, n]: [usize; 3], dtype: DType) -> Result<(), String> {
+    let acc_bound = |abs_sum: f64| k as f64 * f32::EPSILON as f64 * abs_sum;
+    for r in 0..m {
+        for c in 0..n {
+            let (mut sum, mut abs_sum) = (0f64, 0f64);
+            for kk in 0..k {
+                let p = a[r * k + kk] as f64 * b[kk * n + c] as f64;
+                sum += p;
+                abs_sum += p.abs();
+            }
+            let g = got[r * n + c] as f64;
+            let tol = match dtype {
+                DType::Float32 => acc_bound(abs_sum),
+                DType::BFloat16 => bf16_ulp(sum) + acc_bound(abs_sum),
+            };
+            if (g - sum).abs() > tol {
+                return Err(format!("[{r}, {c}] = {g}, reference {sum}, tolerance {tol}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The MLP's host reference: each op as the device defines it (matmul accumulated exactly and rounded once, bias
 /// add in f32 then rounded, relu), in `dtype`.
 pub fn mlp_reference(cfg: &ttdrv::device::model::MlpConfig, w: &[Vec<f32>], b: &[Vec<f32>], x: &[f32]) -> Vec<f32> {

@@ -39,7 +39,8 @@ pub fn not_bound(addr: &PciAddress, ids: Option<(u16, u16)>, current: Option<&st
     };
     format!(
         "{what} {bound}, not to {VFIO_PCI_DRIVER}, so it cannot be used from user space. As root, run:\n{}\n\
-         or install {UDEV_RULE}, which does this for ttdrv devices whenever they appear (see {HOST_SETUP_DOC})",
+         or install {UDEV_RULE} and opt in with `touch /etc/ttdrv/vfio-autobind`, so that udev does this for ttdrv \
+         devices whenever they appear (see {HOST_SETUP_DOC})",
         bind_commands(addr, current)
     )
 }
@@ -82,9 +83,11 @@ pub fn group_not_viable(addr: &PciAddress, group: u32, members: &[GroupMember]) 
 pub fn no_permission(path: &str) -> String {
     format!(
         "no permission to open {path}. Give the `{ACCESS_GROUP}` group access with {UDEV_RULE} and join it (as \
-         root):\n  groupadd -f {ACCESS_GROUP}\n  usermod -aG {ACCESS_GROUP} $USER\n  cp {UDEV_RULE} \
-         /etc/udev/rules.d/\n  udevadm control --reload\n  udevadm trigger --action=add --subsystem-match=vfio\nthen \
-         log in again so the new group applies (see {HOST_SETUP_DOC})"
+         root):\n  groupadd -f {ACCESS_GROUP}\n  usermod -aG {ACCESS_GROUP} $USER\n  install -m 0755 \
+         udev/ttdrv-iommu-group /usr/lib/udev/\n  cp {UDEV_RULE} /etc/udev/rules.d/\n  udevadm control --reload\n  \
+         udevadm trigger --action=add --subsystem-match=vfio\nthen log in again so the new group applies. The rule \
+         opens the node only when every device in the IOMMU group is a ttdrv device or is listed in \
+         /etc/ttdrv/iommu-group-allow (`ttdrv doctor` names the others; see {HOST_SETUP_DOC})"
     )
 }
 
