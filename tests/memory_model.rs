@@ -1,4 +1,4 @@
-//! Device memory and programs: the allocator's placement rules, the seed's §1.3.2 address assertion for MLPs of 1
+//! Device memory and programs: the allocator's placement rules, the address assertion of §1.3.2 of the guide "Advanced Performance Optimizations for Models" for MLPs of 1
 //! to 4 layers, the program cache, and buffer specs that cannot fit the device.
 //!
 //! - Placement is deterministic (the same script of allocations and frees gives the same addresses, on another
@@ -387,7 +387,7 @@ fn program_cache_hits_across_addresses_and_separates_what_defines_a_program() {
     assert_eq!(stats(&dev), CacheStats { entries: before.entries + 2, ..before });
 }
 
-/// The seed's §1.3.2 (trace with non-persistent L1 input) for MLPs of 1 to 4 layers and mixed widths, f32 and bf16,
+/// The guide's §1.3.2 (trace with non-persistent L1 input) for MLPs of 1 to 4 layers and mixed widths, f32 and bf16,
 /// the input height-sharded in L1. The address assertion must hold; replays with new inputs written in place equal
 /// an eager run bit for bit, and the host reference within 1e-4 (f32) or one 2^-6 per layer (bf16, where the
 /// device and the reference may each round an op's result to a different neighbour), relative to 1 + |ref|.

@@ -1,7 +1,7 @@
-//! Metal Trace (seed §1, §3): errors that must be clear and leave the device usable, traces of 1 to 10 000
+//! Metal Trace (the guide "Advanced Performance Optimizations for Models", §1 and §3): errors that must be clear and leave the device usable, traces of 1 to 10 000
 //! programs (one 64-byte record per replay whatever the length), many live traces replayed in random order with
 //! other work, replays after allocations came and went, trace safety (what a trace uses must stay allocated; what
-//! it owns is freed on release), trace buffers allocated on demand, the seed's §3.3.1 two-queue pattern under
+//! it owns is freed on release), trace buffers allocated on demand, the guide's §3.3.1 two-queue pattern under
 //! jitter, and a replay on another queue than the capture's, which must wait for the trace buffer to be written.
 
 mod common;
@@ -462,7 +462,7 @@ fn sixteen_live_traces_replayed_in_random_order_with_other_work() {
         let tr = &traces[k];
         let xv = random_values(&mut rng, (rows * COLS16) as usize, -3.0, 3.0, Float32);
         if rng.chance(50) {
-            // Written on queue 1, after queue 0 is done with the previous input (seed §2.3.1).
+            // Written on queue 1, after queue 0 is done with the previous input (the guide's §2.3.1).
             dev.wait_for_event(1, &consumed).unwrap();
             tr.x.write(1, &encode(&xv, Float32), false).unwrap();
             written.record(1).unwrap();
