@@ -1,4 +1,5 @@
-//! Command queues and events (the guide "Advanced Performance Optimizations for Models", §2): how many queues a device opens with, queues running concurrently on the
+//! Command queues and events (the guide "Advanced Performance Optimizations for Models", §2): how many queues a
+//! device opens with, queues running concurrently on the
 //! device, events ordering work across queues, host waits and queries, randomized stress under emulator jitter,
 //! events shared between threads, and the diagnostics of a wait that can never complete.
 //!

@@ -1,5 +1,6 @@
-//! Device memory and programs: the allocator's placement rules, the address assertion of §1.3.2 of the guide "Advanced Performance Optimizations for Models" for MLPs of 1
-//! to 4 layers, the program cache, and buffer specs that cannot fit the device.
+//! Device memory and programs: the allocator's placement rules, the address assertion of §1.3.2 of the guide
+//! "Advanced Performance Optimizations for Models" for MLPs of 1 to 4 layers, the program cache, and buffer specs
+//! that cannot fit the device.
 //!
 //! - Placement is deterministic (the same script of allocations and frees gives the same addresses, on another
 //!   device and on the same device later), live buffers never overlap, freeing and re-allocating a spec with the

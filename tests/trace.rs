@@ -1,4 +1,5 @@
-//! Metal Trace (the guide "Advanced Performance Optimizations for Models", §1 and §3): errors that must be clear and leave the device usable, traces of 1 to 10 000
+//! Metal Trace (the guide "Advanced Performance Optimizations for Models", §1 and §3): errors that must be clear
+//! and leave the device usable, traces of 1 to 10 000
 //! programs (one 64-byte record per replay whatever the length), many live traces replayed in random order with
 //! other work, replays after allocations came and went, trace safety (what a trace uses must stay allocated; what
 //! it owns is freed on release), trace buffers allocated on demand, the guide's §3.3.1 two-queue pattern under
