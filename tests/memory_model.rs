@@ -393,7 +393,7 @@ fn program_cache_hits_across_addresses_and_separates_what_defines_a_program() {
 /// an eager run bit for bit, and the host reference within 1e-4 (f32) or one 2^-6 per layer (bf16, where the
 /// device and the reference may each round an op's result to a different neighbour), relative to 1 + |ref|.
 #[test]
-fn seed_1_3_2_input_reallocated_in_capture_lands_at_the_captured_address() {
+fn guide_1_3_2_input_reallocated_in_capture_lands_at_the_captured_address() {
     let dims_cases: [&[u32]; 4] = [&[64, 128], &[64, 32, 96], &[64, 96, 32, 128], &[64, 128, 64, 32, 96]];
     let batch = 32u32;
     for (case, dims) in dims_cases.iter().enumerate() {

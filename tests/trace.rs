@@ -681,7 +681,7 @@ fn trace_buffers_on_demand_leave_ordinary_dram_addresses_alone() {
 /// resharded in place into the trace's L1 input, under jitter. Fifty iterations, each output equal bit for bit to
 /// an eager run of the same input, and close to the host reference.
 #[test]
-fn seed_3_3_1_trace_with_two_queues_under_jitter() {
+fn guide_3_3_1_trace_with_two_queues_under_jitter() {
     let dev = open("emu:jitter=17,jitter_us=50,jitter_pct=30", &params(1 << 20));
     let (batch, dims) = (32u32, vec![64u32, 96, 32]);
     let mut rng = Rng::new(331);
