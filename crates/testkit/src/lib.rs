@@ -1,5 +1,6 @@
 //! Fixtures shared by ttdrv's tests, its benchmarks and the `ttdrv` command's `demo` and `bench`: host references
-//! computed independently of the device ([`hostref`]) and the bare-ring reference measurement ([`BareRing`]).
+//! computed independently of the device ([`hostref`]), the bare-ring reference measurement ([`BareRing`]) and the
+//! timing fixtures of the benchmarks ([`timing`]: bounded bursts, aligned memory for the `memcpy` reference).
 //!
 //! Not shipped as part of the driver: nothing here is API a model runtime needs.
 
@@ -7,6 +8,7 @@ pub mod fakesys;
 pub mod feeder;
 pub mod hostref;
 pub mod logcapture;
+pub mod timing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
