@@ -47,7 +47,8 @@ fn usage_error(args: &[&str], needles: &[&str]) -> String {
     r.stderr
 }
 
-const BENCH_NAMES: [&str; 7] = ["dispatch", "trace", "copy", "event", "pipelines", "model", "idle"];
+const BENCH_NAMES: [&str; 10] =
+    ["dispatch", "op-call", "trace", "transfer", "copy", "event", "pipelines", "model", "idle", "python"];
 
 #[test]
 fn unknown_options_are_errors_for_every_command() {
@@ -125,13 +126,19 @@ const HELP_MUST_LIST: &[(&str, &[&str])] = &[
             "--quick",
             "--only <NAME>",
             "--timelines <DIR>",
+            "--python <PATH>",
             "dispatch",
+            "op-call",
             "trace",
+            "transfer",
             "copy",
             "event",
             "pipelines",
             "model",
             "idle",
+            "python",
+            "hot",
+            "cold",
         ],
     ),
     ("list", &["Usage: ttdrv list", "1234:7454", "emulated device"]),
@@ -225,17 +232,63 @@ fn bench_json_parses() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stderr.contains("measuring"), "--json keeps stderr quiet: {}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", r.stdout));
-    let arr = v.as_array().expect("an array of measurements");
-    assert_eq!(arr.len(), 1, "{v}");
-    let m = &arr[0];
-    assert_eq!(m["name"], "event record -> host observes");
-    assert_eq!(m["unit"], "us");
-    assert_eq!(m["reference_name"], "target");
-    let (value, reference, ratio) =
-        (m["value"].as_f64().unwrap(), m["reference"].as_f64().unwrap(), m["ratio"].as_f64().unwrap());
-    assert!(value > 0.0 && value.is_finite(), "{m}");
-    assert!((ratio - value / reference).abs() <= 1e-9 * ratio.abs(), "{m}");
-    assert!(m["note"].as_str().unwrap().contains("finish on an idle queue"), "{m}");
+    assert_eq!(v["quick"], true);
+    assert_eq!(v["cold_idle_us"], 2000);
+    let rows = v["rows"].as_array().expect("an array of rows");
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    // The machine's floors always run: the event targets are stated against them.
+    assert_eq!(
+        ids,
+        [
+            "floor.pingpong",
+            "floor.wake",
+            "floor.unpark",
+            "event.rust.hot",
+            "event.rust.cold",
+            "event.c.hot",
+            "event.c.cold"
+        ],
+        "{v}"
+    );
+    for m in rows {
+        let value = m["value"].as_f64().unwrap_or_else(|| panic!("every row here is measured: {m}"));
+        assert!(value > 0.0 && value.is_finite(), "{m}");
+        assert!(m["min"].as_f64().unwrap() <= value && value <= m["max"].as_f64().unwrap(), "{m}");
+        assert!(!m["unit"].as_str().unwrap().is_empty(), "{m}");
+        if let Some(reference) = m["reference"].as_object() {
+            assert_eq!(reference["unit"], m["unit"], "a reference has the figure's unit: {m}");
+            let ratio = m["ratio"].as_f64().unwrap();
+            let want = value / reference["value"].as_f64().unwrap();
+            assert!((ratio - want).abs() <= 1e-9 * want.abs(), "{m}");
+        }
+    }
+    let ev = &rows[3];
+    assert_eq!(ev["api"], "Rust API");
+    assert_eq!(ev["state"], "hot");
+    assert_eq!(ev["measures"], "round trip");
+    assert_eq!(ev["unit"], "us");
+    assert_eq!(ev["target"]["checks"][0]["value_at_most"], 1.0);
+    let met = ev["value"].as_f64().unwrap() <= 1.0;
+    assert_eq!(ev["verdict"], if met { "met" } else { "missed" }, "{ev}");
+    assert_eq!(rows[5]["api"], "C ABI");
+    assert_eq!(rows[4]["reference"]["name"], "wake-up, one way");
+    assert_eq!(rows[4]["target"]["checks"][0]["ratio_at_most"], 2.0);
+}
+
+#[test]
+fn bench_python_rows_say_when_they_were_not_measured() {
+    let r = run(&["bench", "--json", "--quick", "--only", "python"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let py: Vec<&serde_json::Value> = v["rows"].as_array().unwrap().iter().filter(|r| r["api"] == "Python").collect();
+    assert_eq!(py.len(), 3, "{v}");
+    for row in py {
+        assert!(row["value"].is_null(), "nothing is measured without --python: {row}");
+        assert!(row["note"].as_str().unwrap().contains("--python"), "{row}");
+    }
+    let bad = run(&["bench", "--quick", "--only", "python", "--python", "/nonexistent/python"]);
+    assert_eq!(bad.code, 1, "an interpreter that cannot run is an error, not an empty row");
+    assert!(bad.stderr.contains("/nonexistent/python"), "{}", bad.stderr);
 }
 
 /// A short demo run: the table, and one Chrome trace per configuration that parses and has events on the host and
