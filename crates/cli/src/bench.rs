@@ -76,7 +76,7 @@ pub enum Bench {
     Copy,
     /// Event record + synchronize round trip, hot and cold
     Event,
-    /// Paced: the guide's two-queue pipelines, 2 queues vs 1, wall clock against the modelled ideal
+    /// Paced: the guide's two-queue pipelines, 2 queues vs 1 against the ideal, both from wall-clock times
     Pipelines,
     /// Paced: the demo's MLP eager vs traced vs traced with 2 queues (wall-clock throughput, device gaps)
     Model,

@@ -258,7 +258,13 @@ pub fn model(ctx: &Ctx) -> Result<Vec<Row>, String> {
         out.push(if eager.gap_us > 0.0 {
             gap.against("eager gap", eager.gap_us, RatioOf::FigureOverReference, "/ eager")
         } else {
-            gap.note("eager leaves no gap either: without a framework cost the host keeps ahead of the device")
+            gap.note(if cost > 0.0 {
+                "eager shows no device gap either (median 0): the host kept ahead of the device, which on a loaded \
+                 machine means the framework model was paying back time the host thread spent off its core \
+                 (docs/demo.md); read the demo's timelines"
+            } else {
+                "eager leaves no gap either: without a framework cost the host keeps ahead of the device"
+            })
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
