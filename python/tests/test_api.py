@@ -6,7 +6,9 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import pathlib
 import random
+import re
 import threading
 import time
 
@@ -471,8 +473,18 @@ def test_errors_are_a_hierarchy_with_the_drivers_kinds():
     assert issubclass(ttnn.WaitTimeoutError, TimeoutError)
     assert issubclass(ttnn.OutOfDeviceMemoryError, MemoryError)
     assert ttnn.ClosedError.kind == "Closed" and ttnn.Error.kind is None
+    assert ttnn.ContentsUndefinedError.kind == "ContentsUndefined"
+    # One class per status of the C ABI (include/ttdrv.h) but the C-only ones (argument checks and the panic
+    # boundary, which Python's signatures and the Rust API have no use for), named after it.
+    header = (pathlib.Path(__file__).parents[2] / "include" / "ttdrv.h").read_text()
+    statuses = set(re.findall(r"^\s*TTDRV_STATUS_([A-Z_]+) = \d+,", header, re.M))
+    c_only = {"OK", "NULL_PARAMETER", "BUFFER_TOO_SMALL", "PANIC"}
+    assert c_only <= statuses
+    want = {"".join(w.capitalize() for w in st.split("_")) for st in statuses - c_only}
     kinds = {c.kind for c in ttnn.Error.__subclasses__()}
-    assert len(kinds) == 15
+    assert kinds == want
+    for c in ttnn.Error.__subclasses__():
+        assert getattr(ttnn, c.__name__) is c and c.__name__.endswith(c.kind + "Error")
 
 
 def test_out_of_device_memory(device):

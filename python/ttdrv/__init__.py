@@ -27,6 +27,7 @@ from ._ttdrv import (  # noqa: F401  (re-exported)
     MLP,
     BufferType,
     ClosedError,
+    ContentsUndefinedError,
     CoreCoord,
     CoreRange,
     CoreRangeSet,
