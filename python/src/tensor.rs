@@ -2,10 +2,10 @@
 //! device (a non-blocking `cpu()`), or in device memory.
 
 use crate::device::{Device, released};
-use crate::errors::{IntoPy, invalid, invalid_state};
+use crate::errors::{IntoPy, invalid, invalid_state, new_err};
 use crate::host::{HostBytes, HostStorage, SendPtr, bf16_to_f32_bytes, f32_to_bf16_bytes};
 use crate::reads::{self, Pending};
-use crate::types::{DataType, Layout, MemoryConfig, Shape, buffer_spec, check_layout};
+use crate::types::{DataType, Layout, MemoryConfig, Shape, buffer_spec, padded_dims};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -98,7 +98,7 @@ impl Tensor {
                 return Err(invalid_state(format!("{what} was deallocated; it holds no data any more")));
             }
         };
-        let data = released(py, || pending.wait()).py_err()?;
+        let data = released(py, || pending.wait()).map_err(|(kind, msg)| new_err(kind, msg))?;
         let mut st = self.lock();
         if matches!(&*st, Storage::Pending(p) if Arc::ptr_eq(p, &pending)) {
             *st = Storage::Host(data.clone());
@@ -277,7 +277,7 @@ impl Tensor {
     /// Whether the data of a host tensor has arrived (False while a non-blocking `cpu()` is in flight).
     fn is_ready(&self) -> PyResult<bool> {
         match &*self.lock() {
-            Storage::Pending(p) => p.is_done().py_err(),
+            Storage::Pending(p) => p.is_done().map_err(|(kind, msg)| new_err(kind, msg)),
             _ => Ok(true),
         }
     }

@@ -316,12 +316,43 @@ def test_non_blocking_cpu_owns_its_memory_until_the_data_arrives(open_device):
     assert not pending.is_ready()
     assert np.array_equal(pending.to_numpy(), x)  # waits for the data
     assert pending.is_ready()
-    # Dropped before its data arrives: the memory is kept until the read settles, then freed.
+    # Dropped before its data arrives: the read is cancelled, then its memory freed.
     for _ in range(3):
         t.cpu(blocking=False)
     gc.collect()
     ttnn.synchronize_device(d)
     assert np.array_equal(t.cpu(blocking=False).to_numpy(), x)
+
+
+def test_a_failed_non_blocking_read_never_writes_numpy_memory(open_device):
+    # Every record takes 100 ms more on this device, and a wait gives up after 30 ms: reads time out.
+    d = open_device(selector="emu:slow_us=100000", num_command_queues=1, timeout=0.03)
+    x = rand(64, 64)  # 16 KiB: host memory from the heap, which freed blocks go back to at once
+    t = ttnn.from_numpy(x, device=d)
+    pending = t.cpu(blocking=False)
+    with pytest.raises(ttnn.WaitTimeoutError):
+        pending.to_numpy()
+    # The timed-out read was cancelled and its memory freed; the tensor reports the failure from then on.
+    with pytest.raises(ttnn.WaitTimeoutError, match="non-blocking read failed"):
+        pending.to_numpy()
+    with pytest.raises(ttnn.WaitTimeoutError):
+        pending.is_ready()
+    del pending
+    dropped = t.cpu(blocking=False)  # dropped with its read in flight: cancelled too
+    del dropped
+    gc.collect()
+    # numpy arrays of the same size now take the freed memory; the cancelled reads' data, arriving later, must land
+    # in none of them.
+    arrays = [np.full((64, 64), 7.0, np.float32) for _ in range(16)]
+    later = t.cpu(blocking=False)
+    deadline = time.monotonic() + 20
+    while not later.is_ready():
+        assert time.monotonic() < deadline, "the device stopped delivering reads after the cancelled ones"
+        time.sleep(0.02)
+    # The device kept going: the next read arrived whole, after both cancelled ones (queues run in order).
+    assert np.array_equal(later.to_numpy(), x)
+    for a in arrays:
+        assert np.all(a == 7.0), "a cancelled read wrote into memory numpy owns"
 
 
 def test_deallocate(device):
