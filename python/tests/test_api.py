@@ -122,13 +122,6 @@ def test_bad_shapes(device):
         ttnn.allocate_tensor_on_device((0, 3), ttnn.float32, ttnn.ROW_MAJOR_LAYOUT, device)
 
 
-def test_tile_layout_is_refused_until_the_device_stores_tiles(device):
-    with pytest.raises(NotImplementedError, match="TILE_LAYOUT"):
-        ttnn.allocate_tensor_on_device((32, 32), ttnn.bfloat16, ttnn.TILE_LAYOUT, device)
-    with pytest.raises(NotImplementedError, match="TILE_LAYOUT"):
-        ttnn.from_numpy(rand(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
-
-
 def test_bfloat16_from_float32_rounds_and_from_uint16_bits_is_used_in_place(device):
     x = np.array([[1.0, 1.0 + 1 / 256, 1.0 + 3 / 256, -2.5]], np.float32)
     t = ttnn.from_numpy(x, ttnn.bfloat16)

@@ -77,6 +77,7 @@ from ._ttdrv import (  # noqa: F401  (re-exported)
     reshard,
     sub,
     synchronize_device,
+    to_layout,
     to_memory_config,
     to_numpy,
     typecast,
