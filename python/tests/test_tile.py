@@ -180,3 +180,14 @@ def test_traced_helper_with_tile_tensors(open_device):
     with pytest.raises(ttnn.InvalidArgumentError, match="Layout.ROW_MAJOR"):
         run(ttnn.from_numpy(inputs[0]))
     run.release()
+
+
+def test_the_drivers_mlp_takes_a_tiled_input(device):
+    rng = np.random.default_rng(3)
+    ws = [rng.uniform(-0.3, 0.3, (64, 32)).astype(np.float32), rng.uniform(-0.3, 0.3, (32, 16)).astype(np.float32)]
+    bs = [rng.uniform(-0.1, 0.1, 32).astype(np.float32), rng.uniform(-0.1, 0.1, 16).astype(np.float32)]
+    mlp = ttnn.MLP(device, ws, bs, batch=40)
+    x = rand(40, 64)
+    y = mlp(ttnn.from_numpy(x, layout=ttnn.TILE_LAYOUT, device=device))
+    want = np.maximum(x @ ws[0] + bs[0], 0) @ ws[1] + bs[1]
+    np.testing.assert_allclose(y.to_numpy(), want, rtol=1e-5, atol=1e-5)
