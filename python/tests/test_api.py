@@ -317,6 +317,25 @@ def test_non_blocking_cpu_owns_its_memory_until_the_data_arrives(open_device):
     assert np.array_equal(t.cpu(blocking=False).to_numpy(), x)
 
 
+def test_threads_waiting_for_one_non_blocking_read_all_get_its_data(open_device):
+    d = open_device(selector="emu:paced,pcie_gbps=0.05", num_command_queues=1)
+    x = rand(256, 256)
+    pending = ttnn.from_numpy(x, device=d).cpu(blocking=False)
+    got = []
+
+    def read():
+        got.append(pending.to_numpy())
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for th in threads:
+        th.start()
+    assert pending.is_ready() in (True, False)  # asked while threads wait for the data: answers, does not raise
+    for th in threads:
+        th.join()
+    assert len(got) == 4 and all(np.array_equal(g, x) for g in got)
+    assert all(np.shares_memory(g, got[0]) for g in got)  # one read, one memory
+
+
 def test_a_failed_non_blocking_read_never_writes_numpy_memory(open_device):
     # Every record takes 100 ms more on this device, and a wait gives up after 30 ms: reads time out.
     d = open_device(selector="emu:slow_us=100000", num_command_queues=1, timeout=0.03)
