@@ -59,7 +59,7 @@ pub fn dispatch(ctx: &Ctx) -> Result<Vec<Row>, String> {
         3,
         samples,
         [
-            &mut || Ok(ring.write(BURST).as_nanos() as f64 / BURST as f64),
+            &mut || Ok(ring.write(BURST)?.as_nanos() as f64 / BURST as f64),
             &mut || {
                 let ns = burst(BURST, rust_run)?;
                 dev.finish(0).map_err(e)?;
