@@ -464,7 +464,10 @@ impl CbConfig {
 /// rectangle's width this is the affine form `base + (y − y0) × outer + (x − x0) × inner`; with another period it
 /// follows a split of the cores into groups of `period` (block row `⌊k / period⌋`, block column `k mod period`);
 /// `limit` clamps the blocks past a tensor's end. Block bounds that step with the core take one step each.
+///
+/// `#[repr(C)]`, six `u32` in record order, so a C array of steps can be read as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct ArgStep {
     /// Which per-core word it gives (0-based, below the launch's per-core word count). A launch lists its steps in
     /// increasing `index`.
