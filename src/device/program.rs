@@ -434,7 +434,8 @@ impl DeviceInner {
         };
         if let Err(e) = args.check(per_core, cores) {
             return bad(format!(
-                "its runtime arguments ({} per core: {per_core} per-core, then {} common) do not fit contract                  §4.2.6: {e}",
+                "its runtime arguments ({} per core: {per_core} per-core, then {} common) do not fit the rules of \
+                 docs/device-interface.md §4.2.6: {e}",
                 d.rt_words,
                 args.common.len()
             ));
