@@ -9,7 +9,7 @@ use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 use ttdrv_contract::kernel::{
-    ACCESSOR_WORDS, BLOCK_WORDS, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM, TensorLayout,
+    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM, TensorLayout,
 };
 use ttdrv_contract::records::{CbConfig, CoreRect};
 
@@ -105,13 +105,9 @@ struct Common {
 }
 
 impl Common {
-    fn new(parts: &[&[u32]]) -> Common {
-        let mut c = Common { words: [0; MAX_OP_COMMON], len: 0 };
-        for p in parts {
-            c.words[c.len..c.len + p.len()].copy_from_slice(p);
-            c.len += p.len();
-        }
-        c
+    fn push(&mut self, words: &[u32]) {
+        self.words[self.len..self.len + words.len()].copy_from_slice(words);
+        self.len += words.len();
     }
 
     fn as_slice(&self) -> &[u32] {
@@ -163,9 +159,13 @@ impl DeviceInner {
         }
     }
 
-    /// Dispatches `kernel` over `out`'s blocks: the accessors and parameters in `common` are the same for every core
+    /// Dispatches `kernel` over `out`'s blocks: the accessors and parameters are the same for every core
     /// and go into the launch once; each core's block follows its position. Allocates nothing once the op's program
     /// is cached.
+    ///
+    /// `accessors` are those of `inputs`, then `out`'s; `params` follow them in the common words. The accessors are
+    /// passed in rather than read from the buffers again, so each is built once per call.
+    #[allow(clippy::too_many_arguments)]
     fn launch_op(
         self: &Arc<Self>,
         cq: u16,
@@ -173,7 +173,8 @@ impl DeviceInner {
         ct_args: &[u32],
         out: &Buffer,
         inputs: &[&Buffer],
-        common: &[u32],
+        accessors: &[Accessor],
+        params: &[u32],
     ) -> Result<()> {
         for b in inputs {
             b.check_device(self)?;
@@ -182,29 +183,35 @@ impl DeviceInner {
         // A matmul core reads its rows of `a` and its columns of `b`: square blocks read the least. Element-wise
         // kernels read nothing twice, and whole rows are the longest contiguous runs.
         let split = self.split(out, kernel == BuiltinKernel::Matmul);
-        let page = |b: &Buffer| b.accessor().page_bytes() as u32;
+        let page = |a: &Accessor| a.page_bytes() as u32;
         let mut key = OpKey { kernel, rect: split.rect, ct: [0; MAX_OP_CT], cbs: [(0, u32::MAX); MAX_OP_BUFFERS] };
         key.ct[..ct_args.len()].copy_from_slice(ct_args);
-        for (i, b) in inputs.iter().chain([&out]).enumerate() {
-            key.cbs[i] = (page(b), b.dtype() as u32);
+        for (i, a) in accessors.iter().enumerate() {
+            key.cbs[i] = (page(a), a.dtype as u32);
         }
+        let mut common = Common { words: [0; MAX_OP_COMMON], len: 0 };
+        for a in accessors {
+            common.push(&a.to_words());
+        }
+        common.push(params);
         let cached = self.programs.lock().unwrap_or_else(|e| e.into_inner()).op(&key);
         let entry = match cached {
             Some(e) => e,
             None => {
                 // Double-buffered input and output pages, as a Tensix op would configure; part of the cache key
                 // (shapes), never addresses.
-                let mut cbs: Vec<CbConfig> = inputs
+                let (ins, o) = accessors.split_at(inputs.len());
+                let mut cbs: Vec<CbConfig> = ins
                     .iter()
                     .enumerate()
-                    .map(|(i, b)| CbConfig {
+                    .map(|(i, a)| CbConfig {
                         index: i as u32,
-                        page_size: page(b),
+                        page_size: page(a),
                         num_pages: 2,
-                        data_format: b.dtype() as u32,
+                        data_format: a.dtype as u32,
                     })
                     .collect();
-                cbs.push(CbConfig { index: 16, page_size: page(out), num_pages: 2, data_format: out.dtype() as u32 });
+                cbs.push(CbConfig { index: 16, page_size: page(&o[0]), num_pages: 2, data_format: o[0].dtype as u32 });
                 let desc = ProgramDesc {
                     kernel: KernelSource::Builtin(kernel),
                     cores: split.rect,
@@ -218,10 +225,11 @@ impl DeviceInner {
                 entry
             }
         };
-        let args = RtArgs { common, steps: &split.block, per_core: &[] };
+        let args = RtArgs { common: common.as_slice(), steps: &split.block, per_core: &[] };
         // Every op writes each byte of its output it computes, block by block over the whole output, without
-        // reading it first (an in-place op lists the buffer as an input too, and then it counts as one).
-        self.dispatch(&entry, cq, &args, inputs, &[out])
+        // reading it first (an in-place op lists the buffer as an input too, and then it counts as one). The
+        // arguments are right by construction and the buffers were checked above.
+        self.dispatch_checked(&entry, cq, &args, BLOCK_WORDS as u16, inputs, &[out])
     }
 
     /// Copies `input` into `out`, converting the element type if they differ (the copy kernel converts, contract
@@ -235,8 +243,7 @@ impl DeviceInner {
                     .into(),
             });
         }
-        let common = Common::new(&[&input.accessor().to_words(), &out.accessor().to_words()]);
-        self.launch_op(cq, BuiltinKernel::Copy, &[], out, &[input], common.as_slice())
+        self.launch_op(cq, BuiltinKernel::Copy, &[], out, &[input], &[input.accessor(), out.accessor()], &[])
     }
 
     pub(crate) fn matmul_into(self: &Arc<Self>, cq: u16, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
@@ -249,8 +256,8 @@ impl DeviceInner {
             });
         }
         same_dtype(|| "matmul".into(), &[a, b, out])?;
-        let common = Common::new(&[&a.accessor().to_words(), &b.accessor().to_words(), &out.accessor().to_words()]);
-        self.launch_op(cq, BuiltinKernel::Matmul, &[], out, &[a, b], common.as_slice())
+        let acc = [a.accessor(), b.accessor(), out.accessor()];
+        self.launch_op(cq, BuiltinKernel::Matmul, &[], out, &[a, b], &acc, &[])
     }
 
     pub(crate) fn binary_into(
@@ -283,8 +290,8 @@ impl DeviceInner {
             });
         }
         same_dtype(|| format!("{op:?}"), &[a, b, out])?;
-        let common = Common::new(&[&a.accessor().to_words(), &b.accessor().to_words(), &out.accessor().to_words()]);
-        self.launch_op(cq, BuiltinKernel::EltwiseBinary, &[op as u32, bcast], out, &[a, b], common.as_slice())
+        let acc = [a.accessor(), b.accessor(), out.accessor()];
+        self.launch_op(cq, BuiltinKernel::EltwiseBinary, &[op as u32, bcast], out, &[a, b], &acc, &[])
     }
 
     pub(crate) fn unary_into(self: &Arc<Self>, cq: u16, op: UnaryOp, a: &Buffer, out: &Buffer) -> Result<()> {
@@ -297,13 +304,12 @@ impl DeviceInner {
         }
         same_dtype(|| format!("{op:?}"), &[a, out])?;
         let (code, param) = op.code();
-        let common = Common::new(&[&a.accessor().to_words(), &out.accessor().to_words(), &[param.to_bits()]]);
-        self.launch_op(cq, BuiltinKernel::EltwiseUnary, &[code], out, &[a], common.as_slice())
+        let acc = [a.accessor(), out.accessor()];
+        self.launch_op(cq, BuiltinKernel::EltwiseUnary, &[code], out, &[a], &acc, &[param.to_bits()])
     }
 
     pub(crate) fn fill(self: &Arc<Self>, cq: u16, out: &Buffer, value: f32) -> Result<()> {
-        let common = Common::new(&[&out.accessor().to_words(), &[value.to_bits()]]);
-        self.launch_op(cq, BuiltinKernel::Fill, &[], out, &[], common.as_slice())
+        self.launch_op(cq, BuiltinKernel::Fill, &[], out, &[], &[out.accessor()], &[value.to_bits()])
     }
 }
 

@@ -104,7 +104,7 @@ pub(crate) struct ProgramCache {
     entries: HashMap<ProgramDesc, Arc<CacheEntry>>,
     /// The built-in operations' programs by a key that needs no allocation (device/ops.rs), so an op call finds its
     /// program without building a [`ProgramDesc`]; the entries are those of `entries`.
-    ops: HashMap<OpKey, Arc<CacheEntry>>,
+    ops: rustc_hash::FxHashMap<OpKey, Arc<CacheEntry>>,
 }
 
 impl ProgramCache {
@@ -455,10 +455,27 @@ impl DeviceInner {
         outputs: &[&Buffer],
     ) -> Result<()> {
         let num_rt_args = Self::check_args(entry, args)?;
-        let d = &entry.desc;
         for b in inputs.iter().chain(outputs) {
             b.check_device(self)?;
         }
+        self.dispatch_checked(entry, cq, args, num_rt_args, inputs, outputs)
+    }
+
+    /// [`DeviceInner::dispatch`] of arguments already checked: `args` passes [`RtArgs::check`] for `num_rt_args`
+    /// per-core words and the program's cores, and the buffers belong to this device (the built-in operations build
+    /// them so).
+    pub(crate) fn dispatch_checked(
+        &self,
+        entry: &CacheEntry,
+        cq: u16,
+        args: &RtArgs<'_>,
+        num_rt_args: u16,
+        inputs: &[&Buffer],
+        outputs: &[&Buffer],
+    ) -> Result<()> {
+        let d = &entry.desc;
+        debug_assert_eq!(args.check(num_rt_args as usize, d.cores.count()), Ok(()));
+        debug_assert_eq!(num_rt_args as usize + args.common.len(), d.rt_words as usize);
         let _s = self.span("dispatch", "api");
         let mut st = self.lock_queue(cq)?;
         let capturing = st.capture.is_some();

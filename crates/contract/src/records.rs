@@ -224,6 +224,10 @@ impl<'a> RecordSlot<'a> {
     /// Writes u32 words in little-endian order starting at `off`.
     #[inline]
     pub fn put_words(&mut self, off: usize, words: &[u32]) {
+        // Most parts of a launch are empty or a few words: no `memcpy` call for those.
+        if words.is_empty() {
+            return;
+        }
         self.check(off, words.len() * 4);
         if cfg!(target_endian = "little") {
             // SAFETY: range checked; on little-endian targets the in-memory bytes of `words` are the encoding.

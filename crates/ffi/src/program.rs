@@ -422,7 +422,11 @@ fn step_slice(s: &[ttdrv_arg_step]) -> &[ArgStep] {
 
 /// The buffers of a dispatch as the references the Rust API takes, without allocating.
 fn refs(bufs: &Handles<Buffer>) -> SmallVec<[&Buffer; INLINE_HANDLES]> {
-    bufs.iter().map(|b| &**b).collect()
+    let mut v = SmallVec::new();
+    for b in bufs {
+        v.push(&**b);
+    }
+    v
 }
 
 /// Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
