@@ -107,6 +107,7 @@ pub(crate) fn resolver() -> Resolver {
 
 impl Resolver {
     /// As [`lookup`], under this resolver's lock.
+    #[inline]
     pub fn get<T: Handled, C>(&self, h: *const C, name: &'static str) -> FfiResult<Arc<T>> {
         if h.is_null() {
             return Err(FfiError::Null(name));
@@ -206,6 +207,7 @@ pub(crate) fn describe_bad(h: usize, want: Kind) -> String {
 }
 
 /// The object behind `h` in the (locked) registry `r`, if `h` is a live handle of kind `want`.
+#[inline]
 fn get_in(r: &Registry, h: usize, want: Kind) -> Option<Obj> {
     let (kind, index, generation) = decode(h)?;
     if kind != want {

@@ -115,6 +115,7 @@ pub struct ttdrv_program_cache_stats {
     pub misses: u64,
 }
 
+#[inline]
 fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]> {
     slice(p, n, name)
 }
