@@ -499,6 +499,24 @@ static void test_nulls(fixture *f) {
   NUL(ttdrv_program_run_io, "outputs", ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, NULL, 1));
   NUL(ttdrv_program_run_io, "inputs[i]", ttdrv_program_run_io(f->prog, 0, rt, 0, with_null, 2, NULL, 0));
   NUL(ttdrv_program_run_io, "outputs[i]", ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, with_null, 2));
+  NUL(ttdrv_rt_args_init, "args", ttdrv_rt_args_init(NULL));
+  ttdrv_rt_args ra;
+  CHECK(ttdrv_rt_args_init(&ra));
+  NUL(ttdrv_program_launch, "program", ttdrv_program_launch(NULL, 0, &ra, NULL, 0, NULL, 0));
+  NUL(ttdrv_program_launch, "args", ttdrv_program_launch(f->prog, 0, NULL, NULL, 0, NULL, 0));
+  ra.num_common = 3;
+  NUL(ttdrv_program_launch, "args->common", ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0));
+  ra.num_common = 0;
+  ra.num_steps = 1;
+  NUL(ttdrv_program_launch, "args->steps", ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0));
+  ra.num_steps = 0;
+  ra.num_per_core = 17;
+  NUL(ttdrv_program_launch, "args->per_core", ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0));
+  ra.num_per_core = 0;
+  NUL(ttdrv_program_launch, "inputs", ttdrv_program_launch(f->prog, 0, &ra, NULL, 2, NULL, 0));
+  NUL(ttdrv_program_launch, "outputs", ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 1));
+  NUL(ttdrv_program_launch, "inputs[i]", ttdrv_program_launch(f->prog, 0, &ra, with_null, 2, NULL, 0));
+  NUL(ttdrv_program_launch, "outputs[i]", ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, with_null, 2));
   OK(ttdrv_program_free(NULL));
   ttdrv_program_cache_stats cs;
   NUL(ttdrv_device_program_cache_stats, "device", ttdrv_device_program_cache_stats(NULL, &cs));
@@ -647,6 +665,10 @@ static void bad_buffer_everywhere(fixture *f, ttdrv_buffer *b, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_program_run(f->prog, 0, rt, 0, list, 2));
   STV(INVALID_HANDLE, needles, ttdrv_program_run_io(f->prog, 0, rt, 0, list, 2, NULL, 0));
   STV(INVALID_HANDLE, needles, ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, list, 2));
+  ttdrv_rt_args ra;
+  CHECK(ttdrv_rt_args_init(&ra));
+  STV(INVALID_HANDLE, needles, ttdrv_program_launch(f->prog, 0, &ra, list, 2, NULL, 0));
+  STV(INVALID_HANDLE, needles, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, list, 2));
   STV(INVALID_HANDLE, needles, ttdrv_buffer_free(b));
   UNCHANGED(ob);
   TRUE_(addr == SENT32 && hs == SENT32, "address or size written by a failing call");
@@ -667,6 +689,9 @@ static void bad_event_everywhere(fixture *f, ttdrv_event *e, const char *const *
 static void bad_program_everywhere(ttdrv_program *p, const char *const *needles) {
   STV(INVALID_HANDLE, needles, ttdrv_program_run(p, 0, NULL, 0, NULL, 0));
   STV(INVALID_HANDLE, needles, ttdrv_program_run_io(p, 0, NULL, 0, NULL, 0, NULL, 0));
+  ttdrv_rt_args ra;
+  CHECK(ttdrv_rt_args_init(&ra));
+  STV(INVALID_HANDLE, needles, ttdrv_program_launch(p, 0, &ra, NULL, 0, NULL, 0));
   STV(INVALID_HANDLE, needles, ttdrv_program_free(p));
 }
 
@@ -824,6 +849,35 @@ static void test_sizes(fixture *f) {
   ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 0, list, SIZE_MAX, NULL, 0), "inputs");
   ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 0, NULL, 0, list, ((size_t)1 << 61) + 1), "outputs");
   ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 3, NULL, 0, list, 1), "runtime words");
+  /* The compact form: huge counts, then arguments that break contract §4.2.6 (the fill program takes 17 words on one
+     core). */
+  ttdrv_rt_args ra;
+  CHECK(ttdrv_rt_args_init(&ra));
+  ttdrv_arg_step steps[3] = {{.index = 0, .limit = UINT32_MAX}, {.index = 1, .limit = UINT32_MAX}, {.index = 0}};
+  uint32_t many[20] = {0};
+  ra.common = many;
+  ra.num_common = SIZE_MAX;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "args->common");
+  ra.num_common = 18;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "18 common", "at most");
+  ra.num_common = 13;
+  ra.steps = steps;
+  ra.num_steps = ((size_t)1 << 60) + 1;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "args->steps");
+  ra.num_steps = 3;
+  ra.per_core = many;
+  ra.num_per_core = 1;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "step 2", "increasing");
+  ra.num_steps = 2;
+  ra.num_per_core = 3;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "3 explicit", "need 2");
+  ra.num_per_core = 2;
+  ra.struct_size = 8;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "struct_size", "ttdrv_rt_args_init");
+  ra.struct_size = sizeof ra + 8;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, NULL, 0), "struct_size", "newer");
+  ra.struct_size = TTDRV_RT_ARGS_SIZE_V0_2;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, NULL, 0, list, ((size_t)1 << 61) + 1), "outputs");
   uint32_t words[12];
   ST(INVALID_ARGUMENT, ttdrv_buffer_accessor(f->buf, words, 11), "12 words");
   ST(INVALID_ARGUMENT, ttdrv_buffer_accessor(f->buf, words, 0), "12 words");
@@ -1099,6 +1153,11 @@ static void test_ranges(fixture *f) {
   ttdrv_buffer *list[1] = {foreign};
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 0, rt, 17, list, 1), "belongs to device");
   ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 0, rt, 17, NULL, 0, list, 1), "belongs to device");
+  ttdrv_rt_args ra;
+  CHECK(ttdrv_rt_args_init(&ra));
+  ra.common = rt;
+  ra.num_common = 17;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 0, &ra, list, 1, NULL, 0), "belongs to device");
   /* An MLP input on another device (of the right shape) is refused and stays the caller's. */
   ttdrv_buffer *fin = NULL;
   ttdrv_tensor_spec in = spec_f32(MLP_BATCH, MLP_IN, mc_l1_height(4, MLP_BATCH, MLP_IN));
@@ -1161,6 +1220,11 @@ static void test_queues(fixture *f, devctx *one) {
   uint32_t rt[17] = {0};
   ST(INVALID_ARGUMENT, ttdrv_program_run(f->prog, 2, rt, 17, NULL, 0), "queue 2");
   ST(INVALID_ARGUMENT, ttdrv_program_run_io(f->prog, 2, rt, 17, NULL, 0, NULL, 0), "queue 2");
+  ttdrv_rt_args ra;
+  CHECK(ttdrv_rt_args_init(&ra));
+  ra.common = rt;
+  ra.num_common = 17;
+  ST(INVALID_ARGUMENT, ttdrv_program_launch(f->prog, 2, &ra, NULL, 0, NULL, 0), "queue 2");
   ttdrv_mlp_desc md;
   ttdrv_mlp *om = SENTINEL;
   CHECK(ttdrv_mlp_desc_init(&md));

@@ -197,6 +197,11 @@
 #define TTDRV_PROGRAM_DESC_SIZE_V0_1 96
 
 /**
+ * `sizeof(ttdrv_rt_args)` in release 0.2 (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_RT_ARGS_SIZE_V0_2 56
+
+/**
  * `sizeof(ttdrv_trace_info)` in release 0.1 (frozen: docs/abi.md, "Versions").
  */
 #define TTDRV_TRACE_INFO_SIZE_V0_1 32
@@ -737,6 +742,79 @@ typedef struct ttdrv_program_desc {
    */
   size_t num_sems;
 } ttdrv_program_desc;
+
+/**
+ * One step of `ttdrv_rt_args`: a per-core runtime word that follows the core's position in the program's rectangle,
+ * sent once instead of once per core (device contract §4.2.6, docs/device-interface.md). The core at row-major
+ * position `k` of the rectangle (`k = (y - y0) * width + (x - x0)`) receives word `index` =
+ * `min(base + (k / period) * outer + (k % period) * inner, limit)`, computed modulo 2^32; `period` 0 means no period
+ * (`k / 0 = 0`, `k % 0 = k`). With `period` = the rectangle's width that is `base + (x - x0) * inner + (y - y0) *
+ * outer`; `limit` = `UINT32_MAX` means no clamp.
+ */
+typedef struct ttdrv_arg_step {
+  /**
+   * Which per-core word it gives (0-based); a launch lists its steps in increasing `index`.
+   */
+  uint32_t index;
+  /**
+   * The value at the rectangle's first core.
+   */
+  uint32_t base;
+  /**
+   * Cores per group (the rectangle's width for the affine form); 0 for none.
+   */
+  uint32_t period;
+  /**
+   * Added per group (per row for the affine form).
+   */
+  uint32_t outer;
+  /**
+   * Added per core inside a group (per column for the affine form).
+   */
+  uint32_t inner;
+  /**
+   * The largest value; `UINT32_MAX` for no clamp.
+   */
+  uint32_t limit;
+} ttdrv_arg_step;
+
+/**
+ * The runtime arguments of one `ttdrv_program_launch`, in the compact form of device contract §4.2.6. Fill with
+ * `ttdrv_rt_args_init`. Each core's kernel instance receives `rt_words_per_core` words: its per-core words, then the
+ * `num_common` common words. Per-core word `j` (`j < rt_words_per_core - num_common`) is given by the step whose
+ * `index` is `j`, or else explicitly: `per_core` holds, core after core in row-major order, each core's per-core
+ * words that no step gives, in increasing `j`.
+ */
+typedef struct ttdrv_rt_args {
+  /**
+   * `sizeof(ttdrv_rt_args)` of the caller's header, set by `ttdrv_rt_args_init`.
+   */
+  uint32_t struct_size;
+  /**
+   * Words every core receives after its per-core words (tt-metal's common runtime arguments), sent once.
+   */
+  const uint32_t *common;
+  /**
+   * Number of common words.
+   */
+  size_t num_common;
+  /**
+   * Steps, in increasing `index`.
+   */
+  const struct ttdrv_arg_step *steps;
+  /**
+   * Number of steps.
+   */
+  size_t num_steps;
+  /**
+   * Explicit per-core words: `(rt_words_per_core - num_common - num_steps)` for each core.
+   */
+  const uint32_t *per_core;
+  /**
+   * Number of explicit per-core words in all.
+   */
+  size_t num_per_core;
+} ttdrv_rt_args;
 
 /**
  * Program cache statistics (`ttdrv_device_program_cache_stats`).
@@ -1584,6 +1662,43 @@ ttdrv_status ttdrv_program_run_io(struct ttdrv_program *program,
                                   uint16_t cq,
                                   const uint32_t *rt_args,
                                   size_t num_rt_args,
+                                  struct ttdrv_buffer *const *inputs,
+                                  size_t num_inputs,
+                                  struct ttdrv_buffer *const *outputs,
+                                  size_t num_outputs);
+
+/**
+ * Fills `*args` with no arguments — no common words, steps or explicit words — and its `struct_size`.
+ *
+ * Thread: any. Errors: NULL_PARAMETER.
+ *
+ * # Safety
+ * `args` must be NULL or point to a writable `ttdrv_rt_args`.
+ */
+ttdrv_status ttdrv_rt_args_init(struct ttdrv_rt_args *args);
+
+/**
+ * As `ttdrv_program_run_io`, with the runtime arguments in the compact form `*args` describes (device contract
+ * §4.2.6): words every core shares (such as the accessors of the buffers, from `ttdrv_buffer_accessor`) are sent once,
+ * words that follow the core's position (such as the bounds of the block a core computes) as one step each, and only
+ * the rest per core. Each core's kernel receives exactly the words `ttdrv_program_run` would give it with them
+ * written out per core; the launch record shrinks from `4 * rt_words_per_core` bytes per core to a few hundred bytes
+ * for the built-in operations' arguments on any number of cores. On a device of contract 1.1 the driver writes the
+ * words out itself.
+ *
+ * Ownership: `args`, its arrays, `inputs` and `outputs` are only read during the call; the buffers stay the caller's.
+ * Thread: any. Errors: as `ttdrv_program_run_io`; NULL_PARAMETER also for `args` and an array of `*args` with a
+ * non-zero count; INVALID_ARGUMENT also for `args->struct_size` not the size of any release's struct, more common
+ * words than `rt_words_per_core`, steps out of order or naming a word that is not per-core, and a number of explicit
+ * words other than `(rt_words_per_core - num_common - num_steps)` per core.
+ *
+ * # Safety
+ * `args` must point to an initialised `ttdrv_rt_args` whose arrays are readable for their counts; `inputs` must be
+ * readable for `num_inputs` handles and `outputs` for `num_outputs` handles.
+ */
+ttdrv_status ttdrv_program_launch(struct ttdrv_program *program,
+                                  uint16_t cq,
+                                  const struct ttdrv_rt_args *args,
                                   struct ttdrv_buffer *const *inputs,
                                   size_t num_inputs,
                                   struct ttdrv_buffer *const *outputs,

@@ -135,7 +135,7 @@ fn a_launch_on_cores_up_to_255_is_a_bad_record() {
             cbs: &[],
             sems: &[],
             num_rt_args: 0,
-            rt_args: &[],
+            args: records::RtArgs::default(),
         };
         let rec = record(records::launch_len(&l), |s| records::encode_launch(s, RecordMeta::default(), &l));
         expect_fault(f.feed(&rec), FaultCode::BadRecord, &format!("{rect:?}"));
@@ -178,7 +178,7 @@ fn samples() -> Vec<Vec<u8>> {
         cbs: &[records::CbConfig { index: 16, page_size: 64, num_pages: 2, data_format: 0 }],
         sems: &[],
         num_rt_args: rt.len() as u16,
-        rt_args: &rt,
+        args: records::RtArgs::explicit(&rt),
     };
     v.push(record(records::launch_len(&l), |s| records::encode_launch(s, RecordMeta::default(), &l)));
     let paged = Paged { mem: Memory::L1, page_size: 64, base: 0x20000, page_stride: 64, start_page: 0, num_pages: 4 };

@@ -48,7 +48,9 @@ fn decoders(data: &[u8]) {
             if let records::Body::Launch(l) = body {
                 let rest = data.get(FIXED_LEN..).unwrap_or(&[]);
                 if let Some(args) = records::decode_launch_args(&l, rest) {
-                    assert_eq!(args.rt_args.len(), l.num_rt_args as usize * l.rect.count());
+                    assert_eq!(args.per_core.len(), l.explicit_words() * l.rect.count());
+                    assert_eq!(args.steps.len(), l.num_steps as usize);
+                    let _ = args.rt().check(l.num_rt_args as usize, l.rect.count());
                 }
                 let _ = l.rect.cores().take(1024).count();
                 let _ = l.rect.width();

@@ -556,8 +556,8 @@ impl Buffer {
     }
 
     /// The device the buffer belongs to, if it is the same as `dev`.
-    pub(crate) fn check_device(&self, dev: &Arc<DeviceInner>) -> Result<()> {
-        if !Arc::ptr_eq(&self.dev, dev) {
+    pub(crate) fn check_device(&self, dev: &DeviceInner) -> Result<()> {
+        if !std::ptr::eq(Arc::as_ptr(&self.dev), dev) {
             return Err(Error::WrongDevice {
                 object: "buffer",
                 object_device: self.dev.info.name.clone(),

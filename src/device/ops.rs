@@ -4,11 +4,13 @@
 //! a Tensix core computes whole tiles; operands may be row-major or tiled in any mix (contract §8.2).
 
 use super::buffer::{Buffer, MemoryConfig};
-use super::program::{KernelSource, ProgramDesc};
+use super::program::{ArgStep, KernelSource, ProgramDesc, RtArgs};
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use std::sync::Arc;
-use ttdrv_contract::kernel::{Block, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM, TensorLayout};
+use ttdrv_contract::kernel::{
+    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM, TensorLayout,
+};
 use ttdrv_contract::records::{CbConfig, CoreRect};
 
 /// Element-wise binary operations.
@@ -47,79 +49,132 @@ impl UnaryOp {
     }
 }
 
+/// How an op's output is split over cores: the rectangle of cores and the steps that give each core its block
+/// (contract §4.2.6: `r0, r1, c0, c1` follow the core's position, so the launch carries four steps instead of four
+/// words per core).
+struct Split {
+    rect: CoreRect,
+    block: [ArgStep; BLOCK_WORDS],
+}
+
+impl Split {
+    /// Blocks of `rs` rows and `cs` columns on a grid of `period` block columns: the core at position `k` computes
+    /// block row `⌊k / period⌋`, block column `k mod period` when `row_major`, and the transpose (block row
+    /// `k mod period`, block column `⌊k / period⌋`) otherwise; bounds past `rows` or `cols` are clamped, so cores
+    /// beyond the last block get empty blocks.
+    fn blocks(rect: CoreRect, period: u32, rs: u32, cs: u32, rows: u32, cols: u32, row_major: bool) -> Split {
+        // (outer, inner) strides of the row and column bounds.
+        let (r, c) = if row_major { ((rs, 0), (0, cs)) } else { ((0, rs), (cs, 0)) };
+        let bound = |index: u32, base: u32, (outer, inner): (u32, u32), limit: u32| ArgStep {
+            index,
+            base,
+            period,
+            outer,
+            inner,
+            limit,
+        };
+        Split {
+            rect,
+            block: [bound(0, 0, r, rows), bound(1, rs, r, rows), bound(2, 0, c, cols), bound(3, cs, c, cols)],
+        }
+    }
+}
+
+/// What identifies a built-in operation's program (its [`ProgramDesc`]) without allocating: the op cache key, so
+/// that an op call finds its cached program with one hash lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct OpKey {
+    kernel: BuiltinKernel,
+    rect: CoreRect,
+    ct: [u32; MAX_OP_CT],
+    /// `(page_size, data_format)` of each input's circular buffer, then the output's.
+    cbs: [(u32, u32); MAX_OP_BUFFERS],
+}
+
+/// Most compile-time words of a built-in kernel.
+const MAX_OP_CT: usize = 2;
+/// Most buffers of a built-in operation (two inputs and the output).
+const MAX_OP_BUFFERS: usize = 3;
+/// Most common runtime words of a built-in operation: three accessors and a parameter.
+const MAX_OP_COMMON: usize = 3 * ACCESSOR_WORDS + 1;
+
+/// An op's common runtime words, built on the stack.
+struct Common {
+    words: [u32; MAX_OP_COMMON],
+    len: usize,
+}
+
+impl Common {
+    fn push(&mut self, words: &[u32]) {
+        self.words[self.len..self.len + words.len()].copy_from_slice(words);
+        self.len += words.len();
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        &self.words[..self.len]
+    }
+}
+
 impl DeviceInner {
-    /// The cores that compute `out`, and each core's block, row-major over the rectangle.
-    fn split(&self, out: &Buffer, square: bool) -> (CoreRect, Vec<Block>) {
+    /// The cores that compute `out` and the block of each.
+    ///
+    /// Blocks are cut in units of `unit` rows and columns (a tile when tiled) and end at the last row or column: a
+    /// tiled output's padding is not computed, the kernels zero it (contract §8.3.2). An interleaved output is cut
+    /// into equal blocks of whole units (the last ones clamped), as tt-metal's `split_work_to_cores` does, so that the
+    /// bounds follow the core's position; a sharded output is computed shard by shard on the units that hold it.
+    fn split(&self, out: &Buffer, square: bool) -> Split {
         let (gx, gy) = (self.info.grid_x, self.info.grid_y);
         let full = CoreRect { x0: 0, y0: 0, x1: (gx - 1) as u8, y1: (gy - 1) as u8 };
         let s = out.spec();
-        // Blocks are cut in units of `unit` rows and columns (a tile when tiled) and end at the last row or column:
-        // a tiled output's padding is not computed, the kernels zero it (contract §8.3.2).
         let unit = if s.layout == TensorLayout::Tile { TILE_DIM } else { 1 };
-        let (ur, uc) = (s.rows.div_ceil(unit), s.cols.div_ceil(unit));
-        // The start of part `i` of `parts` over `n` units, in rows or columns (u64: `i × n` may exceed u32).
-        let edge = |i: u32, n: u32, parts: u32, end: u32| {
-            ((i as u64 * n as u64 / parts as u64) * unit as u64).min(end as u64) as u32
-        };
         match (s.mem.layout, s.mem.shard) {
             (Layout::Interleaved, _) | (_, None) => {
+                let (ur, uc) = (s.rows.div_ceil(unit), s.cols.div_ceil(unit));
                 let (rb, cb) = interleaved_split(ur, uc, unit * unit, gx * gy, square);
+                // Equal blocks of `rs × cs` units; as many blocks as that takes (no more than asked for).
+                let (rs, cs) = (ur.div_ceil(rb), uc.div_ceil(cb));
+                let (rb, cb) = (ur.div_ceil(rs), uc.div_ceil(cs));
                 let n = rb * cb;
                 // The smallest rectangle of whole grid rows that holds n cores (or one partial row).
                 let (w, h) = if n <= gx { (n, 1) } else { (gx, n.div_ceil(gx)) };
                 let rect = CoreRect { x0: 0, y0: 0, x1: (w - 1) as u8, y1: (h - 1) as u8 };
-                let blocks = (0..w * h)
-                    .map(|k| {
-                        if k >= n {
-                            return Block::default();
-                        }
-                        let (i, j) = (k / cb, k % cb);
-                        Block {
-                            r0: edge(i, ur, rb, s.rows),
-                            r1: edge(i + 1, ur, rb, s.rows),
-                            c0: edge(j, uc, cb, s.cols),
-                            c1: edge(j + 1, uc, cb, s.cols),
-                        }
-                    })
-                    .collect();
-                (rect, blocks)
+                // Every bound the cores compute fits u32 (a buffer's rows and columns fit device memory).
+                debug_assert!(((rb + 1) as u64 * rs as u64 * unit as u64) < u32::MAX as u64);
+                Split::blocks(rect, cb, rs * unit, cs * unit, s.rows, s.cols, true)
             }
             (_, Some(sh)) => {
                 let [sr, sc] = sh.shape;
                 // Shards divide the padded shape (placement checked it); edge shards of a tiled output hold padding.
                 let [pr, pc] = s.padded_shape();
                 let (rb, cb) = ((pr / sr as u64) as u32, (pc / sc as u64) as u32);
-                let shard_block = |p: u32| -> Block {
-                    if p >= rb * cb {
-                        return Block::default();
-                    }
-                    let (i, j) = if sh.col_major { (p % rb, p / rb) } else { (p / cb, p % cb) };
-                    Block { r0: i * sr, r1: ((i + 1) * sr).min(s.rows), c0: j * sc, c1: ((j + 1) * sc).min(s.cols) }
+                let rect = match sh.grid {
+                    ShardGrid::Cores { x0, y0, x1, y1 } => CoreRect { x0, y0, x1, y1 },
+                    // DRAM shards: the whole grid computes them, shard p on the core at position p.
+                    ShardGrid::Banks { .. } => full,
                 };
-                match sh.grid {
-                    ShardGrid::Cores { x0, y0, x1, y1 } => {
-                        let rect = CoreRect { x0, y0, x1, y1 };
-                        let blocks = (0..rect.count() as u32).map(shard_block).collect();
-                        (rect, blocks)
-                    }
-                    ShardGrid::Banks { .. } => {
-                        let blocks = (0..full.count() as u32).map(shard_block).collect();
-                        (full, blocks)
-                    }
-                }
+                // Shard p is (p / cb, p % cb) row-major, (p % rb, p / rb) column-major.
+                let period = if sh.col_major { rb } else { cb };
+                Split::blocks(rect, period, sr, sc, s.rows, s.cols, !sh.col_major)
             }
         }
     }
 
-    /// Dispatches `kernel` over `out`'s blocks; `per_core` appends one core's words after its block.
+    /// Dispatches `kernel` over `out`'s blocks: the accessors and parameters are the same for every core
+    /// and go into the launch once; each core's block follows its position. Allocates nothing once the op's program
+    /// is cached.
+    ///
+    /// `accessors` are those of `inputs`, then `out`'s; `params` follow them in the common words. The accessors are
+    /// passed in rather than read from the buffers again, so each is built once per call.
+    #[allow(clippy::too_many_arguments)]
     fn launch_op(
         self: &Arc<Self>,
         cq: u16,
         kernel: BuiltinKernel,
-        ct_args: Vec<u32>,
+        ct_args: &[u32],
         out: &Buffer,
         inputs: &[&Buffer],
-        per_core: impl Fn(&mut Vec<u32>),
+        accessors: &[Accessor],
+        params: &[u32],
     ) -> Result<()> {
         for b in inputs {
             b.check_device(self)?;
@@ -127,36 +182,57 @@ impl DeviceInner {
         out.check_device(self)?;
         // A matmul core reads its rows of `a` and its columns of `b`: square blocks read the least. Element-wise
         // kernels read nothing twice, and whole rows are the longest contiguous runs.
-        let (rect, blocks) = self.split(out, kernel == BuiltinKernel::Matmul);
-        let page = |b: &Buffer| b.accessor().page_bytes() as u32;
-        // Double-buffered input and output pages, as a Tensix op would configure; part of the cache key (shapes),
-        // never addresses.
-        let mut cbs: Vec<CbConfig> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| CbConfig { index: i as u32, page_size: page(b), num_pages: 2, data_format: b.dtype() as u32 })
-            .collect();
-        cbs.push(CbConfig { index: 16, page_size: page(out), num_pages: 2, data_format: out.dtype() as u32 });
-        let desc = ProgramDesc {
-            kernel: KernelSource::Builtin(kernel),
-            cores: rect,
-            ct_args,
-            cbs,
-            sems: Vec::new(),
-            rt_words: kernel.rt_words() as u16,
-        };
-        let prog = self.program(desc)?;
-        let mut rt = Vec::with_capacity(blocks.len() * kernel.rt_words());
-        for blk in &blocks {
-            rt.extend_from_slice(&blk.to_words());
-            per_core(&mut rt);
+        let split = self.split(out, kernel == BuiltinKernel::Matmul);
+        let page = |a: &Accessor| a.page_bytes() as u32;
+        let mut key = OpKey { kernel, rect: split.rect, ct: [0; MAX_OP_CT], cbs: [(0, u32::MAX); MAX_OP_BUFFERS] };
+        key.ct[..ct_args.len()].copy_from_slice(ct_args);
+        for (i, a) in accessors.iter().enumerate() {
+            key.cbs[i] = (page(a), a.dtype as u32);
         }
+        let mut common = Common { words: [0; MAX_OP_COMMON], len: 0 };
+        for a in accessors {
+            common.push(&a.to_words());
+        }
+        common.push(params);
+        let cached = self.programs.lock().unwrap_or_else(|e| e.into_inner()).op(&key);
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                // Double-buffered input and output pages, as a Tensix op would configure; part of the cache key
+                // (shapes), never addresses.
+                let (ins, o) = accessors.split_at(inputs.len());
+                let mut cbs: Vec<CbConfig> = ins
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| CbConfig {
+                        index: i as u32,
+                        page_size: page(a),
+                        num_pages: 2,
+                        data_format: a.dtype as u32,
+                    })
+                    .collect();
+                cbs.push(CbConfig { index: 16, page_size: page(&o[0]), num_pages: 2, data_format: o[0].dtype as u32 });
+                let desc = ProgramDesc {
+                    kernel: KernelSource::Builtin(kernel),
+                    cores: split.rect,
+                    ct_args: ct_args.to_vec(),
+                    cbs,
+                    sems: Vec::new(),
+                    rt_words: kernel.rt_words() as u16,
+                };
+                let entry = self.program(desc)?.into_entry();
+                self.programs.lock().unwrap_or_else(|e| e.into_inner()).insert_op(key, entry.clone());
+                entry
+            }
+        };
+        let args = RtArgs { common: common.as_slice(), steps: &split.block, per_core: &[] };
+        // Every op writes each byte of its output it computes, block by block over the whole output, without
+        // reading it first (an in-place op lists the buffer as an input too, and then it counts as one). The
+        // arguments are right by construction and the buffers were checked above.
         // Read before the dispatch: if a reset slips in between, the output is reported lost (a false alarm at
         // worst), never defined when it is not.
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        // Every op writes each byte of its output it computes, block by block over the whole output, without
-        // reading it first (an in-place op lists the buffer as an input too, and then it counts as one).
-        prog.run_io(cq, &rt, inputs, &[out])?;
+        self.dispatch_checked(&entry, cq, &args, BLOCK_WORDS as u16, inputs, &[out])?;
         // The blocks cover the whole output: it is written whole (at replay, when this dispatch was captured).
         out.contents.mark_written(epoch);
         Ok(())
@@ -173,11 +249,7 @@ impl DeviceInner {
                     .into(),
             });
         }
-        let (a, o) = (input.accessor().to_words(), out.accessor().to_words());
-        self.launch_op(cq, BuiltinKernel::Copy, vec![], out, &[input], |rt| {
-            rt.extend_from_slice(&a);
-            rt.extend_from_slice(&o);
-        })
+        self.launch_op(cq, BuiltinKernel::Copy, &[], out, &[input], &[input.accessor(), out.accessor()], &[])
     }
 
     pub(crate) fn matmul_into(self: &Arc<Self>, cq: u16, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
@@ -189,13 +261,9 @@ impl DeviceInner {
                 rule: "a [M, K] x [K, N] product is [M, N]".into(),
             });
         }
-        same_dtype("matmul", &[a, b, out])?;
-        let (wa, wb, wo) = (a.accessor().to_words(), b.accessor().to_words(), out.accessor().to_words());
-        self.launch_op(cq, BuiltinKernel::Matmul, vec![], out, &[a, b], |rt| {
-            rt.extend_from_slice(&wa);
-            rt.extend_from_slice(&wb);
-            rt.extend_from_slice(&wo);
-        })
+        same_dtype(|| "matmul".into(), &[a, b, out])?;
+        let acc = [a.accessor(), b.accessor(), out.accessor()];
+        self.launch_op(cq, BuiltinKernel::Matmul, &[], out, &[a, b], &acc, &[])
     }
 
     pub(crate) fn binary_into(
@@ -227,13 +295,9 @@ impl DeviceInner {
                 rule: format!("the output shape {:?} must be a's", out.shape()),
             });
         }
-        same_dtype(&format!("{op:?}"), &[a, b, out])?;
-        let (wa, wb, wo) = (a.accessor().to_words(), b.accessor().to_words(), out.accessor().to_words());
-        self.launch_op(cq, BuiltinKernel::EltwiseBinary, vec![op as u32, bcast], out, &[a, b], |rt| {
-            rt.extend_from_slice(&wa);
-            rt.extend_from_slice(&wb);
-            rt.extend_from_slice(&wo);
-        })
+        same_dtype(|| format!("{op:?}"), &[a, b, out])?;
+        let acc = [a.accessor(), b.accessor(), out.accessor()];
+        self.launch_op(cq, BuiltinKernel::EltwiseBinary, &[op as u32, bcast], out, &[a, b], &acc, &[])
     }
 
     pub(crate) fn unary_into(self: &Arc<Self>, cq: u16, op: UnaryOp, a: &Buffer, out: &Buffer) -> Result<()> {
@@ -244,22 +308,14 @@ impl DeviceInner {
                 rule: format!("the output shape {:?} must be the input's", out.shape()),
             });
         }
-        same_dtype(&format!("{op:?}"), &[a, out])?;
+        same_dtype(|| format!("{op:?}"), &[a, out])?;
         let (code, param) = op.code();
-        let (wa, wo) = (a.accessor().to_words(), out.accessor().to_words());
-        self.launch_op(cq, BuiltinKernel::EltwiseUnary, vec![code], out, &[a], |rt| {
-            rt.extend_from_slice(&wa);
-            rt.extend_from_slice(&wo);
-            rt.push(param.to_bits());
-        })
+        let acc = [a.accessor(), out.accessor()];
+        self.launch_op(cq, BuiltinKernel::EltwiseUnary, &[code], out, &[a], &acc, &[param.to_bits()])
     }
 
     pub(crate) fn fill(self: &Arc<Self>, cq: u16, out: &Buffer, value: f32) -> Result<()> {
-        let wo = out.accessor().to_words();
-        self.launch_op(cq, BuiltinKernel::Fill, vec![], out, &[], |rt| {
-            rt.extend_from_slice(&wo);
-            rt.push(value.to_bits());
-        })
+        self.launch_op(cq, BuiltinKernel::Fill, &[], out, &[], &[out.accessor()], &[value.to_bits()])
     }
 }
 
@@ -290,11 +346,12 @@ fn interleaved_split(rows: u32, cols: u32, unit_elems: u32, cores: u32, square: 
     best
 }
 
-/// Fails unless every buffer has the first one's element type (every kernel but copy computes in one).
-fn same_dtype(op: &str, bs: &[&Buffer]) -> Result<()> {
+/// Fails unless every buffer has the first one's element type (every kernel but copy computes in one). The op's
+/// name is made only for the error.
+fn same_dtype(op: impl FnOnce() -> String, bs: &[&Buffer]) -> Result<()> {
     let d = bs[0].dtype();
     if let Some(b) = bs.iter().find(|b| b.dtype() != d) {
-        return Err(Error::DTypeMismatch { op: op.to_string(), expected: d, found: b.dtype() });
+        return Err(Error::DTypeMismatch { op: op(), expected: d, found: b.dtype() });
     }
     Ok(())
 }

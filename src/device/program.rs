@@ -8,6 +8,7 @@
 //! state that eager work left behind.
 
 use super::buffer::Buffer;
+use super::ops::OpKey;
 use super::queue::{QueueState, push_capture};
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use ttdrv_contract::Memory;
 use ttdrv_contract::kernel::{self, BuiltinKernel};
 use ttdrv_contract::records::{self, CbConfig, CoreRect, Launch, Linear, PAYLOAD_OFFSET, RecordFlags, RecordMeta};
+pub use ttdrv_contract::records::{ArgStep, RtArgs};
 
 /// Kernel names starting with this are the built-in catalog's (contract §8.2); any other name is a custom image.
 pub const BUILTIN_PREFIX: &str = "ttdrv.";
@@ -100,9 +102,22 @@ pub(crate) struct CacheEntry {
 #[derive(Default)]
 pub(crate) struct ProgramCache {
     entries: HashMap<ProgramDesc, Arc<CacheEntry>>,
+    /// The built-in operations' programs by a key that needs no allocation (device/ops.rs), so an op call finds its
+    /// program without building a [`ProgramDesc`]; the entries are those of `entries`.
+    ops: rustc_hash::FxHashMap<OpKey, Arc<CacheEntry>>,
 }
 
 impl ProgramCache {
+    /// The cached program of a built-in operation.
+    pub fn op(&self, key: &OpKey) -> Option<Arc<CacheEntry>> {
+        self.ops.get(key).cloned()
+    }
+
+    /// Remembers the program of a built-in operation.
+    pub fn insert_op(&mut self, key: OpKey, entry: Arc<CacheEntry>) {
+        self.ops.insert(key, entry);
+    }
+
     /// Device reset: kernel images in DRAM are gone.
     pub fn forget_uploads(&mut self) {
         for e in self.entries.values() {
@@ -338,6 +353,11 @@ impl Device {
 }
 
 impl Program {
+    /// The program's cache entry.
+    pub(crate) fn into_entry(self) -> Arc<CacheEntry> {
+        self.entry
+    }
+
     /// The description.
     pub fn desc(&self) -> &ProgramDesc {
         &self.entry.desc
@@ -352,45 +372,114 @@ impl Program {
     /// replay a live buffer of the same spec must hold it at the same address, so a buffer passed here and freed
     /// before the capture ends makes replays fail (naming the range and the buffer) until one is allocated there
     /// again. To let the trace own an intermediate, name the buffers the launch overwrites with
-    /// [`Program::run_io`].
+    /// [`Program::run_io`]. [`Program::launch`] sends arguments shared by every core once.
     pub fn run(&self, cq: u16, rt_args: &[u32], buffers: &[&Buffer]) -> Result<()> {
-        self.dispatch(cq, rt_args, buffers, &[])
+        self.dev.dispatch(&self.entry, cq, &RtArgs::explicit(rt_args), buffers, &[])
     }
 
     /// As [`Program::run`], with the buffers the launch may read (`inputs`) apart from those it overwrites
     /// (`outputs`: the launch writes every byte that any later launch reads from them, without reading them first;
-    /// a buffer in both lists counts as an input). The built-in operations dispatch this way.
+    /// a buffer in both lists counts as an input).
     ///
     /// During a trace capture, a range whose first touch is as an output is an intermediate of the trace: when its
     /// buffer is freed before the capture ends, the range becomes the trace's at once, and no allocation can land
     /// there until the trace is released; if the buffer is still alive when the capture ends (the trace's output),
     /// it stays the caller's and must be held by a buffer of the same spec at the same address at each replay.
     pub fn run_io(&self, cq: u16, rt_args: &[u32], inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
-        self.dispatch(cq, rt_args, inputs, outputs)
+        self.dev.dispatch(&self.entry, cq, &RtArgs::explicit(rt_args), inputs, outputs)
     }
 
-    fn dispatch(&self, cq: u16, rt_args: &[u32], inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
-        let dev = &self.dev;
-        let d = &self.entry.desc;
-        if rt_args.len() != d.rt_words as usize * d.cores.count() {
-            return Err(Error::InvalidProgram {
-                kernel: d.kernel.name().to_string(),
-                reason: format!(
+    /// As [`Program::run_io`], with the runtime arguments in the compact form of contract §4.2.6: `args.common`
+    /// holds the words every core receives (tt-metal's common runtime arguments, e.g. the tensor accessors), sent
+    /// once; each of the other `rt_words − args.common.len()` per-core words is given either by a step
+    /// ([`ArgStep`]: a value that follows the core's position, e.g. block bounds) or explicitly for every core
+    /// (`args.per_core`, core after core in row-major order). Each core's kernel instance receives its per-core
+    /// words, then the common words — what [`Program::run`] would give it with those words written out per core.
+    /// The built-in operations dispatch this way; a launch record then costs a few hundred bytes whatever the
+    /// number of cores.
+    ///
+    /// # Errors
+    /// [`Error::InvalidProgram`] when the arguments break a rule of [`RtArgs::check`] (more common words than the
+    /// program takes, steps out of order, the wrong number of explicit words), as well as the errors of
+    /// [`Program::run`].
+    pub fn launch(&self, cq: u16, args: &RtArgs<'_>, inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
+        self.dev.dispatch(&self.entry, cq, args, inputs, outputs)
+    }
+}
+
+impl DeviceInner {
+    /// Checks `args` against the program of `entry` and returns its per-core word count.
+    fn check_args(entry: &CacheEntry, args: &RtArgs<'_>) -> Result<u16> {
+        let d = &entry.desc;
+        let cores = d.cores.count();
+        let bad = |reason: String| Err(Error::InvalidProgram { kernel: d.kernel.name().to_string(), reason });
+        if args.common.is_empty() && args.steps.is_empty() {
+            if args.per_core.len() != d.rt_words as usize * cores {
+                return bad(format!(
                     "{} runtime words given; the program takes {} per core on {} cores ({} in all)",
-                    rt_args.len(),
+                    args.per_core.len(),
                     d.rt_words,
-                    d.cores.count(),
-                    d.rt_words as usize * d.cores.count()
-                ),
-            });
+                    cores,
+                    d.rt_words as usize * cores
+                ));
+            }
+            return Ok(d.rt_words);
         }
+        let Some(per_core) = (d.rt_words as usize).checked_sub(args.common.len()) else {
+            return bad(format!(
+                "{} common runtime words given; the program takes {} runtime words per core in all: pass at most that                  many",
+                args.common.len(),
+                d.rt_words
+            ));
+        };
+        if let Err(e) = args.check(per_core, cores) {
+            return bad(format!(
+                "its runtime arguments ({} per core: {per_core} per-core, then {} common) do not fit the rules of \
+                 docs/device-interface.md §4.2.6: {e}",
+                d.rt_words,
+                args.common.len()
+            ));
+        }
+        Ok(per_core as u16)
+    }
+
+    /// Dispatches the program of `entry` on queue `cq`: the one path of [`Program::run`], [`Program::run_io`],
+    /// [`Program::launch`] and the built-in operations. It allocates nothing once the kernel image is on the device
+    /// (outside profiling and trace capture).
+    pub(crate) fn dispatch(
+        &self,
+        entry: &CacheEntry,
+        cq: u16,
+        args: &RtArgs<'_>,
+        inputs: &[&Buffer],
+        outputs: &[&Buffer],
+    ) -> Result<()> {
+        let num_rt_args = Self::check_args(entry, args)?;
         for b in inputs.iter().chain(outputs) {
-            b.check_device(dev)?;
+            b.check_device(self)?;
         }
-        let _s = dev.span("dispatch", "api");
-        let mut st = dev.lock_queue(cq)?;
+        self.dispatch_checked(entry, cq, args, num_rt_args, inputs, outputs)
+    }
+
+    /// [`DeviceInner::dispatch`] of arguments already checked: `args` passes [`RtArgs::check`] for `num_rt_args`
+    /// per-core words and the program's cores, and the buffers belong to this device (the built-in operations build
+    /// them so).
+    pub(crate) fn dispatch_checked(
+        &self,
+        entry: &CacheEntry,
+        cq: u16,
+        args: &RtArgs<'_>,
+        num_rt_args: u16,
+        inputs: &[&Buffer],
+        outputs: &[&Buffer],
+    ) -> Result<()> {
+        let d = &entry.desc;
+        debug_assert_eq!(args.check(num_rt_args as usize, d.cores.count()), Ok(()));
+        debug_assert_eq!(num_rt_args as usize + args.common.len(), d.rt_words as usize);
+        let _s = self.span("dispatch", "api");
+        let mut st = self.lock_queue(cq)?;
         let capturing = st.capture.is_some();
-        let offset = dev.ensure_uploaded(&self.entry, &mut st, capturing)?;
+        let offset = self.ensure_uploaded(entry, &mut st, capturing)?;
         let l = Launch {
             kernel_bank: 0,
             kernel_offset: offset,
@@ -398,27 +487,42 @@ impl Program {
             ct_args: &d.ct_args,
             cbs: &d.cbs,
             sems: &d.sems,
-            num_rt_args: d.rt_words,
-            rt_args,
+            num_rt_args,
+            args: *args,
         };
-        let len = records::launch_len(&l);
-        let name = &*self.entry.label;
+        // A device older than contract 1.2 takes every core's words written out (the cores receive the same words).
+        let compact = self.info.version_minor >= records::SHARED_ARGS_MINOR;
+        let len = if compact { records::launch_len(&l) } else { records::launch_len_expanded(&l) };
+        let encode = |slot: &mut records::RecordSlot<'_>, m: RecordMeta| {
+            if compact { records::encode_launch(slot, m, &l) } else { records::encode_launch_expanded(slot, m, &l) }
+        };
+        let max = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record());
+        if len > max {
+            return Err(Error::InvalidProgram {
+                kernel: d.kernel.name().to_string(),
+                reason: format!(
+                    "its launch record ({len} bytes) exceeds the issue ring's record limit ({max} bytes, a quarter of \
+                     issue_ring_size); send fewer steps or arguments, or use a larger issue_ring_size"
+                ),
+            });
+        }
+        let name = &*entry.label;
         if let Some(cap) = st.capture.as_mut() {
             // Inside a trace, profile slots are relative to the replay's (contract §4.3).
-            let meta = match &dev.profiler {
+            let meta = match &self.profiler {
                 Some(_) => {
                     cap.names.push((name.into(), "compute"));
                     RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: cap.launches }
                 }
                 None => RecordMeta::default(),
             };
-            push_capture(&mut cap.bytes, len, meta, |slot, m| records::encode_launch(slot, m, &l));
+            push_capture(&mut cap.bytes, len, meta, encode);
             cap.launches += 1;
             let tid = cap.trace_id;
-            dev.mem.lock().unwrap_or_else(|e| e.into_inner()).note_launch(tid, inputs, outputs);
+            self.mem.lock().unwrap_or_else(|e| e.into_inner()).note_launch(tid, inputs, outputs);
             return Ok(());
         }
-        dev.emit(&mut st, len, RecordFlags::empty(), name, "compute", |slot, m| records::encode_launch(slot, m, &l))?;
+        self.emit(&mut st, len, RecordFlags::empty(), name, "compute", encode)?;
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
         Ok(())

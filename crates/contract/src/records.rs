@@ -224,6 +224,10 @@ impl<'a> RecordSlot<'a> {
     /// Writes u32 words in little-endian order starting at `off`.
     #[inline]
     pub fn put_words(&mut self, off: usize, words: &[u32]) {
+        // Most parts of a launch are empty or a few words: no `memcpy` call for those.
+        if words.is_empty() {
+            return;
+        }
         self.check(off, words.len() * 4);
         if cfg!(target_endian = "little") {
             // SAFETY: range checked; on little-endian targets the in-memory bytes of `words` are the encoding.
@@ -455,6 +459,197 @@ impl CbConfig {
     }
 }
 
+/// A per-core runtime word that follows the core's position in the launch rectangle, sent once instead of once per
+/// core (contract §4.2.6).
+///
+/// For the core at row-major position `k` of the rectangle (`k = (y − y0) × width + (x − x0)`, the order of explicit
+/// per-core words), the word is `min(base + ⌊k / period⌋ × outer + (k mod period) × inner, limit)`, the products and
+/// the sum wrapping modulo 2³²; `period` 0 stands for no period (`⌊k / 0⌋ = 0`, `k mod 0 = k`). With `period` the
+/// rectangle's width this is the affine form `base + (y − y0) × outer + (x − x0) × inner`; with another period it
+/// follows a split of the cores into groups of `period` (block row `⌊k / period⌋`, block column `k mod period`);
+/// `limit` clamps the blocks past a tensor's end. Block bounds that step with the core take one step each.
+///
+/// `#[repr(C)]`, six `u32` in record order, so a C array of steps can be read as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct ArgStep {
+    /// Which per-core word it gives (0-based, below the launch's per-core word count). A launch lists its steps in
+    /// increasing `index`.
+    pub index: u32,
+    /// The value at core 0 of the rectangle.
+    pub base: u32,
+    /// Cores per group (the rectangle's width for the affine form); 0 for no grouping.
+    pub period: u32,
+    /// Added per group (per row for the affine form).
+    pub outer: u32,
+    /// Added per core inside a group (per column for the affine form).
+    pub inner: u32,
+    /// The largest value (`u32::MAX` for no clamp).
+    pub limit: u32,
+}
+
+impl ArgStep {
+    /// Words of one step in a record.
+    pub const WORDS: usize = 6;
+
+    /// The same value on every core.
+    pub const fn constant(index: u32, value: u32) -> ArgStep {
+        ArgStep { index, base: value, period: 0, outer: 0, inner: 0, limit: u32::MAX }
+    }
+
+    /// `base + k × step` for the core at row-major position `k`.
+    pub const fn linear(index: u32, base: u32, step: u32) -> ArgStep {
+        ArgStep { index, base, period: 0, outer: 0, inner: step, limit: u32::MAX }
+    }
+
+    /// `base + (x − x0) × dx + (y − y0) × dy` on a rectangle `width` cores wide.
+    pub const fn affine(index: u32, base: u32, dx: u32, dy: u32, width: u32) -> ArgStep {
+        ArgStep { index, base, period: width, outer: dy, inner: dx, limit: u32::MAX }
+    }
+
+    /// This step with its values clamped to at most `limit`.
+    pub const fn clamped(self, limit: u32) -> ArgStep {
+        ArgStep { limit, ..self }
+    }
+
+    /// The word the core at row-major position `k` receives.
+    #[inline]
+    pub const fn value(&self, k: u32) -> u32 {
+        let (group, pos) = match self.period {
+            0 => (0, k),
+            p => (k / p, k % p),
+        };
+        let v = self.base.wrapping_add(group.wrapping_mul(self.outer)).wrapping_add(pos.wrapping_mul(self.inner));
+        if v < self.limit { v } else { self.limit }
+    }
+
+    /// The step's words, in record order (`index, base, period, outer, inner, limit`).
+    #[inline]
+    pub const fn to_words(&self) -> [u32; ArgStep::WORDS] {
+        [self.index, self.base, self.period, self.outer, self.inner, self.limit]
+    }
+
+    /// Decodes a step from at least [`ArgStep::WORDS`] words.
+    #[inline]
+    pub fn from_words(w: &[u32]) -> ArgStep {
+        ArgStep { index: w[0], base: w[1], period: w[2], outer: w[3], inner: w[4], limit: w[5] }
+    }
+}
+
+/// The contract minor version from which a `LAUNCH` may carry common words and steps (contract §4.2.6, §9); an older
+/// device takes every core's words written out ([`encode_launch_expanded`]).
+pub const SHARED_ARGS_MINOR: u16 = 2;
+
+/// The runtime arguments of one launch in the compact form of contract §4.2.6. Every core receives its per-core
+/// words — each given by a step ([`ArgStep`]), or explicitly with one value per core — followed by the common words:
+/// `num_rt_args + common.len()` words in all, where `num_rt_args` is the launch's per-core word count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtArgs<'a> {
+    /// Words every core receives after its per-core words (tt-metal's common runtime arguments).
+    pub common: &'a [u32],
+    /// Per-core words that follow the core's position, in increasing `index`.
+    pub steps: &'a [ArgStep],
+    /// The per-core words no step gives, core after core in row-major order, in increasing word index: `num_rt_args
+    /// − steps.len()` words per core.
+    pub per_core: &'a [u32],
+}
+
+impl<'a> RtArgs<'a> {
+    /// Every core's words explicitly, `num_rt_args` each: the form of contract 1.1.
+    pub const fn explicit(per_core: &'a [u32]) -> RtArgs<'a> {
+        RtArgs { common: &[], steps: &[], per_core }
+    }
+
+    /// Checks the arguments against a launch of `num_rt_args` per-core words on `cores` cores (the rules of contract
+    /// §4.2.6 that the encoder relies on).
+    pub fn check(&self, num_rt_args: usize, cores: usize) -> Result<(), ArgsError> {
+        if num_rt_args + self.common.len() > u16::MAX as usize {
+            return Err(ArgsError::TooManyWords { per_core: num_rt_args, common: self.common.len() });
+        }
+        if self.steps.len() > num_rt_args {
+            return Err(ArgsError::TooManySteps { steps: self.steps.len(), per_core: num_rt_args });
+        }
+        let mut next = 0u64;
+        for (i, s) in self.steps.iter().enumerate() {
+            if (s.index as u64) < next || s.index as usize >= num_rt_args {
+                return Err(ArgsError::StepIndex { step: i, index: s.index, per_core: num_rt_args });
+            }
+            next = s.index as u64 + 1;
+        }
+        let expected = (num_rt_args - self.steps.len()).saturating_mul(cores);
+        if self.per_core.len() != expected {
+            return Err(ArgsError::PerCoreCount { given: self.per_core.len(), expected, cores });
+        }
+        Ok(())
+    }
+
+    /// Words the arguments take in a compact record.
+    pub fn words(&self) -> usize {
+        self.common.len() + self.steps.len() * ArgStep::WORDS + self.per_core.len()
+    }
+}
+
+/// Runtime arguments that break a rule of contract §4.2.6 ([`RtArgs::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgsError {
+    /// More than 65535 runtime words per core, per-core and common together.
+    TooManyWords {
+        /// Per-core words.
+        per_core: usize,
+        /// Common words.
+        common: usize,
+    },
+    /// More steps than per-core words.
+    TooManySteps {
+        /// Steps given.
+        steps: usize,
+        /// Per-core words.
+        per_core: usize,
+    },
+    /// A step's index is not above the previous step's, or not below the per-core word count.
+    StepIndex {
+        /// Position of the step in the list.
+        step: usize,
+        /// Its index.
+        index: u32,
+        /// Per-core words.
+        per_core: usize,
+    },
+    /// The explicit per-core words are not `(per-core words − steps) × cores`.
+    PerCoreCount {
+        /// Words given.
+        given: usize,
+        /// Words expected.
+        expected: usize,
+        /// Cores of the launch.
+        cores: usize,
+    },
+}
+
+impl fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ArgsError::TooManyWords { per_core, common } => {
+                write!(f, "{per_core} per-core and {common} common words: a core receives at most 65535 runtime words")
+            }
+            ArgsError::TooManySteps { steps, per_core } => {
+                write!(f, "{steps} steps for {per_core} per-core words: each step gives one per-core word")
+            }
+            ArgsError::StepIndex { step, index, per_core } => write!(
+                f,
+                "step {step} gives word {index}: steps must name per-core words (below {per_core}) in increasing order"
+            ),
+            ArgsError::PerCoreCount { given, expected, cores } => write!(
+                f,
+                "{given} explicit per-core words given; {cores} cores need {expected} (the per-core words no step \
+                 gives, for every core)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
 /// The contents of a `LAUNCH` record (contract §4.2.6).
 #[derive(Clone, Copy, Debug)]
 pub struct Launch<'a> {
@@ -470,16 +665,43 @@ pub struct Launch<'a> {
     pub cbs: &'a [CbConfig],
     /// Initial semaphore values.
     pub sems: &'a [u32],
-    /// Runtime argument words per core.
+    /// Per-core runtime words each core receives before the common ones (stepped and explicit).
     pub num_rt_args: u16,
-    /// Runtime arguments of every core, row-major over `rect`, `num_rt_args` each.
-    pub rt_args: &'a [u32],
+    /// The runtime arguments.
+    pub args: RtArgs<'a>,
 }
 
-/// Length of the `LAUNCH` record for `l`.
+impl Launch<'_> {
+    /// The fixed part of the compact record.
+    fn fixed(&self) -> LaunchFixed {
+        LaunchFixed {
+            kernel_bank: self.kernel_bank,
+            num_ct_args: self.ct_args.len() as u16,
+            num_rt_args: self.num_rt_args,
+            num_cbs: self.cbs.len() as u16,
+            kernel_offset: self.kernel_offset,
+            rect: self.rect,
+            num_sems: self.sems.len() as u16,
+            num_common_args: self.args.common.len() as u16,
+            num_steps: self.args.steps.len() as u16,
+        }
+    }
+
+    /// Words of the parts every form shares: compile-time arguments, circular buffers, semaphores.
+    fn config_words(&self) -> usize {
+        self.ct_args.len() + self.cbs.len() * CbConfig::WORDS + self.sems.len()
+    }
+}
+
+/// Length of the compact `LAUNCH` record for `l` ([`encode_launch`]).
 pub fn launch_len(l: &Launch<'_>) -> usize {
-    let words = l.ct_args.len() + l.cbs.len() * CbConfig::WORDS + l.sems.len() + l.rt_args.len();
-    FIXED_LEN + record_align(words * 4)
+    FIXED_LEN + record_align((l.config_words() + l.args.words()) * 4)
+}
+
+/// Length of the `LAUNCH` record for `l` with every core's arguments written out ([`encode_launch_expanded`]).
+pub fn launch_len_expanded(l: &Launch<'_>) -> usize {
+    let per_core = l.num_rt_args as usize + l.args.common.len();
+    FIXED_LEN + record_align((l.config_words() + per_core * l.rect.count()) * 4)
 }
 
 wire_struct! {
@@ -490,7 +712,7 @@ wire_struct! {
         pub kernel_bank: u16 @ 16,
         /// Compile-time argument words.
         pub num_ct_args: u16 @ 18,
-        /// Runtime argument words per core.
+        /// Per-core runtime argument words (stepped and explicit), before the common ones.
         pub num_rt_args: u16 @ 20,
         /// Circular buffers.
         pub num_cbs: u16 @ 22,
@@ -500,7 +722,46 @@ wire_struct! {
         pub rect: CoreRect @ 32,
         /// Semaphores.
         pub num_sems: u16 @ 36,
+        /// Common runtime argument words, which every core receives after its per-core words (since 1.2).
+        pub num_common_args: u16 @ 38,
+        /// Per-core words given by a step rather than per core (since 1.2).
+        pub num_steps: u16 @ 40,
     }
+}
+
+/// Where each part of a `LAUNCH` record's packed arguments starts, in bytes from the start of the record (contract
+/// §4.2.6 order). A runtime-argument word can be found (and patched) in a captured record from these offsets:
+/// common word `i` is at `common + 4 i`, step `s` at `steps + 24 s` (its `base` 4 bytes further), and explicit
+/// per-core word `e` of the core at position `k` at `per_core + 4 (k × explicit + e)`; [`LaunchWords::locate`] does
+/// that arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchLayout {
+    /// Compile-time arguments.
+    pub ct_args: usize,
+    /// Circular-buffer configurations.
+    pub cbs: usize,
+    /// Semaphore values.
+    pub sems: usize,
+    /// Common runtime arguments.
+    pub common: usize,
+    /// Steps.
+    pub steps: usize,
+    /// Explicit per-core words.
+    pub per_core: usize,
+    /// The end of the arguments (zero padding follows up to the record's length).
+    pub end: usize,
+}
+
+/// Where the runtime word a core receives lives in a `LAUNCH` record ([`LaunchWords::locate`]), in bytes from the
+/// start of the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgLocation {
+    /// A common word: one word every core receives.
+    Common(usize),
+    /// A stepped word: the step's [`ArgStep::WORDS`] words start here (its `base` 4 bytes further).
+    Step(usize),
+    /// An explicit word of this core only.
+    PerCore(usize),
 }
 
 /// The packed arguments of a `LAUNCH`, as words, split by kind (borrowed; see [`LaunchArgs`] for an owned copy).
@@ -512,22 +773,53 @@ pub struct LaunchWords<'a> {
     pub cbs: &'a [u32],
     /// Initial semaphore values.
     pub sems: &'a [u32],
-    /// Runtime arguments, `num_rt_args` per core, row-major.
-    pub rt_args: &'a [u32],
+    /// Common runtime arguments.
+    pub common: &'a [u32],
+    /// Steps, [`ArgStep::WORDS`] each.
+    pub steps: &'a [u32],
+    /// Explicit per-core words, core after core in row-major order.
+    pub per_core: &'a [u32],
+    /// Per-core words each core receives (stepped and explicit).
+    num_rt_args: usize,
 }
 
 impl LaunchFixed {
+    /// Explicit per-core words per core (0 for a malformed record with more steps than per-core words, which
+    /// [`decode`] rejects).
+    pub fn explicit_words(&self) -> usize {
+        (self.num_rt_args as usize).saturating_sub(self.num_steps as usize)
+    }
+
     /// Words of packed arguments after the fixed part.
     pub fn args_words(&self) -> usize {
         self.num_ct_args as usize
             + self.num_cbs as usize * CbConfig::WORDS
             + self.num_sems as usize
-            + self.num_rt_args as usize * self.rect.count()
+            + self.num_common_args as usize
+            + self.num_steps as usize * ArgStep::WORDS
+            + self.explicit_words() * self.rect.count()
     }
 
     /// Bytes of packed arguments after the fixed part.
     pub fn args_bytes(&self) -> usize {
         self.args_words() * 4
+    }
+
+    /// Runtime words each core's kernel instance receives: its per-core words, then the common words.
+    pub fn core_words(&self) -> usize {
+        self.num_rt_args as usize + self.num_common_args as usize
+    }
+
+    /// Where each part of the packed arguments starts.
+    pub fn layout(&self) -> LaunchLayout {
+        let ct_args = FIXED_LEN;
+        let cbs = ct_args + self.num_ct_args as usize * 4;
+        let sems = cbs + self.num_cbs as usize * CbConfig::WORDS * 4;
+        let common = sems + self.num_sems as usize * 4;
+        let steps = common + self.num_common_args as usize * 4;
+        let per_core = steps + self.num_steps as usize * ArgStep::WORDS * 4;
+        let end = per_core + self.explicit_words() * self.rect.count() * 4;
+        LaunchLayout { ct_args, cbs, sems, common, steps, per_core, end }
     }
 
     /// Splits the packed argument words (contract §4.2.6 order) into their kinds; `None` if `words` is shorter than
@@ -536,38 +828,140 @@ impl LaunchFixed {
         let words = words.get(..self.args_words())?;
         let (ct_args, rest) = words.split_at(self.num_ct_args as usize);
         let (cbs, rest) = rest.split_at(self.num_cbs as usize * CbConfig::WORDS);
-        let (sems, rt_args) = rest.split_at(self.num_sems as usize);
-        Some(LaunchWords { ct_args, cbs, sems, rt_args })
+        let (sems, rest) = rest.split_at(self.num_sems as usize);
+        let (common, rest) = rest.split_at(self.num_common_args as usize);
+        let (steps, per_core) = rest.split_at(self.num_steps as usize * ArgStep::WORDS);
+        Some(LaunchWords { ct_args, cbs, sems, common, steps, per_core, num_rt_args: self.num_rt_args as usize })
     }
 }
 
-/// Encodes a `LAUNCH` record into a slot of [`launch_len`] bytes.
+impl LaunchWords<'_> {
+    /// Whether the steps name per-core words in strictly increasing order, each below the per-core word count
+    /// (contract §4.2.6; a record that breaks it faults with `BAD_RECORD`).
+    pub fn steps_valid(&self) -> bool {
+        let mut next = 0usize;
+        for s in self.steps.chunks_exact(ArgStep::WORDS) {
+            let i = s[0] as usize;
+            if i < next || i >= self.num_rt_args {
+                return false;
+            }
+            next = i + 1;
+        }
+        true
+    }
+
+    /// Writes the runtime words the core at row-major position `k` receives — its per-core words, then the common
+    /// words — into `out` (cleared first). Expects [`LaunchWords::steps_valid`] and `k` inside the rectangle.
+    pub fn core_args(&self, k: usize, out: &mut Vec<u32>) {
+        let explicit = self.num_rt_args - self.steps.len() / ArgStep::WORDS;
+        let mine = &self.per_core[k * explicit..(k + 1) * explicit];
+        out.clear();
+        let steps = self.steps.chunks_exact(ArgStep::WORDS).map(ArgStep::from_words);
+        expand_core(self.num_rt_args, steps, mine, k, |w| out.push(w));
+        out.extend_from_slice(self.common);
+    }
+
+    /// Where word `word` of the runtime words the core at position `core` receives lives in the record, or `None`
+    /// if there is no such core or word. `fixed` is the record's fixed part (whose layout these words follow).
+    pub fn locate(&self, fixed: &LaunchFixed, core: usize, word: usize) -> Option<ArgLocation> {
+        let lay = fixed.layout();
+        if core >= fixed.rect.count() || word >= self.num_rt_args + self.common.len() {
+            return None;
+        }
+        if word >= self.num_rt_args {
+            return Some(ArgLocation::Common(lay.common + (word - self.num_rt_args) * 4));
+        }
+        let steps = self.steps.chunks_exact(ArgStep::WORDS);
+        let mut before = 0;
+        for (s, w) in steps.enumerate() {
+            match (w[0] as usize).cmp(&word) {
+                std::cmp::Ordering::Less => before += 1,
+                std::cmp::Ordering::Equal => return Some(ArgLocation::Step(lay.steps + s * ArgStep::WORDS * 4)),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let explicit = fixed.explicit_words();
+        Some(ArgLocation::PerCore(lay.per_core + (core * explicit + word - before) * 4))
+    }
+}
+
+/// Produces the `num_rt_args` per-core words of the core at position `k`, in order, through `put`: word `j` is the
+/// value of the step whose index is `j`, or else the next of `mine` (the core's explicit words) — the expansion every
+/// reader of a compact record performs (contract §4.2.6).
+fn expand_core(
+    num_rt_args: usize,
+    steps: impl Iterator<Item = ArgStep>,
+    mine: &[u32],
+    k: usize,
+    mut put: impl FnMut(u32),
+) {
+    let mut steps = steps.peekable();
+    let mut explicit = mine.iter();
+    for j in 0..num_rt_args {
+        let w = match steps.next_if(|s| s.index as usize == j) {
+            Some(s) => s.value(k as u32),
+            None => explicit.next().copied().unwrap_or(0),
+        };
+        put(w);
+    }
+}
+
+/// Where the parts of `l`'s compact record ([`encode_launch`]) start: the encoder's own offsets, so a caller that
+/// captured the record can find (and patch) any runtime-argument word in it.
+pub fn launch_layout(l: &Launch<'_>) -> LaunchLayout {
+    l.fixed().layout()
+}
+
+/// Encodes the compact `LAUNCH` record of `l` (contract §4.2.6, since 1.2) into a slot of [`launch_len`] bytes, its
+/// parts where [`launch_layout`] says. Live dispatch and trace capture both write launches with this function.
 pub fn encode_launch(slot: &mut RecordSlot<'_>, meta: RecordMeta, l: &Launch<'_>) {
     debug_assert_eq!(slot.len(), launch_len(l));
-    debug_assert_eq!(l.rt_args.len(), l.num_rt_args as usize * l.rect.count());
-    let fixed = LaunchFixed {
-        kernel_bank: l.kernel_bank,
-        num_ct_args: l.ct_args.len() as u16,
-        num_rt_args: l.num_rt_args,
-        num_cbs: l.cbs.len() as u16,
-        kernel_offset: l.kernel_offset,
-        rect: l.rect,
-        num_sems: l.sems.len() as u16,
-    };
+    debug_assert_eq!(l.args.check(l.num_rt_args as usize, l.rect.count()), Ok(()));
+    let fixed = l.fixed();
+    let lay = fixed.layout();
     put_fixed(slot, Opcode::Launch, meta, |f| fixed.put(f));
-    let mut off = FIXED_LEN;
-    slot.put_words(off, l.ct_args);
-    off += l.ct_args.len() * 4;
-    for cb in l.cbs {
-        slot.put_words(off, &cb.to_words());
-        off += CbConfig::WORDS * 4;
+    slot.put_words(lay.ct_args, l.ct_args);
+    for (i, cb) in l.cbs.iter().enumerate() {
+        slot.put_words(lay.cbs + i * CbConfig::WORDS * 4, &cb.to_words());
     }
-    slot.put_words(off, l.sems);
-    off += l.sems.len() * 4;
-    slot.put_words(off, l.rt_args);
-    off += l.rt_args.len() * 4;
+    slot.put_words(lay.sems, l.sems);
+    slot.put_words(lay.common, l.args.common);
+    for (i, s) in l.args.steps.iter().enumerate() {
+        slot.put_words(lay.steps + i * ArgStep::WORDS * 4, &s.to_words());
+    }
+    slot.put_words(lay.per_core, l.args.per_core);
     let len = slot.len();
-    slot.zero(off, len - off);
+    slot.zero(lay.end, len - lay.end);
+}
+
+/// Encodes `l` as a `LAUNCH` record with every core's runtime words written out and no common words or steps — the
+/// form of contract 1.1, for a device older than 1.2 — into a slot of [`launch_len_expanded`] bytes. Its cores receive
+/// exactly the words [`encode_launch`]'s would.
+pub fn encode_launch_expanded(slot: &mut RecordSlot<'_>, meta: RecordMeta, l: &Launch<'_>) {
+    debug_assert_eq!(slot.len(), launch_len_expanded(l));
+    debug_assert_eq!(l.args.check(l.num_rt_args as usize, l.rect.count()), Ok(()));
+    let per_core = l.num_rt_args as usize + l.args.common.len();
+    let fixed = LaunchFixed { num_rt_args: per_core as u16, num_common_args: 0, num_steps: 0, ..l.fixed() };
+    let lay = fixed.layout();
+    put_fixed(slot, Opcode::Launch, meta, |f| fixed.put(f));
+    slot.put_words(lay.ct_args, l.ct_args);
+    for (i, cb) in l.cbs.iter().enumerate() {
+        slot.put_words(lay.cbs + i * CbConfig::WORDS * 4, &cb.to_words());
+    }
+    slot.put_words(lay.sems, l.sems);
+    let explicit = l.num_rt_args as usize - l.args.steps.len();
+    let mut off = lay.per_core;
+    for k in 0..l.rect.count() {
+        let mine = &l.args.per_core[k * explicit..(k + 1) * explicit];
+        expand_core(l.num_rt_args as usize, l.args.steps.iter().copied(), mine, k, |w| {
+            slot.put_u32(off, w);
+            off += 4;
+        });
+        slot.put_words(off, l.args.common);
+        off += l.args.common.len() * 4;
+    }
+    let len = slot.len();
+    slot.zero(lay.end, len - lay.end);
 }
 
 wire_struct! {
@@ -675,7 +1069,9 @@ impl Body {
         match self {
             Body::WriteLinear(x) => x.len <= payload,
             Body::WritePaged(x) => x.bytes() <= payload,
-            Body::Launch(l) => l.rect.count() != 0 && FIXED_LEN + l.args_bytes() <= length,
+            Body::Launch(l) => {
+                l.rect.count() != 0 && l.num_steps <= l.num_rt_args && FIXED_LEN + l.args_bytes() <= length
+            }
             Body::Pad
             | Body::ReadLinear(_)
             | Body::ReadPaged(_)
@@ -751,8 +1147,37 @@ pub struct LaunchArgs {
     pub cbs: Vec<CbConfig>,
     /// Initial semaphore values.
     pub sems: Vec<u32>,
-    /// Runtime arguments, `num_rt_args` per core, row-major.
-    pub rt_args: Vec<u32>,
+    /// Common runtime arguments.
+    pub common: Vec<u32>,
+    /// Steps.
+    pub steps: Vec<ArgStep>,
+    /// Explicit per-core words, core after core in row-major order.
+    pub per_core: Vec<u32>,
+}
+
+impl LaunchArgs {
+    /// The runtime arguments, borrowed.
+    pub fn rt(&self) -> RtArgs<'_> {
+        RtArgs { common: &self.common, steps: &self.steps, per_core: &self.per_core }
+    }
+}
+
+impl RtArgs<'_> {
+    /// The runtime words the core at row-major position `k` receives in a launch of `num_rt_args` per-core words: its
+    /// per-core words, then the common words. Expects arguments that pass [`RtArgs::check`].
+    pub fn core_args(&self, num_rt_args: usize, k: usize) -> Vec<u32> {
+        let explicit = num_rt_args - self.steps.len();
+        let mut out = Vec::with_capacity(num_rt_args + self.common.len());
+        expand_core(
+            num_rt_args,
+            self.steps.iter().copied(),
+            &self.per_core[k * explicit..(k + 1) * explicit],
+            k,
+            |w| out.push(w),
+        );
+        out.extend_from_slice(self.common);
+        out
+    }
 }
 
 /// Decodes the packed arguments of `l` from `args`; `None` if `args` is shorter than `l.args_bytes()`.
@@ -764,7 +1189,9 @@ pub fn decode_launch_args(l: &LaunchFixed, args: &[u8]) -> Option<LaunchArgs> {
         ct_args: w.ct_args.to_vec(),
         cbs: w.cbs.chunks_exact(CbConfig::WORDS).map(CbConfig::from_words).collect(),
         sems: w.sems.to_vec(),
-        rt_args: w.rt_args.to_vec(),
+        common: w.common.to_vec(),
+        steps: w.steps.chunks_exact(ArgStep::WORDS).map(ArgStep::from_words).collect(),
+        per_core: w.per_core.to_vec(),
     })
 }
 
@@ -887,8 +1314,10 @@ mod tests {
             Opcode::ReadPaged => (encoded(FIXED_LEN, |s| encode_read_paged(s, meta, &paged)), Body::ReadPaged(paged)),
             Opcode::Launch => {
                 let cbs = [CbConfig { index: 1, page_size: 2048, num_pages: 2, data_format: 0 }];
-                let rt: Vec<u32> = (0..6).collect();
                 let rect = CoreRect { x0: 1, y0: 0, x1: 2, y1: 0 };
+                // Three per-core words, the middle one stepped, and two common words.
+                let steps = [ArgStep::linear(1, 100, 7)];
+                let per_core: Vec<u32> = (0..4).collect();
                 let l = Launch {
                     kernel_bank: 2,
                     kernel_offset: 0x8000,
@@ -897,7 +1326,7 @@ mod tests {
                     cbs: &cbs,
                     sems: &[0, 1],
                     num_rt_args: 3,
-                    rt_args: &rt,
+                    args: RtArgs { common: &[40, 41], steps: &steps, per_core: &per_core },
                 };
                 let f = LaunchFixed {
                     kernel_bank: 2,
@@ -907,6 +1336,8 @@ mod tests {
                     kernel_offset: 0x8000,
                     rect,
                     num_sems: 2,
+                    num_common_args: 2,
+                    num_steps: 1,
                 };
                 (encoded(launch_len(&l), |s| encode_launch(s, meta, &l)), Body::Launch(f))
             }
@@ -992,13 +1423,63 @@ mod tests {
         buf[32] = 64;
         buf[16] = 2;
         assert_eq!(decode(&fixed(&buf)), Err(DecodeError::Field(FieldError { field: "mem", offset: 16, value: 2 })));
-        // A launch on no core, and one whose arguments reach past the record.
+        // A launch on no core, one whose arguments reach past the record, and one with more steps than per-core
+        // words.
         let (mut buf, _) = sample(Opcode::Launch, RecordMeta::default());
         buf[34] = 0; // x1 < x0
         assert!(matches!(decode(&fixed(&buf)), Err(DecodeError::Length(_))));
         let (mut buf, _) = sample(Opcode::Launch, RecordMeta::default());
         buf[20] = 200; // num_rt_args
         assert!(matches!(decode(&fixed(&buf)), Err(DecodeError::Length(_))));
+        let (mut buf, _) = sample(Opcode::Launch, RecordMeta::default());
+        buf[40] = 4; // num_steps > num_rt_args (3)
+        assert!(matches!(decode(&fixed(&buf)), Err(DecodeError::Length(_))));
+    }
+
+    #[test]
+    fn steps_follow_the_core_position() {
+        // The affine form over a 5-wide rectangle: base + x dx + y dy.
+        let s = ArgStep::affine(0, 1000, 3, 100, 5);
+        let rect = CoreRect { x0: 2, y0: 1, x1: 6, y1: 3 };
+        for (k, (x, y)) in rect.cores().enumerate() {
+            let (x, y) = ((x - 2) as u32, (y - 1) as u32);
+            assert_eq!(s.value(k as u32), 1000 + x * 3 + y * 100, "core {k}");
+        }
+        // Grouped: block row k / 4 steps by 32 rows, block column k % 4 by 64 columns, clamped at the tensor's end.
+        let rows = ArgStep { index: 0, base: 0, period: 4, outer: 32, inner: 0, limit: 100 };
+        let cols = ArgStep { index: 2, base: 0, period: 4, outer: 0, inner: 64, limit: 200 };
+        let got: Vec<(u32, u32)> = (0..16).map(|k| (rows.value(k), cols.value(k))).collect();
+        assert_eq!(&got[..6], &[(0, 0), (0, 64), (0, 128), (0, 192), (32, 0), (32, 64)]);
+        assert_eq!(got[15], (96, 192));
+        assert_eq!(rows.value(17), 100, "past the end: clamped");
+        // No period: linear in k; constants; wrapping arithmetic (a negative stride in two's complement).
+        assert_eq!(ArgStep::linear(0, 7, 2).value(1000), 2007);
+        assert_eq!(ArgStep::constant(0, 9).value(12345), 9);
+        assert_eq!(ArgStep::linear(0, 10, u32::MAX).value(3), 7);
+        assert_eq!(ArgStep::linear(0, 10, 1).clamped(11).value(5), 11);
+        assert_eq!(ArgStep::from_words(&s.to_words()), s);
+    }
+
+    #[test]
+    fn runtime_arguments_are_checked() {
+        let st = |index| ArgStep::constant(index, 0);
+        let ok = RtArgs { common: &[1, 2], steps: &[st(0), st(2)], per_core: &[5, 6, 7] };
+        assert_eq!(ok.check(3, 3), Ok(()));
+        assert_eq!(ok.words(), 2 + 2 * ArgStep::WORDS + 3);
+        assert_eq!(ok.core_args(3, 1), vec![0, 6, 0, 1, 2]);
+        assert_eq!(RtArgs::explicit(&[1, 2, 3, 4]).check(2, 2), Ok(()));
+        let cases = [
+            (RtArgs { steps: &[st(0), st(1)], ..ok }, 1, ArgsError::TooManySteps { steps: 2, per_core: 1 }),
+            (RtArgs { steps: &[st(2), st(2)], ..ok }, 3, ArgsError::StepIndex { step: 1, index: 2, per_core: 3 }),
+            (RtArgs { steps: &[st(1), st(0)], ..ok }, 3, ArgsError::StepIndex { step: 1, index: 0, per_core: 3 }),
+            (RtArgs { steps: &[st(3)], ..ok }, 3, ArgsError::StepIndex { step: 0, index: 3, per_core: 3 }),
+            (RtArgs { per_core: &[1], ..ok }, 3, ArgsError::PerCoreCount { given: 1, expected: 3, cores: 3 }),
+            (RtArgs { steps: &[], per_core: &[], ..ok }, 65534, ArgsError::TooManyWords { per_core: 65534, common: 2 }),
+        ];
+        for (args, per_core, want) in cases {
+            assert_eq!(args.check(per_core, 3), Err(want));
+            assert!(!want.to_string().is_empty());
+        }
     }
 
     #[test]
@@ -1095,14 +1576,29 @@ mod tests {
             cbs in prop::collection::vec(any::<(u32, u32, u32, u32)>(), 0..4),
             sems in prop::collection::vec(any::<u32>(), 0..4),
             nrt in 0u16..8,
+            stepped in any::<u8>(),
+            step_words in prop::collection::vec(any::<[u32; 5]>(), 8),
+            common in prop::collection::vec(any::<u32>(), 0..5),
             seed in any::<u32>(),
         ) {
             let rect = CoreRect { x0, y0, x1: x0.saturating_add(w), y1: y0.saturating_add(h) };
+            let cores = rect.count();
             let cbs: Vec<CbConfig> = cbs
                 .into_iter()
                 .map(|(index, page_size, num_pages, data_format)| CbConfig { index, page_size, num_pages, data_format })
                 .collect();
-            let rt: Vec<u32> = (0..nrt as u32 * rect.count() as u32).map(|i| i.wrapping_mul(seed)).collect();
+            // Bit j of `stepped` makes per-core word j a step; the others are explicit.
+            let steps: Vec<ArgStep> = (0..nrt as u32)
+                .filter(|j| stepped >> j & 1 == 1)
+                .map(|j| {
+                    let [base, period, outer, inner, limit] = step_words[j as usize];
+                    ArgStep { index: j, base, period: period % 5, outer, inner, limit }
+                })
+                .collect();
+            let explicit = nrt as usize - steps.len();
+            let per_core: Vec<u32> = (0..(explicit * cores) as u32).map(|i| i.wrapping_mul(seed)).collect();
+            let args = RtArgs { common: &common, steps: &steps, per_core: &per_core };
+            prop_assert_eq!(args.check(nrt as usize, cores), Ok(()));
             let l = Launch {
                 kernel_bank: bank,
                 kernel_offset: koff,
@@ -1111,17 +1607,55 @@ mod tests {
                 cbs: &cbs,
                 sems: &sems,
                 num_rt_args: nrt,
-                rt_args: &rt,
+                args,
             };
             let buf = encoded(launch_len(&l), |s| encode_launch(s, m, &l));
             let (hd, b) = decoded(&buf);
             prop_assert_eq!(hd.length as usize, buf.len());
             let Body::Launch(f) = b else { panic!("not a launch: {b:?}") };
             prop_assert_eq!((f.kernel_bank, f.kernel_offset, f.rect, f.num_rt_args), (bank, koff, rect, nrt));
-            let args = decode_launch_args(&f, &buf[FIXED_LEN..]).expect("arguments inside the record");
-            prop_assert_eq!(args, LaunchArgs { ct_args: ct, cbs, sems, rt_args: rt });
+            prop_assert_eq!(f.layout(), launch_layout(&l), "the encoder's layout is the one the decoder computes");
+            let got = decode_launch_args(&f, &buf[FIXED_LEN..]).expect("arguments inside the record");
+            prop_assert_eq!(
+                &got,
+                &LaunchArgs { ct_args: ct.clone(), cbs: cbs.clone(), sems: sems.clone(), common: common.clone(),
+                    steps: steps.clone(), per_core: per_core.clone() }
+            );
             let end = FIXED_LEN + f.args_bytes();
+            prop_assert_eq!(end, f.layout().end);
             prop_assert!(buf[end..].iter().all(|&v| v == 0), "argument tail zeroed");
+
+            // What each core receives, three ways: from the borrowed decoder, from the caller's arguments, and from
+            // the expanded (contract 1.1) form of the same launch, which must be the same words.
+            let words: Vec<u32> = buf[FIXED_LEN..end].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+            let lw = f.split_words(&words).unwrap();
+            prop_assert!(lw.steps_valid());
+            let ex = encoded(launch_len_expanded(&l), |s| encode_launch_expanded(s, m, &l));
+            let Body::Launch(fx) = decoded(&ex).1 else { panic!("not a launch") };
+            prop_assert_eq!((fx.num_common_args, fx.num_steps), (0, 0));
+            prop_assert_eq!(fx.num_rt_args as usize, nrt as usize + common.len());
+            let xargs = decode_launch_args(&fx, &ex[FIXED_LEN..]).unwrap();
+            let mut mine = Vec::new();
+            for k in 0..cores {
+                lw.core_args(k, &mut mine);
+                prop_assert_eq!(&mine, &args.core_args(nrt as usize, k));
+                prop_assert_eq!(&mine, &xargs.rt().core_args(fx.num_rt_args as usize, k));
+                // Every word is where `locate` says it is.
+                for (j, &want) in mine.iter().enumerate() {
+                    let at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().unwrap());
+                    let v = match lw.locate(&f, k, j).expect("a word of a core") {
+                        ArgLocation::Common(o) | ArgLocation::PerCore(o) => at(o),
+                        ArgLocation::Step(o) => {
+                            let s = ArgStep::from_words(&(0..6).map(|i| at(o + 4 * i)).collect::<Vec<_>>());
+                            prop_assert_eq!(s.index as usize, j);
+                            s.value(k as u32)
+                        }
+                    };
+                    prop_assert_eq!(v, want, "core {} word {}", k, j);
+                }
+                prop_assert_eq!(lw.locate(&f, k, mine.len()), None);
+            }
+            prop_assert_eq!(lw.locate(&f, cores, 0), None);
         }
 
         #[test]

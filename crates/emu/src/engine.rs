@@ -73,6 +73,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         rng: sh.cfg.jitter.filter(|j| j.queues & (1 << q) != 0).map(|j| Rng::new(j.seed.wrapping_add(q as u64))),
         args: Vec::new(),
         words: Vec::new(),
+        core: Vec::new(),
         free_at: 0,
         trace: None,
         executed: 0,
@@ -94,6 +95,8 @@ struct Engine<'a> {
     args: Vec<u8>,
     /// `args` as words.
     words: Vec<u32>,
+    /// One core's runtime words, expanded from a launch's compact form (contract §4.2.6).
+    core: Vec<u32>,
     /// Paced: device time at which this queue finished its last record.
     free_at: u64,
     /// The trace being executed, if any.
@@ -674,7 +677,10 @@ impl Engine<'_> {
         self.words.clear();
         self.words.extend(self.args.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
         let args = l.split_words(&self.words).ok_or(Fault::new(FaultCode::BadRecord, 0))?;
-        let (ct, rt) = (args.ct_args, args.rt_args);
+        if !args.steps_valid() {
+            return Err(Fault::new(FaultCode::BadRecord, 0));
+        }
+        let ct = args.ct_args;
         let cb_bytes = args
             .cbs
             .chunks_exact(CbConfig::WORDS)
@@ -682,13 +688,13 @@ impl Engine<'_> {
         if cb_bytes > geo.l1_size - self.sh.cfg.l1_base as u64 {
             return Err(Fault::new(FaultCode::KernelArgs, 0));
         }
-        let n = l.num_rt_args as usize;
         let mut launch =
             kernels::Launch::new(&self.sh.mem, kern, ct).map_err(|_| Fault::new(FaultCode::KernelArgs, 0))?;
         let mut busiest = Work::default();
         for i in 0..l.rect.count() {
-            let core_rt = &rt[i * n..(i + 1) * n];
-            let w = launch.run_core(core_rt).map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
+            // Each instance gets its per-core words (steps evaluated, explicit words copied), then the common words.
+            args.core_args(i, &mut self.core);
+            let w = launch.run_core(&self.core).map_err(|_| Fault::new(FaultCode::KernelArgs, i as u64))?;
             if w.flops + w.bytes > busiest.flops + busiest.bytes {
                 busiest = w;
             }

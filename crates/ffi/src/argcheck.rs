@@ -31,6 +31,10 @@ pub(crate) fn c_str<'a>(p: *const c_char, name: &'static str) -> FfiResult<&'a s
 /// A slice argument of `n` elements; `n == 0` allows NULL. A count whose byte size no allocation can have
 /// (more than `isize::MAX` bytes) or a pointer not aligned for `T` is an error, never a slice built on it:
 /// `slice::from_raw_parts` with either would be undefined behaviour (a huge count used to wrap the end pointer).
+///
+/// Inlined, with the messages built out of line: every dispatch takes several slices, and the checks themselves are a
+/// few instructions.
+#[inline]
 pub(crate) fn slice<'a, T>(p: *const T, n: usize, name: &'static str) -> FfiResult<&'a [T]> {
     if n == 0 {
         return Ok(&[]);
@@ -38,20 +42,27 @@ pub(crate) fn slice<'a, T>(p: *const T, n: usize, name: &'static str) -> FfiResu
     nonnull(p, name)?;
     let size = std::mem::size_of::<T>().max(1);
     if n > isize::MAX as usize / size {
-        return Err(FfiError::invalid(format!(
-            "`{name}` count {n} is impossible: {n} elements of {size} bytes exceed the address space; pass the \
-             number of elements the array holds"
-        )));
+        return Err(too_many(name, n, size));
     }
     if !p.is_aligned() {
-        return Err(FfiError::invalid(format!(
-            "`{name}` ({p:p}) is not aligned to {} bytes; pass an array of its element type",
-            std::mem::align_of::<T>()
-        )));
+        return Err(misaligned(name, p as *const u8, std::mem::align_of::<T>()));
     }
     // SAFETY: non-NULL, aligned, and `n` elements fit in isize::MAX bytes (checked above); the C contract says `p`
     // points to `n` readable elements for the duration of the call.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+#[cold]
+fn too_many(name: &str, n: usize, size: usize) -> FfiError {
+    FfiError::invalid(format!(
+        "`{name}` count {n} is impossible: {n} elements of {size} bytes exceed the address space; pass the number of \
+         elements the array holds"
+    ))
+}
+
+#[cold]
+fn misaligned(name: &str, p: *const u8, align: usize) -> FfiError {
+    FfiError::invalid(format!("`{name}` ({p:p}) is not aligned to {align} bytes; pass an array of its element type"))
 }
 
 /// A byte slice argument (host data is `const void *` in C: any element type); `len == 0` allows NULL.

@@ -158,8 +158,11 @@ pub(crate) fn set_last_error(msg: &str) {
 pub(crate) fn clear_last_error() {
     let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.borrow_mut();
-        e.clear();
-        e.push(0);
+        // Already empty (the common case: the previous call succeeded too): nothing to write.
+        if e.as_slice() != [0] {
+            e.clear();
+            e.push(0);
+        }
     });
 }
 

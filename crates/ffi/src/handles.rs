@@ -2,7 +2,8 @@
 //! A freed, forged or wrong-kind handle is therefore an error, never a use-after-free.
 
 use super::{FfiError, FfiResult};
-use std::sync::{Arc, RwLock};
+use smallvec::SmallVec;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use strum::{EnumIter, FromRepr};
 
 /// The kind bits of a handle: declared once, here; decoding derives from this list (`FromRepr`), and the tests
@@ -89,13 +90,50 @@ pub(crate) fn register<T: Handled, C>(obj: T) -> *mut C {
 /// The object behind handle argument `name`: NULL, and anything but a live handle of `T`'s kind, is an error that
 /// says which.
 pub(crate) fn lookup<T: Handled, C>(h: *const C, name: &'static str) -> FfiResult<Arc<T>> {
-    if h.is_null() {
-        return Err(FfiError::Null(name));
-    }
-    get(h as usize, T::KIND)
-        .and_then(T::from_obj)
-        .ok_or_else(|| FfiError::Status(crate::ttdrv_status::InvalidHandle, describe_bad(h as usize, T::KIND)))
+    resolver().get(h, name)
 }
+
+/// One read of the registry for a call that names several handles (a dispatch: its program and buffers): each is
+/// resolved once, under one lock, and the lock is let go before the call does its work — a dispatch may wait for ring
+/// space, and a thread creating or freeing a handle must not wait behind it.
+pub(crate) struct Resolver {
+    r: RwLockReadGuard<'static, Registry>,
+}
+
+/// Locks the registry for reading until the [`Resolver`] is dropped.
+pub(crate) fn resolver() -> Resolver {
+    Resolver { r: REGISTRY.read().unwrap_or_else(|e| e.into_inner()) }
+}
+
+impl Resolver {
+    /// As [`lookup`], under this resolver's lock.
+    #[inline]
+    pub fn get<T: Handled, C>(&self, h: *const C, name: &'static str) -> FfiResult<Arc<T>> {
+        if h.is_null() {
+            return Err(FfiError::Null(name));
+        }
+        get_in(&self.r, h as usize, T::KIND)
+            .and_then(T::from_obj)
+            .ok_or_else(|| FfiError::Status(crate::ttdrv_status::InvalidHandle, describe_bad(h as usize, T::KIND)))
+    }
+
+    /// Every handle of `hs`, each as argument `name` (a NULL entry is NULL_PARAMETER); up to [`INLINE_HANDLES`]
+    /// without allocating.
+    pub fn all<T: Handled, C>(&self, hs: &[*mut C], name: &'static str) -> FfiResult<Handles<T>> {
+        // A plain loop: collecting `Result`s into a SmallVec costs several times as much on this hot path.
+        let mut v = Handles::new();
+        for &h in hs {
+            v.push(self.get(h, name)?);
+        }
+        Ok(v)
+    }
+}
+
+/// Handles a call resolves as a list (a dispatch's buffers) that it keeps without allocating.
+pub(crate) const INLINE_HANDLES: usize = 8;
+
+/// A list of resolved handles: inline up to [`INLINE_HANDLES`].
+pub(crate) type Handles<T> = SmallVec<[Arc<T>; INLINE_HANDLES]>;
 
 /// Releases handle `h` for a `_free`/`_close` call: NULL is a no-op (`None`); a stale, forged or wrong-kind handle is
 /// an error. The object lives on while in-flight calls still hold it.
@@ -168,13 +206,13 @@ pub(crate) fn describe_bad(h: usize, want: Kind) -> String {
     }
 }
 
-/// The object behind `h`, if `h` is a live handle of kind `want`.
-pub(crate) fn get(h: usize, want: Kind) -> Option<Obj> {
+/// The object behind `h` in the (locked) registry `r`, if `h` is a live handle of kind `want`.
+#[inline]
+fn get_in(r: &Registry, h: usize, want: Kind) -> Option<Obj> {
     let (kind, index, generation) = decode(h)?;
     if kind != want {
         return None;
     }
-    let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
     let slot = r.slots.get(index as usize)?;
     if slot.generation != generation {
         return None;

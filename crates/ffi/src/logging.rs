@@ -288,6 +288,12 @@ fn delivery_thread() {
 /// Delivers the records the current call logged; called by the boundary when the outermost call on this thread
 /// ends, after it released everything it held.
 pub(crate) fn deliver_pending() {
+    // The common case, every successful dispatch: nothing was logged. Checked without taking the list, which would
+    // drop its storage.
+    let nothing = CALL_RECORDS.try_with(|c| matches!(&*c.borrow(), (v, 0) if v.is_empty()));
+    if nothing != Ok(false) {
+        return;
+    }
     loop {
         let Ok((batch, dropped)) = CALL_RECORDS.try_with(|c| std::mem::take(&mut *c.borrow_mut())) else {
             return;

@@ -3,13 +3,16 @@
 use super::buffer::{buffer_arc, ttdrv_buffer};
 use super::device::{device, device_checked, ttdrv_device};
 use super::handles;
+use super::handles::{Handles, INLINE_HANDLES};
 use super::versioned::{self, Versioned, versioned};
 use super::{FfiError, FfiResult, c_str, guard, out_ptr, slice, ttdrv_status, write_out};
+use smallvec::SmallVec;
 use std::ffi::c_char;
 use std::sync::Arc;
+use ttdrv::Buffer;
 use ttdrv::contract::kernel::{ACCESSOR_WORDS, BuiltinKernel};
 use ttdrv::contract::records::{CbConfig, CoreRect};
-use ttdrv::device::program::{KernelSource, Program, ProgramDesc};
+use ttdrv::device::program::{ArgStep, KernelSource, Program, ProgramDesc, RtArgs};
 
 /// A program (opaque): a kernel, its cores and configuration, bound to the device's program cache.
 pub struct ttdrv_program {
@@ -112,12 +115,9 @@ pub struct ttdrv_program_cache_stats {
     pub misses: u64,
 }
 
+#[inline]
 fn words<'a>(p: *const u32, n: usize, name: &'static str) -> FfiResult<&'a [u32]> {
     slice(p, n, name)
-}
-
-fn program(h: *const ttdrv_program) -> FfiResult<Arc<Program>> {
-    handles::lookup(h, "program")
 }
 
 /// Fills `*desc` with an empty description — no kernel name, core (0,0), no arguments, circular buffers or semaphores —
@@ -236,12 +236,14 @@ pub unsafe extern "C" fn ttdrv_program_run(
     num_buffers: usize,
 ) -> ttdrv_status {
     guard("ttdrv_program_run", || {
-        let p = self::program(program)?;
+        // One registry lock for every handle, and no allocation (up to INLINE_HANDLES buffers): the C path of a
+        // cached dispatch costs what the Rust one does, plus this.
+        let r = handles::resolver();
+        let p: Arc<Program> = r.get(program, "program")?;
         let rt = words(rt_args, num_rt_args, "rt_args")?;
-        let handles: &[*mut ttdrv_buffer] = slice(buffers, num_buffers, "buffers")?;
-        let arcs = handles.iter().map(|&h| buffer_arc(h, "buffers[i]")).collect::<FfiResult<Vec<_>>>()?;
-        let refs: Vec<&ttdrv::Buffer> = arcs.iter().map(|a| a.as_ref()).collect();
-        Ok(p.run(cq, rt, &refs)?)
+        let bufs = r.all::<Buffer, _>(slice(buffers, num_buffers, "buffers")?, "buffers[i]")?;
+        drop(r);
+        Ok(p.run(cq, rt, &refs(&bufs))?)
     })
 }
 
@@ -273,16 +275,159 @@ pub unsafe extern "C" fn ttdrv_program_run_io(
     num_outputs: usize,
 ) -> ttdrv_status {
     guard("ttdrv_program_run_io", || {
-        let p = self::program(program)?;
+        let r = handles::resolver();
+        let p: Arc<Program> = r.get(program, "program")?;
         let rt = words(rt_args, num_rt_args, "rt_args")?;
-        let ins: &[*mut ttdrv_buffer] = slice(inputs, num_inputs, "inputs")?;
-        let outs: &[*mut ttdrv_buffer] = slice(outputs, num_outputs, "outputs")?;
-        let ins = ins.iter().map(|&h| buffer_arc(h, "inputs[i]")).collect::<FfiResult<Vec<_>>>()?;
-        let outs = outs.iter().map(|&h| buffer_arc(h, "outputs[i]")).collect::<FfiResult<Vec<_>>>()?;
-        let ins: Vec<&ttdrv::Buffer> = ins.iter().map(|a| a.as_ref()).collect();
-        let outs: Vec<&ttdrv::Buffer> = outs.iter().map(|a| a.as_ref()).collect();
-        Ok(p.run_io(cq, rt, &ins, &outs)?)
+        let ins = r.all::<Buffer, _>(slice(inputs, num_inputs, "inputs")?, "inputs[i]")?;
+        let outs = r.all::<Buffer, _>(slice(outputs, num_outputs, "outputs")?, "outputs[i]")?;
+        drop(r);
+        Ok(p.run_io(cq, rt, &refs(&ins), &refs(&outs))?)
     })
+}
+
+/// One step of `ttdrv_rt_args`: a per-core runtime word that follows the core's position in the program's rectangle,
+/// sent once instead of once per core (device contract §4.2.6, docs/device-interface.md). The core at row-major
+/// position `k` of the rectangle (`k = (y - y0) * width + (x - x0)`) receives word `index` =
+/// `min(base + (k / period) * outer + (k % period) * inner, limit)`, computed modulo 2^32; `period` 0 means no period
+/// (`k / 0 = 0`, `k % 0 = k`). With `period` = the rectangle's width that is `base + (x - x0) * inner + (y - y0) *
+/// outer`; `limit` = `UINT32_MAX` means no clamp.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ttdrv_arg_step {
+    /// Which per-core word it gives (0-based); a launch lists its steps in increasing `index`.
+    pub index: u32,
+    /// The value at the rectangle's first core.
+    pub base: u32,
+    /// Cores per group (the rectangle's width for the affine form); 0 for none.
+    pub period: u32,
+    /// Added per group (per row for the affine form).
+    pub outer: u32,
+    /// Added per core inside a group (per column for the affine form).
+    pub inner: u32,
+    /// The largest value; `UINT32_MAX` for no clamp.
+    pub limit: u32,
+}
+
+/// `sizeof(ttdrv_rt_args)` in release 0.2 (frozen: docs/abi.md, "Versions").
+pub const TTDRV_RT_ARGS_SIZE_V0_2: u32 = 56;
+
+/// The runtime arguments of one `ttdrv_program_launch`, in the compact form of device contract §4.2.6. Fill with
+/// `ttdrv_rt_args_init`. Each core's kernel instance receives `rt_words_per_core` words: its per-core words, then the
+/// `num_common` common words. Per-core word `j` (`j < rt_words_per_core - num_common`) is given by the step whose
+/// `index` is `j`, or else explicitly: `per_core` holds, core after core in row-major order, each core's per-core
+/// words that no step gives, in increasing `j`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_rt_args {
+    /// `sizeof(ttdrv_rt_args)` of the caller's header, set by `ttdrv_rt_args_init`.
+    pub struct_size: u32,
+    /// Words every core receives after its per-core words (tt-metal's common runtime arguments), sent once.
+    pub common: *const u32,
+    /// Number of common words.
+    pub num_common: usize,
+    /// Steps, in increasing `index`.
+    pub steps: *const ttdrv_arg_step,
+    /// Number of steps.
+    pub num_steps: usize,
+    /// Explicit per-core words: `(rt_words_per_core - num_common - num_steps)` for each core.
+    pub per_core: *const u32,
+    /// Number of explicit per-core words in all.
+    pub num_per_core: usize,
+}
+
+versioned!(
+    ttdrv_rt_args,
+    "ttdrv_rt_args_init()",
+    [("0.2", TTDRV_RT_ARGS_SIZE_V0_2)],
+    ttdrv_rt_args {
+        struct_size: versioned::today::<ttdrv_rt_args>(),
+        common: std::ptr::null(),
+        num_common: 0,
+        steps: std::ptr::null(),
+        num_steps: 0,
+        per_core: std::ptr::null(),
+        num_per_core: 0,
+    }
+);
+
+/// Fills `*args` with no arguments — no common words, steps or explicit words — and its `struct_size`.
+///
+/// Thread: any. Errors: NULL_PARAMETER.
+///
+/// # Safety
+/// `args` must be NULL or point to a writable `ttdrv_rt_args`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_rt_args_init(args: *mut ttdrv_rt_args) -> ttdrv_status {
+    guard("ttdrv_rt_args_init", || {
+        write_out(out_ptr(args, "args")?, ttdrv_rt_args::defaults());
+        Ok(())
+    })
+}
+
+/// As `ttdrv_program_run_io`, with the runtime arguments in the compact form `*args` describes (device contract
+/// §4.2.6): words every core shares (such as the accessors of the buffers, from `ttdrv_buffer_accessor`) are sent once,
+/// words that follow the core's position (such as the bounds of the block a core computes) as one step each, and only
+/// the rest per core. Each core's kernel receives exactly the words `ttdrv_program_run` would give it with them
+/// written out per core; the launch record shrinks from `4 * rt_words_per_core` bytes per core to a few hundred bytes
+/// for the built-in operations' arguments on any number of cores. On a device of contract 1.1 the driver writes the
+/// words out itself.
+///
+/// Ownership: `args`, its arrays, `inputs` and `outputs` are only read during the call; the buffers stay the caller's.
+/// Thread: any. Errors: as `ttdrv_program_run_io`; NULL_PARAMETER also for `args` and an array of `*args` with a
+/// non-zero count; INVALID_ARGUMENT also for `args->struct_size` not the size of any release's struct, more common
+/// words than `rt_words_per_core`, steps out of order or naming a word that is not per-core, and a number of explicit
+/// words other than `(rt_words_per_core - num_common - num_steps)` per core.
+///
+/// # Safety
+/// `args` must point to an initialised `ttdrv_rt_args` whose arrays are readable for their counts; `inputs` must be
+/// readable for `num_inputs` handles and `outputs` for `num_outputs` handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttdrv_program_launch(
+    program: *mut ttdrv_program,
+    cq: u16,
+    args: *const ttdrv_rt_args,
+    inputs: *const *mut ttdrv_buffer,
+    num_inputs: usize,
+    outputs: *const *mut ttdrv_buffer,
+    num_outputs: usize,
+) -> ttdrv_status {
+    guard("ttdrv_program_launch", || {
+        let r = handles::resolver();
+        let p: Arc<Program> = r.get(program, "program")?;
+        let a = versioned::read(args, "args")?;
+        let steps: &[ttdrv_arg_step] = slice(a.steps, a.num_steps, "args->steps")?;
+        let steps: &[ArgStep] = step_slice(steps);
+        let rt = RtArgs {
+            common: words(a.common, a.num_common, "args->common")?,
+            steps,
+            per_core: words(a.per_core, a.num_per_core, "args->per_core")?,
+        };
+        let ins = r.all::<Buffer, _>(slice(inputs, num_inputs, "inputs")?, "inputs[i]")?;
+        let outs = r.all::<Buffer, _>(slice(outputs, num_outputs, "outputs")?, "outputs[i]")?;
+        drop(r);
+        Ok(p.launch(cq, &rt, &refs(&ins), &refs(&outs))?)
+    })
+}
+
+/// The C steps as the contract's: the same six `u32` fields in the same order.
+fn step_slice(s: &[ttdrv_arg_step]) -> &[ArgStep] {
+    const {
+        assert!(std::mem::size_of::<ttdrv_arg_step>() == std::mem::size_of::<ArgStep>());
+        assert!(std::mem::align_of::<ttdrv_arg_step>() == std::mem::align_of::<ArgStep>());
+    }
+    // SAFETY: ArgStep is #[repr(C)] with the same six u32 fields in the same order as ttdrv_arg_step (asserted above
+    // in size and alignment; the field order is the contract's, §4.2.6), every bit pattern is valid for both, and the
+    // slice keeps the caller's lifetime.
+    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const ArgStep, s.len()) }
+}
+
+/// The buffers of a dispatch as the references the Rust API takes, without allocating.
+fn refs(bufs: &Handles<Buffer>) -> SmallVec<[&Buffer; INLINE_HANDLES]> {
+    let mut v = SmallVec::new();
+    for b in bufs {
+        v.push(&**b);
+    }
+    v
 }
 
 /// Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
