@@ -34,6 +34,8 @@ pub enum UnaryOp {
     Exp,
     /// x * factor
     Scale(f32),
+    /// GELU, the exact erf form BERT uses: x (1 + erf(x / √2)) / 2 (contract 1.4).
+    GeluErf,
 }
 
 impl UnaryOp {
@@ -43,13 +45,14 @@ impl UnaryOp {
             UnaryOp::Gelu => (1, 0.0),
             UnaryOp::Exp => (2, 0.0),
             UnaryOp::Scale(f) => (3, f),
+            UnaryOp::GeluErf => (4, 0.0),
         }
     }
 }
 
 impl DeviceInner {
     /// The cores that compute `out`, and each core's block, row-major over the rectangle.
-    fn split(&self, out: &Buffer, square: bool) -> (CoreRect, Vec<Block>) {
+    pub(super) fn split(&self, out: &Buffer, square: bool) -> (CoreRect, Vec<Block>) {
         let (gx, gy) = (self.info.grid_x, self.info.grid_y);
         let full = CoreRect { x0: 0, y0: 0, x1: (gx - 1) as u8, y1: (gy - 1) as u8 };
         let s = out.spec();
@@ -245,6 +248,9 @@ impl DeviceInner {
             });
         }
         same_dtype(&format!("{op:?}"), &[a, out])?;
+        if op == UnaryOp::GeluErf {
+            self.need_transformer("gelu (erf form)")?;
+        }
         let (code, param) = op.code();
         let (wa, wo) = (a.accessor().to_words(), out.accessor().to_words());
         self.launch_op(cq, BuiltinKernel::EltwiseUnary, vec![code], out, &[a], |rt| {
