@@ -249,26 +249,29 @@ class MiniLM:
             inputs = [self.host_inputs(b) for b in batches]
         if self.trace_id is None and self.mode != "eager":
             self.prepare()
-        reads = []
-        for inp in inputs:
-            if self.mode == "eager":
-                self._write(inp, 0)
-                self.forward(0)
-            elif self.mode == "trace":
-                self._write(inp, 0)
-                ttnn.execute_trace(self.device, self.trace_id, cq_id=0, blocking=False)
-            else:
-                # CQ 1 writes once CQ 0 has copied the previous inputs out; CQ 0 copies once the write is done.
-                ttnn.wait_for_event(1, self.op_event)
-                self._write(inp, 1)
-                self.write_event = ttnn.record_event(self.device, 1)
-                ttnn.wait_for_event(0, self.write_event)
-                self._stage()
-                self.op_event = ttnn.record_event(self.device, 0)
-                ttnn.execute_trace(self.device, self.trace_id, cq_id=0, blocking=False)
-            # Enqueued on CQ 0 after this batch's forward pass and before the next one's: this batch's output.
-            reads.append(self.out.cpu(blocking=False))
+        reads = [self.issue(inp) for inp in inputs]
         return [r.to_numpy().reshape(self.batch, self.hidden).copy() for r in reads]
+
+    def issue(self, inputs: tuple) -> object:
+        """Enqueues one inference of pre-tokenized ``inputs`` (``host_inputs``) without waiting for the device;
+        returns the pending host tensor of its ``[batch, 384]`` output (``to_numpy()`` waits). ``prepare`` first."""
+        if self.mode == "eager":
+            self._write(inputs, 0)
+            self.forward(0)
+        elif self.mode == "trace":
+            self._write(inputs, 0)
+            ttnn.execute_trace(self.device, self.trace_id, cq_id=0, blocking=False)
+        else:
+            # CQ 1 writes once CQ 0 has copied the previous inputs out; CQ 0 copies once the write is done.
+            ttnn.wait_for_event(1, self.op_event)
+            self._write(inputs, 1)
+            self.write_event = ttnn.record_event(self.device, 1)
+            ttnn.wait_for_event(0, self.write_event)
+            self._stage()
+            self.op_event = ttnn.record_event(self.device, 0)
+            ttnn.execute_trace(self.device, self.trace_id, cq_id=0, blocking=False)
+        # Enqueued on CQ 0 after this batch's forward pass and before the next one's: this batch's output.
+        return self.out.cpu(blocking=False)
 
     def encode(self, sentences: Sequence[str]) -> np.ndarray:
         """L2-normalized sentence embeddings, ``[len(sentences), 384]`` float32."""
