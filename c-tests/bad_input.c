@@ -462,6 +462,27 @@ static void test_nulls(fixture *f) {
   NUL(ttdrv_eltwise_unary, "mem", ttdrv_eltwise_unary(f->buf, TTDRV_UNARY_RELU, 0, 0, NULL, &ob));
   NUL(ttdrv_eltwise_unary, "out", ttdrv_eltwise_unary(f->buf, TTDRV_UNARY_RELU, 0, 0, &mem, NULL));
   NUL(ttdrv_fill, "buffer", ttdrv_fill(NULL, 0, 1.0f));
+  /* The transformer ops: NULL is allowed for the optional residual, mask and bias, nowhere else. */
+  NUL(ttdrv_layer_norm, "x", ttdrv_layer_norm(NULL, NULL, f->buf2, f->buf2, 1e-5f, 0, f->buf));
+  NUL(ttdrv_layer_norm, "gamma", ttdrv_layer_norm(f->buf, NULL, NULL, f->buf2, 1e-5f, 0, f->buf));
+  NUL(ttdrv_layer_norm, "beta", ttdrv_layer_norm(f->buf, NULL, f->buf2, NULL, 1e-5f, 0, f->buf));
+  NUL(ttdrv_layer_norm, "out", ttdrv_layer_norm(f->buf, NULL, f->buf2, f->buf2, 1e-5f, 0, NULL));
+  NUL(ttdrv_softmax, "x", ttdrv_softmax(NULL, NULL, 1.0f, 0, f->buf));
+  NUL(ttdrv_softmax, "out", ttdrv_softmax(f->buf, NULL, 1.0f, 0, NULL));
+  NUL(ttdrv_bmm, "a", ttdrv_bmm(NULL, f->buf, 1, 1, 0, 0, 1.0f, 0, f->buf2));
+  NUL(ttdrv_bmm, "b", ttdrv_bmm(f->buf, NULL, 1, 1, 0, 0, 1.0f, 0, f->buf2));
+  NUL(ttdrv_bmm, "out", ttdrv_bmm(f->buf, f->buf, 1, 1, 0, 0, 1.0f, 0, NULL));
+  NUL(ttdrv_linear, "a", ttdrv_linear(NULL, f->buf, NULL, TTDRV_ACTIVATION_NONE, 0, f->buf2));
+  NUL(ttdrv_linear, "b", ttdrv_linear(f->buf, NULL, NULL, TTDRV_ACTIVATION_NONE, 0, f->buf2));
+  NUL(ttdrv_linear, "out", ttdrv_linear(f->buf, f->buf, NULL, TTDRV_ACTIVATION_NONE, 0, NULL));
+  ttdrv_buffer *tables[2] = {f->buf, NULL};
+  NUL(ttdrv_embedding, "ids", ttdrv_embedding(NULL, tables, 1, 0, f->buf2));
+  NUL(ttdrv_embedding, "tables", ttdrv_embedding(f->buf, NULL, 1, 0, f->buf2));
+  NUL(ttdrv_embedding, "tables[i]", ttdrv_embedding(f->buf, tables, 2, 0, f->buf2));
+  NUL(ttdrv_embedding, "out", ttdrv_embedding(f->buf, tables, 1, 0, NULL));
+  NUL(ttdrv_mean_pool, "x", ttdrv_mean_pool(NULL, f->buf, true, 0, f->buf2));
+  NUL(ttdrv_mean_pool, "mask", ttdrv_mean_pool(f->buf, NULL, true, 0, f->buf2));
+  NUL(ttdrv_mean_pool, "out", ttdrv_mean_pool(f->buf, f->buf, true, 0, NULL));
 
   /* Programs. */
   ttdrv_program_desc pd;
@@ -660,6 +681,17 @@ static void bad_buffer_everywhere(fixture *f, ttdrv_buffer *b, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_eltwise_binary(f->buf2, b, TTDRV_BINARY_MUL, 0, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_eltwise_unary(b, TTDRV_UNARY_EXP, 0, 0, &mem, &ob));
   STV(INVALID_HANDLE, needles, ttdrv_fill(b, 0, 2.0f));
+  STV(INVALID_HANDLE, needles, ttdrv_layer_norm(b, NULL, f->buf2, f->buf2, 1e-5f, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_layer_norm(f->buf2, b, f->buf2, f->buf2, 1e-5f, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_layer_norm(f->buf2, NULL, f->buf2, f->buf2, 1e-5f, 0, b));
+  STV(INVALID_HANDLE, needles, ttdrv_softmax(f->buf2, b, 1.0f, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_softmax(b, NULL, 1.0f, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_bmm(f->buf2, b, 1, 1, 0, 0, 1.0f, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_linear(f->buf2, f->buf2, b, TTDRV_ACTIVATION_NONE, 0, f->buf2));
+  ttdrv_buffer *tables[1] = {b}, *good[1] = {f->buf2};
+  STV(INVALID_HANDLE, needles, ttdrv_embedding(f->buf2, tables, 1, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_embedding(b, good, 1, 0, f->buf2));
+  STV(INVALID_HANDLE, needles, ttdrv_mean_pool(f->buf2, b, true, 0, f->buf2));
   STV(INVALID_HANDLE, needles, ttdrv_mlp_run(f->mlp, 0, b, &ob));
   ttdrv_buffer *list[2] = {f->buf2, b};
   STV(INVALID_HANDLE, needles, ttdrv_program_run(f->prog, 0, rt, 0, list, 2));
@@ -1051,7 +1083,7 @@ static void test_ranges(fixture *f) {
   ttdrv_memory_config mem = mc_interleaved(TTDRV_BUFFER_DRAM);
   ttdrv_buffer *ob = SENTINEL;
   ST(INVALID_ARGUMENT, ttdrv_eltwise_binary(f->buf, f->buf2, 3, 0, &mem, &ob), "binary op 3");
-  ST(INVALID_ARGUMENT, ttdrv_eltwise_unary(f->buf, 4, 0, 0, &mem, &ob), "unary op 4");
+  ST(INVALID_ARGUMENT, ttdrv_eltwise_unary(f->buf, 5, 0, 0, &mem, &ob), "unary op 5");
   mem.buffer_type = 7;
   ST(INVALID_ARGUMENT, ttdrv_to_memory_config(f->buf, 0, &mem, &ob), "buffer_type 7");
   ST(INVALID_ARGUMENT, ttdrv_to_layout(f->buf, 0, TTDRV_TENSOR_LAYOUT_TILE, &mem, &ob), "buffer_type 7");

@@ -157,6 +157,31 @@
 #define TTDRV_MLP_DESC_SIZE_V0_1 184
 
 /**
+ * `ttdrv_linear` activation: none.
+ */
+#define TTDRV_ACTIVATION_NONE 0
+
+/**
+ * `ttdrv_linear` activation: GELU, erf form.
+ */
+#define TTDRV_ACTIVATION_GELU_ERF 1
+
+/**
+ * `ttdrv_bmm` views bit: `a` holds its matrices as heads (else stacked in rows).
+ */
+#define TTDRV_BMM_A_HEADS 1
+
+/**
+ * `ttdrv_bmm` views bit: `b` holds its matrices as heads.
+ */
+#define TTDRV_BMM_B_HEADS 2
+
+/**
+ * `ttdrv_bmm` views bit: `out` holds its matrices as heads.
+ */
+#define TTDRV_BMM_OUT_HEADS 4
+
+/**
  * `ttdrv_eltwise_binary` op: a + b.
  */
 #define TTDRV_BINARY_ADD 0
@@ -190,6 +215,11 @@
  * `ttdrv_eltwise_unary` op: x * param.
  */
 #define TTDRV_UNARY_SCALE 3
+
+/**
+ * `ttdrv_eltwise_unary` op: GELU, the erf form BERT uses (x (1 + erf(x / sqrt 2)) / 2); needs device contract 1.4.
+ */
+#define TTDRV_UNARY_GELU_ERF 4
 
 /**
  * `sizeof(ttdrv_program_desc)` in release 0.1 (frozen: docs/abi.md, "Versions").
@@ -1410,6 +1440,121 @@ ttdrv_status ttdrv_mlp_free(struct ttdrv_mlp *mlp);
  */
 ttdrv_status ttdrv_mlp_ops_per_run(const struct ttdrv_mlp *mlp,
                                    uint32_t *out);
+
+/**
+ * Layer normalization of each row of `x` (of `x + residual` when `residual` is not NULL) into `out`, on queue `cq`:
+ * `(v - mean) / sqrt(var + eps) * gamma + beta` (biased variance), `gamma` and `beta` one row [1, cols]. All buffers
+ * of one element type; `out` and `residual` have `x`'s shape; any layouts and tensor layouts.
+ *
+ * Ownership: every buffer stays the caller's. Returns once enqueued (captured, during a trace capture on `cq`).
+ * Thread: any.
+ * Errors: NULL_PARAMETER (`x`, `gamma`, `beta`, `out`), INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED,
+ * INVALID_ARGUMENT (no such queue; buffers of different devices; shapes or element types that do not fit; `eps`
+ * negative or not finite), UNSUPPORTED (a device of contract below 1.4, or without the `ttdrv.layernorm` kernel),
+ * PROGRAM_NOT_CACHED (first run during a capture on `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
+ */
+ttdrv_status ttdrv_layer_norm(struct ttdrv_buffer *x,
+                              struct ttdrv_buffer *residual,
+                              struct ttdrv_buffer *gamma,
+                              struct ttdrv_buffer *beta,
+                              float eps,
+                              uint16_t cq,
+                              struct ttdrv_buffer *out);
+
+/**
+ * Softmax over each row of `scale * x + mask` into `out`, on queue `cq`. `mask` (NULL: none) has `x`'s columns and
+ * one row per group of `x.rows / mask.rows` rows: attention scores stacked as [batch * heads * seq, seq] take a
+ * [batch, seq] mask of 0 (attend) and a large negative number such as -10000 (padding). One element type.
+ *
+ * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
+ * Errors: NULL_PARAMETER (`x`, `out`), INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; buffers of
+ * different devices; shapes or element types that do not fit; `scale` not finite), UNSUPPORTED (contract below 1.4
+ * or no `ttdrv.softmax`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
+ */
+ttdrv_status ttdrv_softmax(struct ttdrv_buffer *x,
+                           struct ttdrv_buffer *mask,
+                           float scale,
+                           uint16_t cq,
+                           struct ttdrv_buffer *out);
+
+/**
+ * Batched matmul into `out`, on queue `cq`: `out_z = scale * a_z * b_z` (`b_z` transposed when `transpose_b` is 1)
+ * for the `batch * heads` matrices `z`. `views` (`TTDRV_BMM_*_HEADS` bits) says which tensors hold their matrices
+ * as heads — matrix (b, h) is rows [b R, (b + 1) R) and columns [h C, (h + 1) C) of a [batch * R, heads * C]
+ * tensor — and which stacked in rows (matrix z is rows [z R, (z + 1) R) of a [batch * heads * R, C] tensor).
+ * Attention's scores are `views = A_HEADS | B_HEADS`, `transpose_b = 1`, `scale = 1 / sqrt(d)`; its context (the
+ * heads merged in place) `views = B_HEADS | OUT_HEADS`, `transpose_b = 0`, `scale = 1`.
+ *
+ * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; `batch` or `heads` 0;
+ * unknown `views` bits; `transpose_b` not 0 or 1; `scale` not finite; shapes that do not divide into the matrices
+ * or whose products do not agree; element types that differ), UNSUPPORTED (contract below 1.4 or no `ttdrv.bmm`),
+ * PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
+ */
+ttdrv_status ttdrv_bmm(struct ttdrv_buffer *a,
+                       struct ttdrv_buffer *b,
+                       uint32_t batch,
+                       uint32_t heads,
+                       uint32_t views,
+                       uint32_t transpose_b,
+                       float scale,
+                       uint16_t cq,
+                       struct ttdrv_buffer *out);
+
+/**
+ * `act(a @ b + bias)` into `out`, on queue `cq` (ttnn's `linear`): `a` [M, K], `b` [K, N], `bias` (NULL: none) one
+ * row [1, N] added to every row, `activation` a `TTDRV_ACTIVATION_*` value; accumulated in float32, one element
+ * type.
+ *
+ * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
+ * Errors: NULL_PARAMETER (`a`, `b`, `out`), INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; an
+ * unknown `activation`; shapes or element types that do not fit), UNSUPPORTED (contract below 1.4 or no
+ * `ttdrv.linear`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
+ */
+ttdrv_status ttdrv_linear(struct ttdrv_buffer *a,
+                          struct ttdrv_buffer *b,
+                          struct ttdrv_buffer *bias,
+                          uint32_t activation,
+                          uint16_t cq,
+                          struct ttdrv_buffer *out);
+
+/**
+ * Embedding lookup into `out`, on queue `cq`: `out[r] = sum over t of tables[t][ids[r][t]]` for `n_tables` (1 to 3)
+ * tables — BERT's word, position and token-type embeddings in one pass. `ids` holds integer-valued elements (float32
+ * holds every index below 2^24 exactly), column t indexing table t; every table has `out`'s columns and element type.
+ * An id that is not a row of its table makes the device fault (DEVICE_FAULT, then reset): the driver cannot see the
+ * values.
+ *
+ * Ownership: every buffer stays the caller's; `tables` is read during the call only. Returns once enqueued.
+ * Thread: any.
+ * Errors: NULL_PARAMETER (`ids`, `tables`, an element of `tables`, `out`), INVALID_HANDLE, CLOSED, FORKED,
+ * INVALID_ARGUMENT (no such queue; `n_tables` not 1 to 3; shapes or element types that do not fit), UNSUPPORTED
+ * (contract below 1.4 or no `ttdrv.embedding`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
+ *
+ * # Safety
+ * `tables` must point to `n_tables` readable handles.
+ */
+ttdrv_status ttdrv_embedding(struct ttdrv_buffer *ids,
+                             struct ttdrv_buffer *const *tables,
+                             size_t n_tables,
+                             uint16_t cq,
+                             struct ttdrv_buffer *out);
+
+/**
+ * Masked mean pooling into `out`, on queue `cq` (sentence-transformers' mean pooling): `x` [B * S, D], `mask` [B, S]
+ * (1 a token, 0 padding), `out` [B, D]: `out[b] = sum_s mask[b][s] x[b S + s] / max(sum_s mask[b][s], 1e-9)`, then
+ * with `normalize` non-zero divided by its L2 norm. One element type.
+ *
+ * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; shapes or element types
+ * that do not fit), UNSUPPORTED (contract below 1.4 or no `ttdrv.mean_pool`), PROGRAM_NOT_CACHED, TIMEOUT,
+ * DEVICE_FAULT.
+ */
+ttdrv_status ttdrv_mean_pool(struct ttdrv_buffer *x,
+                             struct ttdrv_buffer *mask,
+                             bool normalize,
+                             uint16_t cq,
+                             struct ttdrv_buffer *out);
 
 /**
  * Copies `input` into a new buffer with memory configuration `*mem` (`to_memory_config`), on queue `cq`: any layout to

@@ -19,6 +19,7 @@ mod errors;
 mod host;
 mod logging;
 mod model;
+mod nn;
 mod ops;
 mod reads;
 mod tensor;
@@ -80,6 +81,7 @@ fn _ttdrv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::to_memory_config, m)?)?;
     m.add_function(wrap_pyfunction!(ops::to_layout, m)?)?;
     m.add_function(wrap_pyfunction!(ops::reshard, m)?)?;
+    nn::register(m)?;
     m.add_function(wrap_pyfunction!(timing::_rust_execute_trace_ns, m)?)?;
     m.add_function(wrap_pyfunction!(timing::_rust_add_ns, m)?)?;
     m.add_function(wrap_pyfunction!(timing::_rust_write_ns, m)?)?;

@@ -37,7 +37,7 @@ fn dev_mem(m: Option<&Bound<'_, MemoryConfig>>) -> Option<ttdrv::MemoryConfig> {
 /// Runs `op` into `output_tensor`, or into a new tensor of `shape`/`dtype`/`layout` (default: the first input's)
 /// placed by `mem`.
 #[allow(clippy::too_many_arguments)]
-fn run<'py, F>(
+pub(crate) fn run<'py, F>(
     py: Python<'py>,
     first: &OnDevice<'py>,
     first_shape: &Shape,
@@ -216,8 +216,8 @@ pub fn relu(
     unary(UnaryOp::Relu, input_tensor, memory_config, output_tensor, queue_id)
 }
 
-/// Element-wise GELU (`ttnn.gelu`). The device computes the tanh approximation in both modes;
-/// `fast_and_approximate_mode` is accepted for ttnn's signature.
+/// Element-wise GELU (`ttnn.gelu`): the tanh approximation with `fast_and_approximate_mode` (the default), the
+/// exact erf form BERT uses without it (device contract 1.3).
 #[pyfunction]
 #[pyo3(signature = (input_tensor, *, fast_and_approximate_mode = true, memory_config = None, output_tensor = None,
     queue_id = 0))]
@@ -228,8 +228,8 @@ pub fn gelu(
     output_tensor: Option<&Bound<'_, Tensor>>,
     queue_id: i64,
 ) -> PyResult<Py<Tensor>> {
-    let _ = fast_and_approximate_mode;
-    unary(UnaryOp::Gelu, input_tensor, memory_config, output_tensor, queue_id)
+    let op = if fast_and_approximate_mode { UnaryOp::Gelu } else { UnaryOp::GeluErf };
+    unary(op, input_tensor, memory_config, output_tensor, queue_id)
 }
 
 /// Element-wise `e^x` (`ttnn.exp`); `fast_and_approximate_mode` is accepted for ttnn's signature.

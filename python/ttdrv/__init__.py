@@ -83,6 +83,16 @@ from ._ttdrv import (  # noqa: F401  (re-exported)
     typecast,
     wait_for_event,
 )
+from ._ttdrv import (  # noqa: F401  (re-exported; the transformer ops, device contract 1.3)
+    attention_context,
+    attention_scores,
+    attention_softmax,
+    embedding,
+    layer_norm,
+    linear,
+    mean_pool,
+    softmax,
+)
 from .traced import TracedFunction, traced  # noqa: F401
 
 _logging.getLogger("ttdrv").addHandler(_logging.NullHandler())

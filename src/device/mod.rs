@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod buffer;
 pub mod event;
 pub mod model;
+pub mod nn;
 pub mod ops;
 mod params;
 pub mod program;

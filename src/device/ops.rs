@@ -36,6 +36,8 @@ pub enum UnaryOp {
     Exp,
     /// x * factor
     Scale(f32),
+    /// GELU, the exact erf form BERT uses: x (1 + erf(x / √2)) / 2 (contract 1.3).
+    GeluErf,
 }
 
 impl UnaryOp {
@@ -45,6 +47,7 @@ impl UnaryOp {
             UnaryOp::Gelu => (1, 0.0),
             UnaryOp::Exp => (2, 0.0),
             UnaryOp::Scale(f) => (3, f),
+            UnaryOp::GeluErf => (4, 0.0),
         }
     }
 }
@@ -52,9 +55,9 @@ impl UnaryOp {
 /// How an op's output is split over cores: the rectangle of cores and the steps that give each core its block
 /// (contract §4.2.6: `r0, r1, c0, c1` follow the core's position, so the launch carries four steps instead of four
 /// words per core).
-struct Split {
-    rect: CoreRect,
-    block: [ArgStep; BLOCK_WORDS],
+pub(super) struct Split {
+    pub(super) rect: CoreRect,
+    pub(super) block: [ArgStep; BLOCK_WORDS],
 }
 
 impl Split {
@@ -62,7 +65,15 @@ impl Split {
     /// block row `⌊k / period⌋`, block column `k mod period` when `row_major`, and the transpose (block row
     /// `k mod period`, block column `⌊k / period⌋`) otherwise; bounds past `rows` or `cols` are clamped, so cores
     /// beyond the last block get empty blocks.
-    fn blocks(rect: CoreRect, period: u32, rs: u32, cs: u32, rows: u32, cols: u32, row_major: bool) -> Split {
+    pub(super) fn blocks(
+        rect: CoreRect,
+        period: u32,
+        rs: u32,
+        cs: u32,
+        rows: u32,
+        cols: u32,
+        row_major: bool,
+    ) -> Split {
         // (outer, inner) strides of the row and column bounds.
         let (r, c) = if row_major { ((rs, 0), (0, cs)) } else { ((0, rs), (cs, 0)) };
         let bound = |index: u32, base: u32, (outer, inner): (u32, u32), limit: u32| ArgStep {
@@ -122,7 +133,7 @@ impl DeviceInner {
     /// tiled output's padding is not computed, the kernels zero it (contract §8.3.2). An interleaved output is cut
     /// into equal blocks of whole units (the last ones clamped), as tt-metal's `split_work_to_cores` does, so that the
     /// bounds follow the core's position; a sharded output is computed shard by shard on the units that hold it.
-    fn split(&self, out: &Buffer, square: bool) -> Split {
+    pub(super) fn split(&self, out: &Buffer, square: bool) -> Split {
         let (gx, gy) = (self.info.grid_x, self.info.grid_y);
         let full = CoreRect { x0: 0, y0: 0, x1: (gx - 1) as u8, y1: (gy - 1) as u8 };
         let s = out.spec();
@@ -309,6 +320,9 @@ impl DeviceInner {
             });
         }
         same_dtype(|| format!("{op:?}"), &[a, out])?;
+        if op == UnaryOp::GeluErf {
+            self.need_transformer("gelu (erf form)")?;
+        }
         let (code, param) = op.code();
         let acc = [a.accessor(), out.accessor()];
         self.launch_op(cq, BuiltinKernel::EltwiseUnary, &[code], out, &[a], &acc, &[param.to_bits()])

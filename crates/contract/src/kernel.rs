@@ -37,7 +37,7 @@ table_enum! {
         EltwiseBinary = 1 => {
             name: "ttdrv.eltwise_binary", ct_words: 2, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS
         },
-        /// relu / gelu / exp / scale: `op`; block, `in`, `out`, `param`.
+        /// relu / gelu (tanh form) / exp / scale / gelu (erf form): `op`; block, `in`, `out`, `param`.
         EltwiseUnary = 2 => {
             name: "ttdrv.eltwise_unary", ct_words: 1, rt_words: BLOCK_WORDS + 2 * ACCESSOR_WORDS + 1
         },
@@ -45,6 +45,22 @@ table_enum! {
         Matmul = 3 => { name: "ttdrv.matmul", ct_words: 0, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS },
         /// Fill with a constant: block, `out`, `value`.
         Fill = 4 => { name: "ttdrv.fill", ct_words: 0, rt_words: BLOCK_WORDS + ACCESSOR_WORDS + 1 },
+        /// Layer normalization over each row, optionally of `in + res`: `residual`; block, `in`, `res`, `gamma`,
+        /// `beta`, `out`, `eps`.
+        LayerNorm = 5 => {
+            name: "ttdrv.layernorm", ct_words: 1, rt_words: BLOCK_WORDS + 5 * ACCESSOR_WORDS + 1
+        },
+        /// Softmax over each row of `scale × in + mask`: `masked`; block, `in`, `mask`, `out`, `scale`.
+        Softmax = 6 => { name: "ttdrv.softmax", ct_words: 1, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS + 1 },
+        /// Batched matmul over matrices stacked in rows or cut into heads: `batch`, `heads`, `views`,
+        /// `transpose_b`; block, `a`, `b`, `out`, `scale`.
+        Bmm = 7 => { name: "ttdrv.bmm", ct_words: 4, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS + 1 },
+        /// `a × b + bias` with an optional activation: `bias`, `act`; block, `a`, `b`, `bias`, `out`.
+        Linear = 8 => { name: "ttdrv.linear", ct_words: 2, rt_words: BLOCK_WORDS + 4 * ACCESSOR_WORDS },
+        /// Sum of up to three table rows picked by integer ids: `tables`; block, `ids`, `t0`, `t1`, `t2`, `out`.
+        Embedding = 9 => { name: "ttdrv.embedding", ct_words: 1, rt_words: BLOCK_WORDS + 5 * ACCESSOR_WORDS },
+        /// Masked mean over each group of rows, optionally L2-normalized: `normalize`; block, `in`, `mask`, `out`.
+        MeanPool = 10 => { name: "ttdrv.mean_pool", ct_words: 1, rt_words: BLOCK_WORDS + 3 * ACCESSOR_WORDS },
     }
 }
 

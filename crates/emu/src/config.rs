@@ -119,7 +119,8 @@ emu options (comma separated, e.g. emu:queues=4,dram=2G,paced,jitter=7):
   grid=XxY            worker core grid (default 8x8)
   l1=SIZE             L1 per core (default 1M)
   dma_bits=N          device DMA address width (default 32)
-  kernels=a+b+...     built-in kernels present (copy, eltwise_binary, eltwise_unary, matmul, fill; default all)
+  kernels=a+b+...     built-in kernels present (copy, eltwise_binary, eltwise_unary, matmul, fill, layernorm,
+                      softmax, bmm, linear, embedding, mean_pool; default all)
   no_msi              wire no interrupt vectors (the driver polls)
   paced               model device time (PCIe, launch and kernel costs) and tie it to wall time
   pcie_latency_ns=N   paced: one-way PCIe latency (default 1000)
@@ -155,8 +156,8 @@ fn bad_value(item: &str, key: &str) -> String {
         "grid" => "columns x rows; e.g. grid=8x8",
         "dma_bits" => "a number of address bits, 20 to 64; e.g. dma_bits=32",
         "kernels" => {
-            "built-in kernel names joined by +, from copy, eltwise_binary, eltwise_unary, matmul and fill; \
-                      e.g. kernels=copy+fill"
+            "built-in kernel names joined by +, from copy, eltwise_binary, eltwise_unary, matmul, fill, \
+                      layernorm, softmax, bmm, linear, embedding and mean_pool; e.g. kernels=copy+fill"
         }
         "pcie_gbps" | "dram_gbps" | "core_gflops" | "core_gbps" => "a number above 0; e.g. pcie_gbps=12",
         "jitter_queues" => "queue numbers below 16 joined by +; e.g. jitter_queues=0+2",

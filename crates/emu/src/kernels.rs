@@ -95,6 +95,59 @@ impl<'a> Launch<'a> {
                 let o = self.accessor(acc_words(0))?;
                 self.fill(block, &o, param(1))
             }
+            BuiltinKernel::LayerNorm => {
+                let residual = flag(self.ct[0], "residual")?;
+                let x = self.accessor(acc_words(0))?;
+                let res = if residual { Some(self.accessor(acc_words(1))?) } else { None };
+                let (g, b, o) =
+                    (self.accessor(acc_words(2))?, self.accessor(acc_words(3))?, self.accessor(acc_words(4))?);
+                self.layernorm(block, &x, res.as_ref(), &g, &b, &o, param(5))
+            }
+            BuiltinKernel::Softmax => {
+                let masked = flag(self.ct[0], "masked")?;
+                let x = self.accessor(acc_words(0))?;
+                let mask = if masked { Some(self.accessor(acc_words(1))?) } else { None };
+                let o = self.accessor(acc_words(2))?;
+                self.softmax(block, &x, mask.as_ref(), &o, param(3))
+            }
+            BuiltinKernel::Bmm => {
+                let (a, b, o) =
+                    (self.accessor(acc_words(0))?, self.accessor(acc_words(1))?, self.accessor(acc_words(2))?);
+                let shape = BmmShape {
+                    batch: self.ct[0],
+                    heads: self.ct[1],
+                    views: self.ct[2],
+                    transpose_b: flag(self.ct[3], "transpose_b")?,
+                };
+                self.bmm(block, shape, &a, &b, &o, param(3))
+            }
+            BuiltinKernel::Linear => {
+                let has_bias = flag(self.ct[0], "bias")?;
+                let gelu = flag(self.ct[1], "act")?;
+                let (a, b) = (self.accessor(acc_words(0))?, self.accessor(acc_words(1))?);
+                let bias = if has_bias { Some(self.accessor(acc_words(2))?) } else { None };
+                let o = self.accessor(acc_words(3))?;
+                self.linear(block, &a, &b, bias.as_ref(), &o, gelu)
+            }
+            BuiltinKernel::Embedding => {
+                let n = self.ct[0] as usize;
+                if !(1..=3).contains(&n) {
+                    return Err(format!("embedding takes 1 to 3 tables, not {n}"));
+                }
+                let ids = self.accessor(acc_words(0))?;
+                let mut tables = [ids; 3];
+                for (t, slot) in tables.iter_mut().enumerate().take(n) {
+                    *slot = self.accessor(acc_words(1 + t))?;
+                }
+                let o = self.accessor(acc_words(4))?;
+                self.embedding(block, &ids, &tables[..n], &o)
+            }
+            BuiltinKernel::MeanPool => {
+                let normalize = flag(self.ct[0], "normalize")?;
+                let (x, m, o) =
+                    (self.accessor(acc_words(0))?, self.accessor(acc_words(1))?, self.accessor(acc_words(2))?);
+                self.mean_pool(block, &x, &m, &o, normalize)
+            }
         }
     }
 
@@ -182,6 +235,10 @@ impl<'a> Launch<'a> {
             3 => {
                 v.iter_mut().for_each(|x| *x *= param);
                 1
+            }
+            4 => {
+                v.iter_mut().for_each(|x| *x = gelu_erf(*x));
+                16
             }
             _ => return Err(format!("unknown unary op {op}")),
         };
@@ -399,4 +456,455 @@ fn copy_raw(mem: &DeviceMemory, b: Block, src: &Accessor, dst: &Accessor, raw: &
 fn gelu(x: f32) -> f32 {
     const K: f32 = 0.797_884_6; // sqrt(2 / pi)
     0.5 * x * (1.0 + (K * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// A 0/1 compile-time flag.
+fn flag(v: u32, name: &str) -> KResult<bool> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(format!("compile-time word `{name}` must be 0 or 1, not {v}")),
+    }
+}
+
+/// Fails unless every tensor has the first one's element type.
+fn one_dtype(kernel: &str, ts: &[&Accessor]) -> KResult<()> {
+    if ts.iter().any(|t| t.dtype != ts[0].dtype) {
+        return Err(format!("{kernel} needs one element type"));
+    }
+    Ok(())
+}
+
+/// Fails unless the block spans whole rows of `out` (a row reduction needs every column of its row).
+fn whole_rows(kernel: &str, b: Block, out: &Accessor) -> KResult<()> {
+    check_block(b, out)?;
+    if b.c0 != 0 || b.c1 != out.cols {
+        return Err(format!("{kernel} blocks span whole rows: columns [0, {}), not [{}, {})", out.cols, b.c0, b.c1));
+    }
+    Ok(())
+}
+
+/// `c = alpha × a × b` for an `m × k` matrix `a` and a `k × n` matrix `b` given by their row and column strides
+/// (elements), `c` dense row-major `m × n`.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    sa: (usize, usize),
+    b: &[f32],
+    sb: (usize, usize),
+    c: &mut [f32],
+) {
+    let last = |rows: usize, cols: usize, (rs, cs): (usize, usize)| (rows - 1) * rs + (cols - 1) * cs;
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    // The strides must keep every element inside its slice: matrixmultiply takes raw pointers.
+    assert!(last(m, k, sa) < a.len() && last(k, n, sb) < b.len() && m * n <= c.len(), "gemm operands out of bounds");
+    // SAFETY: the assert above bounds every element sgemm reads through `a` and `b` and writes through `c`; `c` is
+    // borrowed mutably and does not alias `a` or `b`; strides fit isize because the slices' lengths do.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            sa.0 as isize,
+            sa.1 as isize,
+            b.as_ptr(),
+            sb.0 as isize,
+            sb.1 as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// The compile-time words of `bmm` (contract §8.2).
+#[derive(Clone, Copy, Debug)]
+struct BmmShape {
+    batch: u32,
+    heads: u32,
+    views: u32,
+    transpose_b: bool,
+}
+
+/// Where the matrices of one `bmm` operand live: matrix `z` is `rows × cols` at (`r0(z)`, `c0(z)`).
+#[derive(Clone, Copy, Debug)]
+struct MatrixView {
+    heads_view: bool,
+    heads: u32,
+    rows: u32,
+    cols: u32,
+}
+
+impl MatrixView {
+    fn new(t: &Accessor, heads_view: bool, s: BmmShape, name: &str) -> KResult<MatrixView> {
+        let z = s.batch * s.heads;
+        let (rd, cd) = if heads_view { (s.batch, s.heads) } else { (z, 1) };
+        if t.rows % rd != 0 || t.cols % cd != 0 {
+            return Err(format!(
+                "bmm: `{name}` [{}, {}] does not divide into {} matrices ({} view)",
+                t.rows,
+                t.cols,
+                z,
+                if heads_view { "heads" } else { "stacked" }
+            ));
+        }
+        Ok(MatrixView { heads_view, heads: s.heads, rows: t.rows / rd, cols: t.cols / cd })
+    }
+
+    /// First row and column of matrix `z`.
+    fn origin(&self, z: u32) -> (u32, u32) {
+        if self.heads_view { ((z / self.heads) * self.rows, (z % self.heads) * self.cols) } else { (z * self.rows, 0) }
+    }
+}
+
+/// The transformer kernels (contract §8.2, since 1.3).
+impl Launch<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm(
+        &mut self,
+        blk: Block,
+        x: &Accessor,
+        res: Option<&Accessor>,
+        gamma: &Accessor,
+        beta: &Accessor,
+        out: &Accessor,
+        eps: f32,
+    ) -> KResult<Work> {
+        one_dtype("layernorm", &[x, gamma, beta, out])?;
+        if (x.rows, x.cols) != (out.rows, out.cols) || res.is_some_and(|r| (r.rows, r.cols) != (x.rows, x.cols)) {
+            return Err("layernorm: in, res and out need one shape".into());
+        }
+        if let Some(r) = res {
+            one_dtype("layernorm", &[x, r])?;
+        }
+        if (gamma.rows, gamma.cols) != (1, x.cols) || (beta.rows, beta.cols) != (1, x.cols) {
+            return Err(format!("layernorm: gamma and beta are one row [1, {}]", x.cols));
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err(format!("layernorm: eps {eps} is not a finite non-negative number"));
+        }
+        whole_rows("layernorm", blk, out)?;
+        let w = x.cols as usize;
+        let (mut v, mut r, mut gb) =
+            (std::mem::take(&mut self.a), std::mem::take(&mut self.b), std::mem::take(&mut self.out));
+        read_block(self.mem, x, blk, &mut v, &mut self.raw)?;
+        if let Some(res) = res {
+            read_block(self.mem, res, blk, &mut r, &mut self.raw)?;
+            v.iter_mut().zip(&r).for_each(|(a, b)| *a += b);
+        }
+        let row = Block { r0: 0, r1: 1, c0: 0, c1: x.cols };
+        read_block(self.mem, gamma, row, &mut r, &mut self.raw)?;
+        read_block(self.mem, beta, row, &mut gb, &mut self.raw)?;
+        for xs in v.chunks_exact_mut(w) {
+            let mean = xs.iter().sum::<f32>() / w as f32;
+            let var = xs.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / w as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((a, g), b) in xs.iter_mut().zip(&r).zip(&gb) {
+                *a = (*a - mean) * inv * g + b;
+            }
+        }
+        write_block(self.mem, out, blk, &v, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
+        (self.a, self.b, self.out) = (v, r, gb);
+        let n = elems(blk);
+        let inputs = if res.is_some() { 3 } else { 2 };
+        Ok(Work { flops: 8 * n, bytes: inputs * n * x.dtype.size() as u64 })
+    }
+
+    fn softmax(
+        &mut self,
+        blk: Block,
+        x: &Accessor,
+        mask: Option<&Accessor>,
+        out: &Accessor,
+        scale: f32,
+    ) -> KResult<Work> {
+        one_dtype("softmax", &[x, out])?;
+        if (x.rows, x.cols) != (out.rows, out.cols) {
+            return Err("softmax: in and out need one shape".into());
+        }
+        if let Some(m) = mask {
+            one_dtype("softmax", &[x, m])?;
+            if m.cols != x.cols || m.rows == 0 || x.rows % m.rows != 0 {
+                return Err(format!(
+                    "softmax: mask [{}, {}] must have in's {} columns and a number of rows dividing in's {}",
+                    m.rows, m.cols, x.cols, x.rows
+                ));
+            }
+        }
+        whole_rows("softmax", blk, out)?;
+        let w = x.cols as usize;
+        let (mut v, mut mv) = (std::mem::take(&mut self.a), std::mem::take(&mut self.b));
+        read_block(self.mem, x, blk, &mut v, &mut self.raw)?;
+        // The mask rows the block's rows use: row r takes mask row r / g.
+        let g = mask.map_or(1, |m| x.rows / m.rows);
+        let m0 = blk.r0 / g;
+        if let Some(m) = mask {
+            let mb = Block { r0: m0, r1: (blk.r1 - 1) / g + 1, c0: 0, c1: m.cols };
+            read_block(self.mem, m, mb, &mut mv, &mut self.raw)?;
+        }
+        for (i, xs) in v.chunks_exact_mut(w).enumerate() {
+            let r = blk.r0 + i as u32;
+            xs.iter_mut().for_each(|a| *a *= scale);
+            if mask.is_some() {
+                let k = (r / g - m0) as usize;
+                xs.iter_mut().zip(&mv[k * w..(k + 1) * w]).for_each(|(a, m)| *a += m);
+            }
+            let max = xs.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut sum = 0.0;
+            for a in xs.iter_mut() {
+                *a = (*a - max).exp();
+                sum += *a;
+            }
+            let inv = 1.0 / sum;
+            xs.iter_mut().for_each(|a| *a *= inv);
+        }
+        write_block(self.mem, out, blk, &v, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
+        (self.a, self.b) = (v, mv);
+        let n = elems(blk);
+        Ok(Work { flops: 12 * n, bytes: 2 * n * x.dtype.size() as u64 })
+    }
+
+    fn bmm(
+        &mut self,
+        blk: Block,
+        s: BmmShape,
+        a: &Accessor,
+        b: &Accessor,
+        out: &Accessor,
+        scale: f32,
+    ) -> KResult<Work> {
+        one_dtype("bmm", &[a, b, out])?;
+        if s.batch == 0 || s.heads == 0 || s.batch.checked_mul(s.heads).is_none() || s.views > 7 {
+            return Err(format!("bmm: batch {} x heads {}, views {:#b} are not valid", s.batch, s.heads, s.views));
+        }
+        let z_count = s.batch * s.heads;
+        let va = MatrixView::new(a, s.views & 1 != 0, s, "a")?;
+        let vb = MatrixView::new(b, s.views & 2 != 0, s, "b")?;
+        let vo = MatrixView::new(out, s.views & 4 != 0, s, "out")?;
+        let (m, k) = (va.rows, va.cols);
+        let (kb, n) = if s.transpose_b { (vb.cols, vb.rows) } else { (vb.rows, vb.cols) };
+        if kb != k || (vo.rows, vo.cols) != (m, n) {
+            return Err(format!(
+                "bmm: matrix shapes do not agree: [{m}, {k}] x [{kb}, {n}] -> [{}, {}]",
+                vo.rows, vo.cols
+            ));
+        }
+        check_block(blk, out)?;
+        let (mut ta, mut tb, mut acc) =
+            (std::mem::take(&mut self.a), std::mem::take(&mut self.b), std::mem::take(&mut self.out));
+        let mut flops = 0u64;
+        let mut bytes = 0u64;
+        for z in 0..z_count {
+            // The part of matrix z's output inside the block, in matrix coordinates.
+            let (or, oc) = vo.origin(z);
+            let (i0, i1) = (blk.r0.max(or), blk.r1.min(or + m));
+            let (j0, j1) = (blk.c0.max(oc), blk.c1.min(oc + n));
+            if i0 >= i1 || j0 >= j1 {
+                continue;
+            }
+            let (i0, i1, j0, j1) = (i0 - or, i1 - or, j0 - oc, j1 - oc);
+            let (ar, ac) = va.origin(z);
+            let (br, bc) = vb.origin(z);
+            read_block(self.mem, a, Block { r0: ar + i0, r1: ar + i1, c0: ac, c1: ac + k }, &mut ta, &mut self.raw)?;
+            let (mm, nn, kk) = ((i1 - i0) as usize, (j1 - j0) as usize, k as usize);
+            let sb = if s.transpose_b {
+                // bᵀ's columns j0..j1 are b's rows: read them, then walk them as columns.
+                read_block(
+                    self.mem,
+                    b,
+                    Block { r0: br + j0, r1: br + j1, c0: bc, c1: bc + k },
+                    &mut tb,
+                    &mut self.raw,
+                )?;
+                (1, kk)
+            } else {
+                read_block(
+                    self.mem,
+                    b,
+                    Block { r0: br, r1: br + k, c0: bc + j0, c1: bc + j1 },
+                    &mut tb,
+                    &mut self.raw,
+                )?;
+                (nn, 1)
+            };
+            acc.clear();
+            acc.resize(mm * nn, 0.0);
+            gemm(mm, kk, nn, scale, &ta, (kk, 1), &tb, sb, &mut acc);
+            let ob = Block { r0: or + i0, r1: or + i1, c0: oc + j0, c1: oc + j1 };
+            write_block(self.mem, out, ob, &acc, &mut self.raw)?;
+            flops += 2 * (mm * nn * kk) as u64;
+            bytes += ((mm * kk + kk * nn + mm * nn) * a.dtype.size()) as u64;
+        }
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
+        (self.a, self.b, self.out) = (ta, tb, acc);
+        Ok(Work { flops, bytes })
+    }
+
+    fn linear(
+        &mut self,
+        blk: Block,
+        a: &Accessor,
+        b: &Accessor,
+        bias: Option<&Accessor>,
+        out: &Accessor,
+        gelu: bool,
+    ) -> KResult<Work> {
+        one_dtype("linear", &[a, b, out])?;
+        if a.cols != b.rows || out.rows != a.rows || out.cols != b.cols {
+            return Err(format!(
+                "linear shapes do not agree: [{}, {}] x [{}, {}] -> [{}, {}]",
+                a.rows, a.cols, b.rows, b.cols, out.rows, out.cols
+            ));
+        }
+        if let Some(bias) = bias {
+            one_dtype("linear", &[a, bias])?;
+            if (bias.rows, bias.cols) != (1, out.cols) {
+                return Err(format!("linear: bias is one row [1, {}]", out.cols));
+            }
+        }
+        check_block(blk, out)?;
+        let k = a.cols as usize;
+        let (m, n) = ((blk.r1 - blk.r0) as usize, (blk.c1 - blk.c0) as usize);
+        let (mut va, mut vb, mut acc) =
+            (std::mem::take(&mut self.a), std::mem::take(&mut self.b), std::mem::take(&mut self.out));
+        read_block(self.mem, a, Block { r0: blk.r0, r1: blk.r1, c0: 0, c1: a.cols }, &mut va, &mut self.raw)?;
+        read_block(self.mem, b, Block { r0: 0, r1: b.rows, c0: blk.c0, c1: blk.c1 }, &mut vb, &mut self.raw)?;
+        acc.clear();
+        acc.resize(m * n, 0.0);
+        gemm(m, k, n, 1.0, &va, (k, 1), &vb, (n, 1), &mut acc);
+        if let Some(bias) = bias {
+            read_block(self.mem, bias, Block { r0: 0, r1: 1, c0: blk.c0, c1: blk.c1 }, &mut vb, &mut self.raw)?;
+            for row in acc.chunks_exact_mut(n) {
+                row.iter_mut().zip(&vb).for_each(|(o, b)| *o += b);
+            }
+        }
+        if gelu {
+            acc.iter_mut().for_each(|x| *x = gelu_erf(*x));
+        }
+        write_block(self.mem, out, blk, &acc, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
+        (self.a, self.b, self.out) = (va, vb, acc);
+        let es = a.dtype.size() as u64;
+        Ok(Work {
+            flops: 2 * (m * n * k) as u64 + if gelu { 16 } else { 1 } * (m * n) as u64,
+            bytes: ((m * k + k * n + m * n) as u64) * es,
+        })
+    }
+
+    fn embedding(&mut self, blk: Block, ids: &Accessor, tables: &[Accessor], out: &Accessor) -> KResult<Work> {
+        if ids.rows != out.rows || (ids.cols as usize) < tables.len() {
+            return Err(format!(
+                "embedding: ids [{}, {}] needs out's {} rows and a column per table ({})",
+                ids.rows,
+                ids.cols,
+                out.rows,
+                tables.len()
+            ));
+        }
+        for t in tables {
+            one_dtype("embedding", &[out, t])?;
+            if t.cols != out.cols {
+                return Err(format!("embedding: a table has {} columns, out {}", t.cols, out.cols));
+            }
+        }
+        check_block(blk, out)?;
+        let w = (blk.c1 - blk.c0) as usize;
+        let nt = tables.len() as u32;
+        let (mut iv, mut row, mut acc) =
+            (std::mem::take(&mut self.a), std::mem::take(&mut self.b), std::mem::take(&mut self.out));
+        read_block(self.mem, ids, Block { r0: blk.r0, r1: blk.r1, c0: 0, c1: nt }, &mut iv, &mut self.raw)?;
+        acc.clear();
+        acc.resize((blk.r1 - blk.r0) as usize * w, 0.0);
+        for (i, idx) in iv.chunks_exact(nt as usize).enumerate() {
+            for (t, (&v, table)) in idx.iter().zip(tables).enumerate() {
+                if !(v >= 0.0 && v < table.rows as f32 && v.fract() == 0.0) {
+                    return Err(format!(
+                        "embedding: ids[{}][{t}] = {v} is not a row index of table {t} (0 to {})",
+                        blk.r0 as usize + i,
+                        table.rows - 1
+                    ));
+                }
+                let tb = Block { r0: v as u32, r1: v as u32 + 1, c0: blk.c0, c1: blk.c1 };
+                read_block(self.mem, table, tb, &mut row, &mut self.raw)?;
+                acc[i * w..(i + 1) * w].iter_mut().zip(&row).for_each(|(o, x)| *o += x);
+            }
+        }
+        write_block(self.mem, out, blk, &acc, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
+        (self.a, self.b, self.out) = (iv, row, acc);
+        let n = elems(blk);
+        Ok(Work { flops: nt as u64 * n, bytes: (nt as u64 + 1) * n * out.dtype.size() as u64 })
+    }
+
+    fn mean_pool(
+        &mut self,
+        blk: Block,
+        x: &Accessor,
+        mask: &Accessor,
+        out: &Accessor,
+        normalize: bool,
+    ) -> KResult<Work> {
+        one_dtype("mean_pool", &[x, mask, out])?;
+        if out.rows != mask.rows || x.rows as u64 != mask.rows as u64 * mask.cols as u64 || out.cols != x.cols {
+            return Err(format!(
+                "mean_pool: in [{}, {}], mask [{}, {}], out [{}, {}]: in must be [B x S, D], mask [B, S], out [B, D]",
+                x.rows, x.cols, mask.rows, mask.cols, out.rows, out.cols
+            ));
+        }
+        if normalize {
+            whole_rows("mean_pool", blk, out)?;
+        } else {
+            check_block(blk, out)?;
+        }
+        let (s, w) = (mask.cols, (blk.c1 - blk.c0) as usize);
+        let (mut mv, mut xv, mut acc) =
+            (std::mem::take(&mut self.a), std::mem::take(&mut self.b), std::mem::take(&mut self.out));
+        read_block(self.mem, mask, Block { r0: blk.r0, r1: blk.r1, c0: 0, c1: s }, &mut mv, &mut self.raw)?;
+        acc.clear();
+        acc.resize((blk.r1 - blk.r0) as usize * w, 0.0);
+        for (i, b) in (blk.r0..blk.r1).enumerate() {
+            read_block(
+                self.mem,
+                x,
+                Block { r0: b * s, r1: (b + 1) * s, c0: blk.c0, c1: blk.c1 },
+                &mut xv,
+                &mut self.raw,
+            )?;
+            let ms = &mv[i * s as usize..(i + 1) * s as usize];
+            let o = &mut acc[i * w..(i + 1) * w];
+            for (xs, &m) in xv.chunks_exact(w).zip(ms) {
+                o.iter_mut().zip(xs).for_each(|(a, x)| *a += m * x);
+            }
+            let count = ms.iter().sum::<f32>().max(1e-9);
+            o.iter_mut().for_each(|a| *a /= count);
+            if normalize {
+                let norm = o.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                o.iter_mut().for_each(|a| *a /= norm);
+            }
+        }
+        write_block(self.mem, out, blk, &acc, &mut self.raw)?;
+        zero_padding(self.mem, out, blk, &mut self.raw)?;
+        (self.a, self.b, self.out) = (mv, xv, acc);
+        let n = elems(blk) * s as u64;
+        Ok(Work { flops: 2 * n, bytes: n * x.dtype.size() as u64 })
+    }
 }

@@ -21,6 +21,7 @@ pub mod event;
 pub(crate) mod handles;
 pub mod logging;
 pub mod model;
+pub mod nn;
 pub mod ops;
 pub mod program;
 pub mod trace;

@@ -23,6 +23,8 @@ pub const TTDRV_UNARY_GELU: u32 = 1;
 pub const TTDRV_UNARY_EXP: u32 = 2;
 /// `ttdrv_eltwise_unary` op: x * param.
 pub const TTDRV_UNARY_SCALE: u32 = 3;
+/// `ttdrv_eltwise_unary` op: GELU, the erf form BERT uses (x (1 + erf(x / sqrt 2)) / 2); needs device contract 1.3.
+pub const TTDRV_UNARY_GELU_ERF: u32 = 4;
 
 fn mem(p: *const ttdrv_memory_config) -> FfiResult<MemoryConfig> {
     nonnull(p, "mem")?;
@@ -254,6 +256,7 @@ pub unsafe extern "C" fn ttdrv_eltwise_unary(
             TTDRV_UNARY_GELU => UnaryOp::Gelu,
             TTDRV_UNARY_EXP => UnaryOp::Exp,
             TTDRV_UNARY_SCALE => UnaryOp::Scale(param),
+            TTDRV_UNARY_GELU_ERF => UnaryOp::GeluErf,
             v => return Err(FfiError::invalid(format!("unary op {v} is not a TTDRV_UNARY_* value"))),
         };
         let m = self::mem(mem)?;

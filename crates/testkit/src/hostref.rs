@@ -331,3 +331,135 @@ macro_rules! expect_err {
         expect_err!($r, $p $(if $guard)?, @list $needles.iter().map(|s| s.to_string()).collect())
     };
 }
+
+/// GELU, erf form, in f64: `x (1 + erf(x / √2)) / 2`.
+pub fn gelu_erf_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// Layer normalization of each `cols`-wide row of `x` (plus `res`), in f64: `(v − mean) / √(var + eps) × g + b`.
+pub fn layer_norm_ref(x: &[f32], res: Option<&[f32]>, g: &[f32], b: &[f32], cols: usize, eps: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for (r, row) in x.chunks(cols).enumerate() {
+        let v: Vec<f64> = (0..cols).map(|c| row[c] as f64 + res.map_or(0.0, |s| s[r * cols + c] as f64)).collect();
+        let mean = v.iter().sum::<f64>() / cols as f64;
+        let var = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / cols as f64;
+        out.extend((0..cols).map(|c| (v[c] - mean) / (var + eps).sqrt() * g[c] as f64 + b[c] as f64));
+    }
+    out
+}
+
+/// Softmax of each row of `scale × x + mask[r / (rows / mask_rows)]`, in f64.
+pub fn softmax_ref(x: &[f32], mask: Option<(&[f32], usize)>, scale: f64, cols: usize) -> Vec<f64> {
+    let rows = x.len() / cols;
+    let mut out = Vec::with_capacity(x.len());
+    for r in 0..rows {
+        let v: Vec<f64> = (0..cols)
+            .map(|c| {
+                let m = mask.map_or(0.0, |(m, mr)| m[(r / (rows / mr)) * cols + c] as f64);
+                scale * x[r * cols + c] as f64 + m
+            })
+            .collect();
+        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = v.iter().map(|a| (a - max).exp()).sum();
+        out.extend(v.iter().map(|a| (a - max).exp() / sum));
+    }
+    out
+}
+
+/// Attention in f64 from `[batch × seq, heads × d]` Q, K, V: the stacked scores `scale × Q_z K_zᵀ`
+/// (`[batch × heads × seq, seq]`) and, from given probabilities P (stacked), the merged context `P_z V_z`
+/// (`[batch × seq, heads × d]`).
+pub fn attention_scores_ref(
+    q: &[f32],
+    k: &[f32],
+    batch: usize,
+    heads: usize,
+    seq: usize,
+    d: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let hid = heads * d;
+    let mut out = vec![0f64; batch * heads * seq * seq];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..seq {
+                for j in 0..seq {
+                    let dot: f64 = (0..d)
+                        .map(|t| q[(b * seq + i) * hid + h * d + t] as f64 * k[(b * seq + j) * hid + h * d + t] as f64)
+                        .sum();
+                    out[((b * heads + h) * seq + i) * seq + j] = scale * dot;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// See [`attention_scores_ref`]: the context `P_z V_z` merged into `[batch × seq, heads × d]`.
+pub fn attention_context_ref(p: &[f32], v: &[f32], batch: usize, heads: usize, seq: usize, d: usize) -> Vec<f64> {
+    let hid = heads * d;
+    let mut out = vec![0f64; batch * seq * hid];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..seq {
+                for t in 0..d {
+                    let dot: f64 = (0..seq)
+                        .map(|j| {
+                            p[((b * heads + h) * seq + i) * seq + j] as f64 * v[(b * seq + j) * hid + h * d + t] as f64
+                        })
+                        .sum();
+                    out[(b * seq + i) * hid + h * d + t] = dot;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `act(a × b + bias)` in f64 for `[m, k] × [k, n]`; `gelu` applies the erf form.
+pub fn linear_ref(a: &[f32], b: &[f32], bias: Option<&[f32]>, [m, k, n]: [usize; 3], gelu: bool) -> Vec<f64> {
+    let mut out = Vec::with_capacity(m * n);
+    for r in 0..m {
+        for c in 0..n {
+            let v = (0..k).map(|t| a[r * k + t] as f64 * b[t * n + c] as f64).sum::<f64>()
+                + bias.map_or(0.0, |s| s[c] as f64);
+            out.push(if gelu { gelu_erf_f64(v) } else { v });
+        }
+    }
+    out
+}
+
+/// Masked mean pooling of `[B × S, D]` rows with a `[B, S]` mask, optionally L2-normalized, in f64.
+pub fn mean_pool_ref(x: &[f32], mask: &[f32], [b, s, d]: [usize; 3], normalize: bool) -> Vec<f64> {
+    let mut out = Vec::with_capacity(b * d);
+    for i in 0..b {
+        let count = (0..s).map(|j| mask[i * s + j] as f64).sum::<f64>().max(1e-9);
+        let mut v: Vec<f64> = (0..d)
+            .map(|c| (0..s).map(|j| mask[i * s + j] as f64 * x[(i * s + j) * d + c] as f64).sum::<f64>() / count)
+            .collect();
+        if normalize {
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|a| *a /= norm);
+        }
+        out.extend(v);
+    }
+    out
+}
+
+/// Checks `got` against an f64 reference: within `abs + rel × |ref|`, plus one bfloat16 step of the reference for
+/// bfloat16 results (the one rounding of the result). Names the first element outside.
+pub fn check_close(got: &[f32], want: &[f64], dtype: DType, abs: f64, rel: f64, cols: usize) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{} elements, reference {}", got.len(), want.len()));
+    }
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = abs + rel * w.abs() + if dtype == DType::BFloat16 { bf16_ulp(w) } else { 0.0 };
+        // NaN fails too: `<=` with a NaN is false.
+        let within = (g as f64 - w).abs() <= tol;
+        if !within {
+            return Err(format!("[{}, {}] = {g}, reference {w}, tolerance {tol}", i / cols, i % cols));
+        }
+    }
+    Ok(())
+}
