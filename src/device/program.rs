@@ -407,8 +407,9 @@ impl Program {
             // Inside a trace, profile slots are relative to the replay's (contract §4.3).
             let meta = match &dev.profiler {
                 Some(_) => {
+                    let profile_slot = cap.names.len() as u32;
                     cap.names.push((name.into(), "compute"));
-                    RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: cap.launches }
+                    RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot }
                 }
                 None => RecordMeta::default(),
             };

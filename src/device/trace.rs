@@ -27,15 +27,26 @@
 
 use super::alloc::{Direction, Owner, RangeAllocator};
 use super::buffer::{Buffer, BufferSpec, BufferType};
-use super::queue::{Capture, push_live};
+use super::event::{EventCell, TraceEventRecord};
+use super::queue::{Capture, QueueState, push_capture, push_live};
 use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
 use crate::error::{Error, RangeOccupant, Result, TraceProblem};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use ttdrv_contract::Memory;
-use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta};
+use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta, WaitEntry};
+
+/// The contract minor version that allows events inside a trace (contract §4.2.9, §9).
+const EVENTS_IN_TRACE_MINOR: u16 = 3;
+
+/// The events a trace records and waits for (shared, so a replay takes them without copying).
+#[derive(Debug, Default)]
+struct TraceEvents {
+    records: Vec<TraceEventRecord>,
+    waits: Vec<EventCell>,
+}
 
 /// A trace's buffer: in the reserved trace region, or (on demand) in ordinary DRAM allocated top-down. Either way
 /// its allocator blocks are owned by the trace, so release frees it by owner.
@@ -57,8 +68,12 @@ struct Captured {
     must_live: Vec<Requirement>,
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
-    /// Profile names of the captured launches, in order (profiling only).
+    /// Profile names of the captured records that are profiled, in order (profiling only).
     names: Vec<crate::profile::SpanLabel>,
+    /// The events it records and waits for.
+    events: Arc<TraceEvents>,
+    /// Its life token: the events it owns are free again once this is dropped (release, or forgotten captures).
+    _life: Arc<()>,
     /// Completion of the trace buffer's upload on the capture queue (which also follows the uploads of the kernel
     /// images the trace launches), until a replay has seen it done.
     uploaded: Option<EventMark>,
@@ -114,6 +129,10 @@ pub struct TraceInfo {
     pub queue: u16,
     /// Whether its buffer is in device DRAM (false when the region was too small).
     pub stored: bool,
+    /// Event records inside the trace (each replay records them again, with fresh ids).
+    pub event_records: u32,
+    /// Event waits inside the trace (each replay waits for the events' latest records before it).
+    pub event_waits: u32,
 }
 
 /// How a launch touches a buffer.
@@ -453,6 +472,8 @@ impl DeviceInner {
             // allocated again): the first replay checks.
             checked: None,
             names: cap.names,
+            events: Arc::new(TraceEvents { records: cap.events, waits: cap.waits }),
+            _life: cap.life,
             uploaded,
         };
         self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(captured));
@@ -468,7 +489,7 @@ impl DeviceInner {
         if st.capture.is_some() {
             st.forbid_capture(&format!("execute_trace({tid})"))?;
         }
-        let (x, inner_names, wait) = {
+        let (x, inner_names, wait, events) = {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
             let c = match t.traces.get_mut(&tid) {
                 Some(State::Captured(c)) => c,
@@ -512,27 +533,66 @@ impl DeviceInner {
                 c.uploaded = None;
             }
             let wait = c.uploaded.filter(|u| u.queue != cq);
-            (ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }, c.names.clone(), wait)
+            let x = ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len, ..Default::default() };
+            (x, c.names.clone(), wait, c.events.clone())
         };
+        // The waits inside the trace wait for their events' latest records, as of this call (contract §4.2.8).
+        let mut table = Vec::with_capacity(events.waits.len());
+        for (i, cell) in events.waits.iter().enumerate() {
+            let m = cell.lock().unwrap_or_else(|e| e.into_inner()).mark;
+            let problem = match m {
+                None => TraceProblem::WaitNeverRecorded { index: i as u32 },
+                Some(m) if m.epoch != self.epoch.load(Ordering::Acquire) => {
+                    TraceProblem::WaitLostInReset { index: i as u32 }
+                }
+                Some(m) => {
+                    table.push(WaitEntry { queue: m.queue, event_id: m.id });
+                    continue;
+                }
+            };
+            return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
+        }
+        // Fresh ids for the events recorded inside: this replay publishes `base + local` (contract §4.2.7).
+        let n_events = events.records.len() as u32;
+        let event_base = st.next_event;
+        let x = ExecTrace { event_base, ..x };
+        let len = records::exec_trace_len(table.len());
         if let Some(u) = wait {
             self.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "wait (trace upload)", "event", |slot, m| {
                 records::encode_event_wait(slot, m, u.queue, u.id)
             })?;
         }
-        let encode = |slot: &mut records::RecordSlot<'_>, m| records::encode_exec_trace(slot, m, &x);
+        let encode = |slot: &mut records::RecordSlot<'_>, m| records::encode_exec_trace(slot, m, &x, &table);
         match &self.profiler {
-            // One slot for the replay, then one per captured launch (contract §4.3).
+            // One slot for the replay, then one per profiled record inside (contract §4.3).
             Some(p) => {
                 let mut names = vec![(std::sync::Arc::<str>::from(format!("trace {tid}")), "trace")];
                 names.extend(inner_names);
                 let base = p.reserve_slots(cq, names.len() as u32);
                 let meta = RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: base };
-                let tag = push_live(&mut st, records::FIXED_LEN, meta, &self.wait_room(cq), encode)?;
+                let tag = push_live(&mut st, len, meta, &self.wait_room(cq), encode)?;
                 p.expect(cq, tag, base, names);
             }
             None => {
-                push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &self.wait_room(cq), encode)?;
+                push_live(&mut st, len, RecordMeta::default(), &self.wait_room(cq), encode)?;
             }
+        }
+        if n_events > 0 {
+            st.next_event = event_base.wrapping_add(n_events);
+            let reads = {
+                let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+                c.as_ref().map_or(0, |c| c.expected())
+            };
+            let epoch = self.epoch.load(Ordering::Acquire);
+            // The events now refer to this replay's records; in capture order, so the last record of an event
+            // recorded twice wins. Before the doorbell, as for any event record (EVENT_DONE is checked against it).
+            for r in &events.records {
+                let id = event_base.wrapping_add(r.local);
+                let mark = EventMark { queue: cq, id, reads, epoch, notify: r.notify };
+                r.cell.lock().unwrap_or_else(|e| e.into_inner()).mark = Some(mark);
+            }
+            let last = st.next_event;
+            st.live()?.0.rings().note_event_issued(last);
         }
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
@@ -572,12 +632,99 @@ impl DeviceInner {
                 region_bytes: c.buffer_bytes,
                 queue: c.queue,
                 stored: c.buffer.is_some(),
+                event_records: c.events.records.len() as u32,
+                event_waits: c.events.waits.len() as u32,
             }),
             Some(State::Capturing { queue }) => {
                 Err(self.trace_error(tid, format!("trace_info({tid})"), TraceProblem::Capturing { queue: *queue }))
             }
             None => Err(self.trace_unknown(tid, format!("trace_info({tid})"))),
         }
+    }
+}
+
+impl DeviceInner {
+    /// Fails unless the device runs events inside traces (contract 1.3).
+    fn require_trace_events(&self, tid: u32, call: &str) -> Result<()> {
+        if self.info.version_minor >= EVENTS_IN_TRACE_MINOR {
+            return Ok(());
+        }
+        let problem =
+            TraceProblem::EventsNeedContract { minor: self.info.version_minor, needed: EVENTS_IN_TRACE_MINOR };
+        Err(self.trace_error(tid, call, problem))
+    }
+
+    /// Captures a record of the user event `cell` into the capture in progress on `st` (contract §4.2.7): the event
+    /// becomes the trace's.
+    pub(crate) fn capture_event_record(&self, st: &mut QueueState, cell: &EventCell, notify: bool) -> Result<()> {
+        let cq = st.id;
+        let Some(cap) = st.capture.as_mut() else {
+            return Err(Error::Closed { device: self.info.name.clone() });
+        };
+        let tid = cap.trace_id;
+        self.require_trace_events(tid, &format!("record_event on queue {cq} during the capture of trace {tid}"))?;
+        let mut e = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(owner) = e.owner().filter(|&o| o != tid) {
+            let call = format!("record_event on queue {cq} during the capture of trace {tid}");
+            return Err(self.trace_error(owner, call, TraceProblem::EventOwned { owner }));
+        }
+        let local = cap.events.len() as u32 + 1;
+        let flags = if notify { RecordFlags::NOTIFY } else { RecordFlags::empty() };
+        let meta = capture_meta(self, cap, flags, "event_record");
+        push_capture(&mut cap.bytes, records::FIXED_LEN, meta, |slot, m| records::encode_event_record(slot, m, local));
+        cap.events.push(TraceEventRecord { cell: cell.clone(), local, notify });
+        e.owner = Some((tid, Arc::downgrade(&cap.life)));
+        Ok(())
+    }
+
+    /// Captures a wait for the user event `cell` into the capture in progress on `st` (contract §4.2.8): each replay
+    /// waits for the event's latest record as of that replay.
+    pub(crate) fn capture_event_wait(&self, st: &mut QueueState, cell: &EventCell) -> Result<()> {
+        let cq = st.id;
+        // The wait table travels in the EXEC_TRACE record, which must fit the ring (contract §5.1).
+        let max_waits = st
+            .issuer
+            .as_ref()
+            .map_or(0, |i| (i.rings().sizes().max_record() - records::FIXED_LEN) / records::WAIT_ENTRY_LEN);
+        let Some(cap) = st.capture.as_mut() else {
+            return Err(Error::Closed { device: self.info.name.clone() });
+        };
+        let tid = cap.trace_id;
+        let call = || format!("wait_for_event on queue {cq} during the capture of trace {tid}");
+        self.require_trace_events(tid, &call())?;
+        let e = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = e.owner();
+        if owner == Some(tid) {
+            // Recorded earlier in this capture, so earlier on the replay's own queue: queue order already holds.
+            return Ok(());
+        }
+        match e.mark {
+            None if owner.is_none() => return Err(Error::EventNotRecorded { call: "wait_for_event" }),
+            Some(m) if owner.is_none() => self.check_epoch(m.epoch, "wait_for_event")?,
+            // Owned by another trace: its replays record it.
+            _ => {}
+        }
+        if cap.waits.len() >= max_waits {
+            return Err(self.trace_error(tid, call(), TraceProblem::TooManyWaits { max: max_waits as u32 }));
+        }
+        let index = cap.waits.len() as u32;
+        let meta = capture_meta(self, cap, RecordFlags::empty(), "wait_for_event");
+        push_capture(&mut cap.bytes, records::FIXED_LEN, meta, |slot, m| records::encode_event_wait(slot, m, 0, index));
+        cap.waits.push(cell.clone());
+        Ok(())
+    }
+}
+
+/// The header of a record captured into `cap`: profiled (its slot the next one inside the trace, named `name`) when
+/// the device profiles.
+fn capture_meta(dev: &DeviceInner, cap: &mut Capture, flags: RecordFlags, name: &'static str) -> RecordMeta {
+    match &dev.profiler {
+        Some(_) => {
+            let profile_slot = cap.names.len() as u32;
+            cap.names.push((name.into(), "event"));
+            RecordMeta { flags: flags | RecordFlags::PROFILE, tag: 0, profile_slot }
+        }
+        None => RecordMeta { flags, ..Default::default() },
     }
 }
 
