@@ -122,6 +122,15 @@ pub enum Error {
         /// The buffer.
         spec: BufferSpec,
     },
+    /// A saved trace that cannot be loaded or saved: the file is unreadable, truncated, corrupt, of another format,
+    /// made for another device, holds records or addresses a trace may not, or the bindings given do not match.
+    #[error("{call}: {problem}")]
+    TraceFile {
+        /// The call and the file (`trace_load(/tmp/t.trace)`).
+        call: String,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
     /// A program description or dispatch the kernel or the device cannot take (argument counts, circular buffers
     /// larger than L1, a launch larger than the issue ring, ...).
     #[error("program {kernel}: {reason}")]
@@ -695,7 +704,8 @@ impl Error {
             | Error::ShapeMismatch { .. }
             | Error::DTypeMismatch { .. }
             | Error::HostLength { .. }
-            | Error::InvalidProgram { .. } => K::InvalidArgument,
+            | Error::InvalidProgram { .. }
+            | Error::TraceFile { .. } => K::InvalidArgument,
             Error::InvalidHandle(_) => K::InvalidHandle,
             Error::CaptureActive { .. }
             | Error::EventNotRecorded { .. }
