@@ -431,6 +431,22 @@ impl TraceFile {
             l1_align: r.u32("the device shape")?,
             l1_base: r.u32("the device shape")?,
         };
+        // The ranges docs/device-interface.md §2 allows: a shape outside them is no device's, and the checks below
+        // compute with it.
+        let ok = (1..=64).contains(&shape.dram_banks)
+            && (1 << 20..=1 << 32).contains(&shape.bank_size)
+            && (1..=255).contains(&shape.grid_x)
+            && (1..=255).contains(&shape.grid_y)
+            && shape.l1_size <= 16 << 20
+            && shape.l1_base < shape.l1_size
+            && shape.dram_align.is_power_of_two()
+            && shape.l1_align.is_power_of_two();
+        if !ok {
+            return err(format!(
+                "the device shape in the file ({shape:?}) is outside what docs/device-interface.md §2 allows: the \
+                 file is corrupt"
+            ));
+        }
         let region_bytes = r.u64("the trace region size")?;
         let launches = r.u32("the launch count")?;
         let n = r.count("the kernel count", 16)?;
