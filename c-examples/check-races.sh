@@ -40,5 +40,11 @@ trace_two_cq_io write_event 1
 trace_two_cq_io first_op_event 0
 trace_two_cq_io last_op_event 0
 trace_two_cq_io read_event 1
+trace_events_writes write_event 1
+trace_events_writes op_event 0
+trace_events_io write_event 1
+trace_events_io first_op_event 0
+trace_events_io last_op_event 0
+trace_events_io read_event 1
 LIST
 exit $fail

@@ -162,7 +162,10 @@ static inline int keep_wait(int argc, char **argv, const char *name) {
   return 1;
 }
 
+/* Iterations of each example; an example may define more before including this header. */
+#ifndef ITERATIONS
 #define ITERATIONS 100u
+#endif
 
 /* Checks every iteration's output against the reference for its input; exits with "wrong outputs in N of M
  * iterations" (the phrase check-races.sh looks for) if any differs. Returns the number of values checked. */

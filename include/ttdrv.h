@@ -1279,9 +1279,13 @@ ttdrv_status ttdrv_event_free(struct ttdrv_event *event);
  * is done and its writes are visible to every queue. Returns at once. Waits and synchronizes refer to the most recent
  * record issued before them.
  *
+ * During a trace capture on `cq` the record is captured (device contract 1.4): the event then belongs to the trace
+ * until `ttdrv_trace_release`, and each replay records it again (`ttdrv_trace_begin_capture` states the rule).
+ *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`event` freed or never returned by ttdrv), CLOSED (its device
- * was closed), FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`: events
- * cannot be captured), TIMEOUT (no ring space), DEVICE_FAULT.
+ * was closed), FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE (the event was recorded inside a trace that is
+ * still alive: use another event or release the trace; a capture on a device older than contract 1.4), TIMEOUT (no
+ * ring space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_event_record(struct ttdrv_event *event,
                                 uint16_t cq);
@@ -1297,9 +1301,12 @@ ttdrv_status ttdrv_event_record_notify(struct ttdrv_event *event,
  * Makes queue `cq` wait, on the device, until the event's most recent record has completed (`wait_for_event(cq,
  * event)`); work enqueued on `cq` afterwards does not start before it. Returns at once.
  *
+ * During a trace capture on `cq` the wait is captured: each replay waits for the event's latest record as of that
+ * `ttdrv_trace_execute` call (or, for an event recorded earlier in the same capture, for that record).
+ *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` or `event`), CLOSED, FORKED, INVALID_ARGUMENT (no such
- * queue; an event of another device), INVALID_STATE (the event was never recorded, or was recorded before a reset;
- * trace capture in progress on `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
+ * queue; an event of another device), INVALID_STATE (the event was never recorded, or was recorded before a reset; a
+ * capture on a device older than contract 1.3), TIMEOUT (no ring space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_device_wait_for_event(struct ttdrv_device *device,
                                          uint16_t cq,
@@ -1888,10 +1895,16 @@ ttdrv_status ttdrv_device_program_cache_stats(const struct ttdrv_device *device,
 
 /**
  * Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the new trace's id to
- * `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq` are recorded instead of sent; host
- * writes, reads, event records and waits, finish, synchronize and blocking calls on `cq` fail with INVALID_STATE
- * naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
- * as usual.
+ * `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq`, and event records
+ * (`ttdrv_event_record`) and waits (`ttdrv_device_wait_for_event`) on `cq`, are recorded instead of sent; host writes,
+ * reads, finish, synchronize and blocking calls on `cq` fail with INVALID_STATE naming the call; a program never run
+ * before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work as usual.
+ *
+ * Events inside a trace (device contract 1.4): an event recorded during the capture belongs to the trace until
+ * `ttdrv_trace_release`; every replay records it again with a fresh id, and waits and synchronizes on it refer to the
+ * latest replay enqueued, so back-to-back replays can each be waited for. Recording it anywhere else meanwhile fails
+ * with INVALID_STATE. A wait captured on an event recorded elsewhere waits, at each replay, for that event's latest
+ * record as of the `ttdrv_trace_execute` call (the guide's `write_event` recorded on queue 1 before each replay).
  *
  * Which device memory a trace owns: each buffer a captured launch touches is read (an input: every buffer of
  * `ttdrv_program_run`, and the inputs of ops and of `ttdrv_program_run_io`) or overwritten (an output of an op, or of
@@ -1944,7 +1957,8 @@ ttdrv_status ttdrv_trace_end_capture(struct ttdrv_device *device,
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
  * INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
  * range the trace does not own is held by no buffer, or by a buffer of another spec or address, or by another trace —
- * the message names the range and the buffer expected), TRACE_REGION (the trace was never stored), TIMEOUT,
+ * the message names the range and the buffer expected; a wait inside the trace is for an event with no record yet, or
+ * one from before a reset — the message names the wait), TRACE_REGION (the trace was never stored), TIMEOUT,
  * DEVICE_FAULT.
  */
 ttdrv_status ttdrv_trace_execute(struct ttdrv_device *device,

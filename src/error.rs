@@ -122,6 +122,15 @@ pub enum Error {
         /// The buffer.
         spec: BufferSpec,
     },
+    /// A saved trace that cannot be loaded or saved: the file is unreadable, truncated, corrupt, of another format,
+    /// made for another device, holds records or addresses a trace may not, or the bindings given do not match.
+    #[error("{call}: {problem}")]
+    TraceFile {
+        /// The call and the file (`trace_load(/tmp/t.trace)`).
+        call: String,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
     /// A program description or dispatch the kernel or the device cannot take (argument counts, circular buffers
     /// larger than L1, a launch larger than the issue ring, ...).
     #[error("program {kernel}: {reason}")]
@@ -141,8 +150,8 @@ pub enum Error {
     /// A call a trace cannot hold, made on a queue while a trace is being captured there.
     #[error(
         "{call} on queue {queue} during trace capture (trace {trace} is already being captured there): a trace \
-         holds only program dispatches, not host writes, reads, event records or waits, blocking calls, replays of \
-         other traces or another capture. Call it before begin_trace_capture or after end_trace_capture"
+         holds only program dispatches and event records and waits, not host writes, reads, blocking calls, \
+         replays of other traces or another capture. Call it before begin_trace_capture or after end_trace_capture"
     )]
     CaptureActive {
         /// The queue.
@@ -486,6 +495,34 @@ pub enum TraceProblem {
     },
     /// The device was reset since the capture, which erased the trace from device memory.
     LostInReset,
+    /// The event is recorded inside trace `owner`, whose replays record it again: it cannot be recorded elsewhere
+    /// while that trace lives.
+    EventOwned {
+        /// The trace that owns the event.
+        owner: u32,
+    },
+    /// A wait inside the trace (wait table entry `index`) is for an event that has no record to wait for.
+    WaitNeverRecorded {
+        /// The wait's index among the trace's waits, in capture order.
+        index: u32,
+    },
+    /// A wait inside the trace (wait table entry `index`) is for an event last recorded before a device reset.
+    WaitLostInReset {
+        /// The wait's index among the trace's waits, in capture order.
+        index: u32,
+    },
+    /// Events inside a trace need a device of contract 1.`needed`; this one speaks 1.`minor`.
+    EventsNeedContract {
+        /// The device's contract minor version.
+        minor: u16,
+        /// The minor version needed.
+        needed: u16,
+    },
+    /// More waits inside one trace than its `EXEC_TRACE` record can carry.
+    TooManyWaits {
+        /// The most a trace can hold on this device's rings.
+        max: u32,
+    },
     /// A range the trace does not own — one it reads first (an input), or writes and leaves to the caller (its
     /// output, or an intermediate kept alive past the capture) — is held by no live buffer now. At replay each such
     /// range must be held by a buffer of the spec and address it was captured with (docs/architecture.md, "Trace").
@@ -667,7 +704,8 @@ impl Error {
             | Error::ShapeMismatch { .. }
             | Error::DTypeMismatch { .. }
             | Error::HostLength { .. }
-            | Error::InvalidProgram { .. } => K::InvalidArgument,
+            | Error::InvalidProgram { .. }
+            | Error::TraceFile { .. } => K::InvalidArgument,
             Error::InvalidHandle(_) => K::InvalidHandle,
             Error::CaptureActive { .. }
             | Error::EventNotRecorded { .. }
@@ -766,6 +804,34 @@ impl fmt::Display for TraceText<'_> {
                 f,
                 "the trace was lost when device {device} was reset (the reset erases device memory); release it and \
                  capture again"
+            ),
+            TraceProblem::EventOwned { owner } => write!(
+                f,
+                "the event is recorded inside trace {owner}, whose every replay records it again with a fresh id; \
+                 recording it elsewhere too would make waits on it ambiguous. Use another event, or release trace \
+                 {owner} first"
+            ),
+            TraceProblem::WaitNeverRecorded { index } => write!(
+                f,
+                "wait {index} inside trace {tid} (captured with wait_for_event) is for an event that has never been \
+                 recorded, so the replay could never proceed past it; record the event (or replay the trace that \
+                 records it) before execute_trace"
+            ),
+            TraceProblem::WaitLostInReset { index } => write!(
+                f,
+                "wait {index} inside trace {tid} is for an event last recorded before device {device} was reset, \
+                 which dropped that record; record the event again before execute_trace"
+            ),
+            TraceProblem::EventsNeedContract { minor, needed } => write!(
+                f,
+                "device {device} speaks device contract 1.{minor}, and events inside a trace need 1.{needed} \
+                 (docs/device-interface.md §4.2.9); record and wait for the event outside the capture, or use a \
+                 device of contract 1.{needed}"
+            ),
+            TraceProblem::TooManyWaits { max } => write!(
+                f,
+                "trace {tid} already holds {max} waits, the most one replay record can carry on this device's issue \
+                 ring; open the device with a larger issue ring, or split the trace"
             ),
             TraceProblem::RangeFreed { memory, start, end, expected, address, output } => write!(
                 f,

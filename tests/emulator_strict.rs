@@ -189,8 +189,8 @@ fn samples() -> Vec<Vec<u8>> {
     v.push(record(FIXED_LEN, |s| records::encode_read_linear(s, meta, &rl)));
     v.push(record(FIXED_LEN, |s| records::encode_event_record(s, meta, 1)));
     v.push(record(FIXED_LEN, |s| records::encode_event_wait(s, meta, 0, 1)));
-    let x = records::ExecTrace { page_size: 4096, base: 0x8000, trace_len: 128 };
-    v.push(record(FIXED_LEN, |s| records::encode_exec_trace(s, meta, &x)));
+    let x = records::ExecTrace { page_size: 4096, base: 0x8000, trace_len: 128, ..Default::default() };
+    v.push(record(FIXED_LEN, |s| records::encode_exec_trace(s, meta, &x, &[])));
     v.push(record(128, |s| records::encode_pad(s, meta)));
     v
 }

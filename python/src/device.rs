@@ -230,8 +230,11 @@ fn no_sub_devices(ids: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
 // ---- Traces ------------------------------------------------------------------------------------------------------
 
 /// Starts capturing the ops enqueued on `cq_id` into a new trace and returns its id (`ttnn.begin_trace_capture`).
-/// Until `end_trace_capture`, ops on that queue are recorded, not run; host transfers, events and blocking calls
-/// on it are refused. Every op captured must have run once before (the guide's "compile" run).
+/// Until `end_trace_capture`, ops, `record_event` and `wait_for_event` on that queue are recorded, not run; host
+/// transfers and blocking calls on it are refused. Every op captured must have run once before (the guide's
+/// "compile" run). An event recorded inside the trace is recorded again by every replay (the latest replay is what
+/// waits and synchronizes see) and may not be recorded elsewhere until the trace is released; a wait inside the trace
+/// waits, at each replay, for the event's latest record.
 #[pyfunction]
 #[pyo3(signature = (device, *, cq_id = 0))]
 pub fn begin_trace_capture(py: Python<'_>, device: &Bound<'_, Device>, cq_id: i64) -> PyResult<u32> {

@@ -206,6 +206,11 @@ impl RangeAllocator {
         }
     }
 
+    /// The blocks owned by `owner`, as `[start, end)` in address order.
+    pub fn blocks_of(&self, owner: Owner) -> Vec<(u64, u64)> {
+        self.blocks.iter().filter(|(_, b)| b.owner == owner).map(|(&s, b)| (s, b.end)).collect()
+    }
+
     /// Total bytes owned by `owner`.
     pub fn owned_by(&self, owner: Owner) -> u64 {
         self.blocks.iter().filter(|(_, b)| b.owner == owner).map(|(s, b)| b.end - s).sum()

@@ -11,6 +11,7 @@ mod params;
 pub mod program;
 mod queue;
 pub mod trace;
+pub mod trace_file;
 mod transfer;
 mod wait;
 
@@ -78,6 +79,15 @@ impl Memories {
             BufferType::Dram => &mut self.dram,
             BufferType::L1 => &mut self.l1,
             BufferType::L1Small => &mut self.l1_small,
+        }
+    }
+
+    /// The allocator of buffer type `t`, to read.
+    pub fn for_type_ref(&self, t: BufferType) -> &RangeAllocator {
+        match t {
+            BufferType::Dram => &self.dram,
+            BufferType::L1 => &self.l1,
+            BufferType::L1Small => &self.l1_small,
         }
     }
 }

@@ -335,6 +335,35 @@ impl DeviceInner {
     }
 }
 
+impl DeviceInner {
+    /// The kernel name and image uploaded at DRAM offset `offset` (bank 0) in the current epoch, if any.
+    pub(crate) fn kernel_image_at(&self, offset: u64) -> Option<(String, Vec<u8>)> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let c = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        c.entries.values().find_map(|e| {
+            let up = e.upload.lock().unwrap_or_else(|e| e.into_inner());
+            up.as_ref()
+                .filter(|u| u.epoch == epoch && u.offset == offset)
+                .map(|_| (e.desc.kernel.name().to_string(), e.image.clone()))
+        })
+    }
+
+    /// Uploads a kernel image on the locked queue `st` (a saved trace's, at load); returns its DRAM offset (bank 0).
+    pub(crate) fn upload_image(&self, st: &mut QueueState, image: &[u8]) -> Result<u64> {
+        let len = image.len();
+        let offset = self.alloc_kernel_image(len as u64)?;
+        let x = Linear { mem: Memory::Dram, unit: 0, offset, len: len as u64 };
+        self.emit(st, records::write_linear_len(len), RecordFlags::empty(), "kernel upload", "transfer", |slot, m| {
+            records::encode_write_linear(slot, m, &x);
+            slot.put_bytes(PAYLOAD_OFFSET, image);
+            records::pad_payload(slot, len);
+        })?;
+        let (issuer, t) = st.live()?;
+        issuer.publish(t.as_ref());
+        Ok(offset)
+    }
+}
+
 impl Device {
     /// Looks a program up in (or adds it to) the program cache.
     pub fn program(&self, desc: ProgramDesc) -> Result<Program> {
@@ -511,8 +540,9 @@ impl DeviceInner {
             // Inside a trace, profile slots are relative to the replay's (contract §4.3).
             let meta = match &self.profiler {
                 Some(_) => {
+                    let profile_slot = cap.names.len() as u32;
                     cap.names.push((name.into(), "compute"));
-                    RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: cap.launches }
+                    RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot }
                 }
                 None => RecordMeta::default(),
             };

@@ -81,8 +81,16 @@ pub(crate) struct Capture {
     pub trace_id: u32,
     pub bytes: Vec<u8>,
     pub launches: u32,
-    /// Profile names of the captured launches (profiling only).
+    /// Profile names of the captured records that are profiled (launches, event records and waits), in order
+    /// (profiling only): a record's profile slot inside the trace is its index here (contract §4.3).
     pub names: Vec<crate::profile::SpanLabel>,
+    /// The events recorded inside, in order.
+    pub events: Vec<super::event::TraceEventRecord>,
+    /// The events waited for inside: the wait whose `event_id` is `i` waits for `waits[i]`'s latest record at each
+    /// replay (contract §4.2.8).
+    pub waits: Vec<super::event::EventCell>,
+    /// The trace's life token: the events it owns hold it weakly, so they are free again once the trace is gone.
+    pub life: Arc<()>,
 }
 
 /// Waits until the issuer has room for a record of the given length (the device's wait loop).

@@ -27,15 +27,27 @@
 
 use super::alloc::{Direction, Owner, RangeAllocator};
 use super::buffer::{Buffer, BufferSpec, BufferType};
-use super::queue::{Capture, push_live};
+use super::event::{EventCell, TraceEventRecord};
+use super::queue::{Capture, QueueState, push_capture, push_live};
+use super::trace_file::{DeviceShape, SavedBinding, SavedKernel, TraceFile};
 use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
 use crate::error::{Error, RangeOccupant, Result, TraceProblem};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use ttdrv_contract::Memory;
-use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta};
+use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta, WaitEntry};
+
+/// The contract minor version that allows events inside a trace (contract §4.2.9, §9).
+const EVENTS_IN_TRACE_MINOR: u16 = 4;
+
+/// The events a trace records and waits for (shared, so a replay takes them without copying).
+#[derive(Debug, Default)]
+struct TraceEvents {
+    records: Vec<TraceEventRecord>,
+    waits: Vec<EventCell>,
+}
 
 /// A trace's buffer: in the reserved trace region, or (on demand) in ordinary DRAM allocated top-down. Either way
 /// its allocator blocks are owned by the trace, so release frees it by owner.
@@ -57,8 +69,14 @@ struct Captured {
     must_live: Vec<Requirement>,
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
-    /// Profile names of the captured launches, in order (profiling only).
+    /// Profile names of the captured records that are profiled, in order (profiling only).
     names: Vec<crate::profile::SpanLabel>,
+    /// The events it records and waits for.
+    events: Arc<TraceEvents>,
+    /// Its life token: the events it owns are free again once this is dropped (release, or forgotten captures).
+    _life: Arc<()>,
+    /// Its records, kept on the host for `trace_save`.
+    records: Arc<Vec<u8>>,
     /// Completion of the trace buffer's upload on the capture queue (which also follows the uploads of the kernel
     /// images the trace launches), until a replay has seen it done.
     uploaded: Option<EventMark>,
@@ -114,6 +132,10 @@ pub struct TraceInfo {
     pub queue: u16,
     /// Whether its buffer is in device DRAM (false when the region was too small).
     pub stored: bool,
+    /// Event records inside the trace (each replay records them again, with fresh ids).
+    pub event_records: u32,
+    /// Event waits inside the trace (each replay waits for the events' latest records before it).
+    pub event_waits: u32,
 }
 
 /// How a launch touches a buffer.
@@ -131,6 +153,7 @@ pub(crate) struct BufferRef {
     id: u64,
     addr: u64,
     spec: BufferSpec,
+    footprint: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -177,7 +200,7 @@ impl Ledger {
         if cur < e {
             gaps.push((cur, e));
         }
-        let buffer = BufferRef { id: b.id, addr: b.addr, spec: b.spec };
+        let buffer = BufferRef { id: b.id, addr: b.addr, spec: b.spec, footprint: b.footprint };
         for (gs, ge) in gaps {
             map.insert(gs, Entry { end: ge, first: access, buffer });
         }
@@ -328,15 +351,9 @@ impl DeviceInner {
             }
         }
         let cap = st.capture.take().expect("checked above");
-        let len = cap.bytes.len() as u64;
-        let banks = self.info.dram_banks as u64;
-        let pages = len.div_ceil(TRACE_PAGE);
-        let per_bank = pages.div_ceil(banks).max(1) * TRACE_PAGE;
-        let buffer_bytes = per_bank * banks;
-
         // Pin the trace's dependencies and find it a buffer, under the memory lock: the intermediates it owns by
         // now stay its own; everything else it touched is external and must be there at each replay.
-        let (buffer, must_live, alloc_err) = {
+        let (buffer, must_live, alloc_err, buffer_bytes) = {
             let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             let ledger = m.captures.remove(&tid).unwrap_or_default();
             let mut must_live: Vec<Requirement> = Vec::new();
@@ -358,93 +375,18 @@ impl DeviceInner {
                     }
                 }
             }
-            let (buffer, err) = if self.params.trace_buffers_on_demand {
-                match m.dram.alloc(per_bank, TRACE_PAGE, Direction::TopDown, Owner::Trace(tid)) {
-                    Ok(base) => (Some(TraceBuffer { base }), None),
-                    Err(f) => (
-                        None,
-                        Some(Error::OutOfDeviceMemory {
-                            purpose: format!(
-                                "trace {tid}'s {buffer_bytes}B buffer (trace_buffers_on_demand; the trace stays \
-                                 captured: query its size, or release it)"
-                            ),
-                            memory: BufferType::Dram,
-                            requested: f.asked,
-                            free: f.free,
-                            largest_free: f.largest,
-                            owned_by_traces: f.traced,
-                            device: self.info.name.clone(),
-                        }),
-                    ),
-                }
-            } else {
-                match m.trace.alloc(per_bank, TRACE_PAGE, Direction::BottomUp, Owner::Trace(tid)) {
-                    Ok(base) => (Some(TraceBuffer { base }), None),
-                    Err(f) => {
-                        let region = self.trace_per_bank * banks;
-                        // The free space in whole per-bank blocks: what one more buffer could use.
-                        let free = f.largest * banks;
-                        (
-                            None,
-                            Some(Error::TraceRegionTooSmall {
-                                trace: tid,
-                                needed: buffer_bytes,
-                                free,
-                                region,
-                                owned_by_traces: region - f.free * banks,
-                                device: self.info.name.clone(),
-                            }),
-                        )
-                    }
-                }
-            };
-            (buffer, must_live, err)
+            let (buffer, err, bytes) = self.alloc_trace_buffer(&mut m, tid, cap.bytes.len() as u64);
+            (buffer, must_live, err, bytes)
         };
-
-        let mut uploaded = None;
-        if let Some(b) = buffer {
-            // Write the trace into its buffer: interleaved pages over all banks (contract §4.2.9).
-            let mut bytes = cap.bytes;
-            bytes.resize((pages * TRACE_PAGE) as usize, 0);
-            let max_pages = ((st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record())
-                - records::PAYLOAD_OFFSET) as u64
-                / TRACE_PAGE)
-                .max(1);
-            let mut p = 0u64;
-            while p < pages {
-                let n = max_pages.min(pages - p);
-                let x = Paged {
-                    mem: Memory::Dram,
-                    page_size: TRACE_PAGE as u32,
-                    base: b.base,
-                    page_stride: TRACE_PAGE as u32,
-                    start_page: p as u32,
-                    num_pages: n as u32,
-                };
-                let chunk = &bytes[(p * TRACE_PAGE) as usize..((p + n) * TRACE_PAGE) as usize];
-                self.emit(
-                    &mut st,
-                    records::write_linear_len(chunk.len()),
-                    RecordFlags::empty(),
-                    "trace upload",
-                    "transfer",
-                    |slot, m| {
-                        records::encode_write_paged(slot, m, &x);
-                        slot.put_bytes(records::PAYLOAD_OFFSET, chunk);
-                        records::pad_payload(slot, chunk.len());
-                    },
-                )?;
-                let (issuer, t) = st.live()?;
-                issuer.publish(t.as_ref());
-                p += n;
-            }
-            // A replay on another queue must not fetch the trace before these writes have landed.
-            uploaded = Some(self.record_event_locked(&mut st, "trace upload")?);
-        }
+        let records = Arc::new(cap.bytes);
+        let uploaded = match buffer {
+            Some(b) => Some(self.upload_trace(&mut st, b, &records)?),
+            None => None,
+        };
         let captured = Captured {
             queue: cq,
             epoch: self.epoch.load(Ordering::Acquire),
-            len,
+            len: records.len() as u64,
             launches: cap.launches,
             buffer_bytes,
             buffer,
@@ -453,6 +395,9 @@ impl DeviceInner {
             // allocated again): the first replay checks.
             checked: None,
             names: cap.names,
+            events: Arc::new(TraceEvents { records: cap.events, waits: cap.waits }),
+            _life: cap.life,
+            records,
             uploaded,
         };
         self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(captured));
@@ -462,13 +407,105 @@ impl DeviceInner {
         }
     }
 
+    /// Finds trace `tid` a buffer for `len` bytes of records, in the trace region or (on demand) in DRAM; returns
+    /// it, or the error saying why not, and the bytes (device total) it needs.
+    fn alloc_trace_buffer(&self, m: &mut Memories, tid: u32, len: u64) -> (Option<TraceBuffer>, Option<Error>, u64) {
+        let banks = self.info.dram_banks as u64;
+        let pages = len.div_ceil(TRACE_PAGE);
+        let per_bank = pages.div_ceil(banks).max(1) * TRACE_PAGE;
+        let buffer_bytes = per_bank * banks;
+        let (buffer, err) = if self.params.trace_buffers_on_demand {
+            match m.dram.alloc(per_bank, TRACE_PAGE, Direction::TopDown, Owner::Trace(tid)) {
+                Ok(base) => (Some(TraceBuffer { base }), None),
+                Err(f) => (
+                    None,
+                    Some(Error::OutOfDeviceMemory {
+                        purpose: format!(
+                            "trace {tid}'s {buffer_bytes}B buffer (trace_buffers_on_demand; the trace stays \
+                             captured: query its size, or release it)"
+                        ),
+                        memory: BufferType::Dram,
+                        requested: f.asked,
+                        free: f.free,
+                        largest_free: f.largest,
+                        owned_by_traces: f.traced,
+                        device: self.info.name.clone(),
+                    }),
+                ),
+            }
+        } else {
+            match m.trace.alloc(per_bank, TRACE_PAGE, Direction::BottomUp, Owner::Trace(tid)) {
+                Ok(base) => (Some(TraceBuffer { base }), None),
+                Err(f) => {
+                    let region = self.trace_per_bank * banks;
+                    // The free space in whole per-bank blocks: what one more buffer could use.
+                    let free = f.largest * banks;
+                    (
+                        None,
+                        Some(Error::TraceRegionTooSmall {
+                            trace: tid,
+                            needed: buffer_bytes,
+                            free,
+                            region,
+                            owned_by_traces: region - f.free * banks,
+                            device: self.info.name.clone(),
+                        }),
+                    )
+                }
+            }
+        };
+        (buffer, err, buffer_bytes)
+    }
+
+    /// Writes `records` into trace buffer `b` on queue `st` (interleaved pages over all banks, contract §4.2.9);
+    /// returns the event after the writes, which a replay on another queue must wait for.
+    fn upload_trace(&self, st: &mut QueueState, b: TraceBuffer, records: &[u8]) -> Result<EventMark> {
+        let pages = (records.len() as u64).div_ceil(TRACE_PAGE);
+        let mut bytes = records.to_vec();
+        bytes.resize((pages * TRACE_PAGE) as usize, 0);
+        let max_pages = ((st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - records::PAYLOAD_OFFSET)
+            as u64
+            / TRACE_PAGE)
+            .max(1);
+        let mut p = 0u64;
+        while p < pages {
+            let n = max_pages.min(pages - p);
+            let x = Paged {
+                mem: Memory::Dram,
+                page_size: TRACE_PAGE as u32,
+                base: b.base,
+                page_stride: TRACE_PAGE as u32,
+                start_page: p as u32,
+                num_pages: n as u32,
+            };
+            let chunk = &bytes[(p * TRACE_PAGE) as usize..((p + n) * TRACE_PAGE) as usize];
+            self.emit(
+                st,
+                records::write_linear_len(chunk.len()),
+                RecordFlags::empty(),
+                "trace upload",
+                "transfer",
+                |slot, m| {
+                    records::encode_write_paged(slot, m, &x);
+                    slot.put_bytes(records::PAYLOAD_OFFSET, chunk);
+                    records::pad_payload(slot, chunk.len());
+                },
+            )?;
+            let (issuer, t) = st.live()?;
+            issuer.publish(t.as_ref());
+            p += n;
+        }
+        // A replay on another queue must not fetch the trace before these writes have landed.
+        self.record_event_locked(st, "trace upload")
+    }
+
     pub(crate) fn execute_trace(&self, tid: u32, cq: u16, blocking: bool) -> Result<()> {
         let _s = self.span("execute_trace", "api");
         let mut st = self.lock_queue(cq)?;
         if st.capture.is_some() {
             st.forbid_capture(&format!("execute_trace({tid})"))?;
         }
-        let (x, inner_names, wait) = {
+        let (x, inner_names, wait, events) = {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
             let c = match t.traces.get_mut(&tid) {
                 Some(State::Captured(c)) => c,
@@ -512,27 +549,66 @@ impl DeviceInner {
                 c.uploaded = None;
             }
             let wait = c.uploaded.filter(|u| u.queue != cq);
-            (ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len }, c.names.clone(), wait)
+            let x = ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len, ..Default::default() };
+            (x, c.names.clone(), wait, c.events.clone())
         };
+        // The waits inside the trace wait for their events' latest records, as of this call (contract §4.2.8).
+        let mut table = Vec::with_capacity(events.waits.len());
+        for (i, cell) in events.waits.iter().enumerate() {
+            let m = cell.lock().unwrap_or_else(|e| e.into_inner()).mark;
+            let problem = match m {
+                None => TraceProblem::WaitNeverRecorded { index: i as u32 },
+                Some(m) if m.epoch != self.epoch.load(Ordering::Acquire) => {
+                    TraceProblem::WaitLostInReset { index: i as u32 }
+                }
+                Some(m) => {
+                    table.push(WaitEntry { queue: m.queue, event_id: m.id });
+                    continue;
+                }
+            };
+            return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
+        }
+        // Fresh ids for the events recorded inside: this replay publishes `base + local` (contract §4.2.7).
+        let n_events = events.records.len() as u32;
+        let event_base = st.next_event;
+        let x = ExecTrace { event_base, ..x };
+        let len = records::exec_trace_len(table.len());
         if let Some(u) = wait {
             self.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "wait (trace upload)", "event", |slot, m| {
                 records::encode_event_wait(slot, m, u.queue, u.id)
             })?;
         }
-        let encode = |slot: &mut records::RecordSlot<'_>, m| records::encode_exec_trace(slot, m, &x);
+        let encode = |slot: &mut records::RecordSlot<'_>, m| records::encode_exec_trace(slot, m, &x, &table);
         match &self.profiler {
-            // One slot for the replay, then one per captured launch (contract §4.3).
+            // One slot for the replay, then one per profiled record inside (contract §4.3).
             Some(p) => {
                 let mut names = vec![(std::sync::Arc::<str>::from(format!("trace {tid}")), "trace")];
                 names.extend(inner_names);
                 let base = p.reserve_slots(cq, names.len() as u32);
                 let meta = RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: base };
-                let tag = push_live(&mut st, records::FIXED_LEN, meta, &self.wait_room(cq), encode)?;
+                let tag = push_live(&mut st, len, meta, &self.wait_room(cq), encode)?;
                 p.expect(cq, tag, base, names);
             }
             None => {
-                push_live(&mut st, records::FIXED_LEN, RecordMeta::default(), &self.wait_room(cq), encode)?;
+                push_live(&mut st, len, RecordMeta::default(), &self.wait_room(cq), encode)?;
             }
+        }
+        if n_events > 0 {
+            st.next_event = event_base.wrapping_add(n_events);
+            let reads = {
+                let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
+                c.as_ref().map_or(0, |c| c.expected())
+            };
+            let epoch = self.epoch.load(Ordering::Acquire);
+            // The events now refer to this replay's records; in capture order, so the last record of an event
+            // recorded twice wins. Before the doorbell, as for any event record (EVENT_DONE is checked against it).
+            for r in &events.records {
+                let id = event_base.wrapping_add(r.local);
+                let mark = EventMark { queue: cq, id, reads, epoch, notify: r.notify };
+                r.cell.lock().unwrap_or_else(|e| e.into_inner()).mark = Some(mark);
+            }
+            let last = st.next_event;
+            st.live()?.0.rings().note_event_issued(last);
         }
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
@@ -572,12 +648,351 @@ impl DeviceInner {
                 region_bytes: c.buffer_bytes,
                 queue: c.queue,
                 stored: c.buffer.is_some(),
+                event_records: c.events.records.len() as u32,
+                event_waits: c.events.waits.len() as u32,
             }),
             Some(State::Capturing { queue }) => {
                 Err(self.trace_error(tid, format!("trace_info({tid})"), TraceProblem::Capturing { queue: *queue }))
             }
             None => Err(self.trace_unknown(tid, format!("trace_info({tid})"))),
         }
+    }
+}
+
+impl DeviceInner {
+    /// The file of trace `tid` (`trace_save`): its records, the kernel images they run, its bindings and owned
+    /// ranges (docs: `trace_file.rs`).
+    pub(crate) fn save_trace(&self, tid: u32) -> Result<Vec<u8>> {
+        let call = format!("trace_save({tid})");
+        let t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let c = match t.traces.get(&tid) {
+            Some(State::Captured(c)) => c,
+            Some(State::Capturing { queue }) => {
+                return Err(self.trace_error(tid, call, TraceProblem::Capturing { queue: *queue }));
+            }
+            None => return Err(self.trace_unknown(tid, call)),
+        };
+        if c.epoch != self.epoch.load(Ordering::Acquire) {
+            return Err(self.trace_error(tid, call, TraceProblem::LostInReset));
+        }
+        let file_err = |problem: String| Error::TraceFile { call: call.clone(), problem };
+        if !c.events.records.is_empty() || !c.events.waits.is_empty() {
+            return Err(file_err(format!(
+                "trace {tid} records or waits for events ({} records, {} waits), which belong to this process; a \
+                 saved trace holds only launches. Capture the trace to save without its events",
+                c.events.records.len(),
+                c.events.waits.len()
+            )));
+        }
+        // The kernel images the launches run, by the offset they are at here.
+        let mut kernels: Vec<SavedKernel> = Vec::new();
+        let mut off = 0usize;
+        while off + records::FIXED_LEN <= c.records.len() {
+            let fixed: &[u8; records::FIXED_LEN] = c.records[off..off + records::FIXED_LEN].try_into().expect("64");
+            let (h, body) = records::decode(fixed).map_err(|e| file_err(format!("own record: {e}")))?;
+            if let records::Body::Launch(l) = body
+                && !kernels.iter().any(|k| k.offset == l.kernel_offset)
+            {
+                let (name, image) = self.kernel_image_at(l.kernel_offset).ok_or_else(|| {
+                    file_err(format!("the kernel at {:#x} is no longer in the program cache", l.kernel_offset))
+                })?;
+                kernels.push(SavedKernel { name, offset: l.kernel_offset, image });
+            }
+            off += h.length.max(records::FIXED_LEN as u32) as usize;
+        }
+        // One binding per buffer the trace does not own, by memory (DRAM, L1, L1_SMALL) then address: input if any
+        // part is read first.
+        let mut bindings: Vec<(u64, SavedBinding)> = Vec::new();
+        for r in &c.must_live {
+            match bindings.iter_mut().find(|(id, _)| *id == r.buffer.id) {
+                Some((_, b)) => b.output &= r.output,
+                None => bindings.push((
+                    r.buffer.id,
+                    SavedBinding {
+                        name: String::new(),
+                        output: r.output,
+                        spec: r.buffer.spec,
+                        address: r.buffer.addr,
+                        footprint: r.buffer.footprint,
+                    },
+                )),
+            }
+        }
+        let (mut inputs, mut outputs) = (0, 0);
+        let bindings: Vec<SavedBinding> = bindings
+            .into_iter()
+            .map(|(_, mut b)| {
+                let n = if b.output { &mut outputs } else { &mut inputs };
+                b.name = format!("{}{n}", if b.output { "output" } else { "input" });
+                *n += 1;
+                b
+            })
+            .collect();
+        let m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owned = Vec::new();
+        for ty in BufferType::ALL {
+            for (s, e) in m.for_type_ref(ty).blocks_of(Owner::Trace(tid)) {
+                // An on-demand trace buffer lives in DRAM under the trace's name too; it is not an intermediate.
+                if ty == BufferType::Dram
+                    && c.buffer.is_some_and(|b| b.base == s)
+                    && self.params.trace_buffers_on_demand
+                {
+                    continue;
+                }
+                owned.push((ty, s, e));
+            }
+        }
+        drop(m);
+        let f = TraceFile {
+            contract: (ttdrv_contract::CONTRACT_MAJOR, self.info.version_minor.min(ttdrv_contract::CONTRACT_MINOR)),
+            shape: DeviceShape::of(&self.info),
+            region_bytes: c.buffer_bytes,
+            launches: c.launches,
+            kernels,
+            bindings,
+            owned,
+            names: c.names.iter().map(|n| n.0.to_string()).collect(),
+            records: c.records.to_vec(),
+        };
+        Ok(f.encode())
+    }
+
+    /// Loads a saved trace onto queue `cq` with `bindings` for its external buffers, in the file's order
+    /// (`trace_load`); returns the new trace's id. Every check of `trace_file.rs` runs first, and nothing is left
+    /// behind when one fails.
+    pub(crate) fn load_trace(&self, bytes: &[u8], bindings: &[&Buffer], cq: u16, source: &str) -> Result<u32> {
+        let call = format!("trace_load({source})");
+        let file_err = |problem: String| Error::TraceFile { call: call.clone(), problem };
+        let f = TraceFile::decode(bytes).map_err(|e| file_err(e.0))?;
+        f.check(self.info.version_minor, &DeviceShape::of(&self.info), self.info.kernels).map_err(|e| file_err(e.0))?;
+        if bindings.len() != f.bindings.len() {
+            let want: Vec<String> = f.bindings.iter().map(|b| format!("{} ({})", b.name, b.spec)).collect();
+            return Err(file_err(format!(
+                "{} bindings given; the trace takes {}: {}",
+                bindings.len(),
+                f.bindings.len(),
+                want.join(", ")
+            )));
+        }
+        for (b, sb) in bindings.iter().zip(&f.bindings) {
+            if !std::ptr::eq(Arc::as_ptr(&b.dev), self) {
+                return Err(Error::WrongDevice {
+                    object: "buffer",
+                    object_device: b.dev.info.name.clone(),
+                    device: self.info.name.clone(),
+                });
+            }
+            if b.spec != sb.spec || b.footprint != sb.footprint {
+                return Err(file_err(format!(
+                    "binding {} must be a {} buffer; the one given is {}",
+                    sb.name, sb.spec, b.spec
+                )));
+            }
+            if b.addr != sb.address {
+                return Err(file_err(format!(
+                    "binding {} is at {:#x}; the saved records address it at {:#x}. Allocate the trace's buffers as \
+                     the saving process did (same specs, same order) so they land there",
+                    sb.name, b.addr, sb.address
+                )));
+            }
+        }
+        let mut st = self.lock_queue(cq)?;
+        st.forbid_capture(&call)?;
+        let tid = {
+            let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+            t.next_id = t.next_id.wrapping_add(1).max(1);
+            while t.traces.contains_key(&t.next_id) {
+                t.next_id = t.next_id.wrapping_add(1).max(1);
+            }
+            // Reserved while loading: a call on it meanwhile is told it is not ready.
+            let id = t.next_id;
+            t.traces.insert(id, State::Capturing { queue: cq });
+            id
+        };
+        let r = self.load_into(&mut st, tid, cq, f, bindings, &file_err);
+        let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Ok(c) => {
+                t.traces.insert(tid, State::Captured(c));
+                Ok(tid)
+            }
+            Err(e) => {
+                t.traces.remove(&tid);
+                drop(t);
+                let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+                for ty in BufferType::ALL {
+                    m.for_type(ty).free_owner(Owner::Trace(tid));
+                }
+                m.trace.free_owner(Owner::Trace(tid));
+                Err(e)
+            }
+        }
+    }
+
+    fn load_into(
+        &self,
+        st: &mut QueueState,
+        tid: u32,
+        cq: u16,
+        f: TraceFile,
+        bindings: &[&Buffer],
+        file_err: &dyn Fn(String) -> Error,
+    ) -> Result<Captured> {
+        let mut records = f.records;
+        let (buffer, buffer_bytes) = {
+            let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+            for &(ty, s, e) in &f.owned {
+                let (lo, hi) = m.for_type_ref(ty).range();
+                if s < lo || e > hi {
+                    return Err(file_err(format!(
+                        "the trace owns {} range [{s:#x}, {e:#x}), outside this device's [{lo:#x}, {hi:#x})",
+                        ty.name()
+                    )));
+                }
+                if let Some(p) = m.for_type_ref(ty).classify(s, e).into_iter().find(|p| p.2.is_some()) {
+                    return Err(file_err(format!(
+                        "the trace owns {} range [{s:#x}, {e:#x}), but [{:#x}, {:#x}) of it is in use here: load the \
+                         trace before allocating anything beyond its bindings",
+                        ty.name(),
+                        p.0,
+                        p.1
+                    )));
+                }
+                m.for_type(ty).claim(s, e, Owner::Trace(tid));
+            }
+            match self.alloc_trace_buffer(&mut m, tid, records.len() as u64) {
+                (Some(b), _, bytes) => (b, bytes),
+                (None, Some(e), _) => return Err(e),
+                (None, None, _) => return Err(file_err("no trace buffer".into())),
+            }
+        };
+        // The kernels go where this process puts them; each launch is pointed there (LAUNCH `kernel_offset`).
+        let mut moved = Vec::with_capacity(f.kernels.len());
+        for k in &f.kernels {
+            moved.push((k.offset, self.upload_image(st, &k.image)?));
+        }
+        let mut off = 0usize;
+        while off < records.len() {
+            let fixed: [u8; records::FIXED_LEN] = records[off..off + records::FIXED_LEN].try_into().expect("64");
+            let (h, body) = records::decode(&fixed).map_err(|e| file_err(e.to_string()))?;
+            if let records::Body::Launch(l) = body
+                && let Some(&(_, new)) = moved.iter().find(|(old, _)| *old == l.kernel_offset)
+            {
+                records[off + 24..off + 32].copy_from_slice(&new.to_le_bytes());
+            }
+            off += h.length as usize;
+        }
+        let records = Arc::new(records);
+        let uploaded = self.upload_trace(st, buffer, &records)?;
+        let must_live = bindings
+            .iter()
+            .zip(&f.bindings)
+            .map(|(b, sb)| Requirement {
+                memory: b.spec.mem.buffer_type,
+                start: b.addr,
+                end: b.addr + b.footprint,
+                buffer: BufferRef { id: b.id, addr: b.addr, spec: b.spec, footprint: b.footprint },
+                output: sb.output,
+            })
+            .collect();
+        Ok(Captured {
+            queue: cq,
+            epoch: self.epoch.load(Ordering::Acquire),
+            len: records.len() as u64,
+            launches: f.launches,
+            buffer_bytes,
+            buffer: Some(buffer),
+            must_live,
+            checked: None,
+            names: f.names.into_iter().map(|n| (Arc::<str>::from(n), "compute")).collect(),
+            events: Arc::default(),
+            _life: Arc::new(()),
+            records,
+            uploaded: Some(uploaded),
+        })
+    }
+
+    /// Fails unless the device runs events inside traces (contract 1.4).
+    fn require_trace_events(&self, tid: u32, call: &str) -> Result<()> {
+        if self.info.version_minor >= EVENTS_IN_TRACE_MINOR {
+            return Ok(());
+        }
+        let problem =
+            TraceProblem::EventsNeedContract { minor: self.info.version_minor, needed: EVENTS_IN_TRACE_MINOR };
+        Err(self.trace_error(tid, call, problem))
+    }
+
+    /// Captures a record of the user event `cell` into the capture in progress on `st` (contract §4.2.7): the event
+    /// becomes the trace's.
+    pub(crate) fn capture_event_record(&self, st: &mut QueueState, cell: &EventCell, notify: bool) -> Result<()> {
+        let cq = st.id;
+        let Some(cap) = st.capture.as_mut() else {
+            return Err(Error::Closed { device: self.info.name.clone() });
+        };
+        let tid = cap.trace_id;
+        self.require_trace_events(tid, &format!("record_event on queue {cq} during the capture of trace {tid}"))?;
+        let mut e = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(owner) = e.owner().filter(|&o| o != tid) {
+            let call = format!("record_event on queue {cq} during the capture of trace {tid}");
+            return Err(self.trace_error(owner, call, TraceProblem::EventOwned { owner }));
+        }
+        let local = cap.events.len() as u32 + 1;
+        let flags = if notify { RecordFlags::NOTIFY } else { RecordFlags::empty() };
+        let meta = capture_meta(self, cap, flags, "event_record");
+        push_capture(&mut cap.bytes, records::FIXED_LEN, meta, |slot, m| records::encode_event_record(slot, m, local));
+        cap.events.push(TraceEventRecord { cell: cell.clone(), local, notify });
+        e.owner = Some((tid, Arc::downgrade(&cap.life)));
+        Ok(())
+    }
+
+    /// Captures a wait for the user event `cell` into the capture in progress on `st` (contract §4.2.8): each replay
+    /// waits for the event's latest record as of that replay.
+    pub(crate) fn capture_event_wait(&self, st: &mut QueueState, cell: &EventCell) -> Result<()> {
+        let cq = st.id;
+        // The wait table travels in the EXEC_TRACE record, which must fit the ring (contract §5.1).
+        let max_waits = st
+            .issuer
+            .as_ref()
+            .map_or(0, |i| (i.rings().sizes().max_record() - records::FIXED_LEN) / records::WAIT_ENTRY_LEN);
+        let Some(cap) = st.capture.as_mut() else {
+            return Err(Error::Closed { device: self.info.name.clone() });
+        };
+        let tid = cap.trace_id;
+        let call = || format!("wait_for_event on queue {cq} during the capture of trace {tid}");
+        self.require_trace_events(tid, &call())?;
+        let e = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = e.owner();
+        if owner == Some(tid) {
+            // Recorded earlier in this capture, so earlier on the replay's own queue: queue order already holds.
+            return Ok(());
+        }
+        match e.mark {
+            None if owner.is_none() => return Err(Error::EventNotRecorded { call: "wait_for_event" }),
+            Some(m) if owner.is_none() => self.check_epoch(m.epoch, "wait_for_event")?,
+            // Owned by another trace: its replays record it.
+            _ => {}
+        }
+        if cap.waits.len() >= max_waits {
+            return Err(self.trace_error(tid, call(), TraceProblem::TooManyWaits { max: max_waits as u32 }));
+        }
+        let index = cap.waits.len() as u32;
+        let meta = capture_meta(self, cap, RecordFlags::empty(), "wait_for_event");
+        push_capture(&mut cap.bytes, records::FIXED_LEN, meta, |slot, m| records::encode_event_wait(slot, m, 0, index));
+        cap.waits.push(cell.clone());
+        Ok(())
+    }
+}
+
+/// The header of a record captured into `cap`: profiled (its slot the next one inside the trace, named `name`) when
+/// the device profiles.
+fn capture_meta(dev: &DeviceInner, cap: &mut Capture, flags: RecordFlags, name: &'static str) -> RecordMeta {
+    match &dev.profiler {
+        Some(_) => {
+            let profile_slot = cap.names.len() as u32;
+            cap.names.push((name.into(), "event"));
+            RecordMeta { flags: flags | RecordFlags::PROFILE, tag: 0, profile_slot }
+        }
+        None => RecordMeta { flags, ..Default::default() },
     }
 }
 
@@ -610,5 +1025,38 @@ impl Device {
     /// Size and state of a captured trace.
     pub fn trace_info(&self, tid: u32) -> Result<TraceInfo> {
         self.inner.trace_info(tid)
+    }
+
+    /// Saves trace `tid` to the file `path` (`trace_save`): a versioned, checksummed file with its records, the
+    /// kernel images they run, the trace region size it needs, the device shape it depends on, the ranges it owns
+    /// and its external bindings (name, spec, role). A trace that records or waits for events cannot be saved.
+    pub fn trace_save(&self, tid: u32, path: &std::path::Path) -> Result<()> {
+        let bytes = self.inner.save_trace(tid)?;
+        std::fs::write(path, bytes).map_err(|e| Error::TraceFile {
+            call: format!("trace_save({tid}, {})", path.display()),
+            problem: format!("cannot write the file: {e}"),
+        })
+    }
+
+    /// The bytes [`Device::trace_save`] would write.
+    pub fn trace_save_bytes(&self, tid: u32) -> Result<Vec<u8>> {
+        self.inner.save_trace(tid)
+    }
+
+    /// Loads a trace saved by [`Device::trace_save`] (in this process or another) for replay on queue `cq`
+    /// (`trace_load`); returns its id. `bindings` are live buffers for the trace's external bindings, in the file's
+    /// order — by memory (DRAM, L1, L1_SMALL), then address; [`TraceFile::decode`] lists them — each of the saved spec and, until rebinding lands, at the saved
+    /// address. The file is checked entirely first (`trace_file.rs`); the ranges the trace owns must be free.
+    pub fn trace_load(&self, path: &std::path::Path, bindings: &[&Buffer], cq: u16) -> Result<u32> {
+        let bytes = std::fs::read(path).map_err(|e| Error::TraceFile {
+            call: format!("trace_load({})", path.display()),
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        self.inner.load_trace(&bytes, bindings, cq, &path.display().to_string())
+    }
+
+    /// As [`Device::trace_load`], from bytes.
+    pub fn trace_load_bytes(&self, bytes: &[u8], bindings: &[&Buffer], cq: u16) -> Result<u32> {
+        self.inner.load_trace(bytes, bindings, cq, "bytes")
     }
 }

@@ -62,10 +62,10 @@ table_enum! {
         Launch = 0x06 => { name: "LAUNCH", in_trace: true, time: ExecTime::Own, body: LaunchFixed::FIELDS },
         /// Barrier, then publish an event id (§4.2.7).
         EventRecord = 0x07 => {
-            name: "EVENT_RECORD", in_trace: false, time: ExecTime::Own, body: EventRecord::FIELDS
+            name: "EVENT_RECORD", in_trace: true, time: ExecTime::Own, body: EventRecord::FIELDS
         },
         /// Stall until another queue's event slot reaches an id (§4.2.8).
-        EventWait = 0x08 => { name: "EVENT_WAIT", in_trace: false, time: ExecTime::Waits, body: EventWait::FIELDS },
+        EventWait = 0x08 => { name: "EVENT_WAIT", in_trace: true, time: ExecTime::Waits, body: EventWait::FIELDS },
         /// Run a trace stored in device DRAM (§4.2.9).
         ExecTrace = 0x09 => {
             name: "EXEC_TRACE", in_trace: false, time: ExecTime::Contained, body: ExecTrace::FIELDS
@@ -996,20 +996,67 @@ pub fn encode_event_wait(slot: &mut RecordSlot<'_>, meta: RecordMeta, queue: u16
 
 wire_struct! {
     /// The body of an `EXEC_TRACE` record (contract §4.2.9).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
     pub struct ExecTrace {
         /// Bytes per page of the interleaved trace buffer.
         pub page_size: u32 @ 16,
+        /// Entries of the wait table that follows the fixed part (since 1.4).
+        pub num_waits: u16 @ 20,
         /// DRAM offset of the trace buffer in every bank.
         pub base: u64 @ 24,
         /// Bytes of records.
         pub trace_len: u64 @ 32,
+        /// Added to the id of every `EVENT_RECORD` inside the trace (since 1.4): each replay publishes fresh ids.
+        pub event_base: u32 @ 40,
     }
 }
 
-/// Encodes an `EXEC_TRACE` record (64 bytes).
-pub fn encode_exec_trace(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &ExecTrace) {
+/// Bytes of one entry of an `EXEC_TRACE` record's wait table (contract §4.2.9).
+pub const WAIT_ENTRY_LEN: usize = 8;
+
+/// One entry of an `EXEC_TRACE` record's wait table (contract §4.2.9): what an `EVENT_WAIT` inside the trace whose
+/// `event_id` is this entry's index waits for, in this replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WaitEntry {
+    /// The queue whose event slot is watched.
+    pub queue: u16,
+    /// The awaited id.
+    pub event_id: u32,
+}
+
+impl WaitEntry {
+    /// The entry's 8 bytes: `u16 queue`, `u16` reserved, `u32 event_id`.
+    pub fn to_bytes(self) -> [u8; WAIT_ENTRY_LEN] {
+        let mut b = [0u8; WAIT_ENTRY_LEN];
+        b[..2].copy_from_slice(&self.queue.to_le_bytes());
+        b[4..].copy_from_slice(&self.event_id.to_le_bytes());
+        b
+    }
+
+    /// Decodes an entry from its 8 bytes (reserved bytes ignored).
+    pub fn from_bytes(b: &[u8; WAIT_ENTRY_LEN]) -> WaitEntry {
+        WaitEntry { queue: u16::from_le_bytes([b[0], b[1]]), event_id: u32::from_le_bytes([b[4], b[5], b[6], b[7]]) }
+    }
+}
+
+/// Length of an `EXEC_TRACE` record with a wait table of `num_waits` entries.
+pub const fn exec_trace_len(num_waits: usize) -> usize {
+    FIXED_LEN + record_align(num_waits * WAIT_ENTRY_LEN)
+}
+
+/// Encodes an `EXEC_TRACE` record with its wait table into a slot of [`exec_trace_len`]`(waits.len())` bytes;
+/// `x.num_waits` is taken from `waits`.
+pub fn encode_exec_trace(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &ExecTrace, waits: &[WaitEntry]) {
+    debug_assert_eq!(slot.len(), exec_trace_len(waits.len()));
+    let x = ExecTrace { num_waits: waits.len() as u16, ..*x };
     put_fixed(slot, Opcode::ExecTrace, meta, |f| x.put(f));
+    let mut off = FIXED_LEN;
+    for w in waits {
+        slot.put_bytes(off, &w.to_bytes());
+        off += WAIT_ENTRY_LEN;
+    }
+    let len = slot.len();
+    slot.zero(off, len - off);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1072,12 +1119,8 @@ impl Body {
             Body::Launch(l) => {
                 l.rect.count() != 0 && l.num_steps <= l.num_rt_args && FIXED_LEN + l.args_bytes() <= length
             }
-            Body::Pad
-            | Body::ReadLinear(_)
-            | Body::ReadPaged(_)
-            | Body::EventRecord(_)
-            | Body::EventWait(_)
-            | Body::ExecTrace(_) => true,
+            Body::ExecTrace(x) => FIXED_LEN + x.num_waits as usize * WAIT_ENTRY_LEN <= length,
+            Body::Pad | Body::ReadLinear(_) | Body::ReadPaged(_) | Body::EventRecord(_) | Body::EventWait(_) => true,
         }
     }
 }
@@ -1350,8 +1393,15 @@ mod tests {
                 Body::EventWait(EventWait { queue: 3, event_id: 77 }),
             ),
             Opcode::ExecTrace => {
-                let x = ExecTrace { page_size: 4096, base: 0x100_0000, trace_len: 123 * 64 };
-                (encoded(FIXED_LEN, |s| encode_exec_trace(s, meta, &x)), Body::ExecTrace(x))
+                let waits = [WaitEntry { queue: 1, event_id: 9 }, WaitEntry { queue: 0, event_id: u32::MAX }];
+                let x = ExecTrace {
+                    page_size: 4096,
+                    num_waits: waits.len() as u16,
+                    base: 0x100_0000,
+                    trace_len: 123 * 64,
+                    event_base: 0x8000_0001,
+                };
+                (encoded(exec_trace_len(waits.len()), |s| encode_exec_trace(s, meta, &x, &waits)), Body::ExecTrace(x))
             }
         }
     }
@@ -1663,15 +1713,23 @@ mod tests {
             m in meta(),
             id in any::<u32>(),
             q in any::<u16>(),
-            x in (any::<u32>(), any::<u64>(), any::<u64>()),
+            x in (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()),
+            waits in proptest::collection::vec((any::<u16>(), any::<u32>()), 0..20),
         ) {
             let buf = encoded(FIXED_LEN, |s| encode_event_record(s, m, id));
             prop_assert_eq!(decoded(&buf).1, Body::EventRecord(EventRecord { event_id: id }));
             let buf = encoded(FIXED_LEN, |s| encode_event_wait(s, m, q, id));
             prop_assert_eq!(decoded(&buf).1, Body::EventWait(EventWait { queue: q, event_id: id }));
-            let x = ExecTrace { page_size: x.0, base: x.1, trace_len: x.2 };
-            let buf = encoded(FIXED_LEN, |s| encode_exec_trace(s, m, &x));
+            let waits: Vec<WaitEntry> = waits.into_iter().map(|(queue, event_id)| WaitEntry { queue, event_id }).collect();
+            let x = ExecTrace {
+                page_size: x.0, num_waits: waits.len() as u16, base: x.1, trace_len: x.2, event_base: x.3,
+            };
+            let buf = encoded(exec_trace_len(waits.len()), |s| encode_exec_trace(s, m, &x, &waits));
             prop_assert_eq!(decoded(&buf).1, Body::ExecTrace(x));
+            for (i, w) in waits.iter().enumerate() {
+                let at = FIXED_LEN + i * WAIT_ENTRY_LEN;
+                prop_assert_eq!(WaitEntry::from_bytes(buf[at..at + WAIT_ENTRY_LEN].try_into().unwrap()), *w);
+            }
         }
 
         #[test]

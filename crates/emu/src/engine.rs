@@ -76,6 +76,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         core: Vec::new(),
         free_at: 0,
         trace: None,
+        waits: Vec::new(),
         executed: 0,
         hanging: false,
         hang_over: false,
@@ -101,6 +102,8 @@ struct Engine<'a> {
     free_at: u64,
     /// The trace being executed, if any.
     trace: Option<TraceCursor>,
+    /// The wait table of the `EXEC_TRACE` record being executed (contract §4.2.9).
+    waits: Vec<records::WaitEntry>,
     /// Injected faults (config.rs `Inject`): records this queue executed since creation; whether its injected hang
     /// began and whether a reset ended it; a device-written word this queue reports as garbage until the next reset.
     executed: u64,
@@ -560,6 +563,25 @@ impl Engine<'_> {
                 if x.page_size == 0 || x.page_size % 64 != 0 {
                     return Err(bad_record(0));
                 }
+                // The wait table follows the fixed part (decode checked it lies inside the record).
+                let RecordBytes::Ring(p) = bytes else {
+                    return Err(bad_record(0));
+                };
+                let mut waits = std::mem::take(&mut self.waits);
+                waits.clear();
+                for i in 0..x.num_waits as usize {
+                    let mut e = [0u8; records::WAIT_ENTRY_LEN];
+                    // SAFETY: decode checked `64 + num_waits × 8 <= length`; the record is inside the mapped ring.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            p.add(FIXED_LEN + i * records::WAIT_ENTRY_LEN),
+                            e.as_mut_ptr(),
+                            records::WAIT_ENTRY_LEN,
+                        )
+                    };
+                    waits.push(records::WaitEntry::from_bytes(&e));
+                }
+                self.waits = waits;
                 span.end = self.exec_trace(hdr, &x, ready)?;
             }
         }
@@ -717,19 +739,40 @@ impl Engine<'_> {
             self.set_trace_off(toff);
             self.read_trace_into(&mut fixed)?;
             let bad = Fault::new(FaultCode::BadRecord, toff);
-            let (h, body) = records::decode(&fixed).map_err(|_| bad)?;
+            let (h, mut body) = records::decode(&fixed).map_err(|_| bad)?;
             // Only the record types the opcode table allows in a trace (contract §4.2.9).
             if toff.saturating_add(h.length as u64) > x.trace_len || !body.opcode().in_trace() {
                 return Err(bad.into());
             }
+            // Inside a trace a wait names an entry of the replay's wait table (contract §4.2.8).
+            if let Body::EventWait(w) = body {
+                let e = self.waits.get(w.event_id as usize).ok_or(bad)?;
+                body = Body::EventWait(records::EventWait { queue: e.queue, event_id: e.event_id });
+            }
             if let Some(p) = pace {
                 fetch_at = fetch_at.saturating_add(p.dram_ns(h.length as u64));
+            }
+            // Records inside a trace are delayed like any other (jitter): races with other queues show up inside a
+            // replay too, not only at its start.
+            if !self.jitter() {
+                return Err(Stop::Abort);
             }
             // The trace cursor now points at the arguments that follow the fixed part.
             let span = self.execute(&h, &body, RecordBytes::Trace { ready: fetch_at.max(prev_end) }, 0)?;
             prev_end = span.end;
             if pace.is_some() {
                 self.free_at = span.end;
+            }
+            // An event inside a trace is published when it executes, with the replay's base (contract §4.2.7).
+            if let Body::EventRecord(e) = body {
+                if pace.is_some() && !self.sh.clock.wait_until(span.end, || self.stopped()) {
+                    return Err(Stop::Abort);
+                }
+                self.publish_event(x.event_base.wrapping_add(e.event_id), span.end)?;
+                if h.flags.contains(RecordFlags::NOTIFY) {
+                    self.sh.raise_irq(self.q);
+                }
+                self.sh.progress_irq(self.q);
             }
             if h.flags.contains(RecordFlags::PROFILE) && exec.flags.contains(RecordFlags::PROFILE) {
                 let slot = exec.profile_slot.wrapping_add(1).wrapping_add(h.profile_slot);
@@ -787,20 +830,11 @@ impl Engine<'_> {
         put_word(a, host::COMPL_WR, shown(HostWord::ComplWr, a.compl_wr))?;
         put_word(a, host::ISSUE_RD, shown(HostWord::IssueRd, a.rd))?;
         if let Some(id) = event {
-            if self.sh.cfg.pace.is_some() {
-                self.qs.note_event(id, span.end);
-            }
-            self.qs.event.store(id, Ordering::Release);
-            put_word(a, host::EVENT_DONE, shown(HostWord::EventDone, id))?;
-            // Other queues may be stalled in EVENT_WAIT on us.
-            for (i, other) in self.sh.queues.iter().enumerate() {
-                if i != self.q {
-                    other.wake();
-                }
-            }
+            self.publish_event(id, span.end)?;
         } else if let Some((HostWord::EventDone, bad)) = self.garbage {
             put_word(a, host::EVENT_DONE, bad)?;
         }
+        let a = self.active.as_mut().expect("active queue");
         put_word(a, host::LAST_TAG, hdr.tag)?;
         put_word(a, host::RETIRED, shown(HostWord::Retired, a.retired))?;
         self.qs.retired.store(a.retired, Ordering::Release);
@@ -811,6 +845,27 @@ impl Engine<'_> {
         if inject.surprise_reset_at == Some(nth) {
             // An injected surprise reset: as if someone else reset the function (contract §7.2).
             self.sh.reset();
+        }
+        Ok(())
+    }
+
+    /// Publishes event `id` (contract §4.2.7): the queue's event slot, then its `EVENT_DONE` word; wakes the queues
+    /// that may be stalled in `EVENT_WAIT` on it.
+    fn publish_event(&self, id: u32, end: u64) -> Result<(), Fault> {
+        if self.sh.cfg.pace.is_some() {
+            self.qs.note_event(id, end);
+        }
+        self.qs.event.store(id, Ordering::Release);
+        let shown = match self.garbage {
+            Some((HostWord::EventDone, bad)) => bad,
+            _ => id,
+        };
+        let a = self.active.as_ref().expect("active queue");
+        put_word(a, host::EVENT_DONE, shown)?;
+        for (i, other) in self.sh.queues.iter().enumerate() {
+            if i != self.q {
+                other.wake();
+            }
         }
         Ok(())
     }

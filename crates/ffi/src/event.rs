@@ -54,9 +54,13 @@ pub unsafe extern "C" fn ttdrv_event_free(event: *mut ttdrv_event) -> ttdrv_stat
 /// is done and its writes are visible to every queue. Returns at once. Waits and synchronizes refer to the most recent
 /// record issued before them.
 ///
+/// During a trace capture on `cq` the record is captured (device contract 1.4): the event then belongs to the trace
+/// until `ttdrv_trace_release`, and each replay records it again (`ttdrv_trace_begin_capture` states the rule).
+///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`event` freed or never returned by ttdrv), CLOSED (its device
-/// was closed), FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE (trace capture in progress on `cq`: events
-/// cannot be captured), TIMEOUT (no ring space), DEVICE_FAULT.
+/// was closed), FORKED, INVALID_ARGUMENT (no such queue), INVALID_STATE (the event was recorded inside a trace that is
+/// still alive: use another event or release the trace; a capture on a device older than contract 1.4), TIMEOUT (no
+/// ring space), DEVICE_FAULT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_event_record(event: *mut ttdrv_event, cq: u16) -> ttdrv_status {
     guard("ttdrv_event_record", || Ok(self::event(event)?.record(cq)?))
@@ -72,9 +76,12 @@ pub extern "C" fn ttdrv_event_record_notify(event: *mut ttdrv_event, cq: u16) ->
 /// Makes queue `cq` wait, on the device, until the event's most recent record has completed (`wait_for_event(cq,
 /// event)`); work enqueued on `cq` afterwards does not start before it. Returns at once.
 ///
+/// During a trace capture on `cq` the wait is captured: each replay waits for the event's latest record as of that
+/// `ttdrv_trace_execute` call (or, for an event recorded earlier in the same capture, for that record).
+///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` or `event`), CLOSED, FORKED, INVALID_ARGUMENT (no such
-/// queue; an event of another device), INVALID_STATE (the event was never recorded, or was recorded before a reset;
-/// trace capture in progress on `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
+/// queue; an event of another device), INVALID_STATE (the event was never recorded, or was recorded before a reset; a
+/// capture on a device older than contract 1.4), TIMEOUT (no ring space), DEVICE_FAULT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_device_wait_for_event(
     device: *mut ttdrv_device,

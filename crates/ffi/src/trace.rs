@@ -37,10 +37,16 @@ versioned!(
 );
 
 /// Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the new trace's id to
-/// `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq` are recorded instead of sent; host
-/// writes, reads, event records and waits, finish, synchronize and blocking calls on `cq` fail with INVALID_STATE
-/// naming the call; a program never run before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work
-/// as usual.
+/// `*out_id`. Until `ttdrv_trace_end_capture`, programs and ops dispatched on `cq`, and event records
+/// (`ttdrv_event_record`) and waits (`ttdrv_device_wait_for_event`) on `cq`, are recorded instead of sent; host writes,
+/// reads, finish, synchronize and blocking calls on `cq` fail with INVALID_STATE naming the call; a program never run
+/// before fails with PROGRAM_NOT_CACHED (the capture goes on). Other queues work as usual.
+///
+/// Events inside a trace (device contract 1.4): an event recorded during the capture belongs to the trace until
+/// `ttdrv_trace_release`; every replay records it again with a fresh id, and waits and synchronizes on it refer to the
+/// latest replay enqueued, so back-to-back replays can each be waited for. Recording it anywhere else meanwhile fails
+/// with INVALID_STATE. A wait captured on an event recorded elsewhere waits, at each replay, for that event's latest
+/// record as of the `ttdrv_trace_execute` call (the guide's `write_event` recorded on queue 1 before each replay).
 ///
 /// Which device memory a trace owns: each buffer a captured launch touches is read (an input: every buffer of
 /// `ttdrv_program_run`, and the inputs of ops and of `ttdrv_program_run_io`) or overwritten (an output of an op, or of
@@ -100,7 +106,8 @@ pub extern "C" fn ttdrv_trace_end_capture(device: *mut ttdrv_device, id: u32, cq
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (no such queue),
 /// INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in progress on `cq`; a
 /// range the trace does not own is held by no buffer, or by a buffer of another spec or address, or by another trace —
-/// the message names the range and the buffer expected), TRACE_REGION (the trace was never stored), TIMEOUT,
+/// the message names the range and the buffer expected; a wait inside the trace is for an event with no record yet, or
+/// one from before a reset — the message names the wait), TRACE_REGION (the trace was never stored), TIMEOUT,
 /// DEVICE_FAULT.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttdrv_trace_execute(device: *mut ttdrv_device, id: u32, cq: u16, blocking: bool) -> ttdrv_status {
