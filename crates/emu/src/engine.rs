@@ -25,8 +25,10 @@ const PACED_SPIN: Duration = Duration::from_micros(5);
 /// The first part of the spin, in which the engine does not yield the core (it catches the next record of a burst
 /// without a system call).
 const PURE_SPIN: Duration = Duration::from_micros(20);
-/// Park timeout: a safety net, every state change also unparks.
-const PARK: Duration = Duration::from_millis(50);
+/// Park timeout: a safety net only, every state change the engine waits for also unparks it (`QueueShared::wake`).
+/// An engine woken by the timeout with nothing to do parks again at once without spinning, so an idle device costs
+/// one wake-up per queue per timeout: 16 idle queues, ~16 short wake-ups a second.
+const PARK: Duration = Duration::from_secs(1);
 
 /// Why execution stopped early.
 enum Stop {
@@ -79,6 +81,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         hanging: false,
         hang_over: false,
         garbage: None,
+        fresh: std::cell::Cell::new(true),
     };
     e.main_loop();
 }
@@ -104,6 +107,9 @@ struct Engine<'a> {
     hanging: bool,
     hang_over: bool,
     garbage: Option<(HostWord, u32)>,
+    /// The queue executed a record (or was enabled) since it last parked: an idle wait spins before parking only
+    /// then.
+    fresh: std::cell::Cell<bool>,
 }
 
 impl Engine<'_> {
@@ -113,12 +119,19 @@ impl Engine<'_> {
             || self.sh.faulted.load(Ordering::Acquire)
     }
 
-    /// Spins briefly, then parks, until `ready()` or a stop condition holds.
+    /// Spins briefly, then parks, until `ready()` or a stop condition holds (or the park's safety-net timeout).
+    /// Spins only when the queue has just been working (`self.fresh`): a queue that is disabled, hung, faulted or
+    /// has already parked idle once since its last record parks at once, so idle engines (of unopened queues too)
+    /// never poll.
     fn idle_wait(&self, ready: impl Fn() -> bool) {
         let t0 = Instant::now();
         // Paced, the timing model already decides when records start and end, so a late wake-up costs nothing
         // visible: spin only a little and leave the cores to the host.
-        let spin = if self.sh.cfg.pace.is_some() { PACED_SPIN } else { SPIN };
+        let spin = match (self.fresh.get(), self.sh.cfg.pace.is_some()) {
+            (false, _) => Duration::ZERO,
+            (true, true) => PACED_SPIN,
+            (true, false) => SPIN,
+        };
         loop {
             if ready() || self.stopped() {
                 return;
@@ -136,12 +149,16 @@ impl Engine<'_> {
                 std::thread::yield_now();
             }
         }
+        self.fresh.set(false);
+        // Counted before the flag is raised, so a waker that takes the flag always finds its park counted.
+        self.qs.parks.fetch_add(1, Ordering::Relaxed);
         self.qs.sleeping.store(true, Ordering::SeqCst);
         // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
         std::sync::atomic::fence(Ordering::SeqCst);
         if !ready() && !self.stopped() {
             std::thread::park_timeout(PARK);
         }
+        // A waker that saw the flag has cleared it already; after a timeout (or a spurious return) we clear it.
         self.qs.sleeping.store(false, Ordering::SeqCst);
     }
 
@@ -162,11 +179,15 @@ impl Engine<'_> {
                 self.qs.ack_gen.store(g, Ordering::Release);
             }
             if sh.faulted.load(Ordering::Acquire) {
+                // Stopped until a reset: nothing to catch quickly, park at once.
+                self.fresh.set(false);
                 self.idle_wait(|| sh.reset_gen.load(Ordering::Acquire) != g);
                 continue;
             }
             if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+                // A disabled (never opened, or closed) queue parks without spinning.
                 self.active = None;
+                self.fresh.set(false);
                 self.idle_wait(|| self.qs.ctrl.load(Ordering::Acquire) & 1 == 1);
                 continue;
             }
@@ -184,6 +205,7 @@ impl Engine<'_> {
             }
             if self.hung() {
                 // An injected hang: consume nothing until a reset (or shutdown, or a fault elsewhere).
+                self.fresh.set(false);
                 self.idle_wait(|| false);
                 continue;
             }
@@ -201,6 +223,8 @@ impl Engine<'_> {
                 continue;
             }
             self.qs.status.fetch_or(QueueStatus::BUSY.bits(), Ordering::AcqRel);
+            // Working: the idle wait after this record spins before parking, to catch the next one cheaply.
+            self.fresh.set(true);
             if let Err((f, tag, op)) = self.step_guarded(wr) {
                 self.fault(f, tag, op);
             }
