@@ -14,6 +14,14 @@ use std::sync::atomic::Ordering;
 use ttdrv_contract::kernel::{Layout, TILE_DIM, TensorLayout};
 use ttdrv_contract::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 
+/// Largest payload of one transfer record. A larger transfer is split so that the host and the device work at the
+/// same time: the host copies piece n+1 into the ring (a write) or piece n out of the completion ring (a read)
+/// while the device handles the other — one record per piece, each published (a write) or retired (a read) on its
+/// own, so the time of a large transfer is about one copy plus one piece instead of two full copies. Small enough
+/// for a piece to stay in the shared last-level cache between the host's copy and the device's, large enough that
+/// the per-record cost (a 64-byte header, a doorbell, the device-written words) stays under 1 % of the copy.
+pub(crate) const PIPELINE_PIECE: usize = 128 << 10;
+
 /// One piece of a transfer, in the device's terms, and where its bytes are in the caller's dense tensor.
 #[derive(Clone, Copy, Debug)]
 enum Piece {
@@ -259,7 +267,8 @@ impl Buffer {
         st.forbid_capture("host write (copy_host_to_device_tensor)")?;
         // The epoch the records belong to: a reset (which takes every queue lock) cannot slip in while we hold it.
         let epoch = dev.epoch.load(Ordering::Acquire);
-        let max_payload = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET;
+        let max_payload =
+            (st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET).min(PIPELINE_PIECE);
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
@@ -453,7 +462,7 @@ impl Buffer {
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("host read (cpu)")?;
         let epoch = dev.epoch.load(Ordering::Acquire);
-        let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read());
+        let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read()).min(PIPELINE_PIECE);
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
