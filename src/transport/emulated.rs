@@ -61,6 +61,15 @@ impl Transport for EmulatedTransport {
         })
     }
 
+    unsafe fn dma_map_user(&self, vaddr: *mut u8, len: usize, iova: Iova) -> Result<(), TransportError> {
+        // SAFETY: forwarded contract (the memory stays allocated until the unmap returns).
+        unsafe { self.dev.dma_map_user(vaddr, len as u64, iova) }.map_err(|reason| TransportError::DmaMap {
+            iova,
+            len: len as u64,
+            reason,
+        })
+    }
+
     fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), TransportError> {
         self.dev.dma_unmap(iova, len).map_err(|reason| TransportError::DmaUnmap { iova, len, reason })
     }

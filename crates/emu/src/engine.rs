@@ -385,7 +385,9 @@ impl Engine<'_> {
             | Body::ReadPaged(_)
             | Body::Launch(_)
             | Body::EventWait(_)
-            | Body::ExecTrace(_) => None,
+            | Body::ExecTrace(_)
+            | Body::WriteHost(_)
+            | Body::ReadHost(_) => None,
         };
         match self.retire(&hdr, span, len, event) {
             Ok(()) | Err(Stop::Abort) => Ok(()),
@@ -583,6 +585,16 @@ impl Engine<'_> {
                 }
                 span.end = self.exec_trace(hdr, &x, ready)?;
             }
+            Body::WriteHost(x) => {
+                self.host_dma(&x, true)?;
+                if let Some(p) = pace {
+                    span.end = self.sh.pacer.reserve(|l| &mut l.h2d_free, ready, p.pcie_ns(x.bytes())).1;
+                }
+            }
+            Body::ReadHost(x) => {
+                self.host_dma(&x, false)?;
+                span.end = self.model_read(ready, x.bytes());
+            }
         }
         let now = self.sh.clock.now();
         match (pace, body.opcode().exec_time()) {
@@ -599,6 +611,59 @@ impl Engine<'_> {
             (Some(_), ExecTime::Waits | ExecTime::Contained) => {}
         }
         Ok(span)
+    }
+
+    /// Executes a `WRITE_HOST` (`to_device`) or `READ_HOST` (contract §4.2.10): checks the record's fields and the
+    /// whole host range against the IOMMU before moving any byte, then copies piece by piece. The window on the
+    /// host memory is dropped when this returns, so the record touches the host memory only while it executes (an
+    /// unmap of it waits for that).
+    fn host_dma(&self, x: &records::HostDma, to_device: bool) -> Result<(), Stop> {
+        use records::host_dma_mode::{LINEAR, PAGED};
+        if x.mode != LINEAR && x.mode != PAGED {
+            return Err(bad_record(0));
+        }
+        if x.count > 1 && (x.host_stride < x.piece || x.dev_stride < x.piece) {
+            return Err(bad_record(0));
+        }
+        if x.count == 0 || x.piece == 0 {
+            return Ok(());
+        }
+        let span = x.host_span().ok_or(Fault::new(FaultCode::Iommu, x.iova))?;
+        let window = self.sh.iommu.translate(x.iova, span)?;
+        self.dma(x.iova)?;
+        let paged = records::Paged {
+            mem: x.mem,
+            page_size: x.piece,
+            base: x.base,
+            page_stride: x.dev_stride,
+            start_page: x.start_page,
+            num_pages: x.count,
+        };
+        for k in 0..x.count {
+            if k % 64 == 0 && self.stopped() {
+                // A reset or shutdown mid-record: the record is dropped, as any record in flight at a reset is.
+                return Err(Stop::Abort);
+            }
+            let at = if x.mode == PAGED {
+                page_addr(self.sh, &paged, k)
+            } else {
+                let offset = x.base.saturating_add((k as u64).saturating_mul(x.dev_stride as u64));
+                DevAddr { mem: x.mem, unit: x.unit, offset }
+            };
+            let dev = self.sh.mem.ptr(at, x.piece as u64)?;
+            // In range: k × host_stride + piece ≤ span, which `translate` checked is inside the mapping.
+            let host = window.at(x.iova + k as u64 * x.host_stride as u64, x.piece as u64)?;
+            // SAFETY: both ranges are bounds-checked (`dev` by device memory, `host` by the IOMMU window, which the
+            // mapper keeps valid while the window lives); host memory and device memory never overlap.
+            unsafe {
+                if to_device {
+                    std::ptr::copy_nonoverlapping(host, dev, x.piece as usize)
+                } else {
+                    std::ptr::copy_nonoverlapping(dev, host, x.piece as usize)
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Paced: the end of a read of `bytes` that became ready at `ready`.

@@ -529,6 +529,22 @@ impl Emulator {
         self.shared.iommu.map(fd, fd_offset, len, iova)
     }
 
+    /// Maps `len` bytes of this process's memory at `vaddr` at `iova` in the device's IOMMU: memory with no file
+    /// behind it (a caller's own allocation), which the in-process device reaches by address, as an IOMMU reaches
+    /// pinned user pages.
+    ///
+    /// # Safety
+    /// The memory must stay allocated until [`Emulator::dma_unmap`] of this mapping returns (which waits until no
+    /// engine is using it); the device may read and write it until then.
+    pub unsafe fn dma_map_user(&self, vaddr: *mut u8, len: u64, iova: Iova) -> Result<(), String> {
+        if iova.0.checked_add(len).is_none_or(|e| self.shared.cfg.dma_bits < 64 && e > 1u64 << self.shared.cfg.dma_bits)
+        {
+            return Err(format!("IOVA range ends beyond the device's {}-bit DMA mask", self.shared.cfg.dma_bits));
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.shared.iommu.map_user(vaddr, len, iova) }
+    }
+
     /// Removes an IOMMU mapping.
     pub fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), String> {
         self.shared.iommu.unmap(iova, len)
