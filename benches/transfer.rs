@@ -7,6 +7,9 @@
 //! At the end it prints a table of medians and the bandwidth ratios (b)/(a), (c)/(a) and (b)/(d) per size (a
 //! ratio of 1.0 means the same speed).
 //!
+//! Every write is finished before the next one starts (in (b) the finish is untimed), so never more than one write is
+//! in flight: the figures are the host's copy and the round trip, not a backlog in the ring.
+//!
 //! `cargo bench --bench transfer` (about two minutes); `cargo bench --bench transfer -- 16MiB` for one size.
 //! `TTDRV_BENCH_ISSUE_RING=<bytes>` changes the issue ring size (default 16 MiB), to see how much of a large
 //! write the ring absorbs; `TTDRV_BENCH_DEVICE=emu:<options>` changes the emulated device (default `emu`).
@@ -17,6 +20,7 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use ttdrv::*;
+use ttdrv_testkit::timing::{Aligned, pattern};
 
 const SIZES: [(usize, &str); 6] = [
     (64 << 10, "64KiB"),
@@ -37,47 +41,6 @@ fn record(size: usize, kind: &'static str, total: Duration, iters: u64) -> Durat
     let per = total.as_secs_f64() / iters.max(1) as f64;
     TIMES.lock().unwrap().entry((size, kind)).or_default().push(per);
     total
-}
-
-/// `n` pre-faulted bytes starting `offset` bytes past a 4 KiB boundary.
-///
-/// Alignment matters for the baseline: on the AMD Zen 3 VMs this project runs on, glibc's `rep movsb` copy runs at
-/// ~1.5 GB/s instead of ~45 GB/s for 64 KiB when the destination is 16 bytes past the source modulo 4 KiB, which
-/// is what two `Vec`s from malloc give. The source is page-aligned and the destination is 64 bytes past a page,
-/// like a record payload in the ring.
-struct Aligned {
-    v: Vec<u8>,
-    at: usize,
-    n: usize,
-}
-
-impl Aligned {
-    fn new(n: usize, offset: usize) -> Aligned {
-        let v = vec![1u8; n + 8192];
-        let at = (4096 - v.as_ptr() as usize % 4096) % 4096 + offset;
-        Aligned { v, at, n }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.v[self.at..self.at + self.n]
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.v[self.at..self.at + self.n]
-    }
-}
-
-/// A dense byte pattern (not zeros, so nothing can shortcut it), page-aligned.
-fn pattern(n: usize) -> Aligned {
-    let mut a = Aligned::new(n, 0);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for c in a.bytes_mut().chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes());
-    }
-    a
 }
 
 fn bench(c: &mut Criterion, dev: &Device) {

@@ -125,9 +125,7 @@ pub fn _open_device(
 #[pyo3(signature = (device))]
 pub fn close_device(py: Python<'_>, device: &Bound<'_, Device>) -> PyResult<()> {
     let d = device.get();
-    let r = released(py, || d.dev.close());
-    crate::reads::reap();
-    r.py_err()
+    released(py, || d.dev.close()).py_err()
 }
 
 #[pymethods]

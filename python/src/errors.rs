@@ -111,6 +111,13 @@ const CLASSES: &[Class] = &[
         builtin: None,
         doc: "The device was opened by the parent of this forked process; open it again in the child.",
     },
+    Class {
+        kind: ErrorKind::ContentsUndefined,
+        name: "ContentsUndefinedError",
+        builtin: None,
+        doc: "A tensor's contents are undefined (a write to it stopped part-way, or a device reset erased it); write \
+              it whole again before reading it.",
+    },
     Class { kind: ErrorKind::Closed, name: "ClosedError", builtin: None, doc: "The device has been closed." },
 ];
 

@@ -17,6 +17,8 @@ const ALIGN: usize = 64;
 pub struct HostBytes {
     ptr: NonNull<u8>,
     len: usize,
+    /// Allocated as a `Box<[u8]>` (from a vector a read filled) rather than by [`HostBytes::zeroed`].
+    boxed: bool,
 }
 
 // SAFETY: HostBytes is a plain heap allocation with no thread affinity; concurrent access is governed by the rules
@@ -32,7 +34,17 @@ impl HostBytes {
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(p) else { std::alloc::handle_alloc_error(layout) };
-        HostBytes { ptr, len }
+        HostBytes { ptr, len, boxed: false }
+    }
+
+    /// Takes over the memory of a vector (the destination of a completed read), without copying it. Its alignment
+    /// is the allocator's (16 bytes on the platforms ttdrv supports), enough for every element type.
+    pub fn from_vec(v: Vec<u8>) -> HostBytes {
+        let len = v.len();
+        // into_boxed_slice reallocates only when capacity exceeds length; the read's vector has no spare capacity.
+        let raw = Box::into_raw(v.into_boxed_slice()) as *mut u8;
+        let Some(ptr) = NonNull::new(raw) else { unreachable!("Box pointers are never null") };
+        HostBytes { ptr, len, boxed: true }
     }
 
     /// Start of the memory.
@@ -54,6 +66,11 @@ impl HostBytes {
 
 impl Drop for HostBytes {
     fn drop(&mut self) {
+        if self.boxed {
+            // SAFETY: made by `from_vec` from a Box<[u8]> of `len` bytes, freed once, here.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) });
+            return;
+        }
         let layout = AllocLayout::from_size_align(self.len.max(1), ALIGN).expect("checked at allocation");
         // SAFETY: allocated in `zeroed` with this layout.
         unsafe { dealloc(self.ptr.as_ptr(), layout) };

@@ -78,6 +78,7 @@ fn _ttdrv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::_full_on_device, m)?)?;
     m.add_function(wrap_pyfunction!(ops::typecast, m)?)?;
     m.add_function(wrap_pyfunction!(ops::to_memory_config, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::to_layout, m)?)?;
     m.add_function(wrap_pyfunction!(ops::reshard, m)?)?;
     m.add_function(wrap_pyfunction!(timing::_rust_execute_trace_ns, m)?)?;
     m.add_function(wrap_pyfunction!(timing::_rust_add_ns, m)?)?;

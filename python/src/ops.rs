@@ -34,7 +34,8 @@ fn dev_mem(m: Option<&Bound<'_, MemoryConfig>>) -> Option<ttdrv::MemoryConfig> {
     m.map(|m| m.get().dev)
 }
 
-/// Runs `op` into `output_tensor`, or into a new tensor of `shape`/`dtype` placed by `mem`.
+/// Runs `op` into `output_tensor`, or into a new tensor of `shape`/`dtype`/`layout` (default: the first input's)
+/// placed by `mem`.
 #[allow(clippy::too_many_arguments)]
 fn run<'py, F>(
     py: Python<'py>,
@@ -44,6 +45,7 @@ fn run<'py, F>(
     dtype: DataType,
     memory_config: Option<ttdrv::MemoryConfig>,
     output_tensor: Option<&Bound<'py, Tensor>>,
+    layout: Option<Layout>,
     op: F,
 ) -> PyResult<Py<Tensor>>
 where
@@ -74,7 +76,9 @@ where
         return Ok(o.clone().unbind());
     }
     let mem = memory_config.unwrap_or_else(|| default_mem(&first.buf, first_shape, &shape));
-    let spec = BufferSpec::new(shape.rows(), shape.cols(), dtype.dev(), mem);
+    // A new output has the layout asked for, else the first input's, as in ttnn (a tiled model stays tiled).
+    let layout = layout.map_or(first.buf.spec().layout, Layout::dev);
+    let spec = BufferSpec::new(shape.rows(), shape.cols(), dtype.dev(), mem).with_layout(layout);
     let out = released(py, || {
         let out = dev.allocate(&spec)?;
         op(dev, &out)?;
@@ -110,7 +114,7 @@ pub fn matmul(
     }
     let shape = ta.shape.with_cols(tb.shape.cols());
     let (ab, bb) = (a.buf.clone(), b.buf.clone());
-    run(py, &a, &ta.shape, shape, ta.dtype, dev_mem(memory_config), output_tensor, move |d, out| {
+    run(py, &a, &ta.shape, shape, ta.dtype, dev_mem(memory_config), output_tensor, None, move |d, out| {
         d.matmul_into(q, &ab, &bb, out)
     })
 }
@@ -129,7 +133,7 @@ fn binary(
     let db = tb.device_buffer(py, "input_tensor_b")?;
     let q = da.device.get().queue(queue_id)?;
     let (ab, bb) = (da.buf.clone(), db.buf.clone());
-    run(py, &da, &ta.shape, ta.shape, ta.dtype, dev_mem(memory_config), output_tensor, move |d, out| {
+    run(py, &da, &ta.shape, ta.shape, ta.dtype, dev_mem(memory_config), output_tensor, None, move |d, out| {
         d.binary_into(q, op, &ab, &bb, out)
     })
 }
@@ -146,7 +150,7 @@ fn unary(
     let d = t.device_buffer(py, "input_tensor")?;
     let q = d.device.get().queue(queue_id)?;
     let ib = d.buf.clone();
-    run(py, &d, &t.shape, t.shape, t.dtype, dev_mem(memory_config), output_tensor, move |dev, out| {
+    run(py, &d, &t.shape, t.shape, t.dtype, dev_mem(memory_config), output_tensor, None, move |dev, out| {
         dev.unary_into(q, op, &ib, out)
     })
 }
@@ -258,7 +262,7 @@ pub fn fill(
     let t = input_tensor.get();
     let d = t.device_buffer(py, "input_tensor")?;
     let q = d.device.get().queue(queue_id)?;
-    run(py, &d, &t.shape, t.shape, t.dtype, dev_mem(memory_config), output_tensor, move |dev, out| {
+    run(py, &d, &t.shape, t.shape, t.dtype, dev_mem(memory_config), output_tensor, None, move |dev, out| {
         dev.fill(q, out, fill_value)
     })
 }
@@ -296,13 +300,15 @@ pub fn _full_on_device(
 }
 
 /// Copies `input` into a new tensor (memory config `mem`, default the input's; dtype `dtype`) or into `output`
-/// (whose memory config must be `mem` when given); the copy kernel converts dtypes.
+/// (whose memory config must be `mem` when given); with `layout`, a new tensor has that tensor layout (default the
+/// input's). The copy kernel converts dtypes and tilizes or untilizes.
 pub fn copy_to(
     py: Python<'_>,
     input: &Tensor,
     mem: Option<ttdrv::MemoryConfig>,
     dtype: Option<DataType>,
     output: Option<&Bound<'_, Tensor>>,
+    layout: Option<Layout>,
     queue_id: i64,
 ) -> PyResult<Py<Tensor>> {
     let d = input.device_buffer(py, "input_tensor")?;
@@ -318,7 +324,52 @@ pub fn copy_to(
         (None, Some(o)) => o.get().dtype,
         (None, None) => input.dtype,
     };
-    run(py, &d, &input.shape, input.shape, dtype, mem, output, move |dev, out| dev.reshard_into(q, &ib, out))
+    run(py, &d, &input.shape, input.shape, dtype, mem, output, layout, move |dev, out| dev.reshard_into(q, &ib, out))
+}
+
+/// Converts `tensor` to `layout` (`ttnn.to_layout`): `TILE_LAYOUT` tilizes, `ROW_MAJOR_LAYOUT` untilizes; with
+/// `dtype`, also converts the element type; with `memory_config`, places the result there (default: the input's).
+/// A device tensor is converted on the device by the copy kernel (docs/device-interface.md §8.2) into a new tensor;
+/// a host tensor keeps its dense row-major data (the transfer to the device tilizes), so it comes back with the new
+/// layout sharing the same memory, or converted when `dtype` differs. The shape stays the logical one; padding to
+/// whole tiles happens on the device and is zero (`pad_value` must be 0). `sub_core_grids` must be None.
+#[pyfunction]
+#[pyo3(signature = (tensor, layout, dtype = None, memory_config = None, sub_core_grids = None, pad_value = 0.0,
+    *, queue_id = 0))]
+#[allow(clippy::too_many_arguments)]
+pub fn to_layout(
+    tensor: &Bound<'_, Tensor>,
+    layout: Layout,
+    dtype: Option<DataType>,
+    memory_config: Option<&Bound<'_, MemoryConfig>>,
+    sub_core_grids: Option<&Bound<'_, PyAny>>,
+    pad_value: f32,
+    queue_id: i64,
+) -> PyResult<Py<Tensor>> {
+    let py = tensor.py();
+    if sub_core_grids.is_some_and(|g| !g.is_none()) {
+        return Err(invalid(
+            "to_layout: sub_core_grids is not supported: the driver splits the work over the whole grid (or the \
+             output's shard grid); pass None",
+        ));
+    }
+    if pad_value != 0.0 {
+        return Err(invalid(format!(
+            "to_layout: pad_value={pad_value}: the device pads tiles with zeros (docs/device-interface.md §8.3.2); \
+             pass 0.0. Padding is never visible through the tensor's data"
+        )));
+    }
+    let t = tensor.get();
+    if t.device_buffer(py, "tensor").is_ok() {
+        return copy_to(py, t, dev_mem(memory_config), dtype, None, Some(layout), queue_id);
+    }
+    if memory_config.is_some() {
+        return Err(invalid(
+            "to_layout: memory_config applies to device tensors; this one is on the host. Move it with \
+             .to(device, memory_config) (which tilizes a TILE_LAYOUT tensor on the way)",
+        ));
+    }
+    Py::new(py, t.host_as(py, layout, dtype.unwrap_or(t.dtype))?)
 }
 
 /// Copies `tensor` into memory config `memory_config` (`ttnn.to_memory_config`): any layout to any layout,
@@ -332,7 +383,7 @@ pub fn to_memory_config(
     output_tensor: Option<&Bound<'_, Tensor>>,
     queue_id: i64,
 ) -> PyResult<Py<Tensor>> {
-    copy_to(tensor.py(), tensor.get(), Some(memory_config.get().dev), dtype, output_tensor, queue_id)
+    copy_to(tensor.py(), tensor.get(), Some(memory_config.get().dev), dtype, output_tensor, None, queue_id)
 }
 
 /// Reshards `input_tensor` into `output_memory_config` (`ttnn.reshard`). With `output_tensor` (stored with that
@@ -346,7 +397,15 @@ pub fn reshard(
     output_tensor: Option<&Bound<'_, Tensor>>,
     queue_id: i64,
 ) -> PyResult<Py<Tensor>> {
-    copy_to(input_tensor.py(), input_tensor.get(), Some(output_memory_config.get().dev), None, output_tensor, queue_id)
+    copy_to(
+        input_tensor.py(),
+        input_tensor.get(),
+        Some(output_memory_config.get().dev),
+        None,
+        output_tensor,
+        None,
+        queue_id,
+    )
 }
 
 /// Converts `input_tensor` to `dtype` (`ttnn.typecast`): float32 to bfloat16 rounds to nearest even, bfloat16 to
@@ -360,5 +419,5 @@ pub fn typecast(
     output_tensor: Option<&Bound<'_, Tensor>>,
     queue_id: i64,
 ) -> PyResult<Py<Tensor>> {
-    copy_to(input_tensor.py(), input_tensor.get(), dev_mem(memory_config), Some(dtype), output_tensor, queue_id)
+    copy_to(input_tensor.py(), input_tensor.get(), dev_mem(memory_config), Some(dtype), output_tensor, None, queue_id)
 }

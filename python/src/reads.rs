@@ -1,93 +1,91 @@
-//! Non-blocking reads (`Tensor.cpu(blocking=False)`): the one place where this package issues them and decides
-//! when their destination may be freed.
+//! Non-blocking reads (`Tensor.cpu(blocking=False)`): the one place where this package issues them.
 //!
-//! The driver's non-blocking read writes into caller memory later, when the completion arrives, and dropping its
-//! handle does not cancel it. So the destination (owned host memory) lives in a [`Pending`] beside the handle; the
-//! tensor exposes neither until [`Pending::wait`] has seen the data in place. If the tensor goes away first, the
-//! pair becomes an orphan, kept until the read has completed or can never be delivered (the device was closed or
-//! reset, which drops reads in flight) and reaped by the next read or `close_device`.
+//! They use the driver's owned read ([`Buffer::read_owned`]): the read owns its destination until the data is in
+//! place, and dropping it cancels the read before freeing the destination, so nothing the device sends later can
+//! land in memory Python may see. A [`Pending`] holds the read until a wait takes it: a wait that succeeds turns it
+//! into host memory (shared from then on, numpy views included); a wait that fails (timeout, fault, close) has the
+//! driver cancel the read and free the destination, and the tensor reports that error from then on. A tensor
+//! dropped with its read in flight drops the read, which cancels it.
 
 use crate::host::{HostBytes, HostStorage};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use ttdrv::device::{Buffer, PendingRead};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use ttdrv::ErrorKind;
+use ttdrv::device::{Buffer, OwnedRead};
 
-/// A read in flight into host memory this package owns.
+/// A failed read: the driver's error kind and message (kept, so that every later use reports the same failure).
+pub type Failure = (ErrorKind, String);
+
+enum State {
+    /// In flight; nobody is waiting for it.
+    InFlight(OwnedRead),
+    /// A thread took the read to wait for it (without the GIL); others wait on the condition variable.
+    Waiting,
+    /// The data is in place.
+    Done(Arc<HostStorage>),
+    /// The read failed and was cancelled; its destination is freed.
+    Failed(Failure),
+}
+
+fn failure(e: &ttdrv::Error) -> Failure {
+    (e.kind(), format!("the non-blocking read failed: {e}"))
+}
+
+/// A read in flight into memory it owns.
 pub struct Pending {
-    read: Option<PendingRead>,
-    dst: Option<Arc<HostStorage>>,
-    done: AtomicBool,
-}
-
-/// Reads whose tensor went away before their data arrived, with their destinations.
-static ORPHANS: Mutex<Vec<(PendingRead, Arc<HostStorage>)>> = Mutex::new(Vec::new());
-
-/// True when a read can never write its destination again: it completed, or the device dropped it.
-fn settled(r: &PendingRead) -> bool {
-    match r.is_done() {
-        Ok(done) => done,
-        Err(e) => {
-            matches!(e, ttdrv::Error::Closed { .. } | ttdrv::Error::DroppedByReset { .. } | ttdrv::Error::Forked { .. })
-        }
-    }
-}
-
-/// Frees the destinations of orphaned reads that have settled.
-pub fn reap() {
-    let mut o = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
-    if !o.is_empty() {
-        o.retain(|(r, _)| !settled(r));
-    }
+    state: Mutex<State>,
+    changed: Condvar,
 }
 
 /// Enqueues a read of `buf` on queue `cq` into fresh host memory.
 pub fn start(buf: &Buffer, cq: u16) -> ttdrv::Result<Pending> {
-    reap();
-    let len = buf.spec().host_bytes() as usize;
-    let bytes = HostBytes::zeroed(len);
-    let ptr = bytes.ptr();
-    let dst = Arc::new(HostStorage::Owned(bytes));
-    // SAFETY: `ptr` is valid for writes of the buffer's host size (allocated just above with exactly that size);
-    // the memory stays allocated until the read has settled (held by the Pending, then by ORPHANS), and nobody
-    // reads or writes it before `Pending::wait` has seen the data arrive (the tensor exposes it only after that).
-    let read = unsafe { buf.read_nonblocking(cq, ptr)? };
-    Ok(Pending { read: Some(read), dst: Some(dst), done: AtomicBool::new(false) })
+    let dst = vec![0u8; buf.spec().host_bytes() as usize];
+    let read = buf.read_owned(cq, dst)?;
+    Ok(Pending { state: Mutex::new(State::InFlight(read)), changed: Condvar::new() })
 }
 
 impl Pending {
-    /// Blocks until the data is in place and returns the memory, now safe to share. Call it without the GIL.
-    pub fn wait(&self) -> ttdrv::Result<Arc<HostStorage>> {
-        let (Some(read), Some(dst)) = (&self.read, &self.dst) else {
-            unreachable!("taken only by Drop");
-        };
-        if !self.done.load(Ordering::Acquire) {
-            read.wait()?;
-            self.done.store(true, Ordering::Release);
-        }
-        Ok(dst.clone())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the data is in place (non-blocking).
-    pub fn is_done(&self) -> ttdrv::Result<bool> {
-        if self.done.load(Ordering::Acquire) {
-            return Ok(true);
+    /// Blocks (at most the device's timeout) until the data is in place and returns the memory, now safe to share;
+    /// or returns the failure, the same on every call. Call it without the GIL.
+    pub fn wait(&self) -> Result<Arc<HostStorage>, Failure> {
+        let mut st = self.lock();
+        loop {
+            match std::mem::replace(&mut *st, State::Waiting) {
+                State::InFlight(read) => {
+                    drop(st);
+                    // On failure OwnedRead::wait cancels the read and frees its destination before returning.
+                    let next = match read.wait() {
+                        Ok(v) => State::Done(Arc::new(HostStorage::Owned(HostBytes::from_vec(v)))),
+                        Err(e) => State::Failed(failure(&e)),
+                    };
+                    st = self.lock();
+                    *st = next;
+                    self.changed.notify_all();
+                }
+                State::Waiting => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                State::Done(data) => {
+                    *st = State::Done(data.clone());
+                    return Ok(data);
+                }
+                State::Failed(f) => {
+                    *st = State::Failed(f.clone());
+                    return Err(f);
+                }
+            }
         }
-        let done = self.read.as_ref().map_or(Ok(true), |r| r.is_done())?;
-        if done {
-            self.done.store(true, Ordering::Release);
-        }
-        Ok(done)
     }
-}
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let (Some(read), Some(dst)) = (self.read.take(), self.dst.take()) else {
-            return;
-        };
-        if self.done.load(Ordering::Acquire) || settled(&read) {
-            return;
+    /// Whether the data is in place (non-blocking; false while another thread is still waiting for it).
+    pub fn is_done(&self) -> Result<bool, Failure> {
+        let mut st = self.lock();
+        match &mut *st {
+            State::InFlight(read) => read.is_done().map_err(|e| failure(&e)),
+            State::Waiting => Ok(false),
+            State::Done(_) => Ok(true),
+            State::Failed(f) => Err(f.clone()),
         }
-        ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).push((read, dst));
     }
 }

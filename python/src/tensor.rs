@@ -2,10 +2,10 @@
 //! device (a non-blocking `cpu()`), or in device memory.
 
 use crate::device::{Device, released};
-use crate::errors::{IntoPy, invalid, invalid_state};
+use crate::errors::{IntoPy, invalid, invalid_state, new_err};
 use crate::host::{HostBytes, HostStorage, SendPtr, bf16_to_f32_bytes, f32_to_bf16_bytes};
 use crate::reads::{self, Pending};
-use crate::types::{DataType, Layout, MemoryConfig, Shape, buffer_spec, check_layout};
+use crate::types::{DataType, Layout, MemoryConfig, Shape, buffer_spec, padded_dims};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -59,12 +59,12 @@ impl Tensor {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A device tensor.
+    /// A device tensor; its layout is the buffer's.
     pub fn on_device(shape: Shape, dtype: DataType, buf: Buffer, device: Py<Device>) -> Tensor {
         Tensor {
             shape,
             dtype,
-            layout: Layout::RowMajor,
+            layout: Layout::from_dev(buf.spec().layout),
             state: Mutex::new(Storage::Device { buf: Arc::new(buf), device }),
         }
     }
@@ -98,12 +98,34 @@ impl Tensor {
                 return Err(invalid_state(format!("{what} was deallocated; it holds no data any more")));
             }
         };
-        let data = released(py, || pending.wait()).py_err()?;
+        let data = released(py, || pending.wait()).map_err(|(kind, msg)| new_err(kind, msg))?;
         let mut st = self.lock();
         if matches!(&*st, Storage::Pending(p) if Arc::ptr_eq(p, &pending)) {
             *st = Storage::Host(data.clone());
         }
         Ok(data)
+    }
+
+    /// This host tensor as `layout` and `dtype` (`to_layout` on the host): host data is dense row-major whatever
+    /// the layout, so the new tensor shares this one's memory unless the element type changes, when it is
+    /// converted (float32 to bfloat16 rounds to nearest even; the other way is exact).
+    pub fn host_as(&self, py: Python<'_>, layout: Layout, dtype: DataType) -> PyResult<Tensor> {
+        let data = self.host_data(py, "the tensor")?;
+        let data = match (self.dtype, dtype) {
+            (a, b) if a == b => data,
+            (from, to) => {
+                let mut out = HostBytes::zeroed(self.shape.volume() as usize * to.size());
+                // SAFETY: the data has arrived (host_data waited) and nobody writes it while we convert (borrowed
+                // arrays: the user does not write them during the call, as for every read of them).
+                let src = unsafe { data.bytes() };
+                match from {
+                    DataType::Float32 => f32_to_bf16_bytes(src, out.as_mut_slice()),
+                    DataType::BFloat16 => bf16_to_f32_bytes(src, out.as_mut_slice()),
+                }
+                Arc::new(HostStorage::Owned(out))
+            }
+        };
+        Ok(Tensor { shape: self.shape, dtype, layout, state: Mutex::new(Storage::Host(data)) })
     }
 
     /// Bytes of the dense host form.
@@ -145,10 +167,12 @@ impl Tensor {
         self.shape.py_tuple(py)
     }
 
-    /// The shape; equal to `shape` for row-major tensors.
+    /// ttnn's padded shape: for `TILE_LAYOUT` the last two dimensions rounded up to multiples of 32, else the
+    /// shape. Host data and `shape` are always the logical (unpadded) shape; docs/python.md says how the device
+    /// pads.
     #[getter]
     fn padded_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.shape.py_tuple(py)
+        PyTuple::new(py, padded_dims(&self.shape, self.layout))
     }
 
     /// The element type.
@@ -233,7 +257,7 @@ impl Tensor {
         }
         if matches!(&*this.lock(), Storage::Device { .. }) {
             let mem = mem.expect("checked above");
-            return crate::ops::copy_to(py, this, Some(mem.dev), None, None, cq_id);
+            return crate::ops::copy_to(py, this, Some(mem.dev), None, None, None, cq_id);
         }
         let mem = mem.unwrap_or_else(|| MemoryConfig::from_dev(ttdrv::MemoryConfig::DRAM));
         let data = this.host_data(py, "the tensor")?;
@@ -277,7 +301,7 @@ impl Tensor {
     /// Whether the data of a host tensor has arrived (False while a non-blocking `cpu()` is in flight).
     fn is_ready(&self) -> PyResult<bool> {
         match &*self.lock() {
-            Storage::Pending(p) => p.is_done().py_err(),
+            Storage::Pending(p) => p.is_done().map_err(|(kind, msg)| new_err(kind, msg)),
             _ => Ok(true),
         }
     }
@@ -455,7 +479,6 @@ pub fn _host_tensor(
     dtype: DataType,
     layout: Layout,
 ) -> PyResult<Tensor> {
-    check_layout(layout)?;
     let shape = Shape::from_py(shape)?;
     let buffer = PyUntypedBuffer::get(array)?;
     if !buffer.is_c_contiguous() {

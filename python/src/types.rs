@@ -2,10 +2,9 @@
 //! [`buffer_spec`], the one place where a ttnn tensor description becomes the driver's [`BufferSpec`].
 
 use crate::errors::invalid;
-use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 use pyo3::types::{PyAny, PyIterator, PyTuple};
-use ttdrv::contract::kernel::{DType, Layout as DevLayout, ShardGrid};
+use ttdrv::contract::kernel::{DType, Layout as DevLayout, ShardGrid, TILE_DIM, TensorLayout};
 use ttdrv::device::BufferType as DevBufferType;
 use ttdrv::{BufferSpec, MemoryConfig as DevMemoryConfig, ShardSpec as DevShardSpec};
 
@@ -69,9 +68,28 @@ pub enum Layout {
     /// Rows of elements, one after another.
     #[pyo3(name = "ROW_MAJOR")]
     RowMajor,
-    /// 32x32 tiles (not supported by this build's device yet).
+    /// 32x32 tiles of four 16x16 faces, the shape padded up to whole tiles on the device
+    /// (docs/device-interface.md §8.3.2). Host data stays dense row-major; transfers tilize and untilize.
     #[pyo3(name = "TILE")]
     Tile,
+}
+
+impl Layout {
+    /// The driver's tensor layout.
+    pub fn dev(self) -> TensorLayout {
+        match self {
+            Layout::RowMajor => TensorLayout::RowMajor,
+            Layout::Tile => TensorLayout::Tile,
+        }
+    }
+
+    /// From the driver's tensor layout.
+    pub fn from_dev(l: TensorLayout) -> Layout {
+        match l {
+            TensorLayout::RowMajor => Layout::RowMajor,
+            TensorLayout::Tile => Layout::Tile,
+        }
+    }
 }
 
 #[pymethods]
@@ -530,19 +548,23 @@ impl Shape {
 }
 
 /// The driver's buffer spec of a ttnn tensor description: the one place a ttnn layout and shape map onto the
-/// device. `TILE_LAYOUT` is refused until the device stores tiles.
+/// device. Every dimension but the last folds into rows; a tiled tensor's folded `rows x cols` is then padded up to
+/// whole 32x32 tiles by the driver (docs/device-interface.md §8.3.2), host data staying dense of the logical shape.
 pub fn buffer_spec(shape: &Shape, dtype: DataType, layout: Layout, mem: &MemoryConfig) -> PyResult<BufferSpec> {
-    check_layout(layout)?;
-    Ok(BufferSpec::new(shape.rows(), shape.cols(), dtype.dev(), mem.dev))
+    Ok(BufferSpec::new(shape.rows(), shape.cols(), dtype.dev(), mem.dev).with_layout(layout.dev()))
 }
 
-/// Fails for layouts the device cannot store yet.
-pub fn check_layout(layout: Layout) -> PyResult<()> {
-    match layout {
-        Layout::RowMajor => Ok(()),
-        Layout::Tile => Err(PyNotImplementedError::new_err(
-            "TILE_LAYOUT (32x32 tiles) is not supported by this ttdrv build yet: the device's tiled storage is \
-             pending (TILE layout in the contract, emulator and driver). Use ROW_MAJOR_LAYOUT for now",
-        )),
+/// ttnn's padded shape of a tensor: for `TILE_LAYOUT` the last two dimensions rounded up to multiples of 32 (of a
+/// 1-D shape, its one dimension), for `ROW_MAJOR_LAYOUT` the shape. The device pads the folded rows instead (see
+/// docs/python.md, "Layouts"); the two agree whenever the dimensions before the last two are all 1 or the
+/// second-to-last is a multiple of 32.
+pub fn padded_dims(shape: &Shape, layout: Layout) -> Vec<u64> {
+    let mut d: Vec<u64> = shape.dims().iter().map(|&v| v as u64).collect();
+    if layout == Layout::Tile {
+        let n = d.len();
+        for v in &mut d[n.saturating_sub(2)..] {
+            *v = v.div_ceil(TILE_DIM as u64) * TILE_DIM as u64;
+        }
     }
+    d
 }

@@ -21,7 +21,7 @@ class Mlp:
     intermediates; intermediates are in L1 and the output in DRAM, so nothing the model keeps lands where its
     input was (the guide's sections 1.3.2 and 3.3 re-allocate the input there at the end of capture)."""
 
-    def __init__(self, ttnn, device, seed: int = 17, dims=(IN, HIDDEN, HIDDEN, OUT)):
+    def __init__(self, ttnn, device, seed: int = 17, dims=(IN, HIDDEN, HIDDEN, OUT), layout=None):
         rng = np.random.default_rng(seed)
         self.ttnn = ttnn
         self.host = []
@@ -32,8 +32,10 @@ class Mlp:
             self.host.append((w, b))
             self.layers.append(
                 (
-                    ttnn.from_numpy(w, ttnn.float32, device=device, memory_config=ttnn.DRAM_MEMORY_CONFIG),
-                    ttnn.from_numpy(b, ttnn.float32, device=device, memory_config=ttnn.DRAM_MEMORY_CONFIG),
+                    ttnn.from_numpy(w, ttnn.float32, layout=layout or ttnn.ROW_MAJOR_LAYOUT, device=device,
+                                    memory_config=ttnn.DRAM_MEMORY_CONFIG),
+                    ttnn.from_numpy(b, ttnn.float32, layout=layout or ttnn.ROW_MAJOR_LAYOUT, device=device,
+                                    memory_config=ttnn.DRAM_MEMORY_CONFIG),
                 )
             )
 

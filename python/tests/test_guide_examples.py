@@ -23,23 +23,38 @@ from conftest import ITERATIONS, JITTERED, OUT, WithoutWait, check_outputs, coun
 from conftest import Mlp
 
 
-def setup(ttnn, device):
-    """What the guide's snippets assume exists: shapes, memory configs, run_model and the host inputs."""
+def setup(ttnn, device, layout="ROW_MAJOR"):
+    """What the guide's snippets assume exists: shapes, memory configs, run_model and the host inputs.
+
+    ``layout="TILE"`` is the same setup as a ttnn model usually has it, in ``TILE_LAYOUT`` (input, weights, host
+    tensors): shards are then whole 32x32 tiles, so the shard configs cut the ``[1, 1, 32, 64]`` input by width
+    into two ``[32, 32]`` shards instead of by height into four ``[8, 64]`` ones."""
     s = types.SimpleNamespace()
     s.shape = (1, 1, 32, 64)
     s.dtype = ttnn.float32
-    s.layout = ttnn.ROW_MAJOR_LAYOUT
-    banks = ttnn.CoreRangeSet({ttnn.CoreRange(ttnn.CoreCoord(0, 0), ttnn.CoreCoord(3, 0))})
-    s.sharded_dram_mem_config = ttnn.MemoryConfig(
-        ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.DRAM, ttnn.ShardSpec(banks, (8, 64))
-    )
-    s.sharded_l1_mem_config = ttnn.create_sharded_memory_config(s.shape, ttnn.CoreGrid(y=1, x=4), ttnn.ShardStrategy.HEIGHT)
-    s.output_sharded_dram_mem_config = ttnn.MemoryConfig(
-        ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.DRAM, ttnn.ShardSpec(banks, (8, OUT))
-    )
-    s.model = Mlp(ttnn, device)
+    if layout == "TILE":
+        s.layout = ttnn.TILE_LAYOUT
+        banks = ttnn.CoreRangeSet({ttnn.CoreRange(ttnn.CoreCoord(0, 0), ttnn.CoreCoord(1, 0))})
+        s.sharded_dram_mem_config = ttnn.MemoryConfig(
+            ttnn.TensorMemoryLayout.WIDTH_SHARDED, ttnn.BufferType.DRAM, ttnn.ShardSpec(banks, (32, 32))
+        )
+        s.sharded_l1_mem_config = ttnn.create_sharded_memory_config(s.shape, ttnn.CoreGrid(y=1, x=2), ttnn.ShardStrategy.WIDTH)
+        s.output_sharded_dram_mem_config = ttnn.MemoryConfig(
+            ttnn.TensorMemoryLayout.WIDTH_SHARDED, ttnn.BufferType.DRAM, ttnn.ShardSpec(banks, (32, OUT // 2))
+        )
+    else:
+        s.layout = ttnn.ROW_MAJOR_LAYOUT
+        banks = ttnn.CoreRangeSet({ttnn.CoreRange(ttnn.CoreCoord(0, 0), ttnn.CoreCoord(3, 0))})
+        s.sharded_dram_mem_config = ttnn.MemoryConfig(
+            ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.DRAM, ttnn.ShardSpec(banks, (8, 64))
+        )
+        s.sharded_l1_mem_config = ttnn.create_sharded_memory_config(s.shape, ttnn.CoreGrid(y=1, x=4), ttnn.ShardStrategy.HEIGHT)
+        s.output_sharded_dram_mem_config = ttnn.MemoryConfig(
+            ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.DRAM, ttnn.ShardSpec(banks, (8, OUT))
+        )
+    s.model = Mlp(ttnn, device, layout=s.layout)
     s.inputs = make_inputs()
-    s.host_inputs = [ttnn.from_numpy(x, ttnn.float32) for x in s.inputs]
+    s.host_inputs = [ttnn.from_numpy(x, ttnn.float32, layout=s.layout) for x in s.inputs]
     return s
 
 
@@ -477,13 +492,16 @@ EXAMPLES = {
 }
 
 
+@pytest.mark.parametrize("layout", ["ROW_MAJOR", "TILE"])
 @pytest.mark.parametrize("section", EXAMPLES)
-def test_guide_example(open_device, section):
+def test_guide_example(open_device, section, layout):
     example, queues = EXAMPLES[section]
     device = open_device(selector=JITTERED, num_command_queues=queues, trace_region_size=800768)
-    s = setup(ttdrv, device)
+    s = setup(ttdrv, device, layout)
     outputs = example(ttdrv, device, s)
     check_outputs(s.model, s.inputs, outputs)
+    for out in outputs:
+        assert out.layout == s.layout
 
 
 # (example, the event whose waits are removed, its index in creation order, the queue the wait held back). As

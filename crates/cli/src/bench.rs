@@ -1,60 +1,89 @@
-//! `ttdrv bench`: the headline measurements, each next to its reference measured in the same process, as medians
-//! over repeated runs (this kind of machine is shared and noisy: only side-by-side ratios mean anything).
+//! `ttdrv bench`: every figure of issue 14 ("Fast where users actually are"), each labelled with what it measures,
+//! through the C ABI as well as the Rust API, hot and cold, beside a reference of the same kind measured in the same
+//! run, and marked met or MISSED against its target.
+//!
+//! The report is a list of [`Row`]s with stable ids (`dispatch.c.hot`, `copy.write.rust.1MiB`, ...). Each group of
+//! rows is measured by one function in a submodule; improving a figure means changing how its function measures, not
+//! the report. The machine's own floors ([`floors`]) are measured first in every run: a 64-byte ping-pong between two
+//! threads and the wake-up of a parked thread are what the round-trip targets are stated against.
+//!
+//! Terms used in the table (docs/performance.md explains each figure):
+//! - **host cost**: time the calling thread spends inside the call; the call returns before the device has done the
+//!   work. Measured over bursts the issue ring holds, drained (untimed) between bursts (`ttdrv_testkit::timing`).
+//! - **round trip**: from the call until the host has observed the device's completion.
+//! - **device rate**: how fast the emulated device consumes records when more are queued than it can keep up with.
+//! - **hot**: back to back. **cold**: after the device has been idle for [`COLD_IDLE`], long enough for an idle
+//!   engine to park (the emulator parks after 100 µs of idle spinning).
+
+mod capi;
+mod dispatch;
+mod floors;
+mod idle;
+mod pipelines;
+mod python;
+mod transfer;
 
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use ttdrv::device::ops::{BinaryOp, UnaryOp};
-use ttdrv::{Buffer, BufferSpec, BufferType, DType, Device, DeviceParams, Layout, MemoryConfig, ShardGrid};
-use ttdrv_testkit::{BareRing, fill_program};
 
 /// Long description of `ttdrv bench`.
 pub const LONG_ABOUT: &str = "\
-Headline measurements on the emulated device, each beside its reference measured in the same run, as medians over \
-repeated runs. The two-queue pipelines are those of tt-metal's guide \"Advanced Performance Optimizations for \
-Models\" (section \"Multiple Command Queues\").";
+Measures what a model runtime pays on the emulated device — cached dispatch and op calls, trace replay, small and \
+large copies, event round trips, two command queues, idle CPU — through the C ABI and the Rust API (and Python with \
+--python), hot (back to back) and cold (after 2 ms idle). Each figure says what it measures (host cost of the call, \
+round trip, device rate, bandwidth, wall-clock throughput), sits beside a reference of the same kind measured in the \
+same run (this machine's own floors: a 64-byte ping-pong between two threads, the wake-up of a parked thread, \
+memcpy), and is marked met or MISSED against its target. Medians over repeated samples, with their range; \
+docs/performance.md explains every row. The two-queue pipelines are those of tt-metal's guide \"Advanced \
+Performance Optimizations for Models\".";
 
 /// Options of `ttdrv bench`.
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct BenchArgs {
-    /// Print the results as JSON instead of a table
+    /// Print the rows as JSON (units, reference, target and verdict in each) instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Fewer repetitions (for smoke tests)
+    /// Fewer samples (a smoke run; medians are noisier)
     #[arg(long)]
     pub quick: bool,
-    /// Run only these measurements (comma separated or repeated; default all)
+    /// Run only these groups (comma separated or repeated; default all); the machine's floors always run
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub only: Vec<Bench>,
     /// Write an SVG timeline of each paced pipeline run into DIR (TTDRV_BENCH_FULL=1 draws whole runs instead of
     /// a window of four iterations)
     #[arg(long, value_name = "DIR")]
     pub timelines: Option<PathBuf>,
+    /// A Python interpreter with the ttdrv package installed (`pip install ./python` into a virtual environment):
+    /// adds the per-call costs of the Python layer beside the Rust API, measured by python/bench/bench.py
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
 }
 
-/// The measurements, in the order they run.
+/// The groups of rows, in the order they run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bench {
-    /// Host time of one cached program dispatch vs a bare 64-byte record written into the ring
+    /// Cached dispatch of a 1-core program, C ABI vs Rust API, hot and cold; the bare ring; the device's rate
     Dispatch,
-    /// Host time of execute_trace for traces of 10, 100 and 1000 programs vs eager dispatch of the same
+    /// A 64-core eltwise add op call with its arguments and output built per call, C ABI and Rust API
+    OpCall,
+    /// execute_trace of 10, 100 and 1000 programs vs eager dispatch of the same programs
     Trace,
-    /// Bandwidth inside a non-blocking 16/64 MiB write call vs memcpy of the same size
+    /// 4 KiB write + finish, hot and cold, against the ping-pong and wake-up floors
+    Transfer,
+    /// Write + finish and blocking read vs memcpy at 4 KiB, 64 KiB, 1 MiB, 64 MiB and 256 MiB
     Copy,
-    /// Event record -> host observes it (record + synchronize on an idle queue)
+    /// Event record + synchronize round trip, hot and cold
     Event,
-    /// Paced: the guide's two-queue pipelines, 2 queues vs 1, against the ideal the model allows
+    /// Paced: the guide's two-queue pipelines, 2 queues vs 1 against the ideal, both from wall-clock times
     Pipelines,
-    /// Paced: the demo's MLP eager vs traced vs traced with 2 queues (throughput, device gap between ops)
+    /// Paced: the demo's MLP eager vs traced vs traced with 2 queues (wall-clock throughput, device gaps)
     Model,
-    /// CPU used by an opened, idle device (percent of one core)
+    /// CPU used by an opened, idle device with 1, 2 and 16 queues
     Idle,
-}
-
-/// What every measurement gets: how many repetitions, and where pictures go.
-struct Opts {
-    reps: usize,
-    timelines: Option<PathBuf>,
+    /// Per-call cost of the Python layer beside the Rust API (needs --python)
+    Python,
 }
 
 impl Bench {
@@ -63,580 +92,746 @@ impl Bench {
         use clap::ValueEnum;
         self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
     }
+}
 
-    fn measure(self, o: &Opts) -> Result<Vec<Measurement>, String> {
+/// How long a device is left idle before a cold sample: well past the 100 µs an idle emulator engine spins before
+/// it parks, and the 2 ms of issue 14's cold figures.
+pub const COLD_IDLE: Duration = Duration::from_millis(2);
+
+/// What every measurement gets.
+pub struct Ctx {
+    /// Smoke run: fewer samples.
+    pub quick: bool,
+    /// Where pipeline pictures go.
+    pub timelines: Option<PathBuf>,
+    /// The Python interpreter, if any.
+    pub python: Option<PathBuf>,
+    /// The machine's floors, measured at the start of the run.
+    pub floors: floors::Floors,
+}
+
+impl Ctx {
+    /// `full` samples, or `quick` in a smoke run.
+    pub fn n(&self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// Which API a figure goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Api {
+    /// The Rust API (`ttdrv::Device`).
+    #[serde(rename = "Rust API")]
+    Rust,
+    /// The C ABI (`ttdrv_*` functions, called as a C program calls them).
+    #[serde(rename = "C ABI")]
+    C,
+    /// The Python package.
+    #[serde(rename = "Python")]
+    Python,
+    /// Below the device layer (the bare ring), or the device itself.
+    #[serde(rename = "device")]
+    Device,
+    /// The machine, without ttdrv.
+    #[serde(rename = "machine")]
+    Machine,
+}
+
+impl Api {
+    fn short(self) -> &'static str {
         match self {
-            Bench::Dispatch => dispatch(o.reps),
-            Bench::Trace => trace(o.reps),
-            Bench::Copy => copy(o.reps),
-            Bench::Event => event(o.reps),
-            Bench::Pipelines => pipelines(o),
-            Bench::Model => model(o.reps),
-            Bench::Idle => idle(o.reps),
+            Api::Rust => "Rust",
+            Api::C => "C",
+            Api::Python => "Python",
+            Api::Device => "device",
+            Api::Machine => "machine",
         }
     }
 }
 
-/// One measurement and its reference (one object of `ttdrv bench --json`).
-#[derive(Clone, Debug, Serialize)]
-pub struct Measurement {
-    /// Short name.
+/// Hot (back to back), cold (after [`COLD_IDLE`]) or neither (a steady-state rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Back to back.
+    Hot,
+    /// After the device has been idle for [`COLD_IDLE`].
+    Cold,
+    /// A rate or a steady state.
+    #[serde(rename = "-")]
+    Steady,
+}
+
+/// What a figure measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Kind {
+    /// Time the calling thread spends in the call (it returns before the device is done).
+    #[serde(rename = "host cost")]
+    HostCost,
+    /// From the call until the host has observed the device's completion.
+    #[serde(rename = "round trip")]
+    RoundTrip,
+    /// The device's consumption of records, host not the limit.
+    #[serde(rename = "device rate")]
+    DeviceRate,
+    /// Bytes over the round-trip time of the transfer.
+    #[serde(rename = "bandwidth")]
+    Bandwidth,
+    /// Work per second of wall-clock time.
+    #[serde(rename = "throughput")]
+    Throughput,
+    /// A wall-clock speedup.
+    #[serde(rename = "speedup")]
+    Speedup,
+    /// Idle time of the device between ops, from its own timestamps.
+    #[serde(rename = "device gap")]
+    DeviceGap,
+    /// CPU time over wall time.
+    #[serde(rename = "CPU")]
+    Cpu,
+    /// A property of the machine, measured without ttdrv.
+    #[serde(rename = "floor")]
+    Floor,
+}
+
+impl Kind {
+    fn short(self) -> &'static str {
+        match self {
+            Kind::HostCost => "host cost",
+            Kind::RoundTrip => "round trip",
+            Kind::DeviceRate => "device rate",
+            Kind::Bandwidth => "bandwidth",
+            Kind::Throughput => "throughput",
+            Kind::Speedup => "speedup",
+            Kind::DeviceGap => "device gap",
+            Kind::Cpu => "CPU",
+            Kind::Floor => "floor",
+        }
+    }
+}
+
+/// Units of values and references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Unit {
+    /// Nanoseconds.
+    #[serde(rename = "ns")]
+    Ns,
+    /// Microseconds.
+    #[serde(rename = "us")]
+    Us,
+    /// Gigabytes (10^9 bytes) per second.
+    #[serde(rename = "GB/s")]
+    GBps,
+    /// Inferences (or iterations) per second.
+    #[serde(rename = "/s")]
+    PerSec,
+    /// Percent of one core.
+    #[serde(rename = "% of a core")]
+    PercentCore,
+    /// A ratio of two wall-clock times.
+    #[serde(rename = "x")]
+    Times,
+}
+
+impl Unit {
+    fn text(self) -> &'static str {
+        match self {
+            Unit::Ns => "ns",
+            Unit::Us => "µs",
+            Unit::GBps => "GB/s",
+            Unit::PerSec => "/s",
+            Unit::PercentCore => "% core",
+            Unit::Times => "x",
+        }
+    }
+
+    /// `v` with enough digits for this unit.
+    fn fmt(self, v: f64) -> String {
+        let digits = match self {
+            Unit::Ns | Unit::PerSec => {
+                if v.abs() >= 100.0 {
+                    0
+                } else {
+                    1
+                }
+            }
+            Unit::Us | Unit::GBps => {
+                if v.abs() >= 100.0 {
+                    1
+                } else {
+                    2
+                }
+            }
+            Unit::PercentCore => 3,
+            Unit::Times => 3,
+        };
+        format!("{v:.digits$} {}", self.text())
+    }
+}
+
+/// Median and range of the samples of one figure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stat {
+    /// Median.
+    pub median: f64,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Samples.
+    pub n: usize,
+}
+
+impl Stat {
+    /// The statistics of `v` (at least one sample).
+    pub fn of(mut v: Vec<f64>) -> Stat {
+        assert!(!v.is_empty(), "a figure needs at least one sample");
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Stat { median, min: v[0], max: v[n - 1], n }
+    }
+
+    /// Every value divided by `d` (ns to µs, say).
+    pub fn scaled(self, d: f64) -> Stat {
+        Stat { median: self.median / d, min: self.min / d, max: self.max / d, n: self.n }
+    }
+
+    /// `k / x` for every value (time per byte to bytes per time, say); min and max swap.
+    pub fn inverted(self, k: f64) -> Stat {
+        Stat { median: k / self.median, min: k / self.max, max: k / self.min, n: self.n }
+    }
+
+    /// A single value (a figure measured once, or computed).
+    pub fn one(v: f64) -> Stat {
+        Stat { median: v, min: v, max: v, n: 1 }
+    }
+}
+
+/// A reference of the same kind and unit as the figure, measured in the same run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reference {
+    /// What it is.
     pub name: String,
-    /// What was measured.
+    /// Its value.
     pub value: f64,
-    /// Unit of `value`.
-    pub unit: &'static str,
-    /// The reference, in the same unit (or a ratio target).
-    pub reference: f64,
-    /// What the reference is.
-    pub reference_name: String,
-    /// `value / reference` or the ratio that matters (stated in `note`).
-    pub ratio: f64,
-    /// How to read the ratio.
+    /// Its unit (the figure's).
+    pub unit: Unit,
+}
+
+/// Which way the ratio is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RatioOf {
+    /// figure / reference.
+    FigureOverReference,
+    /// reference / figure (how many times faster the figure is).
+    ReferenceOverFigure,
+}
+
+/// What a target checks.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// The median is at most this (in the figure's unit).
+    ValueAtMost(f64),
+    /// The ratio is at most this.
+    RatioAtMost(f64),
+    /// The ratio is at least this.
+    RatioAtLeast(f64),
+}
+
+/// A target and where it comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Target {
+    /// The checks; all must hold.
+    pub checks: Vec<Check>,
+    /// As the table prints it, e.g. "<= 1.2x Rust, <= 60 ns".
+    pub text: String,
+}
+
+/// Whether a figure meets its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check holds.
+    Met,
+    /// Some check fails.
+    Missed,
+    /// The figure could not be measured (what it needs does not exist yet, or was not asked for); a target it has
+    /// is not met.
+    NotAvailable,
+    /// No target.
+    NoTarget,
+}
+
+/// One figure of the report (one object of `ttdrv bench --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Stable id, e.g. `dispatch.c.hot`.
+    pub id: String,
+    /// Group (`--only` name).
+    pub group: &'static str,
+    /// What is measured.
+    pub figure: String,
+    /// Through which API.
+    pub api: Api,
+    /// Hot, cold or steady.
+    pub state: State,
+    /// What kind of quantity.
+    pub measures: Kind,
+    /// Median; `null` when not available.
+    pub value: Option<f64>,
+    /// Smallest and largest sample.
+    pub min: Option<f64>,
+    /// Largest sample.
+    pub max: Option<f64>,
+    /// Samples behind the median.
+    pub samples: usize,
+    /// Unit of `value`, `min`, `max`.
+    pub unit: Unit,
+    /// A reference of the same kind measured in the same run.
+    pub reference: Option<Reference>,
+    /// The ratio of figure and reference (see `ratio_of`).
+    pub ratio: Option<f64>,
+    /// How the ratio is taken, e.g. "C / Rust".
+    pub ratio_of: Option<String>,
+    /// Target, if the figure has one.
+    pub target: Option<Target>,
+    /// Met, missed, not available, or no target.
+    pub verdict: Verdict,
+    /// Anything needed to read the figure.
     pub note: String,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v[v.len() / 2]
+impl Row {
+    /// A row of group `group` with id `id`, not measured yet.
+    pub fn new(
+        id: impl Into<String>,
+        group: Bench,
+        figure: impl Into<String>,
+        api: Api,
+        state: State,
+        measures: Kind,
+    ) -> Row {
+        let group = match group {
+            Bench::Dispatch => "dispatch",
+            Bench::OpCall => "op-call",
+            Bench::Trace => "trace",
+            Bench::Transfer => "transfer",
+            Bench::Copy => "copy",
+            Bench::Event => "event",
+            Bench::Pipelines => "pipelines",
+            Bench::Model => "model",
+            Bench::Idle => "idle",
+            Bench::Python => "python",
+        };
+        Row {
+            id: id.into(),
+            group,
+            figure: figure.into(),
+            api,
+            state,
+            measures,
+            value: None,
+            min: None,
+            max: None,
+            samples: 0,
+            unit: Unit::Ns,
+            reference: None,
+            ratio: None,
+            ratio_of: None,
+            target: None,
+            verdict: Verdict::NoTarget,
+            note: String::new(),
+        }
+    }
+
+    /// The figure's samples, in `unit`.
+    pub fn stat(mut self, s: Stat, unit: Unit) -> Row {
+        self.value = Some(s.median);
+        self.min = Some(s.min);
+        self.max = Some(s.max);
+        self.samples = s.n;
+        self.unit = unit;
+        self
+    }
+
+    /// The unit of a figure that is not available.
+    pub fn unit(mut self, unit: Unit) -> Row {
+        self.unit = unit;
+        self
+    }
+
+    /// The reference (same unit as the figure, measured in the same run) and the ratio `how`, labelled `ratio_of`.
+    pub fn against(mut self, name: impl Into<String>, value: f64, how: RatioOf, ratio_of: &str) -> Row {
+        self.reference = Some(Reference { name: name.into(), value, unit: self.unit });
+        self.ratio_of = Some(ratio_of.to_string());
+        self.ratio = self.value.map(|v| match how {
+            RatioOf::FigureOverReference => v / value,
+            RatioOf::ReferenceOverFigure => value / v,
+        });
+        self
+    }
+
+    /// The target.
+    pub fn target(mut self, text: impl Into<String>, checks: Vec<Check>) -> Row {
+        self.target = Some(Target { checks, text: text.into() });
+        self
+    }
+
+    /// A note.
+    pub fn note(mut self, note: impl Into<String>) -> Row {
+        self.note = note.into();
+        self
+    }
+
+    /// Marks the figure as not available, saying why.
+    pub fn not_available(mut self, why: impl Into<String>) -> Row {
+        self.value = None;
+        self.note = why.into();
+        self
+    }
+
+    /// Computes the verdict from the value, the ratio and the target.
+    fn judge(mut self) -> Row {
+        self.verdict = match (&self.target, self.value) {
+            (None, _) => Verdict::NoTarget,
+            (Some(_), None) => Verdict::NotAvailable,
+            (Some(t), Some(v)) => {
+                let ok = t.checks.iter().all(|c| match *c {
+                    Check::ValueAtMost(x) => v <= x,
+                    Check::RatioAtMost(x) => self.ratio.is_some_and(|r| r <= x),
+                    Check::RatioAtLeast(x) => self.ratio.is_some_and(|r| r >= x),
+                });
+                if ok { Verdict::Met } else { Verdict::Missed }
+            }
+        };
+        self
+    }
 }
 
-/// A driver error as the message the command prints.
-fn e(e: ttdrv::Error) -> String {
-    e.to_string()
+/// The whole report (`ttdrv bench --json`).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// ttdrv's version.
+    pub version: &'static str,
+    /// A smoke run (`--quick`).
+    pub quick: bool,
+    /// Idle time before each cold sample, µs.
+    pub cold_idle_us: u64,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// The rows, in the order measured.
+    pub rows: Vec<Row>,
 }
 
-/// Runs the benchmark; returns the process exit code.
+/// Runs the benchmark; returns the process exit code (0 whether or not targets are met: it measures, it does not
+/// test).
 pub fn run(args: &BenchArgs) -> u8 {
+    match report(args) {
+        Ok(r) => {
+            if args.json {
+                match serde_json::to_string_pretty(&r) {
+                    Ok(s) => println!("{s}"),
+                    Err(err) => {
+                        eprintln!("ttdrv bench: cannot write the results as JSON: {err}");
+                        return 1;
+                    }
+                }
+            } else {
+                print!("{}", table(&r));
+            }
+            0
+        }
+        Err(err) => {
+            eprintln!("ttdrv bench: {err}");
+            1
+        }
+    }
+}
+
+fn report(args: &BenchArgs) -> Result<Report, String> {
     use clap::ValueEnum;
-    let opts = Opts { reps: if args.quick { 3 } else { 9 }, timelines: args.timelines.clone() };
-    let mut out: Vec<Measurement> = Vec::new();
+    let say = |what: &str| {
+        if !args.json {
+            eprintln!("measuring {what} ...");
+        }
+    };
+    say("the machine's floors");
+    let floors = floors::measure(args.quick)?;
+    let ctx = Ctx { quick: args.quick, timelines: args.timelines.clone(), python: args.python.clone(), floors };
+    let mut rows = floors::rows(&ctx.floors);
     for &b in Bench::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&b) {
             continue;
         }
-        if !args.json {
-            eprintln!("measuring {} ...", b.name());
-        }
-        match b.measure(&opts) {
-            Ok(ms) => out.extend(ms),
-            Err(err) => {
-                eprintln!("ttdrv bench: {}: {err}", b.name());
-                return 1;
-            }
-        }
+        say(&b.name());
+        let got = match b {
+            Bench::Dispatch => dispatch::dispatch(&ctx),
+            Bench::OpCall => dispatch::op_call(&ctx),
+            Bench::Trace => dispatch::trace(&ctx),
+            Bench::Transfer => transfer::small(&ctx),
+            Bench::Copy => transfer::copies(&ctx),
+            Bench::Event => transfer::event(&ctx),
+            Bench::Pipelines => pipelines::pipelines(&ctx),
+            Bench::Model => pipelines::model(&ctx),
+            Bench::Idle => idle::idle(&ctx),
+            Bench::Python => python::python(&ctx),
+        };
+        rows.extend(got.map_err(|e| format!("{}: {e}", b.name()))?);
     }
-    if args.json {
-        match to_json(&out) {
-            Ok(s) => println!("{s}"),
-            Err(err) => {
-                eprintln!("ttdrv bench: cannot write the results as JSON: {err}");
-                return 1;
-            }
-        }
-    } else {
-        print_table(&out);
-    }
-    0
+    Ok(Report {
+        version: env!("CARGO_PKG_VERSION"),
+        quick: args.quick,
+        cold_idle_us: COLD_IDLE.as_micros() as u64,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rows: rows.into_iter().map(Row::judge).collect(),
+    })
 }
 
-fn print_table(ms: &[Measurement]) {
-    println!("{:<44} {:>14} {:>34} {:>10}  note", "measurement", "median", "reference (same run)", "ratio");
-    for m in ms {
-        println!(
-            "{:<44} {:>10.3} {:<3} {:>24.3} {:<9} {:>10.3}  {}",
-            m.name, m.value, m.unit, m.reference, m.reference_name, m.ratio, m.note
+/// The report as the table `ttdrv bench` prints: one line per figure, grouped, every value with its unit, then the
+/// notes and a summary of the targets.
+fn table(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "ttdrv {} bench{} on {} CPUs; medians [min-max] of the samples; cold = after {} µs idle; every reference is \
+         of the same kind and measured in this run",
+        r.version,
+        if r.quick { " --quick" } else { "" },
+        r.cpus,
+        r.cold_idle_us
+    );
+    let head = format!(
+        "{:<58} {:<7} {:<5} {:<11} {:>12} {:>23}  {:<36} {:>24}  {:<24} {}",
+        "figure",
+        "API",
+        "state",
+        "measures",
+        "median",
+        "[min-max]",
+        "reference (same run)",
+        "ratio",
+        "target",
+        "verdict"
+    );
+    let mut group = "";
+    let mut notes: Vec<(usize, &Row)> = Vec::new();
+    for row in &r.rows {
+        if row.group != group {
+            group = row.group;
+            let _ = writeln!(s, "\n{head}");
+        }
+        let value = row.value.map_or_else(|| "n/a".to_string(), |v| row.unit.fmt(v));
+        let range = match (row.min, row.max) {
+            (Some(a), Some(b)) if row.samples > 1 => format!("[{}-{}]", trim(row.unit.fmt(a)), row.unit.fmt(b)),
+            _ => String::new(),
+        };
+        let reference =
+            row.reference.as_ref().map_or_else(String::new, |x| format!("{} {}", x.unit.fmt(x.value), x.name));
+        let ratio = match (&row.ratio, &row.ratio_of) {
+            (Some(q), Some(of)) => format!("{q:.3} x ({of})"),
+            _ => String::new(),
+        };
+        let verdict = match row.verdict {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::NotAvailable => "n/a: NOT MET",
+            Verdict::NoTarget => "",
+        };
+        let mut mark = String::new();
+        if !row.note.is_empty() {
+            notes.push((notes.len() + 1, row));
+            mark = format!(" [{}]", notes.len());
+        }
+        let _ = writeln!(
+            s,
+            "{:<58} {:<7} {:<5} {:<11} {:>12} {:>23}  {:<36} {:>24}  {:<24} {}",
+            format!("{}{mark}", row.figure),
+            row.api.short(),
+            match row.state {
+                State::Hot => "hot",
+                State::Cold => "cold",
+                State::Steady => "-",
+            },
+            row.measures.short(),
+            value,
+            range,
+            reference,
+            ratio,
+            row.target.as_ref().map_or("", |t| t.text.as_str()),
+            verdict
         );
     }
-}
-
-/// The results as a JSON array of [`Measurement`] objects (a value that is not finite becomes `null`).
-fn to_json(ms: &[Measurement]) -> serde_json::Result<String> {
-    serde_json::to_string_pretty(ms)
-}
-
-/// ns per bare 64-byte record: the median over `reps` runs of `n` records.
-fn bare_ring_write(n: u64, reps: usize) -> Result<f64, String> {
-    let mut ring = BareRing::open()?;
-    let mut samples: Vec<f64> =
-        (0..reps).map(|_| ring.write(n).map(|d| d.as_nanos() as f64 / n as f64)).collect::<Result<_, _>>()?;
-    Ok(median(&mut samples))
-}
-
-fn dispatch(reps: usize) -> Result<Vec<Measurement>, String> {
-    let n = 10_000;
-    let ring = bare_ring_write(n, reps)?;
-    let dev = Device::open("emu", &DeviceParams::default()).map_err(e)?;
-    let buf = dev.allocate(&BufferSpec::new(16, 32, DType::Float32, MemoryConfig::L1)).map_err(e)?;
-    let (prog, rt) = fill_program(&dev, &buf)?;
-    prog.run(0, &rt, &[&buf]).map_err(e)?;
-    dev.finish(0).map_err(e)?;
-    let mut samples = Vec::new();
-    for _ in 0..reps {
-        let t0 = Instant::now();
-        for _ in 0..n {
-            prog.run(0, &rt, &[&buf]).map_err(e)?;
+    if !notes.is_empty() {
+        let _ = writeln!(s);
+        for (i, row) in notes {
+            let _ = writeln!(s, "[{i}] {}: {}", row.id, row.note);
         }
-        samples.push(t0.elapsed().as_nanos() as f64 / n as f64);
-        dev.finish(0).map_err(e)?;
     }
-    let disp = median(&mut samples);
-    // A ttnn-style op call: builds its arguments and output every call (the program cache still hits).
-    let a = dev.allocate(&BufferSpec::new(64, 256, DType::Float32, MemoryConfig::L1)).map_err(e)?;
-    let b = dev.allocate(&BufferSpec::new(1, 256, DType::Float32, MemoryConfig::L1)).map_err(e)?;
-    let out = dev.allocate(&BufferSpec::new(64, 256, DType::Float32, MemoryConfig::L1)).map_err(e)?;
-    let m = 2_000;
-    let mut op_samples = Vec::new();
-    for _ in 0..reps {
-        let t0 = Instant::now();
-        for _ in 0..m {
-            dev.binary_into(0, BinaryOp::Add, &a, &b, &out).map_err(e)?;
-        }
-        op_samples.push(t0.elapsed().as_nanos() as f64 / m as f64);
-        dev.finish(0).map_err(e)?;
-    }
-    let op = median(&mut op_samples);
-    Ok(vec![
-        Measurement {
-            name: "dispatch of a cached program (1 core)".into(),
-            value: disp,
-            unit: "ns",
-            reference: ring,
-            reference_name: "bare 64-B ring write".into(),
-            ratio: disp / ring,
-            note: format!("target <= 100 ns; tt-metal ~21 us per enqueue ({:.0}x ours)", 21_000.0 / disp),
-        },
-        Measurement {
-            name: "eltwise add op call (16 cores, args built)".into(),
-            value: op,
-            unit: "ns",
-            reference: ring,
-            reference_name: "bare 64-B ring write".into(),
-            ratio: op / ring,
-            note: "a ttnn-style call: split, accessors, launch".into(),
-        },
-    ])
-}
-
-fn trace(reps: usize) -> Result<Vec<Measurement>, String> {
-    let p = DeviceParams { trace_region_size: 64 << 20, ..Default::default() };
-    let dev = Device::open("emu", &p).map_err(e)?;
-    let buf = dev.allocate(&BufferSpec::new(16, 32, DType::Float32, MemoryConfig::L1)).map_err(e)?;
-    let (prog, rt) = fill_program(&dev, &buf)?;
-    prog.run(0, &rt, &[&buf]).map_err(e)?;
-    dev.finish(0).map_err(e)?;
-    let mut out = Vec::new();
-    for len in [10usize, 100, 1000] {
-        let tid = dev.begin_trace_capture(0).map_err(e)?;
-        for _ in 0..len {
-            prog.run(0, &rt, &[&buf]).map_err(e)?;
-        }
-        dev.end_trace_capture(tid, 0).map_err(e)?;
-        dev.finish(0).map_err(e)?;
-        let replays = 200;
-        let mut tr = Vec::new();
-        let mut eager = Vec::new();
-        for _ in 0..reps {
-            let t0 = Instant::now();
-            for _ in 0..replays {
-                dev.execute_trace(tid, 0, false).map_err(e)?;
-            }
-            tr.push(t0.elapsed().as_nanos() as f64 / replays as f64);
-            dev.finish(0).map_err(e)?;
-            let t0 = Instant::now();
-            for _ in 0..len {
-                prog.run(0, &rt, &[&buf]).map_err(e)?;
-            }
-            eager.push(t0.elapsed().as_nanos() as f64);
-            dev.finish(0).map_err(e)?;
-        }
-        let (t, ea) = (median(&mut tr), median(&mut eager));
-        out.push(Measurement {
-            name: format!("execute_trace, {len} programs"),
-            value: t,
-            unit: "ns",
-            reference: ea,
-            reference_name: format!("eager x{len}"),
-            ratio: ea / t,
-            note: format!("eager / replay; target: flat and <= 1 us{}", if len == 1000 { ", >= 50x" } else { "" }),
-        });
-        dev.release_trace(tid).map_err(e)?;
-    }
-    Ok(out)
-}
-
-fn copy(reps: usize) -> Result<Vec<Measurement>, String> {
-    let dev = Device::open("emu", &DeviceParams::default()).map_err(e)?;
-    let mut out = Vec::new();
-    for mib in [16u32, 64] {
-        let spec = BufferSpec::new(mib * 256, 1024, DType::Float32, MemoryConfig::DRAM);
-        let bytes = spec.host_bytes() as usize;
-        let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
-        let mut dst = vec![1u8; bytes];
-        let b = dev.allocate(&spec).map_err(e)?;
-        b.write(0, &src, true).map_err(e)?;
-        let (mut w, mut m, mut wf) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..reps {
-            let t0 = Instant::now();
-            dst.copy_from_slice(&src);
-            m.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e9);
-            std::hint::black_box(&dst);
-            let t0 = Instant::now();
-            b.write(0, &src, false).map_err(e)?;
-            w.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e9);
-            dev.finish(0).map_err(e)?;
-            wf.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e9);
-        }
-        let (w, m, wf) = (median(&mut w), median(&mut m), median(&mut wf));
-        out.push(Measurement {
-            name: format!("non-blocking write call, {mib} MiB"),
-            value: w,
-            unit: "GB/s",
-            reference: m,
-            reference_name: "memcpy".into(),
-            ratio: w / m,
-            note: "target >= 0.9 from 16 MiB".into(),
-        });
-        out.push(Measurement {
-            name: format!("write + finish, {mib} MiB"),
-            value: wf,
-            unit: "GB/s",
-            reference: m,
-            reference_name: "memcpy".into(),
-            ratio: wf / m,
-            note: "the emulator adds a second copy".into(),
-        });
-    }
-    Ok(out)
-}
-
-fn event(reps: usize) -> Result<Vec<Measurement>, String> {
-    let dev = Device::open("emu", &DeviceParams::default()).map_err(e)?;
-    let ev = dev.create_event().map_err(e)?;
-    let n = 2000;
-    let mut samples = Vec::with_capacity(n);
-    let mut finish = Vec::new();
-    for _ in 0..n {
-        let t0 = Instant::now();
-        ev.record(0).map_err(e)?;
-        ev.synchronize().map_err(e)?;
-        samples.push(t0.elapsed().as_nanos() as f64);
-    }
-    for _ in 0..reps * 50 {
-        let t0 = Instant::now();
-        dev.finish(0).map_err(e)?;
-        finish.push(t0.elapsed().as_nanos() as f64);
-    }
-    let (lat, fin) = (median(&mut samples), median(&mut finish));
-    Ok(vec![Measurement {
-        name: "event record -> host observes".into(),
-        value: lat / 1e3,
-        unit: "us",
-        reference: 2.0,
-        reference_name: "target".into(),
-        ratio: lat / 1e3 / 2.0,
-        note: format!("target ratio <= 1; finish on an idle queue {:.2} us", fin / 1e3),
-    }])
-}
-
-/// Modelled and measured times of the guide's two-queue pipelines on the paced emulator.
-fn pipelines(o: &Opts) -> Result<Vec<Measurement>, String> {
-    let reps = o.reps;
-    const SEL: &str = "emu:paced,queues=2,pcie_gbps=1,core_gbps=0.05,launch_ns=2000,prefetch=16K";
-    let iters = if reps <= 3 { 12 } else { 40 };
-    let shape = [128u32, 256];
-    let in_dram = MemoryConfig::sharded(
-        BufferType::Dram,
-        Layout::HeightSharded,
-        ShardGrid::Banks { first: 0, last: 7 },
-        [16, 256],
+    let count = |v: Verdict| r.rows.iter().filter(|x| x.verdict == v).count();
+    let missed: Vec<&str> = r.rows.iter().filter(|x| x.verdict == Verdict::Missed).map(|x| x.id.as_str()).collect();
+    let na: Vec<&str> = r.rows.iter().filter(|x| x.verdict == Verdict::NotAvailable).map(|x| x.id.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "\ntargets: {} met, {} MISSED{}, {} not available{}",
+        count(Verdict::Met),
+        missed.len(),
+        if missed.is_empty() { String::new() } else { format!(" ({})", missed.join(", ")) },
+        na.len(),
+        if na.is_empty() { String::new() } else { format!(" ({})", na.join(", ")) },
     );
-    let in_l1 = MemoryConfig::L1;
-    let data = vec![0x3Fu8; (shape[0] * shape[1] * 4) as usize];
-    let mut outbuf = vec![0u8; data.len()];
-    // One iteration: write the input, copy it to L1, `ops` relus, read the output.
-    let ops = 3;
-    let run =
-        |pipeline: u8, iters: usize, outbuf: &mut Vec<u8>| -> Result<(Duration, Vec<ttdrv::profile::Span>), String> {
-            let dev = Device::open(SEL, &DeviceParams { num_command_queues: 2, profiling: true, ..Default::default() })
-                .map_err(e)?;
-            let input = dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, in_dram)).map_err(e)?;
-            // Interleaved, so the reshard into it runs on as many cores as the copy into L1 (a DRAM-sharded output
-            // would be written by one core per bank).
-            let output_dram =
-                dev.allocate(&BufferSpec::new(shape[0], shape[1], DType::Float32, MemoryConfig::DRAM)).map_err(e)?;
-            let (first_op, write_ev, last_op, read_ev) = (
-                dev.create_event().map_err(e)?,
-                dev.create_event().map_err(e)?,
-                dev.create_event().map_err(e)?,
-                dev.create_event().map_err(e)?,
-            );
-            let model = |x: &Buffer| -> Result<Buffer, String> {
-                let mut y = dev.unary(0, UnaryOp::Relu, x, &in_l1).map_err(e)?;
-                for _ in 1..ops {
-                    y = dev.unary(0, UnaryOp::Relu, &y, &in_l1).map_err(e)?;
-                }
-                Ok(y)
-            };
-            // Compile run, untimed.
-            input.write(0, &data, false).map_err(e)?;
-            let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-            let y = model(&l1)?;
-            dev.reshard_into(0, &y, &output_dram).map_err(e)?;
-            dev.synchronize().map_err(e)?;
-            if let Some(p) = dev.profiler() {
-                p.clear();
+    s
+}
+
+/// A value without its unit (the first of a range).
+fn trim(v: String) -> String {
+    v.split(' ').next().unwrap_or("").to_string()
+}
+
+/// Times one call of `f`, in ns.
+pub fn time_ns<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t0 = Instant::now();
+    let r = f();
+    (r, t0.elapsed().as_nanos() as f64)
+}
+
+/// Samples of `N` figures taken in turns: `rounds` rounds, each taking `block` samples of every figure in order. The
+/// figures see the same machine, and each block is long enough that the engine of the previous figure's device (an
+/// idle emulator engine spins 100 µs before it parks) disturbs only its start.
+pub fn rounds<const N: usize>(
+    rounds: usize,
+    block: usize,
+    mut fs: [&mut dyn FnMut() -> Result<f64, String>; N],
+) -> Result<[Stat; N], String> {
+    let mut v: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(rounds * block));
+    for _ in 0..rounds {
+        for (i, f) in fs.iter_mut().enumerate() {
+            for _ in 0..block {
+                v[i].push(f()?);
             }
-            first_op.record(0).map_err(e)?;
-            read_ev.record(1).map_err(e)?;
-            let t0 = Instant::now();
-            if pipeline == 2 {
-                // "Ops on CQ 0, Input Writes and Output Readback on CQ 1" writes the first input before the loop,
-                // and each iteration writes the next input before reading the current output, so CQ 1's read
-                // overlaps the next run of the model.
-                dev.wait_for_event(1, &first_op).map_err(e)?;
-                input.write(1, &data, false).map_err(e)?;
-                write_ev.record(1).map_err(e)?;
-            }
-            for it in 0..iters {
-                match pipeline {
-                    // One queue: everything in order on CQ 0.
-                    0 => {
-                        input.write(0, &data, false).map_err(e)?;
-                        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-                        let y = model(&l1)?;
-                        y.read(0, outbuf).map_err(e)?;
-                    }
-                    // "Ops and Output Readback on CQ 0, Input Writes on CQ 1".
-                    1 => {
-                        dev.wait_for_event(1, &first_op).map_err(e)?;
-                        input.write(1, &data, false).map_err(e)?;
-                        write_ev.record(1).map_err(e)?;
-                        dev.wait_for_event(0, &write_ev).map_err(e)?;
-                        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-                        first_op.record(0).map_err(e)?;
-                        let y = model(&l1)?;
-                        // SAFETY: `outbuf` outlives the synchronize below and is not touched meanwhile.
-                        drop(unsafe { y.read_nonblocking(0, outbuf.as_mut_ptr()) }.map_err(e)?);
-                    }
-                    // "Ops on CQ 0, Input Writes and Output Readback on CQ 1", persistent output in DRAM.
-                    _ => {
-                        dev.wait_for_event(0, &write_ev).map_err(e)?;
-                        let l1 = dev.to_memory_config(0, &input, &in_l1).map_err(e)?;
-                        first_op.record(0).map_err(e)?;
-                        let y = model(&l1)?;
-                        dev.wait_for_event(0, &read_ev).map_err(e)?;
-                        dev.reshard_into(0, &y, &output_dram).map_err(e)?;
-                        last_op.record(0).map_err(e)?;
-                        if it + 1 < iters {
-                            dev.wait_for_event(1, &first_op).map_err(e)?;
-                            input.write(1, &data, false).map_err(e)?;
-                            write_ev.record(1).map_err(e)?;
-                        }
-                        dev.wait_for_event(1, &last_op).map_err(e)?;
-                        // SAFETY: as above.
-                        drop(unsafe { output_dram.read_nonblocking(1, outbuf.as_mut_ptr()) }.map_err(e)?);
-                        read_ev.record(1).map_err(e)?;
-                    }
-                }
-            }
-            dev.synchronize().map_err(e)?;
-            let elapsed = t0.elapsed();
-            let spans = dev.profile_spans();
-            if let Some(dir) = &o.timelines {
-                std::fs::create_dir_all(dir).map_err(|x| format!("cannot create {}: {x}", dir.display()))?;
-                let (a, b) =
-                    (spans.first().map_or(0, |s| s.start_ns), spans.iter().map(|s| s.end_ns).max().unwrap_or(0));
-                let mid = a + (b - a) / 2;
-                let per = (b - a) / iters.max(1) as u64;
-                crate::svg::render(
-                    &crate::svg::Timeline {
-                        title: format!(
-                            "pipeline {}",
-                            ["1 CQ", "writes on CQ 1", "writes and reads on CQ 1"][pipeline as usize]
-                        ),
-                        subtitle: format!("{iters} iterations in {:.1} ms", elapsed.as_secs_f64() * 1e3),
-                        spans: &spans,
-                        window: if std::env::var_os("TTDRV_BENCH_FULL").is_some() {
-                            (a, b)
-                        } else {
-                            (mid.saturating_sub(per * 2), mid + per * 2)
-                        },
-                        queues: 2,
-                    },
-                    &dir.join(format!("pipeline-{pipeline}.svg")),
-                )?;
-            }
-            Ok((elapsed, spans))
-        };
-    // Modelled per-iteration times, read from the device's own timestamps of the one-queue run.
-    let (t1, spans) = run(0, iters, &mut outbuf)?;
-    let sum = |f: &dyn Fn(&ttdrv::profile::Span) -> bool| -> f64 {
-        spans.iter().filter(|s| f(s)).map(|s| (s.end_ns - s.start_ns) as f64).sum::<f64>() / iters as f64 / 1e3
-    };
-    let is_dev = |s: &ttdrv::profile::Span| matches!(s.lane, ttdrv::profile::Lane::Queue(_));
-    let w = sum(&|s| is_dev(s) && &*s.name == "write");
-    let r = sum(&|s| is_dev(s) && &*s.name == "read");
-    let f = sum(&|s| is_dev(s) && &*s.name == "copy");
-    let c = sum(&|s| is_dev(s) && s.cat == "compute" && &*s.name != "copy");
-    let serial = w + f + c + r;
-    let mut out = Vec::new();
-    // Per-iteration cycle the dependencies allow, against the one-queue run (serial).
-    for (p, label, cycle) in [
-        // CQ 1 writes the next input once the copy into L1 has consumed the last one; CQ 0 reads on its own.
-        (1u8, "writes on CQ 1", f + w.max(c + r)),
-        // CQ 0 adds the reshard into the persistent output (a copy costing about f); CQ 1 carries both transfers.
-        (2u8, "writes and reads on CQ 1", (f + c + f).max(w + r)),
-    ] {
-        let ideal = serial / cycle;
-        let mut sp = Vec::new();
-        for _ in 0..reps.min(3) {
-            let (t1b, _) = run(0, iters, &mut outbuf)?;
-            let (t2, _) = run(p, iters, &mut outbuf)?;
-            sp.push(t1b.as_secs_f64() / t2.as_secs_f64());
         }
-        let measured = median(&mut sp);
-        out.push(Measurement {
-            name: format!("2 CQs vs 1, {label}"),
-            value: measured,
-            unit: "x",
-            reference: ideal,
-            reference_name: "ideal".into(),
-            ratio: measured / ideal,
-            note: format!(
-                "modelled per iteration: write {w:.0} us, to-L1 copy {f:.0} us, compute {c:.0} us, read {r:.0} us; target >= 0.9"
-            ),
-        });
     }
-    let _ = t1;
-    Ok(out)
+    Ok(v.map(Stat::of))
 }
 
-/// The demo's model (paced) in its configurations: end-to-end throughput and the device-side gap between ops.
-fn model(reps: usize) -> Result<Vec<Measurement>, String> {
-    use super::demo::{Config, DEFAULT_DEVICE, run_config};
-    let dir = std::env::temp_dir().join(format!("ttdrv-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
-    let iters = if reps <= 3 { 60 } else { 200 };
-    let mut out = Vec::new();
-    for cost in [21.0, 0.0] {
-        let mut res = Vec::new();
-        for cfg in [Config::Eager1, Config::Traced1, Config::Traced2] {
-            let mut runs: Vec<_> = (0..reps.min(3))
-                .map(|_| run_config(DEFAULT_DEVICE, cfg, cost, iters, &dir))
-                .collect::<Result<_, _>>()?;
-            runs.sort_by(|a, b| a.throughput().partial_cmp(&b.throughput()).unwrap_or(std::cmp::Ordering::Equal));
-            res.push(runs.swap_remove(runs.len() / 2));
-        }
-        let (eager, traced, traced2) = (&res[0], &res[1], &res[2]);
-        let what = if cost > 0.0 { format!("{cost} us/op framework") } else { "driver alone".to_string() };
-        out.push(Measurement {
-            name: format!("MLP traced vs eager ({what})"),
-            value: traced.throughput(),
-            unit: "/s",
-            reference: eager.throughput(),
-            reference_name: "eager".into(),
-            ratio: traced.throughput() / eager.throughput(),
-            note: "inferences per second, paced emulator (the demo's device)".into(),
-        });
-        out.push(Measurement {
-            name: format!("MLP traced+2CQ vs eager ({what})"),
-            value: traced2.throughput(),
-            unit: "/s",
-            reference: eager.throughput(),
-            reference_name: "eager".into(),
-            ratio: traced2.throughput() / eager.throughput(),
-            note: "inferences per second".into(),
-        });
-        out.push(Measurement {
-            name: format!("device gap between ops, traced ({what})"),
-            value: traced.gap_us,
-            unit: "us",
-            reference: eager.gap_us,
-            reference_name: "eager gap".into(),
-            ratio: traced.gap_us / eager.gap_us.max(1e-9),
-            note: "median idle time between consecutive programs on the device".into(),
-        });
+/// A sampler that times one call of `f` and returns its ns.
+pub fn timed(mut f: impl FnMut() -> Result<(), String>) -> impl FnMut() -> Result<f64, String> {
+    move || {
+        let (r, ns) = time_ns(&mut f);
+        r.map(|()| ns)
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(out)
 }
 
-/// CPU time (user + system) this process has used.
-fn cpu_time() -> Duration {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is always valid.
-    let ru = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
-        ru.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn idle(reps: usize) -> Result<Vec<Measurement>, String> {
-    let dev = Device::open("emu:queues=2", &DeviceParams { num_command_queues: 2, ..Default::default() }).map_err(e)?;
-    dev.finish(0).map_err(e)?;
-    let span = if reps <= 3 { Duration::from_millis(500) } else { Duration::from_secs(2) };
-    std::thread::sleep(Duration::from_millis(50));
-    let (c0, t0) = (cpu_time(), Instant::now());
-    std::thread::sleep(span);
-    let pct = (cpu_time() - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
-    drop(dev);
-    Ok(vec![Measurement {
-        name: "CPU of an opened idle device (2 queues)".into(),
-        value: pct,
-        unit: "%",
-        reference: 1.0,
-        reference_name: "target".into(),
-        ratio: pct / 1.0,
-        note: "percent of one core; target ratio < 1".into(),
-    }])
+/// Per-call ns of `n` samples of a cold call: the device idles for [`COLD_IDLE`], then one call is timed, then
+/// `settle` (untimed) lets the device finish.
+pub fn cold(
+    n: usize,
+    mut call: impl FnMut() -> Result<(), String>,
+    mut settle: impl FnMut() -> Result<(), String>,
+) -> Result<Stat, String> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(COLD_IDLE);
+        let (r, ns) = time_ns(&mut call);
+        r?;
+        v.push(ns);
+        settle()?;
+    }
+    Ok(Stat::of(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn row(value: f64, reference: f64, checks: Vec<Check>) -> Row {
+        Row::new("t.x", Bench::Dispatch, "t", Api::C, State::Hot, Kind::HostCost)
+            .stat(Stat::one(value), Unit::Ns)
+            .against("Rust API", reference, RatioOf::FigureOverReference, "C / Rust")
+            .target("t", checks)
+            .judge()
+    }
+
     #[test]
-    fn json_parses_back_with_every_field() {
-        let ms = vec![
-            Measurement {
-                name: "a \"quoted\" \\ name".into(),
-                value: 12.5,
-                unit: "ns",
-                reference: 3.0,
-                reference_name: "bare 64-B ring write".into(),
-                ratio: 12.5 / 3.0,
-                note: "line one\nline two".into(),
-            },
-            Measurement {
-                name: "nothing measured".into(),
-                value: 0.0,
-                unit: "x",
-                reference: 0.0,
-                reference_name: "ideal".into(),
-                ratio: f64::NAN,
-                note: String::new(),
-            },
-        ];
-        let v: serde_json::Value = serde_json::from_str(&to_json(&ms).unwrap()).unwrap();
-        let arr = v.as_array().unwrap();
-        assert_eq!(arr.len(), 2);
-        assert_eq!(arr[0]["name"], "a \"quoted\" \\ name");
-        assert_eq!(arr[0]["value"], 12.5);
-        assert_eq!(arr[0]["unit"], "ns");
-        assert_eq!(arr[0]["reference"], 3.0);
-        assert_eq!(arr[0]["reference_name"], "bare 64-B ring write");
-        assert_eq!(arr[0]["ratio"].as_f64().unwrap(), 12.5 / 3.0);
-        assert_eq!(arr[0]["note"], "line one\nline two");
-        assert!(arr[1]["ratio"].is_null(), "a ratio that is not a number is null, not invalid JSON");
+    fn verdicts_follow_every_check() {
+        assert_eq!(row(50.0, 45.0, vec![Check::ValueAtMost(60.0), Check::RatioAtMost(1.2)]).verdict, Verdict::Met);
+        assert_eq!(row(70.0, 65.0, vec![Check::ValueAtMost(60.0), Check::RatioAtMost(1.2)]).verdict, Verdict::Missed);
+        assert_eq!(row(50.0, 30.0, vec![Check::ValueAtMost(60.0), Check::RatioAtMost(1.2)]).verdict, Verdict::Missed);
+        assert_eq!(row(2.0, 4.0, vec![Check::RatioAtLeast(0.5)]).verdict, Verdict::Met);
+        assert_eq!(row(1.0, 4.0, vec![Check::RatioAtLeast(0.5)]).verdict, Verdict::Missed);
+        let na = Row::new("t.na", Bench::Copy, "t", Api::Rust, State::Steady, Kind::Bandwidth)
+            .unit(Unit::GBps)
+            .target(">= 0.9x memcpy", vec![Check::RatioAtLeast(0.9)])
+            .not_available("not built")
+            .judge();
+        assert_eq!(na.verdict, Verdict::NotAvailable);
+        let none = Row::new("t.none", Bench::Copy, "t", Api::Rust, State::Steady, Kind::Bandwidth)
+            .stat(Stat::one(1.0), Unit::GBps)
+            .judge();
+        assert_eq!(none.verdict, Verdict::NoTarget);
+    }
+
+    #[test]
+    fn ratios_take_the_stated_direction() {
+        let r = Row::new("t", Bench::Trace, "t", Api::Rust, State::Hot, Kind::HostCost)
+            .stat(Stat::one(100.0), Unit::Ns)
+            .against("eager", 5000.0, RatioOf::ReferenceOverFigure, "eager / replay");
+        assert_eq!(r.ratio, Some(50.0));
+        assert_eq!(r.reference.as_ref().unwrap().unit, Unit::Ns, "a reference has the figure's unit");
+    }
+
+    #[test]
+    fn stats_are_medians_and_ranges() {
+        let s = Stat::of(vec![5.0, 1.0, 3.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max, s.n), (2.5, 1.0, 5.0, 4));
+        let g = Stat::of(vec![1.0, 2.0, 4.0]).inverted(8.0);
+        assert_eq!((g.median, g.min, g.max), (4.0, 2.0, 8.0));
+    }
+
+    #[test]
+    fn json_has_units_targets_and_verdicts() {
+        let r = Report {
+            version: "0",
+            quick: true,
+            cold_idle_us: 2000,
+            cpus: 2,
+            rows: vec![
+                row(70.0, 50.0, vec![Check::ValueAtMost(60.0)]),
+                Row::new("t.na", Bench::Copy, "t", Api::Rust, State::Steady, Kind::Bandwidth)
+                    .unit(Unit::GBps)
+                    .target(">= 0.9x memcpy", vec![Check::RatioAtLeast(0.9)])
+                    .not_available("registered memory is not built")
+                    .judge(),
+            ],
+        };
+        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        assert_eq!(rows[0]["unit"], "ns");
+        assert_eq!(rows[0]["api"], "C ABI");
+        assert_eq!(rows[0]["state"], "hot");
+        assert_eq!(rows[0]["measures"], "host cost");
+        assert_eq!(rows[0]["verdict"], "missed");
+        assert_eq!(rows[0]["reference"]["unit"], "ns");
+        assert_eq!(rows[0]["target"]["checks"][0]["value_at_most"], 60.0);
+        assert_eq!(rows[1]["value"], serde_json::Value::Null);
+        assert_eq!(rows[1]["verdict"], "not_available");
+        let t = table(&r);
+        assert!(t.contains("MISSED") && t.contains("n/a: NOT MET"), "{t}");
+        assert!(t.contains("1 MISSED (t.x)") && t.contains("1 not available (t.na)"), "{t}");
     }
 
     #[test]
     fn names_on_the_command_line() {
         use clap::ValueEnum;
         let names: Vec<String> = Bench::value_variants().iter().map(|b| b.name()).collect();
-        assert_eq!(names, ["dispatch", "trace", "copy", "event", "pipelines", "model", "idle"]);
+        assert_eq!(
+            names,
+            ["dispatch", "op-call", "trace", "transfer", "copy", "event", "pipelines", "model", "idle", "python"]
+        );
+        for b in Bench::value_variants() {
+            let r = Row::new("x", *b, "x", Api::Rust, State::Hot, Kind::HostCost);
+            assert_eq!(r.group, b.name(), "a row's group is its --only name");
+        }
     }
 }

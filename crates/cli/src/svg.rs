@@ -8,7 +8,7 @@ use ttdrv::profile::{Lane, Span};
 pub struct Timeline<'a> {
     /// Title line.
     pub title: String,
-    /// Second line (what the configuration is, the measured numbers).
+    /// Caption under the picture (the measured numbers and their units); one line per `\n`.
     pub subtitle: String,
     /// Spans to draw (those outside the window are skipped).
     pub spans: &'a [Span],
@@ -18,9 +18,13 @@ pub struct Timeline<'a> {
     pub queues: u16,
 }
 
+/// Host time the thread was off its core (drawn over the framework span it interrupted).
+const PREEMPTED: RGBColor = RGBColor(0xF4, 0xC7, 0xC3);
+
 fn color(s: &Span) -> RGBColor {
     match (s.cat, &*s.name) {
         ("framework", _) => RGBColor(0xB8, 0xB8, 0xB8),
+        ("preempted", _) => PREEMPTED,
         ("wait", _) => RGBColor(0xF0, 0xE0, 0x90),
         ("api", _) => RGBColor(0x4C, 0x72, 0xB0),
         (_, "write") => RGBColor(0xC4, 0x4E, 0x52),
@@ -50,7 +54,7 @@ pub fn render(t: &Timeline<'_>, path: &Path) -> Result<(), String> {
         Lane::Queue(q) => format!("CQ {q}"),
     };
     let n = lanes.len() as f64;
-    let height = 140 + 60 * lanes.len() as u32;
+    let height = 140 + 60 * lanes.len() as u32 + 16 * t.subtitle.lines().count().saturating_sub(1) as u32;
     let root = SVGBackend::new(path, (1400, height)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -104,10 +108,15 @@ pub fn render(t: &Timeline<'_>, path: &Path) -> Result<(), String> {
         let (px, py) = chart.backend_coord(&(0.0, y + 0.5));
         root.draw(&Text::new(lane_name(l), (px - 100, py - 7), ("sans-serif", 15))).map_err(|e| err(&e))?;
     }
-    root.draw(&Text::new(t.subtitle.clone(), (20, height as i32 - 22), ("sans-serif", 13))).map_err(|e| err(&e))?;
+    let lines: Vec<&str> = t.subtitle.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let y = height as i32 - 22 - 16 * (lines.len() - 1 - i) as i32;
+        root.draw(&Text::new(line.to_string(), (20, y), ("sans-serif", 13))).map_err(|e| err(&e))?;
+    }
     let legend = [
         ("host API call", RGBColor(0x4C, 0x72, 0xB0)),
         ("framework cost (modelled)", RGBColor(0xB8, 0xB8, 0xB8)),
+        ("host thread preempted", PREEMPTED),
         ("host waits", RGBColor(0xF0, 0xE0, 0x90)),
         ("write", RGBColor(0xC4, 0x4E, 0x52)),
         ("read", RGBColor(0x2C, 0xA6, 0xA4)),

@@ -1,6 +1,7 @@
 //! Fixtures shared by ttdrv's tests, its benchmarks and the `ttdrv` command's `demo` and `bench`: host references
-//! computed independently of the device ([`hostref`]), the bare-ring reference measurement ([`BareRing`]), and a
-//! device that lies about everything it reports, for the fuzz target ([`lying`]).
+//! computed independently of the device ([`hostref`]), the bare-ring reference measurement ([`BareRing`]), a
+//! device that lies about everything it reports, for the fuzz target ([`lying`]), and the timing fixtures of the
+//! benchmarks ([`timing`]: bounded bursts, aligned memory for the `memcpy` reference).
 //!
 //! Not shipped as part of the driver: nothing here is API a model runtime needs.
 
@@ -9,6 +10,7 @@ pub mod feeder;
 pub mod hostref;
 pub mod logcapture;
 pub mod lying;
+pub mod timing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
