@@ -217,7 +217,7 @@
 #define TTDRV_UNARY_SCALE 3
 
 /**
- * `ttdrv_eltwise_unary` op: GELU, the erf form BERT uses (x (1 + erf(x / sqrt 2)) / 2); needs device contract 1.4.
+ * `ttdrv_eltwise_unary` op: GELU, the erf form BERT uses (x (1 + erf(x / sqrt 2)) / 2); needs device contract 1.3.
  */
 #define TTDRV_UNARY_GELU_ERF 4
 
@@ -1306,7 +1306,7 @@ ttdrv_status ttdrv_event_record_notify(struct ttdrv_event *event,
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device` or `event`), CLOSED, FORKED, INVALID_ARGUMENT (no such
  * queue; an event of another device), INVALID_STATE (the event was never recorded, or was recorded before a reset; a
- * capture on a device older than contract 1.3), TIMEOUT (no ring space), DEVICE_FAULT.
+ * capture on a device older than contract 1.4), TIMEOUT (no ring space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_device_wait_for_event(struct ttdrv_device *device,
                                          uint16_t cq,
@@ -1457,7 +1457,7 @@ ttdrv_status ttdrv_mlp_ops_per_run(const struct ttdrv_mlp *mlp,
  * Thread: any.
  * Errors: NULL_PARAMETER (`x`, `gamma`, `beta`, `out`), INVALID_HANDLE (a freed or forged buffer), CLOSED, FORKED,
  * INVALID_ARGUMENT (no such queue; buffers of different devices; shapes or element types that do not fit; `eps`
- * negative or not finite), UNSUPPORTED (a device of contract below 1.4, or without the `ttdrv.layernorm` kernel),
+ * negative or not finite), UNSUPPORTED (a device of contract below 1.3, or without the `ttdrv.layernorm` kernel),
  * PROGRAM_NOT_CACHED (first run during a capture on `cq`), TIMEOUT (no ring space), DEVICE_FAULT.
  */
 ttdrv_status ttdrv_layer_norm(struct ttdrv_buffer *x,
@@ -1475,7 +1475,7 @@ ttdrv_status ttdrv_layer_norm(struct ttdrv_buffer *x,
  *
  * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
  * Errors: NULL_PARAMETER (`x`, `out`), INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; buffers of
- * different devices; shapes or element types that do not fit; `scale` not finite), UNSUPPORTED (contract below 1.4
+ * different devices; shapes or element types that do not fit; `scale` not finite), UNSUPPORTED (contract below 1.3
  * or no `ttdrv.softmax`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
  */
 ttdrv_status ttdrv_softmax(struct ttdrv_buffer *x,
@@ -1495,7 +1495,7 @@ ttdrv_status ttdrv_softmax(struct ttdrv_buffer *x,
  * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
  * Errors: NULL_PARAMETER, INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; `batch` or `heads` 0;
  * unknown `views` bits; `transpose_b` not 0 or 1; `scale` not finite; shapes that do not divide into the matrices
- * or whose products do not agree; element types that differ), UNSUPPORTED (contract below 1.4 or no `ttdrv.bmm`),
+ * or whose products do not agree; element types that differ), UNSUPPORTED (contract below 1.3 or no `ttdrv.bmm`),
  * PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
  */
 ttdrv_status ttdrv_bmm(struct ttdrv_buffer *a,
@@ -1515,7 +1515,7 @@ ttdrv_status ttdrv_bmm(struct ttdrv_buffer *a,
  *
  * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
  * Errors: NULL_PARAMETER (`a`, `b`, `out`), INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; an
- * unknown `activation`; shapes or element types that do not fit), UNSUPPORTED (contract below 1.4 or no
+ * unknown `activation`; shapes or element types that do not fit), UNSUPPORTED (contract below 1.3 or no
  * `ttdrv.linear`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
  */
 ttdrv_status ttdrv_linear(struct ttdrv_buffer *a,
@@ -1536,7 +1536,7 @@ ttdrv_status ttdrv_linear(struct ttdrv_buffer *a,
  * Thread: any.
  * Errors: NULL_PARAMETER (`ids`, `tables`, an element of `tables`, `out`), INVALID_HANDLE, CLOSED, FORKED,
  * INVALID_ARGUMENT (no such queue; `n_tables` not 1 to 3; shapes or element types that do not fit), UNSUPPORTED
- * (contract below 1.4 or no `ttdrv.embedding`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
+ * (contract below 1.3 or no `ttdrv.embedding`), PROGRAM_NOT_CACHED, TIMEOUT, DEVICE_FAULT.
  *
  * # Safety
  * `tables` must point to `n_tables` readable handles.
@@ -1554,7 +1554,7 @@ ttdrv_status ttdrv_embedding(struct ttdrv_buffer *ids,
  *
  * Ownership: every buffer stays the caller's. Returns once enqueued. Thread: any.
  * Errors: NULL_PARAMETER, INVALID_HANDLE, CLOSED, FORKED, INVALID_ARGUMENT (no such queue; shapes or element types
- * that do not fit), UNSUPPORTED (contract below 1.4 or no `ttdrv.mean_pool`), PROGRAM_NOT_CACHED, TIMEOUT,
+ * that do not fit), UNSUPPORTED (contract below 1.3 or no `ttdrv.mean_pool`), PROGRAM_NOT_CACHED, TIMEOUT,
  * DEVICE_FAULT.
  */
 ttdrv_status ttdrv_mean_pool(struct ttdrv_buffer *x,

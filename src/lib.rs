@@ -25,8 +25,8 @@ pub mod transport;
 pub use ttdrv_contract as contract;
 
 pub use device::{
-    Buffer, BufferSpec, BufferType, Contents, Device, DeviceInfo, DeviceParams, Event, MemoryConfig, OwnedRead,
-    ShardSpec,
+    Buffer, BufferSpec, BufferType, Contents, Device, DeviceInfo, DeviceParams, Event, HostRegistration, MemoryConfig,
+    OwnedRead, ShardSpec,
 };
 pub use error::{Error, ErrorKind, FaultReport, RangeOccupant, Result, TraceProblem};
 pub use ttdrv_contract::kernel::{DType, Layout, ShardGrid, TensorLayout};

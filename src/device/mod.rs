@@ -10,6 +10,7 @@ pub mod ops;
 mod params;
 pub mod program;
 mod queue;
+pub mod registered;
 pub mod trace;
 pub mod trace_file;
 mod transfer;
@@ -18,6 +19,7 @@ mod wait;
 pub use buffer::{Buffer, BufferSpec, BufferType, Contents, MemoryConfig, ShardSpec};
 pub use event::Event;
 pub use params::{DeviceInfo, DeviceParams, HUGEPAGE_BYTES, REGISTERED_HOST_ALLOWANCE, memlock_budget};
+pub use registered::HostRegistration;
 pub use transfer::{OwnedRead, PendingRead};
 
 use crate::dma::{IovaAllocator, LockPolicy, MemoryOptions};
@@ -117,6 +119,8 @@ pub(crate) struct DeviceInner {
     pub health: Arc<Health>,
     /// Driver-initiated resets in progress: queues are legitimately unprogrammed meanwhile.
     resetting: AtomicU32,
+    /// The IOVA space: the queues' regions and registered host memory.
+    pub iovas: Arc<Mutex<IovaAllocator>>,
 }
 
 /// Whether the device is usable: shared by the device and its queues' issue side, which meets a bad `ISSUE_RD`.
@@ -442,6 +446,7 @@ impl Device {
             profiler: profiling.then(|| crate::profile::Profiler::new(p.num_command_queues, profile_path)),
             health,
             resetting: AtomicU32::new(0),
+            iovas,
         });
         inner.correlate_clocks();
         Ok(Device { inner })

@@ -14,6 +14,14 @@ use std::sync::atomic::Ordering;
 use ttdrv_contract::kernel::{Layout, TILE_DIM, TensorLayout};
 use ttdrv_contract::records::{self, Linear, PAYLOAD_OFFSET, Paged, RecordFlags};
 
+/// Largest payload of one transfer record. A larger transfer is split so that the host and the device work at the
+/// same time: the host copies piece n+1 into the ring (a write) or piece n out of the completion ring (a read)
+/// while the device handles the other — one record per piece, each published (a write) or retired (a read) on its
+/// own, so the time of a large transfer is about one copy plus one piece instead of two full copies. Small enough
+/// for a piece to stay in the shared last-level cache between the host's copy and the device's, large enough that
+/// the per-record cost (a 64-byte header, a doorbell, the device-written words) stays under 1 % of the copy.
+pub(crate) const PIPELINE_PIECE: usize = 128 << 10;
+
 /// One piece of a transfer, in the device's terms, and where its bytes are in the caller's dense tensor.
 #[derive(Clone, Copy, Debug)]
 enum Piece {
@@ -259,7 +267,8 @@ impl Buffer {
         st.forbid_capture("host write (copy_host_to_device_tensor)")?;
         // The epoch the records belong to: a reset (which takes every queue lock) cannot slip in while we hold it.
         let epoch = dev.epoch.load(Ordering::Acquire);
-        let max_payload = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET;
+        let max_payload =
+            (st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_record()) - PAYLOAD_OFFSET).min(PIPELINE_PIECE);
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
@@ -453,7 +462,7 @@ impl Buffer {
         let mut st = dev.lock_queue(cq)?;
         st.forbid_capture("host read (cpu)")?;
         let epoch = dev.epoch.load(Ordering::Acquire);
-        let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read());
+        let max_read = st.issuer.as_ref().map_or(0, |i| i.rings().sizes().max_read()).min(PIPELINE_PIECE);
         let s = self.spec;
         let row_bytes = s.cols as usize * s.dtype.size();
         let mem = s.mem.buffer_type.memory();
@@ -632,5 +641,136 @@ impl Drop for OwnedRead {
             self.dev.cancel_read(&self.ticket);
         }
         drop(self.take());
+    }
+}
+
+/// Largest transfer one `WRITE_HOST` / `READ_HOST` record carries: the device moves it without the host, so the
+/// size only bounds how long one record holds its queue (and how late a reset or an unregister sees it stop).
+const REGISTERED_PIECE: usize = 4 << 20;
+
+impl Buffer {
+    /// Writes the buffer from registered host memory ([`super::Device::register_host_memory`]): the dense row-major
+    /// tensor at `offset` in `reg`, which the device reads directly (`WRITE_HOST`, docs/device-interface.md
+    /// §4.2.10) with no copy through the issue ring. The memory must not change until the write has completed:
+    /// with `blocking` this call waits for that; otherwise it completes before [`super::Device::finish`] on `cq`
+    /// returns, or an event recorded on `cq` after it. Tiled buffers need the host to tilize and are refused: use
+    /// [`Buffer::write`] for them. Failures are as [`Buffer::write`]'s.
+    pub fn write_from(&self, cq: u16, reg: &super::HostRegistration, offset: usize, blocking: bool) -> Result<()> {
+        self.registered(cq, reg, offset, true, blocking)
+    }
+
+    /// Reads the buffer into registered host memory at `offset` in `reg` (dense row-major), which the device writes
+    /// directly (`READ_HOST`) with no copy through the completion ring. With `blocking` the data is in place when
+    /// this returns; otherwise once [`super::Device::finish`] on `cq` returns, or an event recorded on `cq` after it
+    /// completes. Tiled buffers are refused (use [`Buffer::read`]); a buffer whose contents are undefined is not
+    /// read ([`crate::Error::ContentsUndefined`]).
+    pub fn read_into(&self, cq: u16, reg: &super::HostRegistration, offset: usize, blocking: bool) -> Result<()> {
+        self.check_contents("read")?;
+        self.registered(cq, reg, offset, false, blocking)
+    }
+
+    fn registered(
+        &self,
+        cq: u16,
+        reg: &super::HostRegistration,
+        offset: usize,
+        write: bool,
+        blocking: bool,
+    ) -> Result<()> {
+        let what = if write { "write_from (registered host memory)" } else { "read_into (registered host memory)" };
+        let dev = &self.dev;
+        let _s = dev.span(if write { "write" } else { "read" }, "api");
+        if self.spec.layout == TensorLayout::Tile {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{what}: buffer {} is tiled, and registered transfers move bytes unchanged while a tiled buffer needs \
+                 the host to tilize them; use Buffer::write / Buffer::read (ttdrv_buffer_write / ttdrv_buffer_read)",
+                self.spec
+            )));
+        }
+        let s = self.spec;
+        let row_bytes = s.cols as u64 * s.dtype.size() as u64;
+        let row_bytes32 = u32::try_from(row_bytes).map_err(|_| {
+            crate::Error::InvalidArgument(format!("{what}: rows of {row_bytes} bytes are too long for one record"))
+        })?;
+        let mut uses = reg.begin(dev, offset, s.host_bytes(), what)?;
+        let mut st = dev.lock_queue(cq)?;
+        st.forbid_capture(what)?;
+        let epoch = dev.epoch.load(Ordering::Acquire);
+        let mem = s.mem.buffer_type.memory();
+        let base_iova = reg.iova.0 + offset as u64;
+        let pieces = plan(self, REGISTERED_PIECE);
+        let total: u64 = pieces.iter().map(|p| self.piece_bytes(p)).sum();
+        let mut enqueued = Progress { records: 0, bytes: 0 };
+        let mut result = Ok(());
+        for piece in &pieces {
+            let x = match *piece {
+                Piece::Paged { start, n } => records::HostDma {
+                    mem,
+                    mode: records::host_dma_mode::PAGED,
+                    unit: 0,
+                    piece: row_bytes32,
+                    base: self.addr,
+                    dev_stride: self.page_stride,
+                    start_page: start,
+                    count: n,
+                    host_stride: row_bytes32,
+                    iova: base_iova + start as u64 * row_bytes,
+                },
+                Piece::Linear { unit, offset, rows, piece, host_off } => records::HostDma {
+                    mem,
+                    mode: records::host_dma_mode::LINEAR,
+                    unit,
+                    piece,
+                    base: offset,
+                    dev_stride: self.page_stride,
+                    start_page: 0,
+                    count: rows,
+                    host_stride: row_bytes32,
+                    iova: base_iova + host_off,
+                },
+                Piece::Tiles(_) => unreachable!("tiled buffers are refused above"),
+            };
+            let name = if write { "write" } else { "read" };
+            let r = dev.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), name, "transfer", |slot, m| {
+                if write { records::encode_write_host(slot, m, &x) } else { records::encode_read_host(slot, m, &x) }
+            });
+            match r {
+                Ok(_) => {
+                    enqueued.records += 1;
+                    enqueued.bytes += x.bytes();
+                    let (issuer, t) = st.live()?;
+                    issuer.publish(t.as_ref());
+                    // The memory is the device's until this record has retired (unregister waits for it).
+                    uses.per_queue[cq as usize] = Some(super::registered::UseMark { epoch, wr: issuer.wr() });
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(uses);
+        if let Err(e) = result {
+            if enqueued.records == 0 {
+                return Err(e);
+            }
+            if write {
+                self.contents.mark_partial(epoch, cq, enqueued.bytes, total);
+                return Err(self.write_stopped(cq, enqueued, pieces.len(), total, e));
+            }
+            return Err(e);
+        }
+        if write {
+            self.contents.mark_written(epoch);
+        }
+        drop(st);
+        if blocking {
+            let label = if write { "blocking write_from" } else { "blocking read_into" };
+            let r = dev.record_internal(cq, label).and_then(|ev| dev.wait_event(&ev, dev.params.timeout, label));
+            if let Err(e) = r {
+                return Err(if write { self.write_stopped(cq, enqueued, pieces.len(), total, e) } else { e });
+            }
+        }
+        Ok(())
     }
 }

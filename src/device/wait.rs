@@ -15,9 +15,11 @@ use ttdrv_contract::regs::{self, QueueStatus, Status, global, host};
 use ttdrv_contract::seq_reached;
 
 /// Spin this long before sleeping: a sleeping thread costs ~20-40 µs to wake on this kind of machine, a spin-wait
-/// catches a quick completion in well under a microsecond. Longer than the device's worst wake-up (a parked engine
-/// thread, ~20 µs) so a round trip to an idle device still completes while spinning.
-const SPIN: Duration = Duration::from_micros(50);
+/// catches a quick completion in well under a microsecond. Longer than the device's worst usual wake-up (a parked
+/// engine thread, ~5-40 µs on a loaded 2-core VM) so a round trip to an idle device still completes while spinning
+/// and pays one wake-up, the device's, not two; after the first `PURE_SPIN` the spin yields its core on every turn,
+/// so on a busy machine it costs others little.
+const SPIN: Duration = Duration::from_micros(100);
 /// The first part of the spin, in which the waiting thread does not yield its core: a quick completion (an event
 /// round trip is ~1 µs) is caught without a system call. After it the thread yields on every turn, because with
 /// more busy threads than cores a pure spin would hold the core for a whole scheduler slice.

@@ -277,6 +277,14 @@ impl Issuer {
         Ok(self.free() >= need)
     }
 
+    /// True once the device has consumed (and retired) every record before write position `pos` (a value
+    /// [`Issuer::wr`] returned after publishing). Fails as [`Issuer::has_room`].
+    pub fn reached(&mut self, pos: u32) -> Result<bool, ProtocolError> {
+        let rd = self.refresh_rd()?;
+        // Distances back from the doorbell: `rd` is at or past `pos` when it is at most as far back.
+        Ok(self.published.wrapping_sub(rd) <= self.published.wrapping_sub(pos))
+    }
+
     /// True once the device has consumed (and retired) every record published. Fails as [`Issuer::has_room`].
     pub fn drained(&mut self) -> Result<bool, ProtocolError> {
         Ok(self.refresh_rd()? == self.published)

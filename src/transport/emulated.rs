@@ -61,6 +61,15 @@ impl Transport for EmulatedTransport {
         })
     }
 
+    unsafe fn dma_map_user(&self, vaddr: *mut u8, len: usize, iova: Iova) -> Result<(), TransportError> {
+        // SAFETY: forwarded contract (the memory stays allocated until the unmap returns).
+        unsafe { self.dev.dma_map_user(vaddr, len as u64, iova) }.map_err(|reason| TransportError::DmaMap {
+            iova,
+            len: len as u64,
+            reason,
+        })
+    }
+
     fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), TransportError> {
         self.dev.dma_unmap(iova, len).map_err(|reason| TransportError::DmaUnmap { iova, len, reason })
     }
@@ -79,10 +88,18 @@ impl Transport for EmulatedTransport {
             std::thread::sleep(timeout.min(Duration::from_millis(1)));
             return Ok(false);
         };
+        // The emulator signals the eventfd only while a waiter is registered (a raise costs it a system call);
+        // a raise made while none was is pending, and this wait returns at once.
+        if self.dev.irq_wait_begin(vector) {
+            self.dev.irq_wait_end(vector, false);
+            return Ok(true);
+        }
         // SAFETY: the emulator owns the eventfd and keeps it open for its whole life, which spans this call (it is
         // borrowed through `self`).
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        wait_eventfd(fd, timeout)
+        let r = wait_eventfd(fd, timeout);
+        self.dev.irq_wait_end(vector, matches!(r, Ok(true)));
+        r
     }
 
     fn needs_pinned_memory(&self) -> bool {

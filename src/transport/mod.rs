@@ -111,6 +111,23 @@ pub trait Transport: Send + Sync {
     /// Makes `mem` visible to the device at `iova` (read and write).
     fn dma_map(&self, mem: &DmaMemory, iova: Iova) -> Result<(), TransportError>;
 
+    /// Makes `len` bytes of this process's memory at `vaddr` visible to the device at `iova` (read and write):
+    /// memory with no file behind it, a caller's own allocation (`Device::register_host_memory`). VFIO pins the
+    /// pages (`VFIO_IOMMU_MAP_DMA` of the address; they count against `RLIMIT_MEMLOCK`); the emulated device's IOMMU
+    /// reaches them by address. The default refuses: a transport that maps only files cannot do it.
+    ///
+    /// # Safety
+    /// The memory must stay allocated until [`Transport::dma_unmap`] of the mapping returns; the device may read and
+    /// write it at any time until then.
+    unsafe fn dma_map_user(&self, vaddr: *mut u8, len: usize, iova: Iova) -> Result<(), TransportError> {
+        let _ = vaddr;
+        Err(TransportError::DmaMap {
+            iova,
+            len: len as u64,
+            reason: format!("{} cannot map memory that has no file behind it", self.name()),
+        })
+    }
+
     /// Removes the mapping made at `iova`.
     fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), TransportError>;
 

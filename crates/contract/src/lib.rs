@@ -16,7 +16,7 @@ use std::fmt;
 /// Contract major version this build speaks (contract §0: a device with another major is refused).
 pub const CONTRACT_MAJOR: u16 = 1;
 /// Contract minor version this build implements.
-pub const CONTRACT_MINOR: u16 = 4;
+pub const CONTRACT_MINOR: u16 = 5;
 
 /// PCI vendor ID of a ttdrv device (contract §1).
 pub const PCI_VENDOR: u16 = 0x1234;

@@ -70,6 +70,10 @@ table_enum! {
         ExecTrace = 0x09 => {
             name: "EXEC_TRACE", in_trace: false, time: ExecTime::Contained, body: ExecTrace::FIELDS
         },
+        /// Copy from host memory at an IOVA into device memory, no payload (§4.2.10).
+        WriteHost = 0x0A => { name: "WRITE_HOST", in_trace: false, time: ExecTime::Own, body: HostDma::FIELDS },
+        /// Copy device memory into host memory at an IOVA, no completion entry (§4.2.10).
+        ReadHost = 0x0B => { name: "READ_HOST", in_trace: false, time: ExecTime::Own, body: HostDma::FIELDS },
     }
 }
 
@@ -1011,6 +1015,70 @@ wire_struct! {
     }
 }
 
+wire_struct! {
+    /// The body of `WRITE_HOST` and `READ_HOST` (contract §4.2.10): `count` pieces of `piece` bytes moved between
+    /// host memory (piece `k` at IOVA `iova + k × host_stride`) and device memory (linear: unit `unit` at
+    /// `base + k × dev_stride`; paged: page `start_page + k` of the interleaved layout with `dev_stride` as the page
+    /// stride).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct HostDma {
+        /// Memory.
+        pub mem: Memory @ 16,
+        /// 0: linear (one unit), 1: paged (interleaved pages); anything else faults with `BAD_RECORD`.
+        pub mode: u8 @ 17,
+        /// Bank or core (linear mode).
+        pub unit: u16 @ 18,
+        /// Bytes per piece.
+        pub piece: u32 @ 20,
+        /// Linear: offset of piece 0 in the unit; paged: offset of page 0 in its unit.
+        pub base: u64 @ 24,
+        /// Device distance between consecutive pieces (linear) or pages of one unit (paged).
+        pub dev_stride: u32 @ 32,
+        /// First page (paged mode).
+        pub start_page: u32 @ 36,
+        /// Pieces.
+        pub count: u32 @ 40,
+        /// Host distance between consecutive pieces.
+        pub host_stride: u32 @ 44,
+        /// IOVA of piece 0 in host memory.
+        pub iova: u64 @ 48,
+    }
+}
+
+/// [`HostDma::mode`] values.
+pub mod host_dma_mode {
+    /// One unit, pieces `dev_stride` apart.
+    pub const LINEAR: u8 = 0;
+    /// Interleaved pages (contract §4.2).
+    pub const PAGED: u8 = 1;
+}
+
+impl HostDma {
+    /// Bytes moved.
+    pub fn bytes(&self) -> u64 {
+        self.piece as u64 * self.count as u64
+    }
+
+    /// The host IOVA range the record touches, `[iova, iova + span)`; `None` if it would pass 2⁶⁴ (the device
+    /// faults with `IOMMU` at `iova`).
+    pub fn host_span(&self) -> Option<u64> {
+        if self.count == 0 || self.piece == 0 {
+            return Some(0);
+        }
+        (self.count as u64 - 1).checked_mul(self.host_stride as u64)?.checked_add(self.piece as u64)
+    }
+}
+
+/// Encodes a `WRITE_HOST` record (64 bytes).
+pub fn encode_write_host(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &HostDma) {
+    put_fixed(slot, Opcode::WriteHost, meta, |f| x.put(f));
+}
+
+/// Encodes a `READ_HOST` record (64 bytes).
+pub fn encode_read_host(slot: &mut RecordSlot<'_>, meta: RecordMeta, x: &HostDma) {
+    put_fixed(slot, Opcode::ReadHost, meta, |f| x.put(f));
+}
+
 /// Bytes of one entry of an `EXEC_TRACE` record's wait table (contract §4.2.9).
 pub const WAIT_ENTRY_LEN: usize = 8;
 
@@ -1092,6 +1160,10 @@ pub enum Body {
     EventWait(EventWait),
     /// `EXEC_TRACE`.
     ExecTrace(ExecTrace),
+    /// `WRITE_HOST`.
+    WriteHost(HostDma),
+    /// `READ_HOST`.
+    ReadHost(HostDma),
 }
 
 impl Body {
@@ -1107,6 +1179,8 @@ impl Body {
             Body::EventRecord(_) => Opcode::EventRecord,
             Body::EventWait(_) => Opcode::EventWait,
             Body::ExecTrace(_) => Opcode::ExecTrace,
+            Body::WriteHost(_) => Opcode::WriteHost,
+            Body::ReadHost(_) => Opcode::ReadHost,
         }
     }
 
@@ -1120,7 +1194,13 @@ impl Body {
                 l.rect.count() != 0 && l.num_steps <= l.num_rt_args && FIXED_LEN + l.args_bytes() <= length
             }
             Body::ExecTrace(x) => FIXED_LEN + x.num_waits as usize * WAIT_ENTRY_LEN <= length,
-            Body::Pad | Body::ReadLinear(_) | Body::ReadPaged(_) | Body::EventRecord(_) | Body::EventWait(_) => true,
+            Body::Pad
+            | Body::ReadLinear(_)
+            | Body::ReadPaged(_)
+            | Body::EventRecord(_)
+            | Body::EventWait(_)
+            | Body::WriteHost(_)
+            | Body::ReadHost(_) => true,
         }
     }
 }
@@ -1174,6 +1254,8 @@ pub fn decode(fixed: &[u8; FIXED_LEN]) -> Result<(Header, Body), DecodeError> {
         Opcode::EventRecord => Body::EventRecord(EventRecord::get(fixed)?),
         Opcode::EventWait => Body::EventWait(EventWait::get(fixed)?),
         Opcode::ExecTrace => Body::ExecTrace(ExecTrace::get(fixed)?),
+        Opcode::WriteHost => Body::WriteHost(HostDma::get(fixed)?),
+        Opcode::ReadHost => Body::ReadHost(HostDma::get(fixed)?),
     };
     if !body.fits(len) {
         return Err(DecodeError::Length(h.length));
@@ -1403,7 +1485,39 @@ mod tests {
                 };
                 (encoded(exec_trace_len(waits.len()), |s| encode_exec_trace(s, meta, &x, &waits)), Body::ExecTrace(x))
             }
+            Opcode::WriteHost => {
+                let x = host_dma();
+                (encoded(FIXED_LEN, |s| encode_write_host(s, meta, &x)), Body::WriteHost(x))
+            }
+            Opcode::ReadHost => {
+                let x = HostDma { mode: host_dma_mode::LINEAR, ..host_dma() };
+                (encoded(FIXED_LEN, |s| encode_read_host(s, meta, &x)), Body::ReadHost(x))
+            }
         }
+    }
+
+    fn host_dma() -> HostDma {
+        HostDma {
+            mem: Memory::Dram,
+            mode: host_dma_mode::PAGED,
+            unit: 5,
+            piece: 4096,
+            base: 0x2_0000,
+            dev_stride: 4096,
+            start_page: 7,
+            count: 3,
+            host_stride: 8192,
+            iova: 0x1_2345_6000,
+        }
+    }
+
+    #[test]
+    fn host_dma_span_never_wraps() {
+        assert_eq!(host_dma().host_span(), Some(2 * 8192 + 4096));
+        assert_eq!(HostDma { count: 0, ..host_dma() }.host_span(), Some(0));
+        let huge = HostDma { count: u32::MAX, host_stride: u32::MAX, piece: u32::MAX, ..host_dma() };
+        assert_eq!(huge.host_span(), Some((u32::MAX as u64 - 1) * u32::MAX as u64 + u32::MAX as u64));
+        assert_eq!(huge.bytes(), u32::MAX as u64 * u32::MAX as u64);
     }
 
     #[test]

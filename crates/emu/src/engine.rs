@@ -25,8 +25,10 @@ const PACED_SPIN: Duration = Duration::from_micros(5);
 /// The first part of the spin, in which the engine does not yield the core (it catches the next record of a burst
 /// without a system call).
 const PURE_SPIN: Duration = Duration::from_micros(20);
-/// Park timeout: a safety net, every state change also unparks.
-const PARK: Duration = Duration::from_millis(50);
+/// Park timeout: a safety net only, every state change the engine waits for also unparks it (`QueueShared::wake`).
+/// An engine woken by the timeout with nothing to do parks again at once without spinning, so an idle device costs
+/// one wake-up per queue per timeout: 16 idle queues, ~16 short wake-ups a second.
+const PARK: Duration = Duration::from_secs(1);
 
 /// Why execution stopped early.
 enum Stop {
@@ -81,6 +83,7 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         hanging: false,
         hang_over: false,
         garbage: None,
+        fresh: std::cell::Cell::new(true),
     };
     e.main_loop();
 }
@@ -110,6 +113,9 @@ struct Engine<'a> {
     hanging: bool,
     hang_over: bool,
     garbage: Option<(HostWord, u32)>,
+    /// The queue executed a record (or was enabled) since it last parked: an idle wait spins before parking only
+    /// then.
+    fresh: std::cell::Cell<bool>,
 }
 
 impl Engine<'_> {
@@ -119,12 +125,19 @@ impl Engine<'_> {
             || self.sh.faulted.load(Ordering::Acquire)
     }
 
-    /// Spins briefly, then parks, until `ready()` or a stop condition holds.
+    /// Spins briefly, then parks, until `ready()` or a stop condition holds (or the park's safety-net timeout).
+    /// Spins only when the queue has just been working (`self.fresh`): a queue that is disabled, hung, faulted or
+    /// has already parked idle once since its last record parks at once, so idle engines (of unopened queues too)
+    /// never poll.
     fn idle_wait(&self, ready: impl Fn() -> bool) {
         let t0 = Instant::now();
         // Paced, the timing model already decides when records start and end, so a late wake-up costs nothing
         // visible: spin only a little and leave the cores to the host.
-        let spin = if self.sh.cfg.pace.is_some() { PACED_SPIN } else { SPIN };
+        let spin = match (self.fresh.get(), self.sh.cfg.pace.is_some()) {
+            (false, _) => Duration::ZERO,
+            (true, true) => PACED_SPIN,
+            (true, false) => SPIN,
+        };
         loop {
             if ready() || self.stopped() {
                 return;
@@ -142,12 +155,16 @@ impl Engine<'_> {
                 std::thread::yield_now();
             }
         }
+        self.fresh.set(false);
+        // Counted before the flag is raised, so a waker that takes the flag always finds its park counted.
+        self.qs.parks.fetch_add(1, Ordering::Relaxed);
         self.qs.sleeping.store(true, Ordering::SeqCst);
         // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
         std::sync::atomic::fence(Ordering::SeqCst);
         if !ready() && !self.stopped() {
             std::thread::park_timeout(PARK);
         }
+        // A waker that saw the flag has cleared it already; after a timeout (or a spurious return) we clear it.
         self.qs.sleeping.store(false, Ordering::SeqCst);
     }
 
@@ -168,11 +185,15 @@ impl Engine<'_> {
                 self.qs.ack_gen.store(g, Ordering::Release);
             }
             if sh.faulted.load(Ordering::Acquire) {
+                // Stopped until a reset: nothing to catch quickly, park at once.
+                self.fresh.set(false);
                 self.idle_wait(|| sh.reset_gen.load(Ordering::Acquire) != g);
                 continue;
             }
             if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
+                // A disabled (never opened, or closed) queue parks without spinning.
                 self.active = None;
+                self.fresh.set(false);
                 self.idle_wait(|| self.qs.ctrl.load(Ordering::Acquire) & 1 == 1);
                 continue;
             }
@@ -190,6 +211,7 @@ impl Engine<'_> {
             }
             if self.hung() {
                 // An injected hang: consume nothing until a reset (or shutdown, or a fault elsewhere).
+                self.fresh.set(false);
                 self.idle_wait(|| false);
                 continue;
             }
@@ -207,6 +229,8 @@ impl Engine<'_> {
                 continue;
             }
             self.qs.status.fetch_or(QueueStatus::BUSY.bits(), Ordering::AcqRel);
+            // Working: the idle wait after this record spins before parking, to catch the next one cheaply.
+            self.fresh.set(true);
             if let Err((f, tag, op)) = self.step_guarded(wr) {
                 self.fault(f, tag, op);
             }
@@ -367,7 +391,9 @@ impl Engine<'_> {
             | Body::ReadPaged(_)
             | Body::Launch(_)
             | Body::EventWait(_)
-            | Body::ExecTrace(_) => None,
+            | Body::ExecTrace(_)
+            | Body::WriteHost(_)
+            | Body::ReadHost(_) => None,
         };
         match self.retire(&hdr, span, len, event) {
             Ok(()) | Err(Stop::Abort) => Ok(()),
@@ -584,6 +610,16 @@ impl Engine<'_> {
                 self.waits = waits;
                 span.end = self.exec_trace(hdr, &x, ready)?;
             }
+            Body::WriteHost(x) => {
+                self.host_dma(&x, true)?;
+                if let Some(p) = pace {
+                    span.end = self.sh.pacer.reserve(|l| &mut l.h2d_free, ready, p.pcie_ns(x.bytes())).1;
+                }
+            }
+            Body::ReadHost(x) => {
+                self.host_dma(&x, false)?;
+                span.end = self.model_read(ready, x.bytes());
+            }
         }
         let now = self.sh.clock.now();
         match (pace, body.opcode().exec_time()) {
@@ -600,6 +636,59 @@ impl Engine<'_> {
             (Some(_), ExecTime::Waits | ExecTime::Contained) => {}
         }
         Ok(span)
+    }
+
+    /// Executes a `WRITE_HOST` (`to_device`) or `READ_HOST` (contract §4.2.10): checks the record's fields and the
+    /// whole host range against the IOMMU before moving any byte, then copies piece by piece. The window on the
+    /// host memory is dropped when this returns, so the record touches the host memory only while it executes (an
+    /// unmap of it waits for that).
+    fn host_dma(&self, x: &records::HostDma, to_device: bool) -> Result<(), Stop> {
+        use records::host_dma_mode::{LINEAR, PAGED};
+        if x.mode != LINEAR && x.mode != PAGED {
+            return Err(bad_record(0));
+        }
+        if x.count > 1 && (x.host_stride < x.piece || x.dev_stride < x.piece) {
+            return Err(bad_record(0));
+        }
+        if x.count == 0 || x.piece == 0 {
+            return Ok(());
+        }
+        let span = x.host_span().ok_or(Fault::new(FaultCode::Iommu, x.iova))?;
+        let window = self.sh.iommu.translate(x.iova, span)?;
+        self.dma(x.iova)?;
+        let paged = records::Paged {
+            mem: x.mem,
+            page_size: x.piece,
+            base: x.base,
+            page_stride: x.dev_stride,
+            start_page: x.start_page,
+            num_pages: x.count,
+        };
+        for k in 0..x.count {
+            if k % 64 == 0 && self.stopped() {
+                // A reset or shutdown mid-record: the record is dropped, as any record in flight at a reset is.
+                return Err(Stop::Abort);
+            }
+            let at = if x.mode == PAGED {
+                page_addr(self.sh, &paged, k)
+            } else {
+                let offset = x.base.saturating_add((k as u64).saturating_mul(x.dev_stride as u64));
+                DevAddr { mem: x.mem, unit: x.unit, offset }
+            };
+            let dev = self.sh.mem.ptr(at, x.piece as u64)?;
+            // In range: k × host_stride + piece ≤ span, which `translate` checked is inside the mapping.
+            let host = window.at(x.iova + k as u64 * x.host_stride as u64, x.piece as u64)?;
+            // SAFETY: both ranges are bounds-checked (`dev` by device memory, `host` by the IOMMU window, which the
+            // mapper keeps valid while the window lives); host memory and device memory never overlap.
+            unsafe {
+                if to_device {
+                    std::ptr::copy_nonoverlapping(host, dev, x.piece as usize)
+                } else {
+                    std::ptr::copy_nonoverlapping(dev, host, x.piece as usize)
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Paced: the end of a read of `bytes` that became ready at `ready`.

@@ -16,7 +16,32 @@ use ttdrv_contract::regs::FaultCode;
 pub struct Mapping {
     iova: u64,
     len: u64,
-    map: MmapRaw,
+    map: Backing,
+}
+
+/// How the device reaches a mapping's pages.
+enum Backing {
+    /// Its own `mmap` of the driver's memfd.
+    File(MmapRaw),
+    /// Memory of this process at an address, as a real IOMMU maps a process's pinned user pages (VFIO's
+    /// `VFIO_IOMMU_MAP_DMA` of a `vaddr`): the host's registered memory, which has no file behind it.
+    User(*mut u8),
+}
+
+// SAFETY: a `User` mapping is memory the mapper promised stays valid until `Iommu::unmap` returns
+// (`Iommu::map_user`), and `unmap` waits until no `Window` holds the mapping; the device accesses it only through
+// raw pointers, as it does a file mapping.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn base(&self) -> *mut u8 {
+        match &self.map {
+            Backing::File(m) => m.as_mut_ptr(),
+            Backing::User(p) => *p,
+        }
+    }
 }
 
 /// A translated window: valid while the `Arc` lives, even if the driver unmaps the IOVA meanwhile (a real IOTLB
@@ -34,7 +59,7 @@ impl Window {
             return Err(Fault::new(FaultCode::Iommu, iova));
         }
         // SAFETY: the range is inside the mapping.
-        Ok(unsafe { m.map.as_mut_ptr().add((iova - m.iova) as usize) })
+        Ok(unsafe { m.base().add((iova - m.iova) as usize) })
     }
 }
 
@@ -48,7 +73,36 @@ pub struct Iommu {
 impl Iommu {
     /// Maps `len` bytes of `fd` at `fd_offset` for the device at `iova`.
     pub fn map(&self, fd: RawFd, fd_offset: u64, len: u64, iova: Iova) -> Result<(), String> {
-        if len == 0 || iova.0 % 4096 != 0 || len % 4096 != 0 || fd_offset % 4096 != 0 {
+        if fd_offset % 4096 != 0 {
+            return Err("IOVA, length and offset must be non-zero multiples of 4 KiB".into());
+        }
+        self.insert(len, iova, || {
+            let len_usize = usize::try_from(len).map_err(|_| "mapping larger than the address space")?;
+            // The device's own view of the driver's pages, shared (MAP_SHARED) like a device's DMA access.
+            let map = MmapOptions::new()
+                .offset(fd_offset)
+                .len(len_usize)
+                .map_raw(fd)
+                .map_err(|e| format!("device-side mmap failed: {e}"))?;
+            Ok(Backing::File(map))
+        })
+    }
+
+    /// Maps `len` bytes of this process at `vaddr` for the device at `iova` (no file behind them: the host's
+    /// registered memory).
+    ///
+    /// # Safety
+    /// The memory must stay allocated (readable and writable) until [`Iommu::unmap`] of this mapping returns; the
+    /// device may read and write it at any time until then.
+    pub unsafe fn map_user(&self, vaddr: *mut u8, len: u64, iova: Iova) -> Result<(), String> {
+        if vaddr.is_null() || vaddr as usize % 4096 != 0 {
+            return Err(format!("address {vaddr:p} must be a non-null multiple of 4 KiB"));
+        }
+        self.insert(len, iova, || Ok(Backing::User(vaddr)))
+    }
+
+    fn insert(&self, len: u64, iova: Iova, backing: impl FnOnce() -> Result<Backing, String>) -> Result<(), String> {
+        if len == 0 || iova.0 % 4096 != 0 || len % 4096 != 0 {
             return Err("IOVA, length and offset must be non-zero multiples of 4 KiB".into());
         }
         let end = iova.0.checked_add(len).ok_or("IOVA range overflows")?;
@@ -57,13 +111,7 @@ impl Iommu {
         if overlaps {
             return Err(format!("IOVA range {iova}..{end:#x} overlaps an existing mapping"));
         }
-        let len_usize = usize::try_from(len).map_err(|_| "mapping larger than the address space")?;
-        // The device's own view of the driver's pages, shared (MAP_SHARED) like a device's DMA access.
-        let map = MmapOptions::new()
-            .offset(fd_offset)
-            .len(len_usize)
-            .map_raw(fd)
-            .map_err(|e| format!("device-side mmap failed: {e}"))?;
+        let map = backing()?;
         maps.insert(iova.0, Arc::new(Mapping { iova: iova.0, len, map }));
         Ok(())
     }
@@ -73,8 +121,17 @@ impl Iommu {
         let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
         match maps.get(&iova.0) {
             Some(m) if m.len == len => {
-                maps.remove(&iova.0);
+                let m = maps.remove(&iova.0).expect("mapping found above");
                 self.generation.fetch_add(1, Ordering::Release);
+                drop(maps);
+                // Memory of the process (not the device's own mmap) goes back to its owner when this returns: wait,
+                // as a real IOMMU's unmap waits for the IOTLB invalidation, until no engine holds a window on it.
+                // Engines hold such a window only while executing one WRITE_HOST/READ_HOST record.
+                if matches!(m.map, Backing::User(_)) {
+                    while Arc::strong_count(&m) > 1 {
+                        std::thread::yield_now();
+                    }
+                }
                 Ok(())
             }
             Some(m) => Err(format!("mapping at {iova} is {:#x} bytes, not {len:#x}", m.len)),

@@ -61,6 +61,10 @@ struct QueueShared {
     doorbell: AtomicU32,
     compl_rd: AtomicU32,
     irq_armed: AtomicBool,
+    /// The vector fired since a host wait last consumed it ([`Emulator::irq_wait_begin`]).
+    irq_pending: AtomicBool,
+    /// Host threads blocked on the vector's eventfd: only then is raising it a system call.
+    irq_waiters: AtomicU32,
     prof_base: AtomicU64,
     prof_slots: AtomicU32,
     status: AtomicU32,
@@ -70,6 +74,9 @@ struct QueueShared {
     event_times: Mutex<VecDeque<(u32, u64)>>,
     retired: AtomicU32,
     sleeping: AtomicBool,
+    /// Times the engine parked, and times a waker unparked it ([`Emulator::wake_counts`]).
+    parks: AtomicU64,
+    unparks: AtomicU64,
     thread: OnceLock<Thread>,
     /// (doorbell value, device time it was written), for the paced model.
     doorbell_log: Mutex<VecDeque<(u32, u64)>>,
@@ -107,6 +114,8 @@ impl QueueShared {
             doorbell: AtomicU32::new(0),
             compl_rd: AtomicU32::new(0),
             irq_armed: AtomicBool::new(false),
+            irq_pending: AtomicBool::new(false),
+            irq_waiters: AtomicU32::new(0),
             prof_base: AtomicU64::new(0),
             prof_slots: AtomicU32::new(0),
             status: AtomicU32::new(0),
@@ -114,21 +123,30 @@ impl QueueShared {
             event_times: Mutex::new(VecDeque::new()),
             retired: AtomicU32::new(0),
             sleeping: AtomicBool::new(false),
+            parks: AtomicU64::new(0),
+            unparks: AtomicU64::new(0),
             thread: OnceLock::new(),
             doorbell_log: Mutex::new(VecDeque::new()),
             ack_gen: AtomicU32::new(0),
         }
     }
 
+    /// Wakes the queue's engine if it is parked. Costs the caller one futex wake at most once per park: the first
+    /// waker takes the `sleeping` flag, so the doorbells that follow while the engine is still waking up (a parked
+    /// thread takes ~5-40 µs to run again on a loaded 2-core VM) cost a fence and an atomic swap each, not another
+    /// system call (docs/architecture.md, Threads).
     fn wake(&self) {
         // Dekker handshake with the engine's idle wait (store `sleeping`, fence, re-check the condition): the fence
-        // orders the caller's preceding store (doorbell, pointer, event slot) before our load of `sleeping`, which
+        // orders the caller's preceding store (doorbell, pointer, event slot) before our access to `sleeping`, which
         // a release store alone does not (x86 reorders a store with a later load). Either the engine sees our
-        // update before it sleeps, or we see it sleeping and unpark it.
+        // update before it sleeps, or we see it sleeping and unpark it. The cheap load first keeps a hot doorbell
+        // (engine awake) free of a locked read-modify-write.
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst)
+            && self.sleeping.swap(false, Ordering::SeqCst)
             && let Some(t) = self.thread.get()
         {
+            self.unparks.fetch_add(1, Ordering::Relaxed);
             t.unpark();
         }
     }
@@ -172,7 +190,21 @@ impl Shared {
         *self.mem.geometry()
     }
 
+    /// Raises vector `q`. Real hardware sends an MSI, which costs the device nothing; here the eventfd write is a
+    /// system call on the engine thread (~0.3-1 µs, on the path of the queue's next record), so it is made only when
+    /// a host thread is blocked on the eventfd. Otherwise the raise is left pending for the next wait, which then
+    /// returns at once (`Emulator::irq_wait_begin`), as a poll of the signalled eventfd would.
     fn raise_irq(&self, q: usize) {
+        let Some(qs) = self.queues.get(q) else {
+            return;
+        };
+        qs.irq_pending.store(true, Ordering::SeqCst);
+        // Dekker handshake with `irq_wait_begin` (count the waiter, then look for a pending raise): either the
+        // waiter sees the pending raise, or we see the waiter and signal its eventfd.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if qs.irq_waiters.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         if let Some(fd) = self.irqs.get(q) {
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a local to our own eventfd; an error (counter overflow) is harmless.
@@ -497,6 +529,22 @@ impl Emulator {
         self.shared.iommu.map(fd, fd_offset, len, iova)
     }
 
+    /// Maps `len` bytes of this process's memory at `vaddr` at `iova` in the device's IOMMU: memory with no file
+    /// behind it (a caller's own allocation), which the in-process device reaches by address, as an IOMMU reaches
+    /// pinned user pages.
+    ///
+    /// # Safety
+    /// The memory must stay allocated until [`Emulator::dma_unmap`] of this mapping returns (which waits until no
+    /// engine is using it); the device may read and write it until then.
+    pub unsafe fn dma_map_user(&self, vaddr: *mut u8, len: u64, iova: Iova) -> Result<(), String> {
+        if iova.0.checked_add(len).is_none_or(|e| self.shared.cfg.dma_bits < 64 && e > 1u64 << self.shared.cfg.dma_bits)
+        {
+            return Err(format!("IOVA range ends beyond the device's {}-bit DMA mask", self.shared.cfg.dma_bits));
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.shared.iommu.map_user(vaddr, len, iova) }
+    }
+
     /// Removes an IOMMU mapping.
     pub fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), String> {
         self.shared.iommu.unmap(iova, len)
@@ -505,6 +553,29 @@ impl Emulator {
     /// Number of live IOMMU mappings.
     pub fn mappings(&self) -> usize {
         self.shared.iommu.len()
+    }
+
+    /// A host thread is about to block on vector `v`'s eventfd ([`Emulator::irq_fd`]): true if the vector fired
+    /// since the last wait consumed it — the caller then does not block (and calls [`Emulator::irq_wait_end`] at
+    /// once). Each call must be paired with `irq_wait_end`. A thread that polls the eventfd without this pair may
+    /// miss raises made while no one was registered.
+    pub fn irq_wait_begin(&self, v: u32) -> bool {
+        let Some(qs) = self.shared.queues.get(v as usize) else {
+            return false;
+        };
+        qs.irq_waiters.fetch_add(1, Ordering::SeqCst);
+        qs.irq_pending.swap(false, Ordering::SeqCst)
+    }
+
+    /// The wait that [`Emulator::irq_wait_begin`] began is over; `fired`: it consumed a raise from the eventfd
+    /// (so the pending flag the same raise set is cleared too; a raise after it only costs a spurious wake-up).
+    pub fn irq_wait_end(&self, v: u32, fired: bool) {
+        if let Some(qs) = self.shared.queues.get(v as usize) {
+            if fired {
+                qs.irq_pending.store(false, Ordering::SeqCst);
+            }
+            qs.irq_waiters.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// The eventfd of interrupt vector `v`, if wired.
@@ -517,6 +588,15 @@ impl Emulator {
     /// targets check it.
     pub fn engine_panics(&self) -> u64 {
         self.shared.panics.load(Ordering::Relaxed)
+    }
+
+    /// (parks, unparks) of queue `q`'s engine since the device was created: how often it went to sleep, and how
+    /// often a doorbell or another state change woke it. A woken engine costs its waker one system call, and
+    /// `unparks <= parks` always (at most one wake per park, however many doorbells ring meanwhile); an idle
+    /// engine parks about once a second (the safety-net timeout), never polls. `None` for a queue the device lacks.
+    pub fn wake_counts(&self, q: usize) -> Option<(u64, u64)> {
+        let qs = self.shared.queues.get(q)?;
+        Some((qs.parks.load(Ordering::Relaxed), qs.unparks.load(Ordering::Relaxed)))
     }
 
     /// Function-level reset (same effect as the `RESET` register).

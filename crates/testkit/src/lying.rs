@@ -344,6 +344,9 @@ impl Model {
             // Kernels, waits and traces do nothing here: this device lies about what it did, and the checks in
             // `run` do not depend on results computed on the device.
             Body::Pad | Body::Launch(_) | Body::EventWait(_) | Body::ExecTrace(_) => {}
+            // This device maps no memory but the queue regions (its transport refuses registered memory), so a
+            // transfer to or from host memory at any IOVA is an IOMMU fault (contract §4.2.10).
+            Body::WriteHost(x) | Body::ReadHost(x) => return Err(bad(1, x.iova)),
         }
         self.retire(q, h.tag, len as u32, matches!(body, Body::EventRecord(_)));
         Ok(true)

@@ -401,6 +401,11 @@ impl Transport for VfioTransport {
         Ok(())
     }
 
+    unsafe fn dma_map_user(&self, vaddr: *mut u8, len: usize, iova: Iova) -> Result<(), TransportError> {
+        // VFIO maps by address: the kernel pins the pages behind `vaddr` (a file behind them is not needed).
+        self.dma_map(&DmaMemory { vaddr, len, fd: -1, fd_offset: 0 }, iova)
+    }
+
     fn dma_unmap(&self, iova: Iova, len: u64) -> Result<(), TransportError> {
         let fail = |reason: String| TransportError::DmaUnmap { iova, len, reason };
         let mut maps = self.mappings.lock().unwrap_or_else(|e| e.into_inner());
