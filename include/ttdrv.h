@@ -232,6 +232,11 @@
 #define TTDRV_RT_ARGS_SIZE_V0_2 56
 
 /**
+ * Host page size: a registered region's address and length are multiples of it (4096).
+ */
+#define TTDRV_HOST_PAGE_SIZE 4096
+
+/**
  * `sizeof(ttdrv_trace_info)` in release 0.1 (frozen: docs/abi.md, "Versions").
  */
 #define TTDRV_TRACE_INFO_SIZE_V0_1 32
@@ -391,6 +396,12 @@ typedef struct ttdrv_device ttdrv_device;
  * An event (opaque). May be shared between threads; recording it again re-arms it.
  */
 typedef struct ttdrv_event ttdrv_event;
+
+/**
+ * Host memory registered with a device (opaque): see `ttdrv_host_memory_register`. Release it with
+ * `ttdrv_host_memory_free`.
+ */
+typedef struct ttdrv_host_memory ttdrv_host_memory;
 
 /**
  * An MLP model on a device (opaque).
@@ -1892,6 +1903,121 @@ ttdrv_status ttdrv_buffer_accessor(const struct ttdrv_buffer *buffer,
  */
 ttdrv_status ttdrv_device_program_cache_stats(const struct ttdrv_device *device,
                                               struct ttdrv_program_cache_stats *out);
+
+/**
+ * Registers `len` bytes at `ptr`, the caller's own allocation, with the device (pinned memory in tt-metal,
+ * `cudaHostRegister` in CUDA): maps them for the device's DMA once, so that `ttdrv_buffer_write_registered` and
+ * `ttdrv_buffer_read_registered` move data between a buffer and this memory with no staging copy. `ptr` and `len`
+ * must be non-zero multiples of `TTDRV_HOST_PAGE_SIZE` (allocate with `aligned_alloc(4096, len)`, `posix_memalign` or
+ * `mmap`, and round the length up). A region may be registered once per device at a time; regions may not overlap.
+ * Through VFIO the pages are pinned and count against `RLIMIT_MEMLOCK`.
+ *
+ * Caller's contract: the memory must stay allocated (not freed, not unmapped) until `ttdrv_host_memory_unregister`
+ * or `ttdrv_host_memory_free` returns OK for it: until then the device may read or write it whenever a transfer
+ * that uses it runs. Touching it while such a transfer is in flight gives unspecified data.
+ *
+ * Ownership: on success `*out` receives a new handle; release it with `ttdrv_host_memory_free`. The memory stays the
+ * caller's. Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`ptr`
+ * or `len` not a multiple of the page size, `len` 0, a region passing the end of the address space), HOST_MEMORY (no
+ * device address space left for it), TRANSPORT (the device could not map it; the message says why, e.g. VFIO's
+ * memlock limit).
+ *
+ * # Safety
+ * `ptr` must point to `len` bytes the caller owns and keeps allocated as above; `out` must be writable.
+ */
+ttdrv_status ttdrv_host_memory_register(struct ttdrv_device *device,
+                                        void *ptr,
+                                        size_t len,
+                                        struct ttdrv_host_memory **out);
+
+/**
+ * Unregisters the memory: refuses new transfers at once, waits until every transfer that uses it has completed (a
+ * device reset drops them instead: they never run afterwards), then unmaps it from the device. Once this returns OK
+ * the device never touches the memory again, and the caller may free it. The handle stays valid (transfers naming it
+ * fail with INVALID_ARGUMENT) until `ttdrv_host_memory_free`; calling this again does nothing.
+ *
+ * A transfer that does not complete within the device's timeout (a hung device) fails the call with TIMEOUT: the
+ * memory then stays registered and must stay allocated; recover with `ttdrv_device_reset` and call again.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (freed or never a registration), TIMEOUT, DEVICE_FAULT,
+ * PROTOCOL.
+ *
+ * # Safety
+ * `host_memory` must be NULL or a value returned by ttdrv.
+ */
+ttdrv_status ttdrv_host_memory_unregister(struct ttdrv_host_memory *host_memory);
+
+/**
+ * Unregisters the memory if it still is (as `ttdrv_host_memory_unregister`, waiting for the transfers that use it)
+ * and releases the handle. NULL is a no-op. If the wait fails (TIMEOUT on a hung device) the handle is kept and the
+ * memory stays registered: keep it allocated, reset the device and call again.
+ *
+ * Ownership: on OK the handle is released; using it again is INVALID_HANDLE, and the memory is the caller's alone.
+ * Thread: any (free a handle once). Errors: INVALID_HANDLE (already freed, or never a registration), TIMEOUT,
+ * DEVICE_FAULT, PROTOCOL.
+ *
+ * # Safety
+ * `host_memory` must be NULL or a value returned by ttdrv.
+ */
+ttdrv_status ttdrv_host_memory_free(struct ttdrv_host_memory *host_memory);
+
+/**
+ * Writes `*out` with the registered region's length in bytes.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+ttdrv_status ttdrv_host_memory_size(const struct ttdrv_host_memory *host_memory, size_t *out);
+
+/**
+ * Writes the buffer from registered host memory on queue `cq`: the dense row-major tensor of `len` bytes (exactly
+ * the buffer's host size, `ttdrv_buffer_host_size`) at `offset` in `host_memory`, which the device reads directly
+ * (`WRITE_HOST`, docs/device-interface.md §4.2.10) with no copy through the issue ring. The bytes must not change
+ * until the write has completed: with `blocking` this call waits for that; otherwise it has completed once
+ * `ttdrv_device_finish(cq)` returns, or an event recorded on `cq` after it completes. Work enqueued later on `cq`
+ * sees the new contents. Tiled buffers need the host to tilize and are refused: use `ttdrv_buffer_write`. Failures
+ * are as `ttdrv_buffer_write`'s (a write stopped part-way says how much was enqueued and leaves the buffer
+ * `TTDRV_CONTENTS_PARTIAL_WRITE`).
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` or `host_memory` freed or never returned by ttdrv),
+ * CLOSED, FORKED, INVALID_ARGUMENT (`len` not the buffer's size; `offset + len` past the registered region; the
+ * memory unregistered; a tiled buffer; no such queue), WRONG_DEVICE (registered with another device), INVALID_STATE
+ * (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT, PROTOCOL.
+ *
+ * # Safety
+ * `buffer` and `host_memory` must be values returned by ttdrv (checked; NULL and stale handles are errors).
+ */
+ttdrv_status ttdrv_buffer_write_registered(struct ttdrv_buffer *buffer,
+                                           uint16_t cq,
+                                           struct ttdrv_host_memory *host_memory,
+                                           size_t offset,
+                                           size_t len,
+                                           bool blocking);
+
+/**
+ * Reads the buffer on queue `cq` into registered host memory: `len` bytes (exactly the buffer's host size), dense
+ * row-major, at `offset` in `host_memory`, which the device writes directly (`READ_HOST`, docs/device-interface.md
+ * §4.2.11) with no copy through the completion ring. With `blocking` the data is in place when this returns;
+ * otherwise once `ttdrv_device_finish(cq)` returns, or an event recorded on `cq` after it completes (until then do
+ * not touch those bytes). Tiled buffers are refused: use `ttdrv_buffer_read`. Nothing is read from a buffer whose
+ * contents are undefined (`ttdrv_buffer_contents`).
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` or `host_memory`), CLOSED, FORKED, INVALID_ARGUMENT
+ * (`len` not the buffer's size; `offset + len` past the registered region; the memory unregistered; a tiled buffer;
+ * no such queue), WRONG_DEVICE, INVALID_STATE (trace capture in progress on `cq`), CONTENTS_UNDEFINED, TIMEOUT,
+ * DEVICE_FAULT, PROTOCOL.
+ *
+ * # Safety
+ * `buffer` and `host_memory` must be values returned by ttdrv (checked; NULL and stale handles are errors).
+ */
+ttdrv_status ttdrv_buffer_read_registered(struct ttdrv_buffer *buffer,
+                                          uint16_t cq,
+                                          struct ttdrv_host_memory *host_memory,
+                                          size_t offset,
+                                          size_t len,
+                                          bool blocking);
 
 /**
  * Starts capturing program dispatches on queue `cq` (`begin_trace_capture`) and writes the new trace's id to

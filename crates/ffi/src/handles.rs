@@ -16,6 +16,7 @@ pub(crate) enum Kind {
     Event = 3,
     Program = 4,
     Model = 5,
+    HostMemory = 6,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
             Kind::Event => "ttdrv_event",
             Kind::Program => "ttdrv_program",
             Kind::Model => "ttdrv_mlp",
+            Kind::HostMemory => "ttdrv_host_memory",
         }
     }
 }
@@ -38,6 +40,7 @@ pub(crate) enum Obj {
     Event(Arc<ttdrv::Event>),
     Program(Arc<ttdrv::device::program::Program>),
     Model(Arc<ttdrv::device::model::Mlp>),
+    HostMemory(Arc<ttdrv::HostRegistration>),
 }
 
 impl Obj {
@@ -48,6 +51,7 @@ impl Obj {
             Obj::Event(_) => Kind::Event,
             Obj::Program(_) => Kind::Program,
             Obj::Model(_) => Kind::Model,
+            Obj::HostMemory(_) => Kind::HostMemory,
         }
     }
 }
@@ -81,6 +85,7 @@ handled!(ttdrv::Buffer, Buffer);
 handled!(ttdrv::Event, Event);
 handled!(ttdrv::device::program::Program, Program);
 handled!(ttdrv::device::model::Mlp, Model);
+handled!(ttdrv::HostRegistration, HostMemory);
 
 /// Registers `obj` and returns the handle C receives for it.
 pub(crate) fn register<T: Handled, C>(obj: T) -> *mut C {

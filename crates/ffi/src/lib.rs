@@ -24,6 +24,7 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod program;
+pub mod registered;
 pub mod trace;
 pub(crate) mod versioned;
 
