@@ -22,6 +22,7 @@ mod model;
 mod nn;
 mod ops;
 mod reads;
+mod registered;
 mod tensor;
 mod timing;
 mod types;
@@ -52,6 +53,7 @@ fn _ttdrv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::Event>()?;
     m.add_class::<tensor::Tensor>()?;
     m.add_class::<model::Mlp>()?;
+    m.add_class::<registered::HostMemory>()?;
     m.add_function(wrap_pyfunction!(device::_open_device, m)?)?;
     m.add_function(wrap_pyfunction!(device::close_device, m)?)?;
     m.add_function(wrap_pyfunction!(device::synchronize_device, m)?)?;
@@ -68,6 +70,9 @@ fn _ttdrv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::copy_host_to_device_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::to_numpy, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::deallocate, m)?)?;
+    m.add_function(wrap_pyfunction!(registered::register_host_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(registered::copy_registered_to_device_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(registered::copy_device_tensor_to_registered, m)?)?;
     m.add_function(wrap_pyfunction!(ops::matmul, m)?)?;
     m.add_function(wrap_pyfunction!(ops::add, m)?)?;
     m.add_function(wrap_pyfunction!(ops::sub, m)?)?;

@@ -93,6 +93,12 @@ from ._ttdrv import (  # noqa: F401  (re-exported; the transformer ops, device c
     mean_pool,
     softmax,
 )
+from ._ttdrv import (  # noqa: F401  (re-exported; registered host memory, device contract 1.5)
+    HostMemory,
+    copy_device_tensor_to_registered,
+    copy_registered_to_device_tensor,
+    register_host_memory,
+)
 from .traced import TracedFunction, traced  # noqa: F401
 
 _logging.getLogger("ttdrv").addHandler(_logging.NullHandler())
@@ -108,6 +114,24 @@ L1_MEMORY_CONFIG = MemoryConfig(TensorMemoryLayout.INTERLEAVED, BufferType.L1)
 # ttnn's other names for the element-wise ops.
 subtract = sub
 multiply = mul
+
+HOST_PAGE_SIZE = 4096
+"""Registered host memory starts on a multiple of this and is a multiple of it long (``register_host_memory``)."""
+
+
+def aligned_empty(shape: int | tuple[int, ...], dtype: object = _np.float32) -> _np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a ``HOST_PAGE_SIZE`` boundary, for
+    ``register_host_memory``: ``shape`` and ``dtype`` as ``numpy.empty``'s. Its size is rounded up to whole pages
+    underneath (the array itself has exactly ``shape``; ``register_host_memory`` needs ``nbytes`` to be a multiple of
+    the page, so choose a shape whose size is, or register a larger array and use a view of it for your data).
+    """
+    dt = _np.dtype(dtype)
+    count = int(_np.prod(shape, dtype=_np.int64))
+    nbytes = count * dt.itemsize
+    raw = _np.empty(nbytes + HOST_PAGE_SIZE, dtype=_np.uint8)
+    start = -raw.ctypes.data % HOST_PAGE_SIZE
+    return raw[start : start + nbytes].view(dt).reshape(shape)
+
 
 _open_devices: "_weakref.WeakValueDictionary[int, Device]" = _weakref.WeakValueDictionary()
 
