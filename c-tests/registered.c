@@ -247,10 +247,29 @@ static void unregister_waits(void) {
   OK(ttdrv_device_close(d));
 }
 
+/* After the device is closed, transfers are CLOSED and the registration is freed without waiting (close stopped the
+ * device and unmapped everything). */
+static void after_close(void) {
+  group = "after close";
+  ttdrv_device *d = open_dev("emu", 20000);
+  uint8_t *host = aligned_alloc(PAGE, PAGE);
+  memset(host, 0, PAGE);
+  ttdrv_host_memory *hm = NULL;
+  OK(ttdrv_host_memory_register(d, host, PAGE, &hm));
+  ttdrv_buffer *b = alloc_buf(d, 16, 64, TTDRV_BUFFER_DRAM, TTDRV_TENSOR_LAYOUT_ROW_MAJOR);
+  OK(ttdrv_buffer_write_registered(b, 0, hm, 0, PAGE, false));
+  OK(ttdrv_device_close(d));
+  ST(CLOSED, ttdrv_buffer_write_registered(b, 0, hm, 0, PAGE, true), "closed");
+  OK(ttdrv_host_memory_free(hm));
+  free(host);
+  OK(ttdrv_buffer_free(b));
+}
+
 int main(void) {
   round_trips();
   arguments();
   unregister_waits();
+  after_close();
   printf("registered: %u passed, %u failed\n", n_passed, n_failed);
   return n_failed ? 1 : 0;
 }
