@@ -595,6 +595,20 @@ static void test_nulls(fixture *f) {
   ttdrv_trace_info ti = {.struct_size = sizeof ti};
   NUL(ttdrv_trace_get_info, "device", ttdrv_trace_get_info(NULL, 1, &ti));
   NUL(ttdrv_trace_get_info, "out", ttdrv_trace_get_info(dev, 1, NULL));
+  uint32_t lid = SENT32;
+  NUL(ttdrv_trace_save, "device", ttdrv_trace_save(NULL, 1, "/tmp/x.trace"));
+  NUL(ttdrv_trace_save, "path", ttdrv_trace_save(dev, 1, NULL));
+  ST(INVALID_ARGUMENT, ttdrv_trace_save(dev, 1, ""), "`path` is empty", "pass the path");
+  ST(INVALID_STATE, ttdrv_trace_save(dev, 999, "/tmp/ttdrv-bad-input-never-written.trace"), "999");
+  NUL(ttdrv_trace_load, "device", ttdrv_trace_load(NULL, "/tmp/x.trace", NULL, 0, 0, &lid));
+  NUL(ttdrv_trace_load, "path", ttdrv_trace_load(dev, NULL, NULL, 0, 0, &lid));
+  NUL(ttdrv_trace_load, "out_id", ttdrv_trace_load(dev, "/tmp/x.trace", NULL, 0, 0, NULL));
+  NUL(ttdrv_trace_load, "bindings", ttdrv_trace_load(dev, "/tmp/x.trace", NULL, 2, 0, &lid));
+  const ttdrv_buffer *nulls[1] = {NULL};
+  ST(NULL_PARAMETER, ttdrv_trace_load(dev, "/tmp/x.trace", nulls, 1, 0, &lid), "`bindings[0]` is NULL");
+  ST(INVALID_ARGUMENT, ttdrv_trace_load(dev, "", NULL, 0, 0, &lid), "`path` is empty");
+  ST(INVALID_ARGUMENT, ttdrv_trace_load(dev, "/nonexistent/ttdrv.trace", NULL, 0, 0, &lid), "cannot read the file");
+  TRUE_(lid == SENT32, "trace_load wrote out_id on failure: %u", lid);
   UNCHANGED(ob);
   UNCHANGED(oe);
   /* The NULL-output capture above must not have left a capture running: queue 0 still takes host writes. */
@@ -638,6 +652,8 @@ static void bad_device_everywhere(fixture *f, ttdrv_device *d, const char *const
   STV(INVALID_HANDLE, needles, ttdrv_program_new(d, &pd, &op));
   STV(INVALID_HANDLE, needles, ttdrv_device_program_cache_stats(d, &cs));
   STV(INVALID_HANDLE, needles, ttdrv_mlp_new(d, 0, &md, &om));
+  STV(INVALID_HANDLE, needles, ttdrv_trace_save(d, 1, "/tmp/ttdrv-bad-input-never-written.trace"));
+  STV(INVALID_HANDLE, needles, ttdrv_trace_load(d, "/tmp/ttdrv-bad-input-never-written.trace", NULL, 0, 0, &id));
   STV(INVALID_HANDLE, needles, ttdrv_trace_begin_capture(d, 0, &id));
   STV(INVALID_HANDLE, needles, ttdrv_trace_end_capture(d, 1, 0));
   STV(INVALID_HANDLE, needles, ttdrv_trace_execute(d, 1, 0, false));

@@ -32,6 +32,8 @@ STATIC_ASSERT(sizeof(ttdrv_tensor_spec) >= TTDRV_TENSOR_SPEC_SIZE_V0_1, "spec si
 STATIC_ASSERT(sizeof(ttdrv_program_desc) >= TTDRV_PROGRAM_DESC_SIZE_V0_1, "program desc size");
 STATIC_ASSERT(sizeof(ttdrv_mlp_desc) >= TTDRV_MLP_DESC_SIZE_V0_1, "mlp desc size");
 STATIC_ASSERT(sizeof(ttdrv_trace_info) >= TTDRV_TRACE_INFO_SIZE_V0_1, "trace info size");
+STATIC_ASSERT(sizeof(ttdrv_trace_info) >= TTDRV_TRACE_INFO_SIZE_V0_2, "trace info size");
+STATIC_ASSERT(offsetof(ttdrv_trace_info, event_records) == TTDRV_TRACE_INFO_SIZE_V0_1, "0.2 fields follow 0.1's");
 STATIC_ASSERT(sizeof(ttdrv_rt_args) >= TTDRV_RT_ARGS_SIZE_V0_2, "rt args size");
 STATIC_ASSERT(TTDRV_LOG_LEVEL_OFF == 0 && TTDRV_LOG_LEVEL_ERROR == 1 && TTDRV_LOG_LEVEL_TRACE == 5,
               "log levels are fixed");

@@ -242,6 +242,11 @@
 #define TTDRV_TRACE_INFO_SIZE_V0_1 32
 
 /**
+ * `sizeof(ttdrv_trace_info)` in release 0.2, which added the event, binding and owned-range counts (frozen).
+ */
+#define TTDRV_TRACE_INFO_SIZE_V0_2 56
+
+/**
  * Result of every ttdrv call. Values are stable across releases; new values may be added.
  */
 enum ttdrv_status
@@ -903,6 +908,27 @@ typedef struct ttdrv_trace_info {
    * Whether it is stored in device DRAM (false if the trace region was too small at end of capture).
    */
   bool stored;
+  /**
+   * Event records inside the trace (each replay records them again, with fresh ids). Since 0.2.
+   */
+  uint32_t event_records;
+  /**
+   * Event waits inside the trace (each replay waits for the events' latest records first). Since 0.2.
+   */
+  uint32_t event_waits;
+  /**
+   * External bindings: the buffers it touches and does not own, which must be live at each replay; the number of
+   * buffers `ttdrv_trace_load` takes for the file `ttdrv_trace_save` writes. Since 0.2.
+   */
+  uint32_t bindings;
+  /**
+   * Device ranges the trace owns (its intermediates). Since 0.2.
+   */
+  uint32_t owned_ranges;
+  /**
+   * Bytes of those ranges (end − start of each, the same offsets in every bank or core). Since 0.2.
+   */
+  uint64_t owned_bytes;
 } ttdrv_trace_info;
 
 #ifdef __cplusplus
@@ -2103,8 +2129,9 @@ ttdrv_status ttdrv_trace_release(struct ttdrv_device *device,
                                  uint32_t id);
 
 /**
- * Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, and the
- * `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
+ * Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, the
+ * `trace_region_size` it needs, and (since 0.2) its event records and waits, external bindings and owned ranges —
+ * to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
  * the caller's release are written (a struct from a newer header gets this release's fields) and `struct_size` is set
  * to the size written.
  *
@@ -2117,6 +2144,58 @@ ttdrv_status ttdrv_trace_release(struct ttdrv_device *device,
 ttdrv_status ttdrv_trace_get_info(const struct ttdrv_device *device,
                                   uint32_t id,
                                   struct ttdrv_trace_info *out);
+
+/**
+ * Saves trace `id` to the file `path` (`trace_save`), replacing it: a versioned, checksummed file holding the
+ * trace's records, the kernel images they run, the trace region size it needs, the device shape it depends on, the
+ * ranges it owns and its external bindings (one per buffer it touches and does not own, with its spec and whether
+ * the trace reads or writes it). `ttdrv_trace_load` replays it in another process.
+ *
+ * A trace that records or waits for events cannot be saved: its events belong to this process.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`path` empty or
+ * not UTF-8; the trace holds events; the file cannot be written — the message gives the system's reason),
+ * INVALID_STATE (unknown or released trace; still being captured; lost in a reset).
+ *
+ * # Safety
+ * `path` must be a NUL-terminated string.
+ */
+ttdrv_status ttdrv_trace_save(const struct ttdrv_device *device,
+                              uint32_t id,
+                              const char *path);
+
+/**
+ * Loads the trace saved in the file `path` by `ttdrv_trace_save` (in this process or another) for replay on queue
+ * `cq` (`trace_load`), and writes its id to `*out_id`; replay it with `ttdrv_trace_execute` and release it with
+ * `ttdrv_trace_release` as a captured trace.
+ *
+ * `bindings` holds `num_bindings` live buffers for the trace's external bindings, in the file's order: by memory
+ * (DRAM, then L1, then L1_SMALL), then by address — the order the capture's buffers sort in (`ttdrv_trace_get_info`
+ * counts them as `bindings`). Each must have the saved spec and, as the records hold the capture's addresses, the
+ * saved address: allocate the buffers as the saving process did (same specs, same order, on a device opened with the
+ * same parameters) so that they land there. The ranges the trace owns (its intermediates) must be free.
+ *
+ * The file is checked entirely before anything happens (format, checksum, every field, the device's contract version
+ * and geometry, every record and the kernels they run); a file that fails a check, and bindings that do not fit,
+ * are refused with INVALID_ARGUMENT naming what is wrong, and nothing is left behind.
+ *
+ * Thread: any. Errors: NULL_PARAMETER (`device`, `path`, `out_id`, `bindings` with `num_bindings` > 0, an element of
+ * `bindings`), INVALID_HANDLE (`device` or a binding), CLOSED, FORKED, WRONG_DEVICE (a binding of another device),
+ * INVALID_ARGUMENT (no such queue; the file cannot be read or fails a check; a binding count, spec or address that
+ * does not fit; an owned range is not free), INVALID_STATE (a capture in progress on `cq`), TRACE_REGION (the trace
+ * region is too small: the message gives the `trace_region_size` to open the device with), OUT_OF_DEVICE_MEMORY,
+ * TIMEOUT, DEVICE_FAULT.
+ *
+ * # Safety
+ * `path` must be a NUL-terminated string; `bindings` must point to `num_bindings` readable handles (or be NULL with
+ * `num_bindings` 0); `out_id` must be writable.
+ */
+ttdrv_status ttdrv_trace_load(struct ttdrv_device *device,
+                              const char *path,
+                              const struct ttdrv_buffer *const *bindings,
+                              size_t num_bindings,
+                              uint16_t cq,
+                              uint32_t *out_id);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -77,6 +77,9 @@ fn a_saved_trace_replays_bit_identically_in_another_process() {
         let tid = m.dev.trace_load(&path, &m.bindings(), 0).unwrap();
         let info = m.dev.trace_info(tid).unwrap();
         assert!(info.stored && info.launches == 3, "{info:?}");
+        // x, w and y are bound; the matmul's and gelu's outputs, freed during the capture, are owned.
+        assert!(info.bindings == 3 && info.owned_ranges >= 1 && info.owned_bytes > 0, "{info:?}");
+        assert!(info.event_records == 0 && info.event_waits == 0, "{info:?}");
         m.dev.execute_trace(tid, 0, true).unwrap();
         std::fs::write(out, m.y.read_to_vec(0).unwrap()).unwrap();
         return;
@@ -86,6 +89,8 @@ fn a_saved_trace_replays_bit_identically_in_another_process() {
     let tid = m.dev.begin_trace_capture(0).unwrap();
     m.run();
     m.dev.end_trace_capture(tid, 0).unwrap();
+    let saved = m.dev.trace_info(tid).unwrap();
+    assert!(saved.bindings == 3 && saved.owned_ranges >= 1 && saved.owned_bytes > 0, "{saved:?}");
     m.dev.execute_trace(tid, 0, true).unwrap();
     let want = m.y.read_to_vec(0).unwrap();
     let (file, out) = (tmp("saved"), tmp("child-out"));

@@ -25,6 +25,7 @@ mod reads;
 mod registered;
 mod tensor;
 mod timing;
+mod trace_file;
 mod types;
 
 use pyo3::prelude::*;
@@ -61,6 +62,9 @@ fn _ttdrv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(device::end_trace_capture, m)?)?;
     m.add_function(wrap_pyfunction!(device::execute_trace, m)?)?;
     m.add_function(wrap_pyfunction!(device::release_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_file::trace_save, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_file::trace_load, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_file::trace_get_info, m)?)?;
     m.add_function(wrap_pyfunction!(device::create_event, m)?)?;
     m.add_function(wrap_pyfunction!(device::record_event, m)?)?;
     m.add_function(wrap_pyfunction!(device::wait_for_event, m)?)?;

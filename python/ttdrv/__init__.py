@@ -80,6 +80,9 @@ from ._ttdrv import (  # noqa: F401  (re-exported)
     to_layout,
     to_memory_config,
     to_numpy,
+    trace_get_info,
+    trace_load,
+    trace_save,
     typecast,
     wait_for_event,
 )

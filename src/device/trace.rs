@@ -136,6 +136,13 @@ pub struct TraceInfo {
     pub event_records: u32,
     /// Event waits inside the trace (each replay waits for the events' latest records before it).
     pub event_waits: u32,
+    /// External bindings: the buffers it touches and does not own, which must be live at each replay and which
+    /// `trace_load` takes (one per buffer, in the saved file's order).
+    pub bindings: u32,
+    /// Device ranges it owns (its intermediates, freed during the capture or claimed by `trace_load`).
+    pub owned_ranges: u32,
+    /// Bytes of those ranges, summed over their banks or cores' offsets (end - start of each range).
+    pub owned_bytes: u64,
 }
 
 /// How a launch touches a buffer.
@@ -642,15 +649,24 @@ impl DeviceInner {
     pub(crate) fn trace_info(&self, tid: u32) -> Result<TraceInfo> {
         let t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
         match t.traces.get(&tid) {
-            Some(State::Captured(c)) => Ok(TraceInfo {
-                bytes: c.len,
-                launches: c.launches,
-                region_bytes: c.buffer_bytes,
-                queue: c.queue,
-                stored: c.buffer.is_some(),
-                event_records: c.events.records.len() as u32,
-                event_waits: c.events.waits.len() as u32,
-            }),
+            Some(State::Captured(c)) => {
+                let mut ids: Vec<u64> = c.must_live.iter().map(|r| r.buffer.id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let owned = self.owned_ranges(tid, c);
+                Ok(TraceInfo {
+                    bytes: c.len,
+                    launches: c.launches,
+                    region_bytes: c.buffer_bytes,
+                    queue: c.queue,
+                    stored: c.buffer.is_some(),
+                    event_records: c.events.records.len() as u32,
+                    event_waits: c.events.waits.len() as u32,
+                    bindings: ids.len() as u32,
+                    owned_ranges: owned.len() as u32,
+                    owned_bytes: owned.iter().map(|&(_, s, e)| e - s).sum(),
+                })
+            }
             Some(State::Capturing { queue }) => {
                 Err(self.trace_error(tid, format!("trace_info({tid})"), TraceProblem::Capturing { queue: *queue }))
             }
@@ -660,6 +676,26 @@ impl DeviceInner {
 }
 
 impl DeviceInner {
+    /// The device ranges trace `tid` owns (its intermediates), by memory then address. Takes the memory lock: the
+    /// caller holds the trace table's, which always comes first.
+    fn owned_ranges(&self, tid: u32, c: &Captured) -> Vec<(BufferType, u64, u64)> {
+        let m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owned = Vec::new();
+        for ty in BufferType::ALL {
+            for (s, e) in m.for_type_ref(ty).blocks_of(Owner::Trace(tid)) {
+                // An on-demand trace buffer lives in DRAM under the trace's name too; it is not an intermediate.
+                if ty == BufferType::Dram
+                    && c.buffer.is_some_and(|b| b.base == s)
+                    && self.params.trace_buffers_on_demand
+                {
+                    continue;
+                }
+                owned.push((ty, s, e));
+            }
+        }
+        owned
+    }
+
     /// The file of trace `tid` (`trace_save`): its records, the kernel images they run, its bindings and owned
     /// ranges (docs: `trace_file.rs`).
     pub(crate) fn save_trace(&self, tid: u32) -> Result<Vec<u8>> {
@@ -728,21 +764,7 @@ impl DeviceInner {
                 b
             })
             .collect();
-        let m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-        let mut owned = Vec::new();
-        for ty in BufferType::ALL {
-            for (s, e) in m.for_type_ref(ty).blocks_of(Owner::Trace(tid)) {
-                // An on-demand trace buffer lives in DRAM under the trace's name too; it is not an intermediate.
-                if ty == BufferType::Dram
-                    && c.buffer.is_some_and(|b| b.base == s)
-                    && self.params.trace_buffers_on_demand
-                {
-                    continue;
-                }
-                owned.push((ty, s, e));
-            }
-        }
-        drop(m);
+        let owned = self.owned_ranges(tid, c);
         let f = TraceFile {
             contract: (ttdrv_contract::CONTRACT_MAJOR, self.info.version_minor.min(ttdrv_contract::CONTRACT_MINOR)),
             shape: DeviceShape::of(&self.info),

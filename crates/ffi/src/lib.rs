@@ -26,6 +26,7 @@ pub mod ops;
 pub mod program;
 pub mod registered;
 pub mod trace;
+pub mod trace_file;
 pub(crate) mod versioned;
 
 pub(crate) use argcheck::{bytes, c_str, nonnull, out_ptr, slice, write_out};

@@ -10,6 +10,8 @@ use super::{guard, out_ptr, ttdrv_status, write_out};
 
 /// `sizeof(ttdrv_trace_info)` in release 0.1 (frozen: docs/abi.md, "Versions").
 pub const TTDRV_TRACE_INFO_SIZE_V0_1: u32 = 32;
+/// `sizeof(ttdrv_trace_info)` in release 0.2, which added the event, binding and owned-range counts (frozen).
+pub const TTDRV_TRACE_INFO_SIZE_V0_2: u32 = 56;
 
 /// What is known about a captured trace (`ttdrv_trace_get_info`). Set `struct_size` first.
 #[repr(C)]
@@ -27,12 +29,23 @@ pub struct ttdrv_trace_info {
     pub launches: u32,
     /// Whether it is stored in device DRAM (false if the trace region was too small at end of capture).
     pub stored: bool,
+    /// Event records inside the trace (each replay records them again, with fresh ids). Since 0.2.
+    pub event_records: u32,
+    /// Event waits inside the trace (each replay waits for the events' latest records first). Since 0.2.
+    pub event_waits: u32,
+    /// External bindings: the buffers it touches and does not own, which must be live at each replay; the number of
+    /// buffers `ttdrv_trace_load` takes for the file `ttdrv_trace_save` writes. Since 0.2.
+    pub bindings: u32,
+    /// Device ranges the trace owns (its intermediates). Since 0.2.
+    pub owned_ranges: u32,
+    /// Bytes of those ranges (end − start of each, the same offsets in every bank or core). Since 0.2.
+    pub owned_bytes: u64,
 }
 
 versioned!(
     ttdrv_trace_info,
     "sizeof(ttdrv_trace_info)",
-    [("0.1", TTDRV_TRACE_INFO_SIZE_V0_1)],
+    [("0.1", TTDRV_TRACE_INFO_SIZE_V0_1), ("0.2", TTDRV_TRACE_INFO_SIZE_V0_2)],
     ttdrv_trace_info { struct_size: versioned::today::<ttdrv_trace_info>(), ..Default::default() }
 );
 
@@ -124,8 +137,9 @@ pub extern "C" fn ttdrv_trace_release(device: *mut ttdrv_device, id: u32) -> ttd
     guard("ttdrv_trace_release", || Ok(device_checked(device)?.release_trace(id)?))
 }
 
-/// Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, and the
-/// `trace_region_size` it needs — to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
+/// Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, the
+/// `trace_region_size` it needs, and (since 0.2) its event records and waits, external bindings and owned ranges —
+/// to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
 /// the caller's release are written (a struct from a newer header gets this release's fields) and `struct_size` is set
 /// to the size written.
 ///
@@ -154,6 +168,11 @@ pub unsafe extern "C" fn ttdrv_trace_get_info(
                 region_bytes: i.region_bytes,
                 launches: i.launches,
                 stored: i.stored,
+                event_records: i.event_records,
+                event_waits: i.event_waits,
+                bindings: i.bindings,
+                owned_ranges: i.owned_ranges,
+                owned_bytes: i.owned_bytes,
             },
         )
     })
