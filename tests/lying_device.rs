@@ -199,6 +199,13 @@ fn a_hung_queue_times_out_naming_it_and_a_reset_recovers() {
     let s = spec(8, 16);
     let data = pattern(s.host_bytes() as usize, 6);
     let b = dev.buffer_from_host(&s, 0, &data).unwrap();
+    // The write must have retired before the read is issued: a record retiring during the read's wait would make the
+    // device "busy" in the diagnosis, which is right then but not what this test is about.
+    let settled = Instant::now() + Duration::from_secs(10);
+    while !dev.queue_report(0).unwrap().contains("records retired 1 ") {
+        assert!(Instant::now() < settled, "the write never retired: {}", dev.queue_report(0).unwrap());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut g = Guarded::new(data.len());
     let t0 = Instant::now();
     let msg = expect_kind(
