@@ -10,61 +10,18 @@
 //! Only the calling thread is counted: the emulated device's engine threads are the device, not the dispatch path.
 //! The queue is drained (uncounted) between bursts, so no call waits for ring space.
 
-use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
-use std::cell::Cell;
 use ttdrv::contract::kernel::{ACCESSOR_WORDS, Block, BuiltinKernel};
 use ttdrv::contract::records::CoreRect;
 use ttdrv::device::ops::{BinaryOp, UnaryOp};
 use ttdrv::device::program::{ArgStep, KernelSource, ProgramDesc, RtArgs};
 use ttdrv::*;
-
-/// Counts the allocations (`alloc`, `alloc_zeroed`, `realloc`) of the thread that makes them.
-struct Counting;
-
-thread_local! {
-    // `const` and without a destructor, so the allocator can use it at any time, thread exit included.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; counting touches only a thread-local Cell.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: AllocLayout) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: AllocLayout, n: usize) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded with the caller's pointer, layout and size.
-        unsafe { System.realloc(p, l, n) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use ttdrv_testkit::counting::{Counting, allocations};
 
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
 /// An op that creates its output.
 type Op<'a> = &'a dyn Fn() -> Result<Buffer>;
-
-/// Allocations the calling thread makes while running `f`.
-fn allocations<R>(f: impl FnOnce() -> R) -> (u64, R) {
-    let before = ALLOCS.with(Cell::get);
-    let r = f();
-    (ALLOCS.with(Cell::get) - before, r)
-}
 
 /// Calls per burst (the ring holds them all), and bursts.
 const CALLS: usize = 100;

@@ -10,59 +10,16 @@
 //! Only the calling thread is counted: the emulated device's engine threads are the device, not the dispatch path.
 //! The queue is drained (uncounted) between bursts, so no call waits for ring space.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ptr::null_mut;
 use ttdrv_ffi::buffer::*;
 use ttdrv_ffi::device::*;
 use ttdrv_ffi::ops::*;
 use ttdrv_ffi::program::*;
 use ttdrv_ffi::ttdrv_status;
-
-/// Counts the allocations (`alloc`, `alloc_zeroed`, `realloc`) of the thread that makes them.
-struct Counting;
-
-thread_local! {
-    // `const` and without a destructor, so the allocator can use it at any time, thread exit included.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; counting touches only a thread-local Cell.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded with the caller's pointer, layout and size.
-        unsafe { System.realloc(p, l, n) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use ttdrv_testkit::counting::{Counting, allocations};
 
 #[global_allocator]
 static COUNTING: Counting = Counting;
-
-/// Allocations the calling thread makes while running `f`.
-fn allocations<R>(f: impl FnOnce() -> R) -> (u64, R) {
-    let before = ALLOCS.with(Cell::get);
-    let r = f();
-    (ALLOCS.with(Cell::get) - before, r)
-}
 
 const CALLS: usize = 200;
 const BURSTS: usize = 2;

@@ -5,6 +5,7 @@
 //!
 //! Not shipped as part of the driver: nothing here is API a model runtime needs.
 
+pub mod counting;
 pub mod fakesys;
 pub mod feeder;
 pub mod hostref;
