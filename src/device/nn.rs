@@ -10,13 +10,13 @@
 //! `KERNEL_ARGS`, docs/device-interface.md §8.2).
 
 use super::buffer::Buffer;
-use super::ops::Split;
-use super::program::{KernelSource, ProgramDesc, RtArgs};
+use super::ops::{Split, op_desc};
+use super::program::RtArgs;
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 use ttdrv_contract::kernel::{BuiltinKernel, TILE_DIM, TensorLayout};
-use ttdrv_contract::records::{CbConfig, CoreRect};
+use ttdrv_contract::records::CoreRect;
 
 /// The activation [`Device::linear_into`] applies to `a × b + bias`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -179,21 +179,8 @@ impl DeviceInner {
         out.check_device(self)?;
         self.need_transformer(kernel.name())?;
         let split = if whole_rows { self.row_bands(out) } else { self.split(out, true) };
-        let page = |b: &Buffer| b.accessor().page_bytes() as u32;
-        let mut cbs: Vec<CbConfig> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| CbConfig { index: i as u32, page_size: page(b), num_pages: 2, data_format: b.dtype() as u32 })
-            .collect();
-        cbs.push(CbConfig { index: 16, page_size: page(out), num_pages: 2, data_format: out.dtype() as u32 });
-        let desc = ProgramDesc {
-            kernel: KernelSource::Builtin(kernel),
-            cores: split.rect,
-            ct_args,
-            cbs,
-            sems: Vec::new(),
-            rt_words: kernel.rt_words() as u16,
-        };
+        let ins: Vec<_> = inputs.iter().map(|b| b.accessor()).collect();
+        let desc = op_desc(kernel, split.rect, ct_args, &ins, &out.accessor());
         let entry = self.program(desc)?.into_entry();
         let mut words = Vec::with_capacity(kernel.rt_words());
         common(&mut words);

@@ -209,28 +209,8 @@ impl DeviceInner {
         let entry = match cached {
             Some(e) => e,
             None => {
-                // Double-buffered input and output pages, as a Tensix op would configure; part of the cache key
-                // (shapes), never addresses.
                 let (ins, o) = accessors.split_at(inputs.len());
-                let mut cbs: Vec<CbConfig> = ins
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| CbConfig {
-                        index: i as u32,
-                        page_size: page(a),
-                        num_pages: 2,
-                        data_format: a.dtype as u32,
-                    })
-                    .collect();
-                cbs.push(CbConfig { index: 16, page_size: page(&o[0]), num_pages: 2, data_format: o[0].dtype as u32 });
-                let desc = ProgramDesc {
-                    kernel: KernelSource::Builtin(kernel),
-                    cores: split.rect,
-                    ct_args: ct_args.to_vec(),
-                    cbs,
-                    sems: Vec::new(),
-                    rt_words: kernel.rt_words() as u16,
-                };
+                let desc = op_desc(kernel, split.rect, ct_args.to_vec(), ins, &o[0]);
                 let entry = self.program(desc)?.into_entry();
                 self.programs.lock().unwrap_or_else(|e| e.into_inner()).insert_op(key, entry.clone());
                 entry
@@ -330,6 +310,34 @@ impl DeviceInner {
 
     pub(crate) fn fill(self: &Arc<Self>, cq: u16, out: &Buffer, value: f32) -> Result<()> {
         self.launch_op(cq, BuiltinKernel::Fill, &[], out, &[], &[out.accessor()], &[value.to_bits()])
+    }
+}
+
+/// The program of a built-in operation: `kernel` on `rect` with double-buffered input and output pages, as a Tensix
+/// op would configure (circular buffers 0.. for the inputs, 16 for the output). Shapes only, never addresses: the
+/// description is a cache key.
+pub(super) fn op_desc(
+    kernel: BuiltinKernel,
+    rect: CoreRect,
+    ct_args: Vec<u32>,
+    inputs: &[Accessor],
+    out: &Accessor,
+) -> ProgramDesc {
+    let cb = |index: u32, a: &Accessor| CbConfig {
+        index,
+        page_size: a.page_bytes() as u32,
+        num_pages: 2,
+        data_format: a.dtype as u32,
+    };
+    let mut cbs: Vec<CbConfig> = inputs.iter().enumerate().map(|(i, a)| cb(i as u32, a)).collect();
+    cbs.push(cb(16, out));
+    ProgramDesc {
+        kernel: KernelSource::Builtin(kernel),
+        cores: rect,
+        ct_args,
+        cbs,
+        sems: Vec::new(),
+        rt_words: kernel.rt_words() as u16,
     }
 }
 
