@@ -16,56 +16,10 @@
 #include <time.h>
 #include <ttdrv.h>
 
-static unsigned n_passed, n_failed;
-static const char *group = "setup";
-
-static void fail(int line, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "FAIL [%s] line %d: ", group, line);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
-  va_end(ap);
-  n_failed++;
-}
-
-/* `got` must be `want` and, on an error, the message must contain every needle (NULL-terminated list). */
-static int expect(int line, const char *expr, ttdrv_status got, ttdrv_status want, const char *const *needles) {
-  const char *msg = ttdrv_last_error();
-  if (got != want) {
-    fail(line, "%s returned %s, expected %s\n    message: %s", expr, ttdrv_status_name(got), ttdrv_status_name(want),
-         msg);
-    return 0;
-  }
-  for (; needles && *needles; needles++) {
-    if (strstr(msg, *needles) == NULL) {
-      fail(line, "%s: message does not mention '%s'\n    message: %s", expr, *needles, msg);
-      return 0;
-    }
-  }
-  n_passed++;
-  return 1;
-}
-
-#define NEEDLES(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define ST(want, call, ...) expect(__LINE__, #call, (call), TTDRV_STATUS_##want, NEEDLES(__VA_ARGS__))
-#define OK(call) expect(__LINE__, #call, (call), TTDRV_STATUS_OK, NULL)
-#define TRUE_(cond, ...)           \
-  do {                             \
-    if (cond)                      \
-      n_passed++;                  \
-    else                           \
-      fail(__LINE__, __VA_ARGS__); \
-  } while (0)
+#include "expect.h"
 
 #define PAGE TTDRV_HOST_PAGE_SIZE
 #define REGION (4u << 20)
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void pattern(uint8_t *p, size_t n, uint32_t seed) {
   for (size_t i = 0; i < n; i++) p[i] = (uint8_t)((uint32_t)i * 2654435761u + seed);
