@@ -523,6 +523,19 @@ pub enum TraceProblem {
         /// The most a trace can hold on this device's rings.
         max: u32,
     },
+    /// Binding `binding` cannot be rebound: a launch that uses it did not declare which of its runtime words hold
+    /// its address (a `Program::run`, or a `launch_with` without an address role for it), so a rebinding could
+    /// leave the old address in place.
+    NotRebindable {
+        /// The binding's name (`input0`).
+        binding: String,
+    },
+    /// A patch would race a replay of the trace still running on queue `queue`: no event recorded there after the
+    /// replay was passed, and the replay is not known complete.
+    PatchRacesReplay {
+        /// The queue of the replay.
+        queue: u16,
+    },
     /// A range the trace does not own — one it reads first (an input), or writes and leaves to the caller (its
     /// output, or an intermediate kept alive past the capture) — is held by no live buffer now. At replay each such
     /// range must be held by a buffer of the spec and address it was captured with (docs/architecture.md, "Trace").
@@ -832,6 +845,19 @@ impl fmt::Display for TraceText<'_> {
                 f,
                 "trace {tid} already holds {max} waits, the most one replay record can carry on this device's issue \
                  ring; open the device with a larger issue ring, or split the trace"
+            ),
+            TraceProblem::NotRebindable { binding } => write!(
+                f,
+                "binding {binding} of trace {tid} is used by a launch that did not declare which runtime words hold \
+                 its address (Program::run, or launch_with without an address role for it), so rebinding it could \
+                 leave the old address in place; capture the trace with launch_with roles, or with the built-in \
+                 operations, to rebind it"
+            ),
+            TraceProblem::PatchRacesReplay { queue } => write!(
+                f,
+                "a replay of trace {tid} on queue {queue} may still be running, and patching the trace now would \
+                 change it under that replay; record an event on queue {queue} after the replay and pass it to the \
+                 patch (the patch's queue then waits for it on the device), or synchronize queue {queue} first"
             ),
             TraceProblem::RangeFreed { memory, start, end, expected, address, output } => write!(
                 f,

@@ -24,6 +24,7 @@ pub mod transport;
 /// The hardware contract this driver speaks (the `ttdrv-contract` crate).
 pub use ttdrv_contract as contract;
 
+pub use device::patch::{ArgRole, ScalarKind, TraceBinding, TraceScalar};
 pub use device::{
     Buffer, BufferSpec, BufferType, Contents, Device, DeviceInfo, DeviceParams, Event, HostRegistration, MemoryConfig,
     OwnedRead, ShardSpec,

@@ -47,8 +47,8 @@ pub(crate) struct TraceEventRecord {
 /// An event. Recording it again re-arms it: waits and synchronizes refer to the most recent record issued before
 /// them. An `Event` may be shared between threads.
 pub struct Event {
-    dev: Arc<DeviceInner>,
-    cell: EventCell,
+    pub(crate) dev: Arc<DeviceInner>,
+    pub(crate) cell: EventCell,
 }
 
 impl std::fmt::Debug for Event {

@@ -8,6 +8,7 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 mod params;
+pub mod patch;
 pub mod program;
 mod queue;
 pub mod registered;

@@ -11,11 +11,12 @@
 
 use super::buffer::Buffer;
 use super::ops::{Split, op_desc};
+use super::patch::{ArgMap, ScalarKind, ScalarName};
 use super::program::RtArgs;
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use std::sync::Arc;
-use ttdrv_contract::kernel::{BuiltinKernel, TILE_DIM, TensorLayout};
+use ttdrv_contract::kernel::{ACCESSOR_ADDR_WORD, ACCESSOR_WORDS, BLOCK_WORDS, BuiltinKernel, TILE_DIM, TensorLayout};
 use ttdrv_contract::records::CoreRect;
 
 /// The activation [`Device::linear_into`] applies to `a × b + bias`.
@@ -159,9 +160,11 @@ impl DeviceInner {
         Split::blocks(rect, 1, per * unit, s.cols, s.rows, s.cols, true)
     }
 
-    /// Dispatches `kernel` over `out`: whole-row bands when `whole_rows`, else the matmul split. `common` appends
-    /// the words every core shares after its block (accessors, parameters): they travel once in the launch as
-    /// common arguments, and each core's block as steps (contract §4.2.6), as `launch_op` in `ops.rs` does.
+    /// Dispatches `kernel` over `out`: whole-row bands when `whole_rows`, else the matmul split. The common words
+    /// every core shares after its block are the accessors of `accessors` (each operand slot's buffer: an operand
+    /// the kernel does not read repeats the first, its flag being 0), then `param` if any — a float parameter that a
+    /// trace may patch under its name (`patch.rs`). They travel once in the launch as common arguments, and each
+    /// core's block as steps (contract §4.2.6), as `launch_op` in `ops.rs` does.
     #[allow(clippy::too_many_arguments)]
     fn launch_nn(
         self: &Arc<Self>,
@@ -171,7 +174,8 @@ impl DeviceInner {
         out: &Buffer,
         inputs: &[&Buffer],
         whole_rows: bool,
-        common: impl Fn(&mut Vec<u32>),
+        accessors: &[&Buffer],
+        param: Option<(f32, &'static str, ScalarKind)>,
     ) -> Result<()> {
         for b in inputs {
             b.check_device(self)?;
@@ -183,19 +187,33 @@ impl DeviceInner {
         let desc = op_desc(kernel, split.rect, ct_args, &ins, &out.accessor());
         let entry = self.program(desc)?.into_entry();
         let mut words = Vec::with_capacity(kernel.rt_words());
-        common(&mut words);
+        for b in accessors {
+            words.extend_from_slice(&b.accessor().to_words());
+        }
+        words.extend(param.map(|p| p.0.to_bits()));
+        debug_assert_eq!(BLOCK_WORDS + words.len(), kernel.rt_words());
         let args = RtArgs { common: &words, steps: &split.block, per_core: &[] };
+        // What a trace may patch: each accessor's address word is its buffer's address (indexed among the inputs,
+        // then the output), and the parameter may be named.
+        let buffers: Vec<&Buffer> = inputs.iter().copied().chain([out]).collect();
+        let addrs: Vec<(u16, u8)> = accessors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let at = buffers.iter().position(|x| std::ptr::eq(*x, *b))?;
+                Some(((BLOCK_WORDS + i * ACCESSOR_WORDS + ACCESSOR_ADDR_WORD) as u16, at as u8))
+            })
+            .collect();
+        debug_assert_eq!(addrs.len(), accessors.len(), "every accessor is one of the launch's buffers");
+        let word = (BLOCK_WORDS + accessors.len() * ACCESSOR_WORDS) as u16;
+        let scalar = param.map(|(_, name, kind)| (word, ScalarName::Op(name), kind));
+        let map = ArgMap { addrs: &addrs, scalars: scalar.as_slice(), complete: addrs.len() == accessors.len() };
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         // Every one of these kernels computes each element of its output without reading it first.
-        self.dispatch(&entry, cq, &args, inputs, &[out])?;
+        self.dispatch(&entry, cq, &args, inputs, &[out], &map)?;
         out.contents.mark_written(epoch);
         Ok(())
     }
-}
-
-/// Appends the accessor words of `b`, or of `fallback` for an operand the kernel does not read (its flag is 0).
-fn words(rt: &mut Vec<u32>, b: Option<&Buffer>, fallback: &Buffer) {
-    rt.extend_from_slice(&b.unwrap_or(fallback).accessor().to_words());
 }
 
 impl Device {
@@ -233,14 +251,10 @@ impl Device {
         same_dtype(op, &bs)?;
         let mut inputs = vec![x, gamma, beta];
         inputs.extend(residual);
-        self.inner.launch_nn(cq, BuiltinKernel::LayerNorm, vec![residual.is_some() as u32], out, &inputs, true, |rt| {
-            words(rt, Some(x), x);
-            words(rt, residual, x);
-            words(rt, Some(gamma), x);
-            words(rt, Some(beta), x);
-            words(rt, Some(out), x);
-            rt.push(eps.to_bits());
-        })
+        let acc = [x, residual.unwrap_or(x), gamma, beta, out];
+        let eps = Some((eps, "layer_norm.eps", ScalarKind::F32NonNegative));
+        let ct = vec![residual.is_some() as u32];
+        self.inner.launch_nn(cq, BuiltinKernel::LayerNorm, ct, out, &inputs, true, &acc, eps)
     }
 
     /// Softmax over each row of `scale × x + mask` into `out` (ttnn's `attention_softmax`): `mask` (optional) has
@@ -270,12 +284,9 @@ impl Device {
         same_dtype(op, &bs)?;
         let mut inputs = vec![x];
         inputs.extend(mask);
-        self.inner.launch_nn(cq, BuiltinKernel::Softmax, vec![mask.is_some() as u32], out, &inputs, true, |rt| {
-            words(rt, Some(x), x);
-            words(rt, mask, x);
-            words(rt, Some(out), x);
-            rt.push(scale.to_bits());
-        })
+        let acc = [x, mask.unwrap_or(x), out];
+        let scale = Some((scale, "softmax.scale", ScalarKind::F32));
+        self.inner.launch_nn(cq, BuiltinKernel::Softmax, vec![mask.is_some() as u32], out, &inputs, true, &acc, scale)
     }
 
     /// The batched matmul `desc` of `a` and `b` into `out` (see [`Bmm`]; [`Bmm::attention_scores`] and
@@ -311,12 +322,8 @@ impl Device {
         let bit = |l: MatrixLayout, i: u32| if l == MatrixLayout::Heads { 1 << i } else { 0 };
         let views = bit(desc.a, 0) | bit(desc.b, 1) | bit(desc.out, 2);
         let ct = vec![batch, heads, views, desc.transpose_b as u32];
-        self.inner.launch_nn(cq, BuiltinKernel::Bmm, ct, out, &[a, b], false, |rt| {
-            words(rt, Some(a), a);
-            words(rt, Some(b), a);
-            words(rt, Some(out), a);
-            rt.push(desc.scale.to_bits());
-        })
+        let scale = Some((desc.scale, "bmm.scale", ScalarKind::F32));
+        self.inner.launch_nn(cq, BuiltinKernel::Bmm, ct, out, &[a, b], false, &[a, b, out], scale)
     }
 
     /// `act(a × b + bias)` into `out` (ttnn's `linear`): `a` is [M, K], `b` [K, N], `bias` (optional) one row [1, N]
@@ -346,12 +353,8 @@ impl Device {
         let mut inputs = vec![a, b];
         inputs.extend(bias);
         let ct = vec![bias.is_some() as u32, (act == Activation::GeluErf) as u32];
-        self.inner.launch_nn(cq, BuiltinKernel::Linear, ct, out, &inputs, false, |rt| {
-            words(rt, Some(a), a);
-            words(rt, Some(b), a);
-            words(rt, bias, a);
-            words(rt, Some(out), a);
-        })
+        let acc = [a, b, bias.unwrap_or(a), out];
+        self.inner.launch_nn(cq, BuiltinKernel::Linear, ct, out, &inputs, false, &acc, None)
     }
 
     /// Embedding lookup into `out`: `out[r] = Σ_t tables[t][ids[r][t]]` for one to three tables (BERT's word,
@@ -383,13 +386,9 @@ impl Device {
         same_dtype(op, &bs)?;
         let mut inputs = vec![ids];
         inputs.extend_from_slice(tables);
-        self.inner.launch_nn(cq, BuiltinKernel::Embedding, vec![tables.len() as u32], out, &inputs, false, |rt| {
-            words(rt, Some(ids), ids);
-            for t in 0..3 {
-                words(rt, tables.get(t).copied(), ids);
-            }
-            words(rt, Some(out), ids);
-        })
+        let table = |t: usize| tables.get(t).copied().unwrap_or(ids);
+        let acc = [ids, table(0), table(1), table(2), out];
+        self.inner.launch_nn(cq, BuiltinKernel::Embedding, vec![tables.len() as u32], out, &inputs, false, &acc, None)
     }
 
     /// Masked mean pooling into `out` (sentence-transformers' mean pooling): `x` is `[B × S, D]`, `mask` `[B, S]`
@@ -406,10 +405,7 @@ impl Device {
             ));
         }
         same_dtype(op, &[x, mask, out])?;
-        self.inner.launch_nn(cq, BuiltinKernel::MeanPool, vec![normalize as u32], out, &[x, mask], normalize, |rt| {
-            words(rt, Some(x), x);
-            words(rt, Some(mask), x);
-            words(rt, Some(out), x);
-        })
+        let ct = vec![normalize as u32];
+        self.inner.launch_nn(cq, BuiltinKernel::MeanPool, ct, out, &[x, mask], normalize, &[x, mask, out], None)
     }
 }

@@ -4,12 +4,14 @@
 //! a Tensix core computes whole tiles; operands may be row-major or tiled in any mix (contract §8.2).
 
 use super::buffer::{Buffer, MemoryConfig};
+use super::patch::{ArgMap, ScalarKind, ScalarName};
 use super::program::{ArgStep, KernelSource, ProgramDesc, RtArgs};
 use super::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 use ttdrv_contract::kernel::{
-    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM, TensorLayout,
+    ACCESSOR_ADDR_WORD, ACCESSOR_WORDS, Accessor, BLOCK_WORDS, BuiltinKernel, DType, Layout, ShardGrid, TILE_DIM,
+    TensorLayout,
 };
 use ttdrv_contract::records::{CbConfig, CoreRect};
 
@@ -174,8 +176,9 @@ impl DeviceInner {
     /// and go into the launch once; each core's block follows its position. Allocates nothing once the op's program
     /// is cached.
     ///
-    /// `accessors` are those of `inputs`, then `out`'s; `params` follow them in the common words. The accessors are
-    /// passed in rather than read from the buffers again, so each is built once per call.
+    /// `accessors` are those of `inputs`, then `out`'s; `params` follow them in the common words, the first one
+    /// patchable in a trace under the name `param` when given. The accessors are passed in rather than read from
+    /// the buffers again, so each is built once per call.
     #[allow(clippy::too_many_arguments)]
     fn launch_op(
         self: &Arc<Self>,
@@ -186,7 +189,9 @@ impl DeviceInner {
         inputs: &[&Buffer],
         accessors: &[Accessor],
         params: &[u32],
+        param: Option<(&'static str, ScalarKind)>,
     ) -> Result<()> {
+        debug_assert_eq!(accessors.len(), inputs.len() + 1);
         for b in inputs {
             b.check_device(self)?;
         }
@@ -223,7 +228,17 @@ impl DeviceInner {
         // Read before the dispatch: if a reset slips in between, the output is reported lost (a false alarm at
         // worst), never defined when it is not.
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        self.dispatch_checked(&entry, cq, &args, BLOCK_WORDS as u16, inputs, &[out])?;
+        // What a trace capturing this launch may patch (`patch.rs`): accessor i's address word is buffer i's address
+        // (inputs, then the output), and the first parameter may be named. Built on the stack: a live dispatch
+        // ignores it.
+        let mut addrs = [(0u16, 0u8); MAX_OP_BUFFERS];
+        for (i, a) in addrs.iter_mut().enumerate().take(accessors.len()) {
+            *a = ((BLOCK_WORDS + i * ACCESSOR_WORDS + ACCESSOR_ADDR_WORD) as u16, i as u8);
+        }
+        let scalar = param
+            .map(|(name, kind)| ((BLOCK_WORDS + accessors.len() * ACCESSOR_WORDS) as u16, ScalarName::Op(name), kind));
+        let map = ArgMap { addrs: &addrs[..accessors.len()], scalars: scalar.as_slice(), complete: true };
+        self.dispatch_checked(&entry, cq, &args, BLOCK_WORDS as u16, inputs, &[out], &map)?;
         // The blocks cover the whole output: it is written whole (at replay, when this dispatch was captured).
         out.contents.mark_written(epoch);
         Ok(())
@@ -240,7 +255,7 @@ impl DeviceInner {
                     .into(),
             });
         }
-        self.launch_op(cq, BuiltinKernel::Copy, &[], out, &[input], &[input.accessor(), out.accessor()], &[])
+        self.launch_op(cq, BuiltinKernel::Copy, &[], out, &[input], &[input.accessor(), out.accessor()], &[], None)
     }
 
     pub(crate) fn matmul_into(self: &Arc<Self>, cq: u16, a: &Buffer, b: &Buffer, out: &Buffer) -> Result<()> {
@@ -254,7 +269,7 @@ impl DeviceInner {
         }
         same_dtype(|| "matmul".into(), &[a, b, out])?;
         let acc = [a.accessor(), b.accessor(), out.accessor()];
-        self.launch_op(cq, BuiltinKernel::Matmul, &[], out, &[a, b], &acc, &[])
+        self.launch_op(cq, BuiltinKernel::Matmul, &[], out, &[a, b], &acc, &[], None)
     }
 
     pub(crate) fn binary_into(
@@ -288,7 +303,7 @@ impl DeviceInner {
         }
         same_dtype(|| format!("{op:?}"), &[a, b, out])?;
         let acc = [a.accessor(), b.accessor(), out.accessor()];
-        self.launch_op(cq, BuiltinKernel::EltwiseBinary, &[op as u32, bcast], out, &[a, b], &acc, &[])
+        self.launch_op(cq, BuiltinKernel::EltwiseBinary, &[op as u32, bcast], out, &[a, b], &acc, &[], None)
     }
 
     pub(crate) fn unary_into(self: &Arc<Self>, cq: u16, op: UnaryOp, a: &Buffer, out: &Buffer) -> Result<()> {
@@ -305,11 +320,14 @@ impl DeviceInner {
         }
         let (code, param) = op.code();
         let acc = [a.accessor(), out.accessor()];
-        self.launch_op(cq, BuiltinKernel::EltwiseUnary, &[code], out, &[a], &acc, &[param.to_bits()])
+        // Only the scale's factor means something to patch; the other ops ignore their parameter.
+        let name = matches!(op, UnaryOp::Scale(_)).then_some(("scale.factor", ScalarKind::F32));
+        self.launch_op(cq, BuiltinKernel::EltwiseUnary, &[code], out, &[a], &acc, &[param.to_bits()], name)
     }
 
     pub(crate) fn fill(self: &Arc<Self>, cq: u16, out: &Buffer, value: f32) -> Result<()> {
-        self.launch_op(cq, BuiltinKernel::Fill, &[], out, &[], &[out.accessor()], &[value.to_bits()])
+        let name = Some(("fill.value", ScalarKind::F32));
+        self.launch_op(cq, BuiltinKernel::Fill, &[], out, &[], &[out.accessor()], &[value.to_bits()], name)
     }
 }
 

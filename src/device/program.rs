@@ -9,6 +9,7 @@
 
 use super::buffer::Buffer;
 use super::ops::OpKey;
+use super::patch::{self, ArgMap, ArgRole, ScalarKind, ScalarName};
 use super::queue::{QueueState, push_capture};
 use super::wait::EventMark;
 use super::{Device, DeviceInner};
@@ -403,7 +404,7 @@ impl Program {
     /// again. To let the trace own an intermediate, name the buffers the launch overwrites with
     /// [`Program::run_io`]. [`Program::launch`] sends arguments shared by every core once.
     pub fn run(&self, cq: u16, rt_args: &[u32], buffers: &[&Buffer]) -> Result<()> {
-        self.dev.dispatch(&self.entry, cq, &RtArgs::explicit(rt_args), buffers, &[])
+        self.dev.dispatch(&self.entry, cq, &RtArgs::explicit(rt_args), buffers, &[], &ArgMap::OPAQUE)
     }
 
     /// As [`Program::run`], with the buffers the launch may read (`inputs`) apart from those it overwrites
@@ -415,7 +416,7 @@ impl Program {
     /// there until the trace is released; if the buffer is still alive when the capture ends (the trace's output),
     /// it stays the caller's and must be held by a buffer of the same spec at the same address at each replay.
     pub fn run_io(&self, cq: u16, rt_args: &[u32], inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
-        self.dev.dispatch(&self.entry, cq, &RtArgs::explicit(rt_args), inputs, outputs)
+        self.dev.dispatch(&self.entry, cq, &RtArgs::explicit(rt_args), inputs, outputs, &ArgMap::OPAQUE)
     }
 
     /// As [`Program::run_io`], with the runtime arguments in the compact form of contract §4.2.6: `args.common`
@@ -432,7 +433,46 @@ impl Program {
     /// program takes, steps out of order, the wrong number of explicit words), as well as the errors of
     /// [`Program::run`].
     pub fn launch(&self, cq: u16, args: &RtArgs<'_>, inputs: &[&Buffer], outputs: &[&Buffer]) -> Result<()> {
-        self.dev.dispatch(&self.entry, cq, args, inputs, outputs)
+        self.dev.dispatch(&self.entry, cq, args, inputs, outputs, &ArgMap::OPAQUE)
+    }
+
+    /// As [`Program::launch`], declaring the `roles` of some runtime words so that a trace capturing this launch
+    /// can be patched (`patch.rs`): which words hold the address of which buffer (the trace can then rebind that
+    /// buffer, [`crate::Device::trace_rebind`]) and which hold named scalars ([`crate::Device::trace_set_scalar`]).
+    /// Every word that holds an address of one of `inputs` or `outputs` must be declared: a buffer whose address
+    /// sits in an undeclared word would keep its old address after a rebinding, so the trace refuses to rebind the
+    /// buffers of a launch that declares no address at all. Outside a capture the roles are checked and otherwise
+    /// change nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a role names a word the cores do not receive, a stepped word, a buffer not
+    /// in the lists, an address word whose value is not inside its buffer, an invalid scalar name, or a word twice;
+    /// as well as the errors of [`Program::launch`].
+    pub fn launch_with(
+        &self,
+        cq: u16,
+        args: &RtArgs<'_>,
+        inputs: &[&Buffer],
+        outputs: &[&Buffer],
+        roles: &[ArgRole<'_>],
+    ) -> Result<()> {
+        let num_rt_args = DeviceInner::check_args(&self.entry, args)?;
+        let buffers: Vec<&Buffer> = inputs.iter().chain(outputs).copied().collect();
+        patch::check_roles(roles, args, num_rt_args as usize, self.entry.desc.cores.count(), &buffers)?;
+        let mut addrs = Vec::new();
+        let mut scalars = Vec::new();
+        for r in roles {
+            match *r {
+                ArgRole::Address { word, buffer } => addrs.push((word, buffer as u8)),
+                ArgRole::Scalar { word, name } => scalars.push((word, ScalarName::User(name), ScalarKind::U32)),
+            }
+        }
+        // Every buffer named has an address word declared, or the caller says none is needed by naming none: a
+        // launch that declares addresses for only some of its buffers cannot vouch for the others.
+        let covered = |i: usize| addrs.iter().any(|&(_, b)| b as usize == i);
+        let complete = (0..buffers.len()).all(covered);
+        let map = ArgMap { addrs: &addrs, scalars: &scalars, complete };
+        self.dev.dispatch(&self.entry, cq, args, inputs, outputs, &map)
     }
 }
 
@@ -482,17 +522,20 @@ impl DeviceInner {
         args: &RtArgs<'_>,
         inputs: &[&Buffer],
         outputs: &[&Buffer],
+        map: &ArgMap<'_>,
     ) -> Result<()> {
         let num_rt_args = Self::check_args(entry, args)?;
         for b in inputs.iter().chain(outputs) {
             b.check_device(self)?;
         }
-        self.dispatch_checked(entry, cq, args, num_rt_args, inputs, outputs)
+        self.dispatch_checked(entry, cq, args, num_rt_args, inputs, outputs, map)
     }
 
     /// [`DeviceInner::dispatch`] of arguments already checked: `args` passes [`RtArgs::check`] for `num_rt_args`
     /// per-core words and the program's cores, and the buffers belong to this device (the built-in operations build
-    /// them so).
+    /// them so). `map` says which runtime words hold buffer addresses and named scalars; it is read only during a
+    /// trace capture (`patch.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch_checked(
         &self,
         entry: &CacheEntry,
@@ -501,6 +544,7 @@ impl DeviceInner {
         num_rt_args: u16,
         inputs: &[&Buffer],
         outputs: &[&Buffer],
+        map: &ArgMap<'_>,
     ) -> Result<()> {
         let d = &entry.desc;
         debug_assert_eq!(args.check(num_rt_args as usize, d.cores.count()), Ok(()));
@@ -546,8 +590,11 @@ impl DeviceInner {
                 }
                 None => RecordMeta::default(),
             };
+            let start = cap.bytes.len();
             push_capture(&mut cap.bytes, len, meta, encode);
             cap.launches += 1;
+            let buffers: Vec<&Buffer> = inputs.iter().chain(outputs).copied().collect();
+            cap.points.note(&cap.bytes, start, map, &buffers);
             let tid = cap.trace_id;
             self.mem.lock().unwrap_or_else(|e| e.into_inner()).note_launch(tid, inputs, outputs);
             return Ok(());

@@ -91,6 +91,8 @@ pub(crate) struct Capture {
     pub waits: Vec<super::event::EventCell>,
     /// The trace's life token: the events it owns hold it weakly, so they are free again once the trace is gone.
     pub life: Arc<()>,
+    /// Its patchable words so far (`patch.rs`).
+    pub points: super::patch::CapturePoints,
 }
 
 /// Waits until the issuer has room for a record of the given length (the device's wait loop).

@@ -27,17 +27,18 @@
 
 use super::alloc::{Direction, Owner, RangeAllocator};
 use super::buffer::{Buffer, BufferSpec, BufferType};
-use super::event::{EventCell, TraceEventRecord};
+use super::event::{Event, EventCell, TraceEventRecord};
+use super::patch::{Point, TraceBinding, TraceScalar};
 use super::queue::{Capture, QueueState, push_capture, push_live};
-use super::trace_file::{DeviceShape, SavedBinding, SavedKernel, TraceFile};
+use super::trace_file::{DeviceShape, SavedBinding, SavedKernel, SavedScalar, TraceFile};
 use super::wait::EventMark;
 use super::{Device, DeviceInner, Memories, TRACE_PAGE};
 use crate::error::{Error, RangeOccupant, Result, TraceProblem};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use ttdrv_contract::Memory;
-use ttdrv_contract::records::{self, ExecTrace, Paged, RecordFlags, RecordMeta, WaitEntry};
+use ttdrv_contract::records::{self, ExecTrace, Linear, Paged, RecordFlags, RecordMeta, WaitEntry};
+use ttdrv_contract::{Memory, seq_reached};
 
 /// The contract minor version that allows events inside a trace (contract §4.2.9, §9).
 const EVENTS_IN_TRACE_MINOR: u16 = 4;
@@ -65,8 +66,14 @@ struct Captured {
     /// Bytes the trace buffer needs, device total.
     buffer_bytes: u64,
     buffer: Option<TraceBuffer>,
-    /// The external ranges: each must be held by its buffer (same spec, same address) at replay.
+    /// The external ranges: each must be held by its binding's buffer (same spec, same address) at replay.
     must_live: Vec<Requirement>,
+    /// Its external bindings, in the order `trace_save` names them, and its named scalars (`patch.rs`).
+    bindings: Vec<BindingSlot>,
+    scalars: Vec<ScalarSlot>,
+    /// The last replay on each queue (since the last patch that ordered itself after it): a patch must not race one
+    /// still running on another queue.
+    replays: Vec<Replay>,
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
     /// Profile names of the captured records that are profiled, in order (profiling only).
@@ -77,9 +84,36 @@ struct Captured {
     _life: Arc<()>,
     /// Its records, kept on the host for `trace_save`.
     records: Arc<Vec<u8>>,
-    /// Completion of the trace buffer's upload on the capture queue (which also follows the uploads of the kernel
-    /// images the trace launches), until a replay has seen it done.
+    /// Completion of the last write into the trace buffer — its upload on the capture queue (which also follows the
+    /// uploads of the kernel images the trace launches), or the last patch — until a replay has seen it done.
     uploaded: Option<EventMark>,
+}
+
+/// An external binding of a captured trace: the buffer bound now, and the words that hold its address.
+#[derive(Clone, Debug)]
+struct BindingSlot {
+    name: String,
+    output: bool,
+    buffer: BufferRef,
+    points: Vec<Point>,
+    rebindable: bool,
+}
+
+/// A named scalar of a captured trace: its value and the words that hold it.
+#[derive(Clone, Debug)]
+struct ScalarSlot {
+    name: String,
+    kind: super::patch::ScalarKind,
+    value: u32,
+    offs: Vec<u32>,
+}
+
+/// A replay enqueued on `queue`: it is complete once an event id after `after` has completed there.
+#[derive(Clone, Copy, Debug)]
+struct Replay {
+    queue: u16,
+    after: u32,
+    epoch: u32,
 }
 
 #[derive(Debug)]
@@ -143,6 +177,13 @@ pub struct TraceInfo {
     pub owned_ranges: u32,
     /// Bytes of those ranges, summed over their banks or cores' offsets (end - start of each range).
     pub owned_bytes: u64,
+    /// External bindings that can be rebound ([`Device::trace_rebind`]; [`Device::trace_bindings`] lists them).
+    pub rebindable: u32,
+    /// Named scalars ([`Device::trace_set_scalar`]; [`Device::trace_scalars`] lists them).
+    pub scalars: u32,
+    /// Runtime-argument words a patch can rewrite: the address words of the rebindable bindings and the scalars'
+    /// words.
+    pub patchable_words: u32,
 }
 
 /// How a launch touches a buffer.
@@ -221,6 +262,8 @@ struct Requirement {
     start: u64,
     end: u64,
     buffer: BufferRef,
+    /// Its binding (index into `Captured::bindings`).
+    binding: usize,
     /// The trace writes it before reading it (its output, or an intermediate kept alive), rather than reading it.
     output: bool,
 }
@@ -360,7 +403,7 @@ impl DeviceInner {
         let cap = st.capture.take().expect("checked above");
         // Pin the trace's dependencies and find it a buffer, under the memory lock: the intermediates it owns by
         // now stay its own; everything else it touched is external and must be there at each replay.
-        let (buffer, must_live, alloc_err, buffer_bytes) = {
+        let (buffer, mut must_live, alloc_err, buffer_bytes) = {
             let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             let ledger = m.captures.remove(&tid).unwrap_or_default();
             let mut must_live: Vec<Requirement> = Vec::new();
@@ -376,15 +419,21 @@ impl DeviceInner {
                         {
                             l.end = en.end
                         }
-                        _ => {
-                            must_live.push(Requirement { memory: ty, start: s, end: en.end, buffer: en.buffer, output })
-                        }
+                        _ => must_live.push(Requirement {
+                            memory: ty,
+                            start: s,
+                            end: en.end,
+                            buffer: en.buffer,
+                            binding: 0,
+                            output,
+                        }),
                     }
                 }
             }
             let (buffer, err, bytes) = self.alloc_trace_buffer(&mut m, tid, cap.bytes.len() as u64);
             (buffer, must_live, err, bytes)
         };
+        let (bindings, scalars) = patch_slots(&mut must_live, cap.points);
         let records = Arc::new(cap.bytes);
         let uploaded = match buffer {
             Some(b) => Some(self.upload_trace(&mut st, b, &records)?),
@@ -398,6 +447,9 @@ impl DeviceInner {
             buffer_bytes,
             buffer,
             must_live,
+            bindings,
+            scalars,
+            replays: Vec::new(),
             // External ranges may already be held by something else (an input freed during the capture and not
             // allocated again): the first replay checks.
             checked: None,
@@ -508,28 +560,53 @@ impl DeviceInner {
 
     pub(crate) fn execute_trace(&self, tid: u32, cq: u16, blocking: bool) -> Result<()> {
         let _s = self.span("execute_trace", "api");
+        let call = || format!("execute_trace({tid})");
         let mut st = self.lock_queue(cq)?;
         if st.capture.is_some() {
-            st.forbid_capture(&format!("execute_trace({tid})"))?;
+            st.forbid_capture(&call())?;
         }
-        let (x, inner_names, wait, events) = {
+        let plan = {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
-            let c = match t.traces.get_mut(&tid) {
-                Some(State::Captured(c)) => c,
-                Some(State::Capturing { queue }) => {
-                    let problem = TraceProblem::Capturing { queue: *queue };
-                    return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
+            let c = self.captured_mut(&mut t, tid, &call)?;
+            self.plan_replay(&st, c, tid, cq)?
+        };
+        self.push_replay(&mut st, tid, cq, plan)?;
+        if blocking {
+            let ev = self.record_event_flags(&mut st, true, "blocking execute_trace")?;
+            drop(st);
+            self.wait_event(&ev, self.params.timeout, "blocking execute_trace")?;
+        }
+        Ok(())
+    }
+
+    /// The captured trace `tid` of the table `t`, or the error saying why there is none.
+    fn captured_mut<'a>(&self, t: &'a mut TraceTable, tid: u32, call: &dyn Fn() -> String) -> Result<&'a mut Captured> {
+        match t.traces.get_mut(&tid) {
+            Some(State::Captured(c)) => {
+                if c.epoch != self.epoch.load(Ordering::Acquire) {
+                    return Err(self.trace_error(tid, call(), TraceProblem::LostInReset));
                 }
-                None => return Err(self.trace_unknown(tid, format!("execute_trace({tid})"))),
-            };
-            if c.epoch != self.epoch.load(Ordering::Acquire) {
-                return Err(self.trace_error(tid, format!("execute_trace({tid})"), TraceProblem::LostInReset));
+                Ok(c)
             }
-            let Some(b) = c.buffer else {
-                return Err(Error::TraceNotStored { trace: tid, needed: c.buffer_bytes });
-            };
-            // Re-check the trace's dependencies only when allocations changed since the last check: replay stays
-            // O(1) in the common case.
+            Some(State::Capturing { queue }) => {
+                let problem = TraceProblem::Capturing { queue: *queue };
+                Err(self.trace_error(tid, call(), problem))
+            }
+            None => Err(self.trace_unknown(tid, call())),
+        }
+    }
+
+    /// Checks that trace `c` can be replayed on queue `st` now and prepares the replay: its `EXEC_TRACE` record,
+    /// wait table and event base. Notes the replay, so that a patch on another queue orders itself after it (the
+    /// caller pushes the plan next, holding the queue: the events the replay will publish are already counted).
+    fn plan_replay(&self, st: &QueueState, c: &mut Captured, tid: u32, cq: u16) -> Result<ReplayPlan> {
+        let call = || format!("execute_trace({tid})");
+        let Some(b) = c.buffer else {
+            return Err(Error::TraceNotStored { trace: tid, needed: c.buffer_bytes });
+        };
+        // Re-check the trace's dependencies only when allocations changed since the last check: replay stays O(1) in
+        // the common case.
+        {
             let m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             let now = gens(&m);
             if c.checked != Some(now) {
@@ -544,24 +621,22 @@ impl DeviceInner {
                             TraceProblem::RangeReused { memory, start, end, expected, address, output, found }
                         }
                     };
-                    return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
+                    return Err(self.trace_error(tid, call(), problem));
                 }
                 c.checked = Some(now);
             }
-            // The trace buffer was written on the capture queue: a replay there follows it in queue order, a replay
-            // on another queue must wait for it on the device until it is known done.
-            if let Some(u) = c.uploaded
-                && self.event_done(&u)?
-            {
-                c.uploaded = None;
-            }
-            let wait = c.uploaded.filter(|u| u.queue != cq);
-            let x = ExecTrace { page_size: TRACE_PAGE as u32, base: b.base, trace_len: c.len, ..Default::default() };
-            (x, c.names.clone(), wait, c.events.clone())
-        };
+        }
+        // The trace buffer was last written on some queue (its upload, or a patch): a replay there follows it in queue
+        // order, a replay on another queue must wait for it on the device until it is known done.
+        if let Some(u) = c.uploaded
+            && self.event_done(&u)?
+        {
+            c.uploaded = None;
+        }
+        let wait = c.uploaded.filter(|u| u.queue != cq);
         // The waits inside the trace wait for their events' latest records, as of this call (contract §4.2.8).
-        let mut table = Vec::with_capacity(events.waits.len());
-        for (i, cell) in events.waits.iter().enumerate() {
+        let mut table = Vec::with_capacity(c.events.waits.len());
+        for (i, cell) in c.events.waits.iter().enumerate() {
             let m = cell.lock().unwrap_or_else(|e| e.into_inner()).mark;
             let problem = match m {
                 None => TraceProblem::WaitNeverRecorded { index: i as u32 },
@@ -573,15 +648,34 @@ impl DeviceInner {
                     continue;
                 }
             };
-            return Err(self.trace_error(tid, format!("execute_trace({tid})"), problem));
+            return Err(self.trace_error(tid, call(), problem));
         }
         // Fresh ids for the events recorded inside: this replay publishes `base + local` (contract §4.2.7).
-        let n_events = events.records.len() as u32;
         let event_base = st.next_event;
-        let x = ExecTrace { event_base, ..x };
+        let n_events = c.events.records.len() as u32;
+        let x = ExecTrace {
+            page_size: TRACE_PAGE as u32,
+            base: b.base,
+            trace_len: c.len,
+            event_base,
+            ..Default::default()
+        };
+        let after = if n_events > 0 { event_base.wrapping_add(n_events) } else { event_base };
+        let epoch = self.epoch.load(Ordering::Acquire);
+        match c.replays.iter_mut().find(|r| r.queue == cq) {
+            Some(r) => *r = Replay { queue: cq, after, epoch },
+            None => c.replays.push(Replay { queue: cq, after, epoch }),
+        }
+        Ok(ReplayPlan { x, table, wait, names: c.names.clone(), events: c.events.clone() })
+    }
+
+    /// Pushes a planned replay of trace `tid` onto queue `st` and rings the doorbell.
+    fn push_replay(&self, st: &mut QueueState, tid: u32, cq: u16, plan: ReplayPlan) -> Result<()> {
+        let ReplayPlan { x, table, wait, names: inner_names, events } = plan;
+        let n_events = events.records.len() as u32;
         let len = records::exec_trace_len(table.len());
         if let Some(u) = wait {
-            self.emit(&mut st, records::FIXED_LEN, RecordFlags::empty(), "wait (trace upload)", "event", |slot, m| {
+            self.emit(st, records::FIXED_LEN, RecordFlags::empty(), "wait (trace write)", "event", |slot, m| {
                 records::encode_event_wait(slot, m, u.queue, u.id)
             })?;
         }
@@ -593,14 +687,15 @@ impl DeviceInner {
                 names.extend(inner_names);
                 let base = p.reserve_slots(cq, names.len() as u32);
                 let meta = RecordMeta { flags: RecordFlags::PROFILE, tag: 0, profile_slot: base };
-                let tag = push_live(&mut st, len, meta, &self.wait_room(cq), encode)?;
+                let tag = push_live(st, len, meta, &self.wait_room(cq), encode)?;
                 p.expect(cq, tag, base, names);
             }
             None => {
-                push_live(&mut st, len, RecordMeta::default(), &self.wait_room(cq), encode)?;
+                push_live(st, len, RecordMeta::default(), &self.wait_room(cq), encode)?;
             }
         }
         if n_events > 0 {
+            let event_base = x.event_base;
             st.next_event = event_base.wrapping_add(n_events);
             let reads = {
                 let c = self.queues[cq as usize].compl.lock().unwrap_or_else(|e| e.into_inner());
@@ -619,11 +714,6 @@ impl DeviceInner {
         }
         let (issuer, t) = st.live()?;
         issuer.publish(t.as_ref());
-        if blocking {
-            let ev = self.record_event_flags(&mut st, true, "blocking execute_trace")?;
-            drop(st);
-            self.wait_event(&ev, self.params.timeout, "blocking execute_trace")?;
-        }
         Ok(())
     }
 
@@ -665,6 +755,11 @@ impl DeviceInner {
                     bindings: ids.len() as u32,
                     owned_ranges: owned.len() as u32,
                     owned_bytes: owned.iter().map(|&(_, s, e)| e - s).sum(),
+                    rebindable: c.bindings.iter().filter(|b| b.rebindable).count() as u32,
+                    scalars: c.scalars.len() as u32,
+                    patchable_words: (c.bindings.iter().filter(|b| b.rebindable).map(|b| b.points.len()).sum::<usize>()
+                        + c.scalars.iter().map(|s| s.offs.len()).sum::<usize>())
+                        as u32,
                 })
             }
             Some(State::Capturing { queue }) => {
@@ -672,6 +767,344 @@ impl DeviceInner {
             }
             None => Err(self.trace_unknown(tid, format!("trace_info({tid})"))),
         }
+    }
+}
+
+/// A replay checked and ready to push.
+struct ReplayPlan {
+    x: ExecTrace,
+    table: Vec<WaitEntry>,
+    wait: Option<EventMark>,
+    names: Vec<crate::profile::SpanLabel>,
+    events: Arc<TraceEvents>,
+}
+
+/// Groups a finished capture's external ranges into bindings (one per buffer, in range order: by memory, then
+/// address — the order `trace_save` writes), pointing each range at its binding, and its named scalar words into
+/// scalars (by name, in capture order).
+fn patch_slots(
+    must_live: &mut [Requirement],
+    points: super::patch::CapturePoints,
+) -> (Vec<BindingSlot>, Vec<ScalarSlot>) {
+    let mut bindings: Vec<BindingSlot> = Vec::new();
+    for r in must_live.iter_mut() {
+        match bindings.iter().position(|b| b.buffer.id == r.buffer.id) {
+            Some(i) => {
+                bindings[i].output &= r.output;
+                r.binding = i;
+            }
+            None => {
+                r.binding = bindings.len();
+                bindings.push(BindingSlot {
+                    name: String::new(),
+                    output: r.output,
+                    buffer: r.buffer,
+                    points: Vec::new(),
+                    rebindable: !points.opaque.contains(&r.buffer.id),
+                });
+            }
+        }
+    }
+    let (mut inputs, mut outputs) = (0, 0);
+    for b in &mut bindings {
+        let n = if b.output { &mut outputs } else { &mut inputs };
+        b.name = format!("{}{n}", if b.output { "output" } else { "input" });
+        *n += 1;
+        b.points = points.addrs.iter().filter(|(id, _)| *id == b.buffer.id).map(|&(_, p)| p).collect();
+    }
+    let mut scalars: Vec<ScalarSlot> = Vec::new();
+    for (name, kind, value, off) in points.scalars {
+        match scalars.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.offs.push(off),
+            None => scalars.push(ScalarSlot { name, kind, value, offs: vec![off] }),
+        }
+    }
+    (bindings, scalars)
+}
+
+/// A change to a captured trace ([`DeviceInner::patch_trace`]).
+pub(crate) enum PatchOp<'a> {
+    /// Bind buffer `.1` to binding `.0`.
+    Rebind(usize, &'a Buffer),
+    /// Set the scalar named `.0` to `.1`.
+    Scalar(&'a str, u32),
+}
+
+impl DeviceInner {
+    /// The words of `c` that `op` rewrites, with their new values, after checking it. Changes nothing.
+    fn patch_words(&self, c: &Captured, tid: u32, op: &PatchOp<'_>) -> Result<Vec<(u32, u32)>> {
+        match *op {
+            PatchOp::Rebind(i, buf) => {
+                let n = c.bindings.len();
+                let Some(b) = c.bindings.get(i) else {
+                    return Err(Error::InvalidArgument(format!(
+                        "trace {tid} has {n} external bindings (0..{n}); binding {i} does not exist. List them with \
+                         trace_bindings"
+                    )));
+                };
+                buf.check_device(self)?;
+                if buf.spec != b.buffer.spec || buf.footprint != b.buffer.footprint {
+                    return Err(Error::InvalidArgument(format!(
+                        "binding {} of trace {tid} takes a {} buffer; the one given is {}. Rebind it to a buffer of \
+                         the captured spec (shape, element type, layout, memory configuration)",
+                        b.name, b.buffer.spec, buf.spec
+                    )));
+                }
+                if !b.rebindable {
+                    let problem = TraceProblem::NotRebindable { binding: b.name.clone() };
+                    return Err(self.trace_error(tid, format!("trace_rebind({tid}, {})", b.name), problem));
+                }
+                let mut words = Vec::with_capacity(b.points.len());
+                for p in &b.points {
+                    let v = u32::try_from(buf.addr).ok().and_then(|a| a.checked_add(p.delta));
+                    let Some(v) = v else {
+                        return Err(Error::InvalidArgument(format!(
+                            "binding {} of trace {tid}: the buffer at {:#x} puts an address word past 32 bits; \
+                             rebind it to a buffer at a lower address",
+                            b.name, buf.addr
+                        )));
+                    };
+                    words.push((p.off, v));
+                }
+                Ok(words)
+            }
+            PatchOp::Scalar(name, value) => {
+                let Some(s) = c.scalars.iter().find(|s| s.name == name) else {
+                    let names: Vec<&str> = c.scalars.iter().map(|s| s.name.as_str()).collect();
+                    return Err(Error::InvalidArgument(format!(
+                        "trace {tid} has no scalar named {name:?}; its scalars are [{}] (trace_scalars lists them \
+                         with their values)",
+                        names.join(", ")
+                    )));
+                };
+                s.kind.check(value).map_err(|m| {
+                    Error::InvalidArgument(format!("scalar {name} of trace {tid} cannot be set to that value: {m}"))
+                })?;
+                Ok(s.offs.iter().map(|&o| (o, value)).collect())
+            }
+        }
+    }
+
+    /// Applies `ops` to trace `c` on queue `st`: checks every op first (nothing changes when one fails), orders the
+    /// writes after every replay still running on another queue (by an event of `after`, or refuses), writes the
+    /// patched words into the trace buffer with device-side writes on `st`, and updates the driver's copy.
+    fn patch_locked(
+        &self,
+        st: &mut QueueState,
+        c: &mut Captured,
+        tid: u32,
+        ops: &[PatchOp<'_>],
+        after: &[&Event],
+        call: &str,
+    ) -> Result<()> {
+        let cq = st.id;
+        st.forbid_capture(call)?;
+        let mut words = Vec::new();
+        for op in ops {
+            words.extend(self.patch_words(c, tid, op)?);
+        }
+        for e in after {
+            if !std::ptr::eq(Arc::as_ptr(&e.dev), self) {
+                return Err(Error::WrongDevice {
+                    object: "event",
+                    object_device: e.dev.info.name.clone(),
+                    device: self.info.name.clone(),
+                });
+            }
+        }
+        // Order after the replays on other queues: done ones need nothing, running ones an event recorded after them.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut waits: Vec<(u16, u32)> = Vec::new();
+        for r in c.replays.iter().filter(|r| r.queue != cq && r.epoch == epoch) {
+            let next = r.after.wrapping_add(1);
+            let m = EventMark { queue: r.queue, id: next, reads: 0, epoch, notify: false };
+            if self.event_done(&m)? {
+                continue;
+            }
+            let ordered = after.iter().find_map(|e| {
+                let m = e.cell.lock().unwrap_or_else(|e| e.into_inner()).mark?;
+                (m.queue == r.queue && m.epoch == epoch && seq_reached(m.id, next)).then_some((m.queue, m.id))
+            });
+            match ordered {
+                Some(w) => waits.push(w),
+                None => {
+                    return Err(self.trace_error(tid, call, TraceProblem::PatchRacesReplay { queue: r.queue }));
+                }
+            }
+        }
+        if let Some(u) = c.uploaded
+            && u.queue != cq
+            && !self.event_done(&u)?
+        {
+            waits.push((u.queue, u.id));
+        }
+        for &(q, id) in &waits {
+            self.emit(st, records::FIXED_LEN, RecordFlags::empty(), "wait (trace patch)", "event", |slot, m| {
+                records::encode_event_wait(slot, m, q, id)
+            })?;
+        }
+        self.write_trace_words(st, c, &words)?;
+        // The replays on other queues are done or ordered before these writes, and whatever comes next on another
+        // queue orders itself after the writes: only this queue's replays still matter.
+        c.replays.retain(|r| r.queue == cq);
+        for op in ops {
+            match *op {
+                PatchOp::Rebind(i, buf) => {
+                    let new = BufferRef { id: buf.id, addr: buf.addr, spec: buf.spec, footprint: buf.footprint };
+                    let old = std::mem::replace(&mut c.bindings[i].buffer, new);
+                    for r in c.must_live.iter_mut().filter(|r| r.binding == i) {
+                        r.start = r.start - old.addr + new.addr;
+                        r.end = r.end - old.addr + new.addr;
+                        r.buffer = new;
+                    }
+                    c.checked = None;
+                }
+                PatchOp::Scalar(name, v) => {
+                    if let Some(s) = c.scalars.iter_mut().find(|s| s.name == name) {
+                        s.value = v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Patches trace `tid` on queue `cq` (`trace_rebind`, `trace_set_scalar`).
+    pub(crate) fn patch_trace(
+        &self,
+        tid: u32,
+        cq: u16,
+        ops: &[PatchOp<'_>],
+        after: &[&Event],
+        call: &str,
+    ) -> Result<()> {
+        let _s = self.span("trace_patch", "api");
+        let mut st = self.lock_queue(cq)?;
+        let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.captured_mut(&mut t, tid, &|| call.to_string())?;
+        self.patch_locked(&mut st, c, tid, ops, after, call)
+    }
+
+    /// Replays trace `tid` on queue `cq` with `bindings` for this replay only: rebinds, replays, and rebinds back, on
+    /// `cq`, holding the trace so no replay elsewhere can see the temporary bindings.
+    pub(crate) fn execute_trace_with(
+        &self,
+        tid: u32,
+        cq: u16,
+        blocking: bool,
+        bindings: &[(usize, &Buffer)],
+        after: &[&Event],
+    ) -> Result<()> {
+        let _s = self.span("execute_trace", "api");
+        let call = format!("execute_trace({tid}) with {} bindings", bindings.len());
+        let mut st = self.lock_queue(cq)?;
+        {
+            let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+            let c = self.captured_mut(&mut t, tid, &|| call.clone())?;
+            for (k, &(i, _)) in bindings.iter().enumerate() {
+                if bindings[..k].iter().any(|&(j, _)| j == i) {
+                    return Err(Error::InvalidArgument(format!("{call}: binding {i} is given twice; give it once")));
+                }
+            }
+            let ops: Vec<PatchOp<'_>> = bindings.iter().map(|&(i, b)| PatchOp::Rebind(i, b)).collect();
+            let saved: Vec<BufferRef> =
+                bindings.iter().filter_map(|&(i, _)| c.bindings.get(i).map(|b| b.buffer)).collect();
+            self.patch_locked(&mut st, c, tid, &ops, after, &call)?;
+            let replay = self.plan_replay(&st, c, tid, cq).and_then(|plan| self.push_replay(&mut st, tid, cq, plan));
+            // Back to the bindings of before, whether the replay was pushed or refused: the live buffers they name
+            // are the ones the caller bound for all replays.
+            let back: Vec<(usize, BufferRef)> = bindings.iter().map(|&(i, _)| i).zip(saved).collect();
+            self.unpatch_locked(&mut st, c, &back)?;
+            replay?;
+        }
+        if blocking {
+            let ev = self.record_event_flags(&mut st, true, "blocking execute_trace")?;
+            drop(st);
+            self.wait_event(&ev, self.params.timeout, "blocking execute_trace")?;
+        }
+        Ok(())
+    }
+
+    /// Restores bindings `back` of trace `c` (index, buffer bound before) on queue `st`, after a one-replay rebinding.
+    /// The buffers need not be checked again: they were bound, and the replay check catches a freed one.
+    fn unpatch_locked(&self, st: &mut QueueState, c: &mut Captured, back: &[(usize, BufferRef)]) -> Result<()> {
+        let mut words = Vec::new();
+        for &(i, old) in back {
+            for p in &c.bindings[i].points {
+                // It was bound, so its address words fitted 32 bits then.
+                words.push((p.off, (old.addr as u32).wrapping_add(p.delta)));
+            }
+        }
+        self.write_trace_words(st, c, &words)?;
+        for &(i, old) in back {
+            let cur = std::mem::replace(&mut c.bindings[i].buffer, old);
+            for r in c.must_live.iter_mut().filter(|r| r.binding == i) {
+                r.start = r.start - cur.addr + old.addr;
+                r.end = r.end - cur.addr + old.addr;
+                r.buffer = old;
+            }
+        }
+        c.checked = None;
+        Ok(())
+    }
+
+    /// Writes `words` (byte offset in the records, new value) into trace `c`'s buffer with device-side writes on
+    /// `st` — one `WRITE_LINEAR` per run of consecutive words inside a trace page (interleaved pages, contract §4.2)
+    /// — and into the driver's copy; the next write or replay on another queue waits for them.
+    fn write_trace_words(&self, st: &mut QueueState, c: &mut Captured, words: &[(u32, u32)]) -> Result<()> {
+        if let Some(b) = c.buffer {
+            let banks = self.info.dram_banks as u64;
+            for (off, bytes) in super::patch::runs(words.to_vec(), TRACE_PAGE as u32) {
+                let page = off as u64 / TRACE_PAGE;
+                let x = Linear {
+                    mem: Memory::Dram,
+                    unit: (page % banks) as u16,
+                    offset: b.base + page / banks * TRACE_PAGE + off as u64 % TRACE_PAGE,
+                    len: bytes.len() as u64,
+                };
+                let len = records::write_linear_len(bytes.len());
+                self.emit(st, len, RecordFlags::empty(), "trace patch", "transfer", |slot, m| {
+                    records::encode_write_linear(slot, m, &x);
+                    slot.put_bytes(records::PAYLOAD_OFFSET, &bytes);
+                    records::pad_payload(slot, bytes.len());
+                })?;
+            }
+            let (issuer, t) = st.live()?;
+            issuer.publish(t.as_ref());
+            c.uploaded = Some(self.record_event_locked(st, "trace patch")?);
+        }
+        let recs = Arc::make_mut(&mut c.records);
+        for &(off, v) in words {
+            recs[off as usize..off as usize + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// The external bindings of trace `tid` (`trace_bindings`).
+    pub(crate) fn trace_bindings(&self, tid: u32) -> Result<Vec<TraceBinding>> {
+        let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.captured_mut(&mut t, tid, &|| format!("trace_bindings({tid})"))?;
+        Ok(c.bindings
+            .iter()
+            .map(|b| TraceBinding {
+                name: b.name.clone(),
+                output: b.output,
+                spec: b.buffer.spec,
+                address: b.buffer.addr,
+                words: b.points.len() as u32,
+                rebindable: b.rebindable,
+            })
+            .collect())
+    }
+
+    /// The named scalars of trace `tid` (`trace_scalars`).
+    pub(crate) fn trace_scalars(&self, tid: u32) -> Result<Vec<TraceScalar>> {
+        let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.captured_mut(&mut t, tid, &|| format!("trace_scalars({tid})"))?;
+        Ok(c.scalars
+            .iter()
+            .map(|s| TraceScalar { name: s.name.clone(), kind: s.kind, value: s.value, words: s.offs.len() as u32 })
+            .collect())
     }
 }
 
@@ -738,31 +1171,23 @@ impl DeviceInner {
         }
         // One binding per buffer the trace does not own, by memory (DRAM, L1, L1_SMALL) then address: input if any
         // part is read first.
-        let mut bindings: Vec<(u64, SavedBinding)> = Vec::new();
-        for r in &c.must_live {
-            match bindings.iter_mut().find(|(id, _)| *id == r.buffer.id) {
-                Some((_, b)) => b.output &= r.output,
-                None => bindings.push((
-                    r.buffer.id,
-                    SavedBinding {
-                        name: String::new(),
-                        output: r.output,
-                        spec: r.buffer.spec,
-                        address: r.buffer.addr,
-                        footprint: r.buffer.footprint,
-                    },
-                )),
-            }
-        }
-        let (mut inputs, mut outputs) = (0, 0);
-        let bindings: Vec<SavedBinding> = bindings
-            .into_iter()
-            .map(|(_, mut b)| {
-                let n = if b.output { &mut outputs } else { &mut inputs };
-                b.name = format!("{}{n}", if b.output { "output" } else { "input" });
-                *n += 1;
-                b
+        let bindings: Vec<SavedBinding> = c
+            .bindings
+            .iter()
+            .map(|b| SavedBinding {
+                name: b.name.clone(),
+                output: b.output,
+                spec: b.buffer.spec,
+                address: b.buffer.addr,
+                footprint: b.buffer.footprint,
+                rebindable: b.rebindable,
+                points: b.points.iter().map(|p| (p.off, p.delta)).collect(),
             })
+            .collect();
+        let scalars = c
+            .scalars
+            .iter()
+            .map(|s| SavedScalar { name: s.name.clone(), kind: s.kind, value: s.value, offsets: s.offs.clone() })
             .collect();
         let owned = self.owned_ranges(tid, c);
         let f = TraceFile {
@@ -772,6 +1197,7 @@ impl DeviceInner {
             launches: c.launches,
             kernels,
             bindings,
+            scalars,
             owned,
             names: c.names.iter().map(|n| n.0.to_string()).collect(),
             records: c.records.to_vec(),
@@ -810,13 +1236,33 @@ impl DeviceInner {
                     sb.name, sb.spec, b.spec
                 )));
             }
-            if b.addr != sb.address {
+            if b.addr != sb.address && !sb.rebindable {
                 return Err(file_err(format!(
-                    "binding {} is at {:#x}; the saved records address it at {:#x}. Allocate the trace's buffers as \
-                     the saving process did (same specs, same order) so they land there",
+                    "binding {} is at {:#x}; the saved records address it at {:#x}, and it is not rebindable (a launch \
+                     using it did not declare its address words). Allocate the trace's buffers as the saving process \
+                     did (same specs, same order) so they land there",
                     sb.name, b.addr, sb.address
                 )));
             }
+        }
+        // Rebind: point each binding's address words at the buffer given, then check the records again against the
+        // addresses they now hold (a crafted accessor must not reach past a moved binding).
+        let mut f = f;
+        if bindings.iter().zip(&f.bindings).any(|(b, sb)| b.addr != sb.address) {
+            for (b, sb) in bindings.iter().zip(f.bindings.iter_mut()) {
+                if b.addr == sb.address {
+                    continue;
+                }
+                for &(o, delta) in &sb.points {
+                    let v = u32::try_from(b.addr).ok().and_then(|a| a.checked_add(delta)).ok_or_else(|| {
+                        file_err(format!("binding {} at {:#x} puts an address word past 32 bits", sb.name, b.addr))
+                    })?;
+                    f.records[o as usize..o as usize + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                sb.address = b.addr;
+            }
+            f.check(self.info.version_minor, &DeviceShape::of(&self.info), self.info.kernels)
+                .map_err(|e| file_err(format!("after rebinding: {}", e.0)))?;
         }
         let mut st = self.lock_queue(cq)?;
         st.forbid_capture(&call)?;
@@ -856,11 +1302,11 @@ impl DeviceInner {
         st: &mut QueueState,
         tid: u32,
         cq: u16,
-        f: TraceFile,
+        mut f: TraceFile,
         bindings: &[&Buffer],
         file_err: &dyn Fn(String) -> Error,
     ) -> Result<Captured> {
-        let mut records = f.records;
+        let mut records = std::mem::take(&mut f.records);
         let (buffer, buffer_bytes) = {
             let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             for &(ty, s, e) in &f.owned {
@@ -906,16 +1352,38 @@ impl DeviceInner {
         }
         let records = Arc::new(records);
         let uploaded = self.upload_trace(st, buffer, &records)?;
-        let must_live = bindings
+        let refs: Vec<BufferRef> = bindings
+            .iter()
+            .map(|b| BufferRef { id: b.id, addr: b.addr, spec: b.spec, footprint: b.footprint })
+            .collect();
+        let must_live = refs
             .iter()
             .zip(&f.bindings)
-            .map(|(b, sb)| Requirement {
+            .enumerate()
+            .map(|(i, (b, sb))| Requirement {
                 memory: b.spec.mem.buffer_type,
                 start: b.addr,
                 end: b.addr + b.footprint,
-                buffer: BufferRef { id: b.id, addr: b.addr, spec: b.spec, footprint: b.footprint },
+                buffer: *b,
+                binding: i,
                 output: sb.output,
             })
+            .collect();
+        let slots = refs
+            .iter()
+            .zip(&f.bindings)
+            .map(|(b, sb)| BindingSlot {
+                name: sb.name.clone(),
+                output: sb.output,
+                buffer: *b,
+                points: sb.points.iter().map(|&(off, delta)| Point { off, delta }).collect(),
+                rebindable: sb.rebindable,
+            })
+            .collect();
+        let scalars = f
+            .scalars
+            .iter()
+            .map(|s| ScalarSlot { name: s.name.clone(), kind: s.kind, value: s.value, offs: s.offsets.clone() })
             .collect();
         Ok(Captured {
             queue: cq,
@@ -925,6 +1393,9 @@ impl DeviceInner {
             buffer_bytes,
             buffer: Some(buffer),
             must_live,
+            bindings: slots,
+            scalars,
+            replays: Vec::new(),
             checked: None,
             names: f.names.into_iter().map(|n| (Arc::<str>::from(n), "compute")).collect(),
             events: Arc::default(),
@@ -1049,6 +1520,56 @@ impl Device {
         self.inner.trace_info(tid)
     }
 
+    /// The external bindings of trace `tid` — the buffers it uses and does not own — in the order `trace_save`
+    /// writes them and [`Device::trace_rebind`] indexes them, with the buffer bound now and whether each can be
+    /// rebound.
+    pub fn trace_bindings(&self, tid: u32) -> Result<Vec<TraceBinding>> {
+        self.inner.trace_bindings(tid)
+    }
+
+    /// The named scalars of trace `tid` and their values now ([`Device::trace_set_scalar`] changes them).
+    pub fn trace_scalars(&self, tid: u32) -> Result<Vec<TraceScalar>> {
+        self.inner.trace_scalars(tid)
+    }
+
+    /// Rebinds external bindings of trace `tid` — `(binding index, buffer)` pairs — for every later replay
+    /// (`patch.rs`): each buffer must be live, on this device and of the binding's spec, and the binding
+    /// rebindable. The trace's words that hold the old addresses are rewritten on the device by writes enqueued
+    /// on queue `cq`: a replay enqueued on `cq` before runs with the old buffers, the next one with the new. A
+    /// replay of the trace that may still run on another queue must be ordered before the writes by an event
+    /// recorded there after it, passed in `after` (or the call fails, changing nothing). Costs O(rewritten words).
+    pub fn trace_rebind(&self, tid: u32, cq: u16, bindings: &[(usize, &Buffer)], after: &[&Event]) -> Result<()> {
+        for (k, &(i, _)) in bindings.iter().enumerate() {
+            if bindings[..k].iter().any(|&(j, _)| j == i) {
+                return Err(Error::InvalidArgument(format!("trace_rebind: binding {i} is given twice; give it once")));
+            }
+        }
+        let ops: Vec<PatchOp<'_>> = bindings.iter().map(|&(i, b)| PatchOp::Rebind(i, b)).collect();
+        self.inner.patch_trace(tid, cq, &ops, after, &format!("trace_rebind({tid})"))
+    }
+
+    /// Sets the named scalar `name` of trace `tid` to the 32-bit word `value` (a float's `to_bits` for a float
+    /// scalar, which must then be finite — and not negative for an epsilon) for every later replay, ordered as
+    /// [`Device::trace_rebind`] is.
+    pub fn trace_set_scalar(&self, tid: u32, cq: u16, name: &str, value: u32, after: &[&Event]) -> Result<()> {
+        self.inner.patch_trace(tid, cq, &[PatchOp::Scalar(name, value)], after, &format!("trace_set_scalar({tid})"))
+    }
+
+    /// As [`Device::execute_trace`], with `bindings` — `(binding index, buffer)` pairs — bound for this replay only:
+    /// the rebinding, the replay and the return to the previous bindings are enqueued on `cq` in that order, so the
+    /// replay costs O(rewritten words) more. `after` orders the rebinding after replays on other queues, as for
+    /// [`Device::trace_rebind`].
+    pub fn execute_trace_with(
+        &self,
+        tid: u32,
+        cq: u16,
+        blocking: bool,
+        bindings: &[(usize, &Buffer)],
+        after: &[&Event],
+    ) -> Result<()> {
+        self.inner.execute_trace_with(tid, cq, blocking, bindings, after)
+    }
+
     /// Saves trace `tid` to the file `path` (`trace_save`): a versioned, checksummed file with its records, the
     /// kernel images they run, the trace region size it needs, the device shape it depends on, the ranges it owns
     /// and its external bindings (name, spec, role). A trace that records or waits for events cannot be saved.
@@ -1067,8 +1588,9 @@ impl Device {
 
     /// Loads a trace saved by [`Device::trace_save`] (in this process or another) for replay on queue `cq`
     /// (`trace_load`); returns its id. `bindings` are live buffers for the trace's external bindings, in the file's
-    /// order — by memory (DRAM, L1, L1_SMALL), then address; [`TraceFile::decode`] lists them — each of the saved spec and, until rebinding lands, at the saved
-    /// address. The file is checked entirely first (`trace_file.rs`); the ranges the trace owns must be free.
+    /// order — by memory (DRAM, L1, L1_SMALL), then address; [`TraceFile::decode`] lists them — each of the saved
+    /// spec, anywhere for a rebindable binding (the loader rewrites its address words), else at the saved address.
+    /// The file is checked entirely first (`trace_file.rs`); the ranges the trace owns must be free.
     pub fn trace_load(&self, path: &std::path::Path, bindings: &[&Buffer], cq: u16) -> Result<u32> {
         let bytes = std::fs::read(path).map_err(|e| Error::TraceFile {
             call: format!("trace_load({})", path.display()),

@@ -7,16 +7,22 @@
 //! events: they would name events of the process that saved it), every launch runs a kernel the file carries with the
 //! argument counts that kernel takes, on cores inside the grid, and every tensor accessor in its runtime arguments
 //! is valid and lies inside a range the trace owns or an external binding provides. The driver then checks the
-//! bindings the caller passes (spec and footprint, and for now the address: the records hold the addresses of the
-//! capture, which rebinding will patch), claims the owned ranges (they must be free) and uploads the kernels and the
-//! records, rewriting each launch's kernel address to where this process put the image.
+//! bindings the caller passes (spec and footprint; a buffer at another address than the saved one is accepted for a
+//! rebindable binding, whose address words the loader rewrites, and the records are then checked again against the
+//! new addresses), claims the owned ranges (they must be free) and uploads the kernels and the records, rewriting
+//! each launch's kernel address to where this process put the image.
 //!
-//! # Format (version 1), all integers little-endian
+//! The patchable words the file lists (each binding's address words, each named scalar's words) are checked too: an
+//! address word must be the address word of a tensor accessor of a launch and hold the binding's saved address plus
+//! its offset; a scalar word must be a parameter word after the accessors and hold the scalar's saved value. A crafted
+//! list can therefore only move a binding's accessors, never rewrite a record's header or another field.
+//!
+//! # Format (version 2; version 1, without the patchable words, is still read), all integers little-endian
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `TTDRVTRC` |
-//! | 8 | 4 | format version (1) |
+//! | 8 | 4 | format version (2) |
 //! | 12 | 4 | flags (0) |
 //! | 16 | 8 | body length in bytes |
 //! | 24 | 4 | CRC-32 (IEEE) of the body |
@@ -26,7 +32,10 @@
 //! Body: contract `u16 major, u16 minor` needed; device shape (`u32 dram_banks, u64 bank_size, u32 dram_align,
 //! u32 grid_x, u32 grid_y, u32 l1_size, u32 l1_align, u32 l1_base`); `u64 region_bytes` (trace region the trace
 //! needs, device total); `u32 launches`; kernels (`u32 n`, each `str name, u64 offset at save, bytes image`);
-//! bindings (`u32 n`, each `str name, u8 role (0 input, 1 output), spec, u64 address, u64 footprint`); owned ranges
+//! bindings (`u32 n`, each `str name, u8 role (0 input, 1 output), spec, u64 address, u64 footprint`, and since
+//! version 2 `u8 rebindable, u32 n, n × (u32 record offset, u32 offset into the buffer)` of its address words);
+//! since version 2, named scalars (`u32 n`, each `str name, u8 kind (0 u32, 1 f32, 2 f32 >= 0), u32 value, u32 n,
+//! n × u32 record offset`); owned ranges
 //! (`u32 n`, each `u8 buffer type, u64 start, u64 end`); op names (`u32 n`, each `str`); records (`bytes`). A `str`
 //! or `bytes` is a `u32` length and that many bytes; a spec is `u32 rows, u32 cols, u32 dtype, u32 tensor layout,
 //! u8 buffer type, u32 layout, u8 sharded`, and if sharded `u32 grid kind (0 cores, 1 banks), 4 × u32 grid,
@@ -34,17 +43,21 @@
 
 use super::buffer::{BufferSpec, BufferType, MemoryConfig, ShardSpec};
 use super::params::DeviceInfo;
+use super::patch::ScalarKind;
 use std::fmt;
 use ttdrv_contract::kernel::{
-    ACCESSOR_WORDS, Accessor, BLOCK_WORDS, BuiltinKernel, DType, IMAGE_HEADER, Layout, ShardGrid, TensorLayout,
+    ACCESSOR_ADDR_WORD, ACCESSOR_WORDS, Accessor, BLOCK_WORDS, BuiltinKernel, DType, IMAGE_HEADER, Layout, ShardGrid,
+    TensorLayout,
 };
-use ttdrv_contract::records::{self, Body, FIXED_LEN};
+use ttdrv_contract::records::{self, ArgLocation, Body, FIXED_LEN};
 use ttdrv_contract::{CONTRACT_MAJOR, Memory};
 
 /// The file's first 8 bytes.
 pub const MAGIC: [u8; 8] = *b"TTDRVTRC";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Bytes of the file header.
 pub const HEADER_LEN: usize = 32;
 /// Largest file the loader reads: a trace is at most what a trace region holds, far below this.
@@ -137,6 +150,23 @@ pub struct SavedBinding {
     pub address: u64,
     /// Bytes per unit it occupies.
     pub footprint: u64,
+    /// Whether a buffer at another address may be bound (its address words are all listed in `points`).
+    pub rebindable: bool,
+    /// Its address words: (byte offset in the records, offset of the word's value into the buffer).
+    pub points: Vec<(u32, u32)>,
+}
+
+/// A named scalar of a saved trace: the loaded trace can update it (`trace_set_scalar`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedScalar {
+    /// Its name.
+    pub name: String,
+    /// What it holds.
+    pub kind: ScalarKind,
+    /// Its value at save.
+    pub value: u32,
+    /// The byte offsets in the records of the words that hold it.
+    pub offsets: Vec<u32>,
 }
 
 /// A saved trace.
@@ -154,6 +184,8 @@ pub struct TraceFile {
     pub kernels: Vec<SavedKernel>,
     /// Its external bindings, in order.
     pub bindings: Vec<SavedBinding>,
+    /// Its named scalars.
+    pub scalars: Vec<SavedScalar>,
     /// The device ranges it owns (its intermediates).
     pub owned: Vec<(BufferType, u64, u64)>,
     /// The names of its profiled records, in order.
@@ -357,6 +389,26 @@ impl TraceFile {
             w.spec(&b.spec);
             w.u64(b.address);
             w.u64(b.footprint);
+            w.u8(b.rebindable as u8);
+            w.u32(b.points.len() as u32);
+            for &(o, d) in &b.points {
+                w.u32(o);
+                w.u32(d);
+            }
+        }
+        w.u32(self.scalars.len() as u32);
+        for sc in &self.scalars {
+            w.bytes(sc.name.as_bytes());
+            w.u8(match sc.kind {
+                ScalarKind::U32 => 0,
+                ScalarKind::F32 => 1,
+                ScalarKind::F32NonNegative => 2,
+            });
+            w.u32(sc.value);
+            w.u32(sc.offsets.len() as u32);
+            for &o in &sc.offsets {
+                w.u32(o);
+            }
         }
         w.u32(self.owned.len() as u32);
         for &(t, s, e) in &self.owned {
@@ -395,10 +447,10 @@ impl TraceFile {
         }
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return err(format!(
-                "the file is trace format version {version}; this ttdrv reads version {FORMAT_VERSION}. Save the trace \
-                 again with this ttdrv, or load it with the ttdrv that saved it"
+                "the file is trace format version {version}; this ttdrv reads versions {OLDEST_FORMAT_VERSION} to \
+                 {FORMAT_VERSION}. Save the trace again with this ttdrv, or load it with the ttdrv that saved it"
             ));
         }
         if u32_at(12) != 0 || u32_at(28) != 0 {
@@ -471,7 +523,42 @@ impl TraceFile {
             let spec = r.spec(&what)?;
             let address = r.u64(&what)?;
             let footprint = r.u64(&what)?;
-            bindings.push(SavedBinding { name, output, spec, address, footprint });
+            let (mut rebindable, mut points) = (false, Vec::new());
+            if version >= 2 {
+                rebindable = match r.u8(&what)? {
+                    0 => false,
+                    1 => true,
+                    v => return err(format!("{what}: rebindable flag {v} is neither 0 nor 1")),
+                };
+                let n = r.count(&format!("{what}'s address word count"), 8)?;
+                points.reserve(n);
+                for _ in 0..n {
+                    points.push((r.u32(&what)?, r.u32(&what)?));
+                }
+            }
+            bindings.push(SavedBinding { name, output, spec, address, footprint, rebindable, points });
+        }
+        let mut scalars = Vec::new();
+        if version >= 2 {
+            let n = r.count("the scalar count", 13)?;
+            for i in 0..n {
+                let what = format!("scalar {i}");
+                let name = r.str(&what)?;
+                super::patch::check_scalar_name(&name).map_err(|m| FileError(format!("{what}: {m}")))?;
+                let kind = match r.u8(&what)? {
+                    0 => ScalarKind::U32,
+                    1 => ScalarKind::F32,
+                    2 => ScalarKind::F32NonNegative,
+                    v => return err(format!("{what}: kind {v} is none of 0 (u32), 1 (f32), 2 (f32 >= 0)")),
+                };
+                let value = r.u32(&what)?;
+                let m = r.count(&format!("{what}'s word count"), 4)?;
+                let mut offsets = Vec::with_capacity(m);
+                for _ in 0..m {
+                    offsets.push(r.u32(&what)?);
+                }
+                scalars.push(SavedScalar { name, kind, value, offsets });
+            }
         }
         let n = r.count("the owned range count", 17)?;
         let mut owned = Vec::with_capacity(n);
@@ -493,7 +580,7 @@ impl TraceFile {
         if r.at != body.len() {
             return err(format!("{} bytes follow the records: the file is corrupt", body.len() - r.at));
         }
-        Ok(TraceFile { contract, shape, region_bytes, launches, kernels, bindings, owned, names, records })
+        Ok(TraceFile { contract, shape, region_bytes, launches, kernels, bindings, scalars, owned, names, records })
     }
 
     /// Checks the trace against a device of contract `minor` with shape `shape` and kernel mask `kernels`, and
@@ -536,6 +623,9 @@ impl TraceFile {
         }
         let mut off = 0usize;
         let mut launches = 0u32;
+        // Record offsets of every accessor's address word, and of every parameter word after the accessors.
+        let mut addr_words: Vec<u32> = Vec::new();
+        let mut param_words: Vec<u32> = Vec::new();
         while off < rec.len() {
             let fixed: &[u8; FIXED_LEN] = rec[off..off + FIXED_LEN].try_into().expect("64 bytes");
             let (h, body) =
@@ -583,6 +673,25 @@ impl TraceFile {
                     // Each core's words are its block, then the tensor accessors (contract §8.2), whether the
                     // launch carries them per core or once as common words (§4.2.6).
                     let accessors = k.rt_words().saturating_sub(BLOCK_WORDS) / ACCESSOR_WORDS;
+                    let words: Vec<u32> = rec[off + FIXED_LEN..off + FIXED_LEN + l.args_bytes()]
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    if let Some(lw) = l.split_words(&words) {
+                        let params = BLOCK_WORDS + accessors * ACCESSOR_WORDS..k.rt_words();
+                        let addrs = (0..accessors).map(|a| BLOCK_WORDS + a * ACCESSOR_WORDS + ACCESSOR_ADDR_WORD);
+                        for (word, is_addr) in addrs.map(|w| (w, true)).chain(params.map(|w| (w, false))) {
+                            let list = if is_addr { &mut addr_words } else { &mut param_words };
+                            for core in 0..cores {
+                                match lw.locate(&l, core, word) {
+                                    Some(ArgLocation::Common(o) | ArgLocation::PerCore(o)) => {
+                                        list.push((off + o) as u32)
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
                     for core in 0..cores {
                         let words = args.rt().core_args(n, core);
                         for a in 0..accessors {
@@ -607,6 +716,41 @@ impl TraceFile {
         }
         if launches != self.launches {
             return err(format!("the header counts {} launches, the records hold {launches}", self.launches));
+        }
+        addr_words.sort_unstable();
+        param_words.sort_unstable();
+        let word = |o: u32| u32::from_le_bytes(rec[o as usize..o as usize + 4].try_into().expect("4 bytes"));
+        for b in &self.bindings {
+            for &(o, delta) in &b.points {
+                if addr_words.binary_search(&o).is_err() {
+                    return err(format!(
+                        "binding {} lists record offset {o} as an address word; it is no tensor accessor's address",
+                        b.name
+                    ));
+                }
+                let want = u32::try_from(b.address).ok().and_then(|a| a.checked_add(delta));
+                if want != Some(word(o)) || delta as u64 > b.footprint {
+                    return err(format!(
+                        "binding {}'s address word at record offset {o} holds {:#x}, not its address {:#x} plus \
+                         {delta:#x} (inside its {} bytes)",
+                        b.name,
+                        word(o),
+                        b.address,
+                        b.footprint
+                    ));
+                }
+            }
+        }
+        for sc in &self.scalars {
+            for &o in &sc.offsets {
+                if param_words.binary_search(&o).is_err() || word(o) != sc.value {
+                    return err(format!(
+                        "scalar {} lists record offset {o}, which is not a parameter word holding its value {:#x}",
+                        sc.name, sc.value
+                    ));
+                }
+            }
+            sc.kind.check(sc.value).map_err(|m| FileError(format!("scalar {}: {m}", sc.name)))?;
         }
         Ok(())
     }

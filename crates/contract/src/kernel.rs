@@ -336,6 +336,13 @@ wire_struct! {
 
 const _: () = assert!(AccessorFields::END == ACCESSOR_WORDS * 4);
 
+/// The accessor word that holds the tensor's address (`addr`, contract §8.3): the word a trace patches to rebind a
+/// buffer.
+pub const ACCESSOR_ADDR_WORD: usize = 3;
+
+const _: () = assert!(AccessorFields::FIELDS[ACCESSOR_ADDR_WORD].offset == ACCESSOR_ADDR_WORD * 4);
+const _: () = assert!(AccessorFields::FIELDS[ACCESSOR_ADDR_WORD].size == 4);
+
 /// The unit set holding a sharded tensor's shards (contract §8.3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ShardGrid {
@@ -755,6 +762,11 @@ mod tests {
     use proptest::prelude::*;
 
     const GEO: Geometry = Geometry { dram_banks: 8, grid_x: 8, grid_y: 8, bank_size: 1 << 27, l1_size: 1 << 20 };
+
+    #[test]
+    fn the_accessor_address_word_is_the_addr_field() {
+        assert_eq!(AccessorFields::FIELDS[ACCESSOR_ADDR_WORD].name, "addr");
+    }
 
     #[test]
     fn every_kernel_round_trips_by_name_and_bit() {
