@@ -19,6 +19,7 @@ mod capi;
 mod dispatch;
 mod floors;
 mod idle;
+mod patch;
 mod pipelines;
 mod python;
 mod transfer;
@@ -70,6 +71,8 @@ pub enum Bench {
     OpCall,
     /// execute_trace of 10, 100 and 1000 programs vs eager dispatch of the same programs
     Trace,
+    /// Patching a captured trace (rebinding 1, 10, 100 address words of 1000 launches) vs re-capturing it
+    TracePatch,
     /// 4 KiB write + finish, hot and cold, against the ping-pong and wake-up floors
     Transfer,
     /// Write + finish and blocking read vs memcpy at 4 KiB, 64 KiB, 1 MiB, 64 MiB and 256 MiB
@@ -417,6 +420,7 @@ impl Row {
             Bench::Dispatch => "dispatch",
             Bench::OpCall => "op-call",
             Bench::Trace => "trace",
+            Bench::TracePatch => "trace-patch",
             Bench::Transfer => "transfer",
             Bench::Copy => "copy",
             Bench::Event => "event",
@@ -570,6 +574,7 @@ fn report(args: &BenchArgs) -> Result<Report, String> {
             Bench::Dispatch => dispatch::dispatch(&ctx),
             Bench::OpCall => dispatch::op_call(&ctx),
             Bench::Trace => dispatch::trace(&ctx),
+            Bench::TracePatch => patch::patch(&ctx),
             Bench::Transfer => transfer::small(&ctx),
             Bench::Copy => transfer::copies(&ctx),
             Bench::Event => transfer::event(&ctx),
@@ -827,7 +832,19 @@ mod tests {
         let names: Vec<String> = Bench::value_variants().iter().map(|b| b.name()).collect();
         assert_eq!(
             names,
-            ["dispatch", "op-call", "trace", "transfer", "copy", "event", "pipelines", "model", "idle", "python"]
+            [
+                "dispatch",
+                "op-call",
+                "trace",
+                "trace-patch",
+                "transfer",
+                "copy",
+                "event",
+                "pipelines",
+                "model",
+                "idle",
+                "python"
+            ]
         );
         for b in Bench::value_variants() {
             let r = Row::new("x", *b, "x", Api::Rust, State::Hot, Kind::HostCost);

@@ -1,0 +1,128 @@
+//! Patching a captured trace against capturing it again (issue 15: "a patch costs O(patched words)"): a trace of
+//! 1000 op launches in which one input is used by 1, another by 10 and a third by 100 launches, so rebinding each
+//! rewrites 1, 10 or 100 address words; beside it, in the same run, a re-capture of the same 1000 launches (what a
+//! tt-metal user does to change an address), both measured to the device's completion.
+
+use super::{Api, Bench, Check, Ctx, Kind, RatioOf, Row, Stat, State, Unit, time_ns};
+use ttdrv::device::ops::UnaryOp;
+use ttdrv::{Buffer, BufferSpec, DType, Device, DeviceParams, MemoryConfig};
+
+fn e(e: ttdrv::Error) -> String {
+    e.to_string()
+}
+
+const LAUNCHES: usize = 1000;
+const WORDS: [usize; 3] = [1, 10, 100];
+
+/// Enqueues the 1000 launches: input `ins[k]` is read by `WORDS[k]` launches, `rest` by the others; every launch
+/// writes `y`.
+fn launches(dev: &Device, ins: &[&Buffer; 3], rest: &Buffer, y: &Buffer) -> Result<(), String> {
+    let mut n = 0;
+    for (k, &w) in WORDS.iter().enumerate() {
+        for _ in 0..w {
+            dev.unary_into(0, UnaryOp::Scale(1.0), ins[k], y).map_err(e)?;
+            n += 1;
+        }
+    }
+    while n < LAUNCHES {
+        dev.unary_into(0, UnaryOp::Scale(1.0), rest, y).map_err(e)?;
+        n += 1;
+    }
+    Ok(())
+}
+
+/// Rebinding 1, 10 and 100 address words of a 1000-launch trace (host cost, and round trip to the device's
+/// completion), against re-capturing the trace (round trip), Rust API.
+pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
+    let samples = ctx.n(41, 7);
+    let p = DeviceParams { trace_region_size: 16 << 20, ..Default::default() };
+    let dev = Device::open("emu", &p).map_err(e)?;
+    let spec = BufferSpec::new(32, 32, DType::Float32, MemoryConfig::L1);
+    let alloc = || dev.allocate(&spec).map_err(e);
+    let (a, b, c, rest, y) = (alloc()?, alloc()?, alloc()?, alloc()?, alloc()?);
+    let alt = [alloc()?, alloc()?, alloc()?];
+    let ins = [&a, &b, &c];
+    // Warm the program cache.
+    launches(&dev, &ins, &rest, &y)?;
+    dev.finish(0).map_err(e)?;
+    let capture = || -> Result<u32, String> {
+        let tid = dev.begin_trace_capture(0).map_err(e)?;
+        launches(&dev, &ins, &rest, &y)?;
+        dev.end_trace_capture(tid, 0).map_err(e)?;
+        dev.finish(0).map_err(e)?;
+        Ok(tid)
+    };
+    let tid = capture()?;
+    let bindings = dev.trace_bindings(tid).map_err(e)?;
+    let index = |buf: &Buffer| bindings.iter().position(|x| x.address == buf.address()).ok_or("binding not found");
+    let idx = [index(&a)?, index(&b)?, index(&c)?];
+    for (k, &w) in WORDS.iter().enumerate() {
+        if bindings[idx[k]].words as usize != w {
+            return Err(format!("input {k} has {} address words, expected {w}", bindings[idx[k]].words));
+        }
+    }
+    let mut host: [Vec<f64>; 3] = Default::default();
+    let mut round: [Vec<f64>; 3] = Default::default();
+    let mut recapture = Vec::with_capacity(samples);
+    for i in 0..samples {
+        for k in 0..3 {
+            let to = if i % 2 == 0 { &alt[k] } else { ins[k] };
+            let (r, h) = time_ns(|| dev.trace_rebind(tid, 0, &[(idx[k], to)], &[]));
+            r.map_err(e)?;
+            let (r, f) = time_ns(|| dev.finish(0));
+            r.map_err(e)?;
+            host[k].push(h);
+            round[k].push(h + f);
+        }
+        let (r, ns) = time_ns(capture);
+        dev.release_trace(r?).map_err(e)?;
+        recapture.push(ns);
+    }
+    let re = Stat::of(recapture);
+    let us = |s: Stat| Stat { median: s.median / 1e3, min: s.min / 1e3, max: s.max / 1e3, n: s.n };
+    let mut rows = vec![
+        Row::new(
+            "patch.rust.recapture",
+            Bench::TracePatch,
+            format!("re-capture of the {LAUNCHES}-launch trace + finish"),
+            Api::Rust,
+            State::Hot,
+            Kind::RoundTrip,
+        )
+        .stat(us(re), Unit::Us)
+        .note("what changing an address costs without patching: begin, 1000 op calls, end (upload), finish"),
+    ];
+    for (k, &w) in WORDS.iter().enumerate() {
+        let (h, r) = (Stat::of(host[k].clone()), Stat::of(round[k].clone()));
+        rows.push(
+            Row::new(
+                format!("patch.rust.{w}"),
+                Bench::TracePatch,
+                format!("trace_rebind of {w} address words + finish, {LAUNCHES}-launch trace"),
+                Api::Rust,
+                State::Hot,
+                Kind::RoundTrip,
+            )
+            .stat(us(r), Unit::Us)
+            .against(
+                "re-capture + finish, same run",
+                re.median / 1e3,
+                RatioOf::ReferenceOverFigure,
+                "re-capture / patch",
+            )
+            .target(">= 10x under re-capture", vec![Check::RatioAtLeast(10.0)]),
+        );
+        rows.push(
+            Row::new(
+                format!("patch.rust.{w}.host"),
+                Bench::TracePatch,
+                format!("trace_rebind of {w} address words (call only)"),
+                Api::Rust,
+                State::Hot,
+                Kind::HostCost,
+            )
+            .stat(us(h), Unit::Us),
+        );
+    }
+    Ok(rows)
+}
