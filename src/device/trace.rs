@@ -119,7 +119,7 @@ struct Replay {
 #[derive(Debug)]
 enum State {
     Capturing { queue: u16 },
-    Captured(Captured),
+    Captured(Box<Captured>),
 }
 
 /// The traces of a device.
@@ -459,7 +459,7 @@ impl DeviceInner {
             records,
             uploaded,
         };
-        self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(captured));
+        self.traces.lock().unwrap_or_else(|e| e.into_inner()).traces.insert(tid, State::Captured(Box::new(captured)));
         match alloc_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -1281,7 +1281,7 @@ impl DeviceInner {
         let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
         match r {
             Ok(c) => {
-                t.traces.insert(tid, State::Captured(c));
+                t.traces.insert(tid, State::Captured(Box::new(c)));
                 Ok(tid)
             }
             Err(e) => {

@@ -683,11 +683,10 @@ impl TraceFile {
                         for (word, is_addr) in addrs.map(|w| (w, true)).chain(params.map(|w| (w, false))) {
                             let list = if is_addr { &mut addr_words } else { &mut param_words };
                             for core in 0..cores {
-                                match lw.locate(&l, core, word) {
-                                    Some(ArgLocation::Common(o) | ArgLocation::PerCore(o)) => {
-                                        list.push((off + o) as u32)
-                                    }
-                                    _ => {}
+                                if let Some(ArgLocation::Common(o) | ArgLocation::PerCore(o)) =
+                                    lw.locate(&l, core, word)
+                                {
+                                    list.push((off + o) as u32)
                                 }
                             }
                         }
