@@ -72,7 +72,7 @@ pub(crate) struct Memories {
     pub captures: std::collections::BTreeMap<u32, trace::Ledger>,
     /// The spec of every live buffer, by id: a replay checks its external ranges are held by the buffers it was
     /// captured with (trace.rs).
-    pub specs: std::collections::HashMap<u64, BufferSpec>,
+    pub specs: rustc_hash::FxHashMap<u64, BufferSpec>,
 }
 
 impl Memories {
