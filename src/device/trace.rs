@@ -216,6 +216,9 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     ranges: [BTreeMap<u64, Entry>; 3],
+    /// Buffers whose ranges overlap a range another buffer touched first (one freed and another allocated over it
+    /// during the capture): their address words are mixed with the other's, so neither can be rebound alone.
+    aliased: Vec<u64>,
 }
 
 fn slot(ty: BufferType) -> usize {
@@ -234,11 +237,14 @@ impl Ledger {
         let map = &mut self.ranges[slot(ty)];
         let mut gaps = Vec::new();
         let mut cur = s;
-        let first = map.range(..=s).next_back().map(|(&k, v)| (k, v.end));
-        let later = map.range(s.saturating_add(1)..e).map(|(&k, v)| (k, v.end));
-        for (ks, ke) in first.into_iter().chain(later) {
+        let first = map.range(..=s).next_back().map(|(&k, v)| (k, v.end, v.buffer.id));
+        let later = map.range(s.saturating_add(1)..e).map(|(&k, v)| (k, v.end, v.buffer.id));
+        for (ks, ke, id) in first.into_iter().chain(later) {
             if ke <= cur || ks >= e {
                 continue;
+            }
+            if id != b.id {
+                self.aliased.extend([id, b.id]);
             }
             if ks > cur {
                 gaps.push((cur, ks));
@@ -403,9 +409,11 @@ impl DeviceInner {
         let cap = st.capture.take().expect("checked above");
         // Pin the trace's dependencies and find it a buffer, under the memory lock: the intermediates it owns by
         // now stay its own; everything else it touched is external and must be there at each replay.
+        let aliased;
         let (buffer, mut must_live, alloc_err, buffer_bytes) = {
             let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             let ledger = m.captures.remove(&tid).unwrap_or_default();
+            aliased = ledger.aliased.clone();
             let mut must_live: Vec<Requirement> = Vec::new();
             for ty in BufferType::ALL {
                 for (&s, en) in &ledger.ranges[slot(ty)] {
@@ -433,7 +441,9 @@ impl DeviceInner {
             let (buffer, err, bytes) = self.alloc_trace_buffer(&mut m, tid, cap.bytes.len() as u64);
             (buffer, must_live, err, bytes)
         };
-        let (bindings, scalars) = patch_slots(&mut must_live, cap.points);
+        let mut points = cap.points;
+        points.opaque.extend(aliased);
+        let (bindings, scalars) = patch_slots(&mut must_live, points);
         let records = Arc::new(cap.bytes);
         let uploaded = match buffer {
             Some(b) => Some(self.upload_trace(&mut st, b, &records)?),
