@@ -189,7 +189,20 @@ fn bad_files_are_refused_by_name() {
     assert_eq!(ty, BufferType::L1);
     let squatter = m.dev.allocate(&BufferSpec::new(N, N, Float32, MemoryConfig::L1)).unwrap();
     assert!(squatter.address() <= s, "the squatter covers the owned range");
-    expect_err!(load(&good), Error::TraceFile { .. }, ["in use here"]);
+    // A range that cannot move (its file lists no address words for it, as a trace with an undeclared launch).
+    let mut g = f.clone();
+    g.owned_words = vec![None; g.owned.len()];
+    expect_err!(load(&g.encode()), Error::TraceFile { .. }, ["in use here", "cannot move"]);
+    // Address words that are not there are refused, before anything is claimed.
+    let mut g = f.clone();
+    if let Some(Some(w)) = g.owned_words.first_mut() {
+        w.push((64, 0));
+    }
+    expect_err!(load(&g.encode()), Error::TraceFile { .. }, ["no such accessor address"]);
+    // A movable one goes elsewhere and the trace still replays right (tests/trace_patch.rs checks the values).
+    let moved = load(&good).unwrap();
+    m.dev.execute_trace(moved, 0, true).unwrap();
+    m.dev.release_trace(moved).unwrap();
     drop(squatter);
 
     // Nothing was left behind: the good file loads and replays.

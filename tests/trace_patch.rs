@@ -367,8 +367,11 @@ fn a_loaded_trace_takes_its_bindings_at_any_address() {
     assert!(f.bindings.iter().all(|b| b.rebindable && !b.points.is_empty()), "{:?}", f.bindings);
     assert_eq!(f.scalars.len(), 1);
     let dev = open("emu", &params());
-    // Allocated in another order than the saving process did, so the bindings land elsewhere. (The ranges the trace
-    // owns, its intermediates, keep their saved addresses and must be free: they are allocated after these.)
+    // Other allocations first, so nothing lands where the saving process had it: the bindings are elsewhere, and
+    // the range the trace owns (its intermediate) is taken, so the loader moves it too.
+    let pad_spec = BufferSpec::new(R * 8, C, Float32, MemoryConfig::L1);
+    let pad_v = random_values(&mut Rng::new(21), (R * 8 * C) as usize, -1.0, 1.0, Float32);
+    let pad = dev.buffer_from_host(&pad_spec, 0, &encode(&pad_v, Float32)).unwrap();
     let y = dev.allocate(&spec()).unwrap();
     let b = upload(&dev, &bv);
     let x = upload(&dev, &xv);
@@ -384,9 +387,29 @@ fn a_loaded_trace_takes_its_bindings_at_any_address() {
     };
     let binds: Vec<&Buffer> = f.bindings.iter().map(|sb| by_name(&sb.name)).collect();
     assert!(binds.iter().zip(&f.bindings).any(|(b, sb)| b.address() != sb.address));
+    let (_, s0, e0) = f.owned[0];
+    assert!(
+        pad.address() < e0 && s0 < pad.address() + pad.footprint(),
+        "the pad covers the saved owned range: pad {:#x}+{:#x}, owned {:?}, bindings {:?}",
+        pad.address(),
+        pad.footprint(),
+        f.owned,
+        f.bindings.iter().map(|b| (b.address, b.footprint)).collect::<Vec<_>>()
+    );
     let tid = dev.trace_load_bytes(&bytes, &binds, 0).unwrap();
     dev.execute_trace(tid, 0, true).unwrap();
     assert_eq!(read(&dev, &y), reference(&xv, &bv, 1.25));
+    // The pad kept its data: the moved intermediate went elsewhere.
+    assert_eq!(read(&dev, &pad), pad_v);
+    let info = dev.trace_info(tid).unwrap();
+    assert_eq!(info.owned_ranges, 1);
+    // A second load of the same file in the same device moves its intermediate again, beside the first.
+    let y3 = dev.allocate(&spec()).unwrap();
+    let binds3: Vec<&Buffer> = binds.iter().map(|b| if std::ptr::eq(*b, &y) { &y3 } else { *b }).collect();
+    let t3 = dev.trace_load_bytes(&bytes, &binds3, 0).unwrap();
+    dev.execute_trace(t3, 0, true).unwrap();
+    assert_eq!(read(&dev, &y3), reference(&xv, &bv, 1.25));
+    dev.release_trace(t3).unwrap();
     assert_eq!(f32::from_bits(dev.trace_scalars(tid).unwrap()[0].value), 1.25);
     // And it can be rebound again after loading.
     let y2 = dev.allocate(&spec()).unwrap();

@@ -168,12 +168,15 @@ pub(crate) struct Point {
 /// What a capture in progress has learnt about its patchable words.
 #[derive(Debug, Default)]
 pub(crate) struct CapturePoints {
-    /// (buffer id, point) for every declared address word.
-    pub addrs: Vec<(u64, Point)>,
+    /// (buffer id, point, the buffer's memory, the word's value) for every declared address word.
+    pub addrs: Vec<(u64, Point, super::buffer::BufferType, u32)>,
     /// (name, kind, value, byte offset) for every scalar word.
     pub scalars: Vec<(String, ScalarKind, u32, u32)>,
     /// Buffers named by a launch that did not declare all its address words.
     pub opaque: Vec<u64>,
+    /// Some launch did not declare all its address words (so no word of the trace can be moved safely but those
+    /// of buffers it does not name: see `opaque`).
+    pub any_opaque: bool,
     /// How many parameters of each built-in operation the capture has numbered.
     op_counts: Vec<(&'static str, u32)>,
 }
@@ -226,8 +229,9 @@ impl CapturePoints {
                 continue;
             }
             for &o in &offs {
-                let delta = word_at(rec, o as usize).wrapping_sub(b.addr as u32);
-                self.addrs.push((b.id, Point { off: base + o, delta }));
+                let value = word_at(rec, o as usize);
+                let delta = value.wrapping_sub(b.addr as u32);
+                self.addrs.push((b.id, Point { off: base + o, delta }, b.spec.mem.buffer_type, value));
             }
         }
         for &(word, name, kind) in map.scalars {
@@ -258,6 +262,7 @@ impl CapturePoints {
         }
         if !map.complete {
             self.opaque.extend(buffers.iter().map(|b| b.id));
+            self.any_opaque = true;
         }
     }
 }

@@ -70,6 +70,9 @@ struct Captured {
     must_live: Vec<Requirement>,
     /// Its external bindings, in the order `trace_save` names them, and its named scalars (`patch.rs`).
     bindings: Vec<BindingSlot>,
+    /// The address words that point into the ranges it owns (record offset, memory, value), so a loader can move
+    /// those ranges; `None` if a launch did not declare its address words (then nothing it owns can move).
+    owned_words: Option<Vec<(u32, BufferType, u32)>>,
     scalars: Vec<ScalarSlot>,
     /// The last replay on each queue (since the last patch that ordered itself after it): a patch must not race one
     /// still running on another queue.
@@ -443,6 +446,10 @@ impl DeviceInner {
         };
         let mut points = cap.points;
         points.opaque.extend(aliased);
+        let owned_words = (!points.any_opaque).then(|| {
+            let external: Vec<u64> = must_live.iter().map(|r| r.buffer.id).collect();
+            points.addrs.iter().filter(|a| !external.contains(&a.0)).map(|a| (a.1.off, a.2, a.3)).collect()
+        });
         let (bindings, scalars) = patch_slots(&mut must_live, points);
         let records = Arc::new(cap.bytes);
         let uploaded = match buffer {
@@ -458,6 +465,7 @@ impl DeviceInner {
             buffer,
             must_live,
             bindings,
+            owned_words,
             scalars,
             replays: Vec::new(),
             // External ranges may already be held by something else (an input freed during the capture and not
@@ -820,7 +828,7 @@ fn patch_slots(
         let n = if b.output { &mut outputs } else { &mut inputs };
         b.name = format!("{}{n}", if b.output { "output" } else { "input" });
         *n += 1;
-        b.points = points.addrs.iter().filter(|(id, _)| *id == b.buffer.id).map(|&(_, p)| p).collect();
+        b.points = points.addrs.iter().filter(|a| a.0 == b.buffer.id).map(|a| a.1).collect();
     }
     let mut scalars: Vec<ScalarSlot> = Vec::new();
     for (name, kind, value, off) in points.scalars {
@@ -1200,6 +1208,17 @@ impl DeviceInner {
             .map(|s| SavedScalar { name: s.name.clone(), kind: s.kind, value: s.value, offsets: s.offs.clone() })
             .collect();
         let owned = self.owned_ranges(tid, c);
+        let owned_words = owned
+            .iter()
+            .map(|&(ty, s, e)| {
+                c.owned_words.as_ref().map(|w| {
+                    w.iter()
+                        .filter(|&&(_, t, v)| t == ty && (s..e).contains(&(v as u64)))
+                        .map(|&(o, _, v)| (o, (v as u64 - s) as u32))
+                        .collect()
+                })
+            })
+            .collect();
         let f = TraceFile {
             contract: (ttdrv_contract::CONTRACT_MAJOR, self.info.version_minor.min(ttdrv_contract::CONTRACT_MINOR)),
             shape: DeviceShape::of(&self.info),
@@ -1209,6 +1228,7 @@ impl DeviceInner {
             bindings,
             scalars,
             owned,
+            owned_words,
             names: c.names.iter().map(|n| n.0.to_string()).collect(),
             records: c.records.to_vec(),
         };
@@ -1316,10 +1336,11 @@ impl DeviceInner {
         bindings: &[&Buffer],
         file_err: &dyn Fn(String) -> Error,
     ) -> Result<Captured> {
-        let mut records = std::mem::take(&mut f.records);
         let (buffer, buffer_bytes) = {
             let mut m = self.mem.lock().unwrap_or_else(|e| e.into_inner());
-            for &(ty, s, e) in &f.owned {
+            let mut moved_owned = false;
+            for i in 0..f.owned.len() {
+                let (ty, s, e) = f.owned[i];
                 let (lo, hi) = m.for_type_ref(ty).range();
                 if s < lo || e > hi {
                     return Err(file_err(format!(
@@ -1327,23 +1348,56 @@ impl DeviceInner {
                         ty.name()
                     )));
                 }
-                if let Some(p) = m.for_type_ref(ty).classify(s, e).into_iter().find(|p| p.2.is_some()) {
-                    return Err(file_err(format!(
-                        "the trace owns {} range [{s:#x}, {e:#x}), but [{:#x}, {:#x}) of it is in use here: load the \
-                         trace before allocating anything beyond its bindings",
-                        ty.name(),
-                        p.0,
-                        p.1
-                    )));
+                let busy = m.for_type_ref(ty).classify(s, e).into_iter().find(|p| p.2.is_some());
+                match (busy, f.owned_words.get(i).and_then(|w| w.as_ref())) {
+                    (None, _) => m.for_type(ty).claim(s, e, Owner::Trace(tid)),
+                    // Its saved place is taken: put it elsewhere and point the words that address it there.
+                    (Some(_), Some(points)) => {
+                        let align = match ty.memory() {
+                            Memory::Dram => self.info.dram_align,
+                            Memory::L1 => self.info.l1_align,
+                        } as u64;
+                        let ns = m.for_type(ty).alloc(e - s, align, Direction::BottomUp, Owner::Trace(tid)).map_err(
+                            |fail| {
+                                file_err(format!(
+                                    "the trace owns {} range [{s:#x}, {e:#x}), which is in use here, and there is no \
+                                     room to move it: {fail}",
+                                    ty.name()
+                                ))
+                            },
+                        )?;
+                        for &(o, d) in points {
+                            let v = u32::try_from(ns).ok().and_then(|a| a.checked_add(d)).ok_or_else(|| {
+                                file_err(format!("moving owned range [{s:#x}, {e:#x}) puts a word past 32 bits"))
+                            })?;
+                            f.records[o as usize..o as usize + 4].copy_from_slice(&v.to_le_bytes());
+                        }
+                        f.owned[i] = (ty, ns, ns + (e - s));
+                        moved_owned = true;
+                    }
+                    (Some(p), None) => {
+                        return Err(file_err(format!(
+                            "the trace owns {} range [{s:#x}, {e:#x}), but [{:#x}, {:#x}) of it is in use here, and \
+                             the range cannot move (a launch of the trace did not declare its address words): load \
+                             the trace before allocating anything beyond its bindings",
+                            ty.name(),
+                            p.0,
+                            p.1
+                        )));
+                    }
                 }
-                m.for_type(ty).claim(s, e, Owner::Trace(tid));
             }
-            match self.alloc_trace_buffer(&mut m, tid, records.len() as u64) {
+            if moved_owned {
+                f.check(self.info.version_minor, &DeviceShape::of(&self.info), self.info.kernels)
+                    .map_err(|e| file_err(format!("after moving the ranges the trace owns: {}", e.0)))?;
+            }
+            match self.alloc_trace_buffer(&mut m, tid, f.records.len() as u64) {
                 (Some(b), _, bytes) => (b, bytes),
                 (None, Some(e), _) => return Err(e),
                 (None, None, _) => return Err(file_err("no trace buffer".into())),
             }
         };
+        let mut records = std::mem::take(&mut f.records);
         // The kernels go where this process puts them; each launch is pointed there (LAUNCH `kernel_offset`).
         let mut moved = Vec::with_capacity(f.kernels.len());
         for k in &f.kernels {
@@ -1390,6 +1444,14 @@ impl DeviceInner {
                 rebindable: sb.rebindable,
             })
             .collect();
+        // The words that point into its owned ranges, for a later save: movable again if every range was.
+        let owned_words = f.owned_words.iter().all(|w| w.is_some()).then(|| {
+            f.owned
+                .iter()
+                .zip(&f.owned_words)
+                .flat_map(|(&(ty, s, _), w)| w.iter().flatten().map(move |&(o, d)| (o, ty, s as u32 + d)))
+                .collect()
+        });
         let scalars = f
             .scalars
             .iter()
@@ -1404,6 +1466,7 @@ impl DeviceInner {
             buffer: Some(buffer),
             must_live,
             bindings: slots,
+            owned_words,
             scalars,
             replays: Vec::new(),
             checked: None,

@@ -9,8 +9,10 @@
 //! is valid and lies inside a range the trace owns or an external binding provides. The driver then checks the
 //! bindings the caller passes (spec and footprint; a buffer at another address than the saved one is accepted for a
 //! rebindable binding, whose address words the loader rewrites, and the records are then checked again against the
-//! new addresses), claims the owned ranges (they must be free) and uploads the kernels and the records, rewriting
-//! each launch's kernel address to where this process put the image.
+//! new addresses), claims the owned ranges — at their saved place when it is free, else (a movable range) wherever
+//! the allocator puts a range of that size, rewriting the address words that point into it and checking the records
+//! again — and uploads the kernels and the records, rewriting each launch's kernel address to where this process put
+//! the image.
 //!
 //! The patchable words the file lists (each binding's address words, each named scalar's words) are checked too: an
 //! address word must be the address word of a tensor accessor of a launch and hold the binding's saved address plus
@@ -36,7 +38,8 @@
 //! version 2 `u8 rebindable, u32 n, n × (u32 record offset, u32 offset into the buffer)` of its address words);
 //! since version 2, named scalars (`u32 n`, each `str name, u8 kind (0 u32, 1 f32, 2 f32 >= 0), u32 value, u32 n,
 //! n × u32 record offset`); owned ranges
-//! (`u32 n`, each `u8 buffer type, u64 start, u64 end`); op names (`u32 n`, each `str`); records (`bytes`). A `str`
+//! (`u32 n`, each `u8 buffer type, u64 start, u64 end`, and since version 2 `u8 movable, u32 n, n × (u32 record
+//! offset, u32 offset into the range)` of the address words that point into it); op names (`u32 n`, each `str`); records (`bytes`). A `str`
 //! or `bytes` is a `u32` length and that many bytes; a spec is `u32 rows, u32 cols, u32 dtype, u32 tensor layout,
 //! u8 buffer type, u32 layout, u8 sharded`, and if sharded `u32 grid kind (0 cores, 1 banks), 4 × u32 grid,
 //! u32 shard rows, u32 shard cols, u8 col_major`.
@@ -188,6 +191,10 @@ pub struct TraceFile {
     pub scalars: Vec<SavedScalar>,
     /// The device ranges it owns (its intermediates).
     pub owned: Vec<(BufferType, u64, u64)>,
+    /// For each owned range (same order), the address words that point into it, as (record offset, offset into the
+    /// range) — the loader moves the range elsewhere when its saved place is taken — or `None` if it cannot move (a
+    /// launch did not declare its address words; format 1).
+    pub owned_words: Vec<Option<Vec<(u32, u32)>>>,
     /// The names of its profiled records, in order.
     pub names: Vec<String>,
     /// The records.
@@ -411,10 +418,24 @@ impl TraceFile {
             }
         }
         w.u32(self.owned.len() as u32);
-        for &(t, s, e) in &self.owned {
+        for (i, &(t, s, e)) in self.owned.iter().enumerate() {
             w.ty(t);
             w.u64(s);
             w.u64(e);
+            match self.owned_words.get(i).and_then(|o| o.as_ref()) {
+                None => {
+                    w.u8(0);
+                    w.u32(0);
+                }
+                Some(points) => {
+                    w.u8(1);
+                    w.u32(points.len() as u32);
+                    for &(o, d) in points {
+                        w.u32(o);
+                        w.u32(d);
+                    }
+                }
+            }
         }
         w.u32(self.names.len() as u32);
         for n in &self.names {
@@ -562,6 +583,7 @@ impl TraceFile {
         }
         let n = r.count("the owned range count", 17)?;
         let mut owned = Vec::with_capacity(n);
+        let mut owned_words = Vec::with_capacity(n);
         for i in 0..n {
             let what = format!("owned range {i}");
             let t = r.ty(&what)?;
@@ -570,6 +592,21 @@ impl TraceFile {
                 return err(format!("{what} [{s:#x}, {e:#x}) is empty or reversed"));
             }
             owned.push((t, s, e));
+            if version >= 2 {
+                let movable = match r.u8(&what)? {
+                    0 => false,
+                    1 => true,
+                    v => return err(format!("{what}: movable flag {v} is neither 0 nor 1")),
+                };
+                let n = r.count(&format!("{what}'s address word count"), 8)?;
+                let mut points = Vec::with_capacity(n);
+                for _ in 0..n {
+                    points.push((r.u32(&what)?, r.u32(&what)?));
+                }
+                owned_words.push(movable.then_some(points));
+            } else {
+                owned_words.push(None);
+            }
         }
         let n = r.count("the op name count", 4)?;
         let mut names = Vec::with_capacity(n);
@@ -580,7 +617,19 @@ impl TraceFile {
         if r.at != body.len() {
             return err(format!("{} bytes follow the records: the file is corrupt", body.len() - r.at));
         }
-        Ok(TraceFile { contract, shape, region_bytes, launches, kernels, bindings, scalars, owned, names, records })
+        Ok(TraceFile {
+            contract,
+            shape,
+            region_bytes,
+            launches,
+            kernels,
+            bindings,
+            scalars,
+            owned,
+            owned_words,
+            names,
+            records,
+        })
     }
 
     /// Checks the trace against a device of contract `minor` with shape `shape` and kernel mask `kernels`, and
@@ -736,6 +785,16 @@ impl TraceFile {
                         word(o),
                         b.address,
                         b.footprint
+                    ));
+                }
+            }
+        }
+        for (&(_, s, e), words) in self.owned.iter().zip(&self.owned_words) {
+            for &(o, delta) in words.iter().flatten() {
+                let want = u32::try_from(s).ok().and_then(|a| a.checked_add(delta));
+                if addr_words.binary_search(&o).is_err() || want != Some(word(o)) || delta as u64 >= e - s {
+                    return err(format!(
+                        "owned range [{s:#x}, {e:#x}) lists record offset {o} as an address word {delta:#x} into it;                          the record holds no such accessor address there"
                     ));
                 }
             }
