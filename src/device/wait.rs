@@ -21,9 +21,12 @@ use ttdrv_contract::seq_reached;
 /// so on a busy machine it costs others little.
 const SPIN: Duration = Duration::from_micros(100);
 /// The first part of the spin, in which the waiting thread does not yield its core: a quick completion (an event
-/// round trip is ~1 µs) is caught without a system call. After it the thread yields on every turn, because with
-/// more busy threads than cores a pure spin would hold the core for a whole scheduler slice.
-const PURE_SPIN: Duration = Duration::from_micros(20);
+/// round trip is ~0.5 µs when the device runs on another core) is caught without a system call. Short, because
+/// while it lasts nothing else runs on this core — and on a 2-core machine that is often where the emulated
+/// device's engine thread is waiting to run: each microsecond spun here is then a microsecond added to the round
+/// trip (at 20 µs, a hot event round trip took ~50 µs whenever the scheduler placed host and engine on one core).
+/// After it the thread yields on every turn (~0.8 µs each on this kind of VM).
+const PURE_SPIN: Duration = Duration::from_micros(2);
 /// Longest single sleep: bounds the delay when progress on another queue (not our interrupt) unblocks us.
 const SLICE: Duration = Duration::from_millis(1);
 

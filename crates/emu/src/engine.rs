@@ -5,7 +5,7 @@ use super::config::{EntryField, HostWord};
 use super::iommu::Window;
 use super::kernels;
 use super::timing::{Rng, Work};
-use super::{Fault, FaultInfo, QueueShared, Shared};
+use super::{Fault, FaultInfo, QueueShared, Shared, Wake};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -20,11 +20,23 @@ use ttdrv_contract::{DevAddr, MAX_RING, MIN_RING, Memory, PROFILE_SLOT_BYTES, RI
 /// the interrupt eventfd takes ~40 µs to run again on this kind of machine): otherwise each round trip parks both
 /// sides and pays two wake-ups. An idle device spins this long once after its last record, then costs nothing.
 const SPIN: Duration = Duration::from_micros(100);
+/// Round trips that must find the engine on the host's core back to back, each within `SHARED_GAP` of the last,
+/// before it moves off (`Engine::leave_core`). Only a hot loop moves it: a round trip after an idle gap is better
+/// served where it is (the host yields its core to the engine; the other core may be busy with other work, where a
+/// moved engine would wait for a scheduler slice).
+const SHARED_STREAK: u32 = 8;
+const SHARED_GAP: Duration = Duration::from_micros(200);
+/// The least time between two moves of an engine off the host's core (`Engine::leave_core`): a move costs two
+/// system calls and a migration, tens of µs, and a loaded machine may put the thread back at once.
+const MOVE_EVERY: Duration = Duration::from_millis(20);
 /// The idle spin in paced mode.
 const PACED_SPIN: Duration = Duration::from_micros(5);
-/// The first part of the spin, in which the engine does not yield the core (it catches the next record of a burst
-/// without a system call).
-const PURE_SPIN: Duration = Duration::from_micros(20);
+/// The first part of the spin, in which the engine does not yield the core: it catches the next record of a burst
+/// without a system call (a yield costs ~0.8 µs on this kind of VM, and a doorbell that lands during one waits for
+/// it). Long enough to span the host's own work between two records (an op call, a Python call: ~1-3 µs), short,
+/// because while it lasts a host thread on the same core cannot run; an engine on the core of the thread that rang
+/// last skips it altogether (`Engine::idle_wait`).
+const PURE_SPIN: Duration = Duration::from_micros(5);
 /// Park timeout: a safety net only, every state change the engine waits for also unparks it (`QueueShared::wake`).
 /// An engine woken by the timeout with nothing to do parks again at once without spinning, so an idle device costs
 /// one wake-up per queue per timeout: 16 idle queues, ~16 short wake-ups a second.
@@ -84,6 +96,8 @@ pub(super) fn run(sh: Arc<Shared>, q: usize) {
         hang_over: false,
         garbage: None,
         fresh: std::cell::Cell::new(true),
+        moved_at: std::cell::Cell::new(None),
+        shared_core: std::cell::Cell::new((0, None)),
     };
     e.main_loop();
 }
@@ -116,6 +130,10 @@ struct Engine<'a> {
     /// The queue executed a record (or was enabled) since it last parked: an idle wait spins before parking only
     /// then.
     fresh: std::cell::Cell<bool>,
+    /// When the engine last moved off the host's core ([`Engine::leave_core`]).
+    moved_at: std::cell::Cell<Option<Instant>>,
+    /// Back-to-back round trips that found the engine on the host's core: how many, and when the last one did.
+    shared_core: std::cell::Cell<(u32, Option<Instant>)>,
 }
 
 impl Engine<'_> {
@@ -126,10 +144,11 @@ impl Engine<'_> {
     }
 
     /// Spins briefly, then parks, until `ready()` or a stop condition holds (or the park's safety-net timeout).
-    /// Spins only when the queue has just been working (`self.fresh`): a queue that is disabled, hung, faulted or
-    /// has already parked idle once since its last record parks at once, so idle engines (of unopened queues too)
-    /// never poll.
-    fn idle_wait(&self, ready: impl Fn() -> bool) {
+    /// `cause` is what makes `ready()` true (a set of [`Wake`] causes): only those state changes, and a stop, unpark
+    /// the engine. Spins only when the queue has just been working (`self.fresh`): a queue that is disabled, hung,
+    /// faulted or has already parked idle once since its last record parks at once, so idle engines (of unopened
+    /// queues too) never poll.
+    fn idle_wait(&self, cause: u32, ready: impl Fn() -> bool) {
         let t0 = Instant::now();
         // Paced, the timing model already decides when records start and end, so a late wake-up costs nothing
         // visible: spin only a little and leave the cores to the host.
@@ -138,6 +157,17 @@ impl Engine<'_> {
             (true, true) => PACED_SPIN,
             (true, false) => SPIN,
         };
+        // On the core of the thread that rang last, that thread (likely waiting for this queue's completion) runs
+        // only when we stop: give the core away from the first turn, as a device on its own silicon never holds it.
+        // With two cores and more runnable threads, the scheduler often puts a woken engine there.
+        // SAFETY: sched_getcpu has no preconditions (glibc reads the CPU from the thread's rseq area).
+        let mut cpu = unsafe { libc::sched_getcpu() };
+        let host_cpu = self.qs.doorbell_cpu.load(Ordering::Relaxed);
+        if cpu == host_cpu && spin == SPIN && self.sharing_core() && self.leave_core(cpu) {
+            // SAFETY: as above.
+            cpu = unsafe { libc::sched_getcpu() };
+        }
+        let pure = if cpu == host_cpu { Duration::ZERO } else { PURE_SPIN.min(spin) };
         loop {
             if ready() || self.stopped() {
                 return;
@@ -149,7 +179,7 @@ impl Engine<'_> {
             // After the pure spin, give the core away on every turn, so that on a machine with fewer cores than
             // busy threads (host + one engine per queue) the host is not preempted for a whole scheduler slice.
             // With nobody else runnable, yielding returns at once and this is still a spin.
-            if waited < PURE_SPIN.min(spin) {
+            if waited < pure {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -158,14 +188,54 @@ impl Engine<'_> {
         self.fresh.set(false);
         // Counted before the flag is raised, so a waker that takes the flag always finds its park counted.
         self.qs.parks.fetch_add(1, Ordering::Relaxed);
-        self.qs.sleeping.store(true, Ordering::SeqCst);
+        self.qs.sleeping.store(cause | Wake::STOP, Ordering::SeqCst);
         // Pairs with the fence in `QueueShared::wake`: the re-check below cannot be satisfied from before the store.
         std::sync::atomic::fence(Ordering::SeqCst);
         if !ready() && !self.stopped() {
             std::thread::park_timeout(PARK);
         }
         // A waker that saw the flag has cleared it already; after a timeout (or a spurious return) we clear it.
-        self.qs.sleeping.store(false, Ordering::SeqCst);
+        self.qs.sleeping.store(0, Ordering::SeqCst);
+    }
+
+    /// Counts a round trip that found the engine on the host's core; true once several came back to back (each
+    /// within [`SHARED_GAP`] of the last): the host is driving this queue hard from the engine's own core.
+    fn sharing_core(&self) -> bool {
+        let now = Instant::now();
+        let (n, last) = self.shared_core.get();
+        let n = if last.is_some_and(|t| now.duration_since(t) < SHARED_GAP) { n + 1 } else { 1 };
+        self.shared_core.set((n, Some(now)));
+        n >= SHARED_STREAK
+    }
+
+    /// Moves the engine thread off CPU `cpu` (where the thread that rang it runs), if the process may run on
+    /// another, at most once per [`MOVE_EVERY`]. Two busy threads on one core take turns (each round trip then
+    /// costs two context switches, ~5-8 µs here), and the kernel's load balancer leaves both where they are while
+    /// they keep running (each counts as cache-hot), even with another core idle. Narrowing the thread's affinity
+    /// to the other CPUs moves it at once; restoring it right after keeps it where it landed. True if it moved.
+    fn leave_core(&self, cpu: i32) -> bool {
+        if cpu < 0 || self.moved_at.get().is_some_and(|t| t.elapsed() < MOVE_EVERY) {
+            return false;
+        }
+        self.moved_at.set(Some(Instant::now()));
+        // SAFETY: an all-zero cpu_set_t is a valid empty set; the calls get and set this thread's own mask with the
+        // set's true size; CPU_* index inside the set (CPU_SETSIZE bounds `cpu`, checked below).
+        unsafe {
+            let mut all: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if cpu as usize >= libc::CPU_SETSIZE as usize
+                || libc::sched_getaffinity(0, size, &mut all) != 0
+                || libc::CPU_COUNT(&all) < 2
+                || !libc::CPU_ISSET(cpu as usize, &all)
+            {
+                return false;
+            }
+            let mut others = all;
+            libc::CPU_CLR(cpu as usize, &mut others);
+            let moved = libc::sched_setaffinity(0, size, &others) == 0;
+            libc::sched_setaffinity(0, size, &all);
+            moved
+        }
     }
 
     fn main_loop(&mut self) {
@@ -187,14 +257,14 @@ impl Engine<'_> {
             if sh.faulted.load(Ordering::Acquire) {
                 // Stopped until a reset: nothing to catch quickly, park at once.
                 self.fresh.set(false);
-                self.idle_wait(|| sh.reset_gen.load(Ordering::Acquire) != g);
+                self.idle_wait(Wake::STOP, || sh.reset_gen.load(Ordering::Acquire) != g);
                 continue;
             }
             if self.qs.ctrl.load(Ordering::Acquire) & 1 == 0 {
                 // A disabled (never opened, or closed) queue parks without spinning.
                 self.active = None;
                 self.fresh.set(false);
-                self.idle_wait(|| self.qs.ctrl.load(Ordering::Acquire) & 1 == 1);
+                self.idle_wait(Wake::CTRL, || self.qs.ctrl.load(Ordering::Acquire) & 1 == 1);
                 continue;
             }
             let seq = self.qs.enable_seq.load(Ordering::Acquire);
@@ -212,13 +282,13 @@ impl Engine<'_> {
             if self.hung() {
                 // An injected hang: consume nothing until a reset (or shutdown, or a fault elsewhere).
                 self.fresh.set(false);
-                self.idle_wait(|| false);
+                self.idle_wait(Wake::STOP, || false);
                 continue;
             }
             let rd = self.active.as_ref().map_or(0, |a| a.rd);
             let wr = self.qs.doorbell.load(Ordering::Acquire);
             if wr == rd {
-                self.idle_wait(|| self.qs.doorbell.load(Ordering::Acquire) != rd);
+                self.idle_wait(Wake::DOORBELL | Wake::CTRL, || self.qs.doorbell.load(Ordering::Acquire) != rd);
                 continue;
             }
             // The host may have disabled the queue after the check above and then rung this doorbell: no record may
@@ -576,7 +646,7 @@ impl Engine<'_> {
                             self.qs.status.fetch_and(!QueueStatus::WAITING_EVENT.bits(), Ordering::AcqRel);
                             return Err(Stop::Abort);
                         }
-                        self.idle_wait(|| seq_reached(other.event.load(Ordering::Acquire), event_id));
+                        self.idle_wait(Wake::EVENT, || seq_reached(other.event.load(Ordering::Acquire), event_id));
                     }
                     self.qs.status.fetch_and(!QueueStatus::WAITING_EVENT.bits(), Ordering::AcqRel);
                 }
@@ -769,7 +839,7 @@ impl Engine<'_> {
             if self.stopped() {
                 return Err(Stop::Abort);
             }
-            self.idle_wait(|| free() >= need);
+            self.idle_wait(Wake::COMPL_SPACE, || free() >= need);
         }
         Ok(())
     }
@@ -953,7 +1023,7 @@ impl Engine<'_> {
         put_word(a, host::EVENT_DONE, shown)?;
         for (i, other) in self.sh.queues.iter().enumerate() {
             if i != self.q {
-                other.wake();
+                other.wake(Wake::EVENT);
             }
         }
         Ok(())

@@ -18,7 +18,7 @@ use iommu::Iommu;
 use memory::DeviceMemory;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use timing::{Clock, Pacer};
@@ -73,10 +73,16 @@ struct QueueShared {
     /// wait on another queue starts when *its* event completed, not a later one recorded meanwhile.
     event_times: Mutex<VecDeque<(u32, u64)>>,
     retired: AtomicU32,
-    sleeping: AtomicBool,
+    /// What the parked engine waits for (a set of [`Wake`] causes), 0 while it is awake: a state change wakes it
+    /// only if it is one of them, so an idle queue sleeps through other queues' events and the host's draining.
+    sleeping: AtomicU32,
     /// Times the engine parked, and times a waker unparked it ([`Emulator::wake_counts`]).
     parks: AtomicU64,
     unparks: AtomicU64,
+    /// The CPU the last doorbell was written from (-1: unknown). Real hardware runs beside the host's cores; an
+    /// engine thread that finds itself on the core of the thread that rang hands the core back instead of spinning
+    /// on it (`Engine::idle_wait`), since that thread — likely waiting for this very queue — can run only then.
+    doorbell_cpu: AtomicI32,
     thread: OnceLock<Thread>,
     /// (doorbell value, device time it was written), for the paced model.
     doorbell_log: Mutex<VecDeque<(u32, u64)>>,
@@ -122,34 +128,56 @@ impl QueueShared {
             event: AtomicU32::new(0),
             event_times: Mutex::new(VecDeque::new()),
             retired: AtomicU32::new(0),
-            sleeping: AtomicBool::new(false),
+            sleeping: AtomicU32::new(0),
             parks: AtomicU64::new(0),
             unparks: AtomicU64::new(0),
+            doorbell_cpu: AtomicI32::new(-1),
             thread: OnceLock::new(),
             doorbell_log: Mutex::new(VecDeque::new()),
             ack_gen: AtomicU32::new(0),
         }
     }
 
-    /// Wakes the queue's engine if it is parked. Costs the caller one futex wake at most once per park: the first
-    /// waker takes the `sleeping` flag, so the doorbells that follow while the engine is still waking up (a parked
-    /// thread takes ~5-40 µs to run again on a loaded 2-core VM) cost a fence and an atomic swap each, not another
-    /// system call (docs/architecture.md, Threads).
-    fn wake(&self) {
+    /// Wakes the queue's engine if it is parked waiting for `cause` (or for any of several causes, a [`Wake`] set).
+    /// Costs the caller one futex wake at most once per park: the first waker takes the `sleeping` word, so the
+    /// doorbells that follow while the engine is still waking up (a parked thread takes ~5-40 µs to run again on a
+    /// loaded 2-core VM) cost a fence and a load each, not another system call (docs/architecture.md, Threads). A
+    /// change the engine does not wait for (an event on another queue while this one waits for its doorbell, the
+    /// host returning completion space nobody waits for) costs no wake at all: an unpark is a system call on the
+    /// waker's path, and the engine would only park again.
+    fn wake(&self, cause: u32) {
         // Dekker handshake with the engine's idle wait (store `sleeping`, fence, re-check the condition): the fence
         // orders the caller's preceding store (doorbell, pointer, event slot) before our access to `sleeping`, which
         // a release store alone does not (x86 reorders a store with a later load). Either the engine sees our
         // update before it sleeps, or we see it sleeping and unpark it. The cheap load first keeps a hot doorbell
         // (engine awake) free of a locked read-modify-write.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst)
-            && self.sleeping.swap(false, Ordering::SeqCst)
+        if self.sleeping.load(Ordering::SeqCst) & cause != 0
+            && self.sleeping.swap(0, Ordering::SeqCst) != 0
             && let Some(t) = self.thread.get()
         {
             self.unparks.fetch_add(1, Ordering::Relaxed);
             t.unpark();
         }
     }
+}
+
+/// What a parked engine waits for: the causes of [`QueueShared::wake`], as bits.
+struct Wake;
+
+impl Wake {
+    /// The host rang the queue's doorbell (`Q_ISSUE_WR`).
+    const DOORBELL: u32 = 1;
+    /// The host enabled or disabled the queue (`Q_CTRL`).
+    const CTRL: u32 = 2;
+    /// The host returned completion-ring space (`Q_COMPL_RD`).
+    const COMPL_SPACE: u32 = 4;
+    /// Another queue published an event (an `EVENT_WAIT` may be satisfied).
+    const EVENT: u32 = 8;
+    /// Reset, shutdown or a fault: every wait ends on it.
+    const STOP: u32 = 16;
+    /// Any cause.
+    const ALL: u32 = 31;
 }
 
 /// State shared by the register interface and the queue threads.
@@ -234,7 +262,7 @@ impl Shared {
         self.status.fetch_or(Status::FAULT.bits(), Ordering::AcqRel);
         for q in 0..self.queues.len() {
             self.progress_irq(q);
-            self.queues[q].wake();
+            self.queues[q].wake(Wake::STOP);
         }
     }
 
@@ -259,7 +287,7 @@ impl Shared {
 
     fn wake_all(&self) {
         for q in &self.queues {
-            q.wake();
+            q.wake(Wake::ALL);
         }
     }
 
@@ -483,18 +511,20 @@ impl Emulator {
                     } else if qs.ctrl.swap(0, Ordering::AcqRel) & 1 == 1 {
                         qs.enable_seq.fetch_add(1, Ordering::AcqRel);
                     }
-                    qs.wake();
+                    qs.wake(Wake::CTRL);
                 }
                 qreg::ISSUE_WR => {
                     if sh.cfg.pace.is_some() {
                         qs.doorbell_log.lock().unwrap_or_else(|e| e.into_inner()).push_back((val, sh.clock.now()));
                     }
+                    // SAFETY: sched_getcpu has no preconditions (glibc reads it from the thread's rseq area).
+                    qs.doorbell_cpu.store(unsafe { libc::sched_getcpu() }, Ordering::Relaxed);
                     qs.doorbell.store(val, Ordering::Release);
-                    qs.wake();
+                    qs.wake(Wake::DOORBELL);
                 }
                 qreg::COMPL_RD => {
                     qs.compl_rd.store(val, Ordering::Release);
-                    qs.wake();
+                    qs.wake(Wake::COMPL_SPACE);
                 }
                 qreg::IRQ_ARM if val & 1 == 1 => {
                     qs.irq_armed.store(true, Ordering::Release);
