@@ -642,7 +642,8 @@ fn table(r: &Report) -> String {
             Verdict::Met => "met",
             Verdict::Missed => "MISSED",
             Verdict::NotAvailable => "n/a: NOT MET",
-            Verdict::NoTarget => "",
+            // Said, not left blank: every row has a verdict, and a figure without a target is one by choice.
+            Verdict::NoTarget => "- (no target)",
         };
         let mut mark = String::new();
         if !row.note.is_empty() {
@@ -824,6 +825,12 @@ mod tests {
         let t = table(&r);
         assert!(t.contains("MISSED") && t.contains("n/a: NOT MET"), "{t}");
         assert!(t.contains("1 MISSED (t.x)") && t.contains("1 not available (t.na)"), "{t}");
+        // A figure without a target says so in the verdict column instead of leaving it blank.
+        let untargeted = Row::new("t.free", Bench::Copy, "t", Api::Rust, State::Hot, Kind::Bandwidth)
+            .stat(Stat::one(1.0), Unit::GBps)
+            .judge();
+        let t = table(&Report { rows: vec![untargeted], ..r });
+        assert!(t.lines().any(|l| l.starts_with("t ") && l.ends_with("- (no target)")), "{t}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub struct Timeline<'a> {
     pub queues: u16,
 }
 
-/// Host time the thread was off its core (drawn over the framework span it interrupted).
+/// Host time the thread was off its core past a framework deadline (drawn after the framework span, never over it).
 const PREEMPTED: RGBColor = RGBColor(0xF4, 0xC7, 0xC3);
 
 fn color(s: &Span) -> RGBColor {

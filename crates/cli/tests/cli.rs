@@ -108,9 +108,10 @@ const HELP_MUST_LIST: &[(&str, &[&str])] = &[
         "demo",
         &[
             "--device <SELECTOR>",
-            "emu:paced,queues=2,core_gflops=1.5,core_gbps=0.5,launch_ns=2000,pcie_gbps=0.1,prefetch=512",
+            "emu:paced,queues=2,core_gflops=0.1875,core_gbps=0.0625,launch_ns=16000,pcie_gbps=0.0125,\
+             pcie_latency_ns=8000,dram_gbps=12.5,prefetch=512",
             "--host-cost-us <X>",
-            "[default: 21]",
+            "[default: 168]",
             "--iterations <N>",
             "[default: 200]",
             "--out <DIR>",

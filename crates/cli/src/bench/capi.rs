@@ -20,6 +20,7 @@ use ttdrv_ffi::program::{
     ttdrv_buffer_accessor, ttdrv_program, ttdrv_program_desc, ttdrv_program_desc_init, ttdrv_program_free,
     ttdrv_program_new,
 };
+use ttdrv_ffi::registered::{ttdrv_host_memory, ttdrv_host_memory_free, ttdrv_host_memory_register};
 use ttdrv_ffi::{ttdrv_last_error, ttdrv_status, ttdrv_status_name};
 
 /// `Ok(())`, or the status and the thread's last error message, naming the call.
@@ -196,6 +197,37 @@ impl Drop for CEvent {
     fn drop(&mut self) {
         // SAFETY: the handle came from ttdrv_event_new and is freed once.
         let _ = unsafe { ttdrv_event_free(self.0) };
+    }
+}
+
+/// Host memory registered with a device through `ttdrv_host_memory_register`. Not freed on drop: unregistering
+/// waits for the transfers that use the memory and can fail, and the memory must outlive a registration that
+/// failed to end, so the owner calls [`CHostMemory::free`] and decides.
+pub struct CHostMemory(*mut ttdrv_host_memory);
+
+impl CHostMemory {
+    /// `ttdrv_host_memory_register(dev, ptr, len)`.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` bytes the caller owns and keeps allocated until [`CHostMemory::free`] has returned
+    /// `Ok` (or for ever, if it never does).
+    pub unsafe fn register(dev: &CDevice, ptr: *mut u8, len: usize) -> Result<CHostMemory, String> {
+        let mut h = std::ptr::null_mut();
+        // SAFETY: the caller keeps the memory allocated as this function's contract says; `h` is writable.
+        ok(unsafe { ttdrv_host_memory_register(dev.raw(), ptr.cast(), len, &mut h) }, "ttdrv_host_memory_register")?;
+        Ok(CHostMemory(h))
+    }
+
+    /// The handle.
+    pub fn raw(&self) -> *mut ttdrv_host_memory {
+        self.0
+    }
+
+    /// `ttdrv_host_memory_free`: unregisters the memory (waiting for the transfers that use it) and releases the
+    /// handle. On an error the memory stays registered and must stay allocated.
+    pub fn free(self) -> Result<(), String> {
+        // SAFETY: the handle came from ttdrv_host_memory_register and `self` is consumed, so it is freed once.
+        ok(unsafe { ttdrv_host_memory_free(self.0) }, "ttdrv_host_memory_free")
     }
 }
 

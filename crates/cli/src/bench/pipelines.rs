@@ -211,13 +211,13 @@ pub fn pipelines(ctx: &Ctx) -> Result<Vec<Row>, String> {
 
 /// The demo's model (paced) in its configurations: wall-clock throughput and the device-side gap between ops.
 pub fn model(ctx: &Ctx) -> Result<Vec<Row>, String> {
-    use crate::demo::{Config, DEFAULT_DEVICE, run_config};
+    use crate::demo::{Config, DEFAULT_DEVICE, DEFAULT_HOST_COST_US, run_config};
     let dir = std::env::temp_dir().join(format!("ttdrv-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
     let iters = if ctx.quick { 60 } else { 200 };
     let reps = ctx.n(3, 1);
     let mut out = Vec::new();
-    for cost in [21.0, 0.0] {
+    for cost in [DEFAULT_HOST_COST_US, 0.0] {
         let mut res = Vec::new();
         for cfg in [Config::Eager1, Config::Traced1, Config::Traced2] {
             let mut runs: Vec<_> =
@@ -229,8 +229,11 @@ pub fn model(ctx: &Ctx) -> Result<Vec<Row>, String> {
         let (eager, et) = &res[0];
         let (traced, tt) = &res[1];
         let t2 = res[2].1;
-        let (what, key) =
-            if cost > 0.0 { (format!("{cost} µs/op framework"), "21us") } else { ("driver alone".into(), "0us") };
+        let (what, key) = if cost > 0.0 {
+            (format!("{cost} µs/op framework"), format!("{cost:.0}us"))
+        } else {
+            ("driver alone".into(), "0us".into())
+        };
         let row = |id: &str, figure: String, kind: Kind| {
             Row::new(format!("model.{key}.{id}"), Bench::Model, figure, Api::Rust, State::Steady, kind)
         };

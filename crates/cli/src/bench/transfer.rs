@@ -2,13 +2,14 @@
 //! reads of 4 KiB to 256 MiB against memcpy of the same size, and the event round trip — through the Rust API and the
 //! C ABI, samples alternating between them.
 
-use super::capi::{self, CBuffer, CDevice, CEvent};
+use super::capi::{self, CBuffer, CDevice, CEvent, CHostMemory};
 use super::{Api, Bench, Check, Ctx, Kind, RatioOf, Row, State, Unit, cold, rounds, timed};
 use std::hint::black_box;
-use ttdrv::{BufferSpec, DType, Device, DeviceParams, MemoryConfig};
+use ttdrv::{Buffer, BufferSpec, DType, Device, DeviceParams, MemoryConfig};
 use ttdrv_ffi::buffer::{ttdrv_buffer_read, ttdrv_buffer_write};
 use ttdrv_ffi::device::ttdrv_device_finish;
 use ttdrv_ffi::event::{ttdrv_event_record, ttdrv_event_synchronize};
+use ttdrv_ffi::registered::{ttdrv_buffer_read_registered, ttdrv_buffer_write_registered};
 use ttdrv_testkit::timing::{Aligned, pattern};
 
 fn e(e: ttdrv::Error) -> String {
@@ -174,59 +175,116 @@ pub fn copies(ctx: &Ctx) -> Result<Vec<Row>, String> {
             out.push(row);
         }
         if size == 64 << 20 {
-            // From and into registered host memory (`Device::register_host_memory`): the device moves the bytes
-            // itself (`WRITE_HOST` / `READ_HOST`), no staging copy. Measured against memcpy again, in the same turns.
-            let mut rsrc = pattern(size);
-            let mut rdst = Aligned::new(size, 0);
-            // SAFETY: both allocations are page-aligned, `size` (a multiple of 4 KiB) long, and outlive the
-            // registrations, which are unregistered below before they are dropped.
-            let (reg_src, reg_dst) = unsafe {
-                (
-                    dev.register_host_memory(rsrc.bytes_mut().as_mut_ptr(), size).map_err(e)?,
-                    dev.register_host_memory(rdst.bytes_mut().as_mut_ptr(), size).map_err(e)?,
-                )
-            };
-            let mut scratch = Aligned::new(size, 64);
-            let stats = rounds(
-                n,
-                1,
-                [
-                    &mut timed(|| {
-                        scratch.bytes_mut().copy_from_slice(black_box(src.bytes()));
-                        black_box(scratch.bytes_mut());
-                        Ok(())
-                    }),
-                    &mut timed(|| buf.write_from(0, &reg_src, 0, false).and_then(|()| dev.finish(0)).map_err(e)),
-                    &mut timed(|| buf.read_into(0, &reg_dst, 0, true).map_err(e)),
-                ],
-            )?;
-            reg_src.unregister().map_err(e)?;
-            reg_dst.unregister().map_err(e)?;
-            if rdst.bytes() != rsrc.bytes() {
-                return Err("64MiB: read_into registered memory returned other bytes than write_from wrote".into());
-            }
-            let [m, w, r] = stats.map(|s| s.inverted(size as f64));
-            for (what, s) in [("write", w), ("read", r)] {
-                let figure = if what == "write" {
-                    "write + finish from registered memory, 64MiB"
-                } else {
-                    "read into registered memory (blocking), 64MiB"
-                };
-                out.push(
-                    Row::new(
-                        format!("copy.{what}.registered.64MiB"),
-                        Bench::Copy,
-                        figure,
-                        Api::Rust,
-                        State::Hot,
-                        Kind::Bandwidth,
-                    )
-                    .stat(s, Unit::GBps)
-                    .against("memcpy, same size", m.median, RatioOf::FigureOverReference, "/ memcpy")
-                    .target(">= 0.9x memcpy", vec![Check::RatioAtLeast(0.9)]),
-                );
-            }
+            out.extend(registered(n, &src, &buf, &dev, &cbuf, &cdev)?);
         }
+    }
+    Ok(out)
+}
+
+/// 64 MiB from and into registered host memory, through the Rust API (`Device::register_host_memory`,
+/// `Buffer::write_from` + `finish`, blocking `Buffer::read_into`) and the C ABI (`ttdrv_host_memory_register`,
+/// `ttdrv_buffer_write_registered` + `ttdrv_device_finish`, blocking `ttdrv_buffer_read_registered`): the device moves
+/// the bytes itself (`WRITE_HOST` / `READ_HOST`), no staging copy. Against memcpy of the same size, in the same turns.
+fn registered(
+    n: usize,
+    src: &Aligned,
+    buf: &Buffer,
+    dev: &Device,
+    cbuf: &CBuffer,
+    cdev: &CDevice,
+) -> Result<Vec<Row>, String> {
+    const SIZE: usize = 64 << 20;
+    let mut rsrc = pattern(SIZE);
+    let mut rdst = Aligned::new(SIZE, 0);
+    let mut csrc = pattern(SIZE);
+    let mut cdst = Aligned::new(SIZE, 0);
+    // SAFETY (the four registrations): the allocations are page-aligned, `SIZE` (a multiple of 4 KiB) long, and
+    // outlive their registrations: each is unregistered before its memory is dropped, or the memory is leaked if
+    // unregistering fails.
+    let (reg_src, reg_dst) = unsafe {
+        (
+            dev.register_host_memory(rsrc.bytes_mut().as_mut_ptr(), SIZE).map_err(e)?,
+            dev.register_host_memory(rdst.bytes_mut().as_mut_ptr(), SIZE).map_err(e)?,
+        )
+    };
+    // SAFETY: as above.
+    let creg_src = unsafe { CHostMemory::register(cdev, csrc.bytes_mut().as_mut_ptr(), SIZE)? };
+    // SAFETY: as above.
+    let creg_dst = match unsafe { CHostMemory::register(cdev, cdst.bytes_mut().as_mut_ptr(), SIZE) } {
+        Ok(h) => h,
+        Err(x) => {
+            if creg_src.free().is_err() {
+                std::mem::forget(csrc);
+            }
+            return Err(x);
+        }
+    };
+    let c_write = || -> Result<(), String> {
+        // SAFETY: both handles are live (freed only below, after the measurement).
+        let st = unsafe { ttdrv_buffer_write_registered(cbuf.raw(), 0, creg_src.raw(), 0, SIZE, false) };
+        capi::ok(st, "ttdrv_buffer_write_registered")?;
+        capi::ok(ttdrv_device_finish(cdev.raw(), 0), "ttdrv_device_finish")
+    };
+    let c_read = || -> Result<(), String> {
+        // SAFETY: as above; the read is blocking, so the registered memory is written when the call returns.
+        let st = unsafe { ttdrv_buffer_read_registered(cbuf.raw(), 0, creg_dst.raw(), 0, SIZE, true) };
+        capi::ok(st, "ttdrv_buffer_read_registered")
+    };
+    let mut scratch = Aligned::new(SIZE, 64);
+    let stats = rounds(
+        n,
+        1,
+        [
+            &mut timed(|| {
+                scratch.bytes_mut().copy_from_slice(black_box(src.bytes()));
+                black_box(scratch.bytes_mut());
+                Ok(())
+            }),
+            &mut timed(|| buf.write_from(0, &reg_src, 0, false).and_then(|()| dev.finish(0)).map_err(e)),
+            &mut timed(|| buf.read_into(0, &reg_dst, 0, true).map_err(e)),
+            &mut timed(c_write),
+            &mut timed(c_read),
+        ],
+    );
+    let rust_end = reg_src.unregister().and_then(|()| reg_dst.unregister()).map_err(e);
+    let c_end = creg_src.free().and_then(|()| creg_dst.free());
+    if let Err(x) = rust_end.and(c_end) {
+        // Still registered: the device may yet touch the memory, so it must never be freed.
+        std::mem::forget((rsrc, rdst, csrc, cdst));
+        return Err(x);
+    }
+    let stats = stats?;
+    if rdst.bytes() != rsrc.bytes() {
+        return Err("64MiB: read_into registered memory returned other bytes than write_from wrote".into());
+    }
+    if cdst.bytes() != csrc.bytes() {
+        return Err(
+            "64MiB: ttdrv_buffer_read_registered returned other bytes than ttdrv_buffer_write_registered wrote".into(),
+        );
+    }
+    let [m, wr, rr, wc, rc] = stats.map(|s| s.inverted(SIZE as f64));
+    let mut out = Vec::new();
+    for (what, api, s) in
+        [("write", Api::Rust, wr), ("write", Api::C, wc), ("read", Api::Rust, rr), ("read", Api::C, rc)]
+    {
+        let figure = if what == "write" {
+            "write + finish from registered memory, 64MiB"
+        } else {
+            "read into registered memory (blocking), 64MiB"
+        };
+        out.push(
+            Row::new(
+                format!("copy.{what}.registered.{}.64MiB", tag(api)),
+                Bench::Copy,
+                figure,
+                api,
+                State::Hot,
+                Kind::Bandwidth,
+            )
+            .stat(s, Unit::GBps)
+            .against("memcpy, same size", m.median, RatioOf::FigureOverReference, "/ memcpy")
+            .target(">= 0.9x memcpy", vec![Check::RatioAtLeast(0.9)]),
+        );
     }
     Ok(out)
 }
