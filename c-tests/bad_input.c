@@ -1774,6 +1774,38 @@ static void *victim_writer(void *arg) {
   return NULL;
 }
 
+typedef struct {
+  ttdrv_program *prog;
+  ttdrv_buffer *buf;
+  uint32_t rt[17];
+  uint16_t cq;
+  atomic_int runs_ok;
+  atomic_int freed;
+  int bad_status, ok_after_invalid, saw_invalid;
+} dispatch_victim;
+
+/* Dispatches the victim program on the victim buffer until both are freed by another thread: every call returns OK
+ * or, once either handle is freed, INVALID_HANDLE. The dispatch path resolves its handles without a lock or a
+ * reference count (crates/ffi/src/handles.rs); under valgrind (scripts/test.d/40-valgrind.sh) a dispatch that read a
+ * freed program or buffer would be reported. */
+static void *victim_dispatcher(void *arg) {
+  dispatch_victim *v = arg;
+  for (long i = 0; i < 200000; i++) {
+    ttdrv_status st = ttdrv_program_run(v->prog, v->cq, v->rt, 17, &v->buf, 1);
+    if (st == TTDRV_STATUS_OK) {
+      if (v->saw_invalid) v->ok_after_invalid++;
+      atomic_fetch_add(&v->runs_ok, 1);
+    } else if (st == TTDRV_STATUS_INVALID_HANDLE) {
+      v->saw_invalid = 1;
+      if (atomic_load(&v->freed) && i % 8 == 7) break;
+    } else {
+      v->bad_status = (int)st;
+      break;
+    }
+  }
+  return NULL;
+}
+
 static void test_threads(devctx *c) {
   group = "threads";
   enum { N = 4 };
@@ -1798,6 +1830,30 @@ static void test_threads(devctx *c) {
   OK(ttdrv_buffer_free(v.victim));
   atomic_store(&v.freed, 1);
   pthread_join(vt, NULL);
+  /* And a program and a buffer freed while another thread dispatches them. */
+  dispatch_victim dv;
+  memset(&dv, 0, sizeof dv);
+  dv.cq = 1 % c->queues;
+  ttdrv_tensor_spec ds = dram_spec(16, 40);
+  CHECK(ttdrv_buffer_allocate(c->dev, &ds, &dv.buf));
+  dv.prog = fill_program(c->dev, NULL);
+  TRUE_(dv.prog != NULL, "could not create the victim program");
+  uint32_t block[4] = {0, 1, 0, 8};
+  float value = 2.5f;
+  memcpy(dv.rt, block, sizeof block);
+  CHECK(ttdrv_buffer_accessor(dv.buf, dv.rt + 4, 12));
+  memcpy(&dv.rt[16], &value, sizeof value);
+  pthread_t dt;
+  CHECK(pthread_create(&dt, NULL, victim_dispatcher, &dv) == 0 ? TTDRV_STATUS_OK : TTDRV_STATUS_PANIC);
+  while (atomic_load(&dv.runs_ok) < 20) sched_yield();
+  OK(ttdrv_program_free(dv.prog));
+  OK(ttdrv_buffer_free(dv.buf));
+  atomic_store(&dv.freed, 1);
+  pthread_join(dt, NULL);
+  TRUE_(dv.bad_status == 0, "dispatches of a program and buffer being freed returned %s",
+        ttdrv_status_name((uint32_t)dv.bad_status));
+  TRUE_(dv.saw_invalid && dv.ok_after_invalid == 0, "after the frees: saw INVALID_HANDLE %d, then OK %d times",
+        dv.saw_invalid, dv.ok_after_invalid);
   for (int i = 0; i < N; i++) {
     pthread_join(th[i], NULL);
     TRUE_(w[i].failures == 0, "%u of %u checks failed; first: %s", w[i].failures, w[i].checks, w[i].first_failure);

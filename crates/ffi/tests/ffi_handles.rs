@@ -253,3 +253,93 @@ fn error_message_is_copied_and_truncated() {
     // SAFETY: NUL-terminated by the call.
     assert_eq!(unsafe { CStr::from_ptr(big.as_ptr()) }.to_str().unwrap(), full);
 }
+
+/// Programs and buffers freed and created again while other threads dispatch them through `ttdrv_program_run`, which
+/// resolves handles without a lock or reference count (crates/ffi/src/handles.rs): every
+/// call returns OK or, for a handle freed before the call confirmed it, INVALID_HANDLE naming it stale; the device
+/// works afterwards. (That no object is dropped under a call is asserted by the registry's own unit tests, which see
+/// drops; valgrind runs those and the C version of this race, c-tests/bad_input.c.)
+#[test]
+fn handles_freed_while_other_threads_dispatch_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use ttdrv_ffi::program::*;
+
+    let dev = open();
+    let s = spec(16, 32);
+    let fill = |dev: *mut ttdrv_device| {
+        let mut d = std::mem::MaybeUninit::<ttdrv_program_desc>::uninit();
+        let mut p = null_mut();
+        // SAFETY: _init writes the whole struct; then a valid description and output pointer.
+        unsafe {
+            ok(ttdrv_program_desc_init(d.as_mut_ptr()));
+            let mut d = d.assume_init();
+            d.kernel_name = c"ttdrv.fill".as_ptr();
+            d.rt_words_per_core = 17;
+            ok(ttdrv_program_new(dev, &d, &mut p));
+        }
+        p as usize
+    };
+    const SLOTS: usize = 4;
+    let bufs: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..SLOTS).map(|_| AtomicUsize::new(allocate(dev, &s) as usize)).collect());
+    let progs: Arc<Vec<AtomicUsize>> = Arc::new((0..SLOTS).map(|_| AtomicUsize::new(fill(dev))).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let dev_addr = dev as usize;
+    let mut threads = Vec::new();
+    for t in 0..3usize {
+        let (bufs, progs, stop) = (bufs.clone(), progs.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let (mut runs, mut i) = (0u32, t);
+            while !stop.load(Ordering::Relaxed) || runs == 0 {
+                i = i.wrapping_mul(7).wrapping_add(3);
+                let p = progs[i % SLOTS].load(Ordering::SeqCst) as *mut ttdrv_program;
+                let b = [bufs[(i / 4) % SLOTS].load(Ordering::SeqCst) as *mut ttdrv_buffer];
+                // The accessor of the buffer this call names, read through the C ABI like any caller would; a
+                // buffer freed since is INVALID_HANDLE here too.
+                let mut rt = [0u32, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1.5f32.to_bits()];
+                // SAFETY: 12 writable words.
+                if unsafe { ttdrv_ffi::program::ttdrv_buffer_accessor(b[0], rt[4..].as_mut_ptr(), 12) }
+                    != ttdrv_status::Ok
+                {
+                    continue;
+                }
+                // SAFETY: the arrays outlive the call; the handles may be freed by another thread at any moment.
+                let st = unsafe { ttdrv_program_run(p, 0, rt.as_ptr(), rt.len(), b.as_ptr(), 1) };
+                match st {
+                    ttdrv_status::Ok => runs += 1,
+                    ttdrv_status::InvalidHandle => {
+                        let m = last_error();
+                        assert!(m.contains("stale"), "{m}");
+                    }
+                    other => panic!("ttdrv_program_run of handles being freed: {other:?}: {}", last_error()),
+                }
+            }
+            runs
+        }));
+    }
+    for n in 0..300usize {
+        let i = n % SLOTS;
+        let dev = dev_addr as *mut ttdrv_device;
+        let old_b = bufs[i].swap(allocate(dev, &s) as usize, Ordering::SeqCst);
+        let old_p = progs[(n / 2) % SLOTS].swap(fill(dev), Ordering::SeqCst);
+        // SAFETY: handles this test made, each freed once; other threads may be using them.
+        unsafe {
+            ok(ttdrv_buffer_free(old_b as *mut ttdrv_buffer));
+            ok(ttdrv_program_free(old_p as *mut ttdrv_program));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let runs: u32 = threads.into_iter().map(|t| t.join().expect("a dispatching thread failed")).sum();
+    assert!(runs > 0);
+    ok(ttdrv_device_finish(dev, 0));
+    for i in 0..SLOTS {
+        // SAFETY: the handles left in the lists, each freed once.
+        unsafe {
+            ok(ttdrv_buffer_free(bufs[i].load(Ordering::SeqCst) as *mut ttdrv_buffer));
+            ok(ttdrv_program_free(progs[i].load(Ordering::SeqCst) as *mut ttdrv_program));
+        }
+    }
+    // SAFETY: the device's handle, closed once.
+    ok(unsafe { ttdrv_device_close(dev) });
+}
