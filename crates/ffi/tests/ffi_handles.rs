@@ -254,11 +254,11 @@ fn error_message_is_copied_and_truncated() {
     assert_eq!(unsafe { CStr::from_ptr(big.as_ptr()) }.to_str().unwrap(), full);
 }
 
-/// Programs and buffers freed and created again while other threads dispatch them through `ttdrv_program_run`, which
-/// resolves handles without a lock or reference count (crates/ffi/src/handles.rs): every
-/// call returns OK or, for a handle freed before the call confirmed it, INVALID_HANDLE naming it stale; the device
-/// works afterwards. (That no object is dropped under a call is asserted by the registry's own unit tests, which see
-/// drops; valgrind runs those and the C version of this race, c-tests/bad_input.c.)
+/// Programs and buffers freed and created again while other threads dispatch them through `ttdrv_program_run`
+/// (crates/ffi/src/handles.rs keeps an object alive while a call uses it): every call returns OK or, for a handle
+/// freed before the call resolved it, INVALID_HANDLE naming it stale; the device works afterwards. Everything runs on
+/// queue 0, so a freed buffer's range is reused only after the launches queued before the free. (Valgrind runs the C
+/// version of this race, c-tests/bad_input.c.)
 #[test]
 fn handles_freed_while_other_threads_dispatch_them() {
     use std::sync::Arc;
