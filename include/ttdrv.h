@@ -2077,11 +2077,11 @@ ttdrv_status ttdrv_program_launch(struct ttdrv_program *program,
  * without an address role. Outside a capture the roles are checked and change nothing else.
  *
  * Ownership: `args`, its arrays, `inputs`, `outputs`, `roles` and the role names are only read during the call.
- * Thread: any. Errors: as `ttdrv_program_launch`; NULL_PARAMETER also for `roles` with a non-zero count and a
- * scalar role's NULL `name`; INVALID_ARGUMENT also for a role of an unknown kind, a word the cores do not receive
- * or a stepped word, a word given two roles, an address role naming no buffer of the launch or whose word's value
- * is not inside its buffer, an address role with a name, a scalar role with a buffer, and a scalar name that is not
- * 1 to 64 printable ASCII characters.
+ * Thread: any. Errors: as `ttdrv_program_launch` and `ttdrv_program_run`; NULL_PARAMETER also for `roles` with a
+ * non-zero count and a scalar role's NULL `name`; INVALID_ARGUMENT also for a role of an unknown kind, a word the
+ * cores do not receive or a stepped word, a word given two roles, an address role naming no buffer of the launch or
+ * whose word's value is not inside its buffer, an address role with a name, a scalar role with a buffer, and a
+ * scalar name that is not 1 to 64 printable ASCII characters.
  *
  * # Safety
  * As `ttdrv_program_launch`; `roles` must be readable for `num_roles` elements and each scalar role's `name` a
