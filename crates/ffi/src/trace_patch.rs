@@ -213,7 +213,6 @@ fn count_u32(n: usize, what: &str) -> FfiResult<u32> {
     u32::try_from(n).map_err(|_| FfiError::invalid(format!("{what} counts {n} words, more than 32 bits can hold")))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn binding_to_c(
     name: &str,
     output: bool,
