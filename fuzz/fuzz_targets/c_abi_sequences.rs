@@ -22,6 +22,7 @@ use ttdrv_ffi::event::*;
 use ttdrv_ffi::ops::*;
 use ttdrv_ffi::program::*;
 use ttdrv_ffi::trace::*;
+use ttdrv_ffi::trace_file::ttdrv_trace_save;
 use ttdrv_ffi::trace_patch::*;
 use ttdrv_ffi::{ttdrv_last_error, ttdrv_status, ttdrv_status_name};
 
