@@ -51,7 +51,7 @@ static int expect(int line, const char *expr, ttdrv_status got, ttdrv_status wan
       fail(__LINE__, __VA_ARGS__);   \
   } while (0)
 
-static double now_s(void) {
+static inline double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;

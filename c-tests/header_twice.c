@@ -34,6 +34,14 @@ STATIC_ASSERT(sizeof(ttdrv_mlp_desc) >= TTDRV_MLP_DESC_SIZE_V0_1, "mlp desc size
 STATIC_ASSERT(sizeof(ttdrv_trace_info) >= TTDRV_TRACE_INFO_SIZE_V0_1, "trace info size");
 STATIC_ASSERT(sizeof(ttdrv_trace_info) >= TTDRV_TRACE_INFO_SIZE_V0_2, "trace info size");
 STATIC_ASSERT(offsetof(ttdrv_trace_info, event_records) == TTDRV_TRACE_INFO_SIZE_V0_1, "0.2 fields follow 0.1's");
+STATIC_ASSERT(sizeof(ttdrv_trace_info) >= TTDRV_TRACE_INFO_SIZE_V0_3, "trace info size");
+STATIC_ASSERT(offsetof(ttdrv_trace_info, rebindable) == TTDRV_TRACE_INFO_SIZE_V0_2, "0.3 fields follow 0.2's");
+STATIC_ASSERT(offsetof(ttdrv_trace_binding, struct_size) == 0, "struct_size first");
+STATIC_ASSERT(offsetof(ttdrv_trace_scalar, struct_size) == 0, "struct_size first");
+STATIC_ASSERT(sizeof(ttdrv_trace_binding) >= TTDRV_TRACE_BINDING_SIZE_V0_3, "trace binding size");
+STATIC_ASSERT(sizeof(ttdrv_trace_scalar) >= TTDRV_TRACE_SCALAR_SIZE_V0_3, "trace scalar size");
+STATIC_ASSERT(sizeof(((ttdrv_trace_binding *)0)->name) == TTDRV_TRACE_NAME_CAPACITY, "binding name array");
+STATIC_ASSERT(TTDRV_ARG_ROLE_ADDRESS != TTDRV_ARG_ROLE_SCALAR, "role kinds are distinct");
 STATIC_ASSERT(sizeof(ttdrv_rt_args) >= TTDRV_RT_ARGS_SIZE_V0_2, "rt args size");
 STATIC_ASSERT(TTDRV_LOG_LEVEL_OFF == 0 && TTDRV_LOG_LEVEL_ERROR == 1 && TTDRV_LOG_LEVEL_TRACE == 5,
               "log levels are fixed");

@@ -232,6 +232,16 @@
 #define TTDRV_RT_ARGS_SIZE_V0_2 56
 
 /**
+ * `ttdrv_arg_role.kind`: the word holds an address inside a buffer of the launch.
+ */
+#define TTDRV_ARG_ROLE_ADDRESS 0
+
+/**
+ * `ttdrv_arg_role.kind`: the word is a named scalar.
+ */
+#define TTDRV_ARG_ROLE_SCALAR 1
+
+/**
  * Host page size: a registered region's address and length are multiples of it (4096).
  */
 #define TTDRV_HOST_PAGE_SIZE 4096
@@ -245,6 +255,43 @@
  * `sizeof(ttdrv_trace_info)` in release 0.2, which added the event, binding and owned-range counts (frozen).
  */
 #define TTDRV_TRACE_INFO_SIZE_V0_2 56
+
+/**
+ * `sizeof(ttdrv_trace_info)` in release 0.3, which added the patchable counts: rebindable bindings, named scalars
+ * and patchable words (frozen).
+ */
+#define TTDRV_TRACE_INFO_SIZE_V0_3 72
+
+/**
+ * Bytes of the `name` arrays of `ttdrv_trace_binding` and `ttdrv_trace_scalar`, the terminating NUL included.
+ */
+#define TTDRV_TRACE_NAME_CAPACITY 80
+
+/**
+ * `ttdrv_trace_scalar.kind`: any 32-bit word (a scalar a program declared with `ttdrv_program_launch_with`; its
+ * kernel validates the value).
+ */
+#define TTDRV_SCALAR_U32 0
+
+/**
+ * `ttdrv_trace_scalar.kind`: an IEEE-754 single that must be finite (a built-in operation's factor or scale).
+ */
+#define TTDRV_SCALAR_F32 1
+
+/**
+ * `ttdrv_trace_scalar.kind`: an IEEE-754 single that must be finite and not negative (an epsilon).
+ */
+#define TTDRV_SCALAR_F32_NON_NEGATIVE 2
+
+/**
+ * `sizeof(ttdrv_trace_binding)` in release 0.3, which added it (frozen: docs/abi.md, "Versions").
+ */
+#define TTDRV_TRACE_BINDING_SIZE_V0_3 168
+
+/**
+ * `sizeof(ttdrv_trace_scalar)` in release 0.3, which added it (frozen).
+ */
+#define TTDRV_TRACE_SCALAR_SIZE_V0_3 96
 
 /**
  * Result of every ttdrv call. Values are stable across releases; new values may be added.
@@ -417,6 +464,11 @@ typedef struct ttdrv_mlp ttdrv_mlp;
  * A program (opaque): a kernel, its cores and configuration, bound to the device's program cache.
  */
 typedef struct ttdrv_program ttdrv_program;
+
+/**
+ * The bindings and scalars of a saved trace file (opaque), opened with `ttdrv_trace_file_open`.
+ */
+typedef struct ttdrv_trace_file ttdrv_trace_file;
 
 /**
  * The units holding shards: a core rectangle (L1) or a bank range (DRAM), and the shard shape.
@@ -863,6 +915,33 @@ typedef struct ttdrv_rt_args {
 } ttdrv_rt_args;
 
 /**
+ * The role of one runtime word of a `ttdrv_program_launch_with`, declared so that a trace capturing the launch can
+ * be patched. `word` counts the runtime words each core's kernel receives: its per-core words, then the common words
+ * (device contract §4.2.6); a stepped word cannot have a role. This element struct is frozen: it will never grow.
+ */
+typedef struct ttdrv_arg_role {
+  /**
+   * `TTDRV_ARG_ROLE_ADDRESS` or `TTDRV_ARG_ROLE_SCALAR`.
+   */
+  uint32_t kind;
+  /**
+   * The runtime word (below `rt_words_per_core`).
+   */
+  uint32_t word;
+  /**
+   * For an address: the buffer, as an index into `inputs` then `outputs` (input `k` is `k`, output `k` is
+   * `num_inputs + k`). The word's value must lie inside that buffer (from its address to its end); a rebinding
+   * moves it by the same offset into the new buffer. 0 for a scalar.
+   */
+  size_t buffer;
+  /**
+   * For a scalar: its name, 1 to 64 printable ASCII characters without spaces (`ttdrv_trace_set_scalar` takes
+   * it; every word declared with one name changes together). NULL for an address.
+   */
+  const char *name;
+} ttdrv_arg_role;
+
+/**
  * Program cache statistics (`ttdrv_device_program_cache_stats`).
  */
 typedef struct ttdrv_program_cache_stats {
@@ -929,7 +1008,103 @@ typedef struct ttdrv_trace_info {
    * Bytes of those ranges (end − start of each, the same offsets in every bank or core). Since 0.2.
    */
   uint64_t owned_bytes;
+  /**
+   * External bindings that can be rebound (`ttdrv_trace_rebind`): every launch that used them declared where
+   * their addresses are (the built-in operations, and `ttdrv_program_launch_with`). Since 0.3.
+   */
+  uint32_t rebindable;
+  /**
+   * Named scalars (`ttdrv_trace_set_scalar`; `ttdrv_trace_get_scalar` lists them). Since 0.3.
+   */
+  uint32_t scalars;
+  /**
+   * Runtime-argument words a patch can rewrite: the address words of the rebindable bindings and the scalars'
+   * words. Since 0.3.
+   */
+  uint32_t patchable_words;
 } ttdrv_trace_info;
+
+/**
+ * An external binding of a trace — a buffer it uses and does not own — as `ttdrv_trace_get_binding` and
+ * `ttdrv_trace_file_get_binding` list it. Set `struct_size = sizeof(ttdrv_trace_binding)` before the call.
+ */
+typedef struct ttdrv_trace_binding {
+  /**
+   * `sizeof(ttdrv_trace_binding)`, set by the caller; the library sets it to the size it wrote.
+   */
+  uint32_t struct_size;
+  /**
+   * The trace writes the buffer before reading it (its output) rather than reading it first (its input).
+   */
+  bool output;
+  /**
+   * It can be rebound (`ttdrv_trace_rebind`), and `ttdrv_trace_load` takes a buffer anywhere for it: every launch
+   * that used it declared where its address is (the built-in operations do, and `ttdrv_program_launch_with`).
+   * Otherwise the buffer bound must be at `address`.
+   */
+  bool rebindable;
+  /**
+   * Runtime-argument words a rebinding rewrites.
+   */
+  uint32_t words;
+  /**
+   * Address of the buffer bound now (for a saved file: of the buffer at save).
+   */
+  uint64_t address;
+  /**
+   * `input<k>` or `output<k>`, NUL-terminated: the names `ttdrv_trace_find_binding` and the Python package take.
+   */
+  char name[TTDRV_TRACE_NAME_CAPACITY];
+  /**
+   * The spec a buffer bound to it must have (the 0.1 struct, `struct_size` set).
+   */
+  struct ttdrv_tensor_spec spec;
+} ttdrv_trace_binding;
+
+/**
+ * A named scalar of a trace, as `ttdrv_trace_get_scalar` and `ttdrv_trace_file_get_scalar` list it. Set
+ * `struct_size = sizeof(ttdrv_trace_scalar)` before the call.
+ */
+typedef struct ttdrv_trace_scalar {
+  /**
+   * `sizeof(ttdrv_trace_scalar)`, set by the caller; the library sets it to the size it wrote.
+   */
+  uint32_t struct_size;
+  /**
+   * `TTDRV_SCALAR_U32`, `TTDRV_SCALAR_F32` or `TTDRV_SCALAR_F32_NON_NEGATIVE`: what values it takes.
+   */
+  uint32_t kind;
+  /**
+   * Its value now (for a saved file: at save), as raw bits (a float's bits for the float kinds).
+   */
+  uint32_t value_bits;
+  /**
+   * Runtime-argument words an update rewrites.
+   */
+  uint32_t words;
+  /**
+   * Its name, NUL-terminated: as the program declared it, or `<op>.<parameter>#<k>` for the k-th such parameter
+   * of a built-in operation in the trace (`scale.factor#0`, `softmax.scale#1`, `layer_norm.eps#0`,
+   * `fill.value#0`, `bmm.scale#0`).
+   */
+  char name[TTDRV_TRACE_NAME_CAPACITY];
+} ttdrv_trace_scalar;
+
+/**
+ * One binding for `ttdrv_trace_rebind` and `ttdrv_trace_execute_with`: bind `buffer` to the trace's external
+ * binding number `binding` (its index in `ttdrv_trace_get_binding`'s order). This element struct is frozen: it
+ * will never grow (arrays of it are indexed by the caller's `sizeof`).
+ */
+typedef struct ttdrv_trace_rebinding {
+  /**
+   * The binding's index (`0 .. ttdrv_trace_binding_count`).
+   */
+  size_t binding;
+  /**
+   * A live buffer of the binding's spec, on the trace's device.
+   */
+  const struct ttdrv_buffer *buffer;
+} ttdrv_trace_rebinding;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1894,6 +2069,35 @@ ttdrv_status ttdrv_program_launch(struct ttdrv_program *program,
                                   size_t num_outputs);
 
 /**
+ * As `ttdrv_program_launch`, declaring the roles of some runtime words so that a trace capturing this launch can be
+ * patched: which words hold the address of which buffer (the trace can then rebind that buffer,
+ * `ttdrv_trace_rebind`) and which hold named scalars (`ttdrv_trace_set_scalar`). Every word that holds an address of
+ * one of `inputs` or `outputs` must be declared: a buffer whose address sits in an undeclared word would keep its
+ * old address after a rebinding, so a trace does not rebind the buffers of a launch that leaves one of its buffers
+ * without an address role. Outside a capture the roles are checked and change nothing else.
+ *
+ * Ownership: `args`, its arrays, `inputs`, `outputs`, `roles` and the role names are only read during the call.
+ * Thread: any. Errors: as `ttdrv_program_launch` and `ttdrv_program_run`; NULL_PARAMETER also for `roles` with a
+ * non-zero count and a scalar role's NULL `name`; INVALID_ARGUMENT also for a role of an unknown kind, a word the
+ * cores do not receive or a stepped word, a word given two roles, an address role naming no buffer of the launch or
+ * whose word's value is not inside its buffer, an address role with a name, a scalar role with a buffer, and a
+ * scalar name that is not 1 to 64 printable ASCII characters.
+ *
+ * # Safety
+ * As `ttdrv_program_launch`; `roles` must be readable for `num_roles` elements and each scalar role's `name` a
+ * NUL-terminated string.
+ */
+ttdrv_status ttdrv_program_launch_with(struct ttdrv_program *program,
+                                       uint16_t cq,
+                                       const struct ttdrv_rt_args *args,
+                                       struct ttdrv_buffer *const *inputs,
+                                       size_t num_inputs,
+                                       struct ttdrv_buffer *const *outputs,
+                                       size_t num_outputs,
+                                       const struct ttdrv_arg_role *roles,
+                                       size_t num_roles);
+
+/**
  * Frees a program handle; the program stays in the device's cache and launches already enqueued still run. NULL is a
  * no-op.
  *
@@ -2130,10 +2334,10 @@ ttdrv_status ttdrv_trace_release(struct ttdrv_device *device,
 
 /**
  * Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, the
- * `trace_region_size` it needs, and (since 0.2) its event records and waits, external bindings and owned ranges —
- * to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
- * the caller's release are written (a struct from a newer header gets this release's fields) and `struct_size` is set
- * to the size written.
+ * `trace_region_size` it needs, (since 0.2) its event records and waits, external bindings and owned ranges, and
+ * (since 0.3) its rebindable bindings, named scalars and patchable words — to `*out`. Set
+ * `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of the caller's release are written (a struct from
+ * a newer header gets this release's fields) and `struct_size` is set to the size written.
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size`
  * smaller than any release's struct), INVALID_STATE (unknown or released trace; still being captured).
@@ -2196,6 +2400,260 @@ ttdrv_status ttdrv_trace_load(struct ttdrv_device *device,
                               size_t num_bindings,
                               uint16_t cq,
                               uint32_t *out_id);
+
+/**
+ * Writes the number of external bindings of trace `id` — the buffers it uses and does not own — to `*out_count`:
+ * `ttdrv_trace_get_binding` lists them with indices `0 .. *out_count`, the indices `ttdrv_trace_rebind` takes, in
+ * the order `ttdrv_trace_load` takes buffers for the file `ttdrv_trace_save` writes.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_STATE (unknown or
+ * released trace; still being captured; lost in a reset).
+ *
+ * # Safety
+ * `out_count` must be writable.
+ */
+ttdrv_status ttdrv_trace_binding_count(const struct ttdrv_device *device,
+                                       uint32_t id,
+                                       size_t *out_count);
+
+/**
+ * Writes external binding `index` of trace `id` to `*out`: its name (`input<k>`, `output<k>`), whether the trace
+ * reads or writes it, the spec a buffer bound to it must have, the address of the buffer bound now, whether it can
+ * be rebound and the runtime words a rebinding rewrites. Set `out->struct_size = sizeof(ttdrv_trace_binding)` first.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`index` not
+ * below `ttdrv_trace_binding_count`; `struct_size` smaller than any release's struct), INVALID_STATE (unknown or
+ * released trace; still being captured; lost in a reset).
+ *
+ * # Safety
+ * `out` must point to at least `out->struct_size` writable bytes.
+ */
+ttdrv_status ttdrv_trace_get_binding(const struct ttdrv_device *device,
+                                     uint32_t id,
+                                     size_t index,
+                                     struct ttdrv_trace_binding *out);
+
+/**
+ * Writes the index of the external binding of trace `id` named `name` (`input0`, `output1`, ...) to `*out_index`.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`name` not
+ * UTF-8, or no binding has that name — the message lists the names), INVALID_STATE (unknown or released trace;
+ * still being captured; lost in a reset).
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string; `out_index` writable.
+ */
+ttdrv_status ttdrv_trace_find_binding(const struct ttdrv_device *device,
+                                      uint32_t id,
+                                      const char *name,
+                                      size_t *out_index);
+
+/**
+ * Writes the number of named scalars of trace `id` to `*out_count`: `ttdrv_trace_get_scalar` lists them with
+ * indices `0 .. *out_count`.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_STATE (unknown or
+ * released trace; still being captured; lost in a reset).
+ *
+ * # Safety
+ * `out_count` must be writable.
+ */
+ttdrv_status ttdrv_trace_scalar_count(const struct ttdrv_device *device,
+                                      uint32_t id,
+                                      size_t *out_count);
+
+/**
+ * Writes named scalar `index` of trace `id` to `*out`: its name, kind, value now and the runtime words an update
+ * rewrites. Set `out->struct_size = sizeof(ttdrv_trace_scalar)` first.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`index` not
+ * below `ttdrv_trace_scalar_count`; `struct_size` smaller than any release's struct), INVALID_STATE (unknown or
+ * released trace; still being captured; lost in a reset).
+ *
+ * # Safety
+ * `out` must point to at least `out->struct_size` writable bytes.
+ */
+ttdrv_status ttdrv_trace_get_scalar(const struct ttdrv_device *device,
+                                    uint32_t id,
+                                    size_t index,
+                                    struct ttdrv_trace_scalar *out);
+
+/**
+ * Rebinds external bindings of trace `id` for every later replay: `bindings` holds `num_bindings` pairs (binding
+ * index, buffer), each buffer live, on the trace's device and of the binding's spec (`ttdrv_trace_get_binding`),
+ * and each binding rebindable. The trace's runtime words holding the old addresses are rewritten by device-side
+ * writes enqueued on queue `cq` — only those words, so the cost is O(words rewritten), never O(trace): a replay
+ * enqueued on `cq` before runs with the old buffers, the next one with the new. From then on, the buffers bound
+ * must hold their ranges at every replay, as the captured ones had to (`ttdrv_trace_execute`).
+ *
+ * A replay of the trace that may still run on another queue would race the writes: pass in `after` an event
+ * recorded on that queue after it (`ttdrv_event_record`), and `cq` waits for it on the device; a replay known
+ * complete needs none. Without one the call fails with INVALID_STATE naming the queue, and nothing changes.
+ * Nothing changes either when any pair fails a check.
+ *
+ * This replaces the "deallocate, re-allocate at the same address and assert" step of tt-metal's guide "Advanced
+ * Performance Optimizations for Models" (§1.3.2): allocate the new input anywhere and rebind the trace to it.
+ *
+ * Thread: any. Errors: NULL_PARAMETER (`bindings` or `after` with a non-zero count, a NULL `.buffer` or event),
+ * INVALID_HANDLE (`device`, a buffer or an event freed or never returned by ttdrv), CLOSED, FORKED,
+ * INVALID_ARGUMENT (no such queue; a binding index out of range or given twice; a buffer of another spec or another
+ * device; an event of another device; a buffer whose address words would pass 32 bits), INVALID_STATE (unknown or
+ * released trace; still being captured; lost in a reset; a capture in progress on `cq`; a binding that is not
+ * rebindable — a launch that used it did not declare its address words; a replay still running on another queue and
+ * no event in `after` recorded there after it), TIMEOUT (no ring space), DEVICE_FAULT.
+ *
+ * # Safety
+ * `bindings` must be readable for `num_bindings` elements and `after` for `num_after` handles (each may be NULL
+ * with a count of 0).
+ */
+ttdrv_status ttdrv_trace_rebind(struct ttdrv_device *device,
+                                uint32_t id,
+                                uint16_t cq,
+                                const struct ttdrv_trace_rebinding *bindings,
+                                size_t num_bindings,
+                                const struct ttdrv_event *const *after,
+                                size_t num_after);
+
+/**
+ * Sets the named scalar `name` of trace `id` to the 32-bit word `value_bits` for every later replay, ordered as
+ * `ttdrv_trace_rebind` is (device-side writes of its words on `cq`; `after` orders them after replays on other
+ * queues). For a float scalar (`TTDRV_SCALAR_F32`, `TTDRV_SCALAR_F32_NON_NEGATIVE`) pass the float's bits — or use
+ * `ttdrv_trace_set_scalar_f32` — which must be finite (and not negative for the second kind).
+ *
+ * Thread: any. Errors: NULL_PARAMETER (`name`; `after` with a non-zero count, or a NULL event), INVALID_HANDLE
+ * (`device`, an event), CLOSED, FORKED, INVALID_ARGUMENT (no such queue; `name` not UTF-8 or not a scalar of the
+ * trace — the message lists them; a value its kind refuses: NaN, an infinity, a negative epsilon; an event of
+ * another device), INVALID_STATE (unknown or released trace; still being captured; lost in a reset; a capture in
+ * progress on `cq`; a replay still running on another queue and no event in `after` recorded there after it),
+ * TIMEOUT (no ring space), DEVICE_FAULT.
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string; `after` readable for `num_after` handles (or NULL with 0).
+ */
+ttdrv_status ttdrv_trace_set_scalar(struct ttdrv_device *device,
+                                    uint32_t id,
+                                    uint16_t cq,
+                                    const char *name,
+                                    uint32_t value_bits,
+                                    const struct ttdrv_event *const *after,
+                                    size_t num_after);
+
+/**
+ * As `ttdrv_trace_set_scalar` with a float: the scalar must be a float one (`TTDRV_SCALAR_F32` or
+ * `TTDRV_SCALAR_F32_NON_NEGATIVE`), so that a float is never written into a word a kernel reads as an integer.
+ *
+ * Thread: any. Errors: as `ttdrv_trace_set_scalar`; INVALID_ARGUMENT also for a `TTDRV_SCALAR_U32` scalar.
+ *
+ * # Safety
+ * As `ttdrv_trace_set_scalar`.
+ */
+ttdrv_status ttdrv_trace_set_scalar_f32(struct ttdrv_device *device,
+                                        uint32_t id,
+                                        uint16_t cq,
+                                        const char *name,
+                                        float value,
+                                        const struct ttdrv_event *const *after,
+                                        size_t num_after);
+
+/**
+ * As `ttdrv_trace_execute`, with `bindings` — `num_bindings` pairs (binding index, buffer), checked as
+ * `ttdrv_trace_rebind` checks them — bound for this replay only: the rebinding, the replay and the return to the
+ * bindings of before are enqueued on `cq` in that order, so the replay costs O(words rewritten) more and no other
+ * replay sees these buffers. `after` orders the rebinding after replays on other queues, as for
+ * `ttdrv_trace_rebind`. With `blocking`, waits for the replay to finish. A refused replay leaves the bindings as
+ * they were.
+ *
+ * Thread: any. Errors: as `ttdrv_trace_execute` and `ttdrv_trace_rebind`.
+ *
+ * # Safety
+ * As `ttdrv_trace_rebind`.
+ */
+ttdrv_status ttdrv_trace_execute_with(struct ttdrv_device *device,
+                                      uint32_t id,
+                                      uint16_t cq,
+                                      bool blocking,
+                                      const struct ttdrv_trace_rebinding *bindings,
+                                      size_t num_bindings,
+                                      const struct ttdrv_event *const *after,
+                                      size_t num_after);
+
+/**
+ * Opens the trace file `path` written by `ttdrv_trace_save` and checks its structure (format, checksum, every
+ * field), without a device, so that a loader learns what to bind before `ttdrv_trace_load`: its bindings
+ * (`ttdrv_trace_file_binding_count`, `ttdrv_trace_file_get_binding`: name, role, spec, saved address, whether a
+ * buffer anywhere may be bound) and its scalars. Whether the trace fits a device is checked by `ttdrv_trace_load`.
+ *
+ * Ownership: on success `*out` receives a new handle holding the listing (not the file, which may then change);
+ * release it with `ttdrv_trace_file_free`. Thread: any.
+ * Errors: NULL_PARAMETER, INVALID_ARGUMENT (`path` empty or not UTF-8; the file cannot be read — the message gives
+ * the system's reason — or is not a valid trace file, naming what is wrong).
+ *
+ * # Safety
+ * `path` must be a NUL-terminated string; `out` writable.
+ */
+ttdrv_status ttdrv_trace_file_open(const char *path,
+                                   struct ttdrv_trace_file **out);
+
+/**
+ * Frees a trace file listing. NULL is a no-op.
+ *
+ * Ownership: the handle is released; using it again is INVALID_HANDLE. Thread: any. Errors: INVALID_HANDLE.
+ *
+ * # Safety
+ * `file` must be NULL or a value returned by ttdrv.
+ */
+ttdrv_status ttdrv_trace_file_free(struct ttdrv_trace_file *file);
+
+/**
+ * Writes the number of external bindings of the saved trace to `*out_count`: `ttdrv_trace_load` takes that many
+ * buffers, in the order `ttdrv_trace_file_get_binding` lists them.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`file`).
+ *
+ * # Safety
+ * `out_count` must be writable.
+ */
+ttdrv_status ttdrv_trace_file_binding_count(const struct ttdrv_trace_file *file,
+                                            size_t *out_count);
+
+/**
+ * Writes binding `index` of the saved trace to `*out` (`ttdrv_trace_get_binding`'s fields; `address` is the
+ * buffer's at save): `ttdrv_trace_load` takes, at position `index`, a live buffer of `spec` — anywhere when
+ * `rebindable`, else at `address`. Set `out->struct_size = sizeof(ttdrv_trace_binding)` first.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`file`), INVALID_ARGUMENT (`index` not below
+ * `ttdrv_trace_file_binding_count`; `struct_size` smaller than any release's struct).
+ *
+ * # Safety
+ * `out` must point to at least `out->struct_size` writable bytes.
+ */
+ttdrv_status ttdrv_trace_file_get_binding(const struct ttdrv_trace_file *file,
+                                          size_t index,
+                                          struct ttdrv_trace_binding *out);
+
+/**
+ * Writes the number of named scalars of the saved trace to `*out_count`.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`file`).
+ *
+ * # Safety
+ * `out_count` must be writable.
+ */
+ttdrv_status ttdrv_trace_file_scalar_count(const struct ttdrv_trace_file *file, size_t *out_count);
+
+/**
+ * Writes named scalar `index` of the saved trace to `*out` (`value_bits` is its value at save). Set
+ * `out->struct_size = sizeof(ttdrv_trace_scalar)` first.
+ *
+ * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`file`), INVALID_ARGUMENT (`index` not below
+ * `ttdrv_trace_file_scalar_count`; `struct_size` smaller than any release's struct).
+ *
+ * # Safety
+ * `out` must point to at least `out->struct_size` writable bytes.
+ */
+ttdrv_status ttdrv_trace_file_get_scalar(const struct ttdrv_trace_file *file,
+                                         size_t index,
+                                         struct ttdrv_trace_scalar *out);
 
 #ifdef __cplusplus
 }  // extern "C"

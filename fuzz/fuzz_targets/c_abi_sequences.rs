@@ -22,6 +22,8 @@ use ttdrv_ffi::event::*;
 use ttdrv_ffi::ops::*;
 use ttdrv_ffi::program::*;
 use ttdrv_ffi::trace::*;
+use ttdrv_ffi::trace_file::ttdrv_trace_save;
+use ttdrv_ffi::trace_patch::*;
 use ttdrv_ffi::{ttdrv_last_error, ttdrv_status, ttdrv_status_name};
 
 /// Statuses each function documents, parsed from the header's doc comments.
@@ -161,7 +163,37 @@ enum Op {
     TraceEnd { dev: H, tid: u8, cq: u8 },
     TraceExec { dev: H, tid: u8, cq: u8, blocking: bool },
     TraceRelease { dev: H, tid: u8 },
-    TraceInfo { dev: H, tid: u8 },
+    TraceInfo { dev: H, tid: u8, size: u8 },
+    TraceBindings { dev: H, tid: u8, index: u8, size: u8, name: u8 },
+    TraceScalars { dev: H, tid: u8, index: u8, size: u8 },
+    TraceRebind { dev: H, tid: u8, cq: u8, pairs: Vec<(u8, H)>, after: Vec<H>, once: bool, blocking: bool },
+    TraceSetScalar { dev: H, tid: u8, cq: u8, name: u8, bits: u32, float: bool, after: Vec<H> },
+    ProgramLaunchWith { prog: H, cq: u8, outputs: Vec<H>, roles: Vec<(u8, u8, u8, u8)> },
+    TraceFile { dev: H, tid: u8, index: u8, size: u8, corrupt: Option<(u16, u8)> },
+}
+
+/// Names a patch call may be given: the scalars the built-in ops and `ProgramLaunchWith` make, binding names, and
+/// names no trace has (empty, too long, not printable).
+const NAMES: [&CStr; 8] =
+    [c"scale.factor#0", c"fill.value#0", c"fill", c"input0", c"output0", c"", c"no such scalar", c"\xff\x01"];
+
+/// A struct size for an output struct: today's, an older release's, too small, or larger than today's.
+fn out_size(today: usize, older: &[u32], k: u8) -> u32 {
+    match k % 4 {
+        0 => today as u32,
+        1 => older.get(k as usize / 4 % older.len().max(1)).copied().unwrap_or(today as u32),
+        2 => k as u32 / 4,
+        _ => today as u32 + 8,
+    }
+}
+
+/// The bytes of an output struct of `size` bytes (at least today's, so the library may write that much).
+fn out_struct<T>(size: u32) -> Vec<u64> {
+    let n = (size as usize).max(std::mem::size_of::<T>()).div_ceil(8);
+    let mut v = vec![0u64; n];
+    // SAFETY: `v` holds at least 4 bytes.
+    unsafe { (v.as_mut_ptr() as *mut u32).write(size) };
+    v
 }
 
 /// Every handle value the sequence has seen, live or released (stale ones must be refused, never used).
@@ -462,9 +494,140 @@ fn run(t: &Mutex<Table>, op: &Op) {
             Op::TraceRelease { dev: h, tid: i } => {
                 check("ttdrv_trace_release", ttdrv_trace_release(dev(h), tid(i)));
             }
-            Op::TraceInfo { dev: h, tid: i } => {
-                let mut ti = ttdrv_trace_info { struct_size: 32, ..Default::default() };
-                check("ttdrv_trace_get_info", ttdrv_trace_get_info(dev(h), tid(i), &mut ti));
+            Op::TraceInfo { dev: h, tid: i, size } => {
+                let sizes = [TTDRV_TRACE_INFO_SIZE_V0_1, TTDRV_TRACE_INFO_SIZE_V0_2];
+                let mut ti = out_struct::<ttdrv_trace_info>(out_size(size_of::<ttdrv_trace_info>(), &sizes, size));
+                let p = ti.as_mut_ptr() as *mut ttdrv_trace_info;
+                check("ttdrv_trace_get_info", ttdrv_trace_get_info(dev(h), tid(i), p));
+            }
+            Op::TraceBindings { dev: h, tid: i, index, size, name } => {
+                let (dh, id) = (dev(h), tid(i));
+                let mut n = 0usize;
+                check("ttdrv_trace_binding_count", ttdrv_trace_binding_count(dh, id, &mut n));
+                let mut tb = out_struct::<ttdrv_trace_binding>(out_size(size_of::<ttdrv_trace_binding>(), &[], size));
+                let p = tb.as_mut_ptr() as *mut ttdrv_trace_binding;
+                let st = ttdrv_trace_get_binding(dh, id, index as usize % (n + 2), p);
+                let mut at = 0usize;
+                if check("ttdrv_trace_get_binding", st) && name % 2 == 0 {
+                    // The name just listed: found at the index it was listed at, unless the trace changed since.
+                    check("ttdrv_trace_find_binding", ttdrv_trace_find_binding(dh, id, (*p).name.as_ptr(), &mut at));
+                } else {
+                    let nm = NAMES[name as usize % NAMES.len()];
+                    check("ttdrv_trace_find_binding", ttdrv_trace_find_binding(dh, id, nm.as_ptr(), &mut at));
+                }
+            }
+            Op::TraceScalars { dev: h, tid: i, index, size } => {
+                let (dh, id) = (dev(h), tid(i));
+                let mut n = 0usize;
+                check("ttdrv_trace_scalar_count", ttdrv_trace_scalar_count(dh, id, &mut n));
+                let mut sc = out_struct::<ttdrv_trace_scalar>(out_size(size_of::<ttdrv_trace_scalar>(), &[], size));
+                let p = sc.as_mut_ptr() as *mut ttdrv_trace_scalar;
+                check("ttdrv_trace_get_scalar", ttdrv_trace_get_scalar(dh, id, index as usize % (n + 2), p));
+            }
+            Op::TraceRebind { dev: h, tid: i, cq, ref pairs, ref after, once, blocking } => {
+                let rb: Vec<ttdrv_trace_rebinding> = pairs
+                    .iter()
+                    .take(4)
+                    .map(|&(k, hb)| ttdrv_trace_rebinding { binding: k as usize % 12, buffer: buf(hb) })
+                    .collect();
+                let evs: Vec<*const ttdrv_event> = after.iter().take(3).map(|&x| ev(x) as *const _).collect();
+                let (dh, id, q) = (dev(h), tid(i), cq as u16 % 3);
+                if once {
+                    let st =
+                        ttdrv_trace_execute_with(dh, id, q, blocking, rb.as_ptr(), rb.len(), evs.as_ptr(), evs.len());
+                    check("ttdrv_trace_execute_with", st);
+                } else {
+                    let st = ttdrv_trace_rebind(dh, id, q, rb.as_ptr(), rb.len(), evs.as_ptr(), evs.len());
+                    check("ttdrv_trace_rebind", st);
+                }
+            }
+            Op::TraceSetScalar { dev: h, tid: i, cq, name, bits, float, ref after } => {
+                let nm = NAMES[name as usize % NAMES.len()].as_ptr();
+                let evs: Vec<*const ttdrv_event> = after.iter().take(3).map(|&x| ev(x) as *const _).collect();
+                let (dh, id, q) = (dev(h), tid(i), cq as u16 % 3);
+                if float {
+                    let st = ttdrv_trace_set_scalar_f32(dh, id, q, nm, f32::from_bits(bits), evs.as_ptr(), evs.len());
+                    check("ttdrv_trace_set_scalar_f32", st);
+                } else {
+                    let st = ttdrv_trace_set_scalar(dh, id, q, nm, bits, evs.as_ptr(), evs.len());
+                    check("ttdrv_trace_set_scalar", st);
+                }
+            }
+            Op::ProgramLaunchWith { prog, cq, ref outputs, ref roles } => {
+                let ph = pick(&p, prog) as *mut ttdrv_program;
+                let outs: Vec<*mut ttdrv_buffer> = outputs.iter().take(3).map(|&h| buf(h)).collect();
+                // A fill's words (block, then the first output's accessor, then the value) when there is an output.
+                let mut rt = vec![0u32; 17];
+                rt[..4].copy_from_slice(&[0, 1, 0, 4]);
+                if let Some(&o) = outs.first() {
+                    check("ttdrv_buffer_accessor", ttdrv_buffer_accessor(o, rt.as_mut_ptr().add(4), 12));
+                }
+                let mut a = std::mem::MaybeUninit::<ttdrv_rt_args>::uninit();
+                if !check("ttdrv_rt_args_init", ttdrv_rt_args_init(a.as_mut_ptr())) {
+                    return;
+                }
+                let mut a = a.assume_init();
+                (a.per_core, a.num_per_core) = (rt.as_ptr(), rt.len());
+                let rs: Vec<ttdrv_arg_role> = roles
+                    .iter()
+                    .take(4)
+                    .map(|&(kind, word, bufi, name)| ttdrv_arg_role {
+                        kind: (kind % 3) as u32,
+                        word: if word == 255 { 70_000 } else { word as u32 % 20 },
+                        buffer: bufi as usize % 4,
+                        name: if name % 4 == 0 { null() } else { NAMES[name as usize % NAMES.len()].as_ptr() },
+                    })
+                    .collect();
+                let st = ttdrv_program_launch_with(
+                    ph,
+                    cq as u16 % 3,
+                    &a,
+                    null(),
+                    0,
+                    outs.as_ptr(),
+                    outs.len(),
+                    rs.as_ptr(),
+                    rs.len(),
+                );
+                check("ttdrv_program_launch_with", st);
+            }
+            Op::TraceFile { dev: h, tid: i, index, size, corrupt } => {
+                // One file per thread: the two threads' sequences may save at the same time.
+                let path = std::env::temp_dir().join(format!(
+                    "ttdrv-fuzz-{}-{:?}.trace",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                let cpath = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+                if !check("ttdrv_trace_save", ttdrv_trace_save(dev(h), tid(i), cpath.as_ptr())) {
+                    return;
+                }
+                if let Some((at, x)) = corrupt
+                    && let Ok(mut bytes) = std::fs::read(&path)
+                    && !bytes.is_empty()
+                {
+                    let at = at as usize % bytes.len();
+                    bytes[at] ^= x | 1;
+                    let _ = std::fs::write(&path, bytes);
+                }
+                let mut f = null_mut();
+                let opened = check("ttdrv_trace_file_open", ttdrv_trace_file_open(cpath.as_ptr(), &mut f));
+                let _ = std::fs::remove_file(&path);
+                if !opened {
+                    return;
+                }
+                let (mut nb, mut ns) = (0usize, 0usize);
+                check("ttdrv_trace_file_binding_count", ttdrv_trace_file_binding_count(f, &mut nb));
+                check("ttdrv_trace_file_scalar_count", ttdrv_trace_file_scalar_count(f, &mut ns));
+                let mut tb = out_struct::<ttdrv_trace_binding>(out_size(size_of::<ttdrv_trace_binding>(), &[], size));
+                let st = ttdrv_trace_file_get_binding(f, index as usize % (nb + 2), tb.as_mut_ptr() as *mut _);
+                check("ttdrv_trace_file_get_binding", st);
+                let mut sc = out_struct::<ttdrv_trace_scalar>(out_size(size_of::<ttdrv_trace_scalar>(), &[], size));
+                let st = ttdrv_trace_file_get_scalar(f, index as usize % (ns + 2), sc.as_mut_ptr() as *mut _);
+                check("ttdrv_trace_file_get_scalar", st);
+                check("ttdrv_trace_file_free", ttdrv_trace_file_free(f));
+                // Stale now: refused.
+                check("ttdrv_trace_file_binding_count", ttdrv_trace_file_binding_count(f, &mut nb));
             }
         }
     }

@@ -256,17 +256,26 @@ pub fn end_trace_capture(py: Python<'_>, device: &Bound<'_, Device>, trace_id: u
 /// Replays trace `trace_id` on `cq_id` (`ttnn.execute_trace`): one command, whatever the trace holds. With
 /// `blocking=True` (ttnn's default) waits until the replay has finished, without the GIL; with `blocking=False`
 /// returns at once, and later work on `cq_id` (reads of the trace's outputs) runs after it.
+///
+/// `bindings` (`{name or index: tensor}`, as `trace_rebind` takes) binds tensors for this replay only: the
+/// rebinding, the replay and the return to the previous bindings are enqueued on `cq_id` in that order. `after`
+/// orders that rebinding after replays still running on other queues, as for `trace_rebind`.
 #[pyfunction]
-#[pyo3(signature = (device, trace_id, *, cq_id = 0, blocking = true))]
+#[pyo3(signature = (device, trace_id, *, cq_id = 0, blocking = true, bindings = None, after = None))]
 pub fn execute_trace(
     py: Python<'_>,
     device: &Bound<'_, Device>,
     trace_id: u32,
     cq_id: i64,
     blocking: bool,
+    bindings: Option<&Bound<'_, PyDict>>,
+    after: Option<Vec<Bound<'_, Event>>>,
 ) -> PyResult<()> {
     let d = device.get();
     let q = d.queue(cq_id)?;
+    if bindings.is_some() || after.is_some() {
+        return crate::trace_patch::execute_trace_with(py, device, trace_id, q, blocking, bindings, after);
+    }
     released(py, || d.dev.execute_trace(trace_id, q, blocking)).py_err()
 }
 
@@ -284,8 +293,10 @@ pub fn release_trace(py: Python<'_>, device: &Bound<'_, Device>, trace_id: u32) 
 /// re-arms it: waits refer to the most recent record issued before them.
 #[pyclass(frozen, module = "ttdrv")]
 pub struct Event {
-    ev: ttdrv::Event,
-    device: Py<Device>,
+    /// The driver's event.
+    pub(crate) ev: ttdrv::Event,
+    /// The device it belongs to.
+    pub(crate) device: Py<Device>,
 }
 
 #[pymethods]

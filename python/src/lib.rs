@@ -26,6 +26,7 @@ mod registered;
 mod tensor;
 mod timing;
 mod trace_file;
+mod trace_patch;
 mod types;
 
 use pyo3::prelude::*;
@@ -65,6 +66,12 @@ fn _ttdrv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(trace_file::trace_save, m)?)?;
     m.add_function(wrap_pyfunction!(trace_file::trace_load, m)?)?;
     m.add_function(wrap_pyfunction!(trace_file::trace_get_info, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_patch::trace_bindings, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_patch::trace_scalars, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_patch::trace_rebind, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_patch::trace_set_scalar, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_patch::trace_file_bindings, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_patch::trace_file_scalars, m)?)?;
     m.add_function(wrap_pyfunction!(device::create_event, m)?)?;
     m.add_function(wrap_pyfunction!(device::record_event, m)?)?;
     m.add_function(wrap_pyfunction!(device::wait_for_event, m)?)?;

@@ -42,7 +42,8 @@ def rand(*shape, seed=0):
         (ttnn.copy_host_to_device_tensor, "(host_tensor, device_tensor, cq_id=0)"),
         (ttnn.begin_trace_capture, "(device, *, cq_id=0)"),
         (ttnn.end_trace_capture, "(device, trace_id, *, cq_id=0)"),
-        (ttnn.execute_trace, "(device, trace_id, *, cq_id=0, blocking=True)"),
+        # ttnn's arguments, then ttdrv's keyword-only per-replay bindings (a patched trace: test_trace_patch.py).
+        (ttnn.execute_trace, "(device, trace_id, *, cq_id=0, blocking=True, bindings=None, after=None)"),
         (ttnn.release_trace, "(device, trace_id)"),
         (ttnn.create_event, "(device)"),
         (ttnn.wait_for_event, "(cq_id, event)"),

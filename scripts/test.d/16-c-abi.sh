@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# step: log callback from C (hugepage-fallback warning on the calling thread, re-entry, silent stderr), trace ownership from C, the README's C snippet, the device boundary and registered host memory from C
+# step: log callback from C (hugepage-fallback warning on the calling thread, re-entry, silent stderr), trace ownership from C, the README's C snippet, the device boundary and registered host memory from C, trace patching from C
 # c-tests/log_callback.c takes every free hugepage, installs a callback and opens a device with hugepages requested:
 # the fallback warning must reach the callback on the calling thread before ttdrv_device_open returns, and the
 # callback calls back into ttdrv. Child processes check that without a callback nothing reaches stderr (a panic
@@ -10,7 +10,9 @@
 # cancelled, pending reads ended by a reset, partial writes and resets reported per buffer
 # (TTDRV_STATUS_CONTENTS_UNDEFINED, ttdrv_buffer_contents), a lying device refused until reset, close bounded.
 # c-tests/registered.c moves data through registered host memory (DRAM and L1, blocking and not), checks every
-# argument, and that unregister waits for the transfers in flight.
+# argument, and that unregister waits for the transfers in flight. c-tests/trace_patch.c patches captured traces:
+# listings, rebinding for all replays and for one, named scalars, launch_with roles, a saved file's bindings, a patch
+# racing a replay on another queue (refused, then ordered by an event), and every argument check.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-make --no-print-directory -C c-tests log-callback trace-ownership readme boundary registered BUILD=build/abi
+make --no-print-directory -C c-tests log-callback trace-ownership readme boundary registered trace-patch BUILD=build/abi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# step: C examples, bad-input suite, log callback, tiles, trace ownership, device-boundary and registered-memory tests, README snippet and C++ program under ASan + UBSan + LeakSanitizer (gcc), against the library
+# step: C examples, bad-input suite, log callback, tiles, trace ownership, device-boundary, registered-memory and trace-patch tests, README snippet and C++ program under ASan + UBSan + LeakSanitizer (gcc), against the library
 # The C side is instrumented (-fsanitize=address,undefined); the Rust library is not (that needs nightly), but its
 # heap goes through the sanitizer's malloc, so a leak, double free or overrun of a block the library allocated is
 # caught too. First a canary with deliberate bugs proves each checker reports in this environment.
@@ -29,6 +29,6 @@ done
 # boundary.c frees read destinations right after failed or reset reads: a write into one afterwards is a
 # heap-use-after-free report here; so is a device write into registered memory that registered.c freed right after
 # unregistering it.
-make --no-print-directory -C c-tests header bad-input log-callback tiles trace-ownership readme boundary registered BUILD=$B \
+make --no-print-directory -C c-tests header bad-input log-callback tiles trace-ownership readme boundary registered trace-patch BUILD=$B \
   SAN="$SAN"
 make --no-print-directory -C c-examples run BUILD=$B EXTRA_CFLAGS="$SAN" EXTRA_LDFLAGS="$SAN"

@@ -220,6 +220,18 @@ pub(crate) fn memory_config_to_c(m: &MemoryConfig) -> ttdrv_memory_config {
     out
 }
 
+/// A spec as C sees it: the 0.1 struct (`ttdrv_buffer_get_spec` explains why it stays that size).
+pub(crate) fn spec_to_c(s: &BufferSpec) -> ttdrv_tensor_spec {
+    ttdrv_tensor_spec {
+        struct_size: TTDRV_TENSOR_SPEC_SIZE_V0_1,
+        rows: s.rows,
+        cols: s.cols,
+        dtype: s.dtype as u32,
+        tensor_layout: s.layout as u32,
+        mem: memory_config_to_c(&s.mem),
+    }
+}
+
 pub(crate) fn spec_from_c(p: *const ttdrv_tensor_spec) -> FfiResult<BufferSpec> {
     let s = versioned::read(p, "spec")?;
     let dtype =
@@ -503,20 +515,9 @@ pub unsafe extern "C" fn ttdrv_buffer_get_spec(
     guard("ttdrv_buffer_get_spec", || {
         let b = buffer_arc(buffer, "buffer")?;
         let out = out_ptr(out, "out")?;
-        let s = b.spec();
         // Frozen at the 0.1 layout (above): the compile-time check in `versioned!` fails if the struct grows, and
         // this write must then become a copy of TTDRV_TENSOR_SPEC_SIZE_V0_1 bytes.
-        write_out(
-            out,
-            ttdrv_tensor_spec {
-                struct_size: TTDRV_TENSOR_SPEC_SIZE_V0_1,
-                rows: s.rows,
-                cols: s.cols,
-                dtype: s.dtype as u32,
-                tensor_layout: s.layout as u32,
-                mem: memory_config_to_c(&s.mem),
-            },
-        );
+        write_out(out, spec_to_c(b.spec()));
         Ok(())
     })
 }

@@ -17,6 +17,7 @@ pub(crate) enum Kind {
     Program = 4,
     Model = 5,
     HostMemory = 6,
+    TraceFile = 7,
 }
 
 impl Kind {
@@ -28,6 +29,7 @@ impl Kind {
             Kind::Program => "ttdrv_program",
             Kind::Model => "ttdrv_mlp",
             Kind::HostMemory => "ttdrv_host_memory",
+            Kind::TraceFile => "ttdrv_trace_file",
         }
     }
 }
@@ -41,6 +43,7 @@ pub(crate) enum Obj {
     Program(Arc<ttdrv::device::program::Program>),
     Model(Arc<ttdrv::device::model::Mlp>),
     HostMemory(Arc<ttdrv::HostRegistration>),
+    TraceFile(Arc<crate::trace_patch::SavedListing>),
 }
 
 impl Obj {
@@ -52,6 +55,7 @@ impl Obj {
             Obj::Program(_) => Kind::Program,
             Obj::Model(_) => Kind::Model,
             Obj::HostMemory(_) => Kind::HostMemory,
+            Obj::TraceFile(_) => Kind::TraceFile,
         }
     }
 }
@@ -86,6 +90,7 @@ handled!(ttdrv::Event, Event);
 handled!(ttdrv::device::program::Program, Program);
 handled!(ttdrv::device::model::Mlp, Model);
 handled!(ttdrv::HostRegistration, HostMemory);
+handled!(crate::trace_patch::SavedListing, TraceFile);
 
 /// Registers `obj` and returns the handle C receives for it.
 pub(crate) fn register<T: Handled, C>(obj: T) -> *mut C {

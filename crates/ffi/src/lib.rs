@@ -27,6 +27,7 @@ pub mod program;
 pub mod registered;
 pub mod trace;
 pub mod trace_file;
+pub mod trace_patch;
 pub(crate) mod versioned;
 
 pub(crate) use argcheck::{bytes, c_str, nonnull, out_ptr, slice, write_out};

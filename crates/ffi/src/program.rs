@@ -9,6 +9,7 @@ use super::{FfiError, FfiResult, c_str, guard, out_ptr, slice, ttdrv_status, wri
 use smallvec::SmallVec;
 use std::ffi::c_char;
 use std::sync::Arc;
+use ttdrv::ArgRole;
 use ttdrv::Buffer;
 use ttdrv::contract::kernel::{ACCESSOR_WORDS, BuiltinKernel};
 use ttdrv::contract::records::{CbConfig, CoreRect};
@@ -406,6 +407,121 @@ pub unsafe extern "C" fn ttdrv_program_launch(
         let outs = r.all::<Buffer, _>(slice(outputs, num_outputs, "outputs")?, "outputs[i]")?;
         drop(r);
         Ok(p.launch(cq, &rt, &refs(&ins), &refs(&outs))?)
+    })
+}
+
+/// `ttdrv_arg_role.kind`: the word holds an address inside a buffer of the launch.
+pub const TTDRV_ARG_ROLE_ADDRESS: u32 = 0;
+/// `ttdrv_arg_role.kind`: the word is a named scalar.
+pub const TTDRV_ARG_ROLE_SCALAR: u32 = 1;
+
+/// The role of one runtime word of a `ttdrv_program_launch_with`, declared so that a trace capturing the launch can
+/// be patched. `word` counts the runtime words each core's kernel receives: its per-core words, then the common words
+/// (device contract §4.2.6); a stepped word cannot have a role. This element struct is frozen: it will never grow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ttdrv_arg_role {
+    /// `TTDRV_ARG_ROLE_ADDRESS` or `TTDRV_ARG_ROLE_SCALAR`.
+    pub kind: u32,
+    /// The runtime word (below `rt_words_per_core`).
+    pub word: u32,
+    /// For an address: the buffer, as an index into `inputs` then `outputs` (input `k` is `k`, output `k` is
+    /// `num_inputs + k`). The word's value must lie inside that buffer (from its address to its end); a rebinding
+    /// moves it by the same offset into the new buffer. 0 for a scalar.
+    pub buffer: usize,
+    /// For a scalar: its name, 1 to 64 printable ASCII characters without spaces (`ttdrv_trace_set_scalar` takes
+    /// it; every word declared with one name changes together). NULL for an address.
+    pub name: *const c_char,
+}
+
+/// The roles as the Rust API's, checked for what only C can get wrong (the driver checks the rest).
+fn roles_from_c(roles: &[ttdrv_arg_role]) -> FfiResult<Vec<ArgRole<'_>>> {
+    roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let word = u16::try_from(r.word).map_err(|_| {
+                FfiError::invalid(format!(
+                    "`roles[{i}].word` is {}; a core receives at most 65535 runtime words: pass a word below \
+                     rt_words_per_core",
+                    r.word
+                ))
+            })?;
+            match r.kind {
+                TTDRV_ARG_ROLE_ADDRESS if r.name.is_null() => Ok(ArgRole::Address { word, buffer: r.buffer }),
+                TTDRV_ARG_ROLE_ADDRESS => Err(FfiError::invalid(format!(
+                    "`roles[{i}]` is an address role with a name; an address has no name: set `name` to NULL (or \
+                     make it a TTDRV_ARG_ROLE_SCALAR)"
+                ))),
+                TTDRV_ARG_ROLE_SCALAR if r.buffer == 0 => {
+                    let name = c_str(r.name, "roles[i].name").map_err(|e| match e {
+                        FfiError::Null(_) => FfiError::Status(
+                            ttdrv_status::NullParameter,
+                            format!("`roles[{i}].name` is NULL; a scalar role needs its name"),
+                        ),
+                        FfiError::Status(s, m) => FfiError::Status(s, m.replace("roles[i]", &format!("roles[{i}]"))),
+                        e => e,
+                    })?;
+                    Ok(ArgRole::Scalar { word, name })
+                }
+                TTDRV_ARG_ROLE_SCALAR => Err(FfiError::invalid(format!(
+                    "`roles[{i}]` is a scalar role with buffer {}; a scalar names no buffer: set `buffer` to 0",
+                    r.buffer
+                ))),
+                k => Err(FfiError::invalid(format!(
+                    "`roles[{i}].kind` is {k}, not a TTDRV_ARG_ROLE_* value; use TTDRV_ARG_ROLE_ADDRESS or \
+                     TTDRV_ARG_ROLE_SCALAR"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// As `ttdrv_program_launch`, declaring the roles of some runtime words so that a trace capturing this launch can be
+/// patched: which words hold the address of which buffer (the trace can then rebind that buffer,
+/// `ttdrv_trace_rebind`) and which hold named scalars (`ttdrv_trace_set_scalar`). Every word that holds an address of
+/// one of `inputs` or `outputs` must be declared: a buffer whose address sits in an undeclared word would keep its
+/// old address after a rebinding, so a trace does not rebind the buffers of a launch that leaves one of its buffers
+/// without an address role. Outside a capture the roles are checked and change nothing else.
+///
+/// Ownership: `args`, its arrays, `inputs`, `outputs`, `roles` and the role names are only read during the call.
+/// Thread: any. Errors: as `ttdrv_program_launch` and `ttdrv_program_run`; NULL_PARAMETER also for `roles` with a
+/// non-zero count and a scalar role's NULL `name`; INVALID_ARGUMENT also for a role of an unknown kind, a word the
+/// cores do not receive or a stepped word, a word given two roles, an address role naming no buffer of the launch or
+/// whose word's value is not inside its buffer, an address role with a name, a scalar role with a buffer, and a
+/// scalar name that is not 1 to 64 printable ASCII characters.
+///
+/// # Safety
+/// As `ttdrv_program_launch`; `roles` must be readable for `num_roles` elements and each scalar role's `name` a
+/// NUL-terminated string.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ttdrv_program_launch_with(
+    program: *mut ttdrv_program,
+    cq: u16,
+    args: *const ttdrv_rt_args,
+    inputs: *const *mut ttdrv_buffer,
+    num_inputs: usize,
+    outputs: *const *mut ttdrv_buffer,
+    num_outputs: usize,
+    roles: *const ttdrv_arg_role,
+    num_roles: usize,
+) -> ttdrv_status {
+    guard("ttdrv_program_launch_with", || {
+        let r = handles::resolver();
+        let p: Arc<Program> = r.get(program, "program")?;
+        let a = versioned::read(args, "args")?;
+        let steps: &[ttdrv_arg_step] = slice(a.steps, a.num_steps, "args->steps")?;
+        let rt = RtArgs {
+            common: words(a.common, a.num_common, "args->common")?,
+            steps: step_slice(steps),
+            per_core: words(a.per_core, a.num_per_core, "args->per_core")?,
+        };
+        let ins = r.all::<Buffer, _>(slice(inputs, num_inputs, "inputs")?, "inputs[i]")?;
+        let outs = r.all::<Buffer, _>(slice(outputs, num_outputs, "outputs")?, "outputs[i]")?;
+        drop(r);
+        let roles = roles_from_c(slice(roles, num_roles, "roles")?)?;
+        Ok(p.launch_with(cq, &rt, &refs(&ins), &refs(&outs), &roles)?)
     })
 }
 

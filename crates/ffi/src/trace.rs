@@ -12,6 +12,9 @@ use super::{guard, out_ptr, ttdrv_status, write_out};
 pub const TTDRV_TRACE_INFO_SIZE_V0_1: u32 = 32;
 /// `sizeof(ttdrv_trace_info)` in release 0.2, which added the event, binding and owned-range counts (frozen).
 pub const TTDRV_TRACE_INFO_SIZE_V0_2: u32 = 56;
+/// `sizeof(ttdrv_trace_info)` in release 0.3, which added the patchable counts: rebindable bindings, named scalars
+/// and patchable words (frozen).
+pub const TTDRV_TRACE_INFO_SIZE_V0_3: u32 = 72;
 
 /// What is known about a captured trace (`ttdrv_trace_get_info`). Set `struct_size` first.
 #[repr(C)]
@@ -40,12 +43,20 @@ pub struct ttdrv_trace_info {
     pub owned_ranges: u32,
     /// Bytes of those ranges (end − start of each, the same offsets in every bank or core). Since 0.2.
     pub owned_bytes: u64,
+    /// External bindings that can be rebound (`ttdrv_trace_rebind`): every launch that used them declared where
+    /// their addresses are (the built-in operations, and `ttdrv_program_launch_with`). Since 0.3.
+    pub rebindable: u32,
+    /// Named scalars (`ttdrv_trace_set_scalar`; `ttdrv_trace_get_scalar` lists them). Since 0.3.
+    pub scalars: u32,
+    /// Runtime-argument words a patch can rewrite: the address words of the rebindable bindings and the scalars'
+    /// words. Since 0.3.
+    pub patchable_words: u32,
 }
 
 versioned!(
     ttdrv_trace_info,
     "sizeof(ttdrv_trace_info)",
-    [("0.1", TTDRV_TRACE_INFO_SIZE_V0_1), ("0.2", TTDRV_TRACE_INFO_SIZE_V0_2)],
+    [("0.1", TTDRV_TRACE_INFO_SIZE_V0_1), ("0.2", TTDRV_TRACE_INFO_SIZE_V0_2), ("0.3", TTDRV_TRACE_INFO_SIZE_V0_3)],
     ttdrv_trace_info { struct_size: versioned::today::<ttdrv_trace_info>(), ..Default::default() }
 );
 
@@ -138,10 +149,10 @@ pub extern "C" fn ttdrv_trace_release(device: *mut ttdrv_device, id: u32) -> ttd
 }
 
 /// Writes what is known about trace `id` — its queue, bytes, program launches, whether it is stored, the
-/// `trace_region_size` it needs, and (since 0.2) its event records and waits, external bindings and owned ranges —
-/// to `*out`. Set `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of
-/// the caller's release are written (a struct from a newer header gets this release's fields) and `struct_size` is set
-/// to the size written.
+/// `trace_region_size` it needs, (since 0.2) its event records and waits, external bindings and owned ranges, and
+/// (since 0.3) its rebindable bindings, named scalars and patchable words — to `*out`. Set
+/// `out->struct_size = sizeof(ttdrv_trace_info)` first: the fields of the caller's release are written (a struct from
+/// a newer header gets this release's fields) and `struct_size` is set to the size written.
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`device`), CLOSED, FORKED, INVALID_ARGUMENT (`struct_size`
 /// smaller than any release's struct), INVALID_STATE (unknown or released trace; still being captured).
@@ -173,6 +184,9 @@ pub unsafe extern "C" fn ttdrv_trace_get_info(
                 bindings: i.bindings,
                 owned_ranges: i.owned_ranges,
                 owned_bytes: i.owned_bytes,
+                rebindable: i.rebindable,
+                scalars: i.scalars,
+                patchable_words: i.patchable_words,
             },
         )
     })

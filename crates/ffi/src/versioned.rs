@@ -273,5 +273,35 @@ mod tests {
         check::<crate::program::ttdrv_program_desc>();
         check::<crate::model::ttdrv_mlp_desc>();
         check::<crate::trace::ttdrv_trace_info>();
+        check::<crate::trace_patch::ttdrv_trace_binding>();
+        check::<crate::trace_patch::ttdrv_trace_scalar>();
+    }
+
+    /// `ttdrv_trace_info` grew in 0.2 and in 0.3: a caller of each release gets exactly its release's fields, and
+    /// the frozen sizes are the offsets where each release's fields begin.
+    #[test]
+    fn trace_info_callers_of_every_release_get_their_fields() {
+        use crate::trace::*;
+        use std::mem::offset_of;
+        assert_eq!(offset_of!(ttdrv_trace_info, event_records), TTDRV_TRACE_INFO_SIZE_V0_1 as usize);
+        assert_eq!(offset_of!(ttdrv_trace_info, rebindable), TTDRV_TRACE_INFO_SIZE_V0_2 as usize);
+        assert_eq!(size_of::<ttdrv_trace_info>(), TTDRV_TRACE_INFO_SIZE_V0_3 as usize);
+        let full = ttdrv_trace_info {
+            struct_size: TTDRV_TRACE_INFO_SIZE_V0_3,
+            bindings: 7,
+            owned_bytes: 9,
+            rebindable: 3,
+            scalars: 2,
+            patchable_words: 11,
+            ..Default::default()
+        };
+        for size in [TTDRV_TRACE_INFO_SIZE_V0_1, TTDRV_TRACE_INFO_SIZE_V0_2, TTDRV_TRACE_INFO_SIZE_V0_3] {
+            let mut bytes = vec![0xA5u8; TTDRV_TRACE_INFO_SIZE_V0_3 as usize + 8];
+            bytes[..4].copy_from_slice(&size.to_ne_bytes());
+            assert!(write::<ttdrv_trace_info>(bytes.as_mut_ptr() as *mut ttdrv_trace_info, "out", full).is_ok());
+            assert_eq!(u32::from_ne_bytes(bytes[..4].try_into().unwrap()), size, "struct_size written back");
+            assert!(bytes[size as usize..].iter().all(|&b| b == 0xA5), "{size}: bytes past the caller's struct");
+            assert!(bytes[4..size as usize].iter().any(|&b| b != 0xA5), "{size}: the caller's fields were written");
+        }
     }
 }
