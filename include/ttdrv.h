@@ -2213,8 +2213,8 @@ ttdrv_status ttdrv_host_memory_size(const struct ttdrv_host_memory *host_memory,
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` or `host_memory` freed or never returned by ttdrv),
  * CLOSED, FORKED, INVALID_ARGUMENT (`len` not the buffer's size; `offset + len` past the registered region; the
- * memory unregistered; a tiled buffer; no such queue), WRONG_DEVICE (registered with another device), INVALID_STATE
- * (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT, PROTOCOL.
+ * memory unregistered or registered with another device; a tiled buffer; no such queue), INVALID_STATE (trace
+ * capture in progress on `cq`), TIMEOUT, DEVICE_FAULT, PROTOCOL.
  *
  * # Safety
  * `buffer` and `host_memory` must be values returned by ttdrv (checked; NULL and stale handles are errors).
@@ -2236,8 +2236,8 @@ ttdrv_status ttdrv_buffer_write_registered(struct ttdrv_buffer *buffer,
  *
  * Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` or `host_memory`), CLOSED, FORKED, INVALID_ARGUMENT
  * (`len` not the buffer's size; `offset + len` past the registered region; the memory unregistered; a tiled buffer;
- * no such queue), WRONG_DEVICE, INVALID_STATE (trace capture in progress on `cq`), CONTENTS_UNDEFINED, TIMEOUT,
- * DEVICE_FAULT, PROTOCOL.
+ * no such queue; memory registered with another device), INVALID_STATE (trace capture in progress on `cq`),
+ * CONTENTS_UNDEFINED, TIMEOUT, DEVICE_FAULT, PROTOCOL.
  *
  * # Safety
  * `buffer` and `host_memory` must be values returned by ttdrv (checked; NULL and stale handles are errors).
@@ -2384,9 +2384,9 @@ ttdrv_status ttdrv_trace_save(const struct ttdrv_device *device,
  * are refused with INVALID_ARGUMENT naming what is wrong, and nothing is left behind.
  *
  * Thread: any. Errors: NULL_PARAMETER (`device`, `path`, `out_id`, `bindings` with `num_bindings` > 0, an element of
- * `bindings`), INVALID_HANDLE (`device` or a binding), CLOSED, FORKED, WRONG_DEVICE (a binding of another device),
- * INVALID_ARGUMENT (no such queue; the file cannot be read or fails a check; a binding count, spec or address that
- * does not fit; an owned range is not free), INVALID_STATE (a capture in progress on `cq`), TRACE_REGION (the trace
+ * `bindings`), INVALID_HANDLE (`device` or a binding), CLOSED, FORKED, INVALID_ARGUMENT (a binding of another device;
+ * no such queue; the file cannot be read or fails a check; a binding count or spec that does not fit, or a
+ * non-rebindable binding away from its saved address; an owned range in use that cannot move), INVALID_STATE (a capture in progress on `cq`), TRACE_REGION (the trace
  * region is too small: the message gives the `trace_region_size` to open the device with), OUT_OF_DEVICE_MEMORY,
  * TIMEOUT, DEVICE_FAULT.
  *

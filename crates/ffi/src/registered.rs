@@ -156,8 +156,8 @@ fn transfer_args(
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` or `host_memory` freed or never returned by ttdrv),
 /// CLOSED, FORKED, INVALID_ARGUMENT (`len` not the buffer's size; `offset + len` past the registered region; the
-/// memory unregistered; a tiled buffer; no such queue), WRONG_DEVICE (registered with another device), INVALID_STATE
-/// (trace capture in progress on `cq`), TIMEOUT, DEVICE_FAULT, PROTOCOL.
+/// memory unregistered or registered with another device; a tiled buffer; no such queue), INVALID_STATE (trace
+/// capture in progress on `cq`), TIMEOUT, DEVICE_FAULT, PROTOCOL.
 ///
 /// # Safety
 /// `buffer` and `host_memory` must be values returned by ttdrv (checked; NULL and stale handles are errors).
@@ -185,8 +185,8 @@ pub unsafe extern "C" fn ttdrv_buffer_write_registered(
 ///
 /// Thread: any. Errors: NULL_PARAMETER, INVALID_HANDLE (`buffer` or `host_memory`), CLOSED, FORKED, INVALID_ARGUMENT
 /// (`len` not the buffer's size; `offset + len` past the registered region; the memory unregistered; a tiled buffer;
-/// no such queue), WRONG_DEVICE, INVALID_STATE (trace capture in progress on `cq`), CONTENTS_UNDEFINED, TIMEOUT,
-/// DEVICE_FAULT, PROTOCOL.
+/// no such queue; memory registered with another device), INVALID_STATE (trace capture in progress on `cq`),
+/// CONTENTS_UNDEFINED, TIMEOUT, DEVICE_FAULT, PROTOCOL.
 ///
 /// # Safety
 /// `buffer` and `host_memory` must be values returned by ttdrv (checked; NULL and stale handles are errors).

@@ -57,9 +57,9 @@ pub unsafe extern "C" fn ttdrv_trace_save(
 /// are refused with INVALID_ARGUMENT naming what is wrong, and nothing is left behind.
 ///
 /// Thread: any. Errors: NULL_PARAMETER (`device`, `path`, `out_id`, `bindings` with `num_bindings` > 0, an element of
-/// `bindings`), INVALID_HANDLE (`device` or a binding), CLOSED, FORKED, WRONG_DEVICE (a binding of another device),
-/// INVALID_ARGUMENT (no such queue; the file cannot be read or fails a check; a binding count, spec or address that
-/// does not fit; an owned range is not free), INVALID_STATE (a capture in progress on `cq`), TRACE_REGION (the trace
+/// `bindings`), INVALID_HANDLE (`device` or a binding), CLOSED, FORKED, INVALID_ARGUMENT (a binding of another device;
+/// no such queue; the file cannot be read or fails a check; a binding count or spec that does not fit, or a
+/// non-rebindable binding away from its saved address; an owned range in use that cannot move), INVALID_STATE (a capture in progress on `cq`), TRACE_REGION (the trace
 /// region is too small: the message gives the `trace_region_size` to open the device with), OUT_OF_DEVICE_MEMORY,
 /// TIMEOUT, DEVICE_FAULT.
 ///
