@@ -3,9 +3,16 @@
 //! rewrites 1, 10 or 100 address words; beside it, in the same run, a re-capture of the same 1000 launches (what a
 //! tt-metal user does to change an address), both measured to the device's completion.
 
+use super::capi::{self, CBuffer, CDevice};
 use super::{Api, Bench, Check, Ctx, Kind, RatioOf, Row, Stat, State, Unit, time_ns};
 use ttdrv::device::ops::UnaryOp;
 use ttdrv::{Buffer, BufferSpec, DType, Device, DeviceParams, MemoryConfig};
+use ttdrv_ffi::buffer::ttdrv_buffer;
+use ttdrv_ffi::ops::{TTDRV_UNARY_SCALE, ttdrv_eltwise_unary};
+use ttdrv_ffi::trace::{ttdrv_trace_begin_capture, ttdrv_trace_end_capture, ttdrv_trace_release};
+use ttdrv_ffi::trace_patch::{
+    ttdrv_trace_binding, ttdrv_trace_binding_count, ttdrv_trace_get_binding, ttdrv_trace_rebind, ttdrv_trace_rebinding,
+};
 
 fn e(e: ttdrv::Error) -> String {
     e.to_string()
@@ -31,8 +38,124 @@ fn launches(dev: &Device, ins: &[&Buffer; 3], rest: &Buffer, y: &Buffer) -> Resu
     Ok(())
 }
 
+/// The same 1000 launches through the C ABI: each op call creates its output, freed at once (so the trace owns it).
+fn c_launches(ins: &[&CBuffer; 3], rest: &CBuffer) -> Result<(), String> {
+    let mem = capi::memory(true);
+    let one = |input: &CBuffer| -> Result<(), String> {
+        let mut out: *mut ttdrv_buffer = std::ptr::null_mut();
+        // SAFETY: live handles, `mem` and `out` valid for the call.
+        let st = unsafe { ttdrv_eltwise_unary(input.raw(), TTDRV_UNARY_SCALE, 1.0, 0, &mem, &mut out) };
+        capi::ok(st, "ttdrv_eltwise_unary")?;
+        drop(CBuffer::adopt(out));
+        Ok(())
+    };
+    let mut n = 0;
+    for (k, &w) in WORDS.iter().enumerate() {
+        for _ in 0..w {
+            one(ins[k])?;
+            n += 1;
+        }
+    }
+    while n < LAUNCHES {
+        one(rest)?;
+        n += 1;
+    }
+    Ok(())
+}
+
+/// Rebinding 1, 10 and 100 address words of a 1000-launch trace through the C ABI, against re-capturing it there.
+fn c_rows(samples: usize) -> Result<Vec<Row>, String> {
+    let dev = CDevice::open("emu", 1, 16 << 20)?;
+    let alloc = || CBuffer::allocate(&dev, 32, 32, true);
+    let (a, b, c, rest) = (alloc()?, alloc()?, alloc()?, alloc()?);
+    let alt = [alloc()?, alloc()?, alloc()?];
+    let ins = [&a, &b, &c];
+    c_launches(&ins, &rest)?;
+    dev.finish(0)?;
+    let capture = || -> Result<u32, String> {
+        let mut id = 0u32;
+        // SAFETY: a live device and a writable id.
+        capi::ok(unsafe { ttdrv_trace_begin_capture(dev.raw(), 0, &mut id) }, "ttdrv_trace_begin_capture")?;
+        c_launches(&ins, &rest)?;
+        capi::ok(ttdrv_trace_end_capture(dev.raw(), id, 0), "ttdrv_trace_end_capture")?;
+        dev.finish(0)?;
+        Ok(id)
+    };
+    let id = capture()?;
+    let mut count = 0usize;
+    // SAFETY: a live device and a writable count.
+    capi::ok(unsafe { ttdrv_trace_binding_count(dev.raw(), id, &mut count) }, "ttdrv_trace_binding_count")?;
+    let mut idx = [usize::MAX; 3];
+    for i in 0..count {
+        let mut bd = ttdrv_trace_binding::default();
+        // SAFETY: a live device and an initialised out-struct.
+        capi::ok(unsafe { ttdrv_trace_get_binding(dev.raw(), id, i, &mut bd) }, "ttdrv_trace_get_binding")?;
+        for (k, buf) in ins.iter().enumerate() {
+            if bd.address == buf.accessor()?[3] as u64 && bd.words as usize == WORDS[k] {
+                idx[k] = i;
+            }
+        }
+    }
+    if idx.contains(&usize::MAX) {
+        return Err(format!("the C trace's bindings do not list the three inputs: {idx:?}"));
+    }
+    let mut round: [Vec<f64>; 3] = Default::default();
+    let mut recapture = Vec::with_capacity(samples);
+    for i in 0..samples {
+        for k in 0..3 {
+            let to = if i % 2 == 0 { &alt[k] } else { ins[k] };
+            let r = [ttdrv_trace_rebinding { binding: idx[k], buffer: to.raw() }];
+            let (st, h) = time_ns(|| {
+                // SAFETY: one live pair, no events.
+                unsafe { ttdrv_trace_rebind(dev.raw(), id, 0, r.as_ptr(), 1, std::ptr::null(), 0) }
+            });
+            capi::ok(st, "ttdrv_trace_rebind")?;
+            let (fr, f) = time_ns(|| dev.finish(0));
+            fr?;
+            round[k].push(h + f);
+        }
+        let (r, ns) = time_ns(capture);
+        capi::ok(ttdrv_trace_release(dev.raw(), r?), "ttdrv_trace_release")?;
+        recapture.push(ns);
+    }
+    let us = |s: Stat| Stat { median: s.median / 1e3, min: s.min / 1e3, max: s.max / 1e3, n: s.n };
+    let re = Stat::of(recapture);
+    let mut rows = vec![
+        Row::new(
+            "patch.c.recapture",
+            Bench::TracePatch,
+            format!("re-capture of the {LAUNCHES}-launch trace + finish"),
+            Api::C,
+            State::Hot,
+            Kind::RoundTrip,
+        )
+        .stat(us(re), Unit::Us),
+    ];
+    for (k, &w) in WORDS.iter().enumerate() {
+        rows.push(
+            Row::new(
+                format!("patch.c.{w}"),
+                Bench::TracePatch,
+                format!("ttdrv_trace_rebind of {w} address words + finish, {LAUNCHES}-launch trace"),
+                Api::C,
+                State::Hot,
+                Kind::RoundTrip,
+            )
+            .stat(us(Stat::of(round[k].clone())), Unit::Us)
+            .against(
+                "re-capture + finish, same run",
+                re.median / 1e3,
+                RatioOf::ReferenceOverFigure,
+                "re-capture / patch",
+            )
+            .target(">= 10x under re-capture", vec![Check::RatioAtLeast(10.0)]),
+        );
+    }
+    Ok(rows)
+}
+
 /// Rebinding 1, 10 and 100 address words of a 1000-launch trace (host cost, and round trip to the device's
-/// completion), against re-capturing the trace (round trip), Rust API.
+/// completion), against re-capturing the trace (round trip), Rust API and C ABI.
 pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let samples = ctx.n(41, 7);
     let p = DeviceParams { trace_region_size: 16 << 20, ..Default::default() };
@@ -124,5 +247,6 @@ pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
             .stat(us(h), Unit::Us),
         );
     }
+    rows.extend(c_rows(samples)?);
     Ok(rows)
 }
