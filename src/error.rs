@@ -529,6 +529,9 @@ pub enum TraceProblem {
     NotRebindable {
         /// The binding's name (`input0`).
         binding: String,
+        /// Why: its range was also used by another buffer during the capture (freed and allocated again inside
+        /// it), rather than an undeclared address word.
+        aliased: bool,
     },
     /// A patch would race a replay of the trace still running on queue `queue`: no event recorded there after the
     /// replay was passed, and the replay is not known complete.
@@ -846,12 +849,19 @@ impl fmt::Display for TraceText<'_> {
                 "trace {tid} already holds {max} waits, the most one replay record can carry on this device's issue \
                  ring; open the device with a larger issue ring, or split the trace"
             ),
-            TraceProblem::NotRebindable { binding } => write!(
+            TraceProblem::NotRebindable { binding, aliased: false } => write!(
                 f,
                 "binding {binding} of trace {tid} is used by a launch that did not declare which runtime words hold \
                  its address (Program::run, or launch_with without an address role for it), so rebinding it could \
                  leave the old address in place; capture the trace with launch_with roles, or with the built-in \
                  operations, to rebind it"
+            ),
+            TraceProblem::NotRebindable { binding, aliased: true } => write!(
+                f,
+                "binding {binding} of trace {tid} cannot be rebound: its range was used by another buffer during the \
+                 capture (it was freed inside the capture and something, e.g. an intermediate, was allocated there), \
+                 so the trace's words for both point at that range and moving one would leave the other writing the \
+                 old one; keep the buffer alive until end_trace_capture to rebind it"
             ),
             TraceProblem::PatchRacesReplay { queue } => write!(
                 f,

@@ -443,8 +443,8 @@ fn buffers_that_shared_a_range_during_the_capture_cannot_be_rebound() {
     let x3 = upload(&dev, &xv);
     expect_err!(
         dev.trace_rebind(tid, 0, &[(ix, &x3)], &[]),
-        Error::Trace { problem: TraceProblem::NotRebindable { .. }, .. },
-        []
+        Error::Trace { problem: TraceProblem::NotRebindable { aliased: true, .. }, .. },
+        ["used by another buffer during the capture", "keep the buffer alive until end_trace_capture"]
     );
     // The replay still runs against the buffer now at the captured address.
     dev.execute_trace(tid, 0, true).unwrap();

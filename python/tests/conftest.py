@@ -43,12 +43,13 @@ class Mlp:
     def ops(self) -> int:
         return 3 * len(self.layers) - 1
 
-    def __call__(self, x):
+    def __call__(self, x, consume_input: bool = True):
         ttnn = self.ttnn
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
             y = ttnn.matmul(x, w, memory_config=ttnn.L1_MEMORY_CONFIG)
-            ttnn.deallocate(x)
+            if i > 0 or consume_input:
+                ttnn.deallocate(x)
             z = ttnn.add(y, b, memory_config=ttnn.DRAM_MEMORY_CONFIG if i == last else ttnn.L1_MEMORY_CONFIG)
             ttnn.deallocate(y)
             if i == last:

@@ -179,9 +179,9 @@ def check(model: Mlp, inputs, outputs, fs) -> None:
     assert len(outputs) == len(inputs) and wrong == 0, f"wrong outputs in {wrong} of {len(inputs)} iterations"
 
 
-def scaled(model: Mlp):
+def scaled(model: Mlp, consume_input: bool = True):
     def run(x):
-        o = model(x)
+        o = model(x, consume_input=consume_input)
         y = ttnn.mul(o, 1.0, memory_config=ttnn.DRAM_MEMORY_CONFIG)
         ttnn.deallocate(o)
         return y
@@ -220,13 +220,18 @@ def test_guide_1_3_2_with_rebinding_and_no_assertion(open_device):
     d = open_device(selector=JITTERED, trace_region_size=800768)
     model, inputs, fs = Mlp(ttnn, d), make_inputs(), factors(ITERATIONS)
     host = [ttnn.from_numpy(x) for x in inputs]
-    run = scaled(model)
+    # With rebinding the input need not be freed inside the capture (nothing must land at its address): kept alive,
+    # no intermediate of the trace can take its range, so the trace can be rebound to an input anywhere. (Freed inside
+    # the capture, an intermediate may reuse its range, and the driver refuses to rebind it:
+    # test_an_input_freed_inside_the_capture_is_not_rebindable.)
+    run = scaled(model, consume_input=False)
     out = run(host[0].to(d, ttnn.L1_MEMORY_CONFIG))  # compile
     x = host[0].to(d, ttnn.L1_MEMORY_CONFIG)
     captured = x.buffer_address()
     tid = ttnn.begin_trace_capture(d, cq_id=0)
-    out = run(x)  # frees x: its range is free at the end of the capture
+    out = run(x)
     ttnn.end_trace_capture(d, tid, cq_id=0)
+    ttnn.deallocate(x)  # its range is free now: the first input below could land there, the blocker takes it
     (ib,) = [b for b in ttnn.trace_bindings(d, tid) if b["address"] == captured and not b["output"]]
     # The captured address taken by another tensor: every input below lands elsewhere.
     blocker = ttnn.allocate_tensor_on_device(ib["shape"], ib["dtype"], ib["layout"], d, ib["memory_config"])
@@ -298,3 +303,25 @@ def test_a_saved_trace_loads_with_its_tensors_anywhere(open_device, tmp_path: pa
         ttnn.trace_file_bindings(bad)
     with pytest.raises(ttnn.InvalidArgumentError, match="cannot read"):
         ttnn.trace_file_scalars(tmp_path / "missing.trace")
+
+
+def test_an_input_freed_inside_the_capture_is_not_rebindable(open_device):
+    """The guide's §1.3.2 model frees its input during the capture; its intermediates may then reuse that range, so
+    the input's address words and theirs are mixed and rebinding the input alone would leave the trace writing the
+    old range. The driver says so instead."""
+    d = open_device(selector=JITTERED, trace_region_size=800768)
+    model = Mlp(ttnn, d)
+    host = ttnn.from_numpy(make_inputs(1)[0])
+    run = scaled(model)
+    run(host.to(d, ttnn.L1_MEMORY_CONFIG))  # compile
+    x = host.to(d, ttnn.L1_MEMORY_CONFIG)
+    captured = x.buffer_address()
+    tid = ttnn.begin_trace_capture(d, cq_id=0)
+    run(x)
+    ttnn.end_trace_capture(d, tid, cq_id=0)
+    (ib,) = [b for b in ttnn.trace_bindings(d, tid) if b["address"] == captured and not b["output"]]
+    assert not ib["rebindable"], ib
+    other = host.to(d, ttnn.L1_MEMORY_CONFIG)
+    with pytest.raises(ttnn.InvalidStateError, match="used by another buffer during the capture"):
+        ttnn.trace_rebind(d, tid, {ib["name"]: other})
+    ttnn.release_trace(d, tid)

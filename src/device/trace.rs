@@ -100,6 +100,8 @@ struct BindingSlot {
     buffer: BufferRef,
     points: Vec<Point>,
     rebindable: bool,
+    /// Not rebindable because another buffer used its range during the capture.
+    aliased: bool,
 }
 
 /// A named scalar of a captured trace: its value and the words that hold it.
@@ -444,13 +446,12 @@ impl DeviceInner {
             let (buffer, err, bytes) = self.alloc_trace_buffer(&mut m, tid, cap.bytes.len() as u64);
             (buffer, must_live, err, bytes)
         };
-        let mut points = cap.points;
-        points.opaque.extend(aliased);
+        let points = cap.points;
         let owned_words = (!points.any_opaque).then(|| {
             let external: Vec<u64> = must_live.iter().map(|r| r.buffer.id).collect();
             points.addrs.iter().filter(|a| !external.contains(&a.0)).map(|a| (a.1.off, a.2, a.3)).collect()
         });
-        let (bindings, scalars) = patch_slots(&mut must_live, points);
+        let (bindings, scalars) = patch_slots(&mut must_live, points, &aliased);
         let records = Arc::new(cap.bytes);
         let uploaded = match buffer {
             Some(b) => Some(self.upload_trace(&mut st, b, &records)?),
@@ -803,6 +804,7 @@ struct ReplayPlan {
 fn patch_slots(
     must_live: &mut [Requirement],
     points: super::patch::CapturePoints,
+    aliased: &[u64],
 ) -> (Vec<BindingSlot>, Vec<ScalarSlot>) {
     let mut bindings: Vec<BindingSlot> = Vec::new();
     for r in must_live.iter_mut() {
@@ -818,7 +820,8 @@ fn patch_slots(
                     output: r.output,
                     buffer: r.buffer,
                     points: Vec::new(),
-                    rebindable: !points.opaque.contains(&r.buffer.id),
+                    rebindable: !points.opaque.contains(&r.buffer.id) && !aliased.contains(&r.buffer.id),
+                    aliased: aliased.contains(&r.buffer.id),
                 });
             }
         }
@@ -869,7 +872,7 @@ impl DeviceInner {
                     )));
                 }
                 if !b.rebindable {
-                    let problem = TraceProblem::NotRebindable { binding: b.name.clone() };
+                    let problem = TraceProblem::NotRebindable { binding: b.name.clone(), aliased: b.aliased };
                     return Err(self.trace_error(tid, format!("trace_rebind({tid}, {})", b.name), problem));
                 }
                 let mut words = Vec::with_capacity(b.points.len());
@@ -1442,6 +1445,7 @@ impl DeviceInner {
                 buffer: *b,
                 points: sb.points.iter().map(|&(off, delta)| Point { off, delta }).collect(),
                 rebindable: sb.rebindable,
+                aliased: false,
             })
             .collect();
         // The words that point into its owned ranges, for a later save: movable again if every range was.
