@@ -102,8 +102,9 @@ fn c_rows(samples: usize) -> Result<Vec<Row>, String> {
     let mut round: [Vec<f64>; 3] = Default::default();
     let mut recapture = Vec::with_capacity(samples);
     for i in 0..samples {
-        for k in 0..3 {
-            let to = if i % 2 == 0 { &alt[k] } else { ins[k] };
+        for j in 0..3 {
+            let k = (i + j) % 3;
+            let to = if (i / 3) % 2 == 0 { &alt[k] } else { ins[k] };
             let r = [ttdrv_trace_rebinding { binding: idx[k], buffer: to.raw() }];
             let (st, h) = time_ns(|| {
                 // SAFETY: one live pair, no events.
@@ -114,6 +115,8 @@ fn c_rows(samples: usize) -> Result<Vec<Row>, String> {
             fr?;
             round[k].push(h + f);
         }
+    }
+    for _ in 0..samples {
         let (r, ns) = time_ns(capture);
         capi::ok(ttdrv_trace_release(dev.raw(), r?), "ttdrv_trace_release")?;
         recapture.push(ns);
@@ -187,9 +190,12 @@ pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let mut host: [Vec<f64>; 3] = Default::default();
     let mut round: [Vec<f64>; 3] = Default::default();
     let mut recapture = Vec::with_capacity(samples);
+    // The patches first, in rotating order (none always follows another), then the re-captures: a re-capture
+    // sweeps the caches, which would otherwise land on whichever patch came next.
     for i in 0..samples {
-        for k in 0..3 {
-            let to = if i % 2 == 0 { &alt[k] } else { ins[k] };
+        for j in 0..3 {
+            let k = (i + j) % 3;
+            let to = if (i / 3) % 2 == 0 { &alt[k] } else { ins[k] };
             let (r, h) = time_ns(|| dev.trace_rebind(tid, 0, &[(idx[k], to)], &[]));
             r.map_err(e)?;
             let (r, f) = time_ns(|| dev.finish(0));
@@ -197,6 +203,8 @@ pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
             host[k].push(h);
             round[k].push(h + f);
         }
+    }
+    for _ in 0..samples {
         let (r, ns) = time_ns(capture);
         dev.release_trace(r?).map_err(e)?;
         recapture.push(ns);
