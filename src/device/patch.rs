@@ -8,7 +8,9 @@
 //! [`crate::device::program::Program::launch_with`] declares its words with [`ArgRole`]s. A buffer the trace does
 //! not own (an external binding, see `trace.rs`) is rebindable when every launch that used it declared where its
 //! address is; a launch of [`crate::device::program::Program::run`] declares nothing, so the buffers it names are
-//! not rebindable (their addresses may sit in any word).
+//! not rebindable (their addresses may sit in any word). Nor is a buffer whose range another buffer used during the
+//! capture (freed inside it and reused, e.g. by an intermediate): the trace's words for both point at that range, and
+//! moving one would leave the other writing memory the trace no longer holds.
 //!
 //! **How a patch reaches the device.** A trace is a buffer of records in device DRAM that only the host writes
 //! (docs/device-interface.md §4.2.9). A patch is an ordered, device-side write of only the patched words into that
