@@ -789,6 +789,20 @@ impl DeviceInner {
     }
 }
 
+impl Captured {
+    /// Binds `buffer` to binding `i` in the driver's books: its external ranges move with it (same spec, so the same
+    /// layout at another address), and the next replay checks them again. The words are the caller's to write.
+    fn bind(&mut self, i: usize, buffer: BufferRef) {
+        let old = std::mem::replace(&mut self.bindings[i].buffer, buffer);
+        for r in self.must_live.iter_mut().filter(|r| r.binding == i) {
+            r.start = r.start - old.addr + buffer.addr;
+            r.end = r.end - old.addr + buffer.addr;
+            r.buffer = buffer;
+        }
+        self.checked = None;
+    }
+}
+
 /// A replay checked and ready to push.
 struct ReplayPlan {
     x: ExecTrace,
@@ -971,14 +985,7 @@ impl DeviceInner {
         for op in ops {
             match *op {
                 PatchOp::Rebind(i, buf) => {
-                    let new = BufferRef { id: buf.id, addr: buf.addr, spec: buf.spec, footprint: buf.footprint };
-                    let old = std::mem::replace(&mut c.bindings[i].buffer, new);
-                    for r in c.must_live.iter_mut().filter(|r| r.binding == i) {
-                        r.start = r.start - old.addr + new.addr;
-                        r.end = r.end - old.addr + new.addr;
-                        r.buffer = new;
-                    }
-                    c.checked = None;
+                    c.bind(i, BufferRef { id: buf.id, addr: buf.addr, spec: buf.spec, footprint: buf.footprint })
                 }
                 PatchOp::Scalar(name, v) => {
                     if let Some(s) = c.scalars.iter_mut().find(|s| s.name == name) {
@@ -1058,14 +1065,8 @@ impl DeviceInner {
         }
         self.write_trace_words(st, c, &words)?;
         for &(i, old) in back {
-            let cur = std::mem::replace(&mut c.bindings[i].buffer, old);
-            for r in c.must_live.iter_mut().filter(|r| r.binding == i) {
-                r.start = r.start - cur.addr + old.addr;
-                r.end = r.end - cur.addr + old.addr;
-                r.buffer = old;
-            }
+            c.bind(i, old);
         }
-        c.checked = None;
         Ok(())
     }
 
