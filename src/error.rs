@@ -539,6 +539,14 @@ pub enum TraceProblem {
         /// The queue of the replay.
         queue: u16,
     },
+    /// A patch of the trace stopped after enqueueing part of its writes on `queue` (no ring space in time, or a
+    /// device failure), so `words` of its words on the device may hold old or new values.
+    PatchIncomplete {
+        /// Words whose device value is unknown.
+        words: u32,
+        /// The queue that holds the rest of that patch's writes (a repairing patch must be enqueued there).
+        queue: u16,
+    },
     /// A range the trace does not own — one it reads first (an input), or writes and leaves to the caller (its
     /// output, or an intermediate kept alive past the capture) — is held by no live buffer now. At replay each such
     /// range must be held by a buffer of the spec and address it was captured with (docs/architecture.md, "Trace").
@@ -868,6 +876,13 @@ impl fmt::Display for TraceText<'_> {
                 "a replay of trace {tid} on queue {queue} may still be running, and patching the trace now would \
                  change it under that replay; record an event on queue {queue} after the replay and pass it to the \
                  patch (the patch's queue then waits for it on the device), or synchronize queue {queue} first"
+            ),
+            TraceProblem::PatchIncomplete { words, queue } => write!(
+                f,
+                "a patch of trace {tid} stopped after enqueueing part of its writes on queue {queue}, so {words} of its \
+                 words on the device may hold old or new values and a replay could run a mix; patch the trace again \
+                 on queue {queue} once it has room (a patch that completes rewrites those words from the driver's \
+                 copy, which kept the values of before), or release it"
             ),
             TraceProblem::RangeFreed { memory, start, end, expected, address, output } => write!(
                 f,

@@ -449,3 +449,44 @@ fn buffers_that_shared_a_range_during_the_capture_cannot_be_rebound() {
     // The replay still runs against the buffer now at the captured address.
     dev.execute_trace(tid, 0, true).unwrap();
 }
+
+/// A patch that stops part-way (here: its queue is hung, so its writes fill the ring and the wait for room times out)
+/// leaves some words written and some not. The driver keeps the values of before, refuses every replay (naming the
+/// queue that holds the rest of the writes) and any patch elsewhere, until a patch on that queue completes.
+#[test]
+fn a_patch_that_stops_part_way_refuses_replays_until_repaired() {
+    let p = DeviceParams { issue_ring_size: 64 << 10, timeout: Duration::from_millis(300), ..params() };
+    let dev = open("emu:hang=1", &p);
+    let xv = values(22);
+    let (x, y) = (upload(&dev, &xv), dev.allocate(&spec()).unwrap());
+    // 600 launches that read x: rebinding x rewrites 600 words, one write record each — more than a 64 KiB ring holds.
+    dev.unary_into(0, UnaryOp::Scale(2.0), &x, &y).unwrap();
+    dev.finish(0).unwrap();
+    let tid = dev.begin_trace_capture(0).unwrap();
+    for _ in 0..600 {
+        dev.unary_into(0, UnaryOp::Scale(2.0), &x, &y).unwrap();
+    }
+    dev.end_trace_capture(tid, 0).unwrap();
+    dev.finish(0).unwrap();
+    let ix = index_of(&dev, tid, &x);
+    assert_eq!(dev.trace_bindings(tid).unwrap()[ix].words, 600);
+    let x2 = upload(&dev, &values(23));
+    expect_err!(dev.trace_rebind(tid, 1, &[(ix, &x2)], &[]), Error::Timeout { .. }, []);
+    // Nothing changed in the driver's books, and no replay may run a mix of old and new words.
+    assert_eq!(dev.trace_bindings(tid).unwrap()[ix].address, x.address());
+    expect_err!(
+        dev.execute_trace(tid, 0, true),
+        Error::Trace { problem: TraceProblem::PatchIncomplete { queue: 1, .. }, .. },
+        ["stopped after enqueueing part of its writes on queue 1", "patch the trace again on queue 1"]
+    );
+    // A repair on another queue could land before the writes still queued on queue 1.
+    expect_err!(
+        dev.trace_rebind(tid, 0, &[(ix, &x)], &[]),
+        Error::Trace { problem: TraceProblem::PatchIncomplete { queue: 1, .. }, .. },
+        []
+    );
+    dev.release_trace(tid).unwrap();
+    // The rest of the device works.
+    let z = dev.unary(0, UnaryOp::Scale(2.0), &x, &MemoryConfig::L1).unwrap();
+    assert_eq!(read(&dev, &z), xv.iter().map(|v| v * 2.0).collect::<Vec<_>>());
+}

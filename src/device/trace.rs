@@ -77,6 +77,11 @@ struct Captured {
     /// The last replay on each queue (since the last patch that ordered itself after it): a patch must not race one
     /// still running on another queue.
     replays: Vec<Replay>,
+    /// Record offsets of words a patch failed to write whole (it stopped after enqueueing some of its writes): the
+    /// device may hold old or new values there. Replays are refused until the next patch rewrites them from `records`.
+    torn: Vec<u32>,
+    /// The queue whose ring holds the rest of that patch's writes: the repair must follow them there.
+    torn_queue: u16,
     /// Allocator generations (DRAM, L1, L1_SMALL) at the last successful check.
     checked: Option<[u64; 3]>,
     /// Profile names of the captured records that are profiled, in order (profiling only).
@@ -469,6 +474,8 @@ impl DeviceInner {
             owned_words,
             scalars,
             replays: Vec::new(),
+            torn: Vec::new(),
+            torn_queue: 0,
             // External ranges may already be held by something else (an input freed during the capture and not
             // allocated again): the first replay checks.
             checked: None,
@@ -623,6 +630,10 @@ impl DeviceInner {
         let Some(b) = c.buffer else {
             return Err(Error::TraceNotStored { trace: tid, needed: c.buffer_bytes });
         };
+        if !c.torn.is_empty() {
+            let problem = TraceProblem::PatchIncomplete { words: c.torn.len() as u32, queue: c.torn_queue };
+            return Err(self.trace_error(tid, call(), problem));
+        }
         // Re-check the trace's dependencies only when allocations changed since the last check: replay stays O(1) in
         // the common case.
         {
@@ -978,7 +989,7 @@ impl DeviceInner {
                 records::encode_event_wait(slot, m, q, id)
             })?;
         }
-        self.write_trace_words(st, c, &words)?;
+        self.write_trace_words(st, c, tid, &words)?;
         // The replays on other queues are done or ordered before these writes, and whatever comes next on another
         // queue orders itself after the writes: only this queue's replays still matter.
         c.replays.retain(|r| r.queue == cq);
@@ -1042,7 +1053,7 @@ impl DeviceInner {
             // Back to the bindings of before, whether the replay was pushed or refused: the live buffers they name
             // are the ones the caller bound for all replays.
             let back: Vec<(usize, BufferRef)> = bindings.iter().map(|&(i, _)| i).zip(saved).collect();
-            self.unpatch_locked(&mut st, c, &back)?;
+            self.unpatch_locked(&mut st, c, tid, &back)?;
             replay?;
         }
         if blocking {
@@ -1055,7 +1066,13 @@ impl DeviceInner {
 
     /// Restores bindings `back` of trace `c` (index, buffer bound before) on queue `st`, after a one-replay rebinding.
     /// The buffers need not be checked again: they were bound, and the replay check catches a freed one.
-    fn unpatch_locked(&self, st: &mut QueueState, c: &mut Captured, back: &[(usize, BufferRef)]) -> Result<()> {
+    fn unpatch_locked(
+        &self,
+        st: &mut QueueState,
+        c: &mut Captured,
+        tid: u32,
+        back: &[(usize, BufferRef)],
+    ) -> Result<()> {
         let mut words = Vec::new();
         for &(i, old) in back {
             for p in &c.bindings[i].points {
@@ -1063,7 +1080,7 @@ impl DeviceInner {
                 words.push((p.off, (old.addr as u32).wrapping_add(p.delta)));
             }
         }
-        self.write_trace_words(st, c, &words)?;
+        self.write_trace_words(st, c, tid, &words)?;
         for &(i, old) in back {
             c.bind(i, old);
         }
@@ -1073,8 +1090,48 @@ impl DeviceInner {
     /// Writes `words` (byte offset in the records, new value) into trace `c`'s buffer with device-side writes on
     /// `st` — one `WRITE_LINEAR` per run of consecutive words inside a trace page (interleaved pages, contract §4.2)
     /// — and into the driver's copy; the next write or replay on another queue waits for them.
-    fn write_trace_words(&self, st: &mut QueueState, c: &mut Captured, words: &[(u32, u32)]) -> Result<()> {
+    ///
+    /// Words an earlier patch left torn are written again too, with the driver's values. If this write stops part-way
+    /// (no ring space in time, a broken device), the words it covers are torn in turn, and the driver's copy keeps
+    /// the values of before: replays are refused until a patch completes.
+    fn write_trace_words(&self, st: &mut QueueState, c: &mut Captured, tid: u32, words: &[(u32, u32)]) -> Result<()> {
         if let Some(b) = c.buffer {
+            // The interrupted patch's other writes may still be queued on its queue: a repair elsewhere could land
+            // before them and be overwritten.
+            if !c.torn.is_empty() && c.torn_queue != st.id {
+                let problem = TraceProblem::PatchIncomplete { words: c.torn.len() as u32, queue: c.torn_queue };
+                return Err(self.trace_error(tid, format!("a patch on queue {}", st.id), problem));
+            }
+            let mut all = words.to_vec();
+            for &off in &c.torn {
+                if !words.iter().any(|w| w.0 == off) {
+                    let o = off as usize;
+                    all.push((off, u32::from_le_bytes(c.records[o..o + 4].try_into().expect("4 bytes"))));
+                }
+            }
+            let r = self.emit_trace_words(st, b, &all);
+            if r.is_err() {
+                c.torn_queue = st.id;
+                for &(off, _) in words {
+                    if !c.torn.contains(&off) {
+                        c.torn.push(off);
+                    }
+                }
+                return r;
+            }
+            c.torn.clear();
+            c.uploaded = Some(self.record_event_locked(st, "trace patch")?);
+        }
+        let recs = Arc::make_mut(&mut c.records);
+        for &(off, v) in words {
+            recs[off as usize..off as usize + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Enqueues `words` into the trace buffer at `b` on `st` and rings the doorbell.
+    fn emit_trace_words(&self, st: &mut QueueState, b: TraceBuffer, words: &[(u32, u32)]) -> Result<()> {
+        {
             let banks = self.info.dram_banks as u64;
             for (off, bytes) in super::patch::runs(words.to_vec(), TRACE_PAGE as u32) {
                 let page = off as u64 / TRACE_PAGE;
@@ -1093,11 +1150,6 @@ impl DeviceInner {
             }
             let (issuer, t) = st.live()?;
             issuer.publish(t.as_ref());
-            c.uploaded = Some(self.record_event_locked(st, "trace patch")?);
-        }
-        let recs = Arc::make_mut(&mut c.records);
-        for &(off, v) in words {
-            recs[off as usize..off as usize + 4].copy_from_slice(&v.to_le_bytes());
         }
         Ok(())
     }
@@ -1474,6 +1526,8 @@ impl DeviceInner {
             owned_words,
             scalars,
             replays: Vec::new(),
+            torn: Vec::new(),
+            torn_queue: 0,
             checked: None,
             names: f.names.into_iter().map(|n| (Arc::<str>::from(n), "compute")).collect(),
             events: Arc::default(),
