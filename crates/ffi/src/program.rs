@@ -396,13 +396,7 @@ pub unsafe extern "C" fn ttdrv_program_launch(
         let r = handles::resolver();
         let p: Arc<Program> = r.get(program, "program")?;
         let a = versioned::read(args, "args")?;
-        let steps: &[ttdrv_arg_step] = slice(a.steps, a.num_steps, "args->steps")?;
-        let steps: &[ArgStep] = step_slice(steps);
-        let rt = RtArgs {
-            common: words(a.common, a.num_common, "args->common")?,
-            steps,
-            per_core: words(a.per_core, a.num_per_core, "args->per_core")?,
-        };
+        let rt = rt_args(&a)?;
         let ins = r.all::<Buffer, _>(slice(inputs, num_inputs, "inputs")?, "inputs[i]")?;
         let outs = r.all::<Buffer, _>(slice(outputs, num_outputs, "outputs")?, "outputs[i]")?;
         drop(r);
@@ -511,17 +505,23 @@ pub unsafe extern "C" fn ttdrv_program_launch_with(
         let r = handles::resolver();
         let p: Arc<Program> = r.get(program, "program")?;
         let a = versioned::read(args, "args")?;
-        let steps: &[ttdrv_arg_step] = slice(a.steps, a.num_steps, "args->steps")?;
-        let rt = RtArgs {
-            common: words(a.common, a.num_common, "args->common")?,
-            steps: step_slice(steps),
-            per_core: words(a.per_core, a.num_per_core, "args->per_core")?,
-        };
+        let rt = rt_args(&a)?;
         let ins = r.all::<Buffer, _>(slice(inputs, num_inputs, "inputs")?, "inputs[i]")?;
         let outs = r.all::<Buffer, _>(slice(outputs, num_outputs, "outputs")?, "outputs[i]")?;
         drop(r);
         let roles = roles_from_c(slice(roles, num_roles, "roles")?)?;
         Ok(p.launch_with(cq, &rt, &refs(&ins), &refs(&outs), &roles)?)
+    })
+}
+
+/// The runtime arguments `a` describes, its arrays borrowed from the caller for the call (checked: NULL with a
+/// non-zero count, and counts past the address space, are refused).
+fn rt_args<'a>(a: &ttdrv_rt_args) -> FfiResult<RtArgs<'a>> {
+    let steps: &[ttdrv_arg_step] = slice(a.steps, a.num_steps, "args->steps")?;
+    Ok(RtArgs {
+        common: words(a.common, a.num_common, "args->common")?,
+        steps: step_slice(steps),
+        per_core: words(a.per_core, a.num_per_core, "args->per_core")?,
     })
 }
 
