@@ -121,40 +121,47 @@ fn c_rows(samples: usize) -> Result<Vec<Row>, String> {
         capi::ok(ttdrv_trace_release(dev.raw(), r?), "ttdrv_trace_release")?;
         recapture.push(ns);
     }
-    let us = |s: Stat| Stat { median: s.median / 1e3, min: s.min / 1e3, max: s.max / 1e3, n: s.n };
-    let re = Stat::of(recapture);
+    Ok(round_trip_rows(Api::C, "ttdrv_trace_rebind", recapture, &round))
+}
+
+/// In µs, from samples in ns.
+fn us(v: &[f64]) -> Stat {
+    let s = Stat::of(v.to_vec());
+    Stat { median: s.median / 1e3, min: s.min / 1e3, max: s.max / 1e3, n: s.n }
+}
+
+/// The rows of one API: its re-capture, and each patch's round trip against that re-capture.
+fn round_trip_rows(api: Api, call: &str, recapture: Vec<f64>, round: &[Vec<f64>; 3]) -> Vec<Row> {
+    let prefix = if api == Api::C { "c" } else { "rust" };
+    let re = us(&recapture);
     let mut rows = vec![
         Row::new(
-            "patch.c.recapture",
+            format!("patch.{prefix}.recapture"),
             Bench::TracePatch,
             format!("re-capture of the {LAUNCHES}-launch trace + finish"),
-            Api::C,
+            api,
             State::Hot,
             Kind::RoundTrip,
         )
-        .stat(us(re), Unit::Us),
+        .stat(re, Unit::Us)
+        .note("what changing an address costs without patching: begin, 1000 op calls, end (upload), finish"),
     ];
     for (k, &w) in WORDS.iter().enumerate() {
         rows.push(
             Row::new(
-                format!("patch.c.{w}"),
+                format!("patch.{prefix}.{w}"),
                 Bench::TracePatch,
-                format!("ttdrv_trace_rebind of {w} address words + finish, {LAUNCHES}-launch trace"),
-                Api::C,
+                format!("{call} of {w} address words + finish, {LAUNCHES}-launch trace"),
+                api,
                 State::Hot,
                 Kind::RoundTrip,
             )
-            .stat(us(Stat::of(round[k].clone())), Unit::Us)
-            .against(
-                "re-capture + finish, same run",
-                re.median / 1e3,
-                RatioOf::ReferenceOverFigure,
-                "re-capture / patch",
-            )
+            .stat(us(&round[k]), Unit::Us)
+            .against("re-capture + finish, same run", re.median, RatioOf::ReferenceOverFigure, "re-capture / patch")
             .target(">= 10x under re-capture", vec![Check::RatioAtLeast(10.0)]),
         );
     }
-    Ok(rows)
+    rows
 }
 
 /// Rebinding 1, 10 and 100 address words of a 1000-launch trace (host cost, and round trip to the device's
@@ -209,40 +216,8 @@ pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
         dev.release_trace(r?).map_err(e)?;
         recapture.push(ns);
     }
-    let re = Stat::of(recapture);
-    let us = |s: Stat| Stat { median: s.median / 1e3, min: s.min / 1e3, max: s.max / 1e3, n: s.n };
-    let mut rows = vec![
-        Row::new(
-            "patch.rust.recapture",
-            Bench::TracePatch,
-            format!("re-capture of the {LAUNCHES}-launch trace + finish"),
-            Api::Rust,
-            State::Hot,
-            Kind::RoundTrip,
-        )
-        .stat(us(re), Unit::Us)
-        .note("what changing an address costs without patching: begin, 1000 op calls, end (upload), finish"),
-    ];
+    let mut rows = round_trip_rows(Api::Rust, "trace_rebind", recapture, &round);
     for (k, &w) in WORDS.iter().enumerate() {
-        let (h, r) = (Stat::of(host[k].clone()), Stat::of(round[k].clone()));
-        rows.push(
-            Row::new(
-                format!("patch.rust.{w}"),
-                Bench::TracePatch,
-                format!("trace_rebind of {w} address words + finish, {LAUNCHES}-launch trace"),
-                Api::Rust,
-                State::Hot,
-                Kind::RoundTrip,
-            )
-            .stat(us(r), Unit::Us)
-            .against(
-                "re-capture + finish, same run",
-                re.median / 1e3,
-                RatioOf::ReferenceOverFigure,
-                "re-capture / patch",
-            )
-            .target(">= 10x under re-capture", vec![Check::RatioAtLeast(10.0)]),
-        );
         rows.push(
             Row::new(
                 format!("patch.rust.{w}.host"),
@@ -252,7 +227,7 @@ pub fn patch(ctx: &Ctx) -> Result<Vec<Row>, String> {
                 State::Hot,
                 Kind::HostCost,
             )
-            .stat(us(h), Unit::Us),
+            .stat(us(&host[k]), Unit::Us),
         );
     }
     rows.extend(c_rows(samples)?);
