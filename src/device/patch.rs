@@ -310,31 +310,37 @@ pub(crate) fn check_roles(
         }
         seen.push(word);
         match *r {
-            ArgRole::Address { buffer, .. } => {
-                let Some(b) = buffers.get(buffer) else {
-                    return bad(format!(
-                        "role {i} names buffer {buffer}; the launch names {} (inputs, then outputs)",
-                        buffers.len()
-                    ));
-                };
-                if buffer > u8::MAX as usize {
-                    return bad(format!("role {i} names buffer {buffer}; at most 256 buffers can have roles"));
-                }
-                for k in 0..cores {
-                    let v = rt.core_args(num_rt_args, k)[word] as u64;
-                    if v < b.addr || v > b.addr + b.footprint {
-                        return bad(format!(
-                            "role {i}: runtime word {word} of core {k} is {v:#x}, not an address inside buffer \
-                             {buffer} ([{:#x}, {:#x}]); declare the word that holds its address",
-                            b.addr,
-                            b.addr + b.footprint
-                        ));
-                    }
-                }
+            ArgRole::Address { buffer, .. } if buffer >= buffers.len() => {
+                return bad(format!(
+                    "role {i} names buffer {buffer}; the launch names {} (inputs, then outputs)",
+                    buffers.len()
+                ));
             }
+            ArgRole::Address { buffer, .. } if buffer > u8::MAX as usize => {
+                return bad(format!("role {i} names buffer {buffer}; at most 256 buffers can have roles"));
+            }
+            ArgRole::Address { .. } => {}
             ArgRole::Scalar { name, .. } => {
                 if let Err(m) = check_scalar_name(name) {
                     return bad(format!("role {i}: {m}"));
+                }
+            }
+        }
+    }
+    // Every core's words once, checked against every address role.
+    if roles.iter().any(|r| matches!(r, ArgRole::Address { .. })) {
+        for k in 0..cores {
+            let w = rt.core_args(num_rt_args, k);
+            for (i, r) in roles.iter().enumerate() {
+                let ArgRole::Address { word, buffer } = *r else { continue };
+                let (b, v) = (buffers[buffer], w[word as usize] as u64);
+                if v < b.addr || v > b.addr + b.footprint {
+                    return bad(format!(
+                        "role {i}: runtime word {word} of core {k} is {v:#x}, not an address inside buffer {buffer} \
+                         ([{:#x}, {:#x}]); declare the word that holds its address",
+                        b.addr,
+                        b.addr + b.footprint
+                    ));
                 }
             }
         }

@@ -946,7 +946,12 @@ impl DeviceInner {
         let cq = st.id;
         st.forbid_capture(call)?;
         let mut words = Vec::new();
-        for op in ops {
+        for (k, op) in ops.iter().enumerate() {
+            if let PatchOp::Rebind(i, _) = *op
+                && ops[..k].iter().any(|o| matches!(*o, PatchOp::Rebind(j, _) if j == i))
+            {
+                return Err(Error::InvalidArgument(format!("{call}: binding {i} is given twice; give it once")));
+            }
             words.extend(self.patch_words(c, tid, op)?);
         }
         for e in after {
@@ -1040,11 +1045,6 @@ impl DeviceInner {
         {
             let mut t = self.traces.lock().unwrap_or_else(|e| e.into_inner());
             let c = self.captured_mut(&mut t, tid, &|| call.clone())?;
-            for (k, &(i, _)) in bindings.iter().enumerate() {
-                if bindings[..k].iter().any(|&(j, _)| j == i) {
-                    return Err(Error::InvalidArgument(format!("{call}: binding {i} is given twice; give it once")));
-                }
-            }
             let ops: Vec<PatchOp<'_>> = bindings.iter().map(|&(i, b)| PatchOp::Rebind(i, b)).collect();
             let saved: Vec<BufferRef> =
                 bindings.iter().filter_map(|&(i, _)| c.bindings.get(i).map(|b| b.buffer)).collect();
@@ -1671,11 +1671,6 @@ impl Device {
     /// replay of the trace that may still run on another queue must be ordered before the writes by an event
     /// recorded there after it, passed in `after` (or the call fails, changing nothing). Costs O(rewritten words).
     pub fn trace_rebind(&self, tid: u32, cq: u16, bindings: &[(usize, &Buffer)], after: &[&Event]) -> Result<()> {
-        for (k, &(i, _)) in bindings.iter().enumerate() {
-            if bindings[..k].iter().any(|&(j, _)| j == i) {
-                return Err(Error::InvalidArgument(format!("trace_rebind: binding {i} is given twice; give it once")));
-            }
-        }
         let ops: Vec<PatchOp<'_>> = bindings.iter().map(|&(i, b)| PatchOp::Rebind(i, b)).collect();
         self.inner.patch_trace(tid, cq, &ops, after, &format!("trace_rebind({tid})"))
     }
